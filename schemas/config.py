@@ -1,0 +1,47 @@
+"""Configuration models. Flows take these as parameters, so the Prefect UI shows and validates them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+class ImageConfig(BaseModel):
+    """How source pixels become the stored training image."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    size: int = Field(518, ge=16, le=4096, description="output side in pixels (LLaVA-Rad: 518)")
+    resize: Literal["crop", "pad"] = Field(
+        "crop", description="crop: shortest side to size then center crop (LLaVA-Rad); pad: longest side to size, pad to square"
+    )
+    format: Literal["jpeg", "png"] = "jpeg"
+    jpeg_quality: int = Field(95, ge=1, le=100)
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class IngestConfig(BaseModel):
+    """One source ingested into one manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "mimic-cxr"
+    root: Path
+    out: Path
+    frontal_only: bool = True
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    workers: int | None = Field(None, ge=1, description="processes; default all cores")
+    batch_size: int = Field(32, ge=1)
+    limit: int | None = Field(None, ge=1, description="cap on candidate images (mixtures, smoke runs)")
+    split_ratios: tuple[float, float, float] = Field(
+        (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"
+    )
+    options: dict = Field(default_factory=dict, description="source-specific options")

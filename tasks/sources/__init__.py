@@ -1,0 +1,34 @@
+"""Source adapters, one module per dataset. Each module defines ADAPTER (a SourceAdapter with a `name`);
+`get_adapter(name)` finds it, so adding a source means adding a module, not editing a list here."""
+
+from __future__ import annotations
+
+import pkgutil
+from functools import cache
+from importlib import import_module
+
+from tasks.sources.base import SourceAdapter, SourceLayoutError
+
+
+@cache
+def adapters() -> dict[str, SourceAdapter]:
+    import tasks.sources as pkg
+
+    found: dict[str, SourceAdapter] = {}
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name == "base" or info.name.startswith("_"):
+            continue
+        adapter = getattr(import_module(f"tasks.sources.{info.name}"), "ADAPTER", None)
+        if adapter is not None:
+            found[adapter.name] = adapter
+    return found
+
+
+def get_adapter(name: str) -> SourceAdapter:
+    known = adapters()
+    if name not in known:
+        raise SourceLayoutError(f"unknown source {name!r}; known: {', '.join(sorted(known))}")
+    return known[name]
+
+
+__all__ = ["SourceAdapter", "SourceLayoutError", "adapters", "get_adapter"]

@@ -1,0 +1,126 @@
+"""What a source adapter gives the ingest engine.
+
+An adapter reads a dataset's released layout and returns a `Discovery`: the candidate images (with ids,
+split, view, labels, raw report text) and the images it already dropped, each with a reason. The engine
+then decodes pixels, parses reports and writes the manifest; it never needs to know the source's layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from schemas.config import IngestConfig
+
+ImageKind = Literal["dicom", "png", "jpeg"]
+ReportOrigin = Literal["report", "labels", "none"]
+
+FRONTAL_VIEWS = frozenset({"PA", "AP"})
+
+
+class SourceLayoutError(ValueError):
+    """The root is missing or malformed: raised before any work, naming the missing file or column."""
+
+
+@dataclass
+class Candidate:
+    """One image found on disk and joined with its metadata, not yet decoded."""
+
+    source: str
+    path: Path  # absolute path of the image file
+    rel_path: str  # path relative to the source root (lineage; never PHI)
+    image_id: str
+    subject_id: str
+    study_id: str
+    split: str
+    kind: ImageKind
+    view: str | None = None
+    orientation: str | None = None
+    labels: dict[str, int | None] = field(default_factory=dict)  # CheXpert name -> 1/0/-1/None
+    report_text: str | None = None
+    report_origin: ReportOrigin = "report"
+    report_method: str | None = None  # set when the adapter already structured the text
+    sections: dict[str, str | None] | None = None  # pre-split sections (e.g. Open-I XML), else parsed
+
+    @property
+    def image_key(self) -> str:
+        return make_key(self.source, self.image_id)
+
+
+@dataclass
+class Drop:
+    """An input that was filtered (policy) or quarantined (defect), with a human-readable reason."""
+
+    source: str
+    source_path: str
+    stage: str
+    reason: str
+    image_key: str | None = None
+
+    def as_row(self) -> dict:
+        return {
+            "source": self.source,
+            "source_path": self.source_path,
+            "stage": self.stage,
+            "reason": self.reason,
+            "image_key": self.image_key,
+        }
+
+
+@dataclass
+class Discovery:
+    candidates: list[Candidate] = field(default_factory=list)
+    filtered: list[Drop] = field(default_factory=list)
+    quarantined: list[Drop] = field(default_factory=list)
+    # Facts that are not part of the reconciliation (e.g. metadata rows whose file is absent).
+    notes: dict = field(default_factory=dict)
+
+    @property
+    def found(self) -> int:
+        return len(self.candidates) + len(self.filtered) + len(self.quarantined)
+
+
+class SourceAdapter(Protocol):
+    name: str
+    # May the data leave the premises? False for credentialed data (PhysioNet): LLM calls are then
+    # limited to loopback/private or explicitly allowed endpoints.
+    may_leave_premises: bool
+    licence: str
+
+    def check(self, root: Path) -> None:
+        """Raise SourceLayoutError naming the missing file or column, before any work."""
+
+    def discover(self, cfg: IngestConfig) -> Discovery:
+        """Find every image under cfg.root and join it with the source's metadata."""
+
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def make_key(source: str, image_id: str) -> str:
+    """A sample key with no dots (WebDataset splits keys at the first dot) and no path separators."""
+    return f"{_KEY_UNSAFE.sub('-', source)}_{_KEY_UNSAFE.sub('-', image_id).strip('-')}"
+
+
+def hash_split(subject_id: str, ratios: tuple[float, float, float], salt: str = "cxrflow") -> str:
+    """Deterministic patient-level split for sources without an official one."""
+    total = sum(ratios)
+    u = int(hashlib.sha256(f"{salt}:{subject_id}".encode()).hexdigest()[:12], 16) / float(1 << 48)
+    u *= total
+    if u < ratios[0]:
+        return "train"
+    if u < ratios[0] + ratios[1]:
+        return "validate"
+    return "test"
+
+
+def normalize_view(value: str | None) -> str | None:
+    if value is None:
+        return None
+    v = str(value).strip().upper()
+    if not v or v in {"NAN", "NONE"}:
+        return None
+    return {"L": "LATERAL", "LAT": "LATERAL", "AP_HORIZONTAL": "AP"}.get(v, v)

@@ -1,0 +1,37 @@
+"""Shared test setup. Prefect gets a temporary home so results and settings never leak between runs
+(pitfalls.md), and flow tests share one session-scoped test server (never nest harnesses)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_PREFECT_HOME = Path(tempfile.mkdtemp(prefix="cxrflow-prefect-"))
+os.environ["PREFECT_HOME"] = str(_PREFECT_HOME)
+os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = str(_PREFECT_HOME / "results")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server for the whole session; request it in any test that runs a flow."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def mimic_small(tmp_path_factory) -> Path:
+    """A small MIMIC-CXR DICOM fixture shared by tests that only read it."""
+    from fixtures.mimic_cxr import write_mimic_cxr
+
+    root = tmp_path_factory.mktemp("mimic-small")
+    write_mimic_cxr(root, studies=8, seed=7, jpg=False, size="small")
+    return root
