@@ -1,0 +1,269 @@
+"""Source pixels -> the stored training image.
+
+DICOM: stored values -> modality LUT (rescale) -> VOI LUT or window -> MONOCHROME1 inversion -> 8 bits,
+using pydicom's own functions. They are evaluated once over the range of stored values to build a lookup
+table, so the per-pixel work is one table lookup on an already reduced image instead of float maths on
+~8M pixels (pitfalls.md: the float path costs ~23 ms per film).
+
+Geometry: LLaVA-Rad's default is shortest side to `size` then center crop; `pad` keeps the whole film
+(longest side to `size`, black padding). Big films are first area-reduced by an integer factor on the
+stored values (cv2 INTER_AREA: exact box means, ~2 ms for a 2500x3000 film), then resampled bicubically to
+the final size. The reduction happens before the VOI transform: linear rescale and MONOCHROME1 inversion
+commute with box means exactly; window clipping differs only inside blocks that straddle the window edge.
+No flips or rotations are ever applied, so orientation is the film's own.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+
+from schemas.config import ImageConfig
+
+# Bump when the pixel pipeline changes in a way that alters output bytes: it is part of the cache key.
+PIPELINE_VERSION = "1"
+
+cv2.setNumThreads(1)  # parallelism comes from processes; threads inside each would oversubscribe cores
+
+
+class ImageDecodeError(Exception):
+    """The image cannot be turned into pixels; the message is the quarantine reason."""
+
+
+@dataclass
+class Decoded:
+    """Stored values (already area-reduced) plus the table that maps them to 8-bit display values."""
+
+    pixels: np.ndarray  # 2-D integer array
+    lut: np.ndarray | None  # uint8 table indexed by (value - lut_offset); None: pixels are already uint8
+    lut_offset: int
+    decoder: str
+
+    def to_uint8(self) -> np.ndarray:
+        if self.lut is None:
+            return self.pixels
+        index = self.pixels if self.lut_offset == 0 else self.pixels.astype(np.int64) - self.lut_offset
+        return self.lut[index]
+
+
+# --------------------------------------------------------------------------------------------- geometry
+
+
+def reduce_factor(height: int, width: int, cfg: ImageConfig) -> int:
+    """Largest integer factor that keeps the relevant side at or above the target size."""
+    side = min(height, width) if cfg.resize == "crop" else max(height, width)
+    return max(1, side // cfg.size)
+
+
+def crop_box(height: int, width: int, cfg: ImageConfig, factor: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of the source region to keep, trimmed to multiples of the reduction factor."""
+    if cfg.resize == "crop":
+        side = min(height, width)
+        h = w = side - side % factor
+    else:
+        h, w = height - height % factor, width - width % factor
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def area_reduce(arr: np.ndarray, cfg: ImageConfig) -> np.ndarray:
+    """Crop (crop mode) and integer-factor box reduction of a 2-D array of any integer type."""
+    height, width = arr.shape
+    factor = reduce_factor(height, width, cfg)
+    top, left, h, w = crop_box(height, width, cfg, factor)
+    region = arr[top : top + h, left : left + w]
+    if factor == 1:
+        return np.ascontiguousarray(region)
+    if region.dtype == np.int32 or region.dtype == np.uint32:  # cv2 has no 32-bit integer resize
+        region = region.astype(np.float32)
+    out = cv2.resize(region, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    return out.astype(arr.dtype) if out.dtype != arr.dtype else out
+
+
+def finish(gray: np.ndarray, cfg: ImageConfig) -> Image.Image:
+    """8-bit reduced image -> exactly size x size (bicubic, as LLaVA-Rad's preprocessing)."""
+    im = Image.fromarray(gray, mode="L")
+    w, h = im.size
+    if cfg.resize == "crop":
+        # Already square (center crop happened before the reduction).
+        return im.resize((cfg.size, cfg.size), Image.Resampling.BICUBIC) if w != cfg.size else im
+    scale = cfg.size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+    canvas = Image.new("L", (cfg.size, cfg.size), 0)
+    canvas.paste(im, ((cfg.size - nw) // 2, (cfg.size - nh) // 2))
+    return canvas
+
+
+def encode(im: Image.Image, cfg: ImageConfig) -> bytes:
+    buf = io.BytesIO()
+    if cfg.format == "jpeg":
+        im.save(buf, format="JPEG", quality=cfg.jpeg_quality)
+    else:
+        im.save(buf, format="PNG", compress_level=3)
+    return buf.getvalue()
+
+
+def extension(cfg: ImageConfig) -> str:
+    return "jpg" if cfg.format == "jpeg" else "png"
+
+
+def preprocess_params(cfg: ImageConfig) -> str:
+    """The JSON recorded in the manifest's lineage and hashed into the cache key."""
+    return json.dumps({**cfg.model_dump(), "pipeline": PIPELINE_VERSION, "resample": "area+bicubic"}, sort_keys=True)
+
+
+# --------------------------------------------------------------------------------------------- DICOM
+
+
+def _stored_range(ds: pydicom.Dataset, data: np.ndarray) -> tuple[int, int]:
+    bits = int(ds.get("BitsStored", data.dtype.itemsize * 8))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    # Some files carry a wrong BitsStored (VinDr-CXR): never index outside the table.
+    return min(lo, int(data.min())), max(hi, int(data.max()))
+
+
+def _voi_output_range(ds: pydicom.Dataset, values: np.ndarray, modality: np.ndarray) -> tuple[float, float]:
+    """Range the VOI stage maps onto, following PS3.3 C.11 as pydicom implements it."""
+    if ds.get("VOILUTSequence"):
+        bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**bits - 1)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        if ds.get("ModalityLUTSequence"):
+            return 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+        bits = int(ds.BitsStored)
+        if int(ds.get("PixelRepresentation", 0)) == 0:
+            y_min, y_max = 0.0, float(2**bits - 1)
+        else:
+            y_min, y_max = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+        if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+            slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+            y_min, y_max = y_min * slope + intercept, y_max * slope + intercept
+        return y_min, y_max
+    # No VOI: min-max over the film's own values (what MIMIC-CXR-JPG did).
+    return float(modality.min()), float(modality.max())
+
+
+def dicom_lut(ds: pydicom.Dataset, lo: int, hi: int, data_lo: int, data_hi: int) -> np.ndarray:
+    """uint8 table over stored values lo..hi: modality LUT, VOI (LUT preferred over window), inversion."""
+    values = np.arange(lo, hi + 1, dtype=np.int64)
+    modality = np.asarray(apply_modality_lut(values, ds), dtype=np.float64)
+    has_voi = bool(ds.get("VOILUTSequence")) or ("WindowCenter" in ds and "WindowWidth" in ds)
+    voi = np.asarray(apply_voi_lut(modality, ds), dtype=np.float64) if has_voi else modality
+    if has_voi:
+        out_lo, out_hi = _voi_output_range(ds, values, modality)
+    else:
+        seen = modality[data_lo - lo : data_hi - lo + 1]
+        out_lo, out_hi = float(seen.min()), float(seen.max())
+    scaled = (voi - out_lo) / max(out_hi - out_lo, 1e-9)
+    if ds.get("PhotometricInterpretation", "MONOCHROME2") == "MONOCHROME1":
+        scaled = 1.0 - scaled  # MONOCHROME1: high values are dark; invert after VOI (PS3.3 C.7.6.3.1.2)
+    return np.clip(np.rint(scaled * 255.0), 0, 255).astype(np.uint8)
+
+
+def _missing_plugin_reason(ds: pydicom.Dataset) -> str | None:
+    ts = ds.file_meta.TransferSyntaxUID
+    if not ts.is_compressed:
+        return None
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError:
+        return f"unsupported transfer syntax {ts.name} ({ts}): pydicom has no decoder for it"
+    if decoder.is_available:
+        return None
+    missing = "; ".join(f"{name}: {', '.join(deps)}" for name, deps in decoder.missing_dependencies.items())
+    return f"unsupported transfer syntax {ts.name}: no pixel plugin installed ({missing})"
+
+
+def read_dicom(path: Path) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except Exception as exc:  # pydicom raises several types for bad files
+        raise ImageDecodeError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
+
+
+def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """Stored values of the first frame, with a precise reason when that is impossible."""
+    if "PixelData" not in ds:
+        raise ImageDecodeError("DICOM has no Pixel Data element")
+    if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ImageDecodeError(f"not a grayscale radiograph: PhotometricInterpretation {ds.get('PhotometricInterpretation')}")
+    reason = _missing_plugin_reason(ds)
+    if reason:
+        raise ImageDecodeError(reason)
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        msg = str(exc)
+        if "less than" in msg or "truncat" in msg.lower() or "expected" in msg:
+            raise ImageDecodeError(f"truncated pixel data: {msg}") from exc
+        raise ImageDecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {msg}") from exc
+    if arr.ndim == 3:  # multi-frame: radiographs have one frame; take the first
+        arr = arr[0]
+    return arr
+
+
+def decoder_name(ds: pydicom.Dataset) -> str:
+    ts = ds.file_meta.TransferSyntaxUID
+    plugin = "native"
+    if ts.is_compressed:
+        decoder = get_decoder(ts)
+        plugin = next(iter(decoder.available_plugins), "none")
+    return f"pydicom-{pydicom.__version__}/{ts.name}/{plugin}"
+
+
+def decode_dicom(path: Path, cfg: ImageConfig) -> Decoded:
+    ds = read_dicom(path)
+    arr = dicom_pixels(ds)
+    reduced = area_reduce(arr, cfg)
+    lo, hi = _stored_range(ds, reduced)
+    lut = dicom_lut(ds, lo, hi, int(reduced.min()), int(reduced.max()))
+    return Decoded(pixels=reduced, lut=lut, lut_offset=lo, decoder=decoder_name(ds))
+
+
+# --------------------------------------------------------------------------------------------- PNG / JPEG
+
+
+def decode_raster(path: Path, cfg: ImageConfig) -> Decoded:
+    """8- or 16-bit grayscale PNG/JPEG (RGB/RGBA converted to luminance); 16-bit is min-max scaled."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            fmt = im.format
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(im, dtype=np.uint16 if im.mode.startswith("I;16") else np.int32)
+            else:
+                arr = np.asarray(im.convert("L"))
+    except Exception as exc:  # PIL raises OSError/SyntaxError/ValueError for damaged files
+        raise ImageDecodeError(f"unreadable image: {type(exc).__name__}: {exc}") from exc
+    reduced = area_reduce(arr, cfg)
+    decoder = f"pillow/{fmt}/{arr.dtype}"
+    if reduced.dtype == np.uint8:
+        return Decoded(pixels=reduced, lut=None, lut_offset=0, decoder=decoder)
+    lo, hi = int(reduced.min()), int(reduced.max())
+    table = np.rint((np.arange(lo, hi + 1, dtype=np.float64) - lo) / max(hi - lo, 1) * 255.0).astype(np.uint8)
+    return Decoded(pixels=reduced, lut=table, lut_offset=lo, decoder=decoder)
+
+
+def decode(path: Path, kind: str, cfg: ImageConfig) -> Decoded:
+    if kind == "dicom":
+        return decode_dicom(path, cfg)
+    return decode_raster(path, cfg)
+
+
+def process(path: Path, kind: str, cfg: ImageConfig) -> tuple[bytes, int, int, str]:
+    """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder)."""
+    decoded = decode(path, kind, cfg)
+    im = finish(decoded.to_uint8(), cfg)
+    return encode(im, cfg), im.size[0], im.size[1], decoded.decoder
