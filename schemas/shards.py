@@ -1,0 +1,111 @@
+"""The shard contract (issue 4 writes it; training and evaluation read it) and the validate/shard configs.
+
+A sample with key K (dot-free) is three tar members, written in this order (sorted by extension):
+`K.jpg` or `K.png` (the processed image), `K.json` (every manifest field plus `targets` and `indication`),
+`K.txt` (the primary training target: findings). Shards are `{split}-{NNNNNN}.tar`; beside them
+`{split}.index.json` (wids), `shards.parquet` (key -> shard) and `summary.json`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.config import DEFAULT_ARTIFACTS
+
+SPLITS: tuple[str, ...] = ("train", "validate", "test")
+
+# Tar member extension of the image, by manifest image_format.
+IMAGE_EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "jpg": "jpg", "png": "png"}
+
+# Methods a findings version can carry in `targets`; LLM versions are "<backend>:<model>".
+RULE_BASED = "rule-based"
+SYNTHESIZED = "synthesized-rules"
+
+
+# Preference for the `.txt` member: rule-based, then any LLM version, then synthesized-from-labels.
+def target_rank(method: str) -> int:
+    if method == RULE_BASED:
+        return 0
+    if method == SYNTHESIZED:
+        return 2
+    return 1
+
+
+SHARD_NAME_RE = re.compile(r"^(train|validate|test)-(\d{6})\.tar$")
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+def index_name(split: str) -> str:
+    return f"{split}.index.json"
+
+
+# Fixed tar header fields so identical input gives byte-identical shards.
+TAR_MTIME = 0
+TAR_MODE = 0o444
+TAR_USER = "cxrflow"
+TAR_GROUP = "cxrflow"
+
+# SHARDS/shards.parquet: where every sample lives.
+SHARD_MAP_SCHEMA = pa.schema(
+    [
+        pa.field("image_key", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("index_in_shard", pa.int32(), nullable=False),
+        pa.field("image_member", pa.string(), nullable=False),
+        pa.field("primary_method", pa.string(), nullable=False),
+        pa.field("n_targets", pa.int8(), nullable=False),
+    ]
+)
+
+
+class ValidateConfig(BaseModel):
+    """Expectations on the manifest and the structured reports."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    frontal_only: bool = Field(True, description="expect view in {AP, PA}")
+    findings_min_chars: int = Field(10, ge=1)
+    findings_max_chars: int = Field(4000, ge=1)
+    min_side: int = Field(16, ge=1, description="smallest allowed image width/height in pixels")
+    max_side: int = Field(4096, ge=1)
+    min_rows_fraction_of_found: float = Field(
+        0.2, ge=0, le=1, description="manifest rows below this share of ingest's `found` fail the run"
+    )
+    max_quarantine_fraction: float = Field(
+        0.5, ge=0, le=1, description="more rows quarantined than this share of the manifest fails the run"
+    )
+    test_methods: tuple[str, ...] = Field(
+        (RULE_BASED,), description="findings versions allowed on the test split (LLaVA-Rad: rule-based)"
+    )
+
+
+class ShardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_samples: int = Field(10_000, ge=1, description="samples per shard")
+    max_bytes: int = Field(
+        1_000_000_000, ge=4096, description="bytes per shard (a single larger sample still fits)"
+    )
+
+
+class ValidateShardParams(BaseModel):
+    """Parameters of the `validate_and_shard` flow."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path = Field(description="folder with manifest.parquet (+ reports.parquet, summary.json)")
+    out: Path = Field(description="SHARDS folder")
+    artifacts: Path = Field(
+        DEFAULT_ARTIFACTS, description="artifacts root; the GX context lives in <root>/gx"
+    )
+    validate_cfg: ValidateConfig = Field(default_factory=ValidateConfig)
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+    export_llava: bool = True

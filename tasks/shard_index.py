@@ -1,0 +1,147 @@
+"""Indexes beside the shards, and the read-back check that proves every sample can be read.
+
+- `{split}.index.json`: the wids shard index (`__kind__` "wids-shard-index-v1", `wids_version` 1, a
+  `shardlist` of {url, nsamples, filesize, md5sum}; urls are relative to the index, as wids resolves them).
+- `shards.parquet`: every key -> its shard (SHARD_MAP_SCHEMA).
+- `summary.json`: samples per split, shard count, bytes, filtered/quarantined rows and the reconciliation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.shards import SHARD_MAP_SCHEMA, SPLITS, index_name
+from tasks.io import atomic_write_bytes, atomic_write_json
+from tasks.shard import ShardInfo
+
+
+def write_wids_index(out_dir: Path, split: str, infos: Sequence[ShardInfo]) -> Path | None:
+    mine = [i for i in infos if i.split == split]
+    path = Path(out_dir) / index_name(split)
+    if not mine:
+        path.unlink(missing_ok=True)  # no samples in this split: no index (wids rejects an empty list)
+        return None
+    desc = {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": f"cxrflow-{split}",
+        "shardlist": [
+            {"url": i.name, "nsamples": i.nsamples, "filesize": i.filesize, "md5sum": i.md5sum} for i in mine
+        ],
+    }
+    atomic_write_json(path, desc)
+    return path
+
+
+def write_shard_map(out_dir: Path, infos: Sequence[ShardInfo], accepted: pl.DataFrame) -> Path:
+    meta = {
+        r["image_key"]: r
+        for r in accepted.select(["image_key", "image_format", "primary_method", "targets_json"]).iter_rows(
+            named=True
+        )
+    }
+    rows = []
+    for info in infos:
+        for idx, key in enumerate(info.keys):
+            m = meta[key]
+            ext = "png" if str(m["image_format"]).lower() == "png" else "jpg"
+            rows.append(
+                {
+                    "image_key": key,
+                    "split": info.split,
+                    "shard": info.name,
+                    "index_in_shard": idx,
+                    "image_member": f"{key}.{ext}",
+                    "primary_method": m["primary_method"],
+                    "n_targets": len(json.loads(m["targets_json"])),
+                }
+            )
+    table = pa.Table.from_pylist(rows, schema=SHARD_MAP_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    path = Path(out_dir) / "shards.parquet"
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    return path
+
+
+def write_summary(out_dir: Path, infos: Sequence[ShardInfo], counts: dict) -> dict:
+    """counts: validation counts (ingest_found/filtered/quarantined, filtered, quarantined, accepted)."""
+    per_split = {
+        s: {
+            "samples": sum(i.nsamples for i in infos if i.split == s),
+            "shards": sum(1 for i in infos if i.split == s),
+            "bytes": sum(i.filesize for i in infos if i.split == s),
+        }
+        for s in SPLITS
+    }
+    sharded = sum(v["samples"] for v in per_split.values())
+    filtered = counts.get("ingest_filtered", 0) + counts.get("filtered", 0)
+    quarantined = counts.get("ingest_quarantined", 0) + counts.get("quarantined", 0)
+    found = counts.get("ingest_found", sharded + filtered + quarantined)
+    summary = {
+        "splits": per_split,
+        "shards": len(infos),
+        "bytes": sum(i.filesize for i in infos),
+        "samples": sharded,
+        "reused_shards": sum(1 for i in infos if i.reused),
+        "validation": counts,
+        "reconciliation": {
+            "found": found,
+            "sharded": sharded,
+            "filtered": filtered,
+            "quarantined": quarantined,
+            "balanced": found == sharded + filtered + quarantined,
+        },
+    }
+    atomic_write_json(Path(out_dir) / "summary.json", summary)
+    return summary
+
+
+def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
+    """Read every shard back with webdataset.WebDataset and with wids; counts must match `expected`
+    (samples per split from the accepted manifest). Returns per-split counts; raises on any mismatch."""
+    import webdataset as wds
+    import wids
+
+    out_dir = Path(out_dir).resolve()
+    report: dict[str, dict] = {}
+    problems: list[str] = []
+    for split in SPLITS:
+        want = expected.get(split, 0)
+        index = out_dir / index_name(split)
+        if not index.exists():
+            if want:
+                problems.append(f"{split}: {want} samples expected but no {index.name}")
+            report[split] = {"expected": want, "webdataset": 0, "wids": 0}
+            continue
+        shardlist = json.loads(index.read_text())["shardlist"]
+        urls = [str(out_dir / s["url"]) for s in shardlist]
+        n_wds = 0
+        keys_wds = []
+        for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+            if not {"json", "txt"} <= set(sample) or not ({"jpg", "png"} & set(sample)):
+                problems.append(f"{split}: sample {sample.get('__key__')} lacks image/json/txt members")
+            keys_wds.append(sample["__key__"])
+            n_wds += 1
+        # localname=identity: read the local shards in place instead of copying them into wids' cache.
+        ds = wids.ShardListDataset(str(index), localname=lambda url: url, transformations=[])
+        keys_wids = [ds[i]["__key__"] for i in range(len(ds))]
+        ds.close()
+        if any("." in k for k in keys_wds):
+            problems.append(f"{split}: keys with dots")
+        if n_wds != want or len(keys_wids) != want:
+            problems.append(
+                f"{split}: expected {want} samples, webdataset read {n_wds}, wids read {len(keys_wids)}"
+            )
+        if keys_wds != keys_wids:
+            problems.append(f"{split}: webdataset and wids disagree on the sample order/keys")
+        report[split] = {"expected": want, "webdataset": n_wds, "wids": len(keys_wids)}
+    if problems:
+        raise RuntimeError("shard read-back failed: " + "; ".join(problems))
+    return report

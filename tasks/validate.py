@@ -1,0 +1,459 @@
+"""The gate before sharding: Great Expectations suites on the manifest and the structured reports.
+
+Three suites run in a file data context under the artifacts root (so Data Docs persist between runs):
+- `cxrflow-patient-splits` on the distinct (subject_id, split) pairs: a patient in two splits FAILS the run;
+- `cxrflow-manifest-table`: the manifest's row count against a floor relative to ingest's `found` (FAILS);
+- `cxrflow-samples`: row-level expectations; every failing row becomes a quarantine row naming the
+  expectation(s). Quarantining more than `max_quarantine_fraction` of the rows FAILS the run (collapse).
+Rows with no findings in any allowed version are filtered first ("no findings"), as LLaVA-Rad drops them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.labels import LABEL_COLUMNS
+from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
+from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
+from tasks.io import atomic_write_json, read_json
+
+STAGE = "validate"
+NO_FINDINGS = "no findings"
+
+# PHI-like leftovers. Python `re` syntax (GX's pandas backend uses str.contains, i.e. search semantics).
+PHI_PATTERNS: dict[str, str] = {
+    "date": (
+        r"(?i)\b\d{1,2}[/-]\d{1,2}[/-](?:\d{4}|\d{2})\b|\b(?:19|20)\d{2}-\d{1,2}-\d{1,2}\b"
+        r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+"
+        r"(?:19|20)\d{2}\b"
+    ),
+    "phone": r"(?:\(\d{3}\)\s*|\b\d{3}[-.\s])\d{3}[-.]\d{4}\b",
+    "mrn": r"\b\d{7,}\b",
+    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",
+}
+
+# Text that ends up in shards (the .txt and every field of the .json).
+TEXT_COLUMNS: tuple[str, ...] = ("findings_text", "other_findings", "report_text") + tuple(
+    s for s in REPORT_SECTIONS if s != "findings"
+)
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "image_key",
+    "subject_id",
+    "study_id",
+    "image_id",
+    "split",
+    "image_path",
+    "image_sha256",
+    "width",
+    "height",
+    "image_file_bytes",
+)
+
+ROW_INDEX = "_row"
+
+
+class ValidationFailed(RuntimeError):
+    """A dataset-level defect (split leakage, row-count collapse): the run stops, nothing is sharded."""
+
+
+@dataclass
+class ValidationResult:
+    accepted: pl.DataFrame
+    filtered: list[dict]
+    quarantined: list[dict]
+    expectations: list[dict]
+    docs_url: str | None
+    counts: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- inputs
+
+
+def _report_method(row: dict) -> str | None:
+    """Name a structured-report version: rules backends keep the rule names, LLMs are '<backend>:<model>'."""
+    if row.get("method"):
+        return str(row["method"])
+    backend, model, op = row.get("backend"), row.get("model"), str(row.get("operation") or "")
+    if backend in (None, "", "rules"):
+        return SYNTHESIZED if "synth" in op else RULE_BASED
+    return f"{backend}:{model}" if model else str(backend)
+
+
+def _clean(text) -> str | None:
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return None
+    text = str(text).strip()
+    return text or None
+
+
+def load_reports(data_dir: Path) -> dict[str, list[dict]]:
+    """reports.parquet (structure stage), grouped by image_key; absent file -> no extra versions."""
+    path = Path(data_dir) / "reports.parquet"
+    if not path.exists():
+        return {}
+    df = pl.read_parquet(path)
+    if "image_key" not in df.columns or "findings" not in df.columns:
+        raise ValueError(f"{path}: expected columns image_key and findings, got {df.columns}")
+    if "status" in df.columns:  # structure-stage rows it quarantined carry no usable text
+        df = df.filter(pl.col("status").is_null() | pl.col("status").is_in(["ok", "cached", "success"]))
+    out: dict[str, list[dict]] = {}
+    for row in df.iter_rows(named=True):
+        findings = _clean(row.get("findings"))
+        if findings is None:
+            continue
+        out.setdefault(row["image_key"], []).append(
+            {"method": _report_method(row), "findings": findings, "indication": _clean(row.get("indication"))}
+        )
+    return out
+
+
+def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame, list[dict]]:
+    """Manifest rows joined with every findings version; rows with none allowed are filtered."""
+    data_dir = Path(data_dir)
+    manifest = pl.read_parquet(data_dir / "manifest.parquet")
+    reports = load_reports(data_dir)
+    extra_rows: list[dict] = []
+    filtered: list[dict] = []
+    keep = []
+    for row in manifest.iter_rows(named=True):
+        versions: list[dict] = []
+        own = _clean(row.get("findings"))
+        if own is not None:
+            method = row.get("report_method") or RULE_BASED
+            if row.get("report_origin") == "labels" and method == RULE_BASED:
+                method = SYNTHESIZED
+            versions.append({"method": method, "findings": own})
+        indication = _clean(row.get("indication"))
+        for rep in reports.get(row["image_key"], []):
+            if rep["method"] in {v["method"] for v in versions}:
+                continue
+            versions.append({"method": rep["method"], "findings": rep["findings"]})
+            indication = indication or rep["indication"]
+        if row.get("split") == "test":
+            versions = [v for v in versions if v["method"] in cfg.test_methods]
+        versions.sort(key=lambda v: (target_rank(v["method"]), v["method"]))
+        if not versions:
+            filtered.append(_drop(row, NO_FINDINGS))
+            keep.append(False)
+            extra_rows.append({})
+            continue
+        keep.append(True)
+        path = data_dir / str(row.get("image_path") or "")
+        size = path.stat().st_size if row.get("image_path") and path.is_file() else None
+        extra_rows.append(
+            {
+                "targets_json": json.dumps(versions, ensure_ascii=False, sort_keys=True),
+                "findings_text": versions[0]["findings"],
+                "primary_method": versions[0]["method"],
+                "other_findings": "\n".join(v["findings"] for v in versions[1:]) or None,
+                "indication_text": indication,
+                "image_file_bytes": size,
+            }
+        )
+    extra = pl.DataFrame(
+        [e for e, k in zip(extra_rows, keep, strict=True) if k],
+        schema={
+            "targets_json": pl.String,
+            "findings_text": pl.String,
+            "primary_method": pl.String,
+            "other_findings": pl.String,
+            "indication_text": pl.String,
+            "image_file_bytes": pl.Int64,
+        },
+    )
+    kept = manifest.filter(pl.Series(keep, dtype=pl.Boolean)) if len(manifest) else manifest
+    samples = pl.concat([kept, extra], how="horizontal").with_row_index(ROW_INDEX)
+    return samples, filtered
+
+
+def _drop(row: dict, reason: str) -> dict:
+    return {
+        "source": row.get("source") or "unknown",
+        "source_path": row.get("source_path") or "",
+        "stage": STAGE,
+        "reason": reason,
+        "image_key": row.get("image_key"),
+    }
+
+
+# ---------------------------------------------------------------- GX
+
+
+_CONTEXTS: dict[str, object] = {}
+
+
+def gx_context(artifacts_root: Path):
+    """One file data context per artifacts root (GX is slow to set up; reuse it within a process)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    root = str(Path(artifacts_root).resolve())
+    if root not in _CONTEXTS:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        ctx = gx.get_context(mode="file", project_root_dir=root)
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        ctx.variables.save()
+        _CONTEXTS[root] = ctx
+    return _CONTEXTS[root]
+
+
+def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
+    import great_expectations as gx
+
+    E = gx.expectations
+    exps = []
+    for col in REQUIRED_COLUMNS:
+        exps.append(E.ExpectColumnValuesToNotBeNull(column=col, meta={"check": f"{col} present"}))
+    exps.append(
+        E.ExpectColumnValuesToNotBeNull(
+            column="findings_text", meta={"check": "findings present for report-bearing rows"}
+        )
+    )
+    exps.append(
+        E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS), meta={"check": "split value"})
+    )
+    if cfg.frontal_only:
+        exps.append(
+            E.ExpectColumnValuesToBeInSet(
+                column="view", value_set=["AP", "PA"], meta={"check": "frontal view"}
+            )
+        )
+    for col in LABEL_COLUMNS:
+        if col in columns:
+            exps.append(
+                E.ExpectColumnValuesToBeInSet(
+                    column=col, value_set=[1, 0, -1], meta={"check": f"{col} in 1/0/-1"}
+                )
+            )
+    exps.append(E.ExpectColumnValuesToBeUnique(column="image_key", meta={"check": "image_key unique"}))
+    exps.append(
+        E.ExpectColumnValuesToMatchRegex(
+            column="image_key", regex=r"^[A-Za-z0-9-][A-Za-z0-9_-]*$", meta={"check": "image_key dot-free"}
+        )
+    )
+    exps.append(
+        E.ExpectCompoundColumnsToBeUnique(
+            column_list=["source", "study_id", "image_id"], meta={"check": "study+image unique"}
+        )
+    )
+    exps.append(
+        E.ExpectColumnValueLengthsToBeBetween(
+            column="findings_text",
+            min_value=cfg.findings_min_chars,
+            max_value=cfg.findings_max_chars,
+            meta={"check": "findings length"},
+        )
+    )
+    for col in ("width", "height"):
+        exps.append(
+            E.ExpectColumnValuesToBeBetween(
+                column=col, min_value=cfg.min_side, max_value=cfg.max_side, meta={"check": f"{col} bounds"}
+            )
+        )
+    exps.append(
+        E.ExpectColumnValuesToBeBetween(
+            column="image_file_bytes", min_value=1, meta={"check": "image file non-empty"}
+        )
+    )
+    for col in TEXT_COLUMNS:
+        if col not in columns:
+            continue
+        for name, regex in PHI_PATTERNS.items():
+            exps.append(
+                E.ExpectColumnValuesToNotMatchRegex(
+                    column=col, regex=regex, meta={"check": f"no {name} in {col}"}
+                )
+            )
+    return exps
+
+
+def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] | None):
+    """Run one suite through a checkpoint (stores the result and updates Data Docs)."""
+    import great_expectations as gx
+
+    suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+    try:
+        source = ctx.data_sources.get(name)
+    except (KeyError, ValueError):
+        source = ctx.data_sources.add_pandas(name)
+    try:
+        asset = source.get_asset("rows")
+    except LookupError:
+        asset = source.add_dataframe_asset("rows")
+    try:
+        batch_def = asset.get_batch_definition("all")
+    except (KeyError, LookupError):
+        batch_def = asset.add_batch_definition_whole_dataframe("all")
+    vd = ctx.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch_def, suite=suite)
+    )
+    result_format: dict = {"result_format": "COMPLETE"}
+    if index_columns:
+        result_format["unexpected_index_column_names"] = index_columns
+    cp = ctx.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=name,
+            validation_definitions=[vd],
+            actions=[gx.checkpoint.UpdateDataDocsAction(name="update-data-docs")],
+            result_format=result_format,
+        )
+    )
+    run = cp.run(batch_parameters={"dataframe": df})
+    return next(iter(run.run_results.values()))
+
+
+def _describe(suite: str, r, scope: str) -> dict:
+    cfg = r.expectation_config
+    kwargs = cfg.kwargs
+    column = kwargs.get("column") or ",".join(kwargs.get("column_list") or [])
+    if r.exception_info and r.exception_info.get("raised_exception"):
+        raise RuntimeError(
+            f"GX expectation {cfg.type}({column}) raised: {r.exception_info['exception_message']}"
+        )
+    return {
+        "suite": suite,
+        "expectation": cfg.type,
+        "column": column or None,
+        "check": (cfg.meta or {}).get("check"),
+        "scope": scope,
+        "success": bool(r.success),
+        "unexpected_count": int(r.result.get("unexpected_count") or 0) if r.result else 0,
+        "observed_value": _jsonable(r.result.get("observed_value")) if r.result else None,
+    }
+
+
+def _jsonable(v):
+    if v is None or isinstance(v, bool | int | str):
+        return v
+    if isinstance(v, float):
+        return None if math.isnan(v) else v
+    return str(v)
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def run_validation(
+    data_dir: Path, out_dir: Path, artifacts_root: Path, cfg: ValidateConfig
+) -> ValidationResult:
+    """Validate DATA; write OUT/validation/{accepted,quarantine,filtered}.parquet and expectations.json.
+
+    Raises ValidationFailed for leakage or a row-count collapse (after Data Docs are built, so the failing
+    expectation can be inspected)."""
+    import great_expectations as gx
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    vdir = out_dir / "validation"
+    vdir.mkdir(parents=True, exist_ok=True)
+    manifest_rows = pl.scan_parquet(data_dir / "manifest.parquet").select(pl.len()).collect().item()
+    ingest = read_json(data_dir / "summary.json") if (data_dir / "summary.json").exists() else {}
+    found = int(ingest.get("found", manifest_rows))
+
+    samples, filtered = assemble_samples(data_dir, cfg)
+    ctx = gx_context(artifacts_root)
+    E = gx.expectations
+    records: list[dict] = []
+    fatal: list[str] = []
+
+    # Patient-level leakage, expressed as uniqueness of subject_id over the distinct (subject, split) pairs.
+    manifest = pl.read_parquet(data_dir / "manifest.parquet", columns=["subject_id", "split"])
+    pairs = manifest.unique().sort(["subject_id", "split"])
+    res = _run_suite(
+        ctx,
+        "cxrflow-patient-splits",
+        pairs.to_pandas(),
+        [E.ExpectColumnValuesToBeUnique(column="subject_id", meta={"check": "each patient in one split"})],
+        ["subject_id"],
+    )
+    for r in res.results:
+        records.append(_describe("cxrflow-patient-splits", r, "run"))
+        if not r.success:
+            leaked = sorted({d["subject_id"] for d in r.result.get("unexpected_index_list") or []})
+            fatal.append(
+                f"patient-level split leakage: {len(leaked)} patient(s) appear in more than one split "
+                f"(e.g. {leaked[:5]}); fix the split assignment before sharding"
+            )
+
+    floor = math.ceil(cfg.min_rows_fraction_of_found * found)
+    res = _run_suite(
+        ctx,
+        "cxrflow-manifest-table",
+        manifest.to_pandas(),
+        [
+            E.ExpectTableRowCountToBeBetween(
+                min_value=floor, meta={"check": "row-count floor vs ingest found"}
+            )
+        ],
+        None,
+    )
+    for r in res.results:
+        records.append(_describe("cxrflow-manifest-table", r, "run"))
+        if not r.success:
+            fatal.append(
+                f"row-count collapse: manifest has {manifest_rows} rows, below the floor {floor} "
+                f"({cfg.min_rows_fraction_of_found:.0%} of {found} found at ingest)"
+            )
+
+    quarantined: list[dict] = []
+    bad: dict[int, list[str]] = {}
+    if len(samples):
+        pdf = samples.to_pandas()
+        res = _run_suite(
+            ctx, "cxrflow-samples", pdf, _row_expectations(cfg, samples.columns), [ROW_INDEX, "image_key"]
+        )
+        for r in res.results:
+            rec = _describe("cxrflow-samples", r, "row")
+            records.append(rec)
+            if r.success:
+                continue
+            label = f"{rec['expectation']}({rec['column']})"
+            if rec["check"]:
+                label += f": {rec['check']}"
+            for d in r.result.get("unexpected_index_list") or []:
+                bad.setdefault(int(d[ROW_INDEX]), []).append(label)
+        by_row = {
+            row[ROW_INDEX]: row
+            for row in samples.select([ROW_INDEX, "source", "source_path", "image_key"]).iter_rows(named=True)
+        }
+        for idx in sorted(bad):
+            quarantined.append(_drop(by_row[idx], "; ".join(bad[idx])))
+        if manifest_rows and len(quarantined) > cfg.max_quarantine_fraction * manifest_rows:
+            fatal.append(
+                f"row-count collapse: {len(quarantined)} of {manifest_rows} rows failed row expectations "
+                f"(limit {cfg.max_quarantine_fraction:.0%}); see {vdir / 'quarantine.parquet'}"
+            )
+
+    accepted = (
+        samples.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX) if len(samples) else samples
+    )
+    docs = ctx.get_docs_sites_urls()
+    docs_url = docs[0]["site_url"] if docs else None
+    counts = {
+        "manifest_rows": manifest_rows,
+        "ingest_found": found,
+        "ingest_filtered": int(ingest.get("filtered", 0)),
+        "ingest_quarantined": int(ingest.get("quarantined", 0)),
+        "filtered": len(filtered),
+        "quarantined": len(quarantined),
+        "accepted": len(accepted),
+    }
+    pq.write_table(pa.Table.from_pylist(quarantined, schema=DROP_SCHEMA), vdir / "quarantine.parquet")
+    pq.write_table(pa.Table.from_pylist(filtered, schema=DROP_SCHEMA), vdir / "filtered.parquet")
+    atomic_write_json(
+        vdir / "expectations.json", {"expectations": records, "counts": counts, "data_docs": docs_url}
+    )
+    if fatal:
+        (vdir / "accepted.parquet").unlink(missing_ok=True)
+        raise ValidationFailed("validation failed: " + " | ".join(fatal))
+    accepted.write_parquet(vdir / "accepted.parquet")
+    return ValidationResult(accepted, filtered, quarantined, records, docs_url, counts)
