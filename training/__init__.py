@@ -1,0 +1,1 @@
+"""Plain PyTorch/transformers training code; runs under torchrun without Prefect."""

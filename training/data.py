@@ -1,0 +1,194 @@
+"""Shards -> training examples.
+
+Reading: wids (webdataset's indexed reader) over the `{split}.index.json` shard list, so any sample can be
+fetched by index. Order: a permutation that is a pure function of (seed, epoch); rank r takes every
+world-th micro-batch group, and every rank gets exactly steps_per_epoch steps (the tail that does not fill a
+global batch is dropped). The data position is therefore just the optimizer step, and resuming at step s
+replays nothing and skips nothing (see DataPlan.batches).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageOps
+
+from training.text import IGNORE, encode_example
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+
+
+def read_index(shards: Path, split: str) -> list[dict]:
+    """The wids shard list of one split with absolute paths."""
+    index = shards / f"{split}.index.json"
+    if not index.exists():
+        raise FileNotFoundError(f"{index} not found: shards must follow the shard contract")
+    spec = json.loads(index.read_text())
+    out = []
+    for s in spec.get("shardlist", []):
+        url = Path(s["url"])
+        out.append({"url": str(url if url.is_absolute() else shards / url), "nsamples": int(s["nsamples"])})
+    if not out or sum(s["nsamples"] for s in out) == 0:
+        raise ValueError(f"{index} lists no samples")
+    return out
+
+
+def open_shards(shardlist: list[dict], cache_dir: Path):
+    """wids dataset returning raw members. Local shards are opened through symlinks in cache_dir, so wids'
+    lock files never land in the (possibly read-only) shards directory and nothing is copied."""
+    import wids
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+
+    def localname(url: str) -> str:
+        link = cache_dir / Path(url).name
+        if not link.exists():
+            try:
+                os.symlink(url, link)
+            except FileExistsError:
+                pass
+        return str(link)
+
+    return wids.ShardListDataset(shardlist, transformations=[], localname=localname, lru_size=8)
+
+
+def _member(sample: dict, ext: str) -> bytes | None:
+    v = sample.get(ext)
+    if v is None:
+        return None
+    return v.getvalue() if hasattr(v, "getvalue") else bytes(v)
+
+
+def sample_meta(sample: dict) -> dict:
+    raw = _member(sample, ".json")
+    return json.loads(raw) if raw else {}
+
+
+@dataclass(frozen=True)
+class Example:
+    index: int  # sample index in the split
+    target: int  # index into K.json "targets", or -1 for K.txt
+
+
+def build_examples(ds, expand_targets: bool) -> tuple[list[Example], dict]:
+    """One example per sample (K.txt) or per findings version (K.json targets). Samples with no usable
+    findings are counted, never silently lost: found = kept + dropped_by_reason."""
+    examples: list[Example] = []
+    dropped: dict[str, int] = {}
+    for i in range(len(ds)):
+        sample = ds[i]
+        if not any(ext in sample for ext in IMAGE_EXTS):
+            dropped["no image member"] = dropped.get("no image member", 0) + 1
+            continue
+        if expand_targets:
+            targets = sample_meta(sample).get("targets") or []
+            idx = [t for t, tg in enumerate(targets) if (tg.get("findings") or "").strip()]
+            if idx:
+                examples += [Example(i, t) for t in idx]
+                continue
+        if (_member(sample, ".txt") or b"").strip():
+            examples.append(Example(i, -1))
+        else:
+            dropped["empty findings"] = dropped.get("empty findings", 0) + 1
+    summary = {"samples_found": len(ds), "examples": len(examples), "samples_dropped_by_reason": dropped}
+    return examples, summary
+
+
+def make_image_processor(size: int):
+    """CLIP preprocessing: shortest side to `size` (bicubic), center crop, CLIP mean/std, RGB."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                 image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
+
+
+class ImageTransform:
+    """PIL image -> (3, size, size) tensor. `pad` pads to square first (black, like the film border), so the
+    crop cuts nothing; `crop` is LLaVA-Rad's behaviour (cuts apices/angles of tall films)."""
+
+    def __init__(self, size: int, resize: str = "crop"):
+        self.size, self.resize = size, resize
+        self.processor = make_image_processor(size)
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = img.convert("L").convert("RGB")  # grayscale copied to 3 channels
+        if self.resize == "pad":
+            side = max(img.size)
+            img = ImageOps.pad(img, (side, side), color=(0, 0, 0))
+        return self.processor(images=[img], return_tensors="pt")["pixel_values"][0]
+
+
+class ExampleDataset(torch.utils.data.Dataset):
+    def __init__(self, ds, examples: list[Example], tok, stage: int, transform: ImageTransform,
+                 n_image_tokens: int, max_length: int):
+        self.ds, self.examples, self.tok, self.stage = ds, examples, tok, stage
+        self.transform, self.n_image_tokens, self.max_length = transform, n_image_tokens, max_length
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        ex = self.examples[i]
+        sample = self.ds[ex.index]
+        meta = sample_meta(sample)
+        raw = next(_member(sample, e) for e in IMAGE_EXTS if e in sample)
+        with Image.open(io.BytesIO(raw)) as img:
+            pixels = self.transform(img)
+        if ex.target >= 0:
+            findings = meta["targets"][ex.target]["findings"]
+        else:
+            findings = _member(sample, ".txt").decode("utf-8")
+        enc = encode_example(self.tok, self.stage, findings, meta.get("indication"), self.n_image_tokens,
+                             self.max_length)
+        return {"pixel_values": pixels, "input_ids": enc.input_ids, "labels": enc.labels}
+
+
+def collate(batch: list[dict], pad_id: int) -> dict:
+    """Right padding for training (labels -100 on padding)."""
+    n = max(len(b["input_ids"]) for b in batch)
+    ids = torch.full((len(batch), n), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), n), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), n), dtype=torch.long)
+    for r, b in enumerate(batch):
+        k = len(b["input_ids"])
+        ids[r, :k] = torch.tensor(b["input_ids"])
+        labels[r, :k] = torch.tensor(b["labels"])
+        mask[r, :k] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels,
+            "pixel_values": torch.stack([b["pixel_values"] for b in batch])}
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """Sample order as a pure function of (seed, epoch, step)."""
+
+    n_examples: int
+    micro_batch: int
+    accum: int
+    world: int
+    rank: int
+    seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_examples // (self.micro_batch * self.accum * self.world)
+
+    def batches(self, epoch: int, start_step: int = 0) -> list[list[int]]:
+        """This rank's micro-batches (example indices) of `epoch`, from optimizer step `start_step` on."""
+        # Own sampler rather than DistributedSampler: it must start mid-epoch at an exact step.
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(self.n_examples, generator=g).tolist()
+        per_step = self.micro_batch * self.accum * self.world
+        out = []
+        for step in range(start_step, self.steps_per_epoch):
+            chunk = order[step * per_step:(step + 1) * per_step]
+            mine = chunk[self.rank::self.world]  # equal share per rank
+            out += [mine[m * self.micro_batch:(m + 1) * self.micro_batch] for m in range(self.accum)]
+        return out

@@ -1,0 +1,77 @@
+"""A training run: config + data lineage + the requested stages + loss curve, all under cfg.out."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from schemas.train import TrainConfig
+from tasks.io import atomic_write_json, sha256_file
+from training.data import Example, build_examples, open_shards, read_index
+from training.loop import StageTrainer, final_dir
+from training.plots import write_loss_curve
+
+log = logging.getLogger("cxrflow.training")
+
+
+def lineage(cfg: TrainConfig) -> dict:
+    """What data this run saw: hashes of the shard index files (and the shard list of the split)."""
+    files = sorted(p for p in cfg.shards.glob("*.index.json")) + [
+        p for p in (cfg.shards / "shards.parquet", cfg.shards / "summary.json") if p.exists()
+    ]
+    return {"shards_dir": str(cfg.shards.resolve()), "split": cfg.split,
+            "index_sha256": {p.name: sha256_file(p) for p in files},
+            "shardlist": read_index(cfg.shards, cfg.split)}
+
+
+def prepare_data(cfg: TrainConfig, run_dir: Path):
+    """wids dataset + examples; the example list is cached in the run dir keyed by the index hash."""
+    shardlist = read_index(cfg.shards, cfg.split)
+    ds = open_shards(shardlist, run_dir / ".wids")
+    key = sha256_file(cfg.shards / f"{cfg.split}.index.json")[:16] + f"-{int(cfg.expand_targets)}"
+    cache = run_dir / f"examples-{cfg.split}.json"
+    if cache.exists() and json.loads(cache.read_text()).get("key") == key:
+        data = json.loads(cache.read_text())
+        return ds, [Example(*e) for e in data["examples"]], data["summary"]
+    examples, summary = build_examples(ds, cfg.expand_targets)
+    rows = [[e.index, e.target] for e in examples]
+    atomic_write_json(cache, {"key": key, "summary": summary, "examples": rows})
+    return ds, examples, summary
+
+
+def write_run_header(cfg: TrainConfig) -> None:
+    out = cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = TrainConfig.model_validate_json(cfg_path.read_text())
+        if old.fingerprint() != cfg.fingerprint():
+            raise ValueError(f"{out} holds a run with a different training config; use a new --out")
+    atomic_write_json(cfg_path, cfg.model_dump(mode="json"))
+    atomic_write_json(out / "lineage.json", lineage(cfg))
+
+
+def stage_done(run_dir: Path, stage: int) -> bool:
+    return (final_dir(run_dir) / f"stage{stage}-trainable.safetensors").exists()
+
+
+def run_training(cfg: TrainConfig, stop_after: int | None = None, accelerator=None) -> dict:
+    """Run (or resume) every requested stage; finished stages are skipped. Returns a summary."""
+    write_run_header(cfg)
+    ds, examples, data_summary = prepare_data(cfg, cfg.out)
+    summary: dict = {"run_dir": str(cfg.out), "data": data_summary, "stages": {}}
+    for stage in sorted(cfg.stages):
+        if stage_done(cfg.out, stage):
+            summary["stages"][stage] = {"skipped": "already finished"}
+            continue
+        result = StageTrainer(cfg, stage, cfg.out, (ds, examples), accelerator).run(stop_after)
+        summary["stages"][stage] = result
+        if not result["finished"]:
+            break  # stopped early (simulated kill / step cap): later stages wait for a resume
+    png = write_loss_curve(cfg.out / "metrics.jsonl", cfg.out / "loss.png")
+    summary["loss_png"] = str(png) if png else None
+    atomic_write_json(cfg.out / "summary.json",
+                      {**summary, "stages": {k: {kk: vv for kk, vv in v.items() if kk != "losses"}
+                                             for k, v in summary["stages"].items()}})
+    return summary
