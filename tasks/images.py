@@ -158,9 +158,11 @@ def _voi_output_range(ds: pydicom.Dataset, values: np.ndarray, modality: np.ndar
 def dicom_lut(ds: pydicom.Dataset, lo: int, hi: int, data_lo: int, data_hi: int) -> np.ndarray:
     """uint8 table over stored values lo..hi: modality LUT, VOI (LUT preferred over window), inversion."""
     values = np.arange(lo, hi + 1, dtype=np.int64)
-    modality = np.asarray(apply_modality_lut(values, ds), dtype=np.float64)
+    modality = apply_modality_lut(values, ds)  # integer when there is no rescale: VOI LUTs index by it
     has_voi = bool(ds.get("VOILUTSequence")) or ("WindowCenter" in ds and "WindowWidth" in ds)
     voi = np.asarray(apply_voi_lut(modality, ds), dtype=np.float64) if has_voi else modality
+    modality = np.asarray(modality, dtype=np.float64)
+    voi = np.asarray(voi, dtype=np.float64)
     if has_voi:
         out_lo, out_hi = _voi_output_range(ds, values, modality)
     else:

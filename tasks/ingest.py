@@ -1,0 +1,271 @@
+"""The ingest engine: a source's Discovery -> processed images, manifest, quarantine and reconciliation.
+
+Work is content-addressed: an image's output lives at images/<key[:2]>/<key>.<ext>, where the key hashes the
+source file's sha256 and the preprocessing parameters. A rerun on unchanged input and parameters finds
+every output in place and decodes nothing; changing a parameter that alters pixels changes the key, so only
+the images it affects are redone (report or filter changes redo no pixel work at all).
+
+Pure functions, no Prefect: flows/ingest.py maps `process_batch` over a task runner; `run_ingest` runs the
+same steps with a local process pool (CLI without a server, tests, benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.config import IngestConfig
+from schemas.labels import CHEXPERT_LABELS, label_column
+from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
+from tasks import __version__
+from tasks.images import ImageDecodeError, extension, preprocess_params, process
+from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_json
+from tasks.reports.sections import parse_report
+from tasks.sources import get_adapter
+from tasks.sources.base import Candidate, Discovery, Drop
+
+HASH_CACHE = Path(".cache") / "source-hashes.parquet"
+
+
+@dataclass
+class BatchResult:
+    rows: list[dict] = field(default_factory=list)
+    quarantined: list[Drop] = field(default_factory=list)
+    decoded: int = 0
+    reused: int = 0
+    hashes: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (size, mtime_ns, sha)
+
+
+# ------------------------------------------------------------------------------------------ discovery
+
+
+def discover(cfg: IngestConfig) -> Discovery:
+    """Check the layout (fails before any work, naming what is missing), then find and join inputs."""
+    adapter = get_adapter(cfg.source)
+    adapter.check(Path(cfg.root))
+    discovery = adapter.discover(cfg)
+    if cfg.limit is not None and len(discovery.candidates) > cfg.limit:
+        kept, over = discovery.candidates[: cfg.limit], discovery.candidates[cfg.limit :]
+        discovery.candidates = kept
+        discovery.filtered += [
+            Drop(c.source, c.rel_path, "discover", f"over the source cap: limit={cfg.limit}", c.image_key)
+            for c in over
+        ]
+    return discovery
+
+
+def batches(candidates: list[Candidate], size: int) -> list[list[Candidate]]:
+    return [candidates[i : i + size] for i in range(0, len(candidates), size)]
+
+
+# ------------------------------------------------------------------------------------------ per image
+
+
+def _load_hash_cache(out: Path) -> dict[str, tuple[int, int, str]]:
+    path = out / HASH_CACHE
+    if not path.exists():
+        return {}
+    df = pl.read_parquet(path)
+    return {p: (s, m, h) for p, s, m, h in df.iter_rows()}
+
+
+def _save_hash_cache(out: Path, hashes: dict[str, tuple[int, int, str]]) -> None:
+    df = pl.DataFrame(
+        {
+            "path": list(hashes),
+            "size": [v[0] for v in hashes.values()],
+            "mtime_ns": [v[1] for v in hashes.values()],
+            "sha256": [v[2] for v in hashes.values()],
+        },
+        schema={"path": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64, "sha256": pl.String},
+    )
+    tmp = out / HASH_CACHE.with_suffix(".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    df.write_parquet(tmp)
+    os.replace(tmp, out / HASH_CACHE)
+
+
+def _source_hash(path: Path, known: dict[str, tuple[int, int, str]]) -> tuple[str, tuple[int, int, str]]:
+    """sha256 of the source file, reusing the cached value while size and mtime are unchanged."""
+    st = path.stat()
+    cached = known.get(str(path))
+    if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
+        return cached[2], cached
+    digest = sha256_file(path)
+    return digest, (st.st_size, st.st_mtime_ns, digest)
+
+
+def _report_fields(c: Candidate) -> dict:
+    fields: dict = {"report_text": c.report_text, "report_origin": c.report_origin, "report_method": None,
+                    "has_addendum": None, **dict.fromkeys(REPORT_SECTIONS)}
+    if c.sections is not None:
+        fields.update({s: c.sections.get(s) for s in REPORT_SECTIONS})
+        fields["report_method"] = c.report_method or "source-sections"
+    elif c.report_origin == "report" and c.report_text:
+        parsed = parse_report(c.report_text)
+        fields.update(parsed.sections)
+        fields["has_addendum"] = parsed.has_addendum
+        fields["report_method"] = "rule-based"
+    return fields
+
+
+def process_candidate(c: Candidate, cfg: IngestConfig, params: str,
+                      known: dict[str, tuple[int, int, str]], result: BatchResult) -> None:
+    out = Path(cfg.out)
+    try:
+        source_sha, stat = _source_hash(c.path, known)
+    except OSError as exc:
+        result.quarantined.append(Drop(c.source, c.rel_path, "read", f"unreadable file: {exc.strerror}", c.image_key))
+        return
+    result.hashes[str(c.path)] = stat
+    key = sha256_json([source_sha, params])
+    rel_image = f"images/{key[:2]}/{key}.{extension(cfg.image)}"
+    sidecar = out / f"images/{key[:2]}/{key}.json"
+    if sidecar.exists() and (out / rel_image).exists():
+        meta = read_json(sidecar)
+        result.reused += 1
+    else:
+        try:
+            data, width, height, decoder = process(c.path, c.kind, cfg.image)
+        except ImageDecodeError as exc:
+            result.quarantined.append(Drop(c.source, c.rel_path, "decode", str(exc), c.image_key))
+            return
+        except Exception as exc:  # one bad image never stops the run
+            reason = f"unexpected decode error: {type(exc).__name__}: {exc}"
+            result.quarantined.append(Drop(c.source, c.rel_path, "decode", reason, c.image_key))
+            return
+        atomic_write_bytes(out / rel_image, data)
+        meta = {"width": width, "height": height, "decoder": decoder, "sha256": sha256_bytes(data)}
+        atomic_write_json(sidecar, meta)  # written last: its presence means the image is complete
+        result.decoded += 1
+    row = {
+        "image_key": c.image_key,
+        "source": c.source,
+        "subject_id": c.subject_id,
+        "study_id": c.study_id,
+        "image_id": c.image_id,
+        "split": c.split,
+        "view": c.view,
+        "orientation": c.orientation,
+        **{label_column(n): c.labels.get(n) for n in CHEXPERT_LABELS},
+        **_report_fields(c),
+        "image_path": rel_image,
+        "image_format": cfg.image.format,
+        "width": meta["width"],
+        "height": meta["height"],
+        "image_sha256": meta["sha256"],
+        "source_path": c.rel_path,
+        "source_sha256": source_sha,
+        "decoder": meta["decoder"],
+        "preprocess": params,
+        "cxrflow_version": __version__,
+    }
+    result.rows.append(row)
+
+
+def process_batch(batch: list[Candidate], cfg: IngestConfig, known: dict[str, tuple[int, int, str]]) -> BatchResult:
+    params = preprocess_params(cfg.image)
+    result = BatchResult()
+    for c in batch:
+        process_candidate(c, cfg, params, known, result)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ assembly
+
+
+def _by_reason(drops: Iterable[Drop]) -> dict[str, int]:
+    """Counts per reason category (the text before the first colon)."""
+    return dict(sorted(Counter(d.reason.split(":", 1)[0].strip() for d in drops).items()))
+
+
+def assemble(cfg: IngestConfig, discovery: Discovery, results: list[BatchResult], elapsed_s: float) -> dict:
+    """Write manifest, quarantine, filtered list and summary; return the summary."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = sorted((r for res in results for r in res.rows), key=lambda r: r["image_key"])
+    quarantined = discovery.quarantined + [d for res in results for d in res.quarantined]
+    filtered = discovery.filtered
+    _write_table(out / "manifest.parquet", table_from_rows(rows, MANIFEST_SCHEMA))
+    _write_table(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
+    _write_table(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
+    hashes = _load_hash_cache(out)
+    for res in results:
+        hashes.update(res.hashes)
+    _save_hash_cache(out, hashes)
+    summary = {
+        "source": cfg.source,
+        "found": discovery.found,
+        "kept": len(rows),
+        "filtered": len(filtered),
+        "quarantined": len(quarantined),
+        "filtered_by_reason": _by_reason(filtered),
+        "quarantined_by_reason": _by_reason(quarantined),
+        "decoded": sum(r.decoded for r in results),
+        "reused": sum(r.reused for r in results),
+        "splits": dict(sorted(Counter(r["split"] for r in rows).items())),
+        "notes": discovery.notes,
+        "image": json.loads(preprocess_params(cfg.image)),
+        "frontal_only": cfg.frontal_only,
+        "cxrflow_version": __version__,
+        "elapsed_s": round(elapsed_s, 3),
+    }
+    if summary["found"] != summary["kept"] + summary["filtered"] + summary["quarantined"]:
+        raise AssertionError(f"reconciliation failed: {summary}")  # a bug, never bad input
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _drop_rows(drops: list[Drop]) -> list[dict]:
+    return sorted((d.as_row() for d in drops), key=lambda r: (r["source_path"], r["reason"]))
+
+
+def _write_table(path: Path, table: pa.Table) -> None:
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ local runner
+
+
+def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Ingest one source with a local process pool (no Prefect); returns the summary."""
+    start = time.perf_counter()
+    discovery = discover(cfg)
+    known = _load_hash_cache(Path(cfg.out))
+    work = batches(discovery.candidates, cfg.batch_size)
+    workers = cfg.workers or os.cpu_count() or 1
+    results: list[BatchResult] = []
+    done = 0
+    total = len(discovery.candidates)
+    if workers == 1 or len(work) <= 1:
+        for batch in work:
+            results.append(process_batch(batch, cfg, _subset(known, batch)))
+            done += len(batch)
+            if progress:
+                progress(done, total)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(process_batch, b, cfg, _subset(known, b)) for b in work]
+            for fut, batch in zip(futures, work, strict=True):
+                results.append(fut.result())
+                done += len(batch)
+                if progress:
+                    progress(done, total)
+    return assemble(cfg, discovery, results, time.perf_counter() - start)
+
+
+def _subset(known: dict[str, tuple[int, int, str]], batch: list[Candidate]) -> dict[str, tuple[int, int, str]]:
+    """Only the cached hashes a batch needs travel to its worker."""
+    return {str(c.path): known[str(c.path)] for c in batch if str(c.path) in known}

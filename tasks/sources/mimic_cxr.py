@@ -1,0 +1,215 @@
+"""MIMIC-CXR (DICOM) and MIMIC-CXR-JPG as PhysioNet ships them (datasets.md).
+
+Images are found on disk under files/pNN/pNNNNNNNN/sNNNNNNNN/, joined (polars) with the metadata, split and
+CheXpert label CSVs; the report of each study sits beside its folder as sNNNNNNNN.txt. The layout (DICOM or
+JPG) is detected from what the files/ tree holds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from schemas.config import IngestConfig
+from schemas.labels import CHEXPERT_LABELS
+from tasks.sources.base import (
+    FRONTAL_VIEWS,
+    Candidate,
+    Discovery,
+    Drop,
+    SourceLayoutError,
+    make_key,
+    normalize_view,
+)
+
+NAME = "mimic-cxr"
+METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "PatientOrientationCodeSequence_CodeMeaning")
+SPLIT_COLUMNS = ("dicom_id", "split")
+LABEL_KEY_COLUMNS = ("subject_id", "study_id")
+_LABEL_VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1}
+
+
+def _find_csv(root: Path, kind: str) -> Path | None:
+    """mimic-cxr-2.0.0-<kind>.csv.gz (or 2.1.0), gzipped or not."""
+    for version in ("2.0.0", "2.1.0"):
+        for suffix in (".csv.gz", ".csv"):
+            path = root / f"mimic-cxr-{version}-{kind}{suffix}"
+            if path.exists():
+                return path
+    return None
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    # Every column as text: ids keep their digits and StudyTime its float-looking form.
+    return pl.read_csv(path, infer_schema=False)
+
+
+def _require_columns(df: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SourceLayoutError(f"{path.name} is missing column(s) {', '.join(missing)}")
+
+
+def _walk_images(files: Path) -> tuple[list[tuple[str, str, str, Path]], str]:
+    """(subject, study, dicom_id, path) for every image file, and the detected layout."""
+    found: list[tuple[str, str, str, Path]] = []
+    kinds: set[str] = set()
+    for group in sorted(os.scandir(files), key=lambda e: e.name):
+        if not (group.is_dir() and group.name.startswith("p")):
+            continue
+        for patient in sorted(os.scandir(group.path), key=lambda e: e.name):
+            if not (patient.is_dir() and patient.name.startswith("p")):
+                continue
+            for study in sorted(os.scandir(patient.path), key=lambda e: e.name):
+                if not (study.is_dir() and study.name.startswith("s")):
+                    continue
+                for image in sorted(os.scandir(study.path), key=lambda e: e.name):
+                    stem, _, ext = image.name.rpartition(".")
+                    if ext.lower() in ("dcm", "jpg") and image.is_file():
+                        kinds.add(ext.lower())
+                        found.append((patient.name[1:], study.name[1:], stem, Path(image.path)))
+    layout = "dicom" if "dcm" in kinds else "jpg"
+    return found, layout
+
+
+def _labels(row: dict) -> tuple[dict[str, int | None], str | None]:
+    labels: dict[str, int | None] = {}
+    for name in CHEXPERT_LABELS:
+        raw = row.get(name)
+        if raw is None or raw == "":
+            labels[name] = None
+        elif raw in _LABEL_VALUES:
+            labels[name] = _LABEL_VALUES[raw]
+        else:
+            return labels, f"label value outside the encoding: {name}={raw!r} (expected 1.0, 0.0, -1.0 or empty)"
+    return labels, None
+
+
+class MimicCxrAdapter:
+    name = NAME
+    may_leave_premises = False
+    licence = "PhysioNet Credentialed Health Data License 1.5.0"
+
+    def check(self, root: Path) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise SourceLayoutError(f"MIMIC-CXR root {root} does not exist")
+        if not (root / "files").is_dir():
+            raise SourceLayoutError(f"MIMIC-CXR root {root} has no files/ folder")
+        for kind, columns in (("metadata", METADATA_COLUMNS), ("split", SPLIT_COLUMNS)):
+            path = _find_csv(root, kind)
+            if path is None:
+                raise SourceLayoutError(f"MIMIC-CXR root {root} is missing mimic-cxr-2.0.0-{kind}.csv.gz")
+            header = pl.read_csv(path, infer_schema=False, n_rows=0)
+            _require_columns(header, path, columns)
+        labels = _find_csv(root, "chexpert")
+        if labels is not None:
+            _require_columns(pl.read_csv(labels, infer_schema=False, n_rows=0), labels,
+                             LABEL_KEY_COLUMNS + CHEXPERT_LABELS)
+
+    def discover(self, cfg: IngestConfig) -> Discovery:
+        root = Path(cfg.root)
+        reports_root = Path(cfg.options.get("reports_root", root))
+        images, layout = _walk_images(root / "files")
+        metadata = _read_csv(_find_csv(root, "metadata"))
+        split = _read_csv(_find_csv(root, "split")).select("dicom_id", "split")
+        labels_path = _find_csv(root, "chexpert")
+        labels = (
+            _read_csv(labels_path).select("study_id", *CHEXPERT_LABELS).unique("study_id", keep="first")
+            if labels_path
+            else pl.DataFrame(schema={"study_id": pl.String, **{n: pl.String for n in CHEXPERT_LABELS}})
+        )
+        files = pl.DataFrame(
+            {
+                "subject_dir": [s for s, _, _, _ in images],
+                "study_dir": [s for _, s, _, _ in images],
+                "dicom_id": [d for _, _, d, _ in images],
+                "path": [str(p) for _, _, _, p in images],
+            },
+            schema={"subject_dir": pl.String, "study_dir": pl.String, "dicom_id": pl.String, "path": pl.String},
+        )
+        meta = metadata.select(
+            "dicom_id",
+            pl.col("subject_id").alias("meta_subject"),
+            pl.col("study_id").alias("meta_study"),
+            pl.col("ViewPosition").alias("view"),
+            pl.col("PatientOrientationCodeSequence_CodeMeaning").alias("orientation"),
+        ).with_columns(pl.lit(True).alias("in_metadata"))
+        joined = (
+            files.join(meta.unique("dicom_id", keep="first"), on="dicom_id", how="left")
+            .join(split.unique("dicom_id", keep="first"), on="dicom_id", how="left")
+            .join(labels, left_on="study_dir", right_on="study_id", how="left")
+        )
+        discovery = Discovery()
+        listed = metadata.height
+        discovery.notes["layout"] = layout
+        discovery.notes["listed_in_metadata_without_file"] = listed - int(joined["in_metadata"].sum() or 0)
+        kind = "dicom" if layout == "dicom" else "jpeg"
+        report_cache: dict[str, tuple[str | None, str | None]] = {}
+
+        for row in joined.iter_rows(named=True):
+            path = Path(row["path"])
+            rel = path.relative_to(root).as_posix()
+            key = make_key(NAME, row["dicom_id"])
+
+            def drop(stage: str, reason: str) -> Drop:
+                return Drop(NAME, rel, stage, reason, key)  # noqa: B023 - used immediately
+
+            if not row["in_metadata"]:
+                discovery.quarantined.append(drop("discover", "study absent from the metadata: dicom_id not "
+                                                  "in mimic-cxr-2.0.0-metadata.csv.gz"))
+                continue
+            view = normalize_view(row["view"])
+            if cfg.frontal_only and view not in FRONTAL_VIEWS:
+                discovery.filtered.append(drop("discover", f"not frontal: view {view or 'missing'}"))
+                continue
+            if not row["split"]:
+                discovery.quarantined.append(drop("discover", "no split: dicom_id not in the split file"))
+                continue
+            study_key = f"{row['subject_dir']}/{row['study_dir']}"
+            if study_key not in report_cache:
+                report_cache[study_key] = _read_report(reports_root, row["subject_dir"], row["study_dir"])
+            text, problem = report_cache[study_key]
+            if problem:
+                discovery.quarantined.append(drop("discover", problem))
+                continue
+            label_values, label_problem = _labels(row)
+            if label_problem:
+                discovery.quarantined.append(drop("discover", label_problem))
+                continue
+            discovery.candidates.append(
+                Candidate(
+                    source=NAME,
+                    path=path,
+                    rel_path=rel,
+                    image_id=row["dicom_id"],
+                    subject_id=row["subject_dir"],
+                    study_id=row["study_dir"],
+                    split=row["split"],
+                    kind=kind,
+                    view=view,
+                    orientation=row["orientation"] or None,
+                    labels=label_values,
+                    report_text=text,
+                    report_origin="report",
+                )
+            )
+        return discovery
+
+
+def _read_report(reports_root: Path, subject: str, study: str) -> tuple[str | None, str | None]:
+    """(text, problem): the study's report as UTF-8 text, or why it cannot be used."""
+    path = reports_root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}.txt"
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, f"missing report: {path.relative_to(reports_root).as_posix()} not found"
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, f"report is not valid UTF-8: byte {exc.start} of {path.name}"
+
+
+ADAPTER = MimicCxrAdapter()
