@@ -1,0 +1,78 @@
+"""Helpers shared by the public-dataset adapters (CheXpert, PadChest, ChestX-ray14, Open-I).
+
+Private module (leading underscore): the adapter registry skips it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from schemas.labels import CHEXPERT_LABELS
+from tasks.sources.base import SourceLayoutError
+
+# Label cells as the released CSVs write them (1.0/0.0/-1.0, sometimes without the decimal), blank = None.
+_LABEL_CELLS = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1}
+
+
+class LabelValueError(ValueError):
+    """A label cell outside the 1/0/-1/blank encoding."""
+
+
+def parse_label_cell(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    v = value.strip()
+    if not v or v.lower() == "nan":
+        return None
+    if v not in _LABEL_CELLS:
+        raise LabelValueError(f"label value {value!r} for {name!r} is outside the 1/0/-1/blank encoding")
+    return _LABEL_CELLS[v]
+
+
+def parse_label_row(row: dict) -> dict[str, int | None]:
+    """The 14 CheXpert columns of one CSV row; raises LabelValueError naming the first bad cell."""
+    return {name: parse_label_cell(name, row.get(name)) for name in CHEXPERT_LABELS}
+
+
+def empty_labels() -> dict[str, int | None]:
+    return dict.fromkeys(CHEXPERT_LABELS)
+
+
+def read_csv_strings(path: Path, *, ragged: bool = False) -> pl.DataFrame:
+    """Every column as a string: label cells like '-1.0' and ids with leading zeros stay exactly as written."""
+    try:
+        return pl.read_csv(path, infer_schema=False, truncate_ragged_lines=ragged)
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as e:
+        raise SourceLayoutError(f"{path}: unreadable CSV ({e})") from e
+
+
+def require_file(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise SourceLayoutError(f"missing {what}: {path}")
+    return path
+
+
+def require_columns(columns: list[str], required: tuple[str, ...] | list[str], where: Path) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise SourceLayoutError(f"{where.name}: missing column(s) {', '.join(repr(c) for c in missing)}")
+
+
+def read_header(path: Path) -> list[str]:
+    """Column names of a CSV without reading its body (check() must be cheap)."""
+    return pl.read_csv(path, infer_schema=False, n_rows=0, truncate_ragged_lines=True).columns
+
+
+def file_defect(path: Path) -> str | None:
+    """What can be known about an image file without decoding it (the engine detects truncation)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return "image file missing"
+    except OSError as e:
+        return f"image file unreadable ({e.strerror})"
+    if size == 0:
+        return "image file is empty (0 bytes)"
+    return None

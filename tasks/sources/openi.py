@@ -1,0 +1,223 @@
+"""Open-I / Indiana University chest X-rays, in either released form:
+
+- NLM XML: one `ecgen-radiology/<n>.xml` per report, with `AbstractText Label="COMPARISON|INDICATION|FINDINGS|
+  IMPRESSION"` (often empty or self-closing) and one `<parentImage id="CXR1_1_IM-0001-3001">` per image; PNGs
+  named `<id>.png` (NLMCXR_png/). The XML carries no projection: views come from indiana_projections.csv when
+  it sits in the root too, else stay unknown (kept even with frontal_only, counted in notes).
+- Kaggle CSVs: `indiana_reports.csv` (uid,MeSH,Problems,image,indication,comparison,findings,impression) and
+  `indiana_projections.csv` (uid,filename,projection); files like `1_IM-0001-4001.dcm.png` under
+  images/images_normalized/.
+
+Both variants give the same image ids (`CXR1_1_IM-0001-3001`). Reports are already split into sections, so
+sections are set here (report_method "openi-sections"). The de-identification token `XXXX` (sometimes inside a
+word: `x-XXXX`) becomes MIMIC's `___` in the sections; report_text keeps the original. No patient ids are
+released: each report is its own subject for the patient-level hash split.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.config import IngestConfig
+from schemas.manifest import REPORT_SECTIONS
+from tasks.sources._common import file_defect, read_csv_strings, read_header, require_columns
+from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
+
+XML_DIR = "ecgen-radiology"
+REPORTS_CSV = "indiana_reports.csv"
+PROJECTIONS_CSV = "indiana_projections.csv"
+REPORTS_COLUMNS = ("uid", "indication", "comparison", "findings", "impression")
+PROJECTIONS_COLUMNS = ("uid", "filename", "projection")
+LICENCE = "Open-i Indiana University chest X-ray collection: CC BY-NC-ND 4.0 (public, de-identified)"
+SECTION_LABELS = {"INDICATION": "indication", "COMPARISON": "comparison", "FINDINGS": "findings", "IMPRESSION": "impression"}
+REPORT_METHOD = "openi-sections"
+
+_DEID = re.compile(r"[A-Za-z0-9'-]*XXXX[A-Za-z0-9'-]*")
+_PROJECTIONS = {"frontal": "FRONTAL", "lateral": "LATERAL"}
+
+
+def normalize_deid(text: str | None) -> str | None:
+    """Whole words touched by XXXX ('x-XXXX', 'XXXXnal') are unrecoverable: one placeholder, MIMIC's ___."""
+    if text is None:
+        return None
+    text = " ".join(text.split())
+    return _DEID.sub("___", text) or None
+
+
+def sections_and_text(raw: dict[str, str | None]) -> tuple[dict[str, str | None], str | None]:
+    sections = dict.fromkeys(REPORT_SECTIONS)
+    lines = []
+    for section in ("indication", "comparison", "findings", "impression"):
+        value = (raw.get(section) or "").strip() or None
+        sections[section] = normalize_deid(value)
+        if value:
+            lines.append(f"{section.upper()}: {value}")
+    return sections, ("\n".join(lines) or None)
+
+
+def image_id_from_filename(filename: str) -> str:
+    """Kaggle '1_IM-0001-4001.dcm.png' -> 'CXR1_1_IM-0001-4001' (the XML parentImage id)."""
+    stem = filename.strip().removesuffix(".png").removesuffix(".dcm")
+    return f"CXR{stem}"
+
+
+def index_pngs(root: Path) -> dict[str, Path]:
+    dirs = [root / "NLMCXR_png", root / "images" / "images_normalized", root / "images_normalized", root / "images"]
+    found: dict[str, Path] = {}
+    for d in dirs:
+        if d.is_dir():
+            for p in d.iterdir():
+                if p.name.lower().endswith(".png"):
+                    found.setdefault(p.name, p)
+    if not found:  # other mirrors: any PNG below the root
+        for p in root.rglob("*.png"):
+            found.setdefault(p.name, p)
+    return found
+
+
+def read_projections(path: Path) -> dict[str, tuple[str, str]]:
+    """image id -> (raw projection, uid)."""
+    out = {}
+    for row in read_csv_strings(path).iter_rows(named=True):
+        fn = (row.get("filename") or "").strip()
+        if fn:
+            out[image_id_from_filename(fn)] = ((row.get("projection") or "").strip(), (row.get("uid") or "").strip())
+    return out
+
+
+@dataclass(frozen=True)
+class OpenIAdapter:
+    name: str = "openi"
+    may_leave_premises: bool = True
+    licence: str = LICENCE
+
+    def variant(self, root: Path) -> str:
+        if (root / XML_DIR).is_dir():
+            return "xml"
+        if (root / REPORTS_CSV).is_file():
+            return "kaggle"
+        raise SourceLayoutError(f"missing {XML_DIR}/ (NLM XML release) or {REPORTS_CSV} (Kaggle release) in {root}")
+
+    def check(self, root: Path) -> None:
+        root = Path(root)
+        if not root.is_dir():
+            raise SourceLayoutError(f"source root does not exist: {root}")
+        if self.variant(root) == "xml":
+            if not any((root / XML_DIR).glob("*.xml")):
+                raise SourceLayoutError(f"missing report XML files: {root / XML_DIR}/*.xml")
+        else:
+            require_columns(read_header(root / REPORTS_CSV), REPORTS_COLUMNS, root / REPORTS_CSV)
+            if not (root / PROJECTIONS_CSV).is_file():
+                raise SourceLayoutError(f"missing {PROJECTIONS_CSV}: {root / PROJECTIONS_CSV}")
+        if (root / PROJECTIONS_CSV).is_file():
+            require_columns(read_header(root / PROJECTIONS_CSV), PROJECTIONS_COLUMNS, root / PROJECTIONS_CSV)
+
+    def discover(self, cfg: IngestConfig) -> Discovery:
+        root = Path(cfg.root)
+        self.check(root)
+        variant = self.variant(root)
+        out = Discovery(notes={"variant": variant, "view_unknown": 0})
+        pngs = index_pngs(root)
+        projections = read_projections(root / PROJECTIONS_CSV) if (root / PROJECTIONS_CSV).is_file() else {}
+        seen: set[str] = set()
+        if variant == "xml":
+            for xml_path in sorted((root / XML_DIR).glob("*.xml"), key=lambda p: (len(p.stem), p.stem)):
+                self._xml(xml_path, root, pngs, projections, cfg, out, seen)
+        else:
+            self._kaggle(root, pngs, projections, cfg, out, seen)
+        return out
+
+    def _xml(self, xml_path, root, pngs, projections, cfg, out, seen) -> None:
+        rel = str(xml_path.relative_to(root))
+        try:
+            doc = ET.parse(xml_path).getroot()
+        except ET.ParseError as e:
+            out.quarantined.append(Drop(self.name, rel, "discover", f"unparseable report XML ({e})"))
+            return
+        raw = {}
+        for node in doc.iter("AbstractText"):
+            section = SECTION_LABELS.get((node.get("Label") or "").upper())
+            if section:
+                raw[section] = "".join(node.itertext())
+        uid_node = doc.find("uId")
+        report_id = uid_node.get("id") if uid_node is not None and uid_node.get("id") else f"CXR{xml_path.stem}"
+        image_ids = [n.get("id") for n in doc.iter("parentImage") if n.get("id")]
+        if not image_ids:
+            out.quarantined.append(Drop(self.name, rel, "discover", "report has no images (no parentImage)"))
+            return
+        for image_id in image_ids:
+            projection = projections.get(image_id, (None, None))[0]
+            self._image(image_id, f"{image_id}.png", report_id, raw, projection, pngs, cfg, out, seen)
+
+    def _kaggle(self, root, pngs, projections, cfg, out, seen) -> None:
+        by_uid: dict[str, list[tuple[str, str]]] = {}
+        for image_id, (projection, uid) in projections.items():
+            by_uid.setdefault(uid, []).append((image_id, projection))
+        reports = read_csv_strings(root / REPORTS_CSV)
+        known = set()
+        for row in reports.iter_rows(named=True):
+            uid = (row.get("uid") or "").strip()
+            known.add(uid)
+            images = by_uid.get(uid, [])
+            if not images:
+                out.quarantined.append(
+                    Drop(self.name, f"{REPORTS_CSV}:uid={uid}", "discover", f"report has no images (uid absent from {PROJECTIONS_CSV})")
+                )
+                continue
+            for image_id, projection in images:
+                filename = image_id.removeprefix("CXR") + ".dcm.png"
+                self._image(image_id, filename, f"CXR{uid}", row, projection, pngs, cfg, out, seen)
+        for uid, images in by_uid.items():  # projection rows with no report: images without text
+            if uid not in known:
+                for image_id, projection in images:
+                    filename = image_id.removeprefix("CXR") + ".dcm.png"
+                    self._image(image_id, filename, f"CXR{uid}", {}, projection, pngs, cfg, out, seen)
+
+    def _image(self, image_id, filename, report_id, raw, projection, pngs, cfg, out, seen) -> None:
+        key = make_key(self.name, image_id)
+
+        def drop(bucket: list, reason: str) -> None:
+            bucket.append(Drop(self.name, filename, "discover", reason, key))
+
+        if image_id in seen:
+            return drop(out.quarantined, "duplicate image id already listed by another report")
+        seen.add(image_id)
+        path = pngs.get(filename)
+        defect = "image file missing" if path is None else file_defect(path)
+        if defect:
+            return drop(out.quarantined, defect)
+        view = None
+        if projection is not None:
+            view = _PROJECTIONS.get(projection.lower())
+            if view is None:
+                return drop(out.quarantined, f"projection {projection!r} is neither 'Frontal' nor 'Lateral'")
+        if view is None:
+            out.notes["view_unknown"] += 1
+        elif cfg.frontal_only and view == "LATERAL":
+            return drop(out.filtered, "lateral view (frontal_only)")
+        sections, text = sections_and_text(raw)
+        has_text = any(sections.values())
+        out.candidates.append(
+            Candidate(
+                source=self.name,
+                path=path,
+                rel_path=str(path.relative_to(cfg.root)) if path.is_relative_to(cfg.root) else filename,
+                image_id=image_id,
+                subject_id=report_id,
+                study_id=report_id,
+                split=hash_split(report_id, cfg.split_ratios),
+                kind="png",
+                view=view,
+                report_text=text,
+                # Only findings/impression make a training target; indication alone does not.
+                report_origin="report" if sections["findings"] or sections["impression"] else "none",
+                report_method=REPORT_METHOD if has_text else None,
+                sections=sections if has_text else None,
+            )
+        )
+
+
+ADAPTER = OpenIAdapter()
