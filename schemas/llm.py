@@ -1,0 +1,115 @@
+"""Configuration of the LLM layer (tasks/llm) and of the report-structuring stage.
+
+Secrets are never part of a config: a config names where the key lives (an environment variable or a
+Prefect Secret block), so configs can be logged, hashed and shown in the Prefect UI safely.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.config import DEFAULT_ARTIFACTS
+
+Backend = Literal["rules", "openai", "azure"]
+OperationName = Literal["structure", "translate", "synthesize"]
+
+
+class LLMConfig(BaseModel):
+    """Which model answers, how fast we may ask, where answers are cached, and which endpoints data may reach."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend = "rules"
+    model: str = Field("gpt-4o", description="model name (openai) or deployment name (azure)")
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp); default OPENAI_BASE_URL or the public API"
+    )
+    api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
+    secret_block: str | None = Field(None, description="Prefect Secret block holding the key (wins over env)")
+    azure_endpoint: str | None = Field(None, description="https://<resource>.openai.azure.com (azure backend)")
+    azure_api_version: str = "2024-10-21"
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(1024, ge=1)
+    seed: int | None = 0
+    concurrency: int = Field(8, ge=1, le=1024)
+    rpm: int | None = Field(None, ge=1, description="requests per minute budget (client side)")
+    tpm: int | None = Field(None, ge=1, description="tokens per minute budget (estimated prompt + max_tokens)")
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(4, ge=0, description="openai client retries on 408/409/429/5xx/timeouts")
+    invalid_answer_retries: int = Field(1, ge=0, description="re-asks after an invalid answer or a refusal")
+    cache_dir: Path = Field(DEFAULT_ARTIFACTS / "llm-cache")
+    retry_quarantined: bool = Field(False, description="re-ask items whose cached answer was quarantined")
+    allow_endpoints: list[str] = Field(
+        default_factory=list,
+        description="hosts (host or host:port) that credentialed data may reach besides loopback/private addresses",
+    )
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="USD per 1M tokens (input, output) by model; extends the built-in table"
+    )
+    # Batch API
+    batch: bool = False
+    batch_max_requests: int = Field(50_000, ge=1, le=50_000)
+    batch_max_bytes: int = Field(200 * 1024 * 1024, ge=1024, le=200 * 1024 * 1024)
+    batch_poll_s: float = Field(30.0, gt=0)
+    batch_timeout_s: float = Field(26 * 3600.0, gt=0)
+    batch_requeue_rounds: int = Field(1, ge=0, description="resubmissions of items a batch reported as failed")
+
+    def parameters(self) -> dict:
+        """Generation parameters that change an answer: part of every cache key and every output row."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+class StructureConfig(BaseModel):
+    """One manifest through one report operation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: Path
+    out: Path
+    operation: OperationName | None = Field(None, description="None: per row (labels -> synthesize, else structure)")
+    llm: LLMConfig = Field(default_factory=LLMConfig)
+    compare_rules: bool = Field(True, description="also run rules `structure` and compare findings with the LLM")
+
+
+# DIR/reports.parquet: one row per manifest row, the original text beside the structured fields.
+def _reports_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field("image_key", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("subject_id", pa.string()),
+            pa.field("study_id", pa.string()),
+            pa.field("split", pa.string()),
+            pa.field("view", pa.string()),
+            pa.field("report_origin", pa.string()),
+            pa.field("report_text", pa.string()),  # original, as in the manifest
+            pa.field("operation", pa.string(), nullable=False),
+            pa.field("backend", pa.string(), nullable=False),
+            pa.field("model", pa.string(), nullable=False),
+            pa.field("prompt_version", pa.string(), nullable=False),
+            pa.field("parameters", pa.string(), nullable=False),  # JSON
+            # "rule-based" | "synthesized-rules" | "<backend>:<model>" (the shard contract's target method)
+            pa.field("method", pa.string(), nullable=False),
+            pa.field("status", pa.string(), nullable=False),  # "ok" | "quarantined"
+            pa.field("reason", pa.string()),
+            pa.field("raw_answer", pa.string()),
+            pa.field("cache_hit", pa.bool_(), nullable=False),
+            pa.field("examination", pa.string()),
+            pa.field("indication", pa.string()),
+            pa.field("findings", pa.string()),
+            pa.field("impression", pa.string()),
+            pa.field("translation", pa.string()),
+            pa.field("comparison_sentences_removed", pa.int32()),
+            # rules `structure` output kept beside an LLM's for the comparison (null when not computed)
+            pa.field("rule_findings", pa.string()),
+            pa.field("rule_impression", pa.string()),
+        ]
+    )
+
+
+REPORTS_SCHEMA = _reports_schema()

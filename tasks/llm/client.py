@@ -1,0 +1,46 @@
+"""Builds the official openai async client for a config. Keys come from a Prefect Secret block or the
+environment and are handed straight to the client: never stored on configs, results or logs."""
+
+from __future__ import annotations
+
+import os
+
+from schemas.llm import LLMConfig
+from tasks.llm.guard import endpoint_url, is_local_endpoint
+
+
+class MissingKeyError(RuntimeError):
+    pass
+
+
+def resolve_api_key(cfg: LLMConfig) -> str:
+    if cfg.secret_block:
+        from prefect.blocks.system import Secret
+
+        return str(Secret.load(cfg.secret_block).get())
+    key = os.environ.get(cfg.api_key_env)
+    if cfg.backend == "azure" and not key:
+        key = os.environ.get("AZURE_OPENAI_API_KEY")
+    if key:
+        return key
+    if is_local_endpoint(endpoint_url(cfg)):
+        return "no-key-local-endpoint"  # local servers (vLLM, Ollama) usually take any key
+    raise MissingKeyError(
+        f"no API key: set the environment variable {cfg.api_key_env} or name a Prefect Secret block (secret_block)"
+    )
+
+
+def make_client(cfg: LLMConfig):
+    """AsyncOpenAI / AsyncAzureOpenAI with openai's own retry machinery (exponential backoff with jitter on
+    408/409/429/5xx, connection errors and timeouts, honouring Retry-After) configured from cfg."""
+    import openai
+
+    key = resolve_api_key(cfg)
+    common = {"api_key": key, "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}
+    if cfg.backend == "azure":
+        return openai.AsyncAzureOpenAI(
+            azure_endpoint=endpoint_url(cfg), azure_deployment=cfg.model, api_version=cfg.azure_api_version, **common
+        )
+    if cfg.backend == "openai":
+        return openai.AsyncOpenAI(base_url=endpoint_url(cfg), **common)
+    raise ValueError(f"backend {cfg.backend!r} has no API client")

@@ -1,0 +1,296 @@
+"""Runs an Operation over WorkItems with one backend: cache lookup, data-use guard, concurrent requests
+under a rate budget, validation, one re-ask on invalid answers, quarantine, ledger.
+
+Retries of transport failures (429 with Retry-After, 5xx, timeouts, connection errors) are openai's own
+(`max_retries`, exponential backoff with jitter). This module only adds what the client lacks: the
+re-ask after an invalid/refused answer, client-side RPM/TPM budgets and per-item isolation of failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from schemas.llm import LLMConfig
+from tasks.llm.cache import ResponseCache, cache_key
+from tasks.llm.guard import check_data_use
+from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost
+from tasks.llm.operation import InvalidAnswer, Operation, RulesUnsupported, WorkItem
+from tasks.llm.ratelimit import RateLimiter
+
+log = logging.getLogger("cxrflow.llm")
+T = TypeVar("T")
+
+
+@dataclass
+class ItemResult:
+    item_id: str
+    status: str  # "ok" | "quarantined"
+    output: dict[str, Any] | None
+    reason: str | None = None
+    raw: str | None = None  # the model's answer, kept for quarantined items
+    cache_hit: bool = False
+    cache_key: str | None = None
+
+
+@dataclass
+class RunResult:
+    operation: str
+    backend: str
+    model: str
+    version: str
+    params: dict[str, Any]
+    results: dict[str, ItemResult]
+    ledger: Ledger
+    cache_hits: int = 0
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        quarantined = sum(1 for r in self.results.values() if r.status != "ok")
+        return {
+            "operation": self.operation,
+            "backend": self.backend,
+            "model": self.model,
+            "prompt_version": self.version,
+            "parameters": self.params,
+            "reports": len(self.results),
+            "ok": len(self.results) - quarantined,
+            "quarantined": quarantined,
+            "cache_hits": self.cache_hits,
+            **self.ledger.totals(),
+            **self.notes,
+        }
+
+
+def request_body(op: Operation, payload: dict[str, Any], cfg: LLMConfig) -> dict[str, Any]:
+    body = {
+        "model": cfg.model,
+        "messages": op.build_messages(payload),
+        "response_format": op.response_format(),
+        "temperature": cfg.temperature,
+        "max_tokens": cfg.max_tokens,
+    }
+    if cfg.seed is not None:
+        body["seed"] = cfg.seed
+    return body
+
+
+def _estimated_tokens(body: dict[str, Any]) -> int:
+    # ~4 characters per token for English; good enough for a client-side budget.
+    return len(json.dumps(body["messages"])) // 4 + int(body.get("max_tokens", 0))
+
+
+def model_name(cfg: LLMConfig) -> str:
+    return "rules" if cfg.backend == "rules" else cfg.model
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, also from inside a running loop (Prefect async contexts, notebooks): then in a thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="cxrflow-llm")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def run_operation(op: Operation, items: Sequence[WorkItem], cfg: LLMConfig, **kw: Any) -> RunResult:
+    return run_sync(run_operation_async(op, items, cfg, **kw))
+
+
+async def run_operation_async(
+    op: Operation,
+    items: Sequence[WorkItem],
+    cfg: LLMConfig,
+    *,
+    ledger_path: Path | None = None,
+    ledger: Ledger | None = None,
+    client: Any = None,
+) -> RunResult:
+    ids = [i.id for i in items]
+    if len(set(ids)) != len(ids):
+        raise ValueError("WorkItem ids must be unique")
+    # Before any client is built or byte is sent.
+    check_data_use({i.source for i in items}, cfg)
+    ledger = ledger if ledger is not None else Ledger(ledger_path)
+    params = cfg.parameters() if cfg.backend != "rules" else {}
+    result = RunResult(op.name, cfg.backend, model_name(cfg), op.version, params, {}, ledger)
+    if cfg.backend == "rules":
+        for item in items:
+            try:
+                out = op.run_rules(item.payload)
+                result.results[item.id] = ItemResult(item.id, "ok", out)
+            except RulesUnsupported as e:
+                result.results[item.id] = ItemResult(item.id, "quarantined", None, reason=str(e))
+        return result
+
+    cache = ResponseCache(cfg.cache_dir)
+    keys = {
+        i.id: cache_key(
+            backend=cfg.backend, model=cfg.model, operation=op.name, version=op.version,
+            input_hash=i.input_hash, params=params,
+        )
+        for i in items
+    }
+    entries: dict[str, dict[str, Any]] = {}
+    misses: dict[str, WorkItem] = {}
+    for item in items:
+        key = keys[item.id]
+        if key in entries or key in misses:
+            continue
+        entry = cache.get(key)
+        if entry is not None and (entry["status"] == "ok" or not cfg.retry_quarantined):
+            entries[key] = entry
+        else:
+            misses[key] = item
+    hit_keys = set(entries)
+    log.info("%s: %d items, %d unique inputs, %d cached", op.name, len(items), len(entries) + len(misses), len(entries))
+
+    if misses:
+        own_client = client is None
+        if own_client:
+            from tasks.llm.client import make_client
+
+            client = make_client(cfg)
+        try:
+            if cfg.batch:
+                from tasks.llm.batch import run_batch
+
+                entries.update(await run_batch(op, misses, cfg, client, ledger, cache))
+            else:
+                entries.update(await _run_requests(op, misses, cfg, client, ledger, cache))
+        finally:
+            if own_client:
+                await client.close()
+
+    for item in items:
+        key = keys[item.id]
+        e = entries[key]
+        hit = key in hit_keys
+        result.cache_hits += hit
+        if e["status"] == "ok":
+            result.results[item.id] = ItemResult(item.id, "ok", e["output"], cache_hit=hit, cache_key=key)
+        else:
+            result.results[item.id] = ItemResult(
+                item.id, "quarantined", None, reason=e["reason"], raw=e.get("raw"), cache_hit=hit, cache_key=key
+            )
+    return result
+
+
+def answer_entry(
+    op: Operation, item: WorkItem, completion: dict[str, Any] | Any
+) -> tuple[dict[str, Any] | None, InvalidAnswer | None, dict[str, int]]:
+    """(ok entry, None, usage) or (None, error, usage) from a chat completion (object or JSON dict)."""
+    if not isinstance(completion, dict):
+        completion = completion.model_dump()
+    usage = completion.get("usage") or {}
+    tokens = {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
+              "completion_tokens": int(usage.get("completion_tokens") or 0)}
+    try:
+        choice = completion["choices"][0]
+        message = choice["message"]
+        out = op.parse_answer(message.get("content"), message.get("refusal"), choice.get("finish_reason"), item.payload)
+    except InvalidAnswer as e:
+        return None, e, tokens
+    except (KeyError, IndexError, TypeError) as e:
+        return None, InvalidAnswer(f"malformed completion: {type(e).__name__}: {e}"), tokens
+    entry = {"status": "ok", "output": out, "operation": op.name, "version": op.version,
+             "model_reported": completion.get("model"), "usage": tokens}
+    return entry, None, tokens
+
+
+def quarantine_entry(op: Operation, err: InvalidAnswer, attempts: int) -> dict[str, Any]:
+    return {"status": "quarantined", "reason": f"invalid answer after {attempts} attempt(s): {err.reason}",
+            "raw": err.raw, "operation": op.name, "version": op.version}
+
+
+async def _run_requests(
+    op: Operation, misses: dict[str, WorkItem], cfg: LLMConfig, client: Any, ledger: Ledger, cache: ResponseCache
+) -> dict[str, dict[str, Any]]:
+    import openai
+
+    limiter = RateLimiter(cfg.rpm, cfg.tpm)
+    queue: asyncio.Queue[tuple[str, WorkItem]] = asyncio.Queue()
+    for key, item in misses.items():
+        queue.put_nowait((key, item))
+    done: dict[str, dict[str, Any]] = {}
+
+    def record(key: str, item: WorkItem, status: str, tokens: dict[str, int], model: str, retries: int) -> None:
+        ledger.record(LedgerEntry(
+            item_id=item.id, cache_key=key, operation=op.name, model=model, mode="sync", status=status,
+            prompt_tokens=tokens["prompt_tokens"], completion_tokens=tokens["completion_tokens"],
+            cost_usd=estimate_cost(model, tokens["prompt_tokens"], tokens["completion_tokens"], batch=False,
+                                   extra=cfg.prices),
+            retries=retries,
+        ))
+
+    async def ask(key: str, item: WorkItem) -> dict[str, Any]:
+        body = request_body(op, item.payload, cfg)
+        last: InvalidAnswer | None = None
+        attempts = 1 + cfg.invalid_answer_retries
+        for _ in range(attempts):
+            await limiter.acquire(_estimated_tokens(body))
+            try:
+                raw = await client.chat.completions.with_raw_response.create(**body)
+                completion = raw.parse()
+            except (openai.AuthenticationError, openai.PermissionDeniedError):
+                raise  # configuration errors: every item would fail the same way
+            except openai.APIError as e:
+                status = getattr(e, "status_code", None)
+                reason = f"API error after {cfg.max_retries} retries: {type(e).__name__}" + (
+                    f" (HTTP {status})" if status else "")
+                record(key, item, "error", {"prompt_tokens": 0, "completion_tokens": 0}, cfg.model, cfg.max_retries)
+                log.warning("%s item %s: %s", op.name, item.id, reason)
+                return {"status": "error", "reason": reason}  # not cached: a rerun tries again
+            entry, err, tokens = answer_entry(op, item, completion)
+            priced_model = cfg.model if cfg.backend == "azure" else (completion.model or cfg.model)
+            record(key, item, "ok" if entry else "invalid", tokens, priced_model, raw.retries_taken)
+            if entry is not None:
+                cache.put(key, entry)
+                return entry
+            last = err
+            log.info("%s item %s: invalid answer (%s)", op.name, item.id, err.reason)
+        assert last is not None
+        entry = quarantine_entry(op, last, attempts)
+        cache.put(key, entry)
+        return entry
+
+    async def worker() -> None:
+        while True:
+            try:
+                key, item = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            try:
+                done[key] = await ask(key, item)
+            except (openai.AuthenticationError, openai.PermissionDeniedError):
+                raise
+            except Exception as e:  # one bad report never fails the batch
+                log.warning("%s item %s: unexpected %s", op.name, item.id, type(e).__name__)
+                done[key] = {"status": "error", "reason": f"unexpected error: {type(e).__name__}: {e}"[:500]}
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(cfg.concurrency, len(misses)))]
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for w in workers:
+            w.cancel()
+    return done

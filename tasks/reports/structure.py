@@ -1,0 +1,173 @@
+"""The report-structuring stage: manifest in, DIR/reports.parquet + DIR/structure-summary.json out.
+
+Every manifest row comes out as one reports row (ok or quarantined with a reason): reports = ok +
+quarantined. Which operation a row gets is explicit (config) or per row (`default_operation`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas.labels import CHEXPERT_LABELS, label_column
+from schemas.llm import REPORTS_SCHEMA, LLMConfig, StructureConfig
+from tasks.io import atomic_write_json
+from tasks.llm.ledger import Ledger
+from tasks.llm.operation import WorkItem
+from tasks.llm.runner import ItemResult, RunResult, run_operation
+from tasks.reports.operations import STRUCTURE, get_operation
+
+log = logging.getLogger("cxrflow.structure")
+_OUTPUT_FIELDS = ("examination", "indication", "findings", "impression", "translation", "comparison_sentences_removed")
+
+
+def default_operation(row: dict[str, Any]) -> str:
+    """Label-only rows get a report written; Spanish rows (report_language 'es') are translated; the rest
+    are structured."""
+    if row.get("report_origin") == "labels":
+        return "synthesize"
+    if (row.get("report_language") or "").lower().startswith("es"):
+        return "translate"
+    return "structure"
+
+
+def payload_for(operation: str, row: dict[str, Any]) -> dict[str, Any]:
+    if operation == "synthesize":
+        labels = {name: row.get(label_column(name)) for name in CHEXPERT_LABELS}
+        return {"labels": {k: int(v) for k, v in labels.items() if v is not None}, "view": row.get("view")}
+    return {"report_text": row.get("report_text") or ""}
+
+
+def method_name(operation: str, cfg: LLMConfig) -> str:
+    if cfg.backend == "rules":
+        return {"structure": "rule-based", "synthesize": "synthesized-rules"}.get(operation, f"rules-{operation}")
+    return f"{cfg.backend}:{cfg.model}"
+
+
+def compare_findings(pairs: list[tuple[str, str]], removed: int) -> dict[str, Any]:
+    """BLEU-4 (sacrebleu, corpus) and ROUGE-L F1 (rouge-score, no stemming, mean) of LLM vs rule-based."""
+    if not pairs:
+        return {"status": "not computed: no report has findings from both rules and the LLM",
+                "comparison_sentences_removed": removed}
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    hyps = [llm for _, llm in pairs]
+    refs = [rule for rule, _ in pairs]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = sum(scorer.score(r, h)["rougeL"].fmeasure for r, h in zip(refs, hyps, strict=True)) / len(pairs)
+    return {
+        "status": "computed",
+        "pairs": len(pairs),
+        "bleu4": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 4),
+        "rougeL": round(100 * rouge, 4),
+        "share_differing": round(sum(r.strip() != h.strip() for r, h in pairs) / len(pairs), 6),
+        "comparison_sentences_removed": removed,
+    }
+
+
+def _read_manifest(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist()
+
+
+def run_structure(cfg: StructureConfig) -> dict[str, Any]:
+    rows = _read_manifest(cfg.manifest)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    llm = cfg.llm
+    ledger = Ledger(out / "ledger.jsonl")
+    ops = {r["image_key"]: cfg.operation or default_operation(r) for r in rows}
+
+    results: dict[str, ItemResult] = {}
+    runs: dict[str, RunResult] = {}
+    for op_name in sorted(set(ops.values())):
+        op = get_operation(op_name)
+        items = []
+        for r in rows:
+            if ops[r["image_key"]] != op_name:
+                continue
+            payload = payload_for(op_name, r)
+            empty = _empty_input(op_name, payload)
+            if empty:  # never sent, never cached: nothing to ask about
+                results[r["image_key"]] = ItemResult(r["image_key"], "quarantined", None, reason=empty)
+            else:
+                items.append(WorkItem(r["image_key"], r["source"], payload))
+        run = run_operation(op, items, llm, ledger=ledger)
+        runs[op_name] = run
+        results.update(run.results)
+
+    # The rule-based version beside an LLM's, for the comparison artifact (and as a second training target).
+    rule_out: dict[str, dict[str, Any]] = {}
+    structured = [r for r in rows if ops[r["image_key"]] == "structure"]
+    if cfg.compare_rules and llm.backend != "rules" and structured:
+        items = [WorkItem(r["image_key"], r["source"], payload_for("structure", r)) for r in structured
+                 if r.get("report_text")]
+        rule_run = run_operation(STRUCTURE, items, LLMConfig(backend="rules"))
+        rule_out = {k: v.output for k, v in rule_run.results.items() if v.status == "ok"}
+
+    records = []
+    for r in rows:
+        key = r["image_key"]
+        op_name = ops[key]
+        run = runs[op_name]
+        res = results[key]
+        output = res.output or {}
+        rule = rule_out.get(key) or {}
+        records.append({
+            "image_key": key, "source": r["source"], "subject_id": r.get("subject_id"), "study_id": r.get("study_id"),
+            "split": r.get("split"), "view": r.get("view"), "report_origin": r.get("report_origin"),
+            "report_text": r.get("report_text"), "operation": op_name, "backend": run.backend, "model": run.model,
+            "prompt_version": run.version, "parameters": json.dumps(run.params, sort_keys=True),
+            "method": method_name(op_name, llm), "status": res.status, "reason": res.reason,
+            "raw_answer": res.raw, "cache_hit": res.cache_hit,
+            **{f: output.get(f) for f in _OUTPUT_FIELDS},
+            "rule_findings": rule.get("findings"), "rule_impression": rule.get("impression"),
+        })
+    pq.write_table(pa.Table.from_pylist(records, schema=REPORTS_SCHEMA), out / "reports.parquet")
+
+    pairs = [(rec["rule_findings"], rec["findings"]) for rec in records
+             if rec["status"] == "ok" and rec["rule_findings"] and rec["findings"]]
+    removed = sum(int(v.get("comparison_sentences_removed") or 0) for v in rule_out.values())
+    if llm.backend == "rules":
+        removed = sum(int(rec["comparison_sentences_removed"] or 0) for rec in records)
+    quarantined = [rec for rec in records if rec["status"] != "ok"]
+    totals = ledger.totals()
+    summary: dict[str, Any] = {
+        "manifest": str(cfg.manifest),
+        "backend": llm.backend,
+        "model": "rules" if llm.backend == "rules" else llm.model,
+        "mode": "batch" if llm.batch else "sync",
+        "reports": len(records),
+        "ok": len(records) - len(quarantined),
+        "quarantined": len(quarantined),
+        "quarantined_by_reason": dict(Counter(_reason_class(rec["reason"]) for rec in quarantined)),
+        "cache_hits": sum(run.cache_hits for run in runs.values()),
+        **totals,
+        "operations": {name: {k: v for k, v in run.summary().items() if k in (
+            "reports", "ok", "quarantined", "cache_hits", "prompt_version", "parameters")}
+            for name, run in runs.items()},
+        "comparison": compare_findings(pairs, removed) if (llm.backend != "rules" and structured) else
+        {"status": "not computed: needs an LLM backend beside the rules baseline",
+         "comparison_sentences_removed": removed},
+    }
+    atomic_write_json(out / "structure-summary.json", summary)
+    log.info("structure: %d reports, %d quarantined, %d requests, %d cache hits", summary["reports"],
+             summary["quarantined"], summary["requests"], summary["cache_hits"])
+    return summary
+
+
+def _empty_input(operation: str, payload: dict[str, Any]) -> str | None:
+    if operation == "synthesize":
+        return None if payload["labels"] else "no labels to write a report from (all blank)"
+    return None if payload["report_text"].strip() else "no report text"
+
+
+def _reason_class(reason: str | None) -> str:
+    """Group reasons for the summary: the part before the first colon ('invalid answer after 2 attempt(s)')."""
+    return (reason or "unknown").split(":")[0][:80]
