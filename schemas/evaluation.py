@@ -75,3 +75,63 @@ class EvaluationComparison(BaseModel):
     n_resamples: int
     seed: int
     metrics: dict[str, MetricComparison] = Field(default_factory=dict)
+
+
+class OptionalModelPaths(BaseModel):
+    """Local weights for the model-based metrics. Nothing is downloaded: an unset path means the metric is
+    reported as `not computed: <reason>`. Defaults come from CXRFLOW_* environment variables."""
+
+    chexbert_checkpoint: str | None = Field(
+        None, description="CheXbert chexbert.pth (env CXRFLOW_CHEXBERT_CHECKPOINT)"
+    )
+    chexbert_bert_dir: str | None = Field(
+        None, description="local bert-base-uncased dir (config + tokenizer) (env CXRFLOW_CHEXBERT_BERT_DIR)"
+    )
+    radgraph_model: str | None = Field(
+        None, description="local RadGraph model dir (env CXRFLOW_RADGRAPH_MODEL)"
+    )
+    bertscore_model: str | None = Field(
+        None, description="local model dir for BERTScore (env CXRFLOW_BERTSCORE_MODEL)"
+    )
+    bertscore_num_layers: int | None = Field(
+        None, description="layer for BERTScore (env CXRFLOW_BERTSCORE_LAYERS)"
+    )
+
+    @classmethod
+    def from_env(cls) -> OptionalModelPaths:
+        import os
+
+        layers = os.environ.get("CXRFLOW_BERTSCORE_LAYERS")
+        return cls(
+            chexbert_checkpoint=os.environ.get("CXRFLOW_CHEXBERT_CHECKPOINT"),
+            chexbert_bert_dir=os.environ.get("CXRFLOW_CHEXBERT_BERT_DIR"),
+            radgraph_model=os.environ.get("CXRFLOW_RADGRAPH_MODEL"),
+            bertscore_model=os.environ.get("CXRFLOW_BERTSCORE_MODEL"),
+            bertscore_num_layers=int(layers) if layers else None,
+        )
+
+
+class EvaluateParams(BaseModel):
+    """Parameters of the `evaluate` flow. Either `run` + `shards` (generate, then score) or `predictions`."""
+
+    out: str
+    experiment: str = "default"
+    run: str | None = None
+    shards: str | None = None
+    split: str = "test"
+    predictions: str | None = None
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    limit: int | None = Field(None, ge=1, description="score only the first N samples (smoke runs)")
+    device: str = "cpu"
+    n_bootstrap: int = Field(500, ge=0)
+    seed: int = 12345
+    source: str = Field("mimic-cxr", description="dataset of the reports, for the LLM data-use guard")
+    llm: dict | None = Field(None, description="LLMConfig fields for the CheXprompt judge; None skips it")
+    model_paths: OptionalModelPaths | None = None
+
+    @model_validator(mode="after")
+    def _inputs(self) -> EvaluateParams:
+        if self.predictions is None and (self.run is None or self.shards is None):
+            raise ValueError("give predictions, or run and shards")
+        return self

@@ -1,0 +1,102 @@
+"""Flow `evaluate`: generate on the test shards (or take a predictions file), score every metric, write
+EVAL/metrics.json + EVAL/per_report.parquet, and publish a table artifact with a stable key per experiment
+(the Prefect UI keeps its version history) plus a markdown summary."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from schemas.evaluation import EvaluateParams, EvaluationMetrics  # noqa: E402
+
+
+@task(cache_policy=NO_CACHE)
+def generate_task(params: EvaluateParams) -> dict[str, Any]:
+    from tasks.evaluate.inference import generate_predictions
+    from training.inference import ReportGenerator
+
+    generator = ReportGenerator.from_run(Path(params.run), device=params.device)
+    out = Path(params.out) / "predictions.jsonl"
+    summary = generate_predictions(
+        generator,
+        Path(params.shards),
+        out,
+        split=params.split,
+        batch_size=params.batch_size,
+        max_new_tokens=params.max_new_tokens,
+        limit=params.limit,
+    )
+    return {
+        "predictions": str(out),
+        "found": summary.found,
+        "generated": summary.generated,
+        "skipped": summary.skipped,
+    }
+
+
+@task(cache_policy=NO_CACHE)
+def score_task(
+    params: EvaluateParams, predictions: str, inference: dict[str, Any] | None
+) -> EvaluationMetrics:
+    from schemas.llm import LLMConfig
+    from tasks.evaluate.inference import read_predictions
+    from tasks.evaluate.scoring import score_records, write_evaluation
+    from tasks.io import sha256_file
+
+    records = read_predictions(Path(predictions))
+    if params.limit is not None:
+        records = records[: params.limit]
+    llm = LLMConfig(**params.llm) if params.llm is not None else None
+    metrics, frame, notes = score_records(
+        records,
+        experiment=params.experiment,
+        paths=params.model_paths,
+        llm=llm,
+        source=params.source,
+        n_bootstrap=params.n_bootstrap,
+        seed=params.seed,
+        ledger_path=Path(params.out) / "llm-ledger.jsonl",
+    )
+    metrics.predictions_sha256 = sha256_file(Path(predictions))
+    if inference is not None:
+        notes["inference"] = inference
+    write_evaluation(Path(params.out), metrics, frame, notes)
+    return metrics
+
+
+@flow(name="evaluate")
+def evaluate(params: EvaluateParams) -> dict[str, Any]:
+    from tasks.evaluate.scoring import artifact_slug, markdown_summary, metric_rows
+
+    inference = None
+    predictions = params.predictions
+    if predictions is None:
+        inference = generate_task(params)
+        predictions = inference["predictions"]
+    metrics = score_task(params, predictions, inference)
+    slug = artifact_slug(params.experiment)
+    create_table_artifact(
+        key=f"evaluation-{slug}",
+        table=metric_rows(metrics),
+        description=f"Metrics of experiment {params.experiment} ({metrics.n_reports} reports)",
+    )
+    create_markdown_artifact(
+        key=f"evaluation-summary-{slug}",
+        markdown=markdown_summary(metrics, {"inference": inference} if inference else None),
+        description=f"Evaluation summary of {params.experiment}",
+    )
+    return {
+        "out": params.out,
+        "n_reports": metrics.n_reports,
+        "artifact_key": f"evaluation-{slug}",
+        "metrics": {
+            k: v.value if v.value is not None else v.not_computed for k, v in metrics.metrics.items()
+        },
+    }

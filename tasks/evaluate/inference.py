@@ -1,0 +1,159 @@
+"""Batch report generation over one split of the shards, writing predictions.jsonl.
+
+Each record is `{id, query, reference, prediction}` (LLaVA-Rad's prediction format) plus `indication`.
+The reference is the sample's primary target (`K.txt`: rule-based findings when present). Generation is
+the model contract's: greedy, left-padded mixed-length batches, max 256 new tokens.
+Every sample of the split is accounted for: unreadable samples are listed in `skipped` with a reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+IMAGE_MEMBERS = ("jpg", "jpeg", "png")
+
+
+@dataclass
+class TestSample:
+    id: str
+    image: Image.Image
+    reference: str
+    indication: str | None
+
+
+@dataclass
+class InferenceSummary:
+    found: int = 0
+    generated: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # id -> reason
+
+
+def shard_paths(shards: Path, split: str) -> list[Path]:
+    index = shards / f"{split}.index.json"
+    if index.exists():
+        spec = json.loads(index.read_text())
+        paths = [Path(s["url"]) for s in spec.get("shardlist", []) if int(s.get("nsamples", 1)) > 0]
+        paths = [p if p.is_absolute() else shards / p for p in paths]
+    else:
+        paths = sorted(shards.glob(f"{split}-*.tar"))
+    if not paths:
+        raise FileNotFoundError(f"no {split} shards under {shards} ({split}.index.json or {split}-*.tar)")
+    return paths
+
+
+def iter_samples(
+    shards: Path, split: str, summary: InferenceSummary, limit: int | None = None
+) -> Iterator[TestSample]:
+    import webdataset as wds
+
+    urls = [str(p) for p in shard_paths(shards, split)]
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
+        if limit is not None and summary.found >= limit:
+            return
+        key = sample["__key__"]
+        summary.found += 1
+        meta: dict[str, Any] = json.loads(sample["json"]) if "json" in sample else {}
+        sid = str(meta.get("key") or key)
+        raw = next((sample[m] for m in IMAGE_MEMBERS if m in sample), None)
+        text = sample.get("txt")
+        if raw is None:
+            summary.skipped[sid] = "no image member (jpg/png)"
+            continue
+        if not text:
+            summary.skipped[sid] = "no reference findings (txt member missing or empty)"
+            continue
+        try:
+            image = Image.open(io.BytesIO(raw))
+            image.load()
+        except Exception as e:  # a corrupt image is one skipped sample, not a failed run
+            summary.skipped[sid] = f"image does not decode: {type(e).__name__}"
+            continue
+        yield TestSample(
+            sid, image, text.decode() if isinstance(text, bytes) else str(text), meta.get("indication")
+        )
+
+
+def query_text(indication: str | None, stage: int = 2) -> str:
+    """The instruction the model saw (the training template of the generator's stage)."""
+    from training.text import prompt_text
+
+    return prompt_text(stage, indication)
+
+
+def generate_predictions(
+    generator: Any,
+    shards: Path,
+    out_path: Path,
+    *,
+    split: str = "test",
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    limit: int | None = None,
+) -> InferenceSummary:
+    """Run `generator.generate` over the split in batches; write predictions.jsonl atomically."""
+    summary = InferenceSummary()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    batch: list[TestSample] = []
+    with open(tmp, "w") as f:
+
+        def flush() -> None:
+            preds = generator.generate(
+                [s.image.convert("RGB") for s in batch],
+                [s.indication for s in batch],
+                max_new_tokens=max_new_tokens,
+            )
+            if len(preds) != len(batch):
+                raise RuntimeError(f"generator returned {len(preds)} reports for {len(batch)} images")
+            for s, pred in zip(batch, preds, strict=True):
+                rec = {
+                    "id": s.id,
+                    "query": query_text(s.indication, getattr(generator, "stage", 2)),
+                    "reference": s.reference,
+                    "prediction": pred,
+                    "indication": s.indication,
+                }
+                f.write(json.dumps(rec) + "\n")
+            summary.generated += len(batch)
+            batch.clear()
+
+        for sample in iter_samples(shards, split, summary, limit):
+            batch.append(sample)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    tmp.replace(out_path)
+    return summary
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """predictions.jsonl -> records; each needs id, reference and prediction (or candidate)."""
+    records = []
+    seen: set[str] = set()
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: not JSON ({e.msg})") from None
+            if "prediction" not in rec and "candidate" in rec:
+                rec["prediction"] = rec["candidate"]
+            missing = [k for k in ("id", "reference", "prediction") if rec.get(k) is None]
+            if missing:
+                raise ValueError(f"{path}:{line_no}: record lacks {', '.join(missing)}")
+            rec["id"] = str(rec["id"])
+            if rec["id"] in seen:
+                raise ValueError(f"{path}:{line_no}: duplicate id {rec['id']!r}")
+            seen.add(rec["id"])
+            records.append(rec)
+    return records

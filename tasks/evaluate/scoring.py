@@ -1,0 +1,181 @@
+"""Score prediction records: every metric with value, 95% bootstrap CI and n, or a not-computed reason,
+plus the per-report table (texts, per-report statistics, labels) that paired comparisons re-use."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from schemas.evaluation import EvaluationMetrics, MetricResult, OptionalModelPaths
+from tasks.evaluate.chexprompt import (
+    INSIG_COLUMNS,
+    SIG_COLUMNS,
+    chexprompt_specs,
+    judge,
+    not_computed_metrics,
+)
+from tasks.evaluate.clinical import f1_specs, label_columns
+from tasks.evaluate.labeler import label_reports
+from tasks.evaluate.lexical import lexical_columns, lexical_specs
+from tasks.evaluate.optional_models import bertscore_spec, chexbert_specs, optional_metrics, radgraph_spec
+from tasks.evaluate.resampling import N_BOOTSTRAP, SEED, MetricSpec, bootstrap_indices, score
+
+
+def all_specs() -> list[MetricSpec]:
+    """Every metric that can be recomputed from per_report.parquet (for bootstrap and paired tests)."""
+    return [
+        *lexical_specs(),
+        *f1_specs(),
+        *chexbert_specs(),
+        radgraph_spec(),
+        bertscore_spec(),
+        *chexprompt_specs(),
+    ]
+
+
+def score_records(
+    records: Sequence[dict[str, Any]],
+    *,
+    experiment: str = "default",
+    paths: OptionalModelPaths | None = None,
+    llm: Any = None,
+    source: str = "mimic-cxr",
+    n_bootstrap: int = N_BOOTSTRAP,
+    seed: int = SEED,
+    ledger_path: Any = None,
+) -> tuple[EvaluationMetrics, pl.DataFrame, dict[str, Any]]:
+    """(metrics.json model, per-report frame, notes). `llm`: an LLMConfig for CheXprompt, or None to skip."""
+    refs = [str(r["reference"]) for r in records]
+    preds = [str(r["prediction"]) for r in records]
+    n = len(records)
+    cols: dict[str, np.ndarray] = lexical_columns(refs, preds)
+    cols.update(label_columns("rule", "ref", label_reports(refs)))
+    cols.update(label_columns("rule", "pred", label_reports(preds)))
+    idx = bootstrap_indices(n, n_bootstrap, seed) if n and n_bootstrap else None
+    metrics: dict[str, MetricResult] = {}
+    for spec in [*lexical_specs(), *f1_specs()]:
+        metrics[spec.name] = score(spec, cols, idx)
+    optional, opt_cols = optional_metrics(
+        paths or OptionalModelPaths.from_env(), refs, preds, n_bootstrap, seed
+    )
+    metrics.update(optional)
+    cols.update(opt_cols)
+    notes: dict[str, Any] = {}
+    if llm is None:
+        metrics.update(not_computed_metrics("no LLM backend configured for the CheXprompt judge"))
+    else:
+        outcome = judge(
+            [
+                {
+                    "id": r["id"],
+                    "reference": r["reference"],
+                    "candidate": r["prediction"],
+                    "source": r.get("source"),
+                }
+                for r in records
+            ],
+            llm,
+            source=source,
+            ledger_path=ledger_path,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+        )
+        metrics.update(outcome.metrics)
+        if llm.backend != "rules":
+            cols.update(outcome.columns)
+        notes["chexprompt"] = {**outcome.summary, "not_judged": outcome.reasons}
+    frame = pl.DataFrame(
+        {
+            "id": [str(r["id"]) for r in records],
+            "reference": refs,
+            "prediction": preds,
+            **{k: v for k, v in cols.items()},
+        }
+    )
+    result = EvaluationMetrics(
+        experiment=experiment, n_reports=n, n_bootstrap=n_bootstrap, seed=seed, metrics=metrics
+    )
+    return result, frame, notes
+
+
+def frame_columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    out = {}
+    for c in frame.columns:
+        if c in ("id", "reference", "prediction"):
+            continue
+        arr = frame[c].to_numpy()
+        if c in SIG_COLUMNS + INSIG_COLUMNS:
+            arr = arr.astype(float)
+        out[c] = arr
+    return out
+
+
+def artifact_slug(experiment: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    import re
+
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", experiment.lower())).strip("-") or "default"
+
+
+def metric_rows(metrics: EvaluationMetrics) -> list[dict[str, Any]]:
+    rows = []
+    for name, m in metrics.metrics.items():
+        rows.append(
+            {
+                "metric": name,
+                "value": None if m.value is None else round(m.value, 4),
+                "ci_low": None if m.ci is None else round(m.ci[0], 4),
+                "ci_high": None if m.ci is None else round(m.ci[1], 4),
+                "n": m.n,
+                "unit": m.unit,
+                "status": "computed" if m.value is not None else m.not_computed,
+            }
+        )
+    return rows
+
+
+def markdown_summary(metrics: EvaluationMetrics, notes: dict[str, Any] | None = None) -> str:
+    lines = [
+        f"# Evaluation `{metrics.experiment}`",
+        "",
+        f"{metrics.n_reports} reports; {int(metrics.ci_level * 100)}% bootstrap CIs over {metrics.n_bootstrap} "
+        f"resamples (seed {metrics.seed}). Rule-based label F1 uses cxrflow's rule-based CheXpert-style labeler, "
+        "not CheXbert.",
+        "",
+        "| metric | value | 95% CI | n |",
+        "|---|---|---|---|",
+    ]
+    for name, m in metrics.metrics.items():
+        if m.value is None:
+            lines.append(f"| {name} | {m.not_computed} | | |")
+        else:
+            ci = f"{m.ci[0]:.2f} – {m.ci[1]:.2f}" if m.ci else ""
+            lines.append(f"| {name} | {m.value:.2f} | {ci} | {m.n} |")
+    if notes and "inference" in notes:
+        inf = notes["inference"]
+        lines += [
+            "",
+            f"Inference: found {inf['found']}, generated {inf['generated']}, skipped {len(inf['skipped'])}.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_evaluation(
+    out: Any, metrics: EvaluationMetrics, frame: pl.DataFrame, notes: dict[str, Any]
+) -> None:
+    """EVAL/metrics.json, EVAL/per_report.parquet, EVAL/notes.json, EVAL/summary.md."""
+    from pathlib import Path
+
+    from tasks.io import atomic_write_bytes, atomic_write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "metrics.json", (metrics.model_dump_json(indent=2) + "\n").encode())
+    tmp = out / ".per_report.parquet.tmp"
+    frame.write_parquet(tmp)
+    tmp.replace(out / "per_report.parquet")
+    atomic_write_json(out / "notes.json", notes)
+    atomic_write_bytes(out / "summary.md", markdown_summary(metrics, notes).encode())

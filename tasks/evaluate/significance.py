@@ -1,0 +1,73 @@
+"""Paired significance between two evaluations of the same test ids, for every metric both computed.
+
+Reads two per_report.parquet files (from `evaluate` / `score`), aligns them on id, and runs approximate
+randomization (p-value) plus a paired bootstrap CI of the difference B - A for each metric whose per-report
+statistics both evaluations hold. Metrics either side could not compute are listed with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from schemas.evaluation import NOT_COMPUTED_PREFIX, EvaluationComparison, MetricComparison
+from tasks.evaluate.resampling import SEED, paired_test
+from tasks.evaluate.scoring import all_specs, frame_columns
+
+
+def per_report_path(path: Path) -> Path:
+    """An EVAL dir or a per_report.parquet file."""
+    path = Path(path)
+    return path / "per_report.parquet" if path.is_dir() else path
+
+
+def compare_frames(
+    a: pl.DataFrame,
+    b: pl.DataFrame,
+    *,
+    name_a: str = "A",
+    name_b: str = "B",
+    n_resamples: int = 1000,
+    seed: int = SEED,
+) -> EvaluationComparison:
+    ids_a, ids_b = set(a["id"].to_list()), set(b["id"].to_list())
+    if ids_a != ids_b:
+        raise ValueError(
+            f"evaluations cover different ids: {len(ids_a - ids_b)} only in {name_a}, {len(ids_b - ids_a)} only in "
+            f"{name_b}; paired tests need the same test ids"
+        )
+    a, b = a.sort("id"), b.sort("id")
+    if a["reference"].to_list() != b["reference"].to_list():
+        raise ValueError("the two evaluations use different reference texts for the same ids")
+    ca, cb = frame_columns(a), frame_columns(b)
+    out = EvaluationComparison(a=name_a, b=name_b, n_common=a.height, n_resamples=n_resamples, seed=seed)
+    for spec in all_specs():
+        lacking = [
+            side for side, cols in ((name_a, ca), (name_b, cb)) if not all(c in cols for c in spec.columns)
+        ]
+        if lacking:
+            out.metrics[spec.name] = MetricComparison(
+                not_computed=f"{NOT_COMPUTED_PREFIX}not computed in {' and '.join(lacking)}", method=""
+            )
+            continue
+        if any(np.isnan(np.asarray(ca[c], dtype=float)).all() for c in spec.columns):
+            out.metrics[spec.name] = MetricComparison(
+                not_computed=f"{NOT_COMPUTED_PREFIX}no values in {name_a}"
+            )
+            continue
+        out.metrics[spec.name] = paired_test(spec, ca, cb, n_resamples=n_resamples, seed=seed)
+    return out
+
+
+def compare_evals(a: Path, b: Path, n_resamples: int = 1000, seed: int = SEED) -> EvaluationComparison:
+    pa, pb = per_report_path(a), per_report_path(b)
+    return compare_frames(
+        pl.read_parquet(pa),
+        pl.read_parquet(pb),
+        name_a=str(a),
+        name_b=str(b),
+        n_resamples=n_resamples,
+        seed=seed,
+    )
