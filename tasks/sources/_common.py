@@ -27,7 +27,7 @@ def parse_label_cell(name: str, value: str | None) -> int | None:
     if not v or v.lower() == "nan":
         return None
     if v not in _LABEL_CELLS:
-        raise LabelValueError(f"label value {value!r} for {name!r} is outside the 1/0/-1/blank encoding")
+        raise LabelValueError(f"label value outside the 1/0/-1/blank encoding: {value!r} for {name!r}")
     return _LABEL_CELLS[v]
 
 
@@ -72,7 +72,7 @@ def file_defect(path: Path) -> str | None:
     except FileNotFoundError:
         return "image file missing"
     except OSError as e:
-        return f"image file unreadable ({e.strerror})"
+        return f"image file unreadable: {e.strerror}"
     if size == 0:
         return "image file is empty (0 bytes)"
     return None

@@ -67,9 +67,9 @@ def parse_findings(value: str | None) -> list[str]:
         raise LabelTokenError("Finding Labels is empty")
     bad = [t for t in terms if t != "No Finding" and t not in FINDINGS]
     if bad:
-        raise LabelTokenError(f"Finding Labels {bad[0]!r} is outside the ChestX-ray14 label set")
+        raise LabelTokenError(f"Finding Labels outside the ChestX-ray14 label set: {bad[0]!r}")
     if "No Finding" in terms and len(terms) > 1:
-        raise LabelTokenError(f"Finding Labels {value!r} combines 'No Finding' with findings")
+        raise LabelTokenError(f"Finding Labels combine 'No Finding' with findings: {value!r}")
     return terms
 
 

@@ -196,10 +196,13 @@ class CheXpertAdapter:
             return quarantine(str(e))
         fl = (row.get("Frontal/Lateral") or "").strip()
         if fl not in ("Frontal", "Lateral"):
-            return quarantine(f"Frontal/Lateral value {fl!r} is neither 'Frontal' nor 'Lateral'")
+            return quarantine(f"Frontal/Lateral value outside Frontal/Lateral: {fl!r}")
         appa = (row.get("AP/PA") or "").strip().upper()
-        # AP/PA also holds LL/RL and blanks; only AP/PA name a frontal projection.
-        view = "LATERAL" if fl == "Lateral" else (appa if appa in ("AP", "PA") else "FRONTAL")
+        # AP/PA also holds LL/RL and blanks; only AP/PA name a frontal projection. A frontal image without one
+        # gets view None (validation accepts AP/PA or null as frontal) and is counted in notes.
+        view = "LATERAL" if fl == "Lateral" else (appa if appa in ("AP", "PA") else None)
+        if view is None:
+            out.notes["frontal_projection_unknown"] = out.notes.get("frontal_projection_unknown", 0) + 1
         if cfg.frontal_only and fl == "Lateral":
             out.filtered.append(Drop(self.name, raw, "discover", "lateral view (frontal_only)", key))
             return

@@ -36,7 +36,8 @@ SECTION_LABELS = {"INDICATION": "indication", "COMPARISON": "comparison", "FINDI
 REPORT_METHOD = "openi-sections"
 
 _DEID = re.compile(r"[A-Za-z0-9'-]*XXXX[A-Za-z0-9'-]*")
-_PROJECTIONS = {"frontal": "FRONTAL", "lateral": "LATERAL"}
+# Kaggle projections say Frontal without AP/PA: view stays None (validation reads AP/PA or null as frontal).
+_PROJECTIONS = {"frontal": None, "lateral": "LATERAL"}
 
 
 def normalize_deid(text: str | None) -> str | None:
@@ -135,7 +136,7 @@ class OpenIAdapter:
         try:
             doc = ET.parse(xml_path).getroot()
         except ET.ParseError as e:
-            out.quarantined.append(Drop(self.name, rel, "discover", f"unparseable report XML ({e})"))
+            out.quarantined.append(Drop(self.name, rel, "discover", f"unparseable report XML: {e}"))
             return
         raw = {}
         for node in doc.iter("AbstractText"):
@@ -190,14 +191,14 @@ class OpenIAdapter:
         if defect:
             return drop(out.quarantined, defect)
         view = None
-        if projection is not None:
-            view = _PROJECTIONS.get(projection.lower())
-            if view is None:
-                return drop(out.quarantined, f"projection {projection!r} is neither 'Frontal' nor 'Lateral'")
-        if view is None:
+        if projection is None:
             out.notes["view_unknown"] += 1
-        elif cfg.frontal_only and view == "LATERAL":
-            return drop(out.filtered, "lateral view (frontal_only)")
+        elif projection.lower() not in _PROJECTIONS:
+            return drop(out.quarantined, f"projection outside Frontal/Lateral: {projection!r}")
+        else:
+            view = _PROJECTIONS[projection.lower()]
+            if cfg.frontal_only and view == "LATERAL":
+                return drop(out.filtered, "lateral view (frontal_only)")
         sections, text = sections_and_text(raw)
         has_text = any(sections.values())
         out.candidates.append(

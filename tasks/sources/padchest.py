@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.config import IngestConfig
-from schemas.manifest import REPORT_SECTIONS
 from tasks.sources._common import (
     empty_labels,
     file_defect,
@@ -110,9 +109,9 @@ def parse_list_literal(column: str, value: str | None) -> list[str]:
     try:
         parsed = ast.literal_eval(value.strip())
     except (ValueError, SyntaxError) as e:
-        raise LiteralError(f"{column} {value[:60]!r} is not a Python list literal ({type(e).__name__})") from e
+        raise LiteralError(f"{column} not a Python list literal: {value[:60]!r} ({type(e).__name__})") from e
     if not isinstance(parsed, list) or not all(isinstance(x, str) for x in parsed):
-        raise LiteralError(f"{column} {value[:60]!r} is not a list of strings")
+        raise LiteralError(f"{column} not a list of strings: {value[:60]!r}")
     # Terms carry stray spaces ('loc  cardiac', ' pleural effusion').
     return [" ".join(x.split()) for x in parsed if x.strip()]
 
@@ -199,7 +198,7 @@ class PadChestAdapter:
         if any(ch.isspace() for ch in image_name):
             return quarantine("image name contains spaces")
         if not folder.isdigit():
-            return quarantine(f"ImageDir {folder!r} is not a numbered folder")
+            return quarantine(f"ImageDir not a numbered folder: {folder!r}")
         path = root / folder / image_name
         defect = file_defect(path)
         if defect:
@@ -215,7 +214,7 @@ class PadChestAdapter:
             return
         view = _VIEWS.get(projection)
         if view is None:
-            return quarantine(f"Projection {projection!r} is not one of PA, L, AP, AP_horizontal, COSTAL, EXCLUDE")
+            return quarantine(f"Projection outside PA/L/AP/AP_horizontal/COSTAL/EXCLUDE: {projection!r}")
         if cfg.frontal_only and view not in ("PA", "AP"):
             out.filtered.append(Drop(self.name, rel, "discover", f"{view.lower()} view (frontal_only)", key))
             return
@@ -235,9 +234,8 @@ class PadChestAdapter:
                 orientation="Recumbent" if projection == "AP_HORIZONTAL" else None,
                 labels=map_labels(terms),
                 report_text=report,
+                # Not "report": the engine must not parse the Spanish text into English findings.
                 report_origin="labels",
-                # No English sections at ingest: the Spanish text must not land in findings.
-                sections=dict.fromkeys(REPORT_SECTIONS),
             )
         )
 
