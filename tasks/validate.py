@@ -213,7 +213,12 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
     E = gx.expectations
     exps = []
     for col in REQUIRED_COLUMNS:
-        exps.append(E.ExpectColumnValuesToNotBeNull(column=col, meta={"check": f"{col} present"}))
+        exps.append(
+            E.ExpectColumnValuesToNotBeNull(
+                column=col,
+                meta={"check": "image file present" if col == "image_file_bytes" else f"{col} present"},
+            )
+        )
     exps.append(
         E.ExpectColumnValuesToNotBeNull(
             column="findings_text", meta={"check": "findings present for report-bearing rows"}

@@ -1,0 +1,104 @@
+"""Flow `validate_and_shard`: GX gate -> WebDataset shards -> indexes -> LLaVA export -> read-back check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from schemas.shards import SPLITS, ValidateShardParams
+from tasks.io import atomic_write_json
+
+
+@task(cache_policy=NO_CACHE)
+def validate_task(params: ValidateShardParams):
+    from tasks.validate import run_validation
+
+    return run_validation(params.data, params.out, params.artifacts, params.validate_cfg)
+
+
+@task(cache_policy=NO_CACHE)
+def shard_task(accepted, params: ValidateShardParams):
+    from tasks.shard import write_shards
+
+    return write_shards(accepted, params.data, params.out, params.shard)
+
+
+@task(cache_policy=NO_CACHE)
+def index_task(infos, accepted, counts: dict, params: ValidateShardParams) -> dict:
+    from tasks.shard_index import write_shard_map, write_summary, write_wids_index
+
+    for split in SPLITS:
+        write_wids_index(params.out, split, infos)
+    write_shard_map(params.out, infos, accepted)
+    return write_summary(params.out, infos, counts)
+
+
+@task(cache_policy=NO_CACHE)
+def export_task(accepted, params: ValidateShardParams) -> dict:
+    from tasks.export_llava import export_llava
+
+    return export_llava(accepted, params.out)
+
+
+@task(cache_policy=NO_CACHE)
+def verify_task(params: ValidateShardParams, expected: dict[str, int]) -> dict:
+    from tasks.shard_index import verify_shards
+
+    return verify_shards(params.out, expected)
+
+
+def _publish_validation(out: Path) -> None:
+    """Table of every expectation + link to Data Docs (also on failure, so the cause is one click away)."""
+    path = Path(out) / "validation" / "expectations.json"
+    if not path.exists():
+        return
+    report = json.loads(path.read_text())
+    rows = [
+        {
+            "suite": r["suite"],
+            "expectation": r["expectation"],
+            "column": r["column"] or "",
+            "check": r["check"] or "",
+            "scope": r["scope"],
+            "result": "pass" if r["success"] else "FAIL",
+            "unexpected": r["unexpected_count"],
+        }
+        for r in report["expectations"]
+    ]
+    create_table_artifact(key="gx-expectations", table=rows, description="Great Expectations results")
+    if report.get("data_docs"):
+        create_link_artifact(
+            key="gx-data-docs", link=report["data_docs"], link_text="Data Docs", description="GX Data Docs"
+        )
+
+
+@flow(name="validate_and_shard")
+def validate_and_shard(params: ValidateShardParams) -> dict:
+    try:
+        result = validate_task(params)
+    finally:
+        _publish_validation(params.out)
+    infos = shard_task(result.accepted, params)
+    summary = index_task(infos, result.accepted, result.counts, params)
+    if params.export_llava:
+        summary["llava_records"] = export_task(result.accepted, params)
+    expected = {s: result.accepted.filter(result.accepted["split"] == s).height for s in SPLITS}
+    summary["read_back"] = verify_task(params, expected)
+    atomic_write_json(params.out / "summary.json", summary)
+    rec = summary["reconciliation"]
+    if not rec["balanced"]:
+        raise RuntimeError(f"counts do not reconcile: {rec}")
+    lines = [
+        "| split | samples | shards | bytes |",
+        "|---|---|---|---|",
+        *[f"| {s} | {v['samples']} | {v['shards']} | {v['bytes']} |" for s, v in summary["splits"].items()],
+        "",
+        f"found {rec['found']} = sharded {rec['sharded']} + filtered {rec['filtered']} "
+        f"+ quarantined {rec['quarantined']}",
+    ]
+    create_markdown_artifact(key="shard-summary", markdown="\n".join(lines), description="WebDataset shards")
+    return summary

@@ -1,0 +1,167 @@
+"""The GX gate: each row-level expectation quarantines exactly the rows that break it; leakage and row-count
+collapse fail the run. One GX context (artifacts root) is shared by the module: GX is slow to set up."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from shard_support import default_rows, manifest_row, write_dataset
+
+from schemas.shards import ValidateConfig
+from tasks.validate import ValidationFailed, run_validation
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    return tmp_path_factory.mktemp("artifacts")
+
+
+# row index -> (mutation, expected check label in the quarantine reason)
+DEFECTS = {
+    1: (
+        lambda r: r.update(findings="Results called to Dr. X at 555-123-4567 today."),
+        "no phone in findings_text",
+    ),
+    2: (lambda r: r.update(view="LATERAL"), "frontal view"),
+    3: (lambda r: r.update(label_edema=3), "label_edema in 1/0/-1"),
+    6: (lambda r: r.update(study_id="50000099", image_id="dup"), "study+image unique"),
+    7: (lambda r: r.update(study_id="50000099", image_id="dup"), "study+image unique"),
+    8: (lambda r: r.update(findings="Ok."), "findings length"),
+    9: (lambda r: r.update(width=5), "width bounds"),
+    10: (lambda r: r.update(indication="Send to jdoe@hospital.org"), "no email in indication"),
+    11: (lambda r: r.update(impression="Unchanged since 3/14/2019."), "no date in impression"),
+    12: (lambda r: r.update(comparison="MRN 12345678"), "no mrn in comparison"),
+    13: (lambda r: r.update(image_key="mimic-cxr_img.13"), "image_key dot-free"),
+    15: (lambda r: r.update(report_text="FINDINGS: clear. Seen 2019-03-14."), "no date in report_text"),
+    18: (lambda r: r.update(height=9000), "height bounds"),
+    19: (lambda r: r.update(history="Call (617) 555-0101."), "no phone in history"),
+}
+
+
+def _defective_rows(n=40):
+    rows = default_rows(n)
+    for i, (mutate, _) in DEFECTS.items():
+        mutate(rows[i])
+    rows[4]["image_key"] = rows[5]["image_key"]  # duplicated key: both rows quarantined
+    rows[14]["image_path"] = "images/missing.jpg"  # image file absent
+    rows[16]["findings"] = None  # no findings in any version: filtered, not quarantined
+    rows[17]["findings"] = None  # has an LLM version (reports.parquet): kept with that text
+    rows[17]["indication"] = None  # ... and its indication comes from the structured report
+    rows[n - 1]["findings"] = None  # test split, LLM version only: filtered (test uses rule-based only)
+    return rows
+
+
+def test_each_row_expectation_quarantines_the_right_rows(tmp_path, artifacts):
+    rows = _defective_rows()
+    reports = [
+        {
+            "image_key": rows[17]["image_key"],
+            "findings": "Lungs are clear without focal consolidation.",
+            "indication": "Fever.",
+            "operation": "structure",
+            "backend": "openai",
+            "model": "gpt-4o-mini",
+        },
+        {
+            "image_key": rows[39]["image_key"],
+            "findings": "Heart size normal, lungs clear of disease.",
+            "indication": None,
+            "operation": "structure",
+            "backend": "openai",
+            "model": "gpt-4o-mini",
+        },
+        {
+            "image_key": rows[20]["image_key"],
+            "findings": "Clear lungs; no effusion or pneumothorax.",
+            "indication": None,
+            "operation": "structure",
+            "backend": "openai",
+            "model": "gpt-4o-mini",
+        },
+    ]
+    data = write_dataset(tmp_path / "data", rows, reports=reports)
+    (data / "images" / "missing.jpg").unlink(missing_ok=True)
+    (data / rows[21]["image_path"]).write_bytes(b"")  # truncated to nothing
+    res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+
+    reasons = {q["image_key"]: q["reason"] for q in res.quarantined}
+    for i, (_, label) in DEFECTS.items():
+        key = rows[i]["image_key"]
+        assert key in reasons, f"row {i} ({label}) not quarantined"
+        assert label in reasons[key], (i, reasons[key])
+    assert "image_key unique" in reasons[rows[5]["image_key"]]
+    assert sum(1 for q in res.quarantined if q["image_key"] == rows[5]["image_key"]) == 2
+    assert "image file present" in reasons[rows[14]["image_key"]]
+    assert "image file non-empty" in reasons[rows[21]["image_key"]]
+    # Nothing else was quarantined: the clean rows pass every expectation.
+    assert len(res.quarantined) == len(DEFECTS) + 4
+    assert all(q["stage"] == "validate" for q in res.quarantined)
+
+    assert sorted(f["image_key"] for f in res.filtered) == sorted(
+        [rows[16]["image_key"], rows[39]["image_key"]]
+    )
+    assert {f["reason"] for f in res.filtered} == {"no findings"}
+
+    acc = res.accepted
+    assert acc.height + len(res.filtered) + len(res.quarantined) == len(rows)
+    llm_only = acc.filter(pl.col("image_key") == rows[17]["image_key"]).row(0, named=True)
+    assert llm_only["primary_method"] == "openai:gpt-4o-mini"
+    assert llm_only["indication_text"] == "Fever."
+    both = acc.filter(pl.col("image_key") == rows[20]["image_key"]).row(0, named=True)
+    assert [t["method"] for t in json.loads(both["targets_json"])] == ["rule-based", "openai:gpt-4o-mini"]
+    assert both["findings_text"] == rows[20]["findings"]
+
+    # Every expectation is recorded with its result; Data Docs exist on disk under the artifacts root.
+    failed = {r["check"] for r in res.expectations if not r["success"]}
+    assert {label for _, label in DEFECTS.values()} <= failed
+    assert res.docs_url and res.docs_url.startswith("file://")
+    assert (artifacts / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+    q = pl.read_parquet(tmp_path / "shards" / "validation" / "quarantine.parquet")
+    assert q.height == len(res.quarantined)
+
+
+def test_patient_leakage_fails_the_run(tmp_path, artifacts):
+    rows = default_rows(12)
+    rows[10]["subject_id"] = rows[0]["subject_id"]  # rows[10] is a test-split row: same patient in train+test
+    data = write_dataset(tmp_path / "data", rows)
+    with pytest.raises(ValidationFailed, match="patient-level split leakage: 1 patient"):
+        run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+    assert not (tmp_path / "shards" / "validation" / "accepted.parquet").exists()
+    report = json.loads((tmp_path / "shards" / "validation" / "expectations.json").read_text())
+    leak = [r for r in report["expectations"] if r["suite"] == "cxrflow-patient-splits"]
+    assert leak and not leak[0]["success"]
+
+
+def test_same_patient_in_one_split_is_fine(tmp_path, artifacts):
+    rows = default_rows(12)
+    rows[1]["subject_id"] = rows[0]["subject_id"]
+    data = write_dataset(tmp_path / "data", rows)
+    res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+    assert res.accepted.height == 12
+
+
+def test_row_count_floor_relative_to_found_fails(tmp_path, artifacts):
+    data = write_dataset(tmp_path / "data", default_rows(12), found=1000)
+    with pytest.raises(
+        ValidationFailed, match="row-count collapse: manifest has 12 rows, below the floor 200"
+    ):
+        run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+
+
+def test_mass_quarantine_is_a_collapse(tmp_path, artifacts):
+    rows = default_rows(12)
+    for r in rows[:8]:
+        r["view"] = "LL"
+    data = write_dataset(tmp_path / "data", rows)
+    with pytest.raises(ValidationFailed, match="8 of 12 rows failed"):
+        run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+
+
+def test_all_views_config_accepts_laterals(tmp_path, artifacts):
+    rows = [manifest_row(i) for i in range(6)]
+    rows[0]["view"] = "LATERAL"
+    data = write_dataset(tmp_path / "data", rows)
+    res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig(frontal_only=False))
+    assert res.accepted.height == 6 and not res.quarantined
