@@ -1,0 +1,222 @@
+"""PHI protections for data that arrive un-de-identified (a hospital's own archive).
+
+Three tools, used by the DICOMweb source before anything is written or logged:
+- `pseudonym`: keyed, salted hash (HMAC-SHA256) of an identifier. The salt is a secret: the same salt gives
+  the same ids across runs (so re-ingests join), and without it ids cannot be linked back to patients.
+- `scrub_report`: removes dates, names (taken from the DICOM header), phone numbers, MRN-like numbers,
+  accession numbers, institution names and ages over 89 from report text, writing `___` as MIMIC-CXR does.
+- `strip_dataset`: copies only an allow-list of pixel/geometry attributes into a new dataset with
+  pseudonymous UIDs. An allow-list, not a deny-list, because private tags and free-text attributes can
+  carry PHI that no deny-list anticipates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset, FileMetaDataset
+
+REDACTED = "___"
+SALT_ENV = "CXRFLOW_PHI_SALT"
+MIN_SALT_CHARS = 16
+
+
+class PhiConfigError(ValueError):
+    """PHI protection cannot be guaranteed with this configuration (e.g. no salt)."""
+
+
+def resolve_salt(options: dict) -> str:
+    """Salt from options["salt"], else env CXRFLOW_PHI_SALT, else the Prefect Secret block named by
+    options["salt_secret"]. Refuses to run without one: an unkeyed hash of an MRN is reversible by
+    enumeration."""
+    salt = options.get("salt") or os.environ.get(SALT_ENV)
+    if not salt and options.get("salt_secret"):
+        from prefect.blocks.system import Secret
+
+        salt = Secret.load(options["salt_secret"]).get()
+    if not salt:
+        raise PhiConfigError(
+            f"no pseudonymisation salt: set options['salt'], env {SALT_ENV}, or options['salt_secret'] "
+            "(a Prefect Secret block name)"
+        )
+    if len(str(salt)) < MIN_SALT_CHARS:
+        raise PhiConfigError(f"pseudonymisation salt too short (< {MIN_SALT_CHARS} characters)")
+    return str(salt)
+
+
+def pseudonym(salt: str, kind: str, value: str, length: int = 20) -> str:
+    """Stable pseudonymous id for `value` of a given kind (patient/study/image); hex, dot-free."""
+    mac = hmac.new(salt.encode(), f"{kind}\x00{value}".encode(), hashlib.sha256).hexdigest()
+    return mac[:length]
+
+
+def pseudonymous_uid(salt: str, kind: str, value: str) -> str:
+    """A valid DICOM UID (2.25 + integer) derived from the keyed hash, for the PHI-stripped cache files."""
+    return "2.25." + str(int(pseudonym(salt, kind, value, 32), 16))
+
+
+# ------------------------------------------------------------------------------------------------ text
+
+_MONTH = (
+    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|"
+    r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
+)
+_DATE_PATTERNS = [
+    r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b",  # 03/14/1958, 14.03.58
+    r"\b\d{4}[/.-]\d{1,2}[/.-]\d{1,2}\b",  # 1958-03-14
+    rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b",  # March 14, 1958
+    rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b",  # 14 March 1958
+    rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b",  # March 14
+    rf"\b{_MONTH}\.?,?\s+\d{{4}}\b",  # March 1958
+]
+_PHONE = (
+    r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"  # (555) 867-5309, 555.867.5309
+)
+# A label followed by an identifier: keep the label, drop the value.
+_LABELLED_ID = (
+    r"(?i)\b(MRN|MR\s?#|medical\s+record(?:\s+(?:number|no\.?))?|acc(?:ession)?(?:\s*(?:number|no\.?|#))?|"
+    r"patient\s+id|hospital\s+number)\b(\s*[:#]?\s*)(?=[A-Z0-9-]*\d)[A-Z0-9][A-Z0-9-]{3,}"
+)
+_ID_LIKE = r"\b[A-Za-z]{0,4}\d{6,}\b"  # MRN-like: 6+ digits, optionally after a short letter prefix
+_OLD_AGE = r"(?i)\b(?:9\d|1[01]\d)(?=[\s-]*(?:years?|yrs?|y/?o|year-old)\b)"
+
+_COMPILED_DATES = [re.compile(p, re.IGNORECASE) for p in _DATE_PATTERNS]
+_COMPILED_PHONE = re.compile(_PHONE)
+_COMPILED_LABELLED = re.compile(_LABELLED_ID)
+_COMPILED_ID = re.compile(_ID_LIKE)
+_COMPILED_AGE = re.compile(_OLD_AGE)
+
+_NAME_KEYWORDS = (
+    "PatientName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "NameOfPhysiciansReadingStudy",
+    "OperatorsName",
+    "RequestingPhysician",
+    "PatientMotherBirthName",
+    "OtherPatientNames",
+)
+_ID_KEYWORDS = ("AccessionNumber", "PatientID", "OtherPatientIDs", "StudyID", "IssuerOfPatientID")
+_PLACE_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName", "StationName")
+
+
+@dataclass
+class PhiContext:
+    """Strings known to be PHI for one study (from its DICOM header)."""
+
+    names: set[str] = field(default_factory=set)
+    identifiers: set[str] = field(default_factory=set)
+    places: set[str] = field(default_factory=set)
+
+    def merge(self, other: PhiContext) -> PhiContext:
+        return PhiContext(
+            self.names | other.names, self.identifiers | other.identifiers, self.places | other.places
+        )
+
+
+def _values(ds: Dataset, keyword: str) -> list[str]:
+    value = ds.get(keyword)
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, list | tuple) or getattr(value, "is_multi", False) else [value]
+    try:
+        return [str(v) for v in items if str(v).strip()]
+    except TypeError:
+        return [str(value)]
+
+
+def context_from_dataset(ds: Dataset) -> PhiContext:
+    ctx = PhiContext()
+    for kw in _NAME_KEYWORDS:
+        for person in _values(ds, kw):
+            # DICOM PN: family^given^middle^prefix^suffix (and '=' for ideographic groups).
+            for part in re.split(r"[\^=,\s]+", person):
+                part = part.strip(". ")
+                if len(part) >= 2 and part.upper() not in {"DR", "MR", "MRS", "MS", "MD", "PHD", "JR", "SR"}:
+                    ctx.names.add(part)
+    for kw in _ID_KEYWORDS:
+        ctx.identifiers.update(v.strip() for v in _values(ds, kw) if len(v.strip()) >= 3)
+    for kw in _PLACE_KEYWORDS:
+        ctx.places.update(v.strip() for v in _values(ds, kw) if len(v.strip()) >= 3)
+    return ctx
+
+
+# Words of an institution name too common to redact on their own ("General", "Hospital"...).
+_PLACE_WORDS = {
+    "st", "saint", "general", "hospital", "medical", "center", "centre", "clinic", "university", "of", "the",
+    "and", "memorial", "regional", "health", "department", "radiology", "imaging", "community", "county",
+}  # fmt: skip
+
+
+def _phrase(value: str) -> str:
+    """A literal that tolerates punctuation/spacing differences between its words ("St." vs "St")."""
+    return r"\W+".join(re.escape(w) for w in re.findall(r"\w+", value))
+
+
+def _literal(values: set[str]) -> re.Pattern | None:
+    alts = [_phrase(v) for v in sorted(values, key=len, reverse=True) if re.search(r"\w", v)]
+    if not alts:
+        return None
+    return re.compile(rf"(?<!\w)(?:{'|'.join(alts)})(?!\w)", re.IGNORECASE)
+
+
+def _place_words(places: set[str]) -> set[str]:
+    words = {w for p in places for w in re.findall(r"\w+", p)}
+    return {w for w in words if w.lower() not in _PLACE_WORDS and len(w) >= 3 and not w.isdigit()}
+
+
+def scrub_report(text: str, ctx: PhiContext | None = None) -> str:
+    """Replace PHI in report text with `___`. Header-derived strings go first (exact, case-insensitive),
+    then the generic patterns (dates, phones, labelled and MRN-like ids, ages over 89)."""
+    ctx = ctx or PhiContext()
+    places = (_literal(ctx.places), _literal(_place_words(ctx.places)))
+    literals = (*places, _literal(ctx.identifiers), _literal(ctx.names))
+    for pattern in literals:
+        if pattern is not None:
+            text = pattern.sub(REDACTED, text)
+    for pattern in _COMPILED_DATES:
+        text = pattern.sub(REDACTED, text)
+    text = _COMPILED_PHONE.sub(REDACTED, text)
+    text = _COMPILED_LABELLED.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _COMPILED_ID.sub(REDACTED, text)
+    text = _COMPILED_AGE.sub(REDACTED, text)
+    return text
+
+
+# ------------------------------------------------------------------------------------------------ DICOM
+
+# What the decoder needs (pixel module, LUTs, geometry, view); nothing that names a person, place or time.
+PIXEL_KEYWORDS = (
+    "SOPClassUID", "Modality", "BodyPartExamined", "ViewPosition", "PatientOrientation", "ImageLaterality",
+    "SamplesPerPixel", "PhotometricInterpretation", "Rows", "Columns", "BitsAllocated", "BitsStored",
+    "HighBit", "PixelRepresentation", "PlanarConfiguration", "NumberOfFrames", "PixelSpacing",
+    "ImagerPixelSpacing", "RescaleSlope", "RescaleIntercept", "RescaleType", "WindowCenter", "WindowWidth",
+    "VOILUTFunction", "VOILUTSequence", "ModalityLUTSequence", "PresentationLUTShape",
+    "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod", "PixelData",
+)  # fmt: skip
+
+
+def strip_dataset(ds: Dataset, salt: str) -> Dataset:
+    """A new dataset holding only PIXEL_KEYWORDS, with UIDs replaced by keyed-hash UIDs."""
+    out = Dataset()
+    for kw in PIXEL_KEYWORDS:
+        if kw in ds:
+            out[kw] = ds[kw]
+    out.SOPInstanceUID = pseudonymous_uid(salt, "image", str(ds.SOPInstanceUID))
+    out.StudyInstanceUID = pseudonymous_uid(salt, "study", str(ds.StudyInstanceUID))
+    out.SeriesInstanceUID = pseudonymous_uid(salt, "series", str(ds.get("SeriesInstanceUID", "")))
+    out.PatientIdentityRemoved = "YES"
+    out.DeidentificationMethod = "cxrflow allow-list copy of pixel attributes; keyed-hash UIDs"
+    meta = FileMetaDataset()
+    src_meta = getattr(ds, "file_meta", None)
+    if src_meta is None or "TransferSyntaxUID" not in src_meta:
+        raise ValueError("retrieved instance has no transfer syntax in its file meta")
+    meta.TransferSyntaxUID = src_meta.TransferSyntaxUID
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = out.SOPInstanceUID
+    out.file_meta = meta
+    return out
