@@ -1,0 +1,225 @@
+"""Shard writing: byte-identical output, limits, crash safety + resume, dot-free keys, read-back with
+webdataset and wids, indexes and the LLaVA export. No GX here: samples come from assemble_samples."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import polars as pl
+import pytest
+from shard_support import default_rows, write_dataset
+
+from schemas.labels import CHEXPERT_LABELS
+from schemas.shards import SPLITS, ShardConfig, ValidateConfig
+from tasks.export_llava import export_llava
+from tasks.shard import FAULT_ENV, PLAN_FILE, ShardKeyError, check_key, write_shards
+from tasks.shard_index import verify_shards, write_shard_map, write_summary, write_wids_index
+from tasks.validate import ROW_INDEX, assemble_samples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """24 rows; every second train row also has an LLM-structured version of its findings."""
+    rows = default_rows(24)
+    reports = [
+        {
+            "image_key": r["image_key"],
+            "findings": "Structured: " + r["findings"],
+            "indication": None,
+            "operation": "structure",
+            "backend": "openai-compatible",
+            "model": "tiny",
+        }
+        for i, r in enumerate(rows)
+        if i % 2 == 0
+    ]
+    data = write_dataset(tmp_path_factory.mktemp("data"), rows, reports=reports)
+    samples, filtered = assemble_samples(data, ValidateConfig())
+    assert not filtered
+    accepted = samples.drop(ROW_INDEX)
+    accepted.write_parquet(data / "accepted.parquet")
+    return data, accepted
+
+
+def _tars(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.glob("*.tar"))}
+
+
+def _write_all(accepted, data, out, cfg):
+    infos = write_shards(accepted, data, out, cfg)
+    for s in SPLITS:
+        write_wids_index(out, s, infos)
+    write_shard_map(out, infos, accepted)
+    return infos
+
+
+CFG = ShardConfig(max_samples=4)
+
+
+def test_byte_identical_across_runs_and_dirs(dataset, tmp_path):
+    data, accepted = dataset
+    a = _write_all(accepted, data, tmp_path / "a", CFG)
+    b = _write_all(accepted.sample(fraction=1.0, shuffle=True, seed=3), data, tmp_path / "b", CFG)
+    ta, tb = _tars(tmp_path / "a"), _tars(tmp_path / "b")
+    assert ta == tb and len(ta) == len(a) == len(b)
+    assert (tmp_path / "a" / "train.index.json").read_bytes() == (
+        tmp_path / "b" / "train.index.json"
+    ).read_bytes()
+    # Rerun in place: nothing rewritten, same bytes.
+    again = write_shards(accepted, data, tmp_path / "a", CFG)
+    assert all(i.reused for i in again) and _tars(tmp_path / "a") == ta
+    with tarfile.open(tmp_path / "a" / "train-000000.tar") as tf:
+        members = tf.getmembers()
+    assert {(m.mtime, m.uid, m.gid, m.mode, m.uname) for m in members} == {(0, 0, 0, 0o444, "cxrflow")}
+    names = [m.name for m in members]
+    assert names[:3] == [f"{names[0].split('.')[0]}.{ext}" for ext in ("jpg", "json", "txt")]
+
+
+def test_limits_split_into_non_empty_shards(dataset, tmp_path):
+    data, accepted = dataset
+    infos = _write_all(accepted, data, tmp_path / "s", CFG)
+    n_train = accepted.filter(pl.col("split") == "train").height
+    train = [i for i in infos if i.split == "train"]
+    assert [i.name for i in train] == [f"train-{k:06d}.tar" for k in range(len(train))]
+    assert sum(i.nsamples for i in train) == n_train and max(i.nsamples for i in train) == 4
+    assert all(i.nsamples > 0 for i in infos)
+    # Byte limit: each sample is ~3 KB of tar blocks, so 8 KB allows two samples per shard.
+    by_bytes = write_shards(accepted, data, tmp_path / "b", ShardConfig(max_bytes=8192))
+    assert all(0 < i.nsamples <= 2 for i in by_bytes)
+    assert sum(i.nsamples for i in by_bytes) == accepted.height
+    for i in by_bytes:
+        assert (tmp_path / "b" / i.name).stat().st_size == i.filesize
+    # A changed limit replaces the old set instead of mixing with it.
+    write_shards(accepted, data, tmp_path / "b", ShardConfig(max_samples=100))
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.tar")) == [
+        "test-000000.tar",
+        "train-000000.tar",
+        "validate-000000.tar",
+    ]
+
+
+def test_killed_mid_shard_leaves_no_partial_and_rerun_completes(dataset, tmp_path):
+    data, accepted = dataset
+    ref = tmp_path / "ref"
+    _write_all(accepted, data, ref, CFG)
+    out = tmp_path / "out"
+    code = (
+        "import sys, polars as pl; from pathlib import Path; from schemas.shards import ShardConfig; "
+        "from tasks.shard import write_shards; "
+        f"write_shards(pl.read_parquet('{data}/accepted.parquet'), Path('{data}'), Path('{out}'), "
+        "ShardConfig(max_samples=4))"
+    )
+    env = dict(os.environ, **{FAULT_ENV: "6"}, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    visible = _tars(out)
+    assert list(visible) == ["train-000000.tar"]  # shard 1 was half-written when the process died
+    assert visible["train-000000.tar"] == (ref / "train-000000.tar").read_bytes()
+    assert list(out.glob(".*.partial"))  # the half-written one only exists under its hidden temporary name
+    infos = _write_all(accepted, data, out, CFG)
+    assert [i.reused for i in infos][:2] == [True, False]
+    assert _tars(out) == _tars(ref)
+    assert not list(out.glob(".*.partial"))
+    assert json.loads((out / PLAN_FILE).read_text())["shards"].keys() == {i.name for i in infos}
+
+
+def test_keys_dot_free_and_read_back_with_webdataset_and_wids(dataset, tmp_path):
+    data, accepted = dataset
+    out = tmp_path / "s"
+    infos = _write_all(accepted, data, out, CFG)
+    expected = {s: accepted.filter(pl.col("split") == s).height for s in SPLITS}
+    report = verify_shards(out, expected)
+    assert report["train"] == {
+        "expected": expected["train"],
+        "webdataset": expected["train"],
+        "wids": expected["train"],
+    }
+    for tar in out.glob("*.tar"):
+        with tarfile.open(tar) as tf:
+            for name in tf.getnames():
+                key, ext = name.split(".", 1)
+                assert ext in {"jpg", "json", "txt"}
+    # Member contract: .txt is the primary findings; .json carries every manifest field + targets.
+    import webdataset as wds
+
+    sample = next(iter(wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)))
+    meta = json.loads(sample["json"])
+    row = accepted.filter(pl.col("image_key") == sample["__key__"]).row(0, named=True)
+    assert sample["txt"].decode() == row["findings"]
+    assert [t["method"] for t in meta["targets"]] == ["rule-based", "openai-compatible:tiny"]
+    assert meta["image_key"] == sample["__key__"] and meta["subject_id"] == row["subject_id"]
+    assert sample["jpg"] == (data / row["image_path"]).read_bytes()
+    smap = pl.read_parquet(out / "shards.parquet")
+    assert smap.height == accepted.height and smap["image_key"].n_unique() == accepted.height
+    assert set(smap["shard"]) == {i.name for i in infos}
+    # A corrupted count is caught.
+    with pytest.raises(RuntimeError, match="expected 99 samples"):
+        verify_shards(out, dict(expected, train=99))
+
+
+def test_bad_keys_rejected():
+    for key in ("a.b", "a/b", "", "_meta", "a b"):
+        with pytest.raises(ShardKeyError):
+            check_key(key)
+    check_key("mimic-cxr_0a1b2c-3d4e")
+
+
+def test_summary_reconciles(dataset, tmp_path):
+    data, accepted = dataset
+    infos = write_shards(accepted, data, tmp_path / "s", CFG)
+    counts = {
+        "ingest_found": 30,
+        "ingest_filtered": 4,
+        "ingest_quarantined": 1,
+        "filtered": 0,
+        "quarantined": 1,
+    }
+    summary = write_summary(tmp_path / "s", infos, counts)
+    assert summary["samples"] == accepted.height == 24
+    assert summary["reconciliation"] == {
+        "found": 30,
+        "sharded": 24,
+        "filtered": 4,
+        "quarantined": 2,
+        "balanced": True,
+    }
+    assert json.loads((tmp_path / "s" / "summary.json").read_text())["shards"] == len(infos)
+    counts["ingest_found"] = 31
+    assert not write_summary(tmp_path / "s", infos, counts)["reconciliation"]["balanced"]
+
+
+def test_llava_export_format(dataset, tmp_path):
+    data, accepted = dataset
+    counts = export_llava(accepted, tmp_path)
+    n_llm = accepted.filter(pl.col("targets_json").str.contains("openai-compatible")).height
+    assert sum(counts.values()) == accepted.height + n_llm  # one record per findings version
+    recs = json.loads((tmp_path / "llava" / "train.json").read_text())
+    r = recs[0]
+    assert set(r) >= {
+        "id",
+        "image",
+        "generate_method",
+        "reason",
+        "impression",
+        "indication",
+        "history",
+        "view",
+        "orientation",
+        "chexpert_labels",
+        "conversations",
+    }
+    assert list(r["chexpert_labels"]) == list(CHEXPERT_LABELS)
+    assert any(v != v for rec in recs for v in rec["chexpert_labels"].values())  # NaN for "not mentioned"
+    human, gpt = r["conversations"]
+    assert human["from"] == "human" and human["value"].startswith("<image>\n")
+    assert gpt["from"] == "gpt" and gpt["value"]
+    with_ind = [x for x in recs if x["indication"]]
+    assert with_ind and with_ind[0]["indication"] in with_ind[0]["conversations"][0]["value"]
+    assert {x["generate_method"] for x in recs} == {"rule-based", "openai-compatible:tiny"}
