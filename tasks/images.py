@@ -181,11 +181,11 @@ def _missing_plugin_reason(ds: pydicom.Dataset) -> str | None:
     try:
         decoder = get_decoder(ts)
     except NotImplementedError:
-        return f"unsupported transfer syntax {ts.name} ({ts}): pydicom has no decoder for it"
+        return f"unsupported transfer syntax: {ts.name} ({ts}) has no decoder in pydicom"
     if decoder.is_available:
         return None
     missing = "; ".join(f"{name}: {', '.join(deps)}" for name, deps in decoder.missing_dependencies.items())
-    return f"unsupported transfer syntax {ts.name}: no pixel plugin installed ({missing})"
+    return f"unsupported transfer syntax: {ts.name} needs a pixel plugin that is not installed ({missing})"
 
 
 def read_dicom(path: Path) -> pydicom.Dataset:

@@ -1,0 +1,58 @@
+"""`cxrflow ingest`: one source into a manifest, through the Prefect flow (or locally with --no-prefect)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+
+
+def ingest(
+    source: Annotated[str, typer.Option(help="source adapter, e.g. mimic-cxr")] = "mimic-cxr",
+    root: Annotated[Path, typer.Option(help="the dataset as released")] = ...,
+    out: Annotated[Path, typer.Option(help="output folder (manifest, images, summary)")] = ...,
+    size: Annotated[int, typer.Option(help="output image side")] = 518,
+    resize: Annotated[str, typer.Option(help="crop (LLaVA-Rad) or pad")] = "crop",
+    image_format: Annotated[str, typer.Option("--format", help="jpeg or png")] = "jpeg",
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality")] = 95,
+    all_views: Annotated[bool, typer.Option("--all-views", help="keep lateral views too")] = False,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
+    batch_size: Annotated[int, typer.Option(help="images per task")] = 32,
+    limit: Annotated[int | None, typer.Option(help="cap on candidate images")] = None,
+    prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
+) -> None:
+    """Ingest a source in its released layout: decode, preprocess, parse reports, write the manifest."""
+    from rich.progress import Progress
+
+    from schemas.config import ImageConfig, IngestConfig
+
+    cfg = IngestConfig(
+        source=source, root=root, out=out, frontal_only=not all_views, workers=workers, batch_size=batch_size,
+        limit=limit, image=ImageConfig(size=size, resize=resize, format=image_format, jpeg_quality=jpeg_quality),
+    )
+    # No stdout/stderr redirection: the proxies hold locks that cannot travel to worker processes.
+    with Progress(transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
+        bar_task = bar.add_task(f"ingest {source}", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(bar_task, completed=done, total=total)
+
+        if prefect:
+            from flows import progress
+            from flows.ingest import run_ingest_flow
+
+            progress.listeners.append(update)
+            summary = run_ingest_flow(cfg)
+        else:
+            from tasks.ingest import run_ingest
+
+            summary = run_ingest(cfg, progress=update)
+    typer.echo(json.dumps({k: summary[k] for k in ("found", "kept", "filtered", "quarantined",
+                                                   "filtered_by_reason", "quarantined_by_reason",
+                                                   "decoded", "reused")}, indent=2))

@@ -1,0 +1,16 @@
+"""In-process progress listeners (e.g. the CLI's progress bar), called with (done, total).
+
+Kept in its own module and reached as `progress.notify(...)`: a flow function is pickled by value when it
+travels to worker processes, and a module reference pickles by name, so the listeners never travel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+listeners: list[Callable[[int, int], None]] = []
+
+
+def notify(done: int, total: int) -> None:
+    for listener in listeners:
+        listener(done, total)
