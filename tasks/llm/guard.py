@@ -26,7 +26,7 @@ FALLBACK_POLICY: dict[str, tuple[bool, str]] = {
     "vindr-cxr": (False, _PHYSIONET),
     "chexpert": (False, "Stanford CheXpert Dataset Research Use Agreement"),
     "padchest": (False, "PadChest Dataset Research Use Agreement (BIMCV)"),
-    "chestx-ray14": (True, "NIH Clinical Center, CC0 1.0"),
+    "chestxray14": (True, "NIH Clinical Center, CC0 1.0"),
     "openi": (True, "NLM Open-i, public research use"),
 }
 

@@ -1,0 +1,254 @@
+"""The LLM layer against a real local OpenAI-compatible HTTP server, through the real openai client:
+caching, resumption, faults, batch mode, Azure, ledger totals, keys kept out of logs and outputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from structure_support import REPORTS, small_manifest
+
+from fixtures.openai_server import OpenAIServer, user_text
+from schemas.llm import LLMConfig, StructureConfig
+from tasks.llm import ResponseCache, WorkItem, read_ledger, run_operation, run_operation_async
+from tasks.reports.operations import STRUCTURE, SYNTHESIZE
+from tasks.reports.rules_backend import structure_rules
+from tasks.reports.structure import run_structure
+
+
+def rules_responder(body: dict) -> dict:
+    """An 'LLM' that answers structure requests with the rules output (synthesize: a fixed report)."""
+    text = user_text(body)
+    if text.startswith("Report:\n"):
+        out = structure_rules({"report_text": text.removeprefix("Report:\n")})
+        out.pop("comparison_sentences_removed")
+        return out
+    return {"findings": "The heart is enlarged.", "impression": "Cardiomegaly."}
+
+
+@pytest.fixture
+def server():
+    with OpenAIServer(rules_responder) as srv:
+        srv.times = []
+        yield srv
+
+
+def cfg_for(srv: OpenAIServer, tmp_path: Path, **kw) -> LLMConfig:
+    base = {"backend": "openai", "model": "gpt-4o", "base_url": srv.base_url, "cache_dir": tmp_path / "cache",
+            "timeout_s": 5.0, "max_retries": 3, "concurrency": 4}
+    return LLMConfig(**{**base, **kw})
+
+
+def items(n: int, source: str = "mimic-cxr", marker: str = "") -> list[WorkItem]:
+    return [WorkItem(f"k{i}", source, {"report_text": f"{REPORTS[i % len(REPORTS)]} Case {i}.{marker if i == 0 else ''}"})
+            for i in range(n)]
+
+
+def test_structure_run_then_rerun_sends_zero_requests(server, tmp_path):
+    manifest = small_manifest(tmp_path / "m.parquet", n_reports=6)
+    cfg = StructureConfig(manifest=manifest, out=tmp_path / "out", llm=cfg_for(server, tmp_path))
+    first = run_structure(cfg)
+    assert first["reports"] == 8 and first["ok"] == 8 and first["quarantined"] == 0
+    assert first["requests"] == 8 == server.chat_requests
+    table = pq.read_table(tmp_path / "out" / "reports.parquet").to_pylist()
+    row = next(r for r in table if r["image_key"] == "mimic-cxr_img0")
+    assert row["report_text"].startswith("EXAMINATION: CHEST")  # original text kept beside the fields
+    assert row["findings"] == "Heart size is normal. No pleural effusion."
+    assert row["operation"] == "structure" and row["backend"] == "openai" and row["model"] == "gpt-4o"
+    assert row["prompt_version"] == STRUCTURE.version and json.loads(row["parameters"])["temperature"] == 0.0
+    assert row["method"] == "openai:gpt-4o"
+    syn = next(r for r in table if r["image_key"] == "chexpert_img100")
+    assert syn["operation"] == "synthesize" and syn["prompt_version"] == SYNTHESIZE.version
+    # the responder mirrors the rules, so the comparison must show identical findings
+    comp = first["comparison"]
+    assert comp["pairs"] == 6 and comp["bleu4"] == pytest.approx(100.0) and comp["share_differing"] == 0.0
+    assert comp["comparison_sentences_removed"] >= 3
+
+    server.reset_counts()
+    second = run_structure(cfg)
+    assert server.chat_requests == 0
+    assert second["requests"] == 0 and second["cache_hits"] == 8 and second["ok"] == 8
+    assert all(r["cache_hit"] for r in pq.read_table(tmp_path / "out" / "reports.parquet").to_pylist())
+
+
+def test_comparison_detects_differences(tmp_path):
+    def paraphrase(body: dict) -> dict:
+        out = rules_responder(body)
+        if "Case 1." in user_text(body) and out.get("findings"):
+            out["findings"] = "Lungs are well expanded and clear."
+        return out
+
+    with OpenAIServer(paraphrase) as srv:
+        manifest = small_manifest(tmp_path / "m.parquet", n_reports=4)
+        summary = run_structure(StructureConfig(manifest=manifest, out=tmp_path / "o", llm=cfg_for(srv, tmp_path)))
+    comp = summary["comparison"]
+    assert comp["share_differing"] == pytest.approx(0.25) and comp["bleu4"] < 100 and comp["rougeL"] < 100
+
+
+def test_interrupted_run_resumes_where_it_stopped(tmp_path):
+    cfg_items = items(16)
+    with OpenAIServer(rules_responder, latency=0.05) as srv:
+        cfg = cfg_for(srv, tmp_path, concurrency=2)
+        cache = ResponseCache(cfg.cache_dir)
+
+        async def interrupted():
+            task = asyncio.create_task(run_operation_async(STRUCTURE, cfg_items, cfg))
+            while len(cache) < 5:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(interrupted())
+        cached = len(cache)
+        assert 5 <= cached < 16
+        srv.reset_counts()
+        result = run_operation(STRUCTURE, cfg_items, cfg)
+        assert srv.chat_requests == 16 - cached
+        assert result.cache_hits == cached and all(r.status == "ok" for r in result.results.values())
+
+
+def test_429_with_retry_after_is_honoured(server, tmp_path):
+    server.fail_next("429", times=2, retry_after=0.3)
+    cfg = cfg_for(server, tmp_path, concurrency=1)
+    start = time.monotonic()
+    result = run_operation(STRUCTURE, items(2), cfg)
+    elapsed = time.monotonic() - start
+    assert all(r.status == "ok" for r in result.results.values())
+    assert server.chat_requests == 4
+    totals = result.ledger.totals()
+    assert totals["requests"] == 2 and totals["http_attempts"] == 4
+    # Retry-After (0.3 s) replaces openai's default backoff (0.5 s + jitter, doubling): two waits of 0.3 s.
+    assert 0.6 <= elapsed < 1.5
+
+
+def test_500_is_retried_and_persistent_500_quarantines_one_item_only(server, tmp_path):
+    server.fail_next("500", times=1)
+    result = run_operation(STRUCTURE, items(3), cfg_for(server, tmp_path, concurrency=1))
+    assert all(r.status == "ok" for r in result.results.values()) and server.chat_requests == 4
+
+    server.reset_counts()
+    server.fail_when("Case 0.", "500")  # always fails
+    cfg = cfg_for(server, tmp_path / "b", max_retries=1, concurrency=2)
+    result = run_operation(STRUCTURE, items(3), cfg)
+    bad = result.results["k0"]
+    assert bad.status == "quarantined" and "HTTP 500" in bad.reason
+    assert [result.results[k].status for k in ("k1", "k2")] == ["ok", "ok"]
+    assert bad.cache_key not in ResponseCache(cfg.cache_dir)  # transport failures are retried on a rerun
+
+
+def test_slow_response_times_out_then_retries(server, tmp_path):
+    server.fail_next("slow", times=1, delay=1.0)
+    cfg = cfg_for(server, tmp_path, timeout_s=0.3, max_retries=2, concurrency=1)
+    result = run_operation(STRUCTURE, items(1), cfg)
+    assert result.results["k0"].status == "ok" and server.chat_requests == 2
+
+    server.reset_counts()
+    server.fail_when("Case 0.", "slow", delay=1.0)
+    cfg = cfg_for(server, tmp_path / "b", timeout_s=0.2, max_retries=0)
+    result = run_operation(STRUCTURE, items(2), cfg)
+    assert result.results["k0"].status == "quarantined" and "APITimeoutError" in result.results["k0"].reason
+    assert result.results["k1"].status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [("truncated", "not valid JSON"), ("refusal", "refusal"), ("bad_schema", "does not match schema"),
+     ("length", "finish_reason=length")],
+)
+def test_invalid_answers_are_asked_twice_then_quarantined_with_raw(server, tmp_path, fault, reason):
+    server.fail_when("Case 0.", fault)
+    result = run_operation(STRUCTURE, items(3), cfg_for(server, tmp_path))
+    bad = result.results["k0"]
+    assert bad.status == "quarantined" and reason in bad.reason and "after 2 attempt(s)" in bad.reason
+    assert bad.raw  # the model's answer is kept
+    assert result.results["k1"].status == "ok" and result.results["k2"].status == "ok"
+    assert server.chat_requests == 4  # one re-ask for the bad item
+    assert result.ledger.totals()["requests"] == 4
+    # the quarantine is cached: a rerun asks nothing
+    server.reset_counts()
+    again = run_operation(STRUCTURE, items(3), cfg_for(server, tmp_path))
+    assert server.chat_requests == 0 and again.results["k0"].status == "quarantined"
+
+
+def test_one_invalid_answer_recovers_on_reask(server, tmp_path):
+    server.fail_when("Case 0.", "truncated", times=1)
+    result = run_operation(STRUCTURE, items(1), cfg_for(server, tmp_path))
+    assert result.results["k0"].status == "ok" and server.chat_requests == 2
+
+
+def test_broken_http_body_does_not_fail_the_batch(server, tmp_path):
+    server.fail_when("Case 0.", "broken_body")
+    result = run_operation(STRUCTURE, items(2), cfg_for(server, tmp_path, max_retries=0))
+    assert result.results["k0"].status == "quarantined" and result.results["k1"].status == "ok"
+
+
+def test_cost_totals_equal_sum_of_ledger(server, tmp_path):
+    manifest = small_manifest(tmp_path / "m.parquet", n_reports=5)
+    server.fail_when("Case 0.", "refusal", times=1)  # an extra (invalid) request is paid for too
+    summary = run_structure(StructureConfig(manifest=manifest, out=tmp_path / "o", llm=cfg_for(server, tmp_path)))
+    entries = [e for e in read_ledger(tmp_path / "o" / "ledger.jsonl") if e["run_id"] == summary["run_id"]]
+    assert len(entries) == summary["requests"] == 8
+    assert sum(e["prompt_tokens"] for e in entries) == summary["prompt_tokens"] > 0
+    assert sum(e["completion_tokens"] for e in entries) == summary["completion_tokens"] > 0
+    assert sum(e["cost_usd"] for e in entries) == pytest.approx(summary["estimated_cost_usd"])
+    expected = (summary["prompt_tokens"] * 2.5 + summary["completion_tokens"] * 10.0) / 1e6  # gpt-4o list price
+    assert summary["estimated_cost_usd"] == pytest.approx(expected)
+
+
+def test_unpriced_model_cost_is_not_computed(server, tmp_path):
+    result = run_operation(STRUCTURE, items(1), cfg_for(server, tmp_path, model="llama-3-local"))
+    totals = result.ledger.totals()
+    assert totals["estimated_cost_usd"] is None and "not computed" in totals["estimated_cost_note"]
+
+
+def test_batch_mode_splits_files_requeues_failures_and_fills_the_cache(server, tmp_path):
+    server.fail_when("Case 1.", "500", times=1)  # fails in the first batch, succeeds when re-queued
+    cfg = cfg_for(server, tmp_path, batch=True, batch_max_requests=3, batch_poll_s=0.02)
+    result = run_operation(STRUCTURE, items(7), cfg)
+    assert all(r.status == "ok" for r in result.results.values())
+    assert server.counts["files"] == 4  # 3 + 3 + 1 requests, then the re-queued one
+    assert server.counts["batches"] == 4 and server.chat_requests == 0
+    entries = result.ledger.entries
+    assert len(entries) == 7 and {e.mode for e in entries} == {"batch"}
+    sync_cost = sum((e.prompt_tokens * 2.5 + e.completion_tokens * 10.0) / 1e6 for e in entries)
+    assert result.ledger.totals()["estimated_cost_usd"] == pytest.approx(sync_cost / 2)  # batch: half price
+    server.reset_counts()
+    again = run_operation(STRUCTURE, items(7), cfg.model_copy(update={"batch": False}))
+    assert again.cache_hits == 7 and sum(server.counts.values()) == 0
+
+
+def test_batch_mode_quarantines_invalid_answers(server, tmp_path):
+    server.fail_when("Case 0.", "refusal")
+    cfg = cfg_for(server, tmp_path, batch=True, batch_poll_s=0.02)
+    result = run_operation(STRUCTURE, items(2), cfg)
+    assert result.results["k0"].status == "quarantined" and "refusal" in result.results["k0"].reason
+    assert result.results["k1"].status == "ok"
+
+
+def test_azure_backend_talks_to_a_deployment(server, tmp_path):
+    cfg = LLMConfig(backend="azure", model="cxr-gpt4o", azure_endpoint=server.base_url.removesuffix("/v1"),
+                    cache_dir=tmp_path / "cache", max_retries=0)
+    result = run_operation(STRUCTURE, items(2), cfg)
+    assert all(r.status == "ok" for r in result.results.values()) and server.chat_requests == 2
+
+
+def test_api_key_never_reaches_logs_or_outputs(server, tmp_path, monkeypatch, caplog):
+    secret = "sk-cxrflow-test-SECRET-0123456789"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    manifest = small_manifest(tmp_path / "m.parquet", n_reports=2)
+    server.fail_next("429", times=1, retry_after=0.05)  # retries log at INFO
+    with caplog.at_level(logging.DEBUG):
+        run_structure(StructureConfig(manifest=manifest, out=tmp_path / "o", llm=cfg_for(server, tmp_path)))
+    assert server.chat_requests == 5
+    assert caplog.records, "expected log records from the run"
+    assert secret not in caplog.text
+    for path in list((tmp_path / "o").rglob("*")) + list((tmp_path / "cache").rglob("*")):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert server.last_authorization == f"Bearer {secret}"  # the key was used, just never written anywhere
