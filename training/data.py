@@ -33,6 +33,8 @@ def read_index(shards: Path, split: str) -> list[dict]:
     spec = json.loads(index.read_text())
     out = []
     for s in spec.get("shardlist", []):
+        if int(s["nsamples"]) == 0:
+            continue
         url = Path(s["url"])
         out.append({"url": str(url if url.is_absolute() else shards / url), "nsamples": int(s["nsamples"])})
     if not out or sum(s["nsamples"] for s in out) == 0:

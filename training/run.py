@@ -56,8 +56,9 @@ def stage_done(run_dir: Path, stage: int) -> bool:
     return (final_dir(run_dir) / f"stage{stage}-trainable.safetensors").exists()
 
 
-def run_training(cfg: TrainConfig, stop_after: int | None = None, accelerator=None) -> dict:
-    """Run (or resume) every requested stage; finished stages are skipped. Returns a summary."""
+def run_training(cfg: TrainConfig, stop_at: tuple[int, int] | None = None, accelerator=None) -> dict:
+    """Run (or resume) every requested stage; finished stages are skipped. `stop_at=(stage, step)` stops
+    right after that step, as a kill would (tests, smoke runs). Returns a summary."""
     write_run_header(cfg)
     ds, examples, data_summary = prepare_data(cfg, cfg.out)
     summary: dict = {"run_dir": str(cfg.out), "data": data_summary, "stages": {}}
@@ -65,7 +66,8 @@ def run_training(cfg: TrainConfig, stop_after: int | None = None, accelerator=No
         if stage_done(cfg.out, stage):
             summary["stages"][stage] = {"skipped": "already finished"}
             continue
-        result = StageTrainer(cfg, stage, cfg.out, (ds, examples), accelerator).run(stop_after)
+        result = StageTrainer(cfg, stage, cfg.out, (ds, examples), accelerator).run(
+            stop_at[1] if stop_at and stop_at[0] == stage else None)
         summary["stages"][stage] = result
         if not result["finished"]:
             break  # stopped early (simulated kill / step cap): later stages wait for a resume
