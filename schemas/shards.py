@@ -109,3 +109,23 @@ class ValidateShardParams(BaseModel):
     validate_cfg: ValidateConfig = Field(default_factory=ValidateConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     export_llava: bool = True
+
+
+class DataParams(BaseModel):
+    """Parameters of the `data` flow: ingest -> structure -> validate_and_shard, all under one OUT folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "mimic-cxr"
+    root: Path
+    out: Path = Field(
+        description="OUT/data (manifest, images, reports), OUT/shards, OUT/artifacts (GX, LLM cache)"
+    )
+    frontal_only: bool = True
+    image_size: int = Field(518, ge=16, le=4096)
+    workers: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)
+    llm_backend: str = Field("rules", description="structure backend: rules (default), openai or azure")
+    llm_model: str = "gpt-4o"
+    llm_base_url: str | None = None
+    shard: ShardConfig = Field(default_factory=ShardConfig)

@@ -108,11 +108,14 @@ def load_reports(data_dir: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for row in df.iter_rows(named=True):
         findings = _clean(row.get("findings"))
-        if findings is None:
-            continue
-        out.setdefault(row["image_key"], []).append(
-            {"method": _report_method(row), "findings": findings, "indication": _clean(row.get("indication"))}
-        )
+        if findings is not None:
+            out.setdefault(row["image_key"], []).append(
+                {"method": _report_method(row), "findings": findings, "indication": _clean(row.get("indication"))}
+            )
+        # The rules version the structure stage ran beside an LLM (used when the manifest has none).
+        rule = _clean(row.get("rule_findings"))
+        if rule is not None:
+            out.setdefault(row["image_key"], []).append({"method": RULE_BASED, "findings": rule, "indication": None})
     return out
 
 

@@ -1,0 +1,53 @@
+"""`cxrflow data`: a source in its released layout to validated WebDataset shards in one command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("data")
+    def data(
+        source: str = typer.Option("mimic-cxr", "--source", help="source adapter, e.g. mimic-cxr"),
+        root: Path = typer.Option(..., "--root", help="the dataset as released"),
+        out: Path = typer.Option(..., "--out", help="OUT: data/, shards/, artifacts/"),
+        size: int = typer.Option(518, "--size", help="output image side"),
+        all_views: bool = typer.Option(False, "--all-views", help="keep lateral views too"),
+        workers: int | None = typer.Option(None, "--workers", help="ingest processes (default: all cores)"),
+        limit: int | None = typer.Option(None, "--limit", help="cap on candidate images"),
+        backend: str = typer.Option("rules", "--backend", help="report structuring: rules, openai or azure"),
+        model: str = typer.Option("gpt-4o", "--model", help="LLM model / deployment"),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint"),
+        max_samples: int = typer.Option(10_000, "--max-samples", help="samples per shard"),
+        max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", help="bytes per shard"),
+    ) -> None:
+        """Ingest -> structure reports -> validate (Great Expectations) -> shard (WebDataset)."""
+        from flows.data import data_pipeline
+        from schemas.shards import DataParams, ShardConfig
+        from tasks.validate import ValidationFailed
+
+        params = DataParams(
+            source=source,
+            root=root,
+            out=out,
+            frontal_only=not all_views,
+            image_size=size,
+            workers=workers,
+            limit=limit,
+            llm_backend=backend,
+            llm_model=model,
+            llm_base_url=base_url,
+            shard=ShardConfig(max_samples=max_samples, max_bytes=max_bytes),
+        )
+        try:
+            result = data_pipeline(params)
+        except ValidationFailed as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from exc
+        shards = result["shards"]
+        typer.echo(
+            json.dumps({"splits": shards["splits"], "reconciliation": shards["reconciliation"]}, indent=2)
+        )

@@ -1,0 +1,126 @@
+"""The `validate_and_shard` and `data` flows and their CLI commands, on the session's Prefect test server."""
+
+from __future__ import annotations
+
+import json
+
+import polars as pl
+import pytest
+from shard_support import default_rows, write_dataset
+from typer.testing import CliRunner
+
+from schemas.shards import ShardConfig, ValidateShardParams
+
+
+def _artifact(key: str):
+    from prefect.artifacts import Artifact
+
+    return Artifact.get(key)
+
+
+def test_flow_validates_shards_indexes_and_reconciles(prefect_server, tmp_path):
+    from flows.validate_shard import validate_and_shard
+
+    rows = default_rows(20)
+    rows[3]["view"] = "LATERAL"  # quarantined
+    rows[4]["findings"] = None  # filtered: no findings
+    data = write_dataset(tmp_path / "data", rows, found=23)  # ingest dropped 3 (in its summary)
+    out = tmp_path / "shards"
+    summary = validate_and_shard(
+        ValidateShardParams(
+            data=data, out=out, artifacts=tmp_path / "artifacts", shard=ShardConfig(max_samples=5)
+        )
+    )
+    rec = summary["reconciliation"]
+    assert rec == {"found": 23, "sharded": 18, "filtered": 4, "quarantined": 1, "balanced": True}
+    assert summary["read_back"]["train"] == {"expected": 14, "webdataset": 14, "wids": 14}
+    assert json.loads((out / "summary.json").read_text())["reconciliation"] == rec
+    assert pl.read_parquet(out / "shards.parquet").height == 18
+    assert sorted(p.name for p in out.glob("*.index.json")) == [
+        "test.index.json",
+        "train.index.json",
+        "validate.index.json",
+    ]
+    assert summary["llava_records"]["train"] == 14
+    table = _artifact("gx-expectations")
+    assert table is not None and "frontal view" in table.data
+    link = _artifact("gx-data-docs")
+    assert link is not None and "data_docs/local_site/index.html" in link.data
+
+
+def test_leakage_fails_the_flow_and_the_cli(prefect_server, tmp_path):
+    from cxrflow_cli.main import app
+    from flows.validate_shard import validate_and_shard
+    from tasks.validate import ValidationFailed
+
+    rows = default_rows(12)
+    rows[9]["subject_id"] = rows[0]["subject_id"]  # validate split and train split
+    data = write_dataset(tmp_path / "data", rows)
+    params = ValidateShardParams(data=data, out=tmp_path / "shards", artifacts=tmp_path / "artifacts")
+    with pytest.raises(ValidationFailed, match="leakage"):
+        validate_and_shard(params)
+    assert not list((tmp_path / "shards").glob("*.tar"))
+    result = CliRunner().invoke(
+        app,
+        ["shard", "--data", str(data), "--out", str(tmp_path / "s2"), "--artifacts", str(tmp_path / "a2")],
+    )
+    assert result.exit_code == 2, result.output
+    assert "patient-level split leakage" in result.output
+    assert not list((tmp_path / "s2").glob("*.tar"))
+
+
+@pytest.mark.slow
+def test_data_command_on_mimic_fixture_reconciles(prefect_server, mimic_small, tmp_path):
+    from cxrflow_cli.main import app
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "--source",
+            "mimic-cxr",
+            "--root",
+            str(mimic_small),
+            "--out",
+            str(out),
+            "--size",
+            "64",
+            "--workers",
+            "1",
+            "--max-samples",
+            "2",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    ingest = json.loads((out / "data" / "summary.json").read_text())
+    summary = json.loads((out / "shards" / "summary.json").read_text())
+    rec = summary["reconciliation"]
+    assert rec["found"] == ingest["found"] and rec["balanced"]
+    assert rec["sharded"] + rec["filtered"] + rec["quarantined"] == ingest["found"]
+    assert rec["sharded"] == sum(v["samples"] for v in summary["splits"].values()) > 0
+    assert (out / "data" / "reports.parquet").exists()
+    assert all(r["wids"] == r["webdataset"] == r["expected"] for r in summary["read_back"].values())
+    assert (out / "artifacts" / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html").exists()
+
+
+def test_ingest_then_validate_and_shard_without_prefect(mimic_small, tmp_path):
+    """The mimic_small fixture through tasks.ingest.run_ingest, then the plain task functions."""
+    from schemas.config import ImageConfig, IngestConfig
+    from schemas.shards import SPLITS, ValidateConfig
+    from tasks.ingest import run_ingest
+    from tasks.shard import write_shards
+    from tasks.shard_index import verify_shards, write_summary, write_wids_index
+    from tasks.validate import run_validation
+
+    data = tmp_path / "data"
+    ingest = run_ingest(IngestConfig(root=mimic_small, out=data, workers=1, image=ImageConfig(size=64)))
+    res = run_validation(data, tmp_path / "shards", tmp_path / "artifacts", ValidateConfig())
+    infos = write_shards(res.accepted, data, tmp_path / "shards", ShardConfig(max_samples=3))
+    for s in SPLITS:
+        write_wids_index(tmp_path / "shards", s, infos)
+    summary = write_summary(tmp_path / "shards", infos, res.counts)
+    assert summary["reconciliation"]["found"] == ingest["found"]
+    assert summary["reconciliation"]["balanced"]
+    expected = {s: res.accepted.filter(pl.col("split") == s).height for s in SPLITS}
+    assert verify_shards(tmp_path / "shards", expected)
