@@ -1,0 +1,145 @@
+"""Lexical and label metrics against the reference libraries, bootstrap determinism, not-computed reasons,
+paired significance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from schemas.evaluation import EvaluationMetrics, MetricResult, OptionalModelPaths
+from tasks.evaluate.clinical import f1_specs, label_columns
+from tasks.evaluate.lexical import lexical_columns, lexical_specs
+from tasks.evaluate.resampling import bootstrap_indices, score
+from tasks.evaluate.scoring import score_records
+from tasks.evaluate.significance import compare_frames
+
+REFS = [
+    "The heart size is normal. There is no pleural effusion or pneumothorax.",
+    "Small left pleural effusion with adjacent atelectasis.",
+    "Moderate cardiomegaly. Mild pulmonary edema.",
+    "Lungs are clear. No acute osseous abnormality.",
+    "Endotracheal tube terminates 4 cm above the carina. Right lower lobe consolidation.",
+]
+PREDS = [
+    "Heart size is normal. No pleural effusion. No pneumothorax.",
+    "There is a small left effusion.",
+    "Cardiomegaly with mild pulmonary edema.",
+    "The lungs are clear.",
+    "Right lower lobe consolidation. The endotracheal tube is in standard position.",
+]
+
+
+def _by_name(specs):
+    return {s.name: s for s in specs}
+
+
+def test_lexical_metrics_equal_reference_libraries():
+    from rouge_score import rouge_scorer
+    from sacrebleu.metrics import BLEU
+
+    cols = lexical_columns(REFS, PREDS)
+    specs = _by_name(lexical_specs())
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = np.mean([scorer.score(r, p)["rougeL"].fmeasure for r, p in zip(REFS, PREDS, strict=True)]) * 100
+    assert score(specs["rouge_l"], cols).value == pytest.approx(rouge, abs=1e-9)
+    assert score(specs["bleu_4"], cols).value == pytest.approx(
+        BLEU().corpus_score(PREDS, [REFS]).score, abs=1e-9
+    )
+    bleu1 = BLEU(max_ngram_order=1).corpus_score(PREDS, [REFS]).score
+    assert score(specs["bleu_1"], cols).value == pytest.approx(bleu1, abs=1e-9)
+    # Bootstrap resamples recompute the corpus score: a resample of rows 0,0,2 equals sacrebleu on those rows.
+    sub = {c: v[[0, 0, 2]] for c, v in cols.items()}
+    direct = BLEU().corpus_score([PREDS[0], PREDS[0], PREDS[2]], [[REFS[0], REFS[0], REFS[2]]]).score
+    assert specs["bleu_4"].aggregate(sub) == pytest.approx(direct, abs=1e-9)
+
+
+def test_bootstrap_ci_deterministic_under_seed():
+    cols = lexical_columns(REFS, PREDS)
+    spec = _by_name(lexical_specs())["rouge_l"]
+    a = score(spec, cols, bootstrap_indices(len(REFS), 500, seed=7))
+    b = score(spec, cols, bootstrap_indices(len(REFS), 500, seed=7))
+    c = score(spec, cols, bootstrap_indices(len(REFS), 500, seed=8))
+    assert a.ci == b.ci
+    assert a.ci != c.ci
+    assert a.ci[0] <= a.value <= a.ci[1]
+
+
+def test_label_f1_by_hand():
+    # ref: effusion+, cardiomegaly+ | pred: effusion+ only; uncertain pneumonia counts only in the variant.
+    ref = [{"Pleural Effusion": 1, "Cardiomegaly": 1, "Pneumonia": -1}]
+    pred = [{"Pleural Effusion": 1, "Pneumonia": -1}]
+    from schemas.labels import CHEXPERT_LABELS
+
+    ref = [{o: r.get(o) for o in CHEXPERT_LABELS} for r in ref]
+    pred = [{o: p.get(o) for o in CHEXPERT_LABELS} for p in pred]
+    cols = {**label_columns("rule", "ref", ref), **label_columns("rule", "pred", pred)}
+    specs = _by_name(f1_specs())
+    assert score(specs["rule_f1_micro_14"], cols).value == pytest.approx(200 / 3)  # tp1 fn1
+    assert score(specs["rule_f1_macro_5"], cols).value == pytest.approx(100 / 5)  # effusion 1, rest 0
+    assert score(specs["rule_f1_micro_14_uncertain_positive"], cols).value == pytest.approx(80.0)  # tp2 fn1
+
+
+def test_score_records_reports_every_metric_or_a_reason():
+    records = [
+        {"id": str(i), "reference": r, "prediction": p}
+        for i, (r, p) in enumerate(zip(REFS, PREDS, strict=True))
+    ]
+    metrics, frame, _ = score_records(records, paths=OptionalModelPaths(), n_bootstrap=50)
+    m = metrics.metrics
+    assert m["rouge_l"].value is not None and m["rouge_l"].n == 5 and m["rouge_l"].ci is not None
+    assert m["rule_f1_micro_14"].value is not None
+    for name in (
+        "chexbert_f1_micro_14",
+        "radgraph_f1_partial",
+        "bertscore_f1",
+        "chexprompt_mean_significant_errors",
+    ):
+        assert m[name].value is None
+        assert m[name].not_computed.startswith("not computed: ")
+    assert "CheXbert weights not configured" in m["chexbert_f1_macro_5"].not_computed
+    assert "bertscore" in m["bertscore_f1"].not_computed.lower()
+    assert frame.height == 5 and "rule_ref_label_cardiomegaly" in frame.columns
+    # The metrics.json model round-trips and refuses a value together with a reason.
+    assert EvaluationMetrics.model_validate_json(metrics.model_dump_json()) == metrics
+    with pytest.raises(ValueError):
+        MetricResult(value=0.0, not_computed="not computed: x")
+
+
+def test_chexbert_path_that_does_not_exist_is_named(tmp_path):
+    paths = OptionalModelPaths(
+        chexbert_checkpoint=str(tmp_path / "chexbert.pth"), chexbert_bert_dir=str(tmp_path)
+    )
+    metrics, _, _ = score_records(
+        [{"id": "1", "reference": "a", "prediction": "b"}], paths=paths, n_bootstrap=0
+    )
+    assert "does not exist" in metrics.metrics["chexbert_f1_micro_14"].not_computed
+
+
+def test_paired_significance():
+    rng = np.random.default_rng(0)
+    refs = [REFS[i % 5] for i in range(40)]
+    good = [PREDS[i % 5] for i in range(40)]
+    bad = ["No acute cardiopulmonary process." for _ in range(40)]
+
+    def rec(preds):
+        return [
+            {"id": str(i), "reference": r, "prediction": p}
+            for i, (r, p) in enumerate(zip(refs, preds, strict=True))
+        ]
+
+    _, fa, _ = score_records(rec(good), paths=OptionalModelPaths(), n_bootstrap=0)
+    _, fb, _ = score_records(rec(bad), paths=OptionalModelPaths(), n_bootstrap=0)
+    same = compare_frames(fa, fa, n_resamples=200)
+    for name in ("rouge_l", "bleu_4", "rule_f1_micro_14"):
+        assert same.metrics[name].p_value == 1.0 and same.metrics[name].diff == 0.0
+    diff = compare_frames(
+        fa, fb.sample(fraction=1.0, shuffle=True, seed=int(rng.integers(100))), n_resamples=200
+    )
+    for name in ("rouge_l", "bleu_4", "bleu_1", "rule_f1_micro_14"):
+        assert diff.metrics[name].p_value < 0.01, name
+        assert diff.metrics[name].diff < 0
+        lo, hi = diff.metrics[name].diff_ci
+        assert hi < 0
+    assert diff.metrics["bertscore_f1"].not_computed.startswith("not computed")
+    with pytest.raises(ValueError, match="different ids"):
+        compare_frames(fa, fb.head(10))
