@@ -100,21 +100,13 @@ def load_reports(path: Path) -> dict[str, str]:
     return out
 
 
-def _client(url: str, timeout_s: float):
-    import requests
+def _client(url: str, timeout_s: float, retry: bool = True):
     from dicomweb_client.api import DICOMwebClient
 
-    session = requests.Session()
-    session.request = _with_timeout(session.request, timeout_s)  # dicomweb-client sets no timeout itself
-    return DICOMwebClient(url=url, session=session)
-
-
-def _with_timeout(request, timeout_s: float):
-    def call(*args, **kwargs):
-        kwargs.setdefault("timeout", timeout_s)
-        return request(*args, **kwargs)
-
-    return call
+    client = DICOMwebClient(url=url, timeout=timeout_s)
+    # The library's own backoff retries 429/503/504; a reachability probe must fail fast instead.
+    client.set_http_retry_params(retry=retry, max_attempts=3)
+    return client
 
 
 def _value(item: dict, tag: str) -> str | None:
@@ -147,7 +139,7 @@ class DicomwebAdapter:
             raise SourceLayoutError("DICOMweb: no report export named (set 'reports')")
         load_reports(Path(root) / cfg["reports"])
         try:
-            _client(cfg["url"], float(cfg["timeout_s"])).search_for_studies(limit=1)
+            _client(cfg["url"], float(cfg["timeout_s"]), retry=False).search_for_studies(limit=1)
         except Exception as exc:  # connection refused, DNS, HTTP errors: all mean "cannot start"
             raise SourceLayoutError(
                 f"DICOMweb server unreachable at {cfg['url']}: {type(exc).__name__}"
