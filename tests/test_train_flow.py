@@ -1,0 +1,48 @@
+"""The `train` flow (in-process tiny run) publishes its artifacts; the CLI runs without Prefect."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from train_support import write_train_shards
+
+
+@pytest.mark.slow
+def test_train_flow_tiny_publishes_artifacts(tmp_path, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from flows.train import train
+    from schemas.train import default_config
+
+    shards = write_train_shards(tmp_path / "shards", n=8)
+    cfg = default_config("tiny", shards, tmp_path / "run", max_steps=2)
+    summary = train(cfg)
+    assert summary["stages"]["1"]["finished"] and summary["stages"]["2"]["steps"] == 2
+    assert (tmp_path / "run" / "loss.png").exists()
+
+    async def artifacts():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["train-metrics", "train-loss-curve"])))
+
+    found = run_coro_as_sync(artifacts())
+    assert {a.key for a in found} == {"train-metrics", "train-loss-curve"}
+    table = next(a for a in found if a.key == "train-metrics").data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert {(r["stage"], r["step"]) for r in table} == {(1, 1), (2, 1), (2, 2)}
+    assert "data:image/png;base64," in next(a for a in found if a.key == "train-loss-curve").data
+
+
+def test_cli_train_without_prefect(tmp_path):
+    from typer.testing import CliRunner
+
+    from cxrflow_cli.main import app
+
+    shards = write_train_shards(tmp_path / "shards", n=8)
+    res = CliRunner().invoke(app, ["train", "--shards", str(shards), "--out", str(tmp_path / "run"),
+                                   "--stage", "1", "--max-steps", "1", "--no-prefect"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "run" / "final" / "stage1-projector.safetensors").exists()
