@@ -159,11 +159,11 @@ def dicom_lut(ds: pydicom.Dataset, lo: int, hi: int, data_lo: int, data_hi: int)
     """uint8 table over stored values lo..hi: modality LUT, VOI (LUT preferred over window), inversion."""
     values = np.arange(lo, hi + 1, dtype=np.int64)
     modality = apply_modality_lut(values, ds)  # integer when there is no rescale: VOI LUTs index by it
-    has_voi = bool(ds.get("VOILUTSequence")) or ("WindowCenter" in ds and "WindowWidth" in ds)
-    voi = np.asarray(apply_voi_lut(modality, ds), dtype=np.float64) if has_voi else modality
+    voi_present = has_voi(ds)
+    voi = np.asarray(apply_voi_lut(modality, ds), dtype=np.float64) if voi_present else modality
     modality = np.asarray(modality, dtype=np.float64)
     voi = np.asarray(voi, dtype=np.float64)
-    if has_voi:
+    if voi_present:
         out_lo, out_hi = _voi_output_range(ds, values, modality)
     else:
         seen = modality[data_lo - lo : data_hi - lo + 1]
@@ -184,7 +184,7 @@ def _missing_plugin_reason(ds: pydicom.Dataset) -> str | None:
         return f"unsupported transfer syntax: {ts.name} ({ts}) has no decoder in pydicom"
     if decoder.is_available:
         return None
-    missing = "; ".join(f"{name}: {', '.join(deps)}" for name, deps in decoder.missing_dependencies.items())
+    missing = "; ".join(decoder.missing_dependencies)  # e.g. "pylibjpeg - requires pylibjpeg-libjpeg>=2.1"
     return f"unsupported transfer syntax: {ts.name} needs a pixel plugin that is not installed ({missing})"
 
 
@@ -225,13 +225,20 @@ def decoder_name(ds: pydicom.Dataset) -> str:
     return f"pydicom-{pydicom.__version__}/{ts.name}/{plugin}"
 
 
+def has_voi(ds: pydicom.Dataset) -> bool:
+    return bool(ds.get("VOILUTSequence")) or ("WindowCenter" in ds and "WindowWidth" in ds)
+
+
 def decode_dicom(path: Path, cfg: ImageConfig) -> Decoded:
     ds = read_dicom(path)
     arr = dicom_pixels(ds)
+    # Without a VOI the film is min-max scaled over its whole extent (not the kept region), so crop and
+    # pad of one film give the same intensities.
+    data_lo, data_hi = (0, 0) if has_voi(ds) else (int(arr.min()), int(arr.max()))
     reduced = area_reduce(arr, cfg)
     lo, hi = _stored_range(ds, reduced)
-    lut = dicom_lut(ds, lo, hi, int(reduced.min()), int(reduced.max()))
-    return Decoded(pixels=reduced, lut=lut, lut_offset=lo, decoder=decoder_name(ds))
+    lut = dicom_lut(ds, min(lo, data_lo), max(hi, data_hi), data_lo, data_hi)
+    return Decoded(pixels=reduced, lut=lut, lut_offset=min(lo, data_lo), decoder=decoder_name(ds))
 
 
 # --------------------------------------------------------------------------------------------- PNG / JPEG
@@ -249,11 +256,11 @@ def decode_raster(path: Path, cfg: ImageConfig) -> Decoded:
                 arr = np.asarray(im.convert("L"))
     except Exception as exc:  # PIL raises OSError/SyntaxError/ValueError for damaged files
         raise ImageDecodeError(f"unreadable image: {type(exc).__name__}: {exc}") from exc
-    reduced = area_reduce(arr, cfg)
     decoder = f"pillow/{fmt}/{arr.dtype}"
-    if reduced.dtype == np.uint8:
-        return Decoded(pixels=reduced, lut=None, lut_offset=0, decoder=decoder)
-    lo, hi = int(reduced.min()), int(reduced.max())
+    if arr.dtype == np.uint8:
+        return Decoded(pixels=area_reduce(arr, cfg), lut=None, lut_offset=0, decoder=decoder)
+    lo, hi = int(arr.min()), int(arr.max())  # whole film, as for DICOM without a VOI
+    reduced = area_reduce(arr, cfg)
     table = np.rint((np.arange(lo, hi + 1, dtype=np.float64) - lo) / max(hi - lo, 1) * 255.0).astype(np.uint8)
     return Decoded(pixels=reduced, lut=table, lut_offset=lo, decoder=decoder)
 
