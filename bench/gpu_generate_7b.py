@@ -1,0 +1,129 @@
+"""Generation latency and throughput at the LLaVA-Rad 7B shape (CLIP ViT-B/14 at 518 px -> 1,369 image
+tokens, mlp2x_gelu projector, LLaMA-2-7B-shaped LM) with random bf16 weights on one GPU.
+
+    python -m bench.gpu_generate_7b               # GPU: batch 1 latency, reports/s at batch 8 and 32
+    python -m bench.gpu_generate_7b --smoke       # CPU: same code path at a tiny shape (checks it runs)
+
+Every report generates exactly --max-new-tokens tokens (min_new_tokens = max_new_tokens) so figures do not
+depend on where random weights emit EOS. Reference run in the same process: batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def build(smoke: bool, device: str, dtype: torch.dtype):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    if smoke:
+        vision = CLIPVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        )
+        text = LlamaConfig(
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            max_position_embeddings=512,
+        )
+    else:
+        vision = CLIPVisionConfig(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            image_size=518,
+            patch_size=14,
+        )
+        text = LlamaConfig(
+            vocab_size=32001,
+            hidden_size=4096,
+            intermediate_size=11008,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=32,
+            max_position_embeddings=4096,
+        )
+    image_token = text.vocab_size - 1
+    cfg = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_token,
+        projector_hidden_act="gelu",
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
+    )
+    with torch.device(device):
+        torch.set_default_dtype(dtype)
+        model = LlavaForConditionalGeneration(cfg).eval()
+        torch.set_default_dtype(torch.float32)
+    return model, cfg, image_token
+
+
+@torch.inference_mode()
+def run(model, cfg, image_token: int, batch: int, new_tokens: int, device: str, dtype) -> float:
+    n_img = cfg.image_seq_length
+    prompt = torch.randint(1, 100, (batch, 40), device=device)  # ~instruction + indication length
+    ids = torch.cat([prompt[:, :5], torch.full((batch, n_img), image_token, device=device), prompt[:, 5:]], 1)
+    pixels = torch.randn(
+        batch, 3, cfg.vision_config.image_size, cfg.vision_config.image_size, device=device, dtype=dtype
+    )
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    model.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        pixel_values=pixels,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--smoke", action="store_true", help="tiny shape on CPU")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--batches", default="1,8,32")
+    args = ap.parse_args()
+    device = "cpu" if args.smoke else "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "no CUDA device: run with --smoke to check the script on CPU (figures: not measured)"
+        )
+    dtype = torch.float32 if args.smoke else torch.bfloat16
+    new_tokens = min(args.max_new_tokens, 8) if args.smoke else args.max_new_tokens
+    model, cfg, image_token = build(args.smoke, device, dtype)
+    run(model, cfg, image_token, 1, 4, device, dtype)  # warm-up
+    base = None
+    for b in (int(x) for x in args.batches.split(",")):
+        dt = run(model, cfg, image_token, b, new_tokens, device, dtype)
+        base = base or b / dt
+        print(
+            f"batch {b:2d}: {dt / b * 1000:9.1f} ms/report  {b / dt:7.2f} reports/s  "
+            f"{b * new_tokens / dt:8.1f} tokens/s  ({b / dt / base:.2f}x batch {args.batches.split(',')[0]})"
+            + ("  [smoke: tiny shape on CPU, not a measurement]" if args.smoke else "")
+        )
+    if device == "cuda":
+        print(f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+
+
+if __name__ == "__main__":
+    main()
