@@ -62,3 +62,11 @@ def ingest(name: str, root: Path, out: Path, **kw) -> dict:
     summary = run_ingest(config(name, root, out, **kw))
     assert summary["found"] == summary["kept"] + summary["filtered"] + summary["quarantined"]
     return summary
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file below root (fixture determinism)."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 from PIL import Image
-from public_sources_support import assert_planted, count_reason, discover, ingest
+from public_sources_support import assert_planted, count_reason, discover, ingest, tree_digest
 
 from fixtures.chestxray14 import HEADER_V2020, write_chestxray14
 from tasks.sources import get_adapter
@@ -113,3 +113,11 @@ def test_label_outside_encoding_empty_file_and_missing_lists(tmp_path):
     assert count_reason(disc.quarantined, "outside the ChestX-ray14 label set: 'Covid'") == 1
     assert count_reason(disc.quarantined, "image file is empty") == 1
     assert "hash split" in disc.notes["split"]
+
+
+def test_fixture_deterministic_under_seed(tmp_path):
+    digests = []
+    for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+        write_chestxray14(tmp_path / name, images=6, seed=seed)
+        digests.append(tree_digest(tmp_path / name))
+    assert digests[0] == digests[1] and digests[0] != digests[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv
+from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
 
 from fixtures.chexpert import write_chexpert
 from tasks.sources import get_adapter
@@ -132,3 +132,11 @@ def test_licence_and_premises():
     for name in ("chexpert", "chexpert-plus"):
         a = get_adapter(name)
         assert a.may_leave_premises is False and "Research Use Agreement" in a.licence
+
+
+def test_fixture_deterministic_under_seed(tmp_path):
+    digests = []
+    for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+        write_chexpert(tmp_path / name, patients=3, seed=seed)
+        digests.append(tree_digest(tmp_path / name))
+    assert digests[0] == digests[1] and digests[0] != digests[2]

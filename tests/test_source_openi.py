@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv
+from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
 
 from fixtures.openi import write_openi
 from tasks.sources import get_adapter
@@ -102,3 +102,11 @@ def test_ingest_reconciles_and_quarantines_truncated_png(xml_root, tmp_path):
     m = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert set(m["report_method"].drop_nulls()) == {"openi-sections"}
     assert not m["findings"].drop_nulls().str.contains("XXXX").any()
+
+
+def test_fixture_deterministic_under_seed(tmp_path):
+    digests = []
+    for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+        write_openi(tmp_path / name, reports=3, seed=seed)
+        digests.append(tree_digest(tmp_path / name))
+    assert digests[0] == digests[1] and digests[0] != digests[2]

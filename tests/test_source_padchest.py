@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 from PIL import Image
-from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv
+from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
 
 from fixtures.padchest import CSV_NAME, write_padchest
 from tasks.sources import get_adapter
@@ -125,3 +125,11 @@ def test_ingest_reconciles_and_quarantines_truncated_16bit_png(pc, tmp_path):
     assert m["report_origin"].unique().to_list() == ["labels"]
     assert m["findings"].null_count() == len(m)  # Spanish text never becomes English findings
     assert m["report_text"].null_count() == 0
+
+
+def test_fixture_deterministic_under_seed(tmp_path):
+    digests = []
+    for name, seed in (("a", 11), ("b", 11), ("c", 12)):
+        write_padchest(tmp_path / name, images=6, seed=seed)
+        digests.append(tree_digest(tmp_path / name))
+    assert digests[0] == digests[1] and digests[0] != digests[2]
