@@ -105,11 +105,14 @@ def test_label_value_outside_encoding_and_bad_projection(tmp_path):
             r["Labels"] = "{'normal': 1}"
         if r["ImageID"] == ids[2]:
             r["Projection"] = "OBLIQUE"
+        if r["ImageID"] == ids[3]:
+            r["Labels"] = "['exclude']"
 
     rewrite_csv(tmp_path / CSV_NAME, edit=edit)
     disc = discover("padchest", tmp_path)
     assert count_reason(disc.quarantined, "Labels not a list of strings") == 1
     assert count_reason(disc.quarantined, "Projection outside PA/L/AP/AP_horizontal/COSTAL/EXCLUDE: 'OBLIQUE'") == 1
+    assert count_reason(disc.filtered, "Labels mark the image 'exclude'") == 1
     bad = next(d for d in disc.quarantined if "Labels" in d.reason)
     assert bad.image_key == make_key("padchest", ids[0].rsplit(".", 1)[0])
 

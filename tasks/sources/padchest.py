@@ -208,6 +208,9 @@ class PadChestAdapter:
             parse_list_literal("Localizations", row.get("Localizations"))
         except LiteralError as e:
             return quarantine(str(e))
+        if "exclude" in (t.lower() for t in terms):  # the annotators' own "do not use" label
+            out.filtered.append(Drop(self.name, rel, "discover", "Labels mark the image 'exclude'", key))
+            return
         projection = (row.get("Projection") or "").strip().upper()
         if projection == "EXCLUDE":
             out.filtered.append(Drop(self.name, rel, "discover", "projection EXCLUDE (release marks it unusable)", key))
