@@ -117,3 +117,27 @@ def test_gpu_bench_script_smoke():
     assert set(res) == {"stage1", "stage2"}
     for r in res.values():
         assert r["step_time_s"] > 0 and r["model_flops_per_step"] > 0 and r["mfu"] is None  # no peak on CPU
+
+
+def test_llava_rad_preset_builds_from_local_dirs_offline(tmp_path):
+    """The real-preset path (HF CLIP vision dir + causal LM dir, local_files_only) on tiny stand-ins."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from training.model import TINY, _build_llava_rad
+    from training.text import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    CLIPVisionModel(CLIPVisionConfig(**TINY["vision"])).save_pretrained(tmp_path / "vision")
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok) - 1, **TINY["text"])).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    cfg = default_config("llava-rad", tmp_path, tmp_path / "run", vision_path=tmp_path / "vision",
+                         lm_path=tmp_path / "lm", image_size=32)
+    run_tok = build_tokenizer(cfg, tmp_path / "run")
+    model = _build_llava_rad(cfg, run_tok)
+    assert model.config.text_config.vocab_size == len(run_tok)
+    model = configure_stage(model, 1, cfg.stage1)
+    assert trainable_names(model) == PROJ
+    enc = encode_example(run_tok, 1, "The lungs are clear.", None, n_image_tokens(model), 64)
+    out = model(input_ids=torch.tensor([enc.input_ids]), labels=torch.tensor([enc.labels]),
+                pixel_values=ImageTransform(32)(Image.new("L", (40, 40), 128))[None])
+    assert torch.isfinite(out.loss)

@@ -126,8 +126,9 @@ def load_vision_tower(path: Path, image_size: int, dtype):
         config = CLIPVisionConfig(image_size=image_size, patch_size=t.patch_embed.patch_size[0],
                                   hidden_size=t.embed_dim, num_hidden_layers=len(t.blocks))
         return tower.to(dtype), config
+    # the whole CLIPVisionModel: Llava asks it for hidden states through transformers' output capturing
     model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
-    return model.vision_model, model.config
+    return model, model.config
 
 
 class OpenClipVisionTower(nn.Module):
