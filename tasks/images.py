@@ -29,7 +29,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from schemas.config import ImageConfig
 
 # Bump when the pixel pipeline changes in a way that alters output bytes: it is part of the cache key.
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 
 cv2.setNumThreads(1)  # parallelism comes from processes; threads inside each would oversubscribe cores
 
@@ -87,19 +87,24 @@ def area_reduce(arr: np.ndarray, cfg: ImageConfig) -> np.ndarray:
     return out.astype(arr.dtype) if out.dtype != arr.dtype else out
 
 
+def _bicubic(gray: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Bicubic resample (LLaVA-Rad's filter). After the integer reduction the remaining factor is always
+    below 2, where cv2's plain bicubic needs no anti-aliasing and is ~3x faster than PIL's."""
+    if gray.shape == (height, width):
+        return gray
+    return cv2.resize(gray, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
 def finish(gray: np.ndarray, cfg: ImageConfig) -> Image.Image:
-    """8-bit reduced image -> exactly size x size (bicubic, as LLaVA-Rad's preprocessing)."""
-    im = Image.fromarray(gray, mode="L")
-    w, h = im.size
+    """8-bit reduced image -> exactly size x size."""
+    h, w = gray.shape
     if cfg.resize == "crop":
         # Already square (center crop happened before the reduction).
-        return im.resize((cfg.size, cfg.size), Image.Resampling.BICUBIC) if w != cfg.size else im
+        return Image.fromarray(_bicubic(gray, cfg.size, cfg.size), mode="L")
     scale = cfg.size / max(w, h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
-    if (nw, nh) != (w, h):
-        im = im.resize((nw, nh), Image.Resampling.BICUBIC)
     canvas = Image.new("L", (cfg.size, cfg.size), 0)
-    canvas.paste(im, ((cfg.size - nw) // 2, (cfg.size - nh) // 2))
+    canvas.paste(Image.fromarray(_bicubic(gray, nw, nh), mode="L"), ((cfg.size - nw) // 2, (cfg.size - nh) // 2))
     return canvas
 
 
