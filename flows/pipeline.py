@@ -1,0 +1,191 @@
+"""Flow `pipeline`: ingest -> structure -> validate_and_shard -> train -> evaluate, each stage a subflow.
+
+Each stage writes under OUT/stages/<stage>-<key>, where the key hashes that stage's config section plus every
+upstream key (schemas/pipeline.py). A stage that finished writes `_complete.json` beside its outputs; a later
+run with the same key finds it and skips the subflow. So a variant that only changes training reuses the data
+outputs, one that only changes evaluation reuses the checkpoint, and a rerun with nothing changed decodes no
+image, sends no LLM request and takes no training step. Config hashes, not data frames, are the cache keys
+(pitfalls.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, get_run_logger  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
+
+from schemas.pipeline import PipelineConfig, slug  # noqa: E402
+from tasks.io import atomic_write_json  # noqa: E402
+
+MARKER = "_complete.json"
+# A marker only counts when the stage's main output is still there.
+REQUIRED = {
+    "ingest": "manifest.parquet",
+    "structure": "reports.parquet",
+    "shard": "summary.json",
+    "train": "final/stage1-projector.safetensors",
+    "evaluate": "metrics.json",
+}
+
+
+def read_marker(stage: str, d: Path, key: str) -> dict | None:
+    path = d / MARKER
+    if not path.exists() or not (d / REQUIRED[stage]).exists():
+        return None
+    marker = json.loads(path.read_text())
+    return marker if marker.get("key") == key else None
+
+
+def write_marker(stage: str, d: Path, key: str, summary: Any, seconds: float) -> None:
+    atomic_write_json(d / MARKER, {"stage": stage, "key": key, "seconds": round(seconds, 3),
+                                   "summary": summary})
+
+
+def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
+    """The existing stages' own config models, pointed at the content-addressed stage dirs."""
+    from schemas.config import IngestConfig
+    from schemas.evaluation import EvaluateParams
+    from schemas.llm import LLMConfig, StructureConfig
+    from schemas.shards import ValidateShardParams
+    from schemas.train import default_config
+
+    d = cfg.stage_dirs()
+    data = cfg.data
+    ingest = IngestConfig(source=data.source, root=data.root, out=d["ingest"], frontal_only=data.frontal_only,
+                          image=data.image, workers=cfg.workers, batch_size=data.batch_size, limit=data.limit,
+                          options=data.options)
+    s = cfg.structure
+    llm = LLMConfig(backend=s.backend, model=s.model, base_url=s.base_url, api_key_env=s.api_key_env,
+                    azure_endpoint=s.azure_endpoint, concurrency=s.concurrency,
+                    cache_dir=Path(cfg.out) / "llm-cache")
+    structure = StructureConfig(manifest=d["ingest"] / "manifest.parquet", out=d["structure"], llm=llm,
+                                compare_rules=s.compare_rules)
+    shard = ValidateShardParams(data=d["structure"], out=d["shard"], artifacts=Path(cfg.out) / "artifacts",
+                                validate_cfg=cfg.validate_cfg, shard=cfg.shard)
+    t = cfg.train
+    train = default_config(t.preset, d["shard"], d["train"], stages=t.stages, max_steps=t.max_steps, seed=t.seed,
+                           image_size=t.image_size, image_resize=t.image_resize, vision_path=t.vision_path,
+                           lm_path=t.lm_path, deployment=t.deployment)
+    train = train.model_copy(update={"stage1": train.stage1.model_copy(update=t.stage1),
+                                     "stage2": train.stage2.model_copy(update=t.stage2)})
+    train = type(train).model_validate(train.model_dump())  # re-validate the overridden stages
+    e = cfg.evaluate
+    evaluate = EvaluateParams(out=str(d["evaluate"]), experiment=cfg.name, run=str(d["train"]),
+                              shards=str(d["shard"]), split=e.split, batch_size=e.batch_size,
+                              max_new_tokens=e.max_new_tokens, limit=e.limit, n_bootstrap=e.n_bootstrap,
+                              seed=e.seed, device=e.device, source=data.source, llm=e.llm)
+    return {"ingest": ingest, "structure": structure, "shard": shard, "train": train, "evaluate": evaluate}
+
+
+def link_ingest_outputs(ingest_dir: Path, structure_dir: Path) -> None:
+    """validate_and_shard reads one data dir (manifest, ingest summary, images, reports): give the structure
+    dir relative links to the ingest outputs instead of copying images."""
+    structure_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.parquet", "summary.json", "images"):
+        link = structure_dir / name
+        if link.is_symlink() or link.exists():
+            continue
+        link.symlink_to(os.path.relpath(ingest_dir / name, structure_dir))
+
+
+def _run_stage(stage: str, cfg: PipelineConfig, confs: dict[str, Any]) -> Any:
+    from flows.evaluate import evaluate
+    from flows.ingest import ingest_flow
+    from flows.runners import ingest_runner
+    from flows.structure import structure
+    from flows.train import train
+    from flows.validate_shard import validate_and_shard
+
+    if stage == "ingest":
+        runner = ingest_runner(confs["ingest"], cfg.dask_address)
+        return ingest_flow.with_options(task_runner=runner)(confs["ingest"])
+    if stage == "structure":
+        link_ingest_outputs(confs["ingest"].out, confs["structure"].out)
+        return structure(confs["structure"])
+    if stage == "shard":
+        return validate_and_shard(confs["shard"])
+    if stage == "train":
+        summary = train(confs["train"])
+        if "dispatched" in summary and summary.get("state") != "Completed":
+            raise RuntimeError(f"training run {summary['flow_run_id']} ended {summary['state']}")
+        return summary
+    return evaluate(confs["evaluate"])
+
+
+def metrics_table(eval_dir: Path) -> list[dict]:
+    from schemas.evaluation import EvaluationMetrics
+
+    m = EvaluationMetrics.model_validate_json((Path(eval_dir) / "metrics.json").read_text())
+    return [{"metric": k, "value": r.value, "ci_low": r.ci[0] if r.ci else None,
+             "ci_high": r.ci[1] if r.ci else None, "n": r.n, "display": r.display()}
+            for k, r in m.metrics.items()]
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(cfg: PipelineConfig) -> dict:
+    """The whole system for one config. Returns where every stage's outputs are, which stages ran or were
+    reused, the work done (images decoded, LLM requests, training steps) and the metrics table."""
+    logger = get_run_logger()
+    confs = stage_configs(cfg)
+    keys, dirs = cfg.stage_hashes(), cfg.stage_dirs()
+    stages: dict[str, dict] = {}
+    work = {"decoded": 0, "llm_requests": 0, "train_steps": 0}
+    for stage in keys:
+        d, key = dirs[stage], keys[stage]
+        marker = read_marker(stage, d, key)
+        if marker is not None:
+            stages[stage] = {"dir": str(d), "key": key, "status": "reused", "seconds": 0.0}
+            logger.info("%s: reused %s", stage, d)
+            continue
+        start = time.perf_counter()
+        summary = _run_stage(stage, cfg, confs)
+        seconds = time.perf_counter() - start
+        if stage == "ingest":
+            work["decoded"] += int(summary.get("decoded", 0))
+        elif stage == "structure":
+            work["llm_requests"] += int(summary.get("requests", 0))
+        elif stage == "train":
+            work["train_steps"] += sum(int(s.get("steps", 0)) for s in summary.get("stages", {}).values())
+        write_marker(stage, d, key, summary, seconds)
+        stages[stage] = {"dir": str(d), "key": key, "status": "ran", "seconds": round(seconds, 2)}
+    table = metrics_table(dirs["evaluate"])
+    name = slug(cfg.name)
+    create_table_artifact(key=f"pipeline-metrics-{name}", table=table,
+                          description=f"Metrics of pipeline {cfg.name} (95% CIs)")
+    create_markdown_artifact(key=f"pipeline-stages-{name}", markdown=stages_markdown(cfg, stages, work),
+                             description=f"Stages of pipeline {cfg.name}: reused or ran, and where")
+    result = {"name": cfg.name, "out": str(cfg.out), "stages": stages, "work": work,
+              "metrics_json": str(dirs["evaluate"] / "metrics.json"),
+              "checkpoint": str(dirs["train"] / "final"), "shards": str(dirs["shard"]), "metrics": table}
+    atomic_write_json(Path(cfg.out) / "runs" / f"{name}.json", result)
+    print(render_text(result))
+    return result
+
+
+def stages_markdown(cfg: PipelineConfig, stages: dict, work: dict) -> str:
+    lines = [f"# Pipeline `{cfg.name}`", "", "| stage | status | seconds | dir |", "|---|---|---|---|"]
+    lines += [f"| {s} | {v['status']} | {v['seconds']} | `{v['dir']}` |" for s, v in stages.items()]
+    lines += ["", f"Work this run: {work['decoded']} images decoded, {work['llm_requests']} LLM requests, "
+              f"{work['train_steps']} training steps."]
+    return "\n".join(lines)
+
+
+def render_text(result: dict) -> str:
+    """The metrics table and where everything is, for terminals."""
+    width = max((len(r["metric"]) for r in result["metrics"]), default=6)
+    lines = [f"pipeline {result['name']}: metrics", f"{'metric':<{width}}  value [95% CI]"]
+    lines += [f"{r['metric']:<{width}}  {r['display']}" for r in result["metrics"]]
+    lines += ["", "stages:"]
+    lines += [f"  {s:<9} {v['status']:<6} {v['dir']}" for s, v in result["stages"].items()]
+    w = result["work"]
+    lines += ["", f"work: {w['decoded']} images decoded, {w['llm_requests']} LLM requests, "
+              f"{w['train_steps']} training steps",
+              f"metrics:    {result['metrics_json']}", f"checkpoint: {result['checkpoint']}",
+              f"shards:     {result['shards']}"]
+    return "\n".join(lines)

@@ -1,0 +1,210 @@
+"""Configuration of the end-to-end `pipeline` flow and of ablations over it.
+
+A PipelineConfig composes the stage configs (ingest image/view settings, report structuring, validation,
+sharding, training, evaluation). Each stage's outputs live under OUT/stages/<stage>-<hash>, where the hash
+covers that stage's own section plus the hashes of every upstream stage: a variant that only changes training
+reuses the data outputs, one that only changes evaluation reuses the checkpoint.
+
+An AblationSpec is a base PipelineConfig plus named variants, each a set of dotted-key overrides
+(`train.stage2.lora_r: 8`, `data.image.resize: pad`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.config import ImageConfig
+from schemas.shards import ShardConfig, ValidateConfig
+
+STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "train", "evaluate")
+
+
+def config_hash(*parts: Any) -> str:
+    """Hash of JSON-able config sections and upstream hashes (never of data frames: pitfalls.md)."""
+    blob = json.dumps([p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts],
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class DataSection(BaseModel):
+    """Which source, which views and how pixels become training images (ingest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "mimic-cxr"
+    root: Path
+    frontal_only: bool = True
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    limit: int | None = Field(None, ge=1, description="cap on candidate images")
+    batch_size: int = Field(32, ge=1)
+    options: dict = Field(default_factory=dict, description="source-specific options")
+
+
+class StructureSection(BaseModel):
+    """Report processing: rule-based (`rules`) or an LLM backend."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["rules", "openai", "azure"] = "rules"
+    model: str = "gpt-4o"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    azure_endpoint: str | None = None
+    concurrency: int = Field(8, ge=1)
+    compare_rules: bool = True
+
+
+class TrainSection(BaseModel):
+    """Training run on top of the preset's defaults; stage1/stage2 are partial StageConfig overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: Literal["tiny", "llava-rad"] = "tiny"
+    stages: list[Literal[1, 2]] = Field(default_factory=lambda: [1, 2])
+    max_steps: int | None = Field(None, ge=1)
+    seed: int = 0
+    image_size: int = Field(0, ge=0)
+    image_resize: Literal["crop", "pad"] = "crop"
+    stage1: dict[str, Any] = Field(default_factory=dict)
+    stage2: dict[str, Any] = Field(default_factory=dict)
+    vision_path: Path | None = None
+    lm_path: Path | None = None
+    deployment: str = "train/gpu"
+
+
+class EvaluateSection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    split: str = "test"
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
+    limit: int | None = Field(None, ge=1)
+    n_bootstrap: int = Field(500, ge=0)
+    seed: int = 12345
+    device: str = "cpu"
+    llm: dict | None = Field(None, description="LLMConfig fields of the CheXprompt judge; None skips it")
+
+
+class PipelineConfig(BaseModel):
+    """Parameters of the `pipeline` flow (shown and validated by the Prefect UI)."""
+
+    name: str = Field("default", description="experiment name (artifact keys, run names)")
+    out: Path = Field(Path("artifacts/pipeline"), description="OUT: stages/<stage>-<hash>, llm-cache, gx")
+    workers: int | None = Field(None, ge=1, description="ingest processes (default all cores)")
+    dask_address: str | None = Field(None, description="Dask scheduler for ingest (tcp://host:8786)")
+    data: DataSection
+    structure: StructureSection = Field(default_factory=StructureSection)
+    validate_cfg: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    shard: ShardConfig = Field(default_factory=ShardConfig)
+    train: TrainSection = Field(default_factory=TrainSection)
+    evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def stage_hashes(self) -> dict[str, str]:
+        """Each stage's key: its own section + every upstream key. `out`, `name`, `workers`, `dask_address`
+        change where or how fast, not what, so they are left out."""
+        h: dict[str, str] = {}
+        h["ingest"] = config_hash("ingest", self.data)
+        h["structure"] = config_hash("structure", h["ingest"], self.structure)
+        h["shard"] = config_hash("shard", h["structure"], self.validate_cfg, self.shard)
+        h["train"] = config_hash("train", h["shard"], self.train)
+        h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate)
+        return h
+
+    def stage_dirs(self) -> dict[str, Path]:
+        return {s: Path(self.out) / "stages" / f"{s}-{k}" for s, k in self.stage_hashes().items()}
+
+
+def set_dotted(d: dict, key: str, value: Any) -> None:
+    """`train.stage2.lora_r` -> d["train"]["stage2"]["lora_r"] = value (creating dicts on the way)."""
+    parts = key.split(".")
+    cur = d
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise ValueError(f"override {key!r}: {p!r} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def apply_overrides(base: dict, overrides: dict[str, Any]) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in overrides.items():
+        set_dotted(out, k, v)
+    return out
+
+
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
+
+
+def slug(text: str) -> str:
+    """Artifact keys and run names: lowercase letters, digits and dashes (pitfalls.md)."""
+    return _SLUG_RE.sub("-", text.lower()).strip("-") or "x"
+
+
+class AblationSpec(BaseModel):
+    """A base pipeline config plus named variants (dotted-key overrides). The first variant is the baseline
+    unless `baseline` names another."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    base: dict[str, Any]
+    variants: dict[str, dict[str, Any]] = Field(min_length=1)
+    baseline: str | None = None
+    metrics: list[str] = Field(
+        default_factory=lambda: ["rouge_l", "bleu_4", "rule_f1_micro_14", "rule_f1_micro_5"],
+        description="metrics charted and tested against the baseline (others still in the table)",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AblationSpec:
+        if self.baseline is None:
+            self.baseline = next(iter(self.variants))
+        if self.baseline not in self.variants:
+            raise ValueError(f"baseline {self.baseline!r} is not a variant")
+        if len({slug(v) for v in self.variants}) != len(self.variants):
+            raise ValueError("variant names must differ after lowercasing/slugging")
+        for v in self.variants:  # fail early on a bad override, not in the middle of the ablation
+            self.variant_config(v)
+        return self
+
+    def variant_config(self, variant: str) -> PipelineConfig:
+        cfg = apply_overrides(self.base, self.variants[variant])
+        cfg["name"] = f"{self.name}-{variant}"
+        return PipelineConfig.model_validate(cfg)
+
+
+def load_yaml(path: Path) -> dict:
+    data = yaml.safe_load(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_pipeline_config(path: Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    return PipelineConfig.model_validate(apply_overrides(load_yaml(path), overrides or {}))
+
+
+def load_ablation_spec(path: Path, base_overrides: dict[str, Any] | None = None) -> AblationSpec:
+    """Load a spec; `base:` may be a mapping or a path to a pipeline YAML (relative to the spec's folder or
+    the working directory)."""
+    data = load_yaml(path)
+    base = data.get("base")
+    if isinstance(base, str):
+        candidate = Path(path).parent / base
+        data["base"] = load_yaml(candidate if candidate.exists() else Path(base))
+    data["base"] = apply_overrides(data["base"], base_overrides or {})
+    return AblationSpec.model_validate(data)
