@@ -286,10 +286,15 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
 
 
 def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] | None):
-    """Run one suite through a checkpoint (stores the result and updates Data Docs)."""
+    """Run one suite through a checkpoint (which stores the validation result for Data Docs)."""
     import great_expectations as gx
 
-    suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+    # Replace rather than add_or_update: the latter diffs expectations pairwise (quadratic, seconds here).
+    try:
+        ctx.suites.delete(name)
+    except Exception:  # noqa: BLE001 - GX raises different errors for "no such suite" across 1.x releases
+        pass
+    suite = ctx.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     try:
         source = ctx.data_sources.get(name)
     except (KeyError, ValueError):
@@ -312,7 +317,7 @@ def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] 
         gx.Checkpoint(
             name=name,
             validation_definitions=[vd],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update-data-docs")],
+            actions=[],  # Data Docs are built once per run, after all suites (run_validation)
             result_format=result_format,
         )
     )
@@ -444,6 +449,7 @@ def run_validation(
     accepted = (
         samples.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX) if len(samples) else samples
     )
+    ctx.build_data_docs()
     docs = ctx.get_docs_sites_urls()
     docs_url = docs[0]["site_url"] if docs else None
     counts = {
