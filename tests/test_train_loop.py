@@ -40,7 +40,7 @@ def uninterrupted(shards, tmp_path_factory) -> tuple[TrainConfig, dict]:
     return cfg, run_training(cfg)
 
 
-@pytest.mark.parametrize("stage,lr,steps,factor", [(1, 1e-2, 30, 0.5), (2, 3e-3, 20, 0.2)])
+@pytest.mark.parametrize("stage,lr,steps,factor", [(1, 1e-2, 30, 0.5), (2, 3e-3, 15, 0.2)])
 def test_loss_falls_on_a_fixed_batch(shards, tmp_path, stage, lr, steps, factor):
     cfg = small_config(shards, tmp_path / "run")
     cfg.out.mkdir(parents=True)
