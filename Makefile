@@ -15,8 +15,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# PREFECT_HOME under artifacts/: the demo's flow runs stay in that SQLite database, so
+# `PREFECT_HOME=artifacts/prefect .venv/bin/prefect server start` shows them in the UI afterwards.
 demo: $(STAMP)
-	$(VENV)/bin/cxrflow demo
+	PREFECT_HOME=$(CURDIR)/artifacts/prefect $(VENV)/bin/cxrflow demo
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
