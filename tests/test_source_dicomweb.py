@@ -200,3 +200,19 @@ def test_no_planted_phi_reaches_outputs_shards_or_logs(archive, tmp_path, caplog
     for text in (caplog.text, captured.out, captured.err):
         assert not _leaks(text, log_patterns), _leaks(text, log_patterns)
     assert "dicomweb discover" in caplog.text  # the adapter did log (counts only)
+
+
+def test_settings_from_options_only(archive, tmp_path):
+    """No dicomweb.json: url and filters come from the ingest options; the engine's root-only pre-flight
+    defers to discover, which checks them before any work."""
+    root, info = archive
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "export.csv").write_text((root / "reports.csv").read_text())
+    url = __import__("json").loads((root / "dicomweb.json").read_text())["url"]
+    ADAPTER.check(bare)  # nothing to check yet: no error
+    with pytest.raises(SourceLayoutError, match="no server url"):
+        ADAPTER.discover(_cfg(bare, tmp_path / "o1", reports="export.csv"))
+    d = ADAPTER.discover(_cfg(bare, tmp_path / "o2", url=url, reports="export.csv", date_from="20240101",
+                              date_to="20241231", modalities="DX,CR"))  # fmt: skip
+    assert d.found == info["expect"]["found"] and len(d.candidates) == 2

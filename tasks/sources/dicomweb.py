@@ -130,6 +130,13 @@ class DicomwebAdapter:
     licence = "institutional data: governed by the hospital's data-use approval"
 
     def check(self, root: Path, options: dict | None = None) -> None:
+        """Server reachable and report export readable. Called with the root alone (the engine's pre-flight)
+        and no dicomweb.json there, settings may still come from the ingest options: discover re-checks
+        with them before any work."""
+        if options is None and not (Path(root) / DESCRIPTOR).is_file():
+            if not Path(root).is_dir():
+                raise SourceLayoutError(f"DICOMweb root not found: {root}")
+            return
         cfg = settings(root, options)
         if not cfg.get("url"):
             raise SourceLayoutError(
