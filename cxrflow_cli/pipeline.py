@@ -1,0 +1,75 @@
+"""`cxrflow pipeline`, `cxrflow ablate`, `cxrflow compare`: the whole system from one YAML."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def parse_sets(sets: list[str] | None) -> dict:
+    """`--set train.max_steps=5` -> {"train.max_steps": 5} (values parsed as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in sets or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("pipeline")
+    def pipeline_cmd(
+        config: Path = typer.Option(..., "--config", exists=True, help="pipeline YAML (configs/demo.yaml)"),
+        set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.max_steps=5"),
+        dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address for ingest"),
+    ) -> None:
+        """ingest -> structure -> validate/shard -> train -> evaluate; unchanged stages are reused."""
+        from flows.pipeline import pipeline, render_text
+        from schemas.pipeline import load_pipeline_config
+
+        overrides = parse_sets(set_)
+        if dask:
+            overrides["dask_address"] = dask
+        typer.echo(render_text(pipeline(load_pipeline_config(config, overrides))))
+
+    @app.command("ablate")
+    def ablate_cmd(
+        spec: Path = typer.Option(..., "--spec", exists=True, help="ablation YAML (configs/ablations/X.yaml)"),
+        set_: list[str] = typer.Option(None, "--set", help="override on the base config of every variant"),
+        deployment: str | None = typer.Option(
+            None, "--deployment", help="run each variant via run_deployment, e.g. pipeline/pipeline"),
+        n_resamples: int = typer.Option(1000, "--n-resamples", help="paired-test resamples vs the baseline"),
+    ) -> None:
+        """One flow run per variant (tags ablation:<name>, variant:<name>), then the compare flow."""
+        from flows.ablate import ablate
+        from schemas.pipeline import load_ablation_spec
+
+        result = ablate(load_ablation_spec(spec, parse_sets(set_)), deployment=deployment,
+                        n_resamples=n_resamples)
+        typer.echo(json.dumps({"leaderboard": result["compare"]["rows"],
+                               "artifacts": [result["compare"]["leaderboard_key"], result["compare"]["chart_key"]],
+                               "dir": result["compare"]["dir"]}, indent=2))
+
+    @app.command("compare")
+    def compare_cmd(
+        evals: list[str] = typer.Argument(..., help="variant=EVAL_DIR ... (EVAL_DIR holds metrics.json)"),
+        name: str = typer.Option("adhoc", "--name", help="ablation name (artifact keys)"),
+        baseline: str | None = typer.Option(None, "--baseline", help="default: the first variant"),
+        metrics: str = typer.Option("rouge_l,bleu_4,rule_f1_micro_14,rule_f1_micro_5", "--metrics"),
+        out: Path = typer.Option(Path("artifacts"), "--out"),
+        n_resamples: int = typer.Option(1000, "--n-resamples"),
+    ) -> None:
+        """Leaderboard + CI chart + paired significance of existing evaluations."""
+        from flows.compare import compare
+
+        pairs = dict(e.split("=", 1) for e in evals if "=" in e)
+        if len(pairs) != len(evals):
+            raise typer.BadParameter("each argument is variant=EVAL_DIR")
+        res = compare(name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out),
+                      n_resamples=n_resamples)
+        typer.echo(json.dumps(res["rows"], indent=2))
