@@ -252,3 +252,58 @@ def test_api_key_never_reaches_logs_or_outputs(server, tmp_path, monkeypatch, ca
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert server.last_authorization == f"Bearer {secret}"  # the key was used, just never written anywhere
+
+
+def test_batch_in_flight_is_picked_up_again_after_an_interruption(tmp_path):
+    with OpenAIServer(rules_responder, batch_delay=0.3) as srv:
+        cfg = cfg_for(srv, tmp_path, batch=True, batch_poll_s=0.02)
+
+        async def interrupted():
+            task = asyncio.create_task(run_operation_async(STRUCTURE, items(3), cfg))
+            # interrupt once the batch is submitted and recorded (a cut between the two cannot be undone)
+            while not list((cfg.cache_dir / "batches").glob("*.json")):
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(interrupted())
+        assert srv.counts["files"] == 1 and srv.counts["batches"] == 1
+        result = run_operation(STRUCTURE, items(3), cfg)
+        assert all(r.status == "ok" for r in result.results.values())
+        assert srv.counts["files"] == 1 and srv.counts["batches"] == 1  # the same batch, not paid for twice
+
+
+def test_rate_limiter_spaces_requests_beyond_the_budget():
+    from tasks.llm.ratelimit import RateLimiter
+
+    async def go() -> float:
+        limiter = RateLimiter(rpm=600)  # a burst of 600, then 10 per second
+        limiter._requests.level = 1.0  # start with one request left in the bucket
+        t0 = time.monotonic()
+        for _ in range(3):
+            await limiter.acquire()
+        return time.monotonic() - t0
+
+    assert asyncio.run(go()) >= 0.18  # requests 2 and 3 wait 0.1 s each
+
+    async def tokens() -> float:
+        limiter = RateLimiter(tpm=6000)  # 100 tokens per second
+        limiter._tokens.level = 0.0
+        t0 = time.monotonic()
+        await limiter.acquire(20)
+        return time.monotonic() - t0
+
+    assert asyncio.run(tokens()) >= 0.18
+
+
+@pytest.mark.slow
+def test_key_from_a_prefect_secret_block(server, tmp_path, prefect_server, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    Secret(value="sk-from-prefect-block-42").save("cxrflow-test-openai-key", overwrite=True)
+    cfg = cfg_for(server, tmp_path, secret_block="cxrflow-test-openai-key")
+    result = run_operation(STRUCTURE, items(1), cfg)
+    assert result.results["k0"].status == "ok"
+    assert server.last_authorization == "Bearer sk-from-prefect-block-42"

@@ -99,7 +99,7 @@ def test_comparison_sentence_removal():
 def test_guard_refuses_public_openai_for_mimic_without_sending(tmp_path, monkeypatch):
     import tasks.llm.client as client_module
 
-    def no_client(cfg):
+    async def no_client(cfg):
         raise AssertionError("a client was built: the guard must run first")
 
     monkeypatch.setattr(client_module, "make_client", no_client)

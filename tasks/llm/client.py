@@ -13,11 +13,11 @@ class MissingKeyError(RuntimeError):
     pass
 
 
-def resolve_api_key(cfg: LLMConfig) -> str:
+async def resolve_api_key(cfg: LLMConfig) -> str:
     if cfg.secret_block:
         from prefect.blocks.system import Secret
 
-        return str(Secret.load(cfg.secret_block).get())
+        return str((await Secret.aload(cfg.secret_block)).get())
     key = os.environ.get(cfg.api_key_env)
     if cfg.backend == "azure" and not key:
         key = os.environ.get("AZURE_OPENAI_API_KEY")
@@ -30,12 +30,12 @@ def resolve_api_key(cfg: LLMConfig) -> str:
     )
 
 
-def make_client(cfg: LLMConfig):
+async def make_client(cfg: LLMConfig):
     """AsyncOpenAI / AsyncAzureOpenAI with openai's own retry machinery (exponential backoff with jitter on
     408/409/429/5xx, connection errors and timeouts, honouring Retry-After) configured from cfg."""
     import openai
 
-    key = resolve_api_key(cfg)
+    key = await resolve_api_key(cfg)
     common = {"api_key": key, "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}
     if cfg.backend == "azure":
         return openai.AsyncAzureOpenAI(

@@ -64,6 +64,7 @@ class Ledger:
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.entries: list[LedgerEntry] = []
         self._lock = threading.Lock()
+        self._file = None
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -73,8 +74,16 @@ class Ledger:
         with self._lock:
             self.entries.append(entry)
             if self.path:
-                with open(self.path, "a") as f:
-                    f.write(json.dumps(asdict(entry)) + "\n")
+                if self._file is None:  # one handle per run: opening per entry is slow on overlay disks
+                    self._file = open(self.path, "a")  # noqa: SIM115 (closed in close())
+                self._file.write(json.dumps(asdict(entry)) + "\n")
+                self._file.flush()  # an interrupted run keeps every line it paid for
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     def totals(self) -> dict:
         prompt = sum(e.prompt_tokens for e in self.entries)

@@ -80,10 +80,18 @@ def run_structure(cfg: StructureConfig) -> dict[str, Any]:
     rows = _read_manifest(cfg.manifest)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    llm = cfg.llm
     ledger = Ledger(out / "ledger.jsonl")
     ops = {r["image_key"]: cfg.operation or default_operation(r) for r in rows}
 
+    try:
+        return _run(cfg, rows, ops, ledger, out)
+    finally:
+        ledger.close()
+
+
+def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], ledger: Ledger,
+         out: Path) -> dict[str, Any]:
+    llm = cfg.llm
     results: dict[str, ItemResult] = {}
     runs: dict[str, RunResult] = {}
     for op_name in sorted(set(ops.values())):
