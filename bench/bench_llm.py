@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -100,6 +101,7 @@ def main() -> None:
             rows = asyncio.run(bench(srv, Path(tmp), args))
     finally:
         srv.close()
+    print(f"load average after the run (2 shared cores): {os.getloadavg()[0]:.1f}")
     print("| concurrency | reports | reports/s | ideal (c/latency) | share of ideal | cached rerun reports/s |")
     print("|---|---|---|---|---|---|")
     for r in rows:
