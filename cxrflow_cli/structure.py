@@ -25,6 +25,7 @@ def structure(
     azure_endpoint: Annotated[str | None, typer.Option(help="Azure OpenAI resource endpoint")] = None,
     secret_block: Annotated[str | None, typer.Option(help="Prefect Secret block holding the API key")] = None,
     batch: Annotated[bool, typer.Option("--batch", help="use the Batch API (half price, up to 24 h)")] = False,
+    batch_poll_s: Annotated[float, typer.Option(help="seconds between batch status polls (at most)")] = 30.0,
     concurrency: Annotated[int, typer.Option(help="concurrent requests")] = 8,
     rpm: Annotated[int | None, typer.Option(help="requests-per-minute budget")] = None,
     tpm: Annotated[int | None, typer.Option(help="tokens-per-minute budget")] = None,
@@ -39,7 +40,7 @@ def structure(
 
     llm = LLMConfig(
         backend=backend, model=model, base_url=base_url, azure_endpoint=azure_endpoint, secret_block=secret_block,
-        batch=batch, concurrency=concurrency, rpm=rpm, tpm=tpm, cache_dir=cache_dir,
+        batch=batch, batch_poll_s=batch_poll_s, concurrency=concurrency, rpm=rpm, tpm=tpm, cache_dir=cache_dir,
         allow_endpoints=list(allow_endpoint or []),
     )
     cfg = StructureConfig(manifest=manifest, out=out, operation=operation, llm=llm)

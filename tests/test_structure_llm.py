@@ -307,3 +307,33 @@ def test_key_from_a_prefect_secret_block(server, tmp_path, prefect_server, monke
     result = run_operation(STRUCTURE, items(1), cfg)
     assert result.results["k0"].status == "ok"
     assert server.last_authorization == "Bearer sk-from-prefect-block-42"
+
+
+def test_identical_reports_are_asked_once(server, tmp_path):
+    same = [WorkItem(f"img{i}", "mimic-cxr", {"report_text": REPORTS[0]}) for i in range(4)]  # one study, 4 images
+    result = run_operation(STRUCTURE, same, cfg_for(server, tmp_path))
+    assert server.chat_requests == 1 and len({r.cache_key for r in result.results.values()}) == 1
+    assert all(r.status == "ok" and r.output == result.results["img0"].output for r in result.results.values())
+
+
+def test_translate_with_an_llm_and_the_cli_in_batch_mode(server, tmp_path, monkeypatch):
+    from structure_support import manifest_row, write_manifest
+    from typer.testing import CliRunner
+
+    from cxrflow_cli.main import app
+
+    rows = [manifest_row(i, "padchest", text=f"cardiomegalia . derrame pleural {i}", origin="labels")
+            for i in range(3)]
+    manifest = write_manifest(tmp_path / "m.parquet", rows)
+    server.responder = lambda body: {"translation": "Cardiomegaly. Pleural effusion."}
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-local")
+    args = ["structure", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--operation", "translate",
+            "--backend", "openai", "--base-url", server.base_url, "--cache-dir", str(tmp_path / "cache"),
+            "--batch", "--batch-poll-s", "0.05", "--no-prefect"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["ok"] == 3 and server.counts["batches"] == 1
+    table = pq.read_table(tmp_path / "o" / "reports.parquet").to_pylist()
+    assert {r["translation"] for r in table} == {"Cardiomegaly. Pleural effusion."}
+    assert all(r["findings"] == r["translation"] and r["operation"] == "translate" for r in table)
+    assert table[0]["report_text"].startswith("cardiomegalia")

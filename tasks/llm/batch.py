@@ -62,13 +62,16 @@ async def _submit(client: Any, data: bytes, op: Operation, state_dir) -> str:
 
 async def _wait(client: Any, batch_id: str, cfg: LLMConfig):
     deadline = time.monotonic() + cfg.batch_timeout_s
+    polls = 0
     while True:
         batch = await client.batches.retrieve(batch_id)
         if batch.status in TERMINAL:
             return batch
         if time.monotonic() > deadline:
             raise TimeoutError(f"batch {batch_id} still {batch.status} after {cfg.batch_timeout_s:.0f}s")
-        await asyncio.sleep(cfg.batch_poll_s)
+        # quick first polls (small batches finish in seconds), then every batch_poll_s
+        await asyncio.sleep(min(cfg.batch_poll_s, 0.25 * 2**polls))
+        polls += 1
 
 
 async def _lines(client: Any, file_id: str | None) -> list[dict[str, Any]]:
