@@ -1,8 +1,8 @@
 """The shard contract (issue 4 writes it; training and evaluation read it) and the validate/shard configs.
 
-A sample with key K (dot-free) is three tar members, written in this order (sorted by extension):
-`K.jpg` or `K.png` (the processed image), `K.json` (every manifest field plus `targets` and `indication`),
-`K.txt` (the primary training target: findings). Shards are `{split}-{NNNNNN}.tar`; beside them
+A sample with key K (dot-free) is three tar members, in this order: `K.jpg` or `K.png` (the processed
+image), `K.json` (every manifest field plus `targets` and `indication`), `K.txt` (the primary training
+target: findings). Shards are `{split}-{NNNNNN}.tar`; beside them
 `{split}.index.json` (wids), `shards.parquet` (key -> shard) and `summary.json`.
 """
 
@@ -90,6 +90,7 @@ class ValidateConfig(BaseModel):
 class ShardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    workers: int | None = Field(None, ge=1, description="shards written in parallel (default min(4, cores))")
     max_samples: int = Field(10_000, ge=1, description="samples per shard")
     max_bytes: int = Field(
         1_000_000_000, ge=4096, description="bytes per shard (a single larger sample still fits)"

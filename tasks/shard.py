@@ -1,10 +1,16 @@
 """Deterministic WebDataset shards from the validated samples.
 
 Shard boundaries are planned up front from member sizes (sorted keys per split, at most `max_samples`
-samples and `max_bytes` tar bytes per shard) so a rerun knows which shards already exist and only writes
-the missing ones. Each shard is written with webdataset's TarWriter (fixed mtime/user/group/mode, members
-sorted by extension) into a hidden `.NAME.partial` file and renamed when complete. ShardWriter is not used:
-it decides boundaries while writing, opens a shard before the first sample (empty shards) and cannot resume.
+samples and `max_bytes` tar bytes per shard), so a rerun knows which shards already exist and writes only
+the missing ones, and shards can be written in parallel threads. Each shard goes to a hidden
+`.NAME.partial` file and is renamed when complete; a crash leaves no partial shard under a shard name.
+
+Why not webdataset's writers: ShardWriter decides boundaries while writing, opens a shard before the first
+sample (empty shards) and cannot resume; TarWriter gives fixed mtime/user/group/mode but writes through
+tarfile's stream mode, which re-buffers every member in 10 KB records (measured ~0.2x of a plain copy of the
+image bytes here). We write plain ustar members instead: headers from `tarfile.TarInfo.tobuf` (fixed
+mtime/uid/gid/mode/uname/gname), image bytes copied by the kernel (`os.copy_file_range`), and the tarfile
+end-of-archive layout (two zero blocks, padded to 10 KB records). Members per sample: image, .json, .txt.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ import hashlib
 import json
 import os
 import signal
+import tarfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +42,6 @@ from schemas.shards import (
 from tasks.io import atomic_write_json, read_json
 
 PLAN_FILE = "_shard_plan.json"
-# Fault injection for the crash tests: SIGKILL this process after writing N samples.
 FAULT_ENV = "CXRFLOW_SHARD_KILL_AFTER"
 _BLOCK = 512
 _RECORD = 20 * _BLOCK  # tarfile pads the archive to whole records
@@ -48,6 +56,7 @@ class PlannedSample:
     key: str
     image_path: Path
     image_ext: str
+    image_size: int
     row: dict
     tar_bytes: int
     digest: str
@@ -132,58 +141,98 @@ def plan_shards(accepted: pl.DataFrame, data_dir: Path, cfg: ShardConfig) -> lis
             ):
                 current = PlannedShard(shard_name(split, len([s for s in shards if s.split == split])), split)
                 shards.append(current)
-            current.samples.append(PlannedSample(key, path, ext, row, tar_bytes, digest))
+            current.samples.append(PlannedSample(key, path, ext, size, row, tar_bytes, digest))
             current.tar_bytes += tar_bytes
     return shards
 
 
-class _HashingFile:
-    """File wrapper that hashes what tarfile writes, so the md5 for the wids index costs no re-read."""
-
-    def __init__(self, f):
-        self.f = f
-        self.md5 = hashlib.md5()
-
-    def write(self, data) -> int:
-        self.md5.update(data)
-        return self.f.write(data)
-
-    def flush(self) -> None:
-        self.f.flush()
-
-
 def _md5_file(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
-def _write_one(shard: PlannedShard, out_dir: Path, counter: list[int], kill_after: int | None) -> str:
-    from webdataset import TarWriter
+def _header(name: str, size: int) -> bytes:
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.mtime = TAR_MTIME
+    ti.mode = TAR_MODE
+    ti.uid = ti.gid = 0
+    ti.uname, ti.gname = TAR_USER, TAR_GROUP
+    return ti.tobuf(tarfile.USTAR_FORMAT, encoding="utf-8", errors="strict")
 
+
+def _pad(size: int) -> bytes:
+    return b"\0" * (-size % _BLOCK)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _copy_image(path: Path, fd: int, size: int) -> None:
+    """Copy `size` bytes of the image into the shard, in the kernel where the filesystem allows."""
+    src = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < size:
+            try:
+                n = os.copy_file_range(src, fd, size - done)
+            except OSError:  # EXDEV/ENOSYS/EINVAL on some kernels and filesystems: plain read/write
+                os.lseek(src, done, os.SEEK_SET)
+                data = os.read(src, size - done)
+                n = len(data)
+                _write_all(fd, data)
+            if n == 0:
+                raise RuntimeError(f"{path}: shorter than the {size} bytes planned (changed on disk?)")
+            done += n
+    finally:
+        os.close(src)
+
+
+class _Fault:
+    """Fault injection for the crash tests: SIGKILL the process after N samples (env CXRFLOW_SHARD_KILL_AFTER)."""
+
+    def __init__(self) -> None:
+        env = os.environ.get(FAULT_ENV)
+        self.after = int(env) if env else None
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def tick(self) -> None:
+        if self.after is None:
+            return
+        with self.lock:
+            self.count += 1
+            if self.count >= self.after:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_one(shard: PlannedShard, out_dir: Path, fault: _Fault) -> str:
     final = out_dir / shard.name
     tmp = out_dir / f".{shard.name}.partial"
-    with open(tmp, "wb") as raw:
-        hf = _HashingFile(raw)
-        writer = TarWriter(hf, encoder=False, mtime=TAR_MTIME, user=TAR_USER, group=TAR_GROUP, mode=TAR_MODE)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
         for s in shard.samples:
             js, txt = sample_members(s.row)
-            writer.write({"__key__": s.key, s.image_ext: s.image_path.read_bytes(), "json": js, "txt": txt})
-            counter[0] += 1
-            if kill_after is not None and counter[0] >= kill_after:
-                raw.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-        writer.close()
+            _write_all(fd, _header(f"{s.key}.{s.image_ext}", s.image_size))
+            _copy_image(s.image_path, fd, s.image_size)
+            tail = [_pad(s.image_size)]
+            for ext, data in (("json", js), ("txt", txt)):
+                tail += [_header(f"{s.key}.{ext}", len(data)), data, _pad(len(data))]
+            _write_all(fd, b"".join(tail))
+            fault.tick()
+        _write_all(fd, b"\0" * (shard.filesize - shard.tar_bytes))  # end blocks + record padding
+    finally:
+        os.close(fd)
     size = tmp.stat().st_size
     if size != shard.filesize:
         tmp.unlink()
-        raise RuntimeError(
-            f"{shard.name}: wrote {size} bytes, planned {shard.filesize} (image changed on disk?)"
-        )
+        raise RuntimeError(f"{shard.name}: wrote {size} bytes, planned {shard.filesize} (input changed?)")
+    md5 = _md5_file(tmp)
     os.replace(tmp, final)
-    return hf.md5.hexdigest()
+    return md5
 
 
 def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: ShardConfig) -> list[ShardInfo]:
@@ -213,15 +262,17 @@ def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: Sha
             },
         },
     )
-    kill_env = os.environ.get(FAULT_ENV)
-    kill_after = int(kill_env) if kill_env else None
-    counter = [0]
-    infos: list[ShardInfo] = []
-    for s in shards:
+    fault = _Fault()
+
+    def one(s: PlannedShard) -> ShardInfo:
         final = out_dir / s.name
-        reusable = final.exists() and final.stat().st_size == s.filesize
-        md5 = _md5_file(final) if reusable else _write_one(s, out_dir, counter, kill_after)
-        infos.append(
-            ShardInfo(s.name, s.split, len(s.samples), s.filesize, md5, [x.key for x in s.samples], reusable)
-        )
-    return infos
+        reused = final.exists() and final.stat().st_size == s.filesize
+        md5 = _md5_file(final) if reused else _write_one(s, out_dir, fault)
+        return ShardInfo(s.name, s.split, len(s.samples), s.filesize, md5, [x.key for x in s.samples], reused)
+
+    # Threads suffice: the byte work (copy_file_range, md5) releases the GIL.
+    workers = cfg.workers or min(4, os.cpu_count() or 1)
+    if workers == 1:
+        return [one(s) for s in shards]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, shards))

@@ -66,7 +66,8 @@ CFG = ShardConfig(max_samples=4)
 def test_byte_identical_across_runs_and_dirs(dataset, tmp_path):
     data, accepted = dataset
     a = _write_all(accepted, data, tmp_path / "a", CFG)
-    b = _write_all(accepted.sample(fraction=1.0, shuffle=True, seed=3), data, tmp_path / "b", CFG)
+    shuffled = accepted.sample(fraction=1.0, shuffle=True, seed=3)
+    b = _write_all(shuffled, data, tmp_path / "b", ShardConfig(max_samples=4, workers=3))
     ta, tb = _tars(tmp_path / "a"), _tars(tmp_path / "b")
     assert ta == tb and len(ta) == len(a) == len(b)
     assert (tmp_path / "a" / "train.index.json").read_bytes() == (
@@ -114,7 +115,7 @@ def test_killed_mid_shard_leaves_no_partial_and_rerun_completes(dataset, tmp_pat
         "import sys, polars as pl; from pathlib import Path; from schemas.shards import ShardConfig; "
         "from tasks.shard import write_shards; "
         f"write_shards(pl.read_parquet('{data}/accepted.parquet'), Path('{data}'), Path('{out}'), "
-        "ShardConfig(max_samples=4))"
+        "ShardConfig(max_samples=4, workers=1))"
     )
     env = dict(os.environ, **{FAULT_ENV: "6"}, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
