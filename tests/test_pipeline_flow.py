@@ -1,0 +1,149 @@
+"""The `pipeline` flow end to end on a fixture, its reuse of stage outputs, and ablations through `ablate`.
+
+The structure stage talks to a real local OpenAI-compatible server, so "no LLM call on a rerun" is counted at
+the server; "no decode" and "no training step" are checked on the files the stages would rewrite."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from pipeline_support import base_dict, tiny_config, write_fixture
+
+from fixtures.openai_server import OpenAIServer, user_text
+
+
+def rules_answer(body: dict) -> dict:
+    """An 'LLM' that answers with the rule-based structure (synthesize: a fixed report)."""
+    from tasks.reports.rules_backend import structure_rules
+
+    text = user_text(body)
+    if text.startswith("Report:\n"):
+        out = structure_rules({"report_text": text.removeprefix("Report:\n")})
+        out.pop("comparison_sentences_removed")
+        return out
+    return {"findings": "The heart is enlarged.", "impression": "Cardiomegaly."}
+
+
+@pytest.fixture(scope="module")
+def llm_server():
+    os.environ.setdefault("OPENAI_API_KEY", "test-key")
+    with OpenAIServer(rules_answer) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    return write_fixture(root / "mimic"), root / "out"
+
+
+def _mtimes(d: Path) -> dict[str, int]:
+    return {str(p.relative_to(d)): p.stat().st_mtime_ns for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_pipeline_runs_end_to_end_then_reuses_everything(prefect_server, workspace, llm_server):
+    from flows.pipeline import pipeline
+
+    root, out = workspace
+    cfg = tiny_config(root, out, name="e2e", backend="openai", model="m", base_url=llm_server.base_url)
+    first = pipeline(cfg)
+    assert {s["status"] for s in first["stages"].values()} == {"ran"}
+    assert first["work"]["decoded"] > 0 and first["work"]["llm_requests"] > 0 and first["work"]["train_steps"] > 0
+    metrics = json.loads(Path(first["metrics_json"]).read_text())
+    assert metrics["experiment"] == "e2e" and metrics["n_reports"] > 0
+    assert metrics["metrics"]["rouge_l"]["value"] is not None
+    shown = {r["metric"] for r in first["metrics"]}
+    assert {"rouge_l", "rule_f1_micro_14", "chexprompt_mean_significant_errors"} <= shown
+    chats = llm_server.counts["chat"]
+    assert chats == first["work"]["llm_requests"]
+
+    before = {s: _mtimes(Path(v["dir"])) for s, v in first["stages"].items()}
+    again = pipeline(cfg)
+    assert {s["status"] for s in again["stages"].values()} == {"reused"}
+    assert again["work"] == {"decoded": 0, "llm_requests": 0, "train_steps": 0}
+    assert llm_server.counts["chat"] == chats  # no request reached the server
+    assert {s: _mtimes(Path(v["dir"])) for s, v in again["stages"].items()} == before  # nothing rewritten
+
+    # Only evaluation changes: every upstream stage (the checkpoint included) is reused.
+    cfg_eval = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(update={"max_new_tokens": 3})})
+    third = pipeline(cfg_eval)
+    assert [s for s, v in third["stages"].items() if v["status"] == "ran"] == ["evaluate"]
+    assert third["stages"]["train"]["dir"] == first["stages"]["train"]["dir"]
+    assert third["work"]["train_steps"] == 0
+
+
+@pytest.mark.slow
+def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefect_server, workspace):
+    from prefect.artifacts import Artifact
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    from flows.ablate import ablate
+    from schemas.pipeline import AblationSpec
+
+    root, out = workspace
+    spec = AblationSpec(name="lora-t", base=base_dict(tiny_config(root, out)),
+                        variants={"r64": {}, "r4": {"train.stage2.lora_r": 4, "train.stage2.lora_alpha": 8}},
+                        metrics=["rouge_l", "rule_f1_micro_14"])
+    result = ablate(spec, n_resamples=50)
+    r64, r4 = result["variants"]["r64"], result["variants"]["r4"]
+    # The training-only variant reuses the data outputs of the baseline and trains its own model.
+    for stage in ("ingest", "structure", "shard"):
+        assert r4["stages"][stage]["status"] == "reused"
+        assert r4["stages"][stage]["dir"] == r64["stages"][stage]["dir"]
+    assert r4["stages"]["train"]["status"] == "ran" and r4["stages"]["train"]["dir"] != r64["stages"]["train"]["dir"]
+
+    async def runs():
+        async with get_client() as client:
+            return await client.read_flow_runs(  # stage subflows inherit the tags; the variant runs are `pipeline`s
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["pipeline"])),
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["ablation:lora-t"])))
+
+    found = run_coro_as_sync(runs())
+    by_name = {r.name: r for r in found}
+    assert set(by_name) == {"lora-t-r64", "lora-t-r4"}
+    assert "variant:r4" in by_name["lora-t-r4"].tags and "variant:r64" in by_name["lora-t-r64"].tags
+    assert by_name["lora-t-r4"].parameters["cfg"]["train"]["stage2"]["lora_r"] == 4
+    assert all(r.state_name == "Completed" for r in found)
+
+    board = Artifact.get("ablation-lora-t-leaderboard")
+    assert board is not None and board.type == "table"
+    rows = json.loads(board.data) if isinstance(board.data, str) else board.data
+    assert [r["variant"] for r in rows] == ["r64", "r4"]
+    assert "p=" in rows[1]["rouge_l vs baseline"] or rows[1]["rouge_l vs baseline"].startswith("not computed")
+    chart = Artifact.get("ablation-lora-t-chart")
+    assert "data:image/png;base64," in chart.data
+    assert (Path(result["compare"]["dir"]) / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ablation_spec_overrides_and_errors(tmp_path):
+    from schemas.pipeline import AblationSpec, load_ablation_spec
+
+    spec = load_ablation_spec(Path("configs/ablations/demo.yaml"))
+    assert spec.baseline == "crop"
+    crop, pad = spec.variant_config("crop"), spec.variant_config("pad")
+    assert (crop.data.image.resize, pad.data.image.resize) == ("crop", "pad")
+    assert crop.stage_hashes()["ingest"] != pad.stage_hashes()["ingest"]
+    lora = load_ablation_spec(Path("configs/ablations/lora-rank.yaml"))
+    a, b = lora.variant_config("r64").stage_hashes(), lora.variant_config("r8").stage_hashes()
+    assert a["shard"] == b["shard"] and a["train"] != b["train"]  # training-only: data keys shared
+    with pytest.raises(ValueError, match="not a variant"):
+        AblationSpec(name="x", base=spec.base, variants={"a": {}}, baseline="b")
+    with pytest.raises(ValueError):
+        AblationSpec(name="x", base=spec.base, variants={"a": {"data.image.size": "huge"}})
+
+
+def test_cli_pipeline_help_lists_commands():
+    from typer.testing import CliRunner
+
+    from cxrflow_cli.main import app
+
+    res = CliRunner().invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("pipeline", "ablate", "compare", "demo"):
+        assert cmd in res.output
