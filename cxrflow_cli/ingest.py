@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 
 def ingest(
     source: Annotated[str, typer.Option(help="source adapter, e.g. mimic-cxr")] = "mimic-cxr",
-    root: Annotated[Path, typer.Option(help="the dataset as released")] = ...,
+    root: Annotated[Path | None, typer.Option(help="the dataset as released")] = None,
     out: Annotated[Path, typer.Option(help="output folder (manifest, images, summary)")] = ...,
     size: Annotated[int, typer.Option(help="output image side")] = 518,
     resize: Annotated[str, typer.Option(help="crop (LLaVA-Rad) or pad")] = "crop",
@@ -26,11 +26,18 @@ def ingest(
     batch_size: Annotated[int, typer.Option(help="images per task")] = 32,
     limit: Annotated[int | None, typer.Option(help="cap on candidate images")] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
+    mixture: Annotated[Path | None, typer.Option(help="YAML MixtureConfig: several sources, one manifest")] = None,
 ) -> None:
     """Ingest a source in its released layout: decode, preprocess, parse reports, write the manifest."""
     from rich.progress import Progress
 
     from schemas.config import ImageConfig, IngestConfig
+
+    if mixture is not None:
+        _ingest_mixture(mixture, out, prefect)
+        return
+    if root is None:
+        raise typer.BadParameter("--root is required (or --mixture)")
 
     cfg = IngestConfig(
         source=source, root=root, out=out, frontal_only=not all_views, workers=workers, batch_size=batch_size,
@@ -56,3 +63,21 @@ def ingest(
     typer.echo(json.dumps({k: summary[k] for k in ("found", "kept", "filtered", "quarantined",
                                                    "filtered_by_reason", "quarantined_by_reason",
                                                    "decoded", "reused")}, indent=2))
+
+
+def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
+    import yaml
+
+    from schemas.config import MixtureConfig
+
+    mix = MixtureConfig.model_validate({**yaml.safe_load(path.read_text()), "out": out})
+    if prefect:
+        from flows.ingest import ingest_mixture_flow
+
+        summary = ingest_mixture_flow(mix)
+    else:
+        from tasks.mixture import run_mixture
+
+        summary = run_mixture(mix)
+    typer.echo(json.dumps({k: summary[k] for k in ("found", "kept", "filtered", "quarantined", "per_source")},
+                          indent=2))

@@ -12,8 +12,9 @@ from prefect.futures import as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows import progress
-from schemas.config import IngestConfig
+from schemas.config import IngestConfig, MixtureConfig
 from tasks import ingest as engine
+from tasks import mixture
 
 discover_task = task(engine.discover, name="discover")
 process_batch_task = task(engine.process_batch, name="process-batch")
@@ -76,3 +77,22 @@ def share_api_url() -> None:
         from prefect.client.orchestration import get_client
 
         os.environ["PREFECT_API_URL"] = str(get_client().api_url)
+
+
+@flow(name="ingest-mixture", log_prints=True)
+def ingest_mixture_flow(mix: MixtureConfig) -> dict:
+    """Several sources, one manifest: every layout checked first, one ingest subflow per source, then merge."""
+    mixture.check_sources(mix)
+    for spec in mix.sources:
+        cfg = mix.ingest_config(spec)
+        ingest_flow.with_options(task_runner=default_task_runner(cfg), flow_run_name=f"ingest-{spec.name}")(cfg)
+    summary = task(mixture.merge, name="merge")(mix)
+    create_table_artifact(
+        [{"source": name, **{k: s[k] for k in ("found", "kept", "filtered", "quarantined")}}
+         for name, s in summary["per_source"].items()],
+        key="ingest-mixture-summary",
+        description="Per-source reconciliation: found = kept + filtered + quarantined",
+    )
+    print(f"mixture {', '.join(summary['sources'])}: found {summary['found']} = kept {summary['kept']} + "
+          f"filtered {summary['filtered']} + quarantined {summary['quarantined']}")
+    return summary

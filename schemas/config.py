@@ -45,3 +45,54 @@ class IngestConfig(BaseModel):
         (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"
     )
     options: dict = Field(default_factory=dict, description="source-specific options")
+
+
+ReportPolicy = Literal["auto", "structure", "synthesize"]
+
+
+class SourceSpec(BaseModel):
+    """One source of a mixture."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="registered adapter name, e.g. mimic-cxr, chexpert, padchest")
+    root: Path
+    cap: int | None = Field(None, ge=1, description="at most this many candidate images from this source")
+    frontal_only: bool | None = Field(None, description="overrides the mixture's setting")
+    report_policy: ReportPolicy = Field(
+        "auto",
+        description="auto: structure free-text reports, synthesize for label-only rows; synthesize: write reports "
+        "from labels even where text exists (the text is kept); structure: as auto",
+    )
+    options: dict = Field(default_factory=dict, description="adapter options")
+
+
+class MixtureConfig(BaseModel):
+    """Several sources ingested into one manifest with a `source` column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sources: list[SourceSpec] = Field(min_length=1)
+    out: Path
+    frontal_only: bool = True
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    workers: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1)
+    split_ratios: tuple[float, float, float] = (0.9, 0.05, 0.05)
+
+    def source_out(self, spec: SourceSpec) -> Path:
+        return self.out / "sources" / spec.name
+
+    def ingest_config(self, spec: SourceSpec) -> IngestConfig:
+        return IngestConfig(
+            source=spec.name,
+            root=spec.root,
+            out=self.source_out(spec),
+            frontal_only=self.frontal_only if spec.frontal_only is None else spec.frontal_only,
+            image=self.image,
+            workers=self.workers,
+            batch_size=self.batch_size,
+            limit=spec.cap,
+            split_ratios=self.split_ratios,
+            options=spec.options,
+        )

@@ -1,0 +1,102 @@
+"""Several sources into one manifest: every layout is checked before any work, each source is ingested
+into OUT/sources/<name>/, then the parts are merged into OUT/manifest.parquet (image paths rebased onto OUT)
+with a per-source and total reconciliation in OUT/summary.json."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from schemas.config import MixtureConfig
+from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA
+from tasks.io import atomic_write_json, read_json
+from tasks.sources import get_adapter
+from tasks.sources.base import SourceLayoutError
+
+
+def check_sources(cfg: MixtureConfig) -> None:
+    """Fail before any work when a source is unknown, repeated, missing or malformed, naming what is wrong."""
+    seen = Counter(spec.name for spec in cfg.sources)
+    repeated = [name for name, n in seen.items() if n > 1]
+    if repeated:
+        raise SourceLayoutError(f"source listed more than once in the mixture: {', '.join(repeated)}")
+    for spec in cfg.sources:
+        try:
+            get_adapter(spec.name).check(Path(spec.root))
+        except SourceLayoutError as exc:
+            raise SourceLayoutError(f"{spec.name}: {exc}") from exc
+
+
+def _apply_policy(df: pl.DataFrame, policy: str) -> pl.DataFrame:
+    if policy == "synthesize":
+        # Reports are written from labels; the source text stays in report_text for audit.
+        return df.with_columns(pl.lit("labels").alias("report_origin"))
+    return df
+
+
+def merge(cfg: MixtureConfig) -> dict:
+    out = Path(cfg.out)
+    manifests, quarantines, filtered, per_source = [], [], [], {}
+    for spec in cfg.sources:
+        part = cfg.source_out(spec)
+        rel = part.relative_to(out).as_posix()
+        m = pl.read_parquet(part / "manifest.parquet")
+        m = m.with_columns((pl.lit(rel + "/") + pl.col("image_path")).alias("image_path"))
+        manifests.append(_apply_policy(m, spec.report_policy))
+        quarantines.append(pl.read_parquet(part / "quarantine.parquet"))
+        filtered.append(pl.read_parquet(part / "filtered.parquet"))
+        per_source[spec.name] = read_json(part / "summary.json")
+    manifest = pl.concat(manifests, how="vertical").sort("image_key")
+    if manifest["image_key"].n_unique() != manifest.height:
+        raise ValueError("image keys collide across sources")  # keys carry the source name: a bug if hit
+    _write(out / "manifest.parquet", manifest, MANIFEST_SCHEMA)
+    _write(out / "quarantine.parquet", pl.concat(quarantines), DROP_SCHEMA)
+    _write(out / "filtered.parquet", pl.concat(filtered), DROP_SCHEMA)
+    totals = {k: sum(s[k] for s in per_source.values()) for k in ("found", "kept", "filtered", "quarantined",
+                                                                   "decoded", "reused")}
+    summary = {
+        "sources": [spec.name for spec in cfg.sources],
+        **totals,
+        "filtered_by_reason": _sum_reasons(per_source, "filtered_by_reason"),
+        "quarantined_by_reason": _sum_reasons(per_source, "quarantined_by_reason"),
+        "splits": dict(sorted(Counter(manifest["split"].to_list()).items())),
+        "per_source": {
+            name: {k: s[k] for k in ("found", "kept", "filtered", "quarantined", "filtered_by_reason",
+                                     "quarantined_by_reason", "decoded", "reused")}
+            for name, s in per_source.items()
+        },
+        "report_policy": {spec.name: spec.report_policy for spec in cfg.sources},
+    }
+    for name, s in summary["per_source"].items():
+        if s["found"] != s["kept"] + s["filtered"] + s["quarantined"]:
+            raise AssertionError(f"reconciliation failed for {name}: {s}")
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def _sum_reasons(per_source: dict, field: str) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for s in per_source.values():
+        total.update(s[field])
+    return dict(sorted(total.items()))
+
+
+def _write(path: Path, df: pl.DataFrame, schema) -> None:
+    table = df.to_arrow().cast(schema)
+    tmp = path.with_suffix(".parquet.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def run_mixture(cfg: MixtureConfig) -> dict:
+    """Ingest every source with the local process pool (no Prefect), then merge."""
+    from tasks.ingest import run_ingest
+
+    check_sources(cfg)
+    for spec in cfg.sources:
+        run_ingest(cfg.ingest_config(spec))
+    return merge(cfg)

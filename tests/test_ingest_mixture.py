@@ -1,0 +1,109 @@
+"""A mixture of every file-based source on its fixtures: one manifest, per-source reconciliation, early errors."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from fixtures.brax import write_brax
+from fixtures.candid_ptx import write_candid_ptx
+from fixtures.chestxray14 import write_chestxray14
+from fixtures.chexpert import write_chexpert
+from fixtures.mimic_cxr import write_mimic_cxr
+from fixtures.openi import write_openi
+from fixtures.padchest import write_padchest
+from fixtures.vindr_cxr import write_vindr_cxr
+from schemas.config import ImageConfig, MixtureConfig, SourceSpec
+from schemas.manifest import MANIFEST_SCHEMA
+from tasks.mixture import check_sources, run_mixture
+from tasks.sources import SourceLayoutError
+
+WRITERS = {
+    "mimic-cxr": lambda root: write_mimic_cxr(root, studies=4, seed=1),
+    "chexpert": lambda root: write_chexpert(root, patients=3, seed=1, plus=False),
+    "chexpert-plus": lambda root: write_chexpert(root, patients=3, seed=2, plus=True),
+    "padchest": lambda root: write_padchest(root, images=8, seed=1),
+    "chestxray14": lambda root: write_chestxray14(root, images=8, seed=1),
+    "openi": lambda root: write_openi(root, reports=4, seed=1),
+    "brax": lambda root: write_brax(root, patients=3, seed=1, defects=True),
+    "vindr-cxr": lambda root: write_vindr_cxr(root, train=3, test=2, seed=1, defects=True),
+    "candid-ptx": lambda root: write_candid_ptx(root, images=4, seed=1, defects=True),
+}
+
+
+@pytest.mark.slow
+def test_every_file_source_into_one_manifest_reconciles_per_source(tmp_path):
+    specs = []
+    for name, write in WRITERS.items():
+        write(tmp_path / name)
+        policy = "synthesize" if name == "chexpert-plus" else "auto"
+        specs.append(SourceSpec(name=name, root=tmp_path / name, report_policy=policy))
+    cfg = MixtureConfig(sources=specs, out=tmp_path / "out", image=ImageConfig(size=32), workers=1)
+    summary = run_mixture(cfg)
+    assert set(summary["per_source"]) == set(WRITERS)
+    for name, s in summary["per_source"].items():
+        assert s["found"] == s["kept"] + s["filtered"] + s["quarantined"], name
+        assert s["kept"] > 0, name
+    assert summary["found"] == sum(s["found"] for s in summary["per_source"].values())
+    assert summary["quarantined"] > 0  # the fixtures plant defects
+    table = pq.read_table(tmp_path / "out" / "manifest.parquet")
+    assert table.schema.equals(MANIFEST_SCHEMA)
+    df = pl.from_arrow(table)
+    assert set(df["source"]) == set(WRITERS)
+    assert all((tmp_path / "out" / p).exists() for p in df["image_path"])
+    plus = df.filter(pl.col("source") == "chexpert-plus")
+    assert (plus["report_origin"] == "labels").all()  # report policy applied, text kept for audit
+
+
+def test_caps_bound_each_source_and_count_the_rest_as_filtered(tmp_path):
+    write_mimic_cxr(tmp_path / "m", studies=6, seed=2, defects=False)
+    cfg = MixtureConfig(sources=[SourceSpec(name="mimic-cxr", root=tmp_path / "m", cap=2)], out=tmp_path / "o",
+                        image=ImageConfig(size=32), workers=1)
+    s = run_mixture(cfg)["per_source"]["mimic-cxr"]
+    assert s["kept"] == 2 and s["filtered_by_reason"]["over the source cap"] > 0
+    assert s["found"] == s["kept"] + s["filtered"] + s["quarantined"]
+
+
+def test_a_malformed_source_stops_the_mixture_before_any_work(tmp_path):
+    write_mimic_cxr(tmp_path / "m", studies=2, seed=2, defects=False)
+    write_padchest(tmp_path / "p", images=4, seed=1)
+    (tmp_path / "p" / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv").unlink()
+    cfg = MixtureConfig(sources=[SourceSpec(name="mimic-cxr", root=tmp_path / "m"),
+                                 SourceSpec(name="padchest", root=tmp_path / "p")], out=tmp_path / "o")
+    with pytest.raises(SourceLayoutError, match=r"padchest: .*PADCHEST_chest_x_ray_images_labels"):
+        run_mixture(cfg)
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SourceLayoutError, match="unknown source"):
+        check_sources(MixtureConfig(sources=[SourceSpec(name="nope", root=tmp_path)], out=tmp_path / "o"))
+
+
+def test_cli_mixture_yaml_without_prefect(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from cxrflow_cli.main import app
+
+    write_mimic_cxr(tmp_path / "m", studies=2, seed=3)
+    write_openi(tmp_path / "oi", reports=3, seed=3)
+    spec = tmp_path / "mix.yaml"
+    spec.write_text(yaml.safe_dump({"image": {"size": 32}, "workers": 1,
+                                    "sources": [{"name": "mimic-cxr", "root": str(tmp_path / "m")},
+                                                {"name": "openi", "root": str(tmp_path / "oi")}]}))
+    res = CliRunner().invoke(app, ["ingest", "--mixture", str(spec), "--out", str(tmp_path / "o"), "--no-prefect"])
+    assert res.exit_code == 0, res.output
+    assert '"per_source"' in res.output
+    assert set(pl.read_parquet(tmp_path / "o" / "manifest.parquet")["source"]) == {"mimic-cxr", "openi"}
+
+
+@pytest.mark.slow
+def test_mixture_flow(tmp_path, prefect_server):
+    from flows.ingest import ingest_mixture_flow
+
+    write_mimic_cxr(tmp_path / "m", studies=2, seed=4)
+    write_chestxray14(tmp_path / "x", images=6, seed=4)
+    summary = ingest_mixture_flow(MixtureConfig(
+        sources=[SourceSpec(name="mimic-cxr", root=tmp_path / "m"), SourceSpec(name="chestxray14", root=tmp_path / "x")],
+        out=tmp_path / "o", image=ImageConfig(size=32), workers=1))
+    assert summary["found"] == summary["kept"] + summary["filtered"] + summary["quarantined"]
+    assert set(summary["per_source"]) == {"mimic-cxr", "chestxray14"}
