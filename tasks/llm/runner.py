@@ -254,19 +254,21 @@ async def _run_requests(
                 # (messages + JSON schema) through its TypedDict transform, ~6 ms of CPU per request, which
                 # capped throughput on 2 shared cores. Retries, auth and Azure deployment routing are the same.
                 response = await client.post("/chat/completions", cast_to=httpx2.Response, body=body)
-                completion = json.loads(response.content)
-                retries = int(response.request.headers.get("x-stainless-retry-count", "0"))
             except (openai.AuthenticationError, openai.PermissionDeniedError):
                 raise  # configuration errors: every item would fail the same way
             except openai.APIError as e:
                 status = getattr(e, "status_code", None)
                 reason = f"API error after {cfg.max_retries} retries: {type(e).__name__}" + (
                     f" (HTTP {status})" if status else "")
+                # after max_retries retries (openai does not report how many it made before giving up)
                 record(key, item, "error", {"prompt_tokens": 0, "completion_tokens": 0}, cfg.model, cfg.max_retries)
                 log.warning("%s item %s: %s", op.name, item.id, reason)
                 return {"status": "error", "reason": reason}  # not cached: a rerun tries again
-            except ValueError as e:  # a body that is not JSON (cut-off HTTP response)
-                record(key, item, "invalid", {"prompt_tokens": 0, "completion_tokens": 0}, cfg.model, 0)
+            retries = int(response.request.headers.get("x-stainless-retry-count", "0"))
+            try:
+                completion = json.loads(response.content)
+            except ValueError as e:  # a body that is not JSON (cut-off HTTP response): re-ask like a bad answer
+                record(key, item, "invalid", {"prompt_tokens": 0, "completion_tokens": 0}, cfg.model, retries)
                 last = InvalidAnswer(f"response body is not JSON: {e}", raw=response.text[:2000])
                 continue
             entry, err, tokens = answer_entry(op, item, completion)
