@@ -41,6 +41,11 @@ _REPORT_FIELDS = [
     # How the section fields were produced ("rule-based" at ingest).
     pa.field("report_method", pa.string()),
     pa.field("has_addendum", pa.bool_()),
+    # ISO 639-1 code when the report is not in English ("es" for PadChest): the structure stage translates it.
+    pa.field("report_language", pa.string()),
+    # The source's own labels, verbatim (PadChest Labels + Localizations, ChestX-ray14 findings, VinDr-CXR
+    # consensus findings): reports synthesized by an LLM are written from these, not only the 14 CheXpert ones.
+    pa.field("source_labels", pa.list_(pa.string())),
     *[pa.field(s, pa.string()) for s in REPORT_SECTIONS],
 ]
 

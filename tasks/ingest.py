@@ -107,7 +107,8 @@ def _source_hash(path: Path, known: dict[str, tuple[int, int, str]]) -> tuple[st
 
 def _report_fields(c: Candidate) -> dict:
     fields: dict = {"report_text": c.report_text, "report_origin": c.report_origin, "report_method": None,
-                    "has_addendum": None, **dict.fromkeys(REPORT_SECTIONS)}
+                    "has_addendum": None, "report_language": c.report_language, "source_labels": c.source_labels,
+                    **dict.fromkeys(REPORT_SECTIONS)}
     if c.sections is not None:
         fields.update({s: c.sections.get(s) for s in REPORT_SECTIONS})
         fields["report_method"] = c.report_method or "source-sections"

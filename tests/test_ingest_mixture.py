@@ -107,3 +107,23 @@ def test_mixture_flow(tmp_path, prefect_server):
         out=tmp_path / "o", image=ImageConfig(size=32), workers=1))
     assert summary["found"] == summary["kept"] + summary["filtered"] + summary["quarantined"]
     assert set(summary["per_source"]) == {"mimic-cxr", "chestxray14"}
+
+
+def test_padchest_rows_carry_language_and_source_labels_and_are_synthesized_offline(tmp_path):
+    from schemas.config import IngestConfig
+    from schemas.llm import LLMConfig, StructureConfig
+    from tasks.ingest import run_ingest
+    from tasks.reports.structure import run_structure
+
+    write_padchest(tmp_path / "p", images=8, seed=5)
+    run_ingest(IngestConfig(source="padchest", root=tmp_path / "p", out=tmp_path / "o", image=ImageConfig(size=32),
+                            workers=1))
+    manifest = pl.read_parquet(tmp_path / "o" / "manifest.parquet")
+    assert (manifest["report_language"] == "es").all()
+    assert manifest["source_labels"].list.len().min() >= 1
+    assert manifest["findings"].is_null().all()  # the Spanish text is never parsed as English findings
+    run_structure(StructureConfig(manifest=tmp_path / "o" / "manifest.parquet", out=tmp_path / "s",
+                                  llm=LLMConfig(backend="rules", cache_dir=tmp_path / "cache")))
+    reports = pl.read_parquet(tmp_path / "s" / "reports.parquet")
+    assert set(reports["operation"]) == {"synthesize"}
+    assert (reports["method"] == "synthesized-rules").all()

@@ -82,7 +82,11 @@ def test_translate_operation_quarantines_under_rules(tmp_path):
 def test_default_operation():
     assert default_operation({"report_origin": "labels"}) == "synthesize"
     assert default_operation({"report_origin": "report"}) == "structure"
-    assert default_operation({"report_origin": "report", "report_language": "es"}) == "translate"
+    spanish = {"report_origin": "labels", "report_language": "es", "report_text": "siluet cardiac normal ."}
+    assert default_operation(spanish, "openai") == "translate"
+    assert default_operation(spanish, "azure") == "translate"
+    assert default_operation(spanish, "rules") == "synthesize"  # offline: written from labels, recorded as such
+    assert default_operation({"report_origin": "report", "report_language": "en"}, "openai") == "structure"
 
 
 def test_comparison_sentence_removal():

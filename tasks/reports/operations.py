@@ -115,6 +115,8 @@ def _render_synthesize(payload: dict[str, Any]) -> str:
         lines.append("Findings present: " + (", ".join(labels) or "none listed"))
     else:
         lines += [f"{name}: {_LABEL_WORDS[int(v)]}" for name, v in labels.items() if v is not None]
+    if payload.get("source_labels"):
+        lines.append("Labels as released by the source: " + "; ".join(payload["source_labels"]))
     return "\n".join(lines)
 
 

@@ -27,20 +27,25 @@ log = logging.getLogger("cxrflow.structure")
 _OUTPUT_FIELDS = ("examination", "indication", "findings", "impression", "translation", "comparison_sentences_removed")
 
 
-def default_operation(row: dict[str, Any]) -> str:
-    """Label-only rows get a report written; Spanish rows (report_language 'es') are translated; the rest
-    are structured."""
-    if row.get("report_origin") == "labels":
-        return "synthesize"
-    if (row.get("report_language") or "").lower().startswith("es"):
+def default_operation(row: dict[str, Any], backend: str = "rules") -> str:
+    """Non-English text is translated when an LLM backend is configured; offline (rules) a report is
+    synthesized from the labels instead, and recorded as such. Label-only rows get a report written; the
+    rest are structured."""
+    foreign = (row.get("report_language") or "en").lower()[:2] != "en" and bool(row.get("report_text"))
+    if foreign and backend != "rules":
         return "translate"
+    if row.get("report_origin") == "labels" or foreign:
+        return "synthesize"
     return "structure"
 
 
 def payload_for(operation: str, row: dict[str, Any]) -> dict[str, Any]:
     if operation == "synthesize":
         labels = {name: row.get(label_column(name)) for name in CHEXPERT_LABELS}
-        return {"labels": {k: int(v) for k, v in labels.items() if v is not None}, "view": row.get("view")}
+        payload = {"labels": {k: int(v) for k, v in labels.items() if v is not None}, "view": row.get("view")}
+        if row.get("source_labels"):
+            payload["source_labels"] = list(row["source_labels"])
+        return payload
     return {"report_text": row.get("report_text") or ""}
 
 
@@ -81,7 +86,7 @@ def run_structure(cfg: StructureConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out / "ledger.jsonl")
-    ops = {r["image_key"]: cfg.operation or default_operation(r) for r in rows}
+    ops = {r["image_key"]: cfg.operation or default_operation(r, cfg.llm.backend) for r in rows}
 
     try:
         return _run(cfg, rows, ops, ledger, out)

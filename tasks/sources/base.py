@@ -44,6 +44,8 @@ class Candidate:
     report_origin: ReportOrigin = "report"
     report_method: str | None = None  # set when the adapter already structured the text
     sections: dict[str, str | None] | None = None  # pre-split sections (e.g. Open-I XML), else parsed
+    report_language: str | None = None  # ISO 639-1 when not English
+    source_labels: list[str] | None = None  # the source's own label vocabulary, verbatim
 
     @property
     def image_key(self) -> str:

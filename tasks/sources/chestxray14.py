@@ -198,6 +198,7 @@ class ChestXray14Adapter:
                     view=view,
                     labels=map_labels(terms),
                     report_origin="labels",
+                    source_labels=list(terms),
                 )
             )
         return out

@@ -205,7 +205,7 @@ class PadChestAdapter:
             return quarantine(defect)
         try:
             terms = parse_list_literal("Labels", row.get("Labels"))
-            parse_list_literal("Localizations", row.get("Localizations"))
+            places = parse_list_literal("Localizations", row.get("Localizations"))
         except LiteralError as e:
             return quarantine(str(e))
         if "exclude" in (t.lower() for t in terms):  # the annotators' own "do not use" label
@@ -239,6 +239,8 @@ class PadChestAdapter:
                 report_text=report,
                 # Not "report": the engine must not parse the Spanish text into English findings.
                 report_origin="labels",
+                report_language="es",
+                source_labels=[t.strip() for t in terms + places if t.strip()],
             )
         )
 

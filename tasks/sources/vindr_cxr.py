@@ -146,7 +146,8 @@ class VindrCxrAdapter:
                 except LabelValueError as exc:
                     out.quarantined.append(Drop(self.name, rel, "discover", str(exc), key))
                     continue
-                labels = to_chexpert({c: consensus(v) for c, v in votes.items()})
+                agreed = {c: consensus(v) for c, v in votes.items()}
+                labels = to_chexpert(agreed)
                 split = "test" if part == "test" else hash_split(image_id, (1.0 - fraction, fraction, 0.0))
                 out.candidates.append(
                     Candidate(
@@ -162,6 +163,7 @@ class VindrCxrAdapter:
                         labels=labels,
                         report_text=None,
                         report_origin="labels",
+                        source_labels=sorted(c for c, v in agreed.items() if v == 1),
                     )
                 )
         return out
