@@ -177,7 +177,7 @@ def test_label_value_outside_the_encoding_is_quarantined(tmp_path):
     with gzip.open(root / "mimic-cxr-2.0.0-chexpert.csv.gz", "wb") as f:
         labels.write_csv(f)
     summary = run_ingest(_cfg(root, tmp_path / "out"))
-    assert summary["quarantined_by_reason"].get("label value outside the encoding", 0) >= 1
+    assert summary["quarantined_by_reason"].get("label value outside the 1/0/-1/blank encoding", 0) >= 1
     assert summary["found"] == summary["kept"] + summary["filtered"] + summary["quarantined"]
 
 

@@ -80,7 +80,7 @@ def test_defects_and_ingest_reconcile(tmp_path):
     expect = write_brax(root, patients=4, seed=3, defects=True)
     d = ADAPTER.discover(ingest_cfg("brax", root, tmp_path / "x"))
     got = reasons(d.quarantined)
-    assert any("Edema: label value '2.0' outside the encoding" in r for r in got)
+    assert any(r == "label value outside the 1/0/-1/blank encoding: '2.0' for 'Edema'" for r in got)
     assert any(r == "image file missing (dicom)" for r in got)
     assert any(r.startswith("duplicate row") for r in got)
     summary = run_ingest(ingest_cfg("brax", root, tmp_path / "out"))

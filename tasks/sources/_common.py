@@ -1,10 +1,12 @@
-"""Helpers shared by the public-dataset adapters (CheXpert, PadChest, ChestX-ray14, Open-I).
+"""Helpers shared by the source adapters: CSVs read as all-string tables, cheap header checks, label cells
+in the CheXpert encoding, and what can be known about an image file without decoding it.
 
 Private module (leading underscore): the adapter registry skips it.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import polars as pl
@@ -13,22 +15,32 @@ from schemas.labels import CHEXPERT_LABELS
 from tasks.sources.base import SourceLayoutError
 
 # Label cells as the released CSVs write them (1.0/0.0/-1.0, sometimes without the decimal), blank = None.
-_LABEL_CELLS = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1}
+_LABEL_CELLS = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-0.0": 0, "-1.0": -1, "-1": -1}
+_BLANK = {"", "nan", "none", "null"}
 
 
 class LabelValueError(ValueError):
     """A label cell outside the 1/0/-1/blank encoding."""
 
 
+def parse_label(raw: object) -> int | None:
+    """'1.0' -> 1, '' or NaN -> None, '2' -> LabelValueError."""
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):
+        return None
+    text = str(raw).strip()
+    if text.lower() in _BLANK:
+        return None
+    if text not in _LABEL_CELLS:
+        raise LabelValueError(f"label value outside the 1/0/-1/blank encoding: {text!r}")
+    return _LABEL_CELLS[text]
+
+
 def parse_label_cell(name: str, value: str | None) -> int | None:
-    if value is None:
-        return None
-    v = value.strip()
-    if not v or v.lower() == "nan":
-        return None
-    if v not in _LABEL_CELLS:
-        raise LabelValueError(f"label value outside the 1/0/-1/blank encoding: {value!r} for {name!r}")
-    return _LABEL_CELLS[v]
+    """parse_label, naming the column in the error."""
+    try:
+        return parse_label(value)
+    except LabelValueError:
+        raise LabelValueError(f"label value outside the 1/0/-1/blank encoding: {value!r} for {name!r}") from None
 
 
 def parse_label_row(row: dict) -> dict[str, int | None]:
@@ -42,6 +54,7 @@ def empty_labels() -> dict[str, int | None]:
 
 def read_csv_strings(path: Path, *, ragged: bool = False) -> pl.DataFrame:
     """Every column as a string: label cells like '-1.0' and ids with leading zeros stay exactly as written."""
+    require_file(path, "file")
     try:
         return pl.read_csv(path, infer_schema=False, truncate_ragged_lines=ragged)
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as e:
@@ -62,6 +75,7 @@ def require_columns(columns: list[str], required: tuple[str, ...] | list[str], w
 
 def read_header(path: Path) -> list[str]:
     """Column names of a CSV without reading its body (check() must be cheap)."""
+    require_file(path, "file")
     return pl.read_csv(path, infer_schema=False, n_rows=0, truncate_ragged_lines=True).columns
 
 

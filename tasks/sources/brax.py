@@ -16,7 +16,7 @@ from pathlib import Path
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
-from tasks.sources._labelcodes import LabelValueError, header_columns, parse_label, read_csv_strings
+from tasks.sources._common import LabelValueError, parse_label_cell, read_csv_strings, read_header
 from tasks.sources.base import (
     FRONTAL_VIEWS,
     Candidate,
@@ -70,7 +70,7 @@ class BraxAdapter:
         root = Path(root)
         if not root.is_dir():
             raise SourceLayoutError(f"BRAX root not found: {root}")
-        columns = header_columns(root / SPREADSHEET)
+        columns = read_header(root / SPREADSHEET)
         mode = _image_mode(columns, options or {})
         needed = [*KEY_COLUMNS, PATH_COLUMNS[mode], *CHEXPERT_LABELS]
         missing = [c for c in needed if c not in columns]
@@ -120,10 +120,7 @@ class BraxAdapter:
             labels: dict[str, int | None] = {}
             try:
                 for name in CHEXPERT_LABELS:
-                    try:
-                        labels[name] = parse_label(row.get(name))
-                    except LabelValueError as exc:
-                        raise LabelValueError(f"{name}: {exc}") from None
+                    labels[name] = parse_label_cell(name, row.get(name))
             except LabelValueError as exc:
                 out.quarantined.append(Drop(self.name, rel, "discover", str(exc), key))
                 continue

@@ -24,7 +24,7 @@ import pydicom
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
-from tasks.sources._labelcodes import header_columns, read_csv_strings
+from tasks.sources._common import read_csv_strings, read_header
 from tasks.sources.base import (
     FRONTAL_VIEWS,
     Candidate,
@@ -69,7 +69,7 @@ class CandidPtxAdapter:
         root = Path(root)
         if not root.is_dir():
             raise SourceLayoutError(f"CANDID-PTX root not found: {root}")
-        columns = header_columns(root / REPORTS)
+        columns = read_header(root / REPORTS)
         missing = [c for c in COLUMNS if c not in columns]
         if missing:
             raise SourceLayoutError(f"{REPORTS}: missing column(s) {', '.join(repr(c) for c in missing)}")

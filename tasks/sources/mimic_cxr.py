@@ -14,6 +14,7 @@ import polars as pl
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
+from tasks.sources._common import LabelValueError, parse_label_row
 from tasks.sources.base import (
     FRONTAL_VIEWS,
     Candidate,
@@ -28,7 +29,6 @@ NAME = "mimic-cxr"
 METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "ViewPosition", "PatientOrientationCodeSequence_CodeMeaning")
 SPLIT_COLUMNS = ("dicom_id", "split")
 LABEL_KEY_COLUMNS = ("subject_id", "study_id")
-_LABEL_VALUES = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-1.0": -1, "-1": -1}
 
 
 def _find_csv(root: Path, kind: str) -> Path | None:
@@ -75,16 +75,10 @@ def _walk_images(files: Path) -> tuple[list[tuple[str, str, str, Path]], str]:
 
 
 def _labels(row: dict) -> tuple[dict[str, int | None], str | None]:
-    labels: dict[str, int | None] = {}
-    for name in CHEXPERT_LABELS:
-        raw = row.get(name)
-        if raw is None or raw == "":
-            labels[name] = None
-        elif raw in _LABEL_VALUES:
-            labels[name] = _LABEL_VALUES[raw]
-        else:
-            return labels, f"label value outside the encoding: {name}={raw!r} (expected 1.0, 0.0, -1.0 or empty)"
-    return labels, None
+    try:
+        return parse_label_row(row), None
+    except LabelValueError as exc:
+        return {}, str(exc)
 
 
 class MimicCxrAdapter:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
-from tasks.sources._labelcodes import LabelValueError, header_columns, parse_label, read_csv_strings
+from tasks.sources._common import LabelValueError, parse_label_cell, read_csv_strings, read_header
 from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
 
 VINDR_LABELS: tuple[str, ...] = (
@@ -96,7 +96,7 @@ class VindrCxrAdapter:
         if not parts:
             raise SourceLayoutError(f"VinDr-CXR root {root}: missing folder 'train/' (and 'test/')")
         for part in parts:
-            columns = [ALIASES.get(c, c) for c in header_columns(root / LABEL_FILES[part])]
+            columns = [ALIASES.get(c, c) for c in read_header(root / LABEL_FILES[part])]
             needed = ["image_id", *(["rad_id"] if part == "train" else []), *MAPPED_COLUMNS]
             missing = [c for c in needed if c not in columns]
             if missing:
@@ -170,10 +170,7 @@ class VindrCxrAdapter:
 
     @staticmethod
     def _vote(raw: object, column: str) -> int:
-        try:
-            value = parse_label(raw)
-        except LabelValueError as exc:
-            raise LabelValueError(f"{column}: {exc}") from None
+        value = parse_label_cell(column, raw)
         if value not in (0, 1):  # reader marks are binary: -1 or empty is outside this source's encoding
             raise LabelValueError(f"{column}: reader mark {raw!r} outside the encoding 0/1")
         return value
