@@ -45,7 +45,8 @@ def leaderboard_rows(evals: dict[str, str], baseline: str, metrics: list[str], s
         for name in metrics:
             r = m.metrics.get(name)
             row[name] = r.display() if r is not None else "not computed: metric absent"
-            if variant == baseline:
+            if variant == baseline:  # same columns in every row: the UI takes the header from the first
+                row[f"{name} vs baseline"] = "baseline"
                 continue
             c = sig[variant].get("metrics", {}).get(name)
             if c is None or c.get("not_computed") or c.get("diff") is None:
