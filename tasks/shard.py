@@ -109,9 +109,11 @@ def sample_members(row: dict) -> tuple[bytes, bytes]:
 
 
 def check_key(key: str) -> None:
-    if not key or "." in key or "/" in key or key.startswith("_") or any(c.isspace() for c in key):
+    # ustar names hold 100 bytes and the key gets an extension: keep keys well under that.
+    bad = not key or len(key.encode()) > 90 or key.startswith("_")
+    if bad or "." in key or "/" in key or any(c.isspace() for c in key):
         raise ShardKeyError(
-            f"sample key {key!r} is not a dot-free plain name (WebDataset splits keys at dots)"
+            f"sample key {key!r} is not a dot-free plain name of <= 90 bytes (WebDataset splits keys at dots)"
         )
 
 
@@ -121,6 +123,7 @@ def plan_shards(accepted: pl.DataFrame, data_dir: Path, cfg: ShardConfig) -> lis
     for split in SPLITS:
         part = accepted.filter(pl.col("split") == split).sort("image_key")
         current: PlannedShard | None = None
+        n_shards = 0
         for row in part.iter_rows(named=True):
             key = row["image_key"]
             check_key(key)
@@ -139,8 +142,9 @@ def plan_shards(accepted: pl.DataFrame, data_dir: Path, cfg: ShardConfig) -> lis
                 or len(current.samples) >= cfg.max_samples
                 or (current.samples and current.tar_bytes + tar_bytes > cfg.max_bytes)
             ):
-                current = PlannedShard(shard_name(split, len([s for s in shards if s.split == split])), split)
+                current = PlannedShard(shard_name(split, n_shards), split)
                 shards.append(current)
+                n_shards += 1
             current.samples.append(PlannedSample(key, path, ext, size, row, tar_bytes, digest))
             current.tar_bytes += tar_bytes
     return shards

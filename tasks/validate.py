@@ -246,7 +246,7 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
     exps.append(E.ExpectColumnValuesToBeUnique(column="image_key", meta={"check": "image_key unique"}))
     exps.append(
         E.ExpectColumnValuesToMatchRegex(
-            column="image_key", regex=r"^[A-Za-z0-9-][A-Za-z0-9_-]*$", meta={"check": "image_key dot-free"}
+            column="image_key", regex=r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,89}$", meta={"check": "image_key dot-free"}
         )
     )
     exps.append(
