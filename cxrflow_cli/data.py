@@ -12,7 +12,8 @@ def register(app: typer.Typer) -> None:
     @app.command("data")
     def data(
         source: str = typer.Option("mimic-cxr", "--source", help="source adapter, e.g. mimic-cxr"),
-        root: Path = typer.Option(..., "--root", help="the dataset as released"),
+        root: Path | None = typer.Option(None, "--root", help="the dataset as released"),
+        mixture: Path | None = typer.Option(None, "--mixture", help="YAML with `sources:` (several into one manifest)"),
         out: Path = typer.Option(..., "--out", help="OUT: data/, shards/, artifacts/"),
         size: int = typer.Option(518, "--size", help="output image side"),
         all_views: bool = typer.Option(False, "--all-views", help="keep lateral views too"),
@@ -29,9 +30,19 @@ def register(app: typer.Typer) -> None:
         from schemas.shards import DataParams, ShardConfig
         from tasks.validate import ValidationFailed
 
+        sources = []
+        if mixture is not None:
+            import yaml
+
+            from schemas.config import SourceSpec
+
+            sources = [SourceSpec.model_validate(s) for s in yaml.safe_load(mixture.read_text())["sources"]]
+        elif root is None:
+            raise typer.BadParameter("--root is required (or --mixture)")
         params = DataParams(
             source=source,
             root=root,
+            sources=sources,
             out=out,
             frontal_only=not all_views,
             image_size=size,

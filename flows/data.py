@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.ingest import default_task_runner, ingest_flow
+from flows.ingest import default_task_runner, ingest_flow, ingest_mixture_flow
 from flows.structure import structure
 from flows.validate_shard import validate_and_shard
-from schemas.config import ImageConfig, IngestConfig
+from schemas.config import ImageConfig, IngestConfig, MixtureConfig
 from schemas.llm import LLMConfig, StructureConfig
 from schemas.shards import DataParams, ValidateConfig, ValidateShardParams
 
@@ -16,7 +16,7 @@ def stage_configs(p: DataParams) -> tuple[IngestConfig, StructureConfig, Validat
     data, artifacts = p.out / "data", p.out / "artifacts"
     ingest = IngestConfig(
         source=p.source,
-        root=p.root,
+        root=p.root or data,  # unused for a mixture (ingest_mixture_flow reads p.sources)
         out=data,
         frontal_only=p.frontal_only,
         workers=p.workers,
@@ -37,10 +37,18 @@ def stage_configs(p: DataParams) -> tuple[IngestConfig, StructureConfig, Validat
     return ingest, struct, shard
 
 
+def mixture_config(p: DataParams) -> MixtureConfig:
+    return MixtureConfig(sources=p.sources, out=p.out / "data", frontal_only=p.frontal_only,
+                         image=ImageConfig(size=p.image_size), workers=p.workers)
+
+
 @flow(name="data")
 def data_pipeline(params: DataParams) -> dict:
     ingest_cfg, structure_cfg, shard_params = stage_configs(params)
-    ingest = ingest_flow.with_options(task_runner=default_task_runner(ingest_cfg))(ingest_cfg)
+    if params.sources:
+        ingest = ingest_mixture_flow(mixture_config(params))
+    else:
+        ingest = ingest_flow.with_options(task_runner=default_task_runner(ingest_cfg))(ingest_cfg)
     struct = structure(structure_cfg)
     shards = validate_and_shard(shard_params)
     return {"ingest": ingest, "structure": struct, "shards": shards}

@@ -12,9 +12,9 @@ import re
 from pathlib import Path
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import DEFAULT_ARTIFACTS
+from schemas.config import DEFAULT_ARTIFACTS, SourceSpec
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")
 
@@ -118,7 +118,10 @@ class DataParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = "mimic-cxr"
-    root: Path
+    root: Path | None = Field(None, description="the source's root; omit when `sources` lists a mixture")
+    sources: list[SourceSpec] = Field(
+        default_factory=list, description="several sources into one manifest (a mixture); replaces source/root"
+    )
     out: Path = Field(
         description="OUT/data (manifest, images, reports), OUT/shards, OUT/artifacts (GX, LLM cache)"
     )
@@ -130,3 +133,9 @@ class DataParams(BaseModel):
     llm_model: str = "gpt-4o"
     llm_base_url: str | None = None
     shard: ShardConfig = Field(default_factory=ShardConfig)
+
+    @model_validator(mode="after")
+    def _one_input(self) -> DataParams:
+        if (self.root is None) == (not self.sources):
+            raise ValueError("give either root (one source) or sources (a mixture), not both or neither")
+        return self

@@ -127,3 +127,29 @@ def test_padchest_rows_carry_language_and_source_labels_and_are_synthesized_offl
     reports = pl.read_parquet(tmp_path / "s" / "reports.parquet")
     assert set(reports["operation"]) == {"synthesize"}
     assert (reports["method"] == "synthesized-rules").all()
+
+
+@pytest.mark.slow
+def test_cxrflow_data_with_every_file_source_reconciles_per_source_and_end_to_end(tmp_path, prefect_server):
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from cxrflow_cli.main import app
+
+    for name, write in WRITERS.items():
+        write(tmp_path / name)
+    spec = tmp_path / "mix.yaml"
+    spec.write_text(yaml.safe_dump({"sources": [{"name": n, "root": str(tmp_path / n)} for n in WRITERS]}))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["data", "--mixture", str(spec), "--out", str(out), "--size", "32",
+                                   "--workers", "1", "--max-samples", "8"])
+    assert res.exit_code == 0, res.output
+    ingest = json.loads((out / "data" / "summary.json").read_text())
+    assert set(ingest["per_source"]) == set(WRITERS)
+    for name, s in ingest["per_source"].items():
+        assert s["found"] == s["kept"] + s["filtered"] + s["quarantined"], name
+    rec = json.loads((out / "shards" / "summary.json").read_text())["reconciliation"]
+    assert rec["balanced"] and rec["found"] == ingest["found"]
+    assert rec["sharded"] > 0
