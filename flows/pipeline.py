@@ -49,7 +49,7 @@ def write_marker(stage: str, d: Path, key: str, summary: Any, seconds: float) ->
 
 def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     """The existing stages' own config models, pointed at the content-addressed stage dirs."""
-    from schemas.config import IngestConfig
+    from schemas.config import IngestConfig, MixtureConfig
     from schemas.evaluation import EvaluateParams
     from schemas.llm import LLMConfig, StructureConfig
     from schemas.shards import ValidateShardParams
@@ -57,9 +57,11 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
 
     d = cfg.stage_dirs()
     data = cfg.data
-    ingest = IngestConfig(source=data.source, root=data.root, out=d["ingest"], frontal_only=data.frontal_only,
-                          image=data.image, workers=cfg.workers, batch_size=data.batch_size, limit=data.limit,
-                          options=data.options)
+    ingest = IngestConfig(source=data.source, root=data.root or d["ingest"], out=d["ingest"],
+                          frontal_only=data.frontal_only, image=data.image, workers=cfg.workers,
+                          batch_size=data.batch_size, limit=data.limit, options=data.options)
+    mixture = MixtureConfig(sources=data.sources, out=d["ingest"], frontal_only=data.frontal_only, image=data.image,
+                            workers=cfg.workers, batch_size=data.batch_size) if data.sources else None
     s = cfg.structure
     llm = LLMConfig(backend=s.backend, model=s.model, base_url=s.base_url, api_key_env=s.api_key_env,
                     azure_endpoint=s.azure_endpoint, concurrency=s.concurrency,
@@ -79,29 +81,32 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     evaluate = EvaluateParams(out=str(d["evaluate"]), experiment=cfg.name, run=str(d["train"]),
                               shards=str(d["shard"]), split=e.split, batch_size=e.batch_size,
                               max_new_tokens=e.max_new_tokens, limit=e.limit, n_bootstrap=e.n_bootstrap,
-                              seed=e.seed, device=e.device, source=data.source, llm=e.llm)
-    return {"ingest": ingest, "structure": structure, "shard": shard, "train": train, "evaluate": evaluate}
+                              seed=e.seed, device=e.device, source=data.guard_source(), llm=e.llm)
+    return {"ingest": ingest, "mixture": mixture, "structure": structure, "shard": shard, "train": train,
+            "evaluate": evaluate}
 
 
 def link_ingest_outputs(ingest_dir: Path, structure_dir: Path) -> None:
     """validate_and_shard reads one data dir (manifest, ingest summary, images, reports): give the structure
     dir relative links to the ingest outputs instead of copying images."""
     structure_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("manifest.parquet", "summary.json", "images"):
+    for name in ("manifest.parquet", "summary.json", "images", "sources"):
         link = structure_dir / name
-        if link.is_symlink() or link.exists():
+        if link.is_symlink() or link.exists() or not (ingest_dir / name).exists():
             continue
         link.symlink_to(os.path.relpath(ingest_dir / name, structure_dir))
 
 
 def _run_stage(stage: str, cfg: PipelineConfig, confs: dict[str, Any]) -> Any:
     from flows.evaluate import evaluate
-    from flows.ingest import ingest_flow
+    from flows.ingest import ingest_flow, ingest_mixture_flow
     from flows.runners import ingest_runner
     from flows.structure import structure
     from flows.train import train
     from flows.validate_shard import validate_and_shard
 
+    if stage == "ingest" and confs["mixture"] is not None:
+        return ingest_mixture_flow(confs["mixture"])
     if stage == "ingest":
         runner = ingest_runner(confs["ingest"], cfg.dask_address)
         return ingest_flow.with_options(task_runner=runner)(confs["ingest"])

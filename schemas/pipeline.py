@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import ImageConfig
+from schemas.config import ImageConfig, SourceSpec
 from schemas.shards import ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "train", "evaluate")
@@ -40,12 +40,28 @@ class DataSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str = "mimic-cxr"
-    root: Path
+    root: Path | None = Field(None, description="the source as released; omit when `sources` lists a mixture")
+    sources: list[SourceSpec] = Field(default_factory=list, description="a mixture: several sources, one manifest")
     frontal_only: bool = True
     image: ImageConfig = Field(default_factory=ImageConfig)
     limit: int | None = Field(None, ge=1, description="cap on candidate images")
     batch_size: int = Field(32, ge=1)
     options: dict = Field(default_factory=dict, description="source-specific options")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> DataSection:
+        if (self.root is None) == (not self.sources):
+            raise ValueError("data: give either root (one source) or sources (a mixture), not both or neither")
+        return self
+
+    def guard_source(self) -> str:
+        """The source whose data-use terms bind an LLM judge of this data: the most restrictive one."""
+        if not self.sources:
+            return self.source
+        from tasks.sources import get_adapter
+
+        restricted = [s.name for s in self.sources if not get_adapter(s.name).may_leave_premises]
+        return (restricted or [self.sources[0].name])[0]
 
 
 class StructureSection(BaseModel):
