@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -196,20 +197,25 @@ def test_cli_fixtures_and_ingest_without_prefect(tmp_path):
 @pytest.mark.slow
 def test_ingest_flow_on_the_prefect_server_reconciles_and_publishes_artifacts(tmp_path, mimic_small, prefect_server):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.ingest import run_ingest_flow
+    from flows.ingest import default_task_runner, ingest_flow
 
-    summary = run_ingest_flow(IngestConfig(root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=2,
-                                           batch_size=2))
+    cfg = IngestConfig(root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=2, batch_size=2)
+    state = ingest_flow.with_options(task_runner=default_task_runner(cfg))(cfg, return_state=True)
+    summary = state.result()
     assert summary["found"] == summary["kept"] + summary["filtered"] + summary["quarantined"]
     assert summary["kept"] > 0
 
     async def artifacts():
-        async with get_client() as client:
-            return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["ingest-summary-mimic-cxr"])))
+        async with get_client() as client:  # this run's artifacts only: keys are shared across runs
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
 
     import asyncio
 
-    assert asyncio.run(artifacts()), "summary table artifact must exist"
+    found = {a.key: a for a in asyncio.run(artifacts())}
+    assert {"ingest-summary-mimic-cxr", "ingest-progress-mimic-cxr"} <= set(found)
+    table = found["ingest-summary-mimic-cxr"].data
+    table = json.loads(table) if isinstance(table, str) else table
+    assert {"measure": "found", "value": summary["found"]} in table

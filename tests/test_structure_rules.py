@@ -146,20 +146,22 @@ def test_guard_policies_by_source():
 @pytest.mark.slow
 def test_structure_flow_writes_artifacts(tmp_path, prefect_server):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     from flows.structure import structure
     from tasks.llm.runner import run_sync
 
     manifest = small_manifest(tmp_path / "m.parquet", n_reports=3)
-    summary = structure(StructureConfig(manifest=manifest, out=tmp_path / "o"))
+    state = structure(StructureConfig(manifest=manifest, out=tmp_path / "o"), return_state=True)
+    summary = state.result()
     assert summary["reports"] == 5 and (tmp_path / "o" / "structure-summary.json").exists()
 
     async def artifacts():
+        # Keys are shared by every run on the session's server: this run's artifacts only.
         async with get_client() as client:
-            return await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["structure-run-totals",
-                                                                           "structure-comparison"])))
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["structure-run-totals", "structure-comparison"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
 
     found = run_sync(artifacts())
     assert {a.key for a in found} == {"structure-run-totals", "structure-comparison"}

@@ -11,7 +11,7 @@ from train_support import write_train_shards
 @pytest.mark.slow
 def test_train_flow_tiny_publishes_artifacts(tmp_path, prefect_server):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
     from prefect.utilities.asyncutils import run_coro_as_sync
 
     from flows.train import train
@@ -19,14 +19,16 @@ def test_train_flow_tiny_publishes_artifacts(tmp_path, prefect_server):
 
     shards = write_train_shards(tmp_path / "shards", n=8)
     cfg = default_config("tiny", shards, tmp_path / "run", max_steps=2)
-    summary = train(cfg)
+    state = train(cfg, return_state=True)
+    summary = state.result()
     assert summary["stages"]["1"]["finished"] and summary["stages"]["2"]["steps"] == 2
     assert (tmp_path / "run" / "loss.png").exists()
 
     async def artifacts():
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["train-metrics", "train-loss-curve"])))
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(  # this run's only: keys are shared
+                key=ArtifactFilterKey(any_=["train-metrics", "train-loss-curve"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
 
     found = run_coro_as_sync(artifacts())
     assert {a.key for a in found} == {"train-metrics", "train-loss-curve"}
