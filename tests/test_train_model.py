@@ -141,3 +141,18 @@ def test_llava_rad_preset_builds_from_local_dirs_offline(tmp_path):
     out = model(input_ids=torch.tensor([enc.input_ids]), labels=torch.tensor([enc.labels]),
                 pixel_values=ImageTransform(32)(Image.new("L", (40, 40), 128))[None])
     assert torch.isfinite(out.loss)
+
+
+def test_shards_given_by_relative_paths_are_readable(tmp_path, monkeypatch):
+    """Configs name folders relative to the working directory (configs/demo.yaml): the shard links in the
+    run's cache must not dangle."""
+    from fixtures.train_shards import write_train_shards
+    from training.data import open_shards, read_index
+
+    monkeypatch.chdir(tmp_path)
+    write_train_shards(Path("shards"), n=6, per_shard=3)
+    ds = open_shards(read_index(Path("shards"), "train"), Path("run") / ".wids")
+    assert len(ds) == 6
+    assert ds[5][".txt"] is not None
+    ds2 = open_shards(read_index(Path("shards"), "train"), Path("run") / ".wids")  # links reused on a rerun
+    assert len(ds2) == 6 and ds2[0][".json"] is not None

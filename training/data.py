@@ -51,9 +51,12 @@ def open_shards(shardlist: list[dict], cache_dir: Path):
 
     def localname(url: str) -> str:
         link = cache_dir / Path(url).name
-        if not link.exists():
+        # Absolute target: a relative one would resolve against cache_dir and dangle.
+        target = os.path.abspath(url)
+        if not link.exists():  # also true for a dangling link left by an earlier run
+            link.unlink(missing_ok=True)
             try:
-                os.symlink(url, link)
+                os.symlink(target, link)
             except FileExistsError:
                 pass
         return str(link)
