@@ -31,19 +31,18 @@ def ingest_flow(cfg: IngestConfig) -> dict:
     start = time.perf_counter()
     share_api_url()
     discovery = discover_task(cfg)
-    known = engine._load_hash_cache(cfg.out)
+    known = engine.load_hash_cache(cfg.out)
     work = engine.batches(discovery.candidates, cfg.batch_size)
     total = len(discovery.candidates)
     progress_id = create_progress_artifact(0.0, key=artifact_key("ingest-progress", cfg.source),
                                            description=f"images processed of {total}")
-    futures = {process_batch_task.submit(b, cfg, engine._subset(known, b)): len(b) for b in work}
+    futures = {process_batch_task.submit(b, cfg, engine.hashes_for(known, b)): len(b) for b in work}
     results, done = [], 0
     for fut in as_completed(list(futures)):
         results.append(fut.result())
         done += futures[fut]
         update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
         progress.notify(done, total)
-    results.sort(key=lambda r: min((row["image_key"] for row in r.rows), default=""))
     summary = assemble_task(cfg, discovery, results, time.perf_counter() - start)
     create_table_artifact(
         [{"measure": k, "value": summary[k]} for k in ("found", "kept", "filtered", "quarantined", "decoded", "reused")]

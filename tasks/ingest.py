@@ -71,7 +71,7 @@ def batches(candidates: list[Candidate], size: int) -> list[list[Candidate]]:
 # ------------------------------------------------------------------------------------------ per image
 
 
-def _load_hash_cache(out: Path) -> dict[str, tuple[int, int, str]]:
+def load_hash_cache(out: Path) -> dict[str, tuple[int, int, str]]:
     path = out / HASH_CACHE
     if not path.exists():
         return {}
@@ -200,7 +200,7 @@ def assemble(cfg: IngestConfig, discovery: Discovery, results: list[BatchResult]
     _write_table(out / "manifest.parquet", table_from_rows(rows, MANIFEST_SCHEMA))
     _write_table(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
     _write_table(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
-    hashes = _load_hash_cache(out)
+    hashes = load_hash_cache(out)
     for res in results:
         hashes.update(res.hashes)
     _save_hash_cache(out, hashes)
@@ -244,7 +244,7 @@ def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = 
     """Ingest one source with a local process pool (no Prefect); returns the summary."""
     start = time.perf_counter()
     discovery = discover(cfg)
-    known = _load_hash_cache(Path(cfg.out))
+    known = load_hash_cache(Path(cfg.out))
     work = batches(discovery.candidates, cfg.batch_size)
     workers = cfg.workers or os.cpu_count() or 1
     results: list[BatchResult] = []
@@ -252,13 +252,13 @@ def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = 
     total = len(discovery.candidates)
     if workers == 1 or len(work) <= 1:
         for batch in work:
-            results.append(process_batch(batch, cfg, _subset(known, batch)))
+            results.append(process_batch(batch, cfg, hashes_for(known, batch)))
             done += len(batch)
             if progress:
                 progress(done, total)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(process_batch, b, cfg, _subset(known, b)) for b in work]
+            futures = [pool.submit(process_batch, b, cfg, hashes_for(known, b)) for b in work]
             for fut, batch in zip(futures, work, strict=True):
                 results.append(fut.result())
                 done += len(batch)
@@ -267,6 +267,6 @@ def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = 
     return assemble(cfg, discovery, results, time.perf_counter() - start)
 
 
-def _subset(known: dict[str, tuple[int, int, str]], batch: list[Candidate]) -> dict[str, tuple[int, int, str]]:
+def hashes_for(known: dict[str, tuple[int, int, str]], batch: list[Candidate]) -> dict[str, tuple[int, int, str]]:
     """Only the cached hashes a batch needs travel to its worker."""
     return {str(c.path): known[str(c.path)] for c in batch if str(c.path) in known}
