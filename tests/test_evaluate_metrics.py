@@ -143,3 +143,28 @@ def test_paired_significance():
     assert diff.metrics["bertscore_f1"].not_computed.startswith("not computed")
     with pytest.raises(ValueError, match="different ids"):
         compare_frames(fa, fb.head(10))
+
+
+def _chexprompt_frame(significant: np.ndarray):
+    import polars as pl
+
+    from tasks.evaluate.chexprompt import INSIG_COLUMNS, SIG_COLUMNS
+
+    n = len(significant)
+    data = {"id": [str(i) for i in range(n)], "reference": ["r"] * n, "prediction": ["p"] * n}
+    data.update({c: np.zeros(n) for c in SIG_COLUMNS + INSIG_COLUMNS})
+    data[SIG_COLUMNS[0]] = np.asarray(significant, dtype=float)
+    return pl.DataFrame(data)
+
+
+def test_paired_chexprompt_uses_only_reports_judged_on_both_sides():
+    name = "chexprompt_mean_significant_errors"
+    judged = _chexprompt_frame(np.ones(20))
+    unjudged = _chexprompt_frame(np.full(20, np.nan))  # every B answer quarantined
+    none = compare_frames(judged, unjudged, n_resamples=200).metrics[name]
+    assert none.p_value is None and none.not_computed.startswith("not computed: ")
+    # B judged only the first half, where both systems agree; A's errors are all in the second half.
+    a = _chexprompt_frame(np.r_[np.zeros(10), np.full(10, 3.0)])
+    b = _chexprompt_frame(np.r_[np.zeros(10), np.full(10, np.nan)])
+    half = compare_frames(a, b, n_resamples=200).metrics[name]
+    assert half.n == 10 and half.diff == 0.0 and half.p_value == 1.0

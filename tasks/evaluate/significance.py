@@ -52,13 +52,33 @@ def compare_frames(
                 not_computed=f"{NOT_COMPUTED_PREFIX}not computed in {' and '.join(lacking)}", method=""
             )
             continue
-        if any(np.isnan(np.asarray(ca[c], dtype=float)).all() for c in spec.columns):
+        # NaN marks a report a metric could not score (e.g. a quarantined CheXprompt answer). Pairs need a value
+        # on both sides: dropping NaN rows per side would compare different reports.
+        both = _valued_rows(ca, spec.columns) & _valued_rows(cb, spec.columns)
+        if not both.any():
             out.metrics[spec.name] = MetricComparison(
-                not_computed=f"{NOT_COMPUTED_PREFIX}no values in {name_a}"
+                not_computed=f"{NOT_COMPUTED_PREFIX}no report has a value in both {name_a} and {name_b}"
             )
             continue
-        out.metrics[spec.name] = paired_test(spec, ca, cb, n_resamples=n_resamples, seed=seed)
+        if not both.all():
+            ca_m = {c: ca[c][both] for c in spec.columns}
+            cb_m = {c: cb[c][both] for c in spec.columns}
+            cmp = paired_test(spec, ca_m, cb_m, n_resamples=n_resamples, seed=seed)
+            cmp.method += f"; {int(both.sum())} of {len(both)} reports valued in both"
+        else:
+            cmp = paired_test(spec, ca, cb, n_resamples=n_resamples, seed=seed)
+        out.metrics[spec.name] = cmp
     return out
+
+
+def _valued_rows(cols: dict[str, np.ndarray], names: tuple[str, ...]) -> np.ndarray:
+    n = len(cols[names[0]])
+    mask = np.ones(n, dtype=bool)
+    for c in names:
+        arr = np.asarray(cols[c])
+        if arr.dtype.kind == "f":
+            mask &= ~np.isnan(arr)
+    return mask
 
 
 def compare_evals(a: Path, b: Path, n_resamples: int = 1000, seed: int = SEED) -> EvaluationComparison:
