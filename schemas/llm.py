@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.config import DEFAULT_ARTIFACTS
 
@@ -20,7 +20,8 @@ OperationName = Literal["structure", "translate", "synthesize"]
 class LLMConfig(BaseModel):
     """Which model answers, how fast we may ask, where answers are cached, and which endpoints data may reach."""
 
-    model_config = ConfigDict(extra="forbid")
+    # A rejected value is not echoed in the error: it may be a URL someone put a key into.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     backend: Backend = "rules"
     model: str = Field("gpt-4o", description="model name (openai) or deployment name (azure)")
@@ -56,6 +57,16 @@ class LLMConfig(BaseModel):
     batch_poll_s: float = Field(30.0, gt=0)
     batch_timeout_s: float = Field(26 * 3600.0, gt=0)
     batch_requeue_rounds: int = Field(1, ge=0, description="resubmissions of items a batch reported as failed")
+
+    @field_validator("base_url", "azure_endpoint")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str | None) -> str | None:
+        # Configs are flow parameters, shown in the Prefect UI and hashed into summaries: no secrets in them.
+        from urllib.parse import urlsplit
+
+        if url and "@" in urlsplit(url if "://" in url else f"//{url}").netloc:
+            raise ValueError("endpoint URL must not carry user:password@; put the key in api_key_env or secret_block")
+        return url
 
     def parameters(self) -> dict:
         """Generation parameters that change an answer: part of every cache key and every output row."""

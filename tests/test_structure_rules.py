@@ -141,6 +141,21 @@ def test_guard_policies_by_source():
     check_data_use(["mimic-cxr"], LLMConfig(backend="rules"))  # nothing leaves
 
 
+
+def test_guard_errors_and_configs_never_carry_a_key_put_in_the_url(monkeypatch):
+    from pydantic import ValidationError
+
+    secret = "sk-proj-SECRET123"
+    with pytest.raises(ValidationError) as bad:
+        LLMConfig(backend="openai", base_url=f"https://{secret}:x@api.openai.com/v1")
+    assert secret not in str(bad.value) and "api_key_env" in str(bad.value)
+    # the environment variable (and configs copied without validation) go through the guard's message
+    monkeypatch.setenv("OPENAI_BASE_URL", f"https://user:{secret}@API.OPENAI.COM./v1")
+    with pytest.raises(DataUseError) as err:
+        check_data_use(["mimic-cxr"], LLMConfig(backend="openai", allow_endpoints=["api.openai.com."]))
+    assert secret not in str(err.value) and "public OpenAI API" in str(err.value)
+
+
 # --- flow and CLI -----------------------------------------------------------------------------------------
 
 @pytest.mark.slow

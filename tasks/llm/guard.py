@@ -59,8 +59,16 @@ def endpoint_url(cfg: LLMConfig) -> str:
 
 def _host_port(url: str) -> tuple[str, str]:
     parts = urlsplit(url if "://" in url else f"//{url}")
-    host = (parts.hostname or "").lower()
+    host = (parts.hostname or "").lower().rstrip(".")  # "api.openai.com." is the same host
     return host, f"{host}:{parts.port}" if parts.port else host
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password@ (a key put there must not reach an error message or a log)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def is_local_endpoint(url: str) -> bool:
@@ -81,6 +89,7 @@ def check_data_use(sources: Iterable[str], cfg: LLMConfig) -> None:
         return
     url = endpoint_url(cfg)
     host, host_port = _host_port(url)
+    shown = redact_url(url)
     allowed = {a.lower().rstrip("/") for a in cfg.allow_endpoints}
     allowed_hosts = {_host_port(a)[1] for a in allowed} | {_host_port(a)[0] for a in allowed if "://" in a}
     mode = "batch" if cfg.batch else "request"
@@ -90,13 +99,13 @@ def check_data_use(sources: Iterable[str], cfg: LLMConfig) -> None:
             continue
         if host in PUBLIC_OPENAI_HOSTS:
             raise DataUseError(
-                f"refusing to send {source} data ({licence}) to {url} ({mode} mode): the public OpenAI API is a "
+                f"refusing to send {source} data ({licence}) to {shown} ({mode} mode): the public OpenAI API is a "
                 "third-party service this licence forbids; use a local model or an approved deployment "
                 "listed in allow_endpoints"
             )
         if is_local_endpoint(url) or host_port in allowed_hosts or host in allowed_hosts:
             continue
         raise DataUseError(
-            f"refusing to send {source} data ({licence}) to {url}: not a loopback/private address and not in "
+            f"refusing to send {source} data ({licence}) to {shown}: not a loopback/private address and not in "
             "allow_endpoints; add the host to allow_endpoints only if your data-use agreement covers it"
         )
