@@ -87,8 +87,9 @@ class TrainConfig(BaseModel):
         return self.stage1 if n == 1 else self.stage2
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the optimisation (not `out`, step caps or logging)."""
-        d = self.model_dump(mode="json", exclude={"out", "max_steps", "save_every", "keep_checkpoints",
+        """Hash of everything that changes the optimisation (not `out`, step caps or logging). Not `stages`
+        either: checkpoints are per stage, so `--stage 1` then `--stage 2` continue one run."""
+        d = self.model_dump(mode="json", exclude={"out", "stages", "max_steps", "save_every", "keep_checkpoints",
                                                   "log_every", "num_workers", "deployment"})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -107,6 +107,16 @@ def test_resume_after_kill_gives_the_same_next_step_loss(uninterrupted, shards, 
     assert len({(r["stage"], r["step"]) for r in rows}) == len(rows) == 4 + 8  # no duplicated steps
 
 
+def test_stage_1_then_stage_2_as_separate_runs_into_one_run_dir(shards, tmp_path):
+    """`cxrflow train --stage 1` then `--stage 2` with the same --out: stage 2 starts from stage 1's projector."""
+    out = tmp_path / "split-stages"
+    first = run_training(small_config(shards, out).model_copy(update={"stages": [1], "max_steps": 1}))
+    assert first["stages"][1]["finished"]
+    second = run_training(small_config(shards, out).model_copy(update={"stages": [2], "max_steps": 1}))
+    assert second["stages"][2]["finished"] and 1 not in second["stages"]
+    assert (out / "final" / "stage2-trainable.safetensors").exists()
+
+
 def test_generate_on_the_trained_tiny_model(uninterrupted):
     from PIL import Image
 
