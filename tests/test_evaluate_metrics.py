@@ -168,3 +168,24 @@ def test_paired_chexprompt_uses_only_reports_judged_on_both_sides():
     b = _chexprompt_frame(np.r_[np.zeros(10), np.full(10, np.nan)])
     half = compare_frames(a, b, n_resamples=200).metrics[name]
     assert half.n == 10 and half.diff == 0.0 and half.p_value == 1.0
+
+
+def test_split_without_samples_scores_nothing_and_says_why(tmp_path):
+    import json
+
+    from tasks.evaluate.inference import generate_predictions, read_predictions
+
+    class NoCalls:
+        def generate(self, *a, **k):
+            raise AssertionError("nothing to generate")
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    # what the shard stage writes when the test split is empty: no test index, 0 samples in summary.json
+    (shards / "summary.json").write_text(json.dumps({"splits": {"train": {"samples": 3}, "test": {"samples": 0}}}))
+    summary = generate_predictions(NoCalls(), shards, tmp_path / "predictions.jsonl", split="test")
+    assert summary.found == summary.generated == 0
+    metrics, _, _ = score_records(read_predictions(tmp_path / "predictions.jsonl"), paths=OptionalModelPaths())
+    assert all(m.value is None and m.not_computed.startswith("not computed: ") for m in metrics.metrics.values())
+    with pytest.raises(FileNotFoundError, match="no validate shards"):  # a split the summary does not vouch for
+        generate_predictions(NoCalls(), tmp_path, tmp_path / "p2.jsonl", split="validate")

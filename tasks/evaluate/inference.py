@@ -43,9 +43,19 @@ def shard_paths(shards: Path, split: str) -> list[Path]:
         paths = [p if p.is_absolute() else shards / p for p in paths]
     else:
         paths = sorted(shards.glob(f"{split}-*.tar"))
-    if not paths:
+    if not paths and not _split_is_empty(shards, split):
         raise FileNotFoundError(f"no {split} shards under {shards} ({split}.index.json or {split}-*.tar)")
     return paths
+
+
+def _split_is_empty(shards: Path, split: str) -> bool:
+    """The shard stage wrote no index for this split because it has no samples (SHARDS/summary.json says 0):
+    evaluation then scores nothing and every metric is `not computed`, instead of failing the run."""
+    summary = shards / "summary.json"
+    if not summary.exists():
+        return False
+    samples = json.loads(summary.read_text()).get("splits", {}).get(split, {}).get("samples")
+    return samples == 0
 
 
 def iter_samples(
@@ -54,6 +64,8 @@ def iter_samples(
     import webdataset as wds
 
     urls = [str(p) for p in shard_paths(shards, split)]
+    if not urls:
+        return
     for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False):
         if limit is not None and summary.found >= limit:
             return
