@@ -40,8 +40,8 @@ PHI_PATTERNS: dict[str, str] = {
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",
 }
 
-# Text that ends up in shards (the .txt and every field of the .json).
-TEXT_COLUMNS: tuple[str, ...] = ("findings_text", "other_findings", "report_text") + tuple(
+# Text that ends up in shards (the .txt and every field of the .json, incl. a structured report's indication).
+TEXT_COLUMNS: tuple[str, ...] = ("findings_text", "other_findings", "indication_text", "report_text") + tuple(
     s for s in REPORT_SECTIONS if s != "findings"
 )
 

@@ -165,3 +165,17 @@ def test_all_views_config_accepts_laterals(tmp_path, artifacts):
     data = write_dataset(tmp_path / "data", rows)
     res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig(frontal_only=False))
     assert res.accepted.height == 6 and not res.quarantined
+
+
+def test_indication_from_a_structured_report_is_checked_for_phi(tmp_path, artifacts):
+    """An LLM's indication (e.g. translated from a Spanish report) reaches K.json and the LLaVA export."""
+    rows = default_rows(12)
+    rows[0]["indication"] = None
+    reports = [{"image_key": rows[0]["image_key"], "findings": "Lungs are clear without consolidation.",
+                "indication": "Follow-up of the study from March 3, 2015.", "operation": "structure",
+                "backend": "openai", "model": "gpt-4o-mini"}]
+    data = write_dataset(tmp_path / "data", rows, reports=reports)
+    res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+    reasons = {q["image_key"]: q["reason"] for q in res.quarantined}
+    assert "no date in indication_text" in reasons.get(rows[0]["image_key"], ""), reasons
+    assert res.accepted.height == 11
