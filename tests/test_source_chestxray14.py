@@ -121,3 +121,14 @@ def test_fixture_deterministic_under_seed(tmp_path):
         write_chestxray14(tmp_path / name, images=6, seed=seed)
         digests.append(tree_digest(tmp_path / name))
     assert digests[0] == digests[1] and digests[0] != digests[2]
+
+
+def test_image_on_disk_not_in_data_entry_is_accounted(tmp_path):
+    facts = write_chestxray14(tmp_path, images=8, seed=5)
+    folder = next(tmp_path.glob("images_*/images"))
+    stray = folder / "99999999_000.png"
+    stray.write_bytes(next(folder.glob("*.png")).read_bytes())
+    disc = discover("chestxray14", tmp_path)
+    assert disc.found == facts["rows"] + 1
+    (drop,) = [d for d in disc.quarantined if "not listed" in d.reason]
+    assert drop.source_path == "images_001/images/99999999_000.png" and "Data_Entry" in drop.reason

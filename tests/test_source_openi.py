@@ -110,3 +110,15 @@ def test_fixture_deterministic_under_seed(tmp_path):
         write_openi(tmp_path / name, reports=3, seed=seed)
         digests.append(tree_digest(tmp_path / name))
     assert digests[0] == digests[1] and digests[0] != digests[2]
+
+
+@pytest.mark.parametrize("variant", ["xml", "kaggle"])
+def test_png_not_referenced_by_any_report_is_accounted(tmp_path, variant):
+    write_openi(tmp_path, reports=6, seed=5, variant=variant)
+    before = discover("openi", tmp_path).found
+    some = next(tmp_path.rglob("*.png"))
+    name = "CXR9999_IM-9999-1001.png" if variant == "xml" else "9999_IM-9999-1001.dcm.png"
+    (some.parent / name).write_bytes(some.read_bytes())
+    disc = discover("openi", tmp_path)
+    assert disc.found == before + 1
+    assert count_reason(disc.quarantined, "not listed in") == 1

@@ -136,3 +136,13 @@ def test_fixture_deterministic_under_seed(tmp_path):
         write_padchest(tmp_path / name, images=6, seed=seed)
         digests.append(tree_digest(tmp_path / name))
     assert digests[0] == digests[1] and digests[0] != digests[2]
+
+
+def test_image_on_disk_not_in_csv_is_accounted(tmp_path):
+    facts = write_padchest(tmp_path, images=8, seed=5)
+    folder = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name.isdigit())
+    (folder / "stray_unlisted.png").write_bytes(next(folder.glob("*.png")).read_bytes())
+    disc = discover("padchest", tmp_path)
+    assert disc.found == facts["rows"] + 1
+    (drop,) = [d for d in disc.quarantined if "not listed" in d.reason]
+    assert drop.source_path == f"{folder.name}/stray_unlisted.png"

@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from schemas.labels import CHEXPERT_LABELS
-from tasks.sources.base import SourceLayoutError
+from tasks.sources.base import Discovery, Drop, SourceLayoutError, make_key
 
 # Label cells as the released CSVs write them (1.0/0.0/-1.0, sometimes without the decimal), blank = None.
 _LABEL_CELLS = {"1.0": 1, "1": 1, "0.0": 0, "0": 0, "-0.0": 0, "-1.0": -1, "-1": -1}
@@ -90,3 +90,15 @@ def file_defect(path: Path) -> str | None:
     if size == 0:
         return "image file is empty (0 bytes)"
     return None
+
+
+def quarantine_unlisted(
+    out: Discovery, source: str, root: Path, on_disk: dict[Path, str], listed: set[Path], listing: str
+) -> None:
+    """Image files on disk (path -> image id) that no metadata row names are inputs too: found, and
+    quarantined with a reason, so found = kept + filtered + quarantined counts every file."""
+    for path in sorted(set(on_disk) - listed):
+        rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        out.quarantined.append(
+            Drop(source, rel, "discover", f"image file not listed in {listing}", make_key(source, on_disk[path]))
+        )

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.config import IngestConfig
-from tasks.sources._common import empty_labels, file_defect, read_csv_strings, read_header, require_columns
+from tasks.sources._common import (
+    empty_labels,
+    file_defect,
+    quarantine_unlisted,
+    read_csv_strings,
+    read_header,
+    require_columns,
+)
 from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
 
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -201,6 +208,9 @@ class ChestXray14Adapter:
                     source_labels=list(terms),
                 )
             )
+        listed = {images[n] for n in seen if n in images}
+        on_disk = {p: n.rsplit(".", 1)[0] for n, p in images.items()}
+        quarantine_unlisted(out, self.name, root, on_disk, listed, csv_path.name)
         return out
 
 

@@ -23,7 +23,13 @@ from pathlib import Path
 
 from schemas.config import IngestConfig
 from schemas.manifest import REPORT_SECTIONS
-from tasks.sources._common import file_defect, read_csv_strings, read_header, require_columns
+from tasks.sources._common import (
+    file_defect,
+    quarantine_unlisted,
+    read_csv_strings,
+    read_header,
+    require_columns,
+)
 from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
 
 XML_DIR = "ecgen-radiology"
@@ -63,6 +69,15 @@ def image_id_from_filename(filename: str) -> str:
     """Kaggle '1_IM-0001-4001.dcm.png' -> 'CXR1_1_IM-0001-4001' (the XML parentImage id)."""
     stem = filename.strip().removesuffix(".png").removesuffix(".dcm")
     return f"CXR{stem}"
+
+
+def png_name(image_id: str, variant: str) -> str:
+    """The PNG file of an image id in each release ('CXR1_IM-0001-4001' -> '1_IM-0001-4001.dcm.png')."""
+    return f"{image_id}.png" if variant == "xml" else image_id.removeprefix("CXR") + ".dcm.png"
+
+
+def image_id_from_png(name: str, variant: str) -> str:
+    return name.removesuffix(".png") if variant == "xml" else image_id_from_filename(name)
 
 
 def index_pngs(root: Path) -> dict[str, Path]:
@@ -129,6 +144,11 @@ class OpenIAdapter:
                 self._xml(xml_path, root, pngs, projections, cfg, out, seen)
         else:
             self._kaggle(root, pngs, projections, cfg, out, seen)
+        names = {png_name(i, variant): i for i in seen}
+        listed = {pngs[n] for n in names if n in pngs}
+        on_disk = {p: image_id_from_png(n, variant) for n, p in pngs.items()}
+        listing = f"any report ({XML_DIR}/*.xml)" if variant == "xml" else PROJECTIONS_CSV
+        quarantine_unlisted(out, self.name, root, on_disk, listed, listing)
         return out
 
     def _xml(self, xml_path, root, pngs, projections, cfg, out, seen) -> None:
@@ -151,7 +171,7 @@ class OpenIAdapter:
             return
         for image_id in image_ids:
             projection = projections.get(image_id, (None, None))[0]
-            self._image(image_id, f"{image_id}.png", report_id, raw, projection, pngs, cfg, out, seen)
+            self._image(image_id, png_name(image_id, "xml"), report_id, raw, projection, pngs, cfg, out, seen)
 
     def _kaggle(self, root, pngs, projections, cfg, out, seen) -> None:
         by_uid: dict[str, list[tuple[str, str]]] = {}
@@ -169,13 +189,11 @@ class OpenIAdapter:
                 )
                 continue
             for image_id, projection in images:
-                filename = image_id.removeprefix("CXR") + ".dcm.png"
-                self._image(image_id, filename, f"CXR{uid}", row, projection, pngs, cfg, out, seen)
+                self._image(image_id, png_name(image_id, "kaggle"), f"CXR{uid}", row, projection, pngs, cfg, out, seen)
         for uid, images in by_uid.items():  # projection rows with no report: images without text
             if uid not in known:
                 for image_id, projection in images:
-                    filename = image_id.removeprefix("CXR") + ".dcm.png"
-                    self._image(image_id, filename, f"CXR{uid}", {}, projection, pngs, cfg, out, seen)
+                    self._image(image_id, png_name(image_id, "kaggle"), f"CXR{uid}", {}, projection, pngs, cfg, out, seen)
 
     def _image(self, image_id, filename, report_id, raw, projection, pngs, cfg, out, seen) -> None:
         key = make_key(self.name, image_id)

@@ -21,6 +21,7 @@ from schemas.config import IngestConfig
 from tasks.sources._common import (
     empty_labels,
     file_defect,
+    quarantine_unlisted,
     read_csv_strings,
     read_header,
     require_columns,
@@ -174,8 +175,18 @@ class PadChestAdapter:
         csv_path = find_csv(root)
         out = Discovery(notes={"report_language": "es", "translation": TRANSLATION_NOTE})
         seen: set[str] = set()
+        listed: set[Path] = set()
         for i, row in enumerate(read_csv_strings(csv_path).iter_rows(named=True)):
             self._one(row, f"{csv_path.name}:{i + 2}", root, cfg, out, seen)
+            listed.add(root / (row.get("ImageDir") or "").strip() / (row.get("ImageID") or ""))
+        on_disk = {
+            p: p.name.rsplit(".", 1)[0]
+            for d in root.iterdir()
+            if d.is_dir() and d.name.isdigit()
+            for p in d.iterdir()
+            if p.suffix.lower() == ".png"
+        }
+        quarantine_unlisted(out, self.name, root, on_disk, listed, csv_path.name)
         return out
 
     def _one(self, row: dict, where: str, root: Path, cfg: IngestConfig, out: Discovery, seen: set) -> None:
