@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,27 @@ from tasks.sources.base import (
 )
 
 log = logging.getLogger(__name__)
+
+# DICOM UIDs (a root digit then 3+ dotted numbers) identify a hospital's studies and patients' images.
+_UID = re.compile(r"(?<![\w.])[0-2](?:\.\d+){3,}(?![\w.])")
+
+
+class _RedactUids(logging.Filter):
+    """dicomweb-client logs every requested study/series/instance UID at INFO (and urllib3 each URL at
+    DEBUG): replace them before any handler sees the record. Filters on a parent logger do not apply to
+    its children's records, so this sits on the loggers that emit."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _UID.sub("<uid>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+for _name in ("dicomweb_client.web", "dicomweb_client.session_utils", "urllib3.connectionpool"):
+    if not any(isinstance(f, _RedactUids) for f in logging.getLogger(_name).filters):
+        logging.getLogger(_name).addFilter(_RedactUids())
 
 DESCRIPTOR = "dicomweb.json"
 SETTINGS = ("url", "reports", "modalities", "body_part", "date_from", "date_to", "page_size", "timeout_s")
