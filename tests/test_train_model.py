@@ -156,3 +156,21 @@ def test_shards_given_by_relative_paths_are_readable(tmp_path, monkeypatch):
     assert ds[5][".txt"] is not None
     ds2 = open_shards(read_index(Path("shards"), "train"), Path("run") / ".wids")  # links reused on a rerun
     assert len(ds2) == 6 and ds2[0][".json"] is not None
+
+
+def test_shard_links_follow_a_relative_shards_dir_resolved_from_another_cwd(tmp_path, monkeypatch):
+    """The same relative --shards from another working directory names other shards: the run's cached
+    links must point at those, not at the shards of the first directory."""
+    from fixtures.train_shards import write_train_shards
+    from training.data import open_shards, read_index
+
+    cache = tmp_path / "run" / ".wids"
+    for cwd, seed in ((tmp_path / "a", 0), (tmp_path / "b", 1)):
+        cwd.mkdir()
+        monkeypatch.chdir(cwd)
+        write_train_shards(Path("shards"), n=3, per_shard=3, seed=seed)
+        ds = open_shards(read_index(Path("shards"), "train"), cache)
+        assert ds[0][".json"] is not None  # links are made on first access
+        want = (cwd / "shards" / "train-000000.tar").resolve()
+        assert (cache / "train-000000.tar").resolve() == want
+        ds.close()

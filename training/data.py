@@ -53,7 +53,9 @@ def open_shards(shardlist: list[dict], cache_dir: Path):
         link = cache_dir / Path(url).name
         # Absolute target: a relative one would resolve against cache_dir and dangle.
         target = os.path.abspath(url)
-        if not link.exists():  # also true for a dangling link left by an earlier run
+        # Re-point a dangling link, or one to other shards of the same name (a relative --shards resolved
+        # from another working directory on resume).
+        if not link.exists() or (link.is_symlink() and os.readlink(link) != target):
             link.unlink(missing_ok=True)
             try:
                 os.symlink(target, link)
