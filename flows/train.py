@@ -62,8 +62,11 @@ def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "
     if dispatch == "deployment" or (dispatch == "auto" and cfg.preset != "tiny"):
         from prefect.deployments import run_deployment
 
-        run = run_deployment(name=cfg.deployment,
-                             parameters={"cfg": cfg.model_dump(mode="json"), "dispatch": "local"})
+        # The worker has its own working directory: send absolute paths (RUN and shards on shared storage).
+        paths = {k: Path(v).absolute() for k in ("shards", "out", "vision_path", "lm_path")
+                 if (v := getattr(cfg, k)) is not None}
+        run = run_deployment(name=cfg.deployment, parameters={
+            "cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"})
         return {"dispatched": cfg.deployment, "flow_run_id": str(run.id), "state": run.state_name}
     summary = train_task(cfg)
     publish_task(Path(cfg.out), summary)

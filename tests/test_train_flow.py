@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from train_support import write_train_shards
@@ -48,3 +49,30 @@ def test_cli_train_without_prefect(tmp_path):
                                    "--stage", "1", "--max-steps", "1", "--no-prefect"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "run" / "final" / "stage1-projector.safetensors").exists()
+
+
+def test_dispatch_to_the_gpu_pool_sends_absolute_paths(tmp_path, monkeypatch):
+    """The GPU worker runs in another working directory: relative paths in the config must not travel."""
+    import prefect.deployments
+
+    from flows.train import train
+    from schemas.train import default_config
+
+    sent = {}
+
+    class _Run:
+        id, state_name = "run-id", "Scheduled"
+
+    def fake_run_deployment(name, parameters, **kw):
+        sent.update(parameters["cfg"])
+        return _Run()
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", fake_run_deployment)
+    monkeypatch.chdir(tmp_path)
+    cfg = default_config("llava-rad", Path("shards"), Path("runs/r1"), vision_path=Path("models/vit"),
+                         lm_path=Path("models/vicuna"))
+    out = train.fn(cfg, dispatch="deployment")
+    assert out["dispatched"] == "train/gpu"
+    for key, rel in (("shards", "shards"), ("out", "runs/r1"), ("vision_path", "models/vit"),
+                     ("lm_path", "models/vicuna")):
+        assert sent[key] == str(tmp_path / rel), key
