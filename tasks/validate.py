@@ -103,11 +103,11 @@ def load_reports(data_dir: Path) -> dict[str, list[dict]]:
     df = pl.read_parquet(path)
     if "image_key" not in df.columns or "findings" not in df.columns:
         raise ValueError(f"{path}: expected columns image_key and findings, got {df.columns}")
-    if "status" in df.columns:  # structure-stage rows it quarantined carry no usable text
-        df = df.filter(pl.col("status").is_null() | pl.col("status").is_in(["ok", "cached", "success"]))
     out: dict[str, list[dict]] = {}
     for row in df.iter_rows(named=True):
-        findings = _clean(row.get("findings"))
+        # A row the structure stage quarantined has no usable answer; its rules version (below) still counts.
+        usable = row.get("status") in (None, "ok", "cached", "success")
+        findings = _clean(row.get("findings")) if usable else None
         if findings is not None:
             out.setdefault(row["image_key"], []).append(
                 {"method": _report_method(row), "findings": findings, "indication": _clean(row.get("indication"))}
