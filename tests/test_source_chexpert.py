@@ -140,3 +140,15 @@ def test_fixture_deterministic_under_seed(tmp_path):
         write_chexpert(tmp_path / name, patients=3, seed=seed)
         digests.append(tree_digest(tmp_path / name))
     assert digests[0] == digests[1] and digests[0] != digests[2]
+
+
+def test_image_on_disk_not_in_label_csvs_is_accounted(tmp_path):
+    write_chexpert(tmp_path, patients=3, seed=5)
+    before = discover("chexpert", tmp_path).found
+    some = next(tmp_path.rglob("train/*/*/*.jpg"))
+    stray = some.parent / "view9_frontal.jpg"
+    stray.write_bytes(some.read_bytes())
+    disc = discover("chexpert", tmp_path)
+    assert disc.found == before + 1
+    (drop,) = [d for d in disc.quarantined if "not listed" in d.reason]
+    assert drop.source_path.endswith("/view9_frontal.jpg") and "train.csv" in drop.reason

@@ -24,6 +24,7 @@ from tasks.sources._common import (
     LabelValueError,
     file_defect,
     parse_label_row,
+    quarantine_unlisted,
     read_csv_strings,
     read_header,
     require_columns,
@@ -166,6 +167,14 @@ class CheXpertAdapter:
                 continue
             for i, row in enumerate(read_csv_strings(csv_path).iter_rows(named=True)):
                 self._one(row, split, f"{fname}:{i + 2}", image_base, reports, cfg, out, seen)
+        on_disk = {
+            p: p.relative_to(image_base).as_posix().rsplit(".", 1)[0]
+            for part in ("train", "valid")
+            for p in (image_base / part).glob("*/*/*")
+            if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        }
+        listed = {image_base / rel for rel in seen}
+        quarantine_unlisted(out, self.name, image_base, on_disk, listed, " or ".join(f for f, _ in LABEL_CSVS))
         if self.with_reports:
             out.notes["report_rows_without_labelled_image"] = len(set(reports) - seen)
             out.notes["report_method"] = "chexpert-plus-columns"
