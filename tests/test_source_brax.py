@@ -91,3 +91,17 @@ def test_defects_and_ingest_reconcile(tmp_path):
     assert truncated.height == 1 and truncated["stage"][0] == "decode"  # unreadable image: the engine's call
     m = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert m.height == summary["kept"] > 0 and set(m["report_origin"]) == {"labels"}
+
+
+def test_image_on_disk_not_in_the_spreadsheet_is_accounted(tmp_path):
+    root = tmp_path / "brax"
+    write_brax(root, patients=3, seed=4)
+    before = ADAPTER.discover(ingest_cfg("brax", root, tmp_path / "x"))
+    listed = next(p for p in root.rglob("*.dcm"))
+    stray = listed.parent / "image-9.9.9.dcm"
+    stray.write_bytes(listed.read_bytes())
+    after = ADAPTER.discover(ingest_cfg("brax", root, tmp_path / "y"))
+    assert after.found == before.found + 1
+    assert [d.reason for d in after.quarantined if d.source_path.endswith("image-9.9.9.dcm")] == [
+        "image file not listed in master_spreadsheet_update.csv"
+    ]

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
-from tasks.sources._common import LabelValueError, parse_label_cell, read_csv_strings, read_header
+from tasks.sources._common import (
+    LabelValueError,
+    parse_label_cell,
+    quarantine_unlisted,
+    read_csv_strings,
+    read_header,
+)
 from tasks.sources.base import (
     FRONTAL_VIEWS,
     Candidate,
@@ -85,6 +91,7 @@ class BraxAdapter:
         path_col = PATH_COLUMNS[mode]
         out = Discovery(notes={"images": mode, "spreadsheet_rows": df.height})
         seen: dict[str, int] = {}
+        listed: set[Path] = set()
         for row_no, row in enumerate(df.iter_rows(named=True), start=2):  # line 1 is the header
             rel_raw = row.get(path_col)
             pid, acc = (row.get("PatientID") or "").strip(), (row.get("AccessionNumber") or "").strip()
@@ -94,6 +101,7 @@ class BraxAdapter:
                 )
                 continue
             path, rel = _resolve(root, rel_raw)
+            listed.add(path)
             image_id = _image_id(rel)
             key = make_key(self.name, image_id)
             if not pid or not acc:
@@ -147,6 +155,11 @@ class BraxAdapter:
                     report_origin="labels",
                 )
             )
+        # Files in the image trees the spreadsheet points into, but on no row, are inputs too.
+        suffix = ".dcm" if mode == "dicom" else ".png"
+        tops = {p.relative_to(root).parts[0] for p in listed if p.is_relative_to(root) and p.parent != root}
+        on_disk = {p: _image_id(p.name) for top in sorted(tops) for p in (root / top).rglob(f"*{suffix}")}
+        quarantine_unlisted(out, self.name, root, on_disk, listed, SPREADSHEET)
         return out
 
 
