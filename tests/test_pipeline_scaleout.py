@@ -111,3 +111,7 @@ def test_prefect_yaml_deployments_register(prefect_server, tmp_path):
                == by_name["evaluate/after-train"].id]
     assert trigger, "evaluate has no deployment trigger"
     assert "prefect.flow-run.Completed" in trigger[0].trigger.expect
+    related = trigger[0].trigger.match_related
+    related = related if isinstance(related, list) else [related]
+    assert any(r.get("prefect.resource.role") == "deployment" and r.get("prefect.resource.name") == "gpu"
+               for r in (getattr(x, "root", x) for x in related)), "evaluate must fire for train/gpu runs only"
