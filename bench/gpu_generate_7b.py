@@ -16,60 +16,12 @@ import time
 import torch
 
 
-def build(smoke: bool, device: str, dtype: torch.dtype):
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+def build(smoke: bool, device: str):
+    """The same LLaVA-Rad 7B shape (or tiny, for --smoke) the training benchmark builds, in eval mode."""
+    from bench.gpu_train_7b import build as build_llava
 
-    if smoke:
-        vision = CLIPVisionConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=28,
-            patch_size=14,
-        )
-        text = LlamaConfig(
-            vocab_size=512,
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=4,
-            max_position_embeddings=512,
-        )
-    else:
-        vision = CLIPVisionConfig(
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            image_size=518,
-            patch_size=14,
-        )
-        text = LlamaConfig(
-            vocab_size=32001,
-            hidden_size=4096,
-            intermediate_size=11008,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=32,
-            max_position_embeddings=4096,
-        )
-    image_token = text.vocab_size - 1
-    cfg = LlavaConfig(
-        vision_config=vision,
-        text_config=text,
-        image_token_index=image_token,
-        projector_hidden_act="gelu",
-        vision_feature_layer=-2,
-        vision_feature_select_strategy="default",
-        image_seq_length=(vision.image_size // vision.patch_size) ** 2,
-    )
-    with torch.device(device):
-        torch.set_default_dtype(dtype)
-        model = LlavaForConditionalGeneration(cfg).eval()
-        torch.set_default_dtype(torch.float32)
-    return model, cfg, image_token
+    model, _, text = build_llava(smoke, device)
+    return model.eval(), model.config, text["vocab_size"] - 1
 
 
 @torch.inference_mode()
@@ -110,7 +62,7 @@ def main() -> None:
         )
     dtype = torch.float32 if args.smoke else torch.bfloat16
     new_tokens = min(args.max_new_tokens, 8) if args.smoke else args.max_new_tokens
-    model, cfg, image_token = build(args.smoke, device, dtype)
+    model, cfg, image_token = build(args.smoke, device)
     run(model, cfg, image_token, 1, 4, device, dtype)  # warm-up
     base = None
     for b in (int(x) for x in args.batches.split(",")):

@@ -189,3 +189,15 @@ def test_split_without_samples_scores_nothing_and_says_why(tmp_path):
     assert all(m.value is None and m.not_computed.startswith("not computed: ") for m in metrics.metrics.values())
     with pytest.raises(FileNotFoundError, match="no validate shards"):  # a split the summary does not vouch for
         generate_predictions(NoCalls(), tmp_path, tmp_path / "p2.jsonl", split="validate")
+
+
+def test_gpu_generation_bench_script_smoke(capsys, monkeypatch):
+    """The 7B generation benchmark's code path at tiny shape on CPU (figures on a GPU only)."""
+    import sys
+
+    from bench.gpu_generate_7b import main
+
+    monkeypatch.setattr(sys, "argv", ["gpu_generate_7b", "--smoke", "--max-new-tokens", "4", "--batches", "1,2"])
+    main()
+    out = capsys.readouterr().out
+    assert "batch  1:" in out and "batch  2:" in out and "not a measurement" in out
