@@ -49,3 +49,16 @@ def small_manifest(path: Path, n_reports: int = 8, source: str = "mimic-cxr") ->
                              labels={"Cardiomegaly": 1, "Pleural Effusion": -1, "Pneumothorax": 0}))
     rows.append(manifest_row(101, "chexpert", origin="labels", labels={"No Finding": 1}))
     return write_manifest(path, rows)
+
+
+def rules_responder(body: dict) -> dict:
+    """An 'LLM' that answers structure requests with the rules output (synthesize: a fixed report)."""
+    from fixtures.openai_server import user_text
+    from tasks.reports.rules_backend import structure_rules
+
+    text = user_text(body)
+    if text.startswith("Report:\n"):
+        out = structure_rules({"report_text": text.removeprefix("Report:\n")})
+        out.pop("comparison_sentences_removed")
+        return out
+    return {"findings": "The heart is enlarged.", "impression": "Cardiomegaly."}

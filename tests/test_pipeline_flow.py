@@ -11,26 +11,15 @@ from pathlib import Path
 
 import pytest
 from pipeline_support import base_dict, tiny_config, write_fixture
+from structure_support import rules_responder
 
-from fixtures.openai_server import OpenAIServer, user_text
-
-
-def rules_answer(body: dict) -> dict:
-    """An 'LLM' that answers with the rule-based structure (synthesize: a fixed report)."""
-    from tasks.reports.rules_backend import structure_rules
-
-    text = user_text(body)
-    if text.startswith("Report:\n"):
-        out = structure_rules({"report_text": text.removeprefix("Report:\n")})
-        out.pop("comparison_sentences_removed")
-        return out
-    return {"findings": "The heart is enlarged.", "impression": "Cardiomegaly."}
+from fixtures.openai_server import OpenAIServer
 
 
 @pytest.fixture(scope="module")
 def llm_server():
     os.environ.setdefault("OPENAI_API_KEY", "test-key")
-    with OpenAIServer(rules_answer) as srv:
+    with OpenAIServer(rules_responder) as srv:
         yield srv
 
 

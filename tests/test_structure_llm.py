@@ -11,24 +11,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from structure_support import REPORTS, small_manifest
+from structure_support import REPORTS, rules_responder, small_manifest
 
 from fixtures.openai_server import OpenAIServer, user_text
 from schemas.llm import LLMConfig, StructureConfig
 from tasks.llm import ResponseCache, WorkItem, read_ledger, run_operation, run_operation_async
 from tasks.reports.operations import STRUCTURE, SYNTHESIZE
-from tasks.reports.rules_backend import structure_rules
 from tasks.reports.structure import run_structure
-
-
-def rules_responder(body: dict) -> dict:
-    """An 'LLM' that answers structure requests with the rules output (synthesize: a fixed report)."""
-    text = user_text(body)
-    if text.startswith("Report:\n"):
-        out = structure_rules({"report_text": text.removeprefix("Report:\n")})
-        out.pop("comparison_sentences_removed")
-        return out
-    return {"findings": "The heart is enlarged.", "impression": "Cardiomegaly."}
 
 
 @pytest.fixture

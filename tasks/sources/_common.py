@@ -61,6 +61,14 @@ def read_csv_strings(path: Path, *, ragged: bool = False) -> pl.DataFrame:
         raise SourceLayoutError(f"{path}: unreadable CSV ({e})") from e
 
 
+def require_root(root: Path) -> Path:
+    """check() starts here: a missing root is named before anything else is looked at."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceLayoutError(f"source root does not exist: {root}")
+    return root
+
+
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise SourceLayoutError(f"missing {what}: {path}")

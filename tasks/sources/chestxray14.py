@@ -26,6 +26,7 @@ from tasks.sources._common import (
     read_csv_strings,
     read_header,
     require_columns,
+    require_root,
 )
 from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
 
@@ -120,9 +121,7 @@ class ChestXray14Adapter:
     licence: str = LICENCE
 
     def check(self, root: Path) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise SourceLayoutError(f"source root does not exist: {root}")
+        root = require_root(root)
         csv_path = find_csv(root)
         require_columns(read_header(csv_path), REQUIRED_COLUMNS, csv_path)
 

@@ -29,6 +29,7 @@ from tasks.sources._common import (
     read_header,
     require_columns,
     require_file,
+    require_root,
 )
 from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, make_key
 
@@ -121,9 +122,7 @@ class CheXpertAdapter:
     licence: str = LICENCE
 
     def check(self, root: Path) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise SourceLayoutError(f"source root does not exist: {root}")
+        root = require_root(root)
         label_dir = find_label_dir(root)
         for fname, _ in LABEL_CSVS:
             path = label_dir / fname

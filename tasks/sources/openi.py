@@ -29,6 +29,7 @@ from tasks.sources._common import (
     read_csv_strings,
     read_header,
     require_columns,
+    require_root,
 )
 from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
 
@@ -118,9 +119,7 @@ class OpenIAdapter:
         raise SourceLayoutError(f"missing {XML_DIR}/ (NLM XML release) or {REPORTS_CSV} (Kaggle release) in {root}")
 
     def check(self, root: Path) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise SourceLayoutError(f"source root does not exist: {root}")
+        root = require_root(root)
         if self.variant(root) == "xml":
             if not any((root / XML_DIR).glob("*.xml")):
                 raise SourceLayoutError(f"missing report XML files: {root / XML_DIR}/*.xml")
