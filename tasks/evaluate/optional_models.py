@@ -183,11 +183,13 @@ def optional_metrics(
     predictions: Sequence[str],
     n_bootstrap: int = 500,
     seed: int = 12345,
+    scheme: str = "cxrflow",
 ) -> tuple[dict[str, MetricResult], dict[str, np.ndarray]]:
     """(metrics, per-report columns) for every model-based metric; not-computed entries carry the reason."""
     metrics: dict[str, MetricResult] = {}
     columns: dict[str, np.ndarray] = {}
-    idx = bootstrap_indices(len(references), n_bootstrap, seed) if n_bootstrap and len(references) else None
+    n = len(references)
+    idx = bootstrap_indices(n, n_bootstrap, seed, scheme) if n_bootstrap and n else None
     for compute, specs in (
         (chexbert_columns, chexbert_specs()),
         (radgraph_columns, [radgraph_spec()]),
