@@ -97,7 +97,10 @@ class OptionalModelPaths(BaseModel):
         None, description="local bert-base-uncased dir (config + tokenizer) (env CXRFLOW_CHEXBERT_BERT_DIR)"
     )
     radgraph_model: str | None = Field(
-        None, description="local RadGraph model dir (env CXRFLOW_RADGRAPH_MODEL)"
+        None, description="radgraph.tar.gz or its extracted dir (env CXRFLOW_RADGRAPH_MODEL)"
+    )
+    radgraph_bert_dir: str | None = Field(
+        None, description="local dir of the BERT the RadGraph archive names (env CXRFLOW_RADGRAPH_BERT_DIR)"
     )
     bertscore_model: str | None = Field(
         None, description="local model dir for BERTScore (env CXRFLOW_BERTSCORE_MODEL)"
@@ -115,6 +118,7 @@ class OptionalModelPaths(BaseModel):
             chexbert_checkpoint=os.environ.get("CXRFLOW_CHEXBERT_CHECKPOINT"),
             chexbert_bert_dir=os.environ.get("CXRFLOW_CHEXBERT_BERT_DIR"),
             radgraph_model=os.environ.get("CXRFLOW_RADGRAPH_MODEL"),
+            radgraph_bert_dir=os.environ.get("CXRFLOW_RADGRAPH_BERT_DIR"),
             bertscore_model=os.environ.get("CXRFLOW_BERTSCORE_MODEL"),
             bertscore_num_layers=int(layers) if layers else None,
         )
