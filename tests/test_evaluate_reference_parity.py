@@ -275,3 +275,13 @@ def test_score_records_carries_protocol_per_judgment(tmp_path):
     assert frame["chexprompt_protocol"].to_list() == ["original", "original"]
     assert notes["chexprompt"]["protocol"] == "original"
     assert metrics.metrics["chexprompt_mean_significant_errors"].bootstrap_median is not None
+
+
+def test_protocol_agreement_benchmark_smoke(tmp_path):
+    from bench.bench_chexprompt_protocols import make_pairs, responder, run
+
+    with OpenAIServer(responder) as srv:
+        result = run(make_pairs(8, seed=2), srv.base_url, "judge", tmp_path)
+    assert result["judged_by_both"] == 8
+    assert result["agreement_all_counts"] == 1.0  # one judge, two formats: the plumbing must not disagree
+    assert result["prompt_chars_original_over_json"] > 1
