@@ -182,6 +182,15 @@ def _edit_bin(name, fn):
     return edit
 
 
+def _edit_ckpt(fn):
+    def edit(d):
+        ck = torch.load(d / "biomedclipcxr_518_checkpoint.pt", weights_only=True)
+        fn(ck["state_dict"])
+        torch.save(ck, d / "biomedclipcxr_518_checkpoint.pt")
+
+    return edit
+
+
 def _edit_json(name, fn):
     def edit(d):
         data = json.loads((d / name).read_text())
@@ -242,6 +251,14 @@ def _edit_json(name, fn):
         (
             _edit_json("config.json", lambda c: c.__setitem__("mm_projector_type", "linear")),
             "mm_projector_type='linear'",
+        ),
+        (
+            _edit_ckpt(lambda s: s.__setitem__("module.visual.trunk.extra.weight", torch.zeros(2))),
+            "biomedclipcxr_518_checkpoint.pt key visual.trunk.extra.weight has no place in biomedclipcxr_518.json's model",
+        ),
+        (
+            _edit_ckpt(lambda s: s.pop("module.visual.trunk.norm.weight")),
+            "visual.trunk.norm.weight is missing from biomedclipcxr_518_checkpoint.pt",
         ),
     ],
 )

@@ -240,6 +240,33 @@ def _match(release: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]
             raise ReleaseFormatError(f"{k}: release shape {tuple(release[k].shape)} != preset shape {shape}")
 
 
+def _check_vision_dir(vision: Path, tmp: Path) -> None:
+    """Build the open_clip model from the written dir (a strict load): a checkpoint key without a place in
+    the model, or a model weight the checkpoint lacks, is named here rather than at the first generate."""
+    from training.model import OpenClipVisionTower
+
+    try:
+        OpenClipVisionTower.from_dir(vision)
+    except RuntimeError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        found = re.search(r"(Missing|Unexpected) key\(s\) in state_dict: \"([^\"]+)\"", str(e))
+        if found and found.group(1) == "Missing":
+            raise ReleaseFormatError(f"{found.group(2)} is missing from {VISION_CHECKPOINT}") from None
+        if found:
+            raise ReleaseFormatError(
+                f"{VISION_CHECKPOINT} key {found.group(2)} has no place in {VISION_CONFIG}'s model"
+            ) from None
+        raise ReleaseFormatError(
+            f"{VISION_CHECKPOINT} does not load into {VISION_CONFIG}'s model: {str(e).splitlines()[0][:200]}"
+        ) from None
+    except OSError as e:  # transformers: the text tower's config is neither local nor in the HF cache
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ReleaseFormatError(
+            f"{VISION_CONFIG}'s text tower config is not available offline "
+            f"({str(e).splitlines()[0][:120]}); pass --text-model-dir"
+        ) from None
+
+
 def convert_release(
     src: Path, lm_path: Path, out: Path, text_model_dir: Path | None = None
 ) -> dict[str, Any]:
@@ -301,6 +328,7 @@ def convert_release(
     save_file(
         {k: v.contiguous() for k, v in vstate.items()}, str(tmp / "vision" / "open_clip_model.safetensors")
     )
+    _check_vision_dir(tmp / "vision", tmp)
     fp32 = {k: v.float().contiguous() for k, v in projector.items()}  # trainable weights are kept in fp32
     save_file(fp32, str(tmp / "final" / "stage1-projector.safetensors"))
     save_file(
