@@ -16,6 +16,9 @@ from typer.testing import CliRunner
 
 from fixtures.llava_rad_release import LORA_ALPHA, LORA_R, write_lm_dir, write_release
 
+# building the twin imports open_clip/timm and writes three small models (~10 s on a free core)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory):

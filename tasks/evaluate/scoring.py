@@ -163,8 +163,8 @@ def markdown_summary(metrics: EvaluationMetrics, notes: dict[str, Any] | None = 
         "",
         f"{metrics.n_reports} reports; {int(metrics.ci_level * 100)}% bootstrap CIs over {metrics.n_bootstrap} "
         f"resamples (seed {metrics.seed}, {metrics.bootstrap_scheme} draw). Value = point estimate on all "
-        "reports; bootstrap median = median over the resamples (what the LLaVA-Rad paper reports). Rule-based label F1 uses cxrflow's rule-based CheXpert-style labeler, "
-        "not CheXbert.",
+        "reports; bootstrap median = median over the resamples (what the LLaVA-Rad paper reports). "
+        "Rule-based label F1 uses cxrflow's rule-based CheXpert-style labeler, not CheXbert.",
         "",
         "| metric | value | 95% CI | bootstrap median | n |",
         "|---|---|---|---|---|",
