@@ -116,17 +116,16 @@ def register(app: typer.Typer) -> None:
         model: str | None = typer.Option(None, "--model"),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
     ) -> None:
-        """Score an existing predictions file (no Prefect server needed)."""
+        """Score an existing predictions file (no Prefect server needed); a LLaVA-Rad predictions file is read
+        as it is written (repeated `<subject>_<study>` ids, one line per image)."""
         from schemas.llm import LLMConfig
         from tasks.evaluate.inference import read_predictions
-        from tasks.evaluate.resampling import REFERENCE_SEED, SCHEMES, SEED
+        from tasks.evaluate.optional_models import MetricModelError
         from tasks.evaluate.scoring import score_records, write_evaluation
         from tasks.io import sha256_file
 
-        if bootstrap_scheme not in SCHEMES:
-            raise typer.BadParameter(f"--bootstrap-scheme must be one of {', '.join(SCHEMES)}")
-        if seed is None:
-            seed = REFERENCE_SEED if bootstrap_scheme == "reference" else SEED
+        bootstrap_scheme, protocol = _scheme(bootstrap_scheme), _protocol(protocol)
+        seed = _seed(seed, bootstrap_scheme)
         out = out or predictions.parent
         fields = _llm_fields(backend, base_url, model, out / "llm-cache")
         try:
@@ -134,17 +133,21 @@ def register(app: typer.Typer) -> None:
         except (OSError, ValueError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
-        metrics, frame, notes = score_records(
-            records,
-            experiment=experiment or predictions.parent.name,
-            llm=LLMConfig(**fields) if fields else None,
-            source=source,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            bootstrap_scheme=bootstrap_scheme,
-            chexprompt_protocol=protocol,
-            ledger_path=out / "llm-ledger.jsonl",
-        )
+        try:
+            metrics, frame, notes = score_records(
+                records,
+                experiment=experiment or predictions.parent.name,
+                llm=LLMConfig(**fields) if fields else None,
+                source=source,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                bootstrap_scheme=bootstrap_scheme,
+                chexprompt_protocol=protocol,
+                ledger_path=out / "llm-ledger.jsonl",
+            )
+        except MetricModelError as e:  # configured metric weights that cannot be used
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
         metrics.predictions_sha256 = sha256_file(predictions)
         write_evaluation(out, metrics, frame, notes)
         _print_metrics(metrics)

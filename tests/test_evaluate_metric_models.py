@@ -153,3 +153,25 @@ def test_radgraph_partial_reward_from_a_local_archive_through_the_package(tmp_pa
     missing = radgraph_columns(OptionalModelPaths(radgraph_model=str(tmp_path / "nope")), REFS, PREDS)
     assert missing[0] is None and "does not exist" in missing[1]
     assert "not configured" in radgraph_columns(OptionalModelPaths(), REFS, PREDS)[1]
+
+
+def test_cli_score_with_unusable_chexbert_weights_is_a_one_line_error(chexbert_twin, tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cxrflow_cli.main import app
+
+    ckpt, bert = chexbert_twin
+    state = torch.load(ckpt, weights_only=True)
+    del state["model_state_dict"]["module.linear_heads.13.bias"]
+    torch.save(state, tmp_path / "bad.pth")
+    monkeypatch.setenv("CXRFLOW_CHEXBERT_CHECKPOINT", str(tmp_path / "bad.pth"))
+    monkeypatch.setenv("CXRFLOW_CHEXBERT_BERT_DIR", str(bert))
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"id": "a", "reference": REFS[1], "prediction": PREDS[1]}) + "\n")
+    res = CliRunner().invoke(app, ["score", "--predictions", str(preds), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2
+    lines = [x for x in res.output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: CheXbert:"), res.output
+    assert "Traceback" not in res.output

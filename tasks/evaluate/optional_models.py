@@ -68,6 +68,10 @@ def radgraph_spec() -> MetricSpec:
     )
 
 
+class MetricModelError(ValueError):
+    """Configured metric weights that cannot be used (wrong format, a missing piece); a one-line message."""
+
+
 class CheXbert:
     def __init__(self, checkpoint: Path, bert_dir: Path, device: str = "cpu"):
         import torch
@@ -136,7 +140,10 @@ def chexbert_columns(
     for p in (paths.chexbert_checkpoint, paths.chexbert_bert_dir):
         if not Path(p).exists():
             return None, f"CheXbert path {p} does not exist"
-    model = CheXbert(Path(paths.chexbert_checkpoint), Path(paths.chexbert_bert_dir))
+    try:
+        model = CheXbert(Path(paths.chexbert_checkpoint), Path(paths.chexbert_bert_dir))
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: torch's strict load of the heads
+        raise MetricModelError(f"CheXbert: {' '.join(str(e).split())[:300]}") from e
     return {
         **label_columns("chexbert", "ref", model.label(list(references))),
         **label_columns("chexbert", "pred", model.label(list(predictions))),
@@ -241,12 +248,19 @@ def radgraph_columns(
         from radgraph import F1RadGraph
     except ImportError:
         return None, "the radgraph package is not installed (pip install radgraph==0.1.18)"
+    import tarfile
     import tempfile
 
     radgraph_tokenizer_compat()
     with tempfile.TemporaryDirectory(prefix="cxrflow-radgraph-") as tmp:
-        cache = stage_radgraph(model, bert, Path(tmp))
-        scorer = F1RadGraph(reward_level="partial", model_type="radgraph", model_cache_dir=str(cache))
+        try:
+            cache = stage_radgraph(model, bert, Path(tmp))
+            scorer = F1RadGraph(reward_level="partial", model_type="radgraph", model_cache_dir=str(cache))
+        except (OSError, ValueError, tarfile.TarError) as e:  # e.g. the BERT its config names is not local
+            raise MetricModelError(
+                f"RadGraph: {str(e).splitlines()[0][:200]} (a local copy of the BERT the archive's config "
+                "names goes in CXRFLOW_RADGRAPH_BERT_DIR)"
+            ) from e
         _, per_report, _, _ = scorer(refs=list(references), hyps=list(predictions))
     return {"radgraph_f1": np.asarray(per_report, dtype=float)}, None
 
