@@ -221,12 +221,27 @@ def test_original_protocol_retries_an_invalid_answer_once(tmp_path):
         return "I think there is one error." if len(calls) % 2 else _text_judge(body)
 
     with OpenAIServer(responder) as srv:
-        cfg = LLMConfig(backend="openai", base_url=srv.base_url, model="judge", cache_dir=tmp_path / "c")
+        cfg = LLMConfig(
+            backend="openai",
+            base_url=srv.base_url,
+            model="judge",
+            cache_dir=tmp_path / "c",
+            invalid_answer_retries=3,
+        )
         out = judge(PUBLIC_CASES[:1], cfg, n_bootstrap=0, protocol="original")
     assert len(calls) == 2 and out.columns[SIG_COLUMNS[0]].tolist() == [1.0]
     with OpenAIServer(lambda b: "no counts here") as srv:
-        cfg = LLMConfig(backend="openai", base_url=srv.base_url, model="judge", cache_dir=tmp_path / "d")
+        cfg = LLMConfig(
+            backend="openai",
+            base_url=srv.base_url,
+            model="judge",
+            cache_dir=tmp_path / "d",
+            invalid_answer_retries=3,
+        )
         bad = judge(PUBLIC_CASES[:1], cfg, n_bootstrap=0, protocol="original")
+        assert (
+            srv.chat_requests == 2
+        )  # asked once, retried once, as the reference does, whatever the config says
     assert "case-cardiomegaly" in bad.reasons
 
 

@@ -281,6 +281,8 @@ def judge(
     n = len(records)
     nan_cols = {c: np.full(n, np.nan) for c in SIG_COLUMNS + INSIG_COLUMNS}
     op = chexprompt_operation(protocol)
+    if protocol == "original":  # the published retry rule: an invalid answer is asked exactly once more
+        cfg = cfg.model_copy(update={"invalid_answer_retries": 1})
     if cfg.backend == "rules":
         summary = {"backend": "rules", "judged": 0, "protocol": protocol, "prompt_version": op.version}
         return JudgeOutcome(nan_cols, not_computed_metrics(NEEDS_LLM), summary, {}, protocol, op.version)
