@@ -19,13 +19,18 @@ def register(app: typer.Typer) -> None:
             "--text-model-dir",
             help="local dir with the config of BiomedCLIP-CXR's BERT text tower (else the HF cache must hold it)",
         ),
+        allow_pickle: bool = typer.Option(
+            False, "--allow-pickle", help="unpickle the vision checkpoint fully (a trusted source only)"
+        ),
     ) -> None:
         """Convert the release (LoRA adapter, non_lora_trainables.bin, BiomedCLIP-CXR) into a run dir that
         `cxrflow generate --run` and `cxrflow evaluate --run` accept."""
         from training.llava_rad_release import ReleaseFormatError, convert_release
 
         try:
-            receipt = convert_release(src, lm_path, out, text_model_dir=text_model_dir)
+            receipt = convert_release(
+                src, lm_path, out, text_model_dir=text_model_dir, allow_pickle=allow_pickle
+            )
         except ReleaseFormatError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None

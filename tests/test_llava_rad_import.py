@@ -289,3 +289,22 @@ def test_open_clip_loader_fails_loudly_without_weights(run, tmp_path):
         OpenClipVisionTower.from_dir(empty)
     tower = OpenClipVisionTower.from_dir(run / "vision")  # the converted dir loads (strictly)
     assert len(tower.trunk.blocks) == 2
+
+
+def test_vision_checkpoint_with_pickled_objects_needs_allow_pickle(twin, tmp_path):
+    import argparse
+
+    from cxrflow_cli.main import app
+
+    root, src, lm = twin
+
+    def add_args(d):
+        ck = torch.load(d / "biomedclipcxr_518_checkpoint.pt", weights_only=True)
+        ck["args"] = argparse.Namespace(model="biomedclip")  # open_clip training scripts may store their args
+        torch.save(ck, d / "biomedclipcxr_518_checkpoint.pt")
+
+    bad = _broken_copy(src, tmp_path, add_args)
+    base = ["import-llava-rad", "--from", str(bad), "--lm-path", str(lm), "--out", str(tmp_path / "run")]
+    res = CliRunner().invoke(app, base)
+    assert res.exit_code == 2 and "--allow-pickle" in res.output
+    assert CliRunner().invoke(app, [*base, "--allow-pickle"]).exit_code == 0

@@ -21,6 +21,7 @@ See docs/metrics.md ("Reference model").
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -268,9 +269,11 @@ def _check_vision_dir(vision: Path, tmp: Path) -> None:
 
 
 def convert_release(
-    src: Path, lm_path: Path, out: Path, text_model_dir: Path | None = None
+    src: Path, lm_path: Path, out: Path, text_model_dir: Path | None = None, allow_pickle: bool = False
 ) -> dict[str, Any]:
-    """Write the run dir `out` (replacing nothing: `out` must not exist). Returns the import receipt."""
+    """Write the run dir `out` (replacing nothing: `out` must not exist). Returns the import receipt.
+    `allow_pickle`: read the open_clip training checkpoint with full unpickling when it holds objects beyond
+    tensors and plain containers (only for a checkpoint from a trusted source)."""
     from safetensors.torch import save_file
 
     from schemas.train import TrainConfig, stage2_defaults
@@ -297,7 +300,12 @@ def convert_release(
             Path(text_model_dir).resolve()
         )
     try:
-        ck = torch.load(str(src / VISION_CHECKPOINT), map_location="cpu", weights_only=True)
+        ck = torch.load(str(src / VISION_CHECKPOINT), map_location="cpu", weights_only=not allow_pickle)
+    except pickle.UnpicklingError:
+        raise ReleaseFormatError(
+            f"{VISION_CHECKPOINT} holds objects beyond tensors; if it comes from a source "
+            "you trust, rerun with --allow-pickle"
+        ) from None
     except Exception as e:
         raise ReleaseFormatError(f"{VISION_CHECKPOINT}: cannot be read ({type(e).__name__})") from None
     vstate = vision_state(ck)
