@@ -276,7 +276,7 @@ def test_wrong_or_missing_release_content_is_a_one_line_error(twin, tmp_path, ed
     assert res.exit_code == 2, res.output
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.output
-    assert not (tmp_path / "run").exists()
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.importing").exists()
 
 
 def test_open_clip_loader_fails_loudly_without_weights(run, tmp_path):

@@ -241,7 +241,7 @@ def _match(release: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]
             raise ReleaseFormatError(f"{k}: release shape {tuple(release[k].shape)} != preset shape {shape}")
 
 
-def _check_vision_dir(vision: Path, tmp: Path) -> None:
+def _check_vision_dir(vision: Path) -> None:
     """Build the open_clip model from the written dir (a strict load): a checkpoint key without a place in
     the model, or a model weight the checkpoint lacks, is named here rather than at the first generate."""
     from training.model import OpenClipVisionTower
@@ -249,7 +249,6 @@ def _check_vision_dir(vision: Path, tmp: Path) -> None:
     try:
         OpenClipVisionTower.from_dir(vision)
     except RuntimeError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         found = re.search(r"(Missing|Unexpected) key\(s\) in state_dict: \"([^\"]+)\"", str(e))
         if found and found.group(1) == "Missing":
             raise ReleaseFormatError(f"{found.group(2)} is missing from {VISION_CHECKPOINT}") from None
@@ -261,7 +260,6 @@ def _check_vision_dir(vision: Path, tmp: Path) -> None:
             f"{VISION_CHECKPOINT} does not load into {VISION_CONFIG}'s model: {str(e).splitlines()[0][:200]}"
         ) from None
     except OSError as e:  # transformers: the text tower's config is neither local nor in the HF cache
-        shutil.rmtree(tmp, ignore_errors=True)
         raise ReleaseFormatError(
             f"{VISION_CONFIG}'s text tower config is not available offline "
             f"({str(e).splitlines()[0][:120]}); pass --text-model-dir"
@@ -328,49 +326,61 @@ def convert_release(
 
     tmp = out.with_name(f".{out.name}.importing")
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "final").mkdir(parents=True)
-    (tmp / "vision").mkdir()
-    (tmp / "vision" / "open_clip_config.json").write_text(
-        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}, indent=2)
-    )
-    save_file(
-        {k: v.contiguous() for k, v in vstate.items()}, str(tmp / "vision" / "open_clip_model.safetensors")
-    )
-    _check_vision_dir(tmp / "vision", tmp)
-    fp32 = {k: v.float().contiguous() for k, v in projector.items()}  # trainable weights are kept in fp32
-    save_file(fp32, str(tmp / "final" / "stage1-projector.safetensors"))
-    save_file(
-        {k: v.float().contiguous() for k, v in trainable.items()},
-        str(tmp / "final" / "stage2-trainable.safetensors"),
-    )
-    cfg = TrainConfig(
-        shards=src,
-        out=out,
-        preset="llava-rad",
-        stages=[1, 2],
-        stage2=stage2,
-        image_size=image_size,
-        vision_path=(out / "vision").resolve(),
-        lm_path=lm_path.resolve(),
-    )
-    (tmp / "config.json").write_text(cfg.model_dump_json(indent=2))
-    build_tokenizer(cfg, tmp)  # the LM's tokenizer with <image>, saved into the run
-    receipt = {
-        "source": str(src.resolve()),
-        "lm_path": str(lm_path.resolve()),
-        "files": {
-            p.name: sha256_file(p)
-            for p in sorted(src.iterdir())
-            if p.name
-            in (ADAPTER_CONFIG, NON_LORA, LLAVA_CONFIG, VISION_CONFIG, VISION_CHECKPOINT, *ADAPTER_WEIGHTS)
-        },
-        "lora": lora,
-        "lora_tensors": len(trainable) - len(projector),
-        "projector_tensors": len(projector),
-        "vision_tensors": len(vstate),
-        "vision": {"width": vision_width, "patch_size": patch_size, "image_size": image_size},
-        "dropped": "text.transformer.pooler.* of the open_clip checkpoint (not built by current open_clip)",
-    }
-    (tmp / "import.json").write_text(json.dumps(receipt, indent=2))
+    try:
+        (tmp / "final").mkdir(parents=True)
+        (tmp / "vision").mkdir()
+        (tmp / "vision" / "open_clip_config.json").write_text(
+            json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}, indent=2)
+        )
+        save_file(
+            {k: v.contiguous() for k, v in vstate.items()},
+            str(tmp / "vision" / "open_clip_model.safetensors"),
+        )
+        _check_vision_dir(tmp / "vision")
+        fp32 = {k: v.float().contiguous() for k, v in projector.items()}  # trainable weights are kept in fp32
+        save_file(fp32, str(tmp / "final" / "stage1-projector.safetensors"))
+        save_file(
+            {k: v.float().contiguous() for k, v in trainable.items()},
+            str(tmp / "final" / "stage2-trainable.safetensors"),
+        )
+        cfg = TrainConfig(
+            shards=src,
+            out=out,
+            preset="llava-rad",
+            stages=[1, 2],
+            stage2=stage2,
+            image_size=image_size,
+            vision_path=(out / "vision").resolve(),
+            lm_path=lm_path.resolve(),
+        )
+        (tmp / "config.json").write_text(cfg.model_dump_json(indent=2))
+        build_tokenizer(cfg, tmp)  # the LM's tokenizer with <image>, saved into the run
+        receipt = {
+            "source": str(src.resolve()),
+            "lm_path": str(lm_path.resolve()),
+            "files": {
+                p.name: sha256_file(p)
+                for p in sorted(src.iterdir())
+                if p.name
+                in (
+                    ADAPTER_CONFIG,
+                    NON_LORA,
+                    LLAVA_CONFIG,
+                    VISION_CONFIG,
+                    VISION_CHECKPOINT,
+                    *ADAPTER_WEIGHTS,
+                )
+            },
+            "lora": lora,
+            "lora_tensors": len(trainable) - len(projector),
+            "projector_tensors": len(projector),
+            "vision_tensors": len(vstate),
+            "vision": {"width": vision_width, "patch_size": patch_size, "image_size": image_size},
+            "dropped": "text.transformer.pooler.* of the open_clip checkpoint (not built by current open_clip)",
+        }
+        (tmp / "import.json").write_text(json.dumps(receipt, indent=2))
+    except BaseException:  # nothing half-written is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     tmp.rename(out)
     return receipt
