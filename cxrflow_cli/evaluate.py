@@ -23,6 +23,32 @@ def _llm_fields(
     return fields
 
 
+_PROTOCOL_HELP = "CheXprompt protocol: json (cxrflow's structured judge) | original (published five-shot text)"
+_SCHEME_HELP = "bootstrap resamples: cxrflow | reference (the LLaVA-Rad evaluation's draw)"
+
+
+def _protocol(protocol: str) -> str:
+    from tasks.evaluate.chexprompt import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise typer.BadParameter(f"--chexprompt-protocol must be one of {', '.join(PROTOCOLS)}")
+    return protocol
+
+
+def _scheme(scheme: str) -> str:
+    from tasks.evaluate.resampling import SCHEMES
+
+    if scheme not in SCHEMES:
+        raise typer.BadParameter(f"--bootstrap-scheme must be one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def _seed(seed: int | None, scheme: str) -> int:
+    from tasks.evaluate.resampling import REFERENCE_SEED, SEED
+
+    return seed if seed is not None else (REFERENCE_SEED if scheme == "reference" else SEED)
+
+
 _BACKEND_HELP = (
     "CheXprompt judge backend: rules|openai|azure|openai-compatible (with --base-url); omit to skip"
 )
@@ -48,6 +74,9 @@ def register(app: typer.Typer) -> None:
         backend: str | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),
         base_url: str | None = typer.Option(None, "--base-url"),
         model: str | None = typer.Option(None, "--model"),
+        protocol: str = typer.Option("json", "--chexprompt-protocol", help=_PROTOCOL_HELP),
+        bootstrap_scheme: str = typer.Option("cxrflow", "--bootstrap-scheme", help=_SCHEME_HELP),
+        seed: int | None = typer.Option(None, "--seed", help="bootstrap seed (default 12345; 3 with reference)"),
     ) -> None:
         """Generate reports for a shard split with a trained run, then score them (flow `evaluate`)."""
         from flows.evaluate import evaluate
@@ -64,6 +93,9 @@ def register(app: typer.Typer) -> None:
             limit=limit,
             device=device,
             llm=_llm_fields(backend, base_url, model, out / "llm-cache"),
+            chexprompt_protocol=_protocol(protocol),
+            bootstrap_scheme=_scheme(bootstrap_scheme),
+            seed=_seed(seed, bootstrap_scheme),
         )
         result = evaluate(params)
         typer.echo(json.dumps(result, indent=2))
@@ -76,30 +108,46 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="EVAL dir (default: next to the predictions)"),
         experiment: str | None = typer.Option(None, "--experiment"),
         n_bootstrap: int = typer.Option(500, "--n-bootstrap"),
-        seed: int = typer.Option(12345, "--seed"),
+        seed: int | None = typer.Option(None, "--seed", help="bootstrap seed (default 12345; 3 with reference)"),
+        bootstrap_scheme: str = typer.Option("cxrflow", "--bootstrap-scheme", help=_SCHEME_HELP),
+        protocol: str = typer.Option("json", "--chexprompt-protocol", help=_PROTOCOL_HELP),
         backend: str | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),
         base_url: str | None = typer.Option(None, "--base-url"),
         model: str | None = typer.Option(None, "--model"),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
     ) -> None:
-        """Score an existing predictions file (no Prefect server needed)."""
+        """Score an existing predictions file (no Prefect server needed); a LLaVA-Rad predictions file is read
+        as it is written (repeated `<subject>_<study>` ids, one line per image)."""
         from schemas.llm import LLMConfig
         from tasks.evaluate.inference import read_predictions
+        from tasks.evaluate.optional_models import MetricModelError
         from tasks.evaluate.scoring import score_records, write_evaluation
         from tasks.io import sha256_file
 
+        bootstrap_scheme, protocol = _scheme(bootstrap_scheme), _protocol(protocol)
+        seed = _seed(seed, bootstrap_scheme)
         out = out or predictions.parent
         fields = _llm_fields(backend, base_url, model, out / "llm-cache")
-        records = read_predictions(predictions)
-        metrics, frame, notes = score_records(
-            records,
-            experiment=experiment or predictions.parent.name,
-            llm=LLMConfig(**fields) if fields else None,
-            source=source,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            ledger_path=out / "llm-ledger.jsonl",
-        )
+        try:
+            records = read_predictions(predictions)
+        except (OSError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        try:
+            metrics, frame, notes = score_records(
+                records,
+                experiment=experiment or predictions.parent.name,
+                llm=LLMConfig(**fields) if fields else None,
+                source=source,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                bootstrap_scheme=bootstrap_scheme,
+                chexprompt_protocol=protocol,
+                ledger_path=out / "llm-ledger.jsonl",
+            )
+        except MetricModelError as e:  # configured metric weights that cannot be used
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
         metrics.predictions_sha256 = sha256_file(predictions)
         write_evaluation(out, metrics, frame, notes)
         _print_metrics(metrics)
@@ -114,15 +162,28 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="write judgments.jsonl + chexprompt.json here"),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
         cache_dir: Path | None = typer.Option(None, "--cache-dir"),
+        protocol: str = typer.Option("json", "--protocol", help=_PROTOCOL_HELP),
     ) -> None:
         """Judge candidate findings against references with the CheXprompt-style LLM judge."""
         from schemas.llm import LLMConfig
         from tasks.evaluate.chexprompt import INSIG_COLUMNS, SIG_COLUMNS, judge
         from tasks.evaluate.inference import read_predictions
 
-        records = read_predictions(input)
+        protocol = _protocol(protocol)
+        try:
+            records = read_predictions(input)
+        except (OSError, ValueError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
         cfg = LLMConfig(**_llm_fields(backend, base_url, model, cache_dir))
-        outcome = judge(records, cfg, source=source, ledger_path=(out / "llm-ledger.jsonl") if out else None)
+        outcome = judge(
+            records,
+            cfg,
+            source=source,
+            ledger_path=(out / "llm-ledger.jsonl") if out else None,
+            protocol=protocol,
+        )
+        typer.echo(f"protocol {outcome.protocol}, prompt version {outcome.prompt_version}")
         for name, m in outcome.metrics.items():
             typer.echo(f"{name:42s} {m.display()}")
         if outcome.reasons:
@@ -134,6 +195,7 @@ def register(app: typer.Typer) -> None:
                     row = {"id": r["id"], **{c: outcome.columns[c][i] for c in SIG_COLUMNS + INSIG_COLUMNS}}
                     row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
                     row["not_judged"] = outcome.reasons.get(r["id"])
+                    row["protocol"], row["prompt_version"] = outcome.protocol, outcome.prompt_version
                     f.write(json.dumps(row) + "\n")
             (out / "chexprompt.json").write_text(
                 json.dumps(
@@ -148,15 +210,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compare-evals")
     def compare_cmd(
-        a: Path = typer.Argument(..., help="EVAL dir (or per_report.parquet) of system A"),
-        b: Path = typer.Argument(..., help="EVAL dir (or per_report.parquet) of system B"),
+        a: Path = typer.Argument(..., help="EVAL dir, per_report.parquet or predictions .jsonl of system A"),
+        b: Path = typer.Argument(..., help="EVAL dir, per_report.parquet or predictions .jsonl of system B"),
         n_resamples: int = typer.Option(1000, "--n-resamples"),
+        pair_by: str = typer.Option(
+            "id", "--pair-by", help="id, or study (`<subject>_<study>`: pairs with a LLaVA-Rad predictions file)"
+        ),
         out: Path | None = typer.Option(None, "--out", help="write the comparison JSON here"),
     ) -> None:
         """Paired significance (approximate randomization) of B vs A for every metric on the same ids."""
         from tasks.evaluate.significance import compare_evals
 
-        cmp = compare_evals(a, b, n_resamples=n_resamples)
+        for p in (a, b):
+            if not p.exists():
+                raise typer.BadParameter(f"{p} does not exist")
+        try:
+            cmp = compare_evals(a, b, n_resamples=n_resamples, pair_by=pair_by)
+        except ValueError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+        if cmp.note:
+            typer.echo(cmp.note)
         for name, m in cmp.metrics.items():
             if m.p_value is None:
                 typer.echo(f"{name:42s} {m.not_computed}")

@@ -62,6 +62,8 @@ def score_task(
         source=params.source,
         n_bootstrap=params.n_bootstrap,
         seed=params.seed,
+        bootstrap_scheme=params.bootstrap_scheme,
+        chexprompt_protocol=params.chexprompt_protocol,
         ledger_path=Path(params.out) / "llm-ledger.jsonl",
     )
     metrics.predictions_sha256 = sha256_file(Path(predictions))

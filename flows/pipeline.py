@@ -81,7 +81,8 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     evaluate = EvaluateParams(out=str(d["evaluate"]), experiment=cfg.name, run=str(d["train"]),
                               shards=str(d["shard"]), split=e.split, batch_size=e.batch_size,
                               max_new_tokens=e.max_new_tokens, limit=e.limit, n_bootstrap=e.n_bootstrap,
-                              seed=e.seed, device=e.device, source=data.guard_source(), llm=e.llm)
+                              seed=e.seed, device=e.device, source=data.guard_source(), llm=e.llm,
+                              bootstrap_scheme=e.bootstrap_scheme, chexprompt_protocol=e.chexprompt_protocol)
     return {"ingest": ingest, "mixture": mixture, "structure": structure, "shard": shard, "train": train,
             "evaluate": evaluate}
 
@@ -128,7 +129,8 @@ def metrics_table(eval_dir: Path) -> list[dict]:
 
     m = EvaluationMetrics.model_validate_json((Path(eval_dir) / "metrics.json").read_text())
     return [{"metric": k, "value": r.value, "ci_low": r.ci[0] if r.ci else None,
-             "ci_high": r.ci[1] if r.ci else None, "n": r.n, "display": r.display()}
+             "ci_high": r.ci[1] if r.ci else None, "bootstrap_median": r.bootstrap_median, "n": r.n,
+             "display": r.display()}
             for k, r in m.metrics.items()]
 
 

@@ -6,6 +6,8 @@ could not be computed is never reported as 0 and never silently missing.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, model_validator
 
 METRICS_SCHEMA_VERSION = 1
@@ -13,10 +15,13 @@ NOT_COMPUTED_PREFIX = "not computed: "
 
 
 class MetricResult(BaseModel):
-    """One metric. Scores are on a 0-100 scale (as LLaVA-Rad reports them) unless `unit` says otherwise."""
+    """One metric. Scores are on a 0-100 scale (as LLaVA-Rad reports them) unless `unit` says otherwise.
+    `value` is the point estimate on all reports; `bootstrap_median` the median over the bootstrap resamples
+    (the number the LLaVA-Rad paper reports for F1-CheXbert and F1-RadGraph); `ci` the percentile CI."""
 
     value: float | None = None
     ci: tuple[float, float] | None = None
+    bootstrap_median: float | None = None
     n: int = 0
     not_computed: str | None = None
     unit: str = "percent"
@@ -39,7 +44,8 @@ class MetricResult(BaseModel):
         if self.value is None:
             return str(self.not_computed)
         ci = f" [{self.ci[0]:.2f}, {self.ci[1]:.2f}]" if self.ci else ""
-        return f"{self.value:.2f}{ci}"
+        med = f" (bootstrap median {self.bootstrap_median:.2f})" if self.bootstrap_median is not None else ""
+        return f"{self.value:.2f}{ci}{med}"
 
 
 class EvaluationMetrics(BaseModel):
@@ -51,6 +57,7 @@ class EvaluationMetrics(BaseModel):
     ci_level: float = 0.95
     n_bootstrap: int = 500
     seed: int = 0
+    bootstrap_scheme: str = Field("cxrflow", description="cxrflow | reference (the reference's resample draw)")
     predictions_sha256: str | None = None
     metrics: dict[str, MetricResult] = Field(default_factory=dict)
 
@@ -74,6 +81,8 @@ class EvaluationComparison(BaseModel):
     n_common: int
     n_resamples: int
     seed: int
+    paired_by: str = "id"
+    note: str | None = None
     metrics: dict[str, MetricComparison] = Field(default_factory=dict)
 
 
@@ -88,7 +97,10 @@ class OptionalModelPaths(BaseModel):
         None, description="local bert-base-uncased dir (config + tokenizer) (env CXRFLOW_CHEXBERT_BERT_DIR)"
     )
     radgraph_model: str | None = Field(
-        None, description="local RadGraph model dir (env CXRFLOW_RADGRAPH_MODEL)"
+        None, description="radgraph.tar.gz or its extracted dir (env CXRFLOW_RADGRAPH_MODEL)"
+    )
+    radgraph_bert_dir: str | None = Field(
+        None, description="local dir of the BERT the RadGraph archive names (env CXRFLOW_RADGRAPH_BERT_DIR)"
     )
     bertscore_model: str | None = Field(
         None, description="local model dir for BERTScore (env CXRFLOW_BERTSCORE_MODEL)"
@@ -106,6 +118,7 @@ class OptionalModelPaths(BaseModel):
             chexbert_checkpoint=os.environ.get("CXRFLOW_CHEXBERT_CHECKPOINT"),
             chexbert_bert_dir=os.environ.get("CXRFLOW_CHEXBERT_BERT_DIR"),
             radgraph_model=os.environ.get("CXRFLOW_RADGRAPH_MODEL"),
+            radgraph_bert_dir=os.environ.get("CXRFLOW_RADGRAPH_BERT_DIR"),
             bertscore_model=os.environ.get("CXRFLOW_BERTSCORE_MODEL"),
             bertscore_num_layers=int(layers) if layers else None,
         )
@@ -126,8 +139,14 @@ class EvaluateParams(BaseModel):
     device: str = "cpu"
     n_bootstrap: int = Field(500, ge=0)
     seed: int = 12345
+    bootstrap_scheme: Literal["cxrflow", "reference"] = Field(
+        "cxrflow", description="reference: the LLaVA-Rad evaluation's resample draw (use with seed 3)"
+    )
     source: str = Field("mimic-cxr", description="dataset of the reports, for the LLM data-use guard")
     llm: dict | None = Field(None, description="LLMConfig fields for the CheXprompt judge; None skips it")
+    chexprompt_protocol: Literal["json", "original"] = Field(
+        "json", description="json: cxrflow's structured judge; original: the published five-shot text protocol"
+    )
     model_paths: OptionalModelPaths | None = None
 
     @model_validator(mode="after")

@@ -105,8 +105,10 @@ class EvaluateSection(BaseModel):
     limit: int | None = Field(None, ge=1)
     n_bootstrap: int = Field(500, ge=0)
     seed: int = 12345
+    bootstrap_scheme: Literal["cxrflow", "reference"] = "cxrflow"
     device: str = "cpu"
     llm: dict | None = Field(None, description="LLMConfig fields of the CheXprompt judge; None skips it")
+    chexprompt_protocol: Literal["json", "original"] = "json"
 
 
 class PipelineConfig(BaseModel):

@@ -21,7 +21,7 @@ from training.model import (
     load_trainable,
     n_image_tokens,
 )
-from training.text import encode_prompt, prompt_text
+from training.text import IMAGE_TOKEN, encode_prompt, prompt_text
 
 
 class ReportGenerator:
@@ -79,5 +79,6 @@ class ReportGenerator:
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
             pixel_values=pixels.to(self.device, dtype), max_new_tokens=max_new_tokens, do_sample=False,
             num_beams=1, pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
+            suppress_tokens=[self.tok.convert_tokens_to_ids(IMAGE_TOKEN)],  # a placeholder, never an output
         )
         return [self.tok.decode(row[n:], skip_special_tokens=True).strip() for row in out]

@@ -105,7 +105,11 @@ def _build_llava_rad(cfg, tok):
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
     vision, vision_config = load_vision_tower(Path(cfg.vision_path), image_size_for(cfg), dtype)
     lm = AutoModelForCausalLM.from_pretrained(str(cfg.lm_path), local_files_only=True, dtype=dtype)
-    lm.resize_token_embeddings(len(tok))  # room for <image>; its embedding row is replaced by features
+    n_vocab = lm.get_input_embeddings().weight.shape[0]
+    lm.resize_token_embeddings(len(tok), mean_resizing=False)  # room for <image>
+    with torch.no_grad():  # added rows are zero, not random: the same model at every load (the embedding row is
+        lm.get_input_embeddings().weight[n_vocab:] = 0  # replaced by image features; generation suppresses
+        lm.get_output_embeddings().weight[n_vocab:] = 0  # the token)
     config = _llava_config(vision_config, lm.config, tok.convert_tokens_to_ids(IMAGE_TOKEN))
     with init_empty_weights():
         model = LlavaForConditionalGeneration(config)
@@ -124,17 +128,33 @@ def load_vision_tower(path: Path, image_size: int, dtype):
         tower = OpenClipVisionTower.from_dir(path)
         t = tower.trunk
         config = CLIPVisionConfig(image_size=image_size, patch_size=t.patch_embed.patch_size[0],
-                                  hidden_size=t.embed_dim, num_hidden_layers=len(t.blocks))
+                                  hidden_size=t.embed_dim, num_hidden_layers=len(t.blocks),
+                                  num_attention_heads=t.blocks[0].attn.num_heads)
         return tower.to(dtype), config
     # the whole CLIPVisionModel: Llava asks it for hidden states through transformers' output capturing
     model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
     return model, model.config
 
 
+def _import_open_clip():
+    """open_clip; through training.openclip's importer where it exists (it makes open_clip importable on hosts
+    whose torchvision build cannot load its compiled ops)."""
+    try:
+        from training.openclip import import_open_clip  # type: ignore[import-not-found]
+    except ModuleNotFoundError:
+        try:
+            import open_clip
+        except ImportError as e:
+            raise ImportError("the llava-rad preset with an open_clip (BiomedCLIP-CXR) vision dir needs the "
+                              "`open_clip_torch` and `timm` packages, which are not installed") from e
+        return open_clip
+    return import_open_clip()
+
+
 class OpenClipVisionTower(nn.Module):
     """open_clip timm ViT (BiomedCLIP) exposing transformers-style `hidden_states` (embeddings + each
     block), so Llava's vision_feature_layer=-2 / "default" picks the second-to-last block without CLS.
-    Not exercised here: open_clip and the BiomedCLIP-CXR weights are not installed on this machine."""
+    Exercised on a tiny twin of the LLaVA-Rad release (tests/test_llava_rad_import.py)."""
 
     def __init__(self, trunk: nn.Module):
         super().__init__()
@@ -142,12 +162,15 @@ class OpenClipVisionTower(nn.Module):
 
     @classmethod
     def from_dir(cls, path: Path) -> OpenClipVisionTower:
-        try:
-            import open_clip
-        except ImportError as e:
-            raise ImportError("the llava-rad preset with an open_clip (BiomedCLIP-CXR) vision dir needs the "
-                              "`open_clip_torch` and `timm` packages, which are not installed") from e
-        model = open_clip.create_model(f"local-dir:{path}")
+        open_clip = _import_open_clip()
+        # open_clip only logs a warning when a dir has no weights file it recognises, then builds random towers
+        # (and would fetch the text tower's base weights). A vision tower must fail instead: check for the file,
+        # never fetch base weights, and require the checkpoint to load (strictly).
+        path = Path(path)
+        if not any(p.suffix in (".safetensors", ".bin", ".pth") for p in path.iterdir()):
+            raise ValueError(f"{path}: no open_clip weights were loaded (expected open_clip_model.safetensors "
+                             "or open_clip_pytorch_model.bin beside open_clip_config.json)")
+        model = open_clip.create_model(f"local-dir:{path}", pretrained_text=False, require_pretrained=True)
         trunk = getattr(model.visual, "trunk", None)
         if trunk is None or not hasattr(trunk, "blocks"):
             raise ValueError(f"{path}: expected an open_clip model with a timm ViT trunk (BiomedCLIP)")

@@ -8,6 +8,10 @@ also accepts the original text format (`Number of clinically significant errors 
 plus the same line for `clinically insignificant`, square or round brackets, anything after "Explanation"
 ignored). An answer missing either line, or any of A-F, is invalid and re-asked by the runner.
 The `rules` backend cannot judge: its metrics are `not computed: needs an LLM backend`.
+
+Two protocols: `json` (cxrflow's zero-shot prompt with a structured answer, above) and `original` (the
+published five-shot text protocol, tasks/evaluate/chexprompt_original.py). Their error rates are not
+interchangeable; every judgment records its protocol and prompt version.
 """
 
 from __future__ import annotations
@@ -154,7 +158,16 @@ class CheXpromptOperation(Operation):
         return flatten(Judgment(explanation="", **counts).model_dump())
 
 
-def chexprompt_operation() -> CheXpromptOperation:
+PROTOCOLS = ("json", "original")
+
+
+def chexprompt_operation(protocol: str = "json") -> Operation:
+    if protocol == "original":
+        from tasks.evaluate.chexprompt_original import original_operation
+
+        return original_operation(Judgment, flatten, _no_rules)
+    if protocol != "json":
+        raise ValueError(f"unknown CheXprompt protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
     return CheXpromptOperation(
         name="chexprompt",
         system_prompt=SYSTEM_PROMPT,
@@ -223,7 +236,7 @@ def not_computed_metrics(reason: str, n: int = 0) -> dict[str, MetricResult]:
 
 
 def aggregate_metrics(
-    cols: Columns, n_bootstrap: int = 500, seed: int = 12345, quarantined: int = 0
+    cols: Columns, n_bootstrap: int = 500, seed: int = 12345, quarantined: int = 0, scheme: str = "cxrflow"
 ) -> dict[str, MetricResult]:
     """Aggregates over judged reports (rows with NaN counts were not judged and are left out of n)."""
     n_rows = len(cols[SIG_COLUMNS[0]])
@@ -234,7 +247,7 @@ def aggregate_metrics(
     if not judged.any():
         return not_computed_metrics(f"no valid judgments ({quarantined} of {n_rows} reports quarantined)")
     kept = {c: np.asarray(cols[c], dtype=float)[judged] for c in SIG_COLUMNS + INSIG_COLUMNS}
-    idx = bootstrap_indices(int(judged.sum()), n_bootstrap, seed) if n_bootstrap else None
+    idx = bootstrap_indices(int(judged.sum()), n_bootstrap, seed, scheme) if n_bootstrap else None
     return {s.name: score(s, kept, idx) for s in chexprompt_specs()}
 
 
@@ -245,6 +258,8 @@ class JudgeOutcome:
     metrics: dict[str, MetricResult]
     summary: dict[str, Any]
     reasons: dict[str, str]  # id -> why it was not judged
+    protocol: str = "json"
+    prompt_version: str = ""
 
 
 def judge(
@@ -255,6 +270,8 @@ def judge(
     ledger_path: Any = None,
     n_bootstrap: int = 500,
     seed: int = 12345,
+    bootstrap_scheme: str = "cxrflow",
+    protocol: str = "json",
 ) -> JudgeOutcome:
     """Judge `{id, reference, candidate}` records (a `prediction` key is accepted for `candidate`).
 
@@ -263,12 +280,15 @@ def judge(
     """
     n = len(records)
     nan_cols = {c: np.full(n, np.nan) for c in SIG_COLUMNS + INSIG_COLUMNS}
+    op = chexprompt_operation(protocol)
+    if protocol == "original":  # the published retry rule: an invalid answer is asked exactly once more
+        cfg = cfg.model_copy(update={"invalid_answer_retries": 1})
     if cfg.backend == "rules":
-        return JudgeOutcome(nan_cols, not_computed_metrics(NEEDS_LLM), {"backend": "rules", "judged": 0}, {})
+        summary = {"backend": "rules", "judged": 0, "protocol": protocol, "prompt_version": op.version}
+        return JudgeOutcome(nan_cols, not_computed_metrics(NEEDS_LLM), summary, {}, protocol, op.version)
     from tasks.llm.operation import WorkItem
     from tasks.llm.runner import run_operation
 
-    op = chexprompt_operation()
     items = []
     for r in records:
         candidate = r.get("candidate", r.get("prediction"))
@@ -290,10 +310,13 @@ def judge(
                 nan_cols[c][i] = float(res.output[c])
         else:
             reasons[item.id] = res.reason or res.status
-    metrics = aggregate_metrics(nan_cols, n_bootstrap=n_bootstrap, seed=seed, quarantined=len(reasons))
+    metrics = aggregate_metrics(
+        nan_cols, n_bootstrap=n_bootstrap, seed=seed, quarantined=len(reasons), scheme=bootstrap_scheme
+    )
     summary = result.summary()
     summary["judged"] = n - len(reasons)
-    return JudgeOutcome(nan_cols, metrics, summary, reasons)
+    summary["protocol"] = protocol
+    return JudgeOutcome(nan_cols, metrics, summary, reasons, protocol, op.version)
 
 
 def judgment_json(significant: dict[str, int], insignificant: dict[str, int], explanation: str = "") -> str:

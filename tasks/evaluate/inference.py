@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ class TestSample:
     image: Image.Image
     reference: str
     indication: str | None
+    study: str | None = None
 
 
 @dataclass
@@ -88,7 +90,11 @@ def iter_samples(
             summary.skipped[sid] = f"image does not decode: {type(e).__name__}"
             continue
         yield TestSample(
-            sid, image, text.decode() if isinstance(text, bytes) else str(text), meta.get("indication")
+            sid,
+            image,
+            text.decode() if isinstance(text, bytes) else str(text),
+            meta.get("indication"),
+            study_key(meta.get("subject_id"), meta.get("study_id")),
         )
 
 
@@ -131,6 +137,7 @@ def generate_predictions(
                     "reference": s.reference,
                     "prediction": pred,
                     "indication": s.indication,
+                    "study": s.study,
                 }
                 f.write(json.dumps(rec) + "\n")
             summary.generated += len(batch)
@@ -146,10 +153,26 @@ def generate_predictions(
     return summary
 
 
+# LLaVA-Rad's prediction files carry the annotation release's ids, `<subject>_<study>`, once per image line.
+_STUDY_ID = re.compile(r"^p?(\d+)_s?(\d+)$")
+
+
+def study_key(subject_id: Any, study_id: Any) -> str | None:
+    """`<subject>_<study>` as the LLaVA-Rad annotation release spells it (MIMIC's p/s prefixes dropped)."""
+    if subject_id in (None, "") or study_id in (None, ""):
+        return None
+    return f"{str(subject_id).lstrip('p')}_{str(study_id).lstrip('s')}"
+
+
 def read_predictions(path: Path) -> list[dict[str, Any]]:
-    """predictions.jsonl -> records; each needs id, reference and prediction (or candidate)."""
+    """predictions.jsonl -> records; each needs id, reference and prediction (or candidate).
+
+    cxrflow files have one line per unique id. A LLaVA-Rad file (ids `<subject>_<study>`, repeated for each
+    image of a study) is read as written: every line is one scored row, given the row id `<id>#<k>` (k-th line
+    of that study) and `study = <id>`, the way the reference scores every line. Any other repeated id is an
+    error."""
     records = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     with open(path) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -158,14 +181,22 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{line_no}: not JSON ({e.msg})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{line_no}: a record must be a JSON object")
             if "prediction" not in rec and "candidate" in rec:
                 rec["prediction"] = rec["candidate"]
             missing = [k for k in ("id", "reference", "prediction") if rec.get(k) is None]
             if missing:
                 raise ValueError(f"{path}:{line_no}: record lacks {', '.join(missing)}")
-            rec["id"] = str(rec["id"])
-            if rec["id"] in seen:
-                raise ValueError(f"{path}:{line_no}: duplicate id {rec['id']!r}")
-            seen.add(rec["id"])
+            rid = str(rec["id"])
+            k = seen.get(rid, 0)
+            seen[rid] = k + 1
+            if _STUDY_ID.match(rid):
+                rec.setdefault("study", rid)
+                rec["id"] = f"{rid}#{k}"
+            elif k:
+                raise ValueError(f"{path}:{line_no}: duplicate id {rid!r}")
+            else:
+                rec["id"] = rid
             records.append(rec)
     return records

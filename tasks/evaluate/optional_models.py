@@ -4,15 +4,16 @@ They run only from local paths (OptionalModelPaths; nothing is downloaded). What
 as `not computed: <reason>` naming exactly what is missing, never as 0.
 
 - CheXbert: loaded here with transformers (BERT-base + 14 linear heads on the [CLS] state, the published
-  chexbert.pth layout), because f1chexbert 0.0.2 is broken against current huggingface_hub (pitfalls.md).
+  chexbert.pth layout), because f1chexbert 0.0.2 is broken against current huggingface_hub (docs/metrics.md).
 - BERTScore: the `bert-score` package with `model_type=<local dir>`; not a project dependency, so it is
   computed only where it is installed.
-- RadGraph: the `radgraph` package's F1RadGraph; not installable with this environment's pins
-  (pitfalls.md), so it is computed only where it is installed.
+- RadGraph: the `radgraph` package's F1RadGraph (a dependency, 0.1.18) with the original RadGraph model from a
+  local archive or directory, partial reward, as the LLaVA-Rad evaluation computes it (docs/metrics.md).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def radgraph_spec() -> MetricSpec:
     )
 
 
+class MetricModelError(ValueError):
+    """Configured metric weights that cannot be used (wrong format, a missing piece); a one-line message."""
+
+
 class CheXbert:
     def __init__(self, checkpoint: Path, bert_dir: Path, device: str = "cpu"):
         import torch
@@ -92,10 +97,19 @@ class CheXbert:
             raise ValueError(
                 f"{checkpoint} does not look like a CheXbert checkpoint (no bert.* / linear_heads.*)"
             )
-        missing, _ = self.bert.load_state_dict(bert_state, strict=False)
-        if [m for m in missing if "position_ids" not in m]:
-            raise ValueError(f"CheXbert checkpoint lacks BERT weights: {missing[:3]}")
-        self.heads.load_state_dict(head_state)
+        # Older transformers saved the position_ids buffer; current BertModel does not keep it in the state.
+        missing, unexpected = self.bert.load_state_dict(bert_state, strict=False)
+        missing = [m for m in missing if "position_ids" not in m]
+        unexpected = [u for u in unexpected if "position_ids" not in u]
+        if missing or unexpected:
+            raise ValueError(
+                f"{checkpoint}: BERT weights do not match {bert_dir}'s config: missing {missing[:3]}, "
+                f"unexpected {unexpected[:3]}"
+            )
+        other = sorted(k for k in state if not k.startswith(("bert.", "linear_heads.")))
+        if other:
+            raise ValueError(f"{checkpoint}: unexpected CheXbert weights {other[:3]}")
+        self.heads.load_state_dict(head_state)  # strict: exactly 13 four-class heads and one two-class head
         self.bert.to(device).eval()
         self.heads.to(device).eval()
 
@@ -126,7 +140,10 @@ def chexbert_columns(
     for p in (paths.chexbert_checkpoint, paths.chexbert_bert_dir):
         if not Path(p).exists():
             return None, f"CheXbert path {p} does not exist"
-    model = CheXbert(Path(paths.chexbert_checkpoint), Path(paths.chexbert_bert_dir))
+    try:
+        model = CheXbert(Path(paths.chexbert_checkpoint), Path(paths.chexbert_bert_dir))
+    except (OSError, ValueError, RuntimeError) as e:  # RuntimeError: torch's strict load of the heads
+        raise MetricModelError(f"CheXbert: {' '.join(str(e).split())[:300]}") from e
     return {
         **label_columns("chexbert", "ref", model.label(list(references))),
         **label_columns("chexbert", "pred", model.label(list(predictions))),
@@ -157,23 +174,94 @@ def bertscore_columns(
     return {"bertscore_f1": f1.numpy().astype(float)}, None
 
 
+def stage_radgraph(model: Path, bert_dir: Path | None, stage: Path) -> Path:
+    """The radgraph package loads `<model_cache_dir>/<model_type>/` (config.json, vocabulary/, weights.th) and
+    downloads the archive when that folder is missing or empty. Stage the configured model there: the archive
+    as released (radgraph.tar.gz) is extracted, a directory is linked; with `bert_dir`, the BERT the archive's
+    config names by hub id is replaced by that local directory (the package would fetch it otherwise).
+    Returns the model_cache_dir to pass."""
+    import tarfile
+
+    target = stage / "radgraph"
+    target.mkdir(parents=True)
+    if model.is_file():
+        with tarfile.open(model, "r:*") as tar:
+            tar.extractall(target, filter="data")
+    else:
+        for item in model.iterdir():
+            (target / item.name).symlink_to(item.resolve())
+    missing = [n for n in ("config.json", "vocabulary", "weights.th") if not (target / n).exists()]
+    if missing:
+        raise ValueError(f"{model} is not a RadGraph model archive (lacks {', '.join(missing)})")
+    if bert_dir is not None:
+        cfg = json.loads((target / "config.json").read_text())
+        cfg["dataset_reader"]["token_indexers"]["bert"]["model_name"] = str(bert_dir)
+        cfg["model"]["embedder"]["token_embedders"]["bert"]["model_name"] = str(bert_dir)
+        (target / "config.json").unlink()  # a link into the user's copy: never write through it
+        (target / "config.json").write_text(json.dumps(cfg))
+    return stage
+
+
+def radgraph_tokenizer_compat() -> None:
+    """radgraph 0.1.18 (its vendored allennlp) calls two tokenizer methods transformers 5 removed; restore
+    them, only where missing, as transformers 4 defined them for the BERT tokenizers RadGraph uses:
+    `encode_plus(text, text_pair)` = `tokenizer(text, text_pair)` for one text (every radgraph call passes one),
+    `build_inputs_with_special_tokens(a, b)` = [CLS] a [SEP] (b [SEP])."""
+    from transformers import PreTrainedTokenizerBase
+
+    names = dir(PreTrainedTokenizerBase)
+    if "encode_plus" not in names:
+
+        def encode_plus(self, text, text_pair=None, **kwargs):
+            return self(text, text_pair=text_pair, **kwargs)
+
+        PreTrainedTokenizerBase.encode_plus = encode_plus
+    if "build_inputs_with_special_tokens" not in names:
+
+        def build_inputs_with_special_tokens(self, ids_0, ids_1=None):
+            if self.cls_token_id is None or self.sep_token_id is None:
+                raise ValueError("RadGraph's BERT tokenizer needs [CLS] and [SEP] tokens")
+            out = [self.cls_token_id, *ids_0, self.sep_token_id]
+            return out if ids_1 is None else [*out, *ids_1, self.sep_token_id]
+
+        PreTrainedTokenizerBase.build_inputs_with_special_tokens = build_inputs_with_special_tokens
+
+
 def radgraph_columns(
     paths: OptionalModelPaths, references: Sequence[str], predictions: Sequence[str]
 ) -> tuple[dict[str, np.ndarray] | None, str | None]:
+    """F1-RadGraph with the original RadGraph model (model_type="radgraph", as the reference evaluation
+    downloads radgraph.tar.gz), partial reward, per report; an empty report scores 0 (the package's rule)."""
     if not paths.radgraph_model:
         return (
             None,
-            "RadGraph model not configured (set radgraph_model / CXRFLOW_RADGRAPH_MODEL to a local dir)",
+            "RadGraph model not configured (set radgraph_model / CXRFLOW_RADGRAPH_MODEL to the radgraph.tar.gz "
+            "archive or its extracted directory)",
         )
+    model = Path(paths.radgraph_model)
+    if not model.exists():
+        return None, f"RadGraph model {model} does not exist"
+    bert = Path(paths.radgraph_bert_dir) if paths.radgraph_bert_dir else None
+    if bert is not None and not bert.is_dir():
+        return None, f"RadGraph BERT directory {bert} does not exist"
     try:
         from radgraph import F1RadGraph
     except ImportError:
-        return None, (
-            "the radgraph package is not installed (its dependencies do not fit this environment; "
-            "see pitfalls.md)"
-        )
-    scorer = F1RadGraph(reward_level="partial", model_path=paths.radgraph_model)
-    _, per_report, _, _ = scorer(hyps=list(predictions), refs=list(references))
+        return None, "the radgraph package is not installed (pip install radgraph==0.1.18)"
+    import tarfile
+    import tempfile
+
+    radgraph_tokenizer_compat()
+    with tempfile.TemporaryDirectory(prefix="cxrflow-radgraph-") as tmp:
+        try:
+            cache = stage_radgraph(model, bert, Path(tmp))
+            scorer = F1RadGraph(reward_level="partial", model_type="radgraph", model_cache_dir=str(cache))
+        except (OSError, ValueError, tarfile.TarError) as e:  # e.g. the BERT its config names is not local
+            raise MetricModelError(
+                f"RadGraph: {str(e).splitlines()[0][:200]} (a local copy of the BERT the archive's config "
+                "names goes in CXRFLOW_RADGRAPH_BERT_DIR)"
+            ) from e
+        _, per_report, _, _ = scorer(refs=list(references), hyps=list(predictions))
     return {"radgraph_f1": np.asarray(per_report, dtype=float)}, None
 
 
@@ -183,11 +271,13 @@ def optional_metrics(
     predictions: Sequence[str],
     n_bootstrap: int = 500,
     seed: int = 12345,
+    scheme: str = "cxrflow",
 ) -> tuple[dict[str, MetricResult], dict[str, np.ndarray]]:
     """(metrics, per-report columns) for every model-based metric; not-computed entries carry the reason."""
     metrics: dict[str, MetricResult] = {}
     columns: dict[str, np.ndarray] = {}
-    idx = bootstrap_indices(len(references), n_bootstrap, seed) if n_bootstrap and len(references) else None
+    n = len(references)
+    idx = bootstrap_indices(n, n_bootstrap, seed, scheme) if n_bootstrap and n else None
     for compute, specs in (
         (chexbert_columns, chexbert_specs()),
         (radgraph_columns, [radgraph_spec()]),

@@ -17,6 +17,11 @@ from schemas.evaluation import MetricComparison, MetricResult
 Columns = Mapping[str, np.ndarray]
 N_BOOTSTRAP = 500
 SEED = 12345
+# The LLaVA-Rad evaluation code draws its resamples with scipy.stats.bootstrap(random_state=3, n_resamples=500,
+# method="percentile"): a legacy numpy RandomState(3).randint(0, n, (500, n)) index matrix (checked equal in
+# tests). scheme="reference" reproduces those resamples exactly; see docs/metrics.md.
+REFERENCE_SEED = 3
+SCHEMES = ("cxrflow", "reference")
 
 
 @dataclass(frozen=True)
@@ -32,25 +37,35 @@ def _select(cols: Columns, names: tuple[str, ...], idx: np.ndarray) -> dict[str,
     return {c: cols[c][idx] for c in names}
 
 
-def bootstrap_indices(n: int, n_resamples: int = N_BOOTSTRAP, seed: int = SEED) -> np.ndarray:
-    """One (n_resamples, n) index matrix, shared by every metric so their CIs come from the same resamples."""
+def bootstrap_indices(
+    n: int, n_resamples: int = N_BOOTSTRAP, seed: int = SEED, scheme: str = "cxrflow"
+) -> np.ndarray:
+    """One (n_resamples, n) index matrix, shared by every metric so their CIs come from the same resamples.
+    `reference`: the reference evaluation's draw (every metric there resamples with the same seed, so sharing
+    one matrix is what it does too)."""
+    if scheme == "reference":
+        return np.random.RandomState(seed).randint(0, n, size=(n_resamples, n))
+    if scheme != "cxrflow":
+        raise ValueError(f"unknown bootstrap scheme {scheme!r} (one of {', '.join(SCHEMES)})")
     return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
 
 
 def score(
     spec: MetricSpec, cols: Columns, indices: np.ndarray | None = None, level: float = 0.95
 ) -> MetricResult:
-    """Value on all reports plus a percentile bootstrap CI over the given resample indices."""
+    """Value on all reports (the point estimate) plus, over the given resample indices, the percentile CI and
+    the median of the resampled values (what the LLaVA-Rad paper's tables report)."""
     n = len(cols[spec.columns[0]])
     if n == 0:
         return MetricResult.missing("no reports to score", method=spec.method, unit=spec.unit)
     value = float(spec.aggregate({c: cols[c] for c in spec.columns}))
-    ci = None
+    ci = median = None
     if indices is not None and len(indices):
         boot = np.array([spec.aggregate(_select(cols, spec.columns, i)) for i in indices], dtype=float)
         tail = (1 - level) / 2 * 100
         ci = (float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail)))
-    return MetricResult(value=value, ci=ci, n=n, method=spec.method, unit=spec.unit)
+        median = float(np.median(boot))
+    return MetricResult(value=value, ci=ci, bootstrap_median=median, n=n, method=spec.method, unit=spec.unit)
 
 
 def paired_test(

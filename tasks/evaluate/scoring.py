@@ -46,6 +46,8 @@ def score_records(
     n_bootstrap: int = N_BOOTSTRAP,
     seed: int = SEED,
     ledger_path: Any = None,
+    bootstrap_scheme: str = "cxrflow",
+    chexprompt_protocol: str = "json",
 ) -> tuple[EvaluationMetrics, pl.DataFrame, dict[str, Any]]:
     """(metrics.json model, per-report frame, notes). `llm`: an LLMConfig for CheXprompt, or None to skip."""
     refs = [str(r["reference"]) for r in records]
@@ -54,16 +56,17 @@ def score_records(
     cols: dict[str, np.ndarray] = lexical_columns(refs, preds)
     cols.update(label_columns("rule", "ref", label_reports(refs)))
     cols.update(label_columns("rule", "pred", label_reports(preds)))
-    idx = bootstrap_indices(n, n_bootstrap, seed) if n and n_bootstrap else None
+    idx = bootstrap_indices(n, n_bootstrap, seed, bootstrap_scheme) if n and n_bootstrap else None
     metrics: dict[str, MetricResult] = {}
     for spec in [*lexical_specs(), *f1_specs()]:
         metrics[spec.name] = score(spec, cols, idx)
     optional, opt_cols = optional_metrics(
-        paths or OptionalModelPaths.from_env(), refs, preds, n_bootstrap, seed
+        paths or OptionalModelPaths.from_env(), refs, preds, n_bootstrap, seed, bootstrap_scheme
     )
     metrics.update(optional)
     cols.update(opt_cols)
     notes: dict[str, Any] = {}
+    text_cols: dict[str, list[str]] = {}
     if llm is None:
         metrics.update(not_computed_metrics("no LLM backend configured for the CheXprompt judge"))
     else:
@@ -82,29 +85,45 @@ def score_records(
             ledger_path=ledger_path,
             n_bootstrap=n_bootstrap,
             seed=seed,
+            bootstrap_scheme=bootstrap_scheme,
+            protocol=chexprompt_protocol,
         )
         metrics.update(outcome.metrics)
         if llm.backend != "rules":
             cols.update(outcome.columns)
+            # every judgment carries the protocol and prompt version it was made under
+            text_cols["chexprompt_protocol"] = [outcome.protocol] * n
+            text_cols["chexprompt_prompt_version"] = [outcome.prompt_version] * n
         notes["chexprompt"] = {**outcome.summary, "not_judged": outcome.reasons}
     frame = pl.DataFrame(
         {
             "id": [str(r["id"]) for r in records],
+            # `<subject>_<study>` when known: compare-evals --pair-by study pairs on it
+            "study": pl.Series([r.get("study") for r in records], dtype=pl.String),
             "reference": refs,
             "prediction": preds,
             **{k: v for k, v in cols.items()},
+            **text_cols,
         }
     )
     result = EvaluationMetrics(
-        experiment=experiment, n_reports=n, n_bootstrap=n_bootstrap, seed=seed, metrics=metrics
+        experiment=experiment,
+        n_reports=n,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        bootstrap_scheme=bootstrap_scheme,
+        metrics=metrics,
     )
     return result, frame, notes
+
+
+TEXT_COLUMNS = ("id", "study", "reference", "prediction", "chexprompt_protocol", "chexprompt_prompt_version")
 
 
 def frame_columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
     out = {}
     for c in frame.columns:
-        if c in ("id", "reference", "prediction"):
+        if c in TEXT_COLUMNS:
             continue
         arr = frame[c].to_numpy()
         if c in SIG_COLUMNS + INSIG_COLUMNS:
@@ -129,6 +148,7 @@ def metric_rows(metrics: EvaluationMetrics) -> list[dict[str, Any]]:
                 "value": None if m.value is None else round(m.value, 4),
                 "ci_low": None if m.ci is None else round(m.ci[0], 4),
                 "ci_high": None if m.ci is None else round(m.ci[1], 4),
+                "bootstrap_median": None if m.bootstrap_median is None else round(m.bootstrap_median, 4),
                 "n": m.n,
                 "unit": m.unit,
                 "status": "computed" if m.value is not None else m.not_computed,
@@ -142,18 +162,20 @@ def markdown_summary(metrics: EvaluationMetrics, notes: dict[str, Any] | None = 
         f"# Evaluation `{metrics.experiment}`",
         "",
         f"{metrics.n_reports} reports; {int(metrics.ci_level * 100)}% bootstrap CIs over {metrics.n_bootstrap} "
-        f"resamples (seed {metrics.seed}). Rule-based label F1 uses cxrflow's rule-based CheXpert-style labeler, "
-        "not CheXbert.",
+        f"resamples (seed {metrics.seed}, {metrics.bootstrap_scheme} draw). Value = point estimate on all "
+        "reports; bootstrap median = median over the resamples (what the LLaVA-Rad paper reports). "
+        "Rule-based label F1 uses cxrflow's rule-based CheXpert-style labeler, not CheXbert.",
         "",
-        "| metric | value | 95% CI | n |",
-        "|---|---|---|---|",
+        "| metric | value | 95% CI | bootstrap median | n |",
+        "|---|---|---|---|---|",
     ]
     for name, m in metrics.metrics.items():
         if m.value is None:
-            lines.append(f"| {name} | {m.not_computed} | | |")
+            lines.append(f"| {name} | {m.not_computed} | | | |")
         else:
             ci = f"{m.ci[0]:.2f} – {m.ci[1]:.2f}" if m.ci else ""
-            lines.append(f"| {name} | {m.value:.2f} | {ci} | {m.n} |")
+            med = f"{m.bootstrap_median:.2f}" if m.bootstrap_median is not None else ""
+            lines.append(f"| {name} | {m.value:.2f} | {ci} | {med} | {m.n} |")
     if notes and "inference" in notes:
         inf = notes["inference"]
         lines += [

@@ -61,6 +61,9 @@ class Operation:
     rules: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Request-body overrides of an operation with a published protocol (its decoding settings; a None value
+    # removes the key, e.g. response_format for a text-answer protocol). Part of the version and cache key.
+    request_params: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def json_schema(self) -> dict[str, Any]:
@@ -72,15 +75,16 @@ class Operation:
 
     @cached_property
     def version(self) -> str:
-        return sha256_json(
-            {
-                "name": self.name,
-                "system": self.system_prompt,
-                "examples": list(self.examples),
-                "template": self.template_version,
-                "schema": self.json_schema,
-            }
-        )[:16]
+        shaped = {
+            "name": self.name,
+            "system": self.system_prompt,
+            "examples": list(self.examples),
+            "template": self.template_version,
+            "schema": self.json_schema,
+        }
+        if self.request_params:  # absent for other operations, so their versions (and caches) are unchanged
+            shaped["request"] = self.request_params
+        return sha256_json(shaped)[:16]
 
     def response_format(self) -> dict[str, Any]:
         return {

@@ -78,7 +78,21 @@ def request_body(op: Operation, payload: dict[str, Any], cfg: LLMConfig) -> dict
     }
     if cfg.seed is not None:
         body["seed"] = cfg.seed
+    for k, v in op.request_params.items():
+        if v is None:
+            body.pop(k, None)
+        else:
+            body[k] = v
     return body
+
+
+def generation_params(op: Operation, cfg: LLMConfig) -> dict[str, Any]:
+    """The generation parameters actually sent (the config's, as an operation's protocol overrides them)."""
+    params = cfg.parameters()
+    for k, v in op.request_params.items():
+        if k != "response_format":
+            params[k] = v
+    return params
 
 
 def _estimated_tokens(body: dict[str, Any]) -> int:
@@ -131,7 +145,7 @@ async def run_operation_async(
     # Before any client is built or byte is sent.
     check_data_use({i.source for i in items}, cfg)
     ledger = ledger if ledger is not None else Ledger(ledger_path)
-    params = cfg.parameters() if cfg.backend != "rules" else {}
+    params = generation_params(op, cfg) if cfg.backend != "rules" else {}
     result = RunResult(op.name, cfg.backend, model_name(cfg), op.version, params, {}, ledger)
     if cfg.backend == "rules":
         for item in items:

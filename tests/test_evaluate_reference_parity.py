@@ -1,0 +1,302 @@
+"""Reference parity of the evaluation: the bootstrap the LLaVA-Rad evaluation reports, its prediction files as
+written, pairing with them by study, and CheXprompt's published protocol against a local OpenAI server."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from evaluate_support import PUBLIC_CASES
+from typer.testing import CliRunner
+
+from fixtures.openai_server import OpenAIServer, user_text
+from schemas.evaluation import OptionalModelPaths
+from schemas.llm import LLMConfig
+from tasks.evaluate.chexprompt import SIG_COLUMNS, judge
+from tasks.evaluate.chexprompt_original import EXAMPLES, answer_text, parse_original_answer
+from tasks.evaluate.inference import read_predictions
+from tasks.evaluate.lexical import lexical_columns, lexical_specs
+from tasks.evaluate.resampling import REFERENCE_SEED, bootstrap_indices, score
+from tasks.evaluate.scoring import score_records
+from tasks.evaluate.significance import compare_evals
+from tasks.llm.operation import InvalidAnswer
+
+REFS = [
+    "The heart size is normal. There is no pleural effusion or pneumothorax.",
+    "Small left pleural effusion with adjacent atelectasis.",
+    "Moderate cardiomegaly. Mild pulmonary edema.",
+    "Lungs are clear. No acute osseous abnormality.",
+    "Right lower lobe consolidation.",
+    "Stable mild cardiomegaly. No focal consolidation.",
+]
+PREDS = [
+    "Heart size is normal. No pleural effusion.",
+    "There is a small left effusion.",
+    "Cardiomegaly with mild pulmonary edema.",
+    "The lungs are clear.",
+    "Right lower lobe consolidation. No effusion.",
+    "Mild cardiomegaly.",
+]
+
+
+def test_reference_scheme_reproduces_scipy_bootstrap_as_the_reference_calls_it():
+    from scipy.stats import bootstrap
+
+    cols = lexical_columns(REFS, PREDS)
+    spec = {s.name: s for s in lexical_specs()}["rouge_l"]
+    n = len(REFS)
+    mine = score(spec, cols, bootstrap_indices(n, 500, REFERENCE_SEED, "reference"))
+    # the reference: scipy.stats.bootstrap over row indices, random_state=3, 500 resamples, percentile CI
+    ref = bootstrap(
+        data=(list(range(n)),),
+        statistic=lambda idx: spec.aggregate({c: cols[c][np.asarray(idx, dtype=int)] for c in spec.columns}),
+        method="percentile",
+        paired=False,
+        vectorized=False,
+        confidence_level=0.95,
+        random_state=3,
+        n_resamples=500,
+    )
+    assert mine.bootstrap_median == pytest.approx(float(np.median(ref.bootstrap_distribution)), abs=1e-12)
+    assert mine.ci == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high), abs=1e-12)
+    assert mine.value == pytest.approx(spec.aggregate(cols))  # the point estimate stays beside it
+    with pytest.raises(ValueError, match="unknown bootstrap scheme"):
+        bootstrap_indices(n, 5, 0, "bogus")
+
+
+def _llava_rad_file(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _llava_rows():
+    # LLaVA-Rad's model_mimic_cxr.py writes {id, query, reference, prediction}, one line per image; a study
+    # with two frontal images appears twice under the same id.
+    studies = ["10000032_50414267", "10000032_50414267", "10000764_57375967", "10000898_50771383"]
+    return [
+        {"id": sid, "query": "<image>\nDescribe the findings.", "reference": REFS[i], "prediction": PREDS[i]}
+        for i, sid in enumerate(studies)
+    ]
+
+
+def test_llava_rad_predictions_scored_as_written(tmp_path):
+    records = read_predictions(_llava_rad_file(tmp_path / "test.jsonl", _llava_rows()))
+    assert [r["id"] for r in records] == [
+        "10000032_50414267#0",
+        "10000032_50414267#1",
+        "10000764_57375967#0",
+        "10000898_50771383#0",
+    ]
+    assert records[1]["study"] == "10000032_50414267"
+    # a repeated id that is not a LLaVA-Rad study id is still an error
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "reference": "x", "prediction": "y"}\n' * 2)
+    with pytest.raises(ValueError, match="duplicate id 'a'"):
+        read_predictions(bad)
+
+
+def test_cli_score_llava_rad_file_writes_point_and_bootstrap_median(tmp_path):
+    from cxrflow_cli.main import app
+
+    (tmp_path / "preds").mkdir()
+    preds = _llava_rad_file(tmp_path / "preds" / "test.jsonl", _llava_rows())
+    res = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--predictions",
+            str(preds),
+            "--out",
+            str(tmp_path / "eval"),
+            "--bootstrap-scheme",
+            "reference",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert m["n_reports"] == 4 and m["bootstrap_scheme"] == "reference" and m["seed"] == 3
+    rouge = m["metrics"]["rouge_l"]
+    assert rouge["value"] is not None and rouge["bootstrap_median"] is not None and rouge["ci"] is not None
+    assert "bootstrap median" in res.output
+
+
+def test_compare_evals_pairs_cxrflow_with_llava_rad_file_by_study(tmp_path):
+    # cxrflow's side: one line per image key, with the study it belongs to
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text(
+        "".join(
+            json.dumps({"id": f"img{i}", "study": s, "reference": REFS[i], "prediction": PREDS[(i + 1) % 6]})
+            + "\n"
+            for i, s in enumerate(["10000032_50414267", "10000764_57375967", "10000898_50771383", "1_2"])
+        )
+    )
+    theirs = _llava_rad_file(tmp_path / "llava.jsonl", _llava_rows())
+    cmp = compare_evals(ours, theirs, n_resamples=50, pair_by="study")
+    assert cmp.n_common == 3 and cmp.paired_by == "study"
+    assert "3 studies in both" in cmp.note and "1 only in" in cmp.note
+    assert cmp.metrics["rouge_l"].p_value is not None
+    with pytest.raises(ValueError, match="different ids"):
+        compare_evals(ours, theirs, n_resamples=10)  # by id the two files do not pair
+
+
+# --- CheXprompt, protocol original --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("answer", "sig", "insig"),
+    [
+        (answer_text({"A": 1}, {"D": 2}), {"A": 1}, {"D": 2}),
+        (  # round brackets, a partial line (missing types count 0), an explanation after the counts
+            "Number of clinically significant errors by type: ((A, 0), (B, 2))\n"
+            "Number of clinically insignificant errors by type: [(A, 1), (B, 0), (C, 0), (D, 0), (E, 0), (F, 0)]\n"
+            "Explanation: (B, 9) would be ignored",
+            {"B": 2},
+            {"A": 1},
+        ),
+    ],
+)
+def test_original_parser_is_lenient_like_the_reference(answer, sig, insig):
+    out = parse_original_answer(answer)
+    assert out["clinically_significant"] == {t: sig.get(t, 0) for t in "ABCDEF"}
+    assert out["clinically_insignificant"] == {t: insig.get(t, 0) for t in "ABCDEF"}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "Number of clinically significant errors by type: [(A, 1)]",  # no insignificant line
+        "Number of clinically significant errors by type: [(A, x)]\n"
+        "Number of clinically insignificant errors by type: [(A, 0)]",
+        "Explanation: Number of clinically significant errors by type: [(A, 1)]\n"
+        "Number of clinically insignificant errors by type: [(A, 0)]",
+    ],
+)
+def test_original_parser_rejects_what_the_reference_rejects(answer):
+    with pytest.raises(InvalidAnswer):
+        parse_original_answer(answer)
+
+
+def _text_judge(body):
+    """A server answering in the published format: one significant false finding for the cardiomegaly case."""
+    text = user_text(body)
+    pair = text.rsplit("##", 1)[-1]
+    return answer_text({"A": 1} if "severe cardiomegaly" in pair else {}, {})
+
+
+def test_original_protocol_request_and_counts(tmp_path):
+    seen = []
+
+    def responder(body):
+        seen.append(body)
+        return _text_judge(body)
+
+    with OpenAIServer(responder) as srv:
+        cfg = LLMConfig(backend="openai", base_url=srv.base_url, model="judge", cache_dir=tmp_path / "c")
+        out = judge(PUBLIC_CASES, cfg, n_bootstrap=0, protocol="original")
+    body = seen[0]
+    assert "response_format" not in body and "seed" not in body
+    assert (body["temperature"], body["max_tokens"], body["top_p"]) == (0.0, 128, 0.9)
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert body["messages"][1]["content"].count("Errors:") == len(EXAMPLES) + 1  # five shots + the pair
+    assert out.columns["chexprompt_significant_A"].tolist() == [1.0, 0.0]
+    assert out.metrics["chexprompt_mean_significant_errors"].value == pytest.approx(0.5)
+    assert out.protocol == "original" and out.summary["protocol"] == "original"
+    assert out.summary["parameters"]["top_p"] == 0.9
+    # a different protocol is a different prompt version (and cache key)
+    with OpenAIServer(lambda b: json.loads(json.dumps({"explanation": "", **_zero()}))) as srv:
+        cfg_j = LLMConfig(backend="openai", base_url=srv.base_url, model="judge", cache_dir=tmp_path / "c")
+        j = judge(PUBLIC_CASES, cfg_j, n_bootstrap=0, protocol="json")
+    assert j.prompt_version != out.prompt_version
+
+
+def _zero():
+    z = {t: 0 for t in "ABCDEF"}
+    return {"clinically_significant": z, "clinically_insignificant": z}
+
+
+def test_original_protocol_retries_an_invalid_answer_once(tmp_path):
+    calls = []
+
+    def responder(body):
+        calls.append(1)
+        return "I think there is one error." if len(calls) % 2 else _text_judge(body)
+
+    with OpenAIServer(responder) as srv:
+        cfg = LLMConfig(
+            backend="openai",
+            base_url=srv.base_url,
+            model="judge",
+            cache_dir=tmp_path / "c",
+            invalid_answer_retries=3,
+        )
+        out = judge(PUBLIC_CASES[:1], cfg, n_bootstrap=0, protocol="original")
+    assert len(calls) == 2 and out.columns[SIG_COLUMNS[0]].tolist() == [1.0]
+    with OpenAIServer(lambda b: "no counts here") as srv:
+        cfg = LLMConfig(
+            backend="openai",
+            base_url=srv.base_url,
+            model="judge",
+            cache_dir=tmp_path / "d",
+            invalid_answer_retries=3,
+        )
+        bad = judge(PUBLIC_CASES[:1], cfg, n_bootstrap=0, protocol="original")
+        assert (
+            srv.chat_requests == 2
+        )  # asked once, retried once, as the reference does, whatever the config says
+    assert "case-cardiomegaly" in bad.reasons
+
+
+def test_cli_chexprompt_protocol_original_records_protocol_and_version(tmp_path):
+    from cxrflow_cli.main import app
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(c) + "\n" for c in PUBLIC_CASES))
+    with OpenAIServer(_text_judge) as srv:
+        res = CliRunner().invoke(
+            app,
+            [
+                "chexprompt",
+                "--input",
+                str(pairs),
+                "--backend",
+                "openai-compatible",
+                "--base-url",
+                srv.base_url,
+                "--model",
+                "judge",
+                "--protocol",
+                "original",
+                "--out",
+                str(tmp_path / "o"),
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ],
+        )
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (tmp_path / "o" / "judgments.jsonl").read_text().splitlines()]
+    assert [r["chexprompt_significant_A"] for r in rows] == [1.0, 0.0]
+    assert {r["protocol"] for r in rows} == {"original"} and all(len(r["prompt_version"]) == 16 for r in rows)
+    assert "chexprompt_mean_significant_errors" in res.output
+
+
+def test_score_records_carries_protocol_per_judgment(tmp_path):
+    records = [
+        {"id": c["id"], "reference": c["reference"], "prediction": c["candidate"]} for c in PUBLIC_CASES
+    ]
+    with OpenAIServer(_text_judge) as srv:
+        cfg = LLMConfig(backend="openai", base_url=srv.base_url, model="judge", cache_dir=tmp_path / "c")
+        metrics, frame, notes = score_records(
+            records, llm=cfg, paths=OptionalModelPaths(), n_bootstrap=20, chexprompt_protocol="original"
+        )
+    assert frame["chexprompt_protocol"].to_list() == ["original", "original"]
+    assert notes["chexprompt"]["protocol"] == "original"
+    assert metrics.metrics["chexprompt_mean_significant_errors"].bootstrap_median is not None
+
+
+def test_protocol_agreement_benchmark_smoke(tmp_path):
+    from bench.bench_chexprompt_protocols import make_pairs, responder, run
+
+    with OpenAIServer(responder) as srv:
+        result = run(make_pairs(8, seed=2), srv.base_url, "judge", tmp_path)
+    assert result["judged_by_both"] == 8
+    assert result["agreement_all_counts"] == 1.0  # one judge, two formats: the plumbing must not disagree
+    assert result["prompt_chars_original_over_json"] > 1
