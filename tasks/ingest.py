@@ -30,7 +30,7 @@ from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, tabl
 from tasks import __version__
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
 from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_json
-from tasks.reports.sections import parse_report
+from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.sources import get_adapter
 from tasks.sources.base import Candidate, Discovery, Drop
 
@@ -113,10 +113,11 @@ def _report_fields(c: Candidate) -> dict:
         fields.update({s: c.sections.get(s) for s in REPORT_SECTIONS})
         fields["report_method"] = c.report_method or "source-sections"
     elif c.report_origin == "report" and c.report_text:
-        parsed = parse_report(c.report_text)
+        # MIMIC-CXR study ids select the reference parser's per-study corrections; other sources have none.
+        parsed = parse_report(c.report_text, study_id=c.study_id if c.source == "mimic-cxr" else None)
         fields.update(parsed.sections)
         fields["has_addendum"] = parsed.has_addendum
-        fields["report_method"] = "rule-based"
+        fields["report_method"] = PARSER_METHOD
     return fields
 
 

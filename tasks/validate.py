@@ -24,6 +24,7 @@ from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
 from tasks.io import atomic_write_json, read_json
+from tasks.reports.sections import PARSER_METHOD
 
 STAGE = "validate"
 NO_FINDINGS = "no findings"
@@ -132,6 +133,8 @@ def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame,
         own = _clean(row.get("findings"))
         if own is not None:
             method = row.get("report_method") or RULE_BASED
+            if method == PARSER_METHOD:  # the section parser's text is LLaVA-Rad's "rule-based" version
+                method = RULE_BASED
             if row.get("report_origin") == "labels" and method == RULE_BASED:
                 method = SYNTHESIZED
             versions.append({"method": method, "findings": own})
