@@ -25,8 +25,10 @@ from training.text import encode_prompt, prompt_text
 
 
 class ReportGenerator:
-    def __init__(self, model, tok, transform: ImageTransform, stage: int, device: str):
+    def __init__(self, model, tok, transform: ImageTransform, stage: int, device: str,
+                 prompt_format: str = "tiny"):
         self.model, self.tok, self.transform, self.stage, self.device = model, tok, transform, stage, device
+        self.prompt_format = prompt_format  # the training preset's conversation format (training/prompts.py)
         self.n_image_tokens = n_image_tokens(model)
 
     @classmethod
@@ -52,7 +54,7 @@ class ReportGenerator:
             model = model.merge_and_unload()
         model.requires_grad_(False)
         model.eval().to(device)
-        return cls(model, tok, ImageTransform(image_size_for(cfg), cfg.image_resize), stage, device)
+        return cls(model, tok, ImageTransform(image_size_for(cfg), cfg.image_resize), stage, device, cfg.preset)
 
     def preprocess_image(self, img: Image.Image) -> torch.Tensor:
         return self.transform(img)
@@ -64,7 +66,7 @@ class ReportGenerator:
             raise ValueError("images and indications must have the same length")
         if not images:
             return []
-        prompts = [encode_prompt(self.tok, prompt_text(self.stage, ind), self.n_image_tokens)
+        prompts = [encode_prompt(self.tok, prompt_text(self.stage, ind, self.prompt_format), self.n_image_tokens)
                    for ind in indications]
         n = max(map(len, prompts))
         pad = self.tok.pad_token_id
