@@ -54,6 +54,10 @@ def discover(cfg: IngestConfig) -> Discovery:
     adapter = get_adapter(cfg.source)
     adapter.check(Path(cfg.root))
     discovery = adapter.discover(cfg)
+    if cfg.annotations:
+        from tasks.reports.annotations import join_annotations
+
+        discovery.annotations = join_annotations(discovery, cfg.annotations)
     if cfg.limit is not None and len(discovery.candidates) > cfg.limit:
         kept, over = discovery.candidates[: cfg.limit], discovery.candidates[cfg.limit :]
         discovery.candidates = kept
@@ -201,6 +205,7 @@ def assemble(cfg: IngestConfig, discovery: Discovery, results: list[BatchResult]
     _write_table(out / "manifest.parquet", table_from_rows(rows, MANIFEST_SCHEMA))
     _write_table(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
     _write_table(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
+    _write_annotations(out, discovery, {r["image_key"] for r in rows})
     hashes = load_hash_cache(out)
     for res in results:
         hashes.update(res.hashes)
@@ -226,6 +231,18 @@ def assemble(cfg: IngestConfig, discovery: Discovery, results: list[BatchResult]
         raise AssertionError(f"reconciliation failed: {summary}")  # a bug, never bad input
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _write_annotations(out: Path, discovery: Discovery, kept: set[str]) -> None:
+    """annotations.parquet for the kept images, or no such file (a stale one would feed the structure stage)."""
+    from tasks.reports.annotations import ANNOTATIONS_SCHEMA, FILE_NAME
+
+    path = out / FILE_NAME
+    if discovery.annotations is None:
+        path.unlink(missing_ok=True)
+        return
+    rows = [r for r in discovery.annotations if r["image_key"] in kept]
+    _write_table(path, table_from_rows(rows, ANNOTATIONS_SCHEMA))
 
 
 def _drop_rows(drops: list[Drop]) -> list[dict]:
