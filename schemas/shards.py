@@ -85,6 +85,10 @@ class ValidateConfig(BaseModel):
     test_methods: tuple[str, ...] = Field(
         (RULE_BASED,), description="findings versions allowed on the test split (LLaVA-Rad: rule-based)"
     )
+    train_methods: tuple[str, ...] | None = Field(
+        None, description="findings versions allowed on train/validate (None: all; the report-processing "
+        "ablation trains on one kind, e.g. [gpt4] or [rule-based])"
+    )
 
 
 class ShardConfig(BaseModel):

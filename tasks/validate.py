@@ -151,6 +151,8 @@ def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame,
             indication = indication or rep["indication"]
         if row.get("split") == "test":
             versions = [v for v in versions if v["method"] in cfg.test_methods]
+        elif cfg.train_methods is not None:
+            versions = [v for v in versions if v["method"] in cfg.train_methods]
         versions.sort(key=lambda v: (target_rank(v["method"]), v["method"]))
         if not versions:
             filtered.append(_drop(row, NO_FINDINGS))

@@ -41,9 +41,15 @@ def test_tiny_keeps_cxrflow_wording():
 
 @pytest.mark.parametrize("indication", [None, "Shortness of breath.", "Fever\nand cough"])
 def test_export_and_training_agree(indication):
-    row = {"subject_id": "10000001", "study_id": "50000001", "image_path": "images/ab/x.jpg", "image_key": "k",
-           "indication_text": indication, "view": "PA",
-           "targets_json": json.dumps([{"method": "rule-based", "findings": "Lungs clear."}])}
+    row = {
+        "subject_id": "10000001",
+        "study_id": "50000001",
+        "image_path": "images/ab/x.jpg",
+        "image_key": "k",
+        "indication_text": indication,
+        "view": "PA",
+        "targets_json": json.dumps([{"method": "rule-based", "findings": "Lungs clear."}]),
+    }
     (record,) = llava_records(row)
     human = record["conversations"][0]["value"]
     assert f" USER: {human} ASSISTANT:" in prompt_text(2, indication, "llava-rad")

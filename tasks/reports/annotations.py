@@ -105,9 +105,16 @@ def parse_record(raw: object, file: str) -> Record | str:
         return f"generate_method {method!r} is not one of {', '.join(METHODS)}"
     reason = _text(raw.get("reason"))
     return Record(
-        dicom_id=PurePosixPath(image).stem, record_id=str(raw["id"]), image=image, generate_method=method,
-        findings=_text(turns[1].get("value")), reason=reason, indication=_text(raw.get("indication")),
-        history=_text(raw.get("history")), impression=_text(raw.get("impression")), file=file,
+        dicom_id=PurePosixPath(image).stem,
+        record_id=str(raw["id"]),
+        image=image,
+        generate_method=method,
+        findings=_text(turns[1].get("value")),
+        reason=reason,
+        indication=_text(raw.get("indication")),
+        history=_text(raw.get("history")),
+        impression=_text(raw.get("impression")),
+        file=file,
     )
 
 
@@ -155,10 +162,19 @@ def join_annotations(discovery: Discovery, paths: list[Path]) -> list[dict]:
         Drop(SOURCE, rec.image, "annotations", f"{NO_IMAGE}: {rec.image} ({rec.file})") for rec in orphans
     ]
     rows = [
-        {"image_key": c.image_key, "record_id": rec.record_id, "generate_method": rec.generate_method,
-         "findings": rec.findings, "reason": rec.reason, "indication": rec.indication, "history": rec.history,
-         "impression": rec.impression, "annotation_file": rec.file}
-        for c in kept for rec in by_key[c.image_key]
+        {
+            "image_key": c.image_key,
+            "record_id": rec.record_id,
+            "generate_method": rec.generate_method,
+            "findings": rec.findings,
+            "reason": rec.reason,
+            "indication": rec.indication,
+            "history": rec.history,
+            "impression": rec.impression,
+            "annotation_file": rec.file,
+        }
+        for c in kept
+        for rec in by_key[c.image_key]
     ]
     discovery.notes["annotations"] = {
         "files": [p.name for p in annotation_files(paths)],
