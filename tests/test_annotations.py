@@ -64,6 +64,7 @@ def test_released_texts_become_the_versions_with_zero_requests(released):
     summary = run_structure(StructureConfig(manifest=data / "manifest.parquet", out=data, llm=llm))
     assert summary["requests"] == 0 and summary["reports"] == summary["ok"] + summary["quarantined"]
     assert summary["released"]["records"] == summary["reports"]
+    assert summary["released"]["gpt4_vs_rule_based"]["status"] == "computed"
 
     accepted, filtered = assemble_samples(data, ValidateConfig())
     manifest = {r["image_key"]: r for r in pq.read_table(data / "manifest.parquet").to_pylist()}

@@ -220,11 +220,20 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
 
 
 def _released_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rows answered from the released LLaVA-Rad annotations (no request sent)."""
+    """Rows answered from the released LLaVA-Rad annotations (no request sent), and how the released GPT-4
+    findings compare with the released rule-based ones of the same image (the paper reports this on test)."""
     rel = [rec for rec in records if rec["operation"] == "annotations"]
+    texts: dict[str, dict[str, str]] = {}
+    for rec in rel:
+        if rec["status"] == "ok":
+            texts.setdefault(rec["image_key"], {})[rec["method"]] = rec["findings"]
+    pairs = [(t["rule-based"], t["gpt4"]) for t in texts.values() if "rule-based" in t and "gpt4" in t]
+    comparison = compare_findings(pairs, 0) if rel else {"status": "not computed: no released annotations"}
+    comparison.pop("comparison_sentences_removed", None)
     return {"images": len({rec["image_key"] for rec in rel}), "records": len(rel),
             "ok": {m: sum(1 for rec in rel if rec["method"] == m and rec["status"] == "ok")
-                   for m in sorted({rec["method"] for rec in rel})}}
+                   for m in sorted({rec["method"] for rec in rel})},
+            "gpt4_vs_rule_based": comparison}
 
 
 def _empty_input(operation: str, payload: dict[str, Any]) -> str | None:
