@@ -36,6 +36,8 @@ def ingest(
     from schemas.config import ImageConfig, IngestConfig
 
     if mixture is not None:
+        if annotations:
+            raise typer.BadParameter("--annotations applies to one MIMIC-CXR source, not to a --mixture")
         _ingest_mixture(mixture, out, prefect)
         return
     if root is None:

@@ -170,3 +170,36 @@ def test_cli_reports_a_missing_annotations_file_without_a_traceback(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "nope.json" in res.output and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_data_command_with_annotations_shards_the_released_texts(prefect_server, released, tmp_path):
+    truth, root, _, _ = released
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        app,
+        [
+            "data",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--size",
+            "32",
+            "--workers",
+            "1",
+            "--annotations",
+            str(root / ANNOTATIONS_DIR),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    structure = json.loads((out / "data" / "structure-summary.json").read_text())
+    assert structure["requests"] == 0 and structure["released"]["records"] > 0
+    summary = json.loads((out / "shards" / "summary.json").read_text())
+    assert summary["reconciliation"]["balanced"]
+    counts = summary["paper_counts"]["this_run"]
+    assert counts["test"]["pairs"] > 0 and set(counts["test"]["pairs_by_method"]) == {"rule-based"}
+    assert counts["train"]["pairs_by_method"].get("gpt4", 0) > 0
+    assert summary["paper_counts"]["paper"]["train"]["pairs"] == 400_042
+    test = json.loads((out / "shards" / "llava" / "test.json").read_text())
+    assert test and {r["generate_method"] for r in test} == {"rule-based"}

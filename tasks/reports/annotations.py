@@ -14,7 +14,6 @@ a record whose image is not in the archive is a quarantine row; the matched reco
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -187,8 +186,3 @@ def join_annotations(discovery: Discovery, paths: list[Path]) -> list[dict]:
     }
     return rows
 
-
-def clean(value) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return str(value).strip() or None
