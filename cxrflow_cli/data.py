@@ -44,8 +44,9 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--root is required (or --mixture)")
         from tasks.reports.annotations import AnnotationsError, annotation_files
 
-        if annotations and mixture is not None:
-            raise typer.BadParameter("--annotations applies to one MIMIC-CXR source, not to a --mixture")
+        if annotations and (mixture is not None or source != "mimic-cxr"):
+            raise typer.BadParameter("--annotations (LLaVA-Rad's MIMIC-CXR texts) needs --source mimic-cxr and "
+                                     "no --mixture")
         try:
             annotation_files(annotations or [])
         except AnnotationsError as exc:

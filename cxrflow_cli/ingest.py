@@ -55,7 +55,7 @@ def ingest(
         )
         annotation_files(cfg.annotations)  # a missing file is a user error, before any work
     except ValidationError as exc:
-        raise typer.BadParameter(exc.errors()[0]["msg"]) from exc
+        raise typer.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, ")) from exc
     except AnnotationsError as exc:
         raise typer.BadParameter(str(exc)) from exc
     # No stdout/stderr redirection: the proxies hold locks that cannot travel to worker processes.
