@@ -54,3 +54,16 @@ def test_export_and_training_agree(indication):
     human = record["conversations"][0]["value"]
     assert f" USER: {human} ASSISTANT:" in prompt_text(2, indication, "llava-rad")
     assert record["reason"] == indication
+
+
+def test_generation_stops_where_the_format_ends_an_answer():
+    from training.inference import ReportGenerator
+    from training.text import build_tiny_tokenizer
+
+    gen = ReportGenerator.__new__(ReportGenerator)  # only the stop rule is under test: no model needed
+    gen.tok = build_tiny_tokenizer()
+    newline = gen.tok.encode("\n", add_special_tokens=False)[-1]
+    for stage, fmt, stops in [(1, "tiny", [gen.tok.eos_token_id]), (2, "llava-rad", [gen.tok.eos_token_id]),
+                              (1, "llava-rad", [gen.tok.eos_token_id, newline])]:
+        gen.stage, gen.prompt_format = stage, fmt
+        assert gen._stop_ids() == stops

@@ -56,6 +56,17 @@ class ReportGenerator:
         model.eval().to(device)
         return cls(model, tok, ImageTransform(image_size_for(cfg), cfg.image_resize), stage, device, cfg.preset)
 
+    def _stop_ids(self) -> list[int]:
+        """End of sequence; after stage 1 of a format whose plain answers end with a separator instead (LLaVA-Rad:
+        "\n"), that separator's last token too."""
+        from training.prompts import prompt_format
+
+        end = prompt_format(self.prompt_format).plain_end
+        stops = [self.tok.eos_token_id]
+        if self.stage == 1 and end:
+            stops.append(self.tok.encode(end, add_special_tokens=False)[-1])
+        return stops
+
     def preprocess_image(self, img: Image.Image) -> torch.Tensor:
         return self.transform(img)
 
@@ -80,6 +91,6 @@ class ReportGenerator:
         out = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
             pixel_values=pixels.to(self.device, dtype), max_new_tokens=max_new_tokens, do_sample=False,
-            num_beams=1, pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
+            num_beams=1, pad_token_id=pad, eos_token_id=self._stop_ids(),
         )
         return [self.tok.decode(row[n:], skip_special_tokens=True).strip() for row in out]
