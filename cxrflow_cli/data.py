@@ -24,6 +24,9 @@ def register(app: typer.Typer) -> None:
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint"),
         max_samples: int = typer.Option(10_000, "--max-samples", help="samples per shard"),
         max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", help="bytes per shard"),
+        annotations: list[Path] | None = typer.Option(
+            None, "--annotations", help="LLaVA-Rad MIMIC-CXR Annotations JSON (file or folder; repeatable): "
+            "the released texts replace report structuring"),
     ) -> None:
         """Ingest -> structure reports -> validate (Great Expectations) -> shard (WebDataset)."""
         from flows.data import data_pipeline
@@ -39,7 +42,17 @@ def register(app: typer.Typer) -> None:
             sources = [SourceSpec.model_validate(s) for s in yaml.safe_load(mixture.read_text())["sources"]]
         elif root is None:
             raise typer.BadParameter("--root is required (or --mixture)")
+        from tasks.reports.annotations import AnnotationsError, annotation_files
+
+        if annotations and (mixture is not None or source != "mimic-cxr"):
+            raise typer.BadParameter("--annotations (LLaVA-Rad's MIMIC-CXR texts) needs --source mimic-cxr and "
+                                     "no --mixture")
+        try:
+            annotation_files(annotations or [])
+        except AnnotationsError as exc:
+            raise typer.BadParameter(str(exc)) from exc
         params = DataParams(
+            annotations=annotations or [],
             source=source,
             root=root,
             sources=sources,

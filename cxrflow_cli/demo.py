@@ -19,10 +19,11 @@ def register(app: typer.Typer) -> None:
 
 
 def write_demo_fixture(root: Path, studies: int = 24, seed: int = 0) -> Path:
-    from fixtures.mimic_cxr import write_mimic_cxr
+    """The MIMIC-CXR fixture with its LLaVA-Rad annotation files (the report-processing ablation reads them)."""
+    from fixtures.mimic_cxr import ANNOTATIONS_DIR, write_mimic_cxr
 
-    if not (root / "mimic-cxr-2.0.0-metadata.csv.gz").exists():
-        write_mimic_cxr(root, studies=studies, seed=seed)
+    if not (root / "mimic-cxr-2.0.0-metadata.csv.gz").exists() or not (root / ANNOTATIONS_DIR).is_dir():
+        write_mimic_cxr(root, studies=studies, seed=seed, annotations=True)
     return root
 
 

@@ -22,12 +22,19 @@ def mimic_cxr(
     jpg: Annotated[bool, typer.Option("--jpg", help="MIMIC-CXR-JPG layout instead of DICOM")] = False,
     size: Annotated[str, typer.Option(help="small (~256 px, tests) or full (~2500x3000, benchmarks)")] = "small",
     defects: Annotated[bool, typer.Option("--defects/--no-defects", help="add one input per defect kind")] = True,
+    annotations: Annotated[bool, typer.Option(
+        "--annotations", help="also write LLaVA-Rad MIMIC-CXR Annotations files (OUT/llava-rad-mimic-cxr-annotation)",
+    )] = False,
 ) -> None:
     """MIMIC-CXR (DICOM) or MIMIC-CXR-JPG: files/pNN/pNNNNNNNN/sNNNNNNNN/..., reports, gzipped CSVs."""
     from fixtures.mimic_cxr import write_mimic_cxr
 
     if size not in ("small", "full"):
         raise typer.BadParameter("size must be small or full")
-    truth = write_mimic_cxr(out, studies=studies, seed=seed, jpg=jpg, size=size, defects=defects)
+    truth = write_mimic_cxr(out, studies=studies, seed=seed, jpg=jpg, size=size, defects=defects,
+                            annotations=annotations)
     typer.echo(f"wrote {len(truth.expected)} images ({truth.count('kept')} frontal, {truth.count('filtered')} "
                f"lateral, {truth.count('quarantined')} defective) under {out}")
+    if annotations:
+        typer.echo(f"annotations: {truth.annotation_files[0].parent} ({len(truth.no_record)} image(s) without a "
+                   f"record, {truth.records_without_image} record(s) without an image)")

@@ -27,6 +27,8 @@ def ingest(
     limit: Annotated[int | None, typer.Option(help="cap on candidate images")] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
     mixture: Annotated[Path | None, typer.Option(help="YAML MixtureConfig: several sources, one manifest")] = None,
+    annotations: Annotated[list[Path] | None, typer.Option(
+        help="LLaVA-Rad MIMIC-CXR Annotations JSON (file or folder; repeatable): the released texts")] = None,
 ) -> None:
     """Ingest a source in its released layout: decode, preprocess, parse reports, write the manifest."""
     from rich.progress import Progress
@@ -34,15 +36,28 @@ def ingest(
     from schemas.config import ImageConfig, IngestConfig
 
     if mixture is not None:
+        if annotations:
+            raise typer.BadParameter("--annotations applies to one MIMIC-CXR source, not to a --mixture")
         _ingest_mixture(mixture, out, prefect)
         return
     if root is None:
         raise typer.BadParameter("--root is required (or --mixture)")
 
-    cfg = IngestConfig(
-        source=source, root=root, out=out, frontal_only=not all_views, workers=workers, batch_size=batch_size,
-        limit=limit, image=ImageConfig(size=size, resize=resize, format=image_format, jpeg_quality=jpeg_quality),
-    )
+    from pydantic import ValidationError
+
+    from tasks.reports.annotations import AnnotationsError, annotation_files
+
+    try:
+        cfg = IngestConfig(
+            source=source, root=root, out=out, frontal_only=not all_views, workers=workers, batch_size=batch_size,
+            limit=limit, image=ImageConfig(size=size, resize=resize, format=image_format, jpeg_quality=jpeg_quality),
+            annotations=annotations or [],
+        )
+        annotation_files(cfg.annotations)  # a missing file is a user error, before any work
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, ")) from exc
+    except AnnotationsError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     # No stdout/stderr redirection: the proxies hold locks that cannot travel to worker processes.
     with Progress(transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
         bar_task = bar.add_task(f"ingest {source}", total=None)

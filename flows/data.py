@@ -22,6 +22,7 @@ def stage_configs(p: DataParams) -> tuple[IngestConfig, StructureConfig, Validat
         workers=p.workers,
         limit=p.limit,
         image=ImageConfig(size=p.image_size),
+        annotations=p.annotations,
     )
     llm = LLMConfig(
         backend=p.llm_backend, model=p.llm_model, base_url=p.llm_base_url, cache_dir=artifacts / "llm-cache"

@@ -59,7 +59,8 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     data = cfg.data
     ingest = IngestConfig(source=data.source, root=data.root or d["ingest"], out=d["ingest"],
                           frontal_only=data.frontal_only, image=data.image, workers=cfg.workers,
-                          batch_size=data.batch_size, limit=data.limit, options=data.options)
+                          batch_size=data.batch_size, limit=data.limit, options=data.options,
+                          annotations=data.annotations)
     mixture = MixtureConfig(sources=data.sources, out=d["ingest"], frontal_only=data.frontal_only, image=data.image,
                             workers=cfg.workers, batch_size=data.batch_size) if data.sources else None
     s = cfg.structure

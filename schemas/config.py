@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_ARTIFACTS = Path("artifacts")
 
@@ -45,6 +45,17 @@ class IngestConfig(BaseModel):
         (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"
     )
     options: dict = Field(default_factory=dict, description="source-specific options")
+    annotations: list[Path] = Field(
+        default_factory=list,
+        description="LLaVA-Rad MIMIC-CXR Annotations JSON files (or folders of them): the released report texts "
+        "replace report structuring (mimic-cxr only)",
+    )
+
+    @model_validator(mode="after")
+    def _annotations_for_mimic(self) -> IngestConfig:
+        if self.annotations and self.source != "mimic-cxr":
+            raise ValueError(f"annotations are LLaVA-Rad's MIMIC-CXR texts; source is {self.source!r}")
+        return self
 
 
 ReportPolicy = Literal["auto", "structure", "synthesize"]

@@ -47,6 +47,11 @@ class DataSection(BaseModel):
     limit: int | None = Field(None, ge=1, description="cap on candidate images")
     batch_size: int = Field(32, ge=1)
     options: dict = Field(default_factory=dict, description="source-specific options")
+    annotations: list[Path] = Field(
+        default_factory=list,
+        description="LLaVA-Rad MIMIC-CXR Annotations JSON files/folders: the released texts replace report "
+        "structuring (the report-processing ablation's GPT-4 arm)",
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> DataSection:

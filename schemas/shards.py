@@ -85,6 +85,10 @@ class ValidateConfig(BaseModel):
     test_methods: tuple[str, ...] = Field(
         (RULE_BASED,), description="findings versions allowed on the test split (LLaVA-Rad: rule-based)"
     )
+    train_methods: tuple[str, ...] | None = Field(
+        None, description="findings versions allowed on train/validate (None: all; the report-processing "
+        "ablation trains on one kind, e.g. [gpt4] or [rule-based])"
+    )
 
 
 class ShardConfig(BaseModel):
@@ -129,6 +133,9 @@ class DataParams(BaseModel):
     image_size: int = Field(518, ge=16, le=4096)
     workers: int | None = Field(None, ge=1)
     limit: int | None = Field(None, ge=1)
+    annotations: list[Path] = Field(
+        default_factory=list, description="LLaVA-Rad MIMIC-CXR Annotations JSON files/folders (released texts)"
+    )
     llm_backend: str = Field("rules", description="structure backend: rules (default), openai or azure")
     llm_model: str = "gpt-4o"
     llm_base_url: str | None = None

@@ -13,18 +13,13 @@ import polars as pl
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.shards import SPLITS
 from tasks.io import atomic_write_bytes
-
-# cxrflow's own wording (see llava-rad.md: the user turn is <image> + a request for the findings, plus the
-# indication when the report has one).
-INSTRUCTION = "Write the findings section of a radiology report for this chest X-ray."
-INDICATION_SUFFIX = " Clinical indication: {indication}"
+from training.prompts import LLAVA_RAD
 
 
 def instruction(indication: str | None) -> str:
-    text = INSTRUCTION
-    if indication:
-        text += INDICATION_SUFFIX.format(indication=indication.strip())
-    return text
+    """LLaVA-Rad's own instruction (training/prompts.py cites its source): the reference training code reads
+    these records, and the llava-rad preset trains with the same text."""
+    return LLAVA_RAD.instruction_for(indication)
 
 
 def generate_method(method: str) -> str:
@@ -55,7 +50,7 @@ def llava_records(row: dict, image_prefix: str = "") -> list[dict]:
                 "orientation": row.get("orientation"),
                 "chexpert_labels": labels,
                 "conversations": [
-                    {"from": "human", "value": "<image>\n" + instruction(indication)},
+                    {"from": "human", "value": LLAVA_RAD.human_turn(indication)},
                     {"from": "gpt", "value": target["findings"]},
                 ],
             }

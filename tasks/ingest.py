@@ -30,7 +30,7 @@ from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, tabl
 from tasks import __version__
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
 from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_json
-from tasks.reports.sections import parse_report
+from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.sources import get_adapter
 from tasks.sources.base import Candidate, Discovery, Drop
 
@@ -54,6 +54,10 @@ def discover(cfg: IngestConfig) -> Discovery:
     adapter = get_adapter(cfg.source)
     adapter.check(Path(cfg.root))
     discovery = adapter.discover(cfg)
+    if cfg.annotations:
+        from tasks.reports.annotations import join_annotations
+
+        discovery.annotations = join_annotations(discovery, cfg.annotations)
     if cfg.limit is not None and len(discovery.candidates) > cfg.limit:
         kept, over = discovery.candidates[: cfg.limit], discovery.candidates[cfg.limit :]
         discovery.candidates = kept
@@ -113,10 +117,11 @@ def _report_fields(c: Candidate) -> dict:
         fields.update({s: c.sections.get(s) for s in REPORT_SECTIONS})
         fields["report_method"] = c.report_method or "source-sections"
     elif c.report_origin == "report" and c.report_text:
-        parsed = parse_report(c.report_text)
+        # MIMIC-CXR study ids select the reference parser's per-study corrections; other sources have none.
+        parsed = parse_report(c.report_text, study_id=c.study_id if c.source == "mimic-cxr" else None)
         fields.update(parsed.sections)
         fields["has_addendum"] = parsed.has_addendum
-        fields["report_method"] = "rule-based"
+        fields["report_method"] = PARSER_METHOD
     return fields
 
 
@@ -200,6 +205,7 @@ def assemble(cfg: IngestConfig, discovery: Discovery, results: list[BatchResult]
     _write_table(out / "manifest.parquet", table_from_rows(rows, MANIFEST_SCHEMA))
     _write_table(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
     _write_table(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
+    _write_annotations(out, discovery, {r["image_key"] for r in rows})
     hashes = load_hash_cache(out)
     for res in results:
         hashes.update(res.hashes)
@@ -225,6 +231,18 @@ def assemble(cfg: IngestConfig, discovery: Discovery, results: list[BatchResult]
         raise AssertionError(f"reconciliation failed: {summary}")  # a bug, never bad input
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def _write_annotations(out: Path, discovery: Discovery, kept: set[str]) -> None:
+    """annotations.parquet for the kept images, or no such file (a stale one would feed the structure stage)."""
+    from tasks.reports.annotations import ANNOTATIONS_SCHEMA, FILE_NAME
+
+    path = out / FILE_NAME
+    if discovery.annotations is None:
+        path.unlink(missing_ok=True)
+        return
+    rows = [r for r in discovery.annotations if r["image_key"] in kept]
+    _write_table(path, table_from_rows(rows, ANNOTATIONS_SCHEMA))
 
 
 def _drop_rows(drops: list[Drop]) -> list[dict]:

@@ -24,6 +24,7 @@ from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
 from tasks.io import atomic_write_json, read_json
+from tasks.reports.sections import PARSER_METHOD
 
 STAGE = "validate"
 NO_FINDINGS = "no findings"
@@ -108,9 +109,11 @@ def load_reports(data_dir: Path) -> dict[str, list[dict]]:
         # A row the structure stage quarantined has no usable answer; its rules version (below) still counts.
         usable = row.get("status") in (None, "ok", "cached", "success")
         findings = _clean(row.get("findings")) if usable else None
-        if findings is not None:
+        # a released record without findings still says which texts this image has (none of its own)
+        if findings is not None or row.get("operation") == "annotations":
             out.setdefault(row["image_key"], []).append(
-                {"method": _report_method(row), "findings": findings, "indication": _clean(row.get("indication"))}
+                {"method": _report_method(row), "findings": findings, "indication": _clean(row.get("indication")),
+                 "released": row.get("operation") == "annotations"}
             )
         # The rules version the structure stage ran beside an LLM (used when the manifest has none).
         rule = _clean(row.get("rule_findings"))
@@ -130,19 +133,26 @@ def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame,
     for row in manifest.iter_rows(named=True):
         versions: list[dict] = []
         own = _clean(row.get("findings"))
+        released = [rep for rep in reports.get(row["image_key"], []) if rep.get("released")]
+        if released:  # the released LLaVA-Rad texts are this image's versions, its indication their reason
+            own = None
         if own is not None:
             method = row.get("report_method") or RULE_BASED
+            if method == PARSER_METHOD:  # the section parser's text is LLaVA-Rad's "rule-based" version
+                method = RULE_BASED
             if row.get("report_origin") == "labels" and method == RULE_BASED:
                 method = SYNTHESIZED
             versions.append({"method": method, "findings": own})
-        indication = _clean(row.get("indication"))
-        for rep in reports.get(row["image_key"], []):
-            if rep["method"] in {v["method"] for v in versions}:
+        indication = _clean(row.get("indication")) if not released else released[0]["indication"]
+        for rep in released or reports.get(row["image_key"], []):
+            if rep["findings"] is None or rep["method"] in {v["method"] for v in versions}:
                 continue
             versions.append({"method": rep["method"], "findings": rep["findings"]})
             indication = indication or rep["indication"]
         if row.get("split") == "test":
             versions = [v for v in versions if v["method"] in cfg.test_methods]
+        elif cfg.train_methods is not None:
+            versions = [v for v in versions if v["method"] in cfg.train_methods]
         versions.sort(key=lambda v: (target_rank(v["method"]), v["method"]))
         if not versions:
             filtered.append(_drop(row, NO_FINDINGS))

@@ -114,7 +114,7 @@ def test_manifest_matches_schema_and_points_at_real_images(tmp_path):
     assert (df["width"] == 64).all() and (df["height"] == 64).all()
     for rel, sha in zip(df["image_path"], df["image_sha256"], strict=True):
         assert hashlib.sha256((out / rel).read_bytes()).hexdigest() == sha
-    assert df["report_method"].unique().to_list() == ["rule-based"]
+    assert df["report_method"].unique().to_list() == ["mimic-cxr-sections"]
     assert df["decoder"].str.contains("pydicom").all()
 
 

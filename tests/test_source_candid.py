@@ -72,6 +72,6 @@ def test_defects_and_ingest_reconcile(tmp_path):
     q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
     assert q.filter(pl.col("image_key") == defects["truncated"])["stage"].to_list() == ["decode"]
     m = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
-    assert m["report_method"].to_list() == ["rule-based"] * 4  # reports went through the section parser
+    assert m["report_method"].to_list() == ["mimic-cxr-sections"] * 4  # reports went through the section parser
     assert m.filter(pl.col("label_pneumothorax") == 1).height == 2
     assert m["findings"].drop_nulls().len() >= 1

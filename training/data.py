@@ -134,8 +134,9 @@ class ImageTransform:
 
 class ExampleDataset(torch.utils.data.Dataset):
     def __init__(self, ds, examples: list[Example], tok, stage: int, transform: ImageTransform,
-                 n_image_tokens: int, max_length: int):
+                 n_image_tokens: int, max_length: int, prompt_format: str = "tiny"):
         self.ds, self.examples, self.tok, self.stage = ds, examples, tok, stage
+        self.prompt_format = prompt_format
         self.transform, self.n_image_tokens, self.max_length = transform, n_image_tokens, max_length
 
     def __len__(self) -> int:
@@ -153,7 +154,7 @@ class ExampleDataset(torch.utils.data.Dataset):
         else:
             findings = _member(sample, ".txt").decode("utf-8")
         enc = encode_example(self.tok, self.stage, findings, meta.get("indication"), self.n_image_tokens,
-                             self.max_length)
+                             self.max_length, self.prompt_format)
         return {"pixel_values": pixels, "input_ids": enc.input_ids, "labels": enc.labels}
 
 

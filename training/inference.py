@@ -25,8 +25,10 @@ from training.text import IMAGE_TOKEN, encode_prompt, prompt_text
 
 
 class ReportGenerator:
-    def __init__(self, model, tok, transform: ImageTransform, stage: int, device: str):
+    def __init__(self, model, tok, transform: ImageTransform, stage: int, device: str,
+                 prompt_format: str = "tiny"):
         self.model, self.tok, self.transform, self.stage, self.device = model, tok, transform, stage, device
+        self.prompt_format = prompt_format  # the training preset's conversation format (training/prompts.py)
         self.n_image_tokens = n_image_tokens(model)
 
     @classmethod
@@ -52,7 +54,18 @@ class ReportGenerator:
             model = model.merge_and_unload()
         model.requires_grad_(False)
         model.eval().to(device)
-        return cls(model, tok, ImageTransform(image_size_for(cfg), cfg.image_resize), stage, device)
+        return cls(model, tok, ImageTransform(image_size_for(cfg), cfg.image_resize), stage, device, cfg.preset)
+
+    def _stop_ids(self) -> list[int]:
+        """End of sequence; after stage 1 of a format whose plain answers end with a separator instead (LLaVA-Rad:
+        "\n"), that separator's last token too."""
+        from training.prompts import prompt_format
+
+        end = prompt_format(self.prompt_format).plain_end
+        stops = [self.tok.eos_token_id]
+        if self.stage == 1 and end:
+            stops.append(self.tok.encode(end, add_special_tokens=False)[-1])
+        return stops
 
     def preprocess_image(self, img: Image.Image) -> torch.Tensor:
         return self.transform(img)
@@ -64,7 +77,7 @@ class ReportGenerator:
             raise ValueError("images and indications must have the same length")
         if not images:
             return []
-        prompts = [encode_prompt(self.tok, prompt_text(self.stage, ind), self.n_image_tokens)
+        prompts = [encode_prompt(self.tok, prompt_text(self.stage, ind, self.prompt_format), self.n_image_tokens)
                    for ind in indications]
         n = max(map(len, prompts))
         pad = self.tok.pad_token_id
@@ -78,7 +91,7 @@ class ReportGenerator:
         out = self.model.generate(
             input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
             pixel_values=pixels.to(self.device, dtype), max_new_tokens=max_new_tokens, do_sample=False,
-            num_beams=1, pad_token_id=pad, eos_token_id=self.tok.eos_token_id,
+            num_beams=1, pad_token_id=pad, eos_token_id=self._stop_ids(),
             suppress_tokens=[self.tok.convert_tokens_to_ids(IMAGE_TOKEN)],  # a placeholder, never an output
         )
         return [self.tok.decode(row[n:], skip_special_tokens=True).strip() for row in out]

@@ -1,25 +1,18 @@
 """Tokenizers and prompt templates. Stage 1 uses the "plain" template (image, then findings); stage 2 and
-inference use a Vicuna v1 chat turn. Loss is computed on the answer tokens only (labels -100 elsewhere)."""
+inference use a Vicuna v1 chat turn. The strings are in training/prompts.py, one format per preset. Loss is
+computed on the answer tokens only (labels -100 elsewhere)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_TOKEN = "<image>"
+from training.prompts import IMAGE_TOKEN, TINY, PromptFormat, prompt_format
+
 IGNORE = -100
-
-# cxrflow's own wording (brief: prompts are written for cxrflow).
-SYSTEM = (
-    "A conversation between a clinician and an AI assistant that reads chest radiographs. "
-    "The assistant reports only what is visible on the image."
-)
-INSTRUCTION = "Write the findings section of the radiology report for this chest X-ray."
-INDICATION = " The clinical indication for the study is: {indication}"
-
 # Fixed corpus for the tiny preset's tokenizer, so it is identical on every machine and never downloaded.
 _TINY_CORPUS = [
-    SYSTEM, INSTRUCTION, INDICATION, "USER: ASSISTANT:",
+    TINY.system, TINY.instruction, " The clinical indication for the study is: {indication}", "USER: ASSISTANT:",
     "The lungs are clear. There is no pleural effusion or pneumothorax. The heart size is normal.",
     "Mild cardiomegaly. Small left pleural effusion. Patchy opacity at the right base, atelectasis.",
     "No focal consolidation. The mediastinal and hilar contours are unremarkable. Edema, pneumonia.",
@@ -58,14 +51,19 @@ def load_lm_tokenizer(lm_path: Path):
     return tok
 
 
-def prompt_text(stage: int, indication: str | None) -> str:
+def prompt_text(stage: int, indication: str | None, fmt: str | PromptFormat = "tiny") -> str:
     """Text before the answer; IMAGE_TOKEN marks where the image's patch tokens go."""
+    f = prompt_format(fmt)
+    return f.plain_prompt if stage == 1 else f.chat_prompt(indication)
+
+
+def answer_text(stage: int, findings: str, fmt: str | PromptFormat = "tiny") -> tuple[str, bool]:
+    """(the answer's text, whether the end-of-sequence token follows it)."""
+    f = prompt_format(fmt)
+    text = " ".join(findings.split())
     if stage == 1:
-        return f"{IMAGE_TOKEN}\n"
-    instruction = INSTRUCTION
-    if indication and indication.strip():
-        instruction += INDICATION.format(indication=" ".join(indication.split()))
-    return f"{SYSTEM} USER: {IMAGE_TOKEN}\n{instruction} ASSISTANT:"
+        return text + f.plain_end, not f.plain_end
+    return " " + text, True  # Vicuna v1: "ASSISTANT: <answer></s>"
 
 
 @dataclass
@@ -85,10 +83,10 @@ def encode_prompt(tok, prompt: str, n_image_tokens: int) -> list[int]:
 
 
 def encode_example(tok, stage: int, findings: str, indication: str | None, n_image_tokens: int,
-                   max_length: int) -> Encoded:
-    prompt_ids = encode_prompt(tok, prompt_text(stage, indication), n_image_tokens)
-    answer = (" " if stage == 2 else "") + " ".join(findings.split())
-    answer_ids = tok.encode(answer, add_special_tokens=False) + [tok.eos_token_id]
+                   max_length: int, fmt: str | PromptFormat = "tiny") -> Encoded:
+    prompt_ids = encode_prompt(tok, prompt_text(stage, indication, fmt), n_image_tokens)
+    answer, eos = answer_text(stage, findings, fmt)
+    answer_ids = tok.encode(answer, add_special_tokens=False) + ([tok.eos_token_id] if eos else [])
     room = max_length - len(prompt_ids)
     if room < 2:
         raise ValueError(f"max_length {max_length} leaves no room for the answer after {len(prompt_ids)} "

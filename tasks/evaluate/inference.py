@@ -98,11 +98,11 @@ def iter_samples(
         )
 
 
-def query_text(indication: str | None, stage: int = 2) -> str:
-    """The instruction the model saw (the training template of the generator's stage)."""
+def query_text(indication: str | None, stage: int = 2, prompt_format: str = "tiny") -> str:
+    """The instruction the model saw (the training template of the generator's stage and preset)."""
     from training.text import prompt_text
 
-    return prompt_text(stage, indication)
+    return prompt_text(stage, indication, prompt_format)
 
 
 def generate_predictions(
@@ -133,7 +133,7 @@ def generate_predictions(
             for s, pred in zip(batch, preds, strict=True):
                 rec = {
                     "id": s.id,
-                    "query": query_text(s.indication, getattr(generator, "stage", 2)),
+                    "query": query_text(s.indication, getattr(generator, "stage", 2), getattr(generator, "prompt_format", "tiny")),
                     "reference": s.reference,
                     "prediction": pred,
                     "indication": s.indication,

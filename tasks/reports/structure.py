@@ -81,25 +81,65 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
+def load_released(manifest: Path) -> dict[str, list[dict[str, Any]]]:
+    """Released LLaVA-Rad texts written by ingest beside the manifest, by image_key (empty when none)."""
+    from tasks.reports.annotations import FILE_NAME
+
+    path = Path(manifest).parent / FILE_NAME
+    if not path.exists():
+        return {}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for rec in pq.read_table(path).to_pylist():
+        out.setdefault(rec["image_key"], []).append(rec)
+    return out
+
+
 def run_structure(cfg: StructureConfig) -> dict[str, Any]:
     rows = _read_manifest(cfg.manifest)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out / "ledger.jsonl")
-    ops = {r["image_key"]: cfg.operation or default_operation(r, cfg.llm.backend) for r in rows}
+    released = load_released(cfg.manifest)
+    # Rows with released texts are never sent to a model: those texts are the report processing.
+    ops = {r["image_key"]: "annotations" if r["image_key"] in released else
+           cfg.operation or default_operation(r, cfg.llm.backend) for r in rows}
 
     try:
-        return _run(cfg, rows, ops, ledger, out)
+        return _run(cfg, rows, ops, ledger, out, released)
     finally:
         ledger.close()
 
 
+def _released_records(row: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One reports row per released record; a record without findings is quarantined with that reason."""
+    from tasks.reports.annotations import BACKEND, MODEL, OPERATION
+
+    out = []
+    for rec in records:
+        ok = rec["findings"] is not None and bool(rec["findings"].strip())
+        out.append({
+            "image_key": row["image_key"], "source": row["source"], "subject_id": row.get("subject_id"),
+            "study_id": row.get("study_id"), "split": row.get("split"), "view": row.get("view"),
+            "report_origin": row.get("report_origin"), "report_text": row.get("report_text"),
+            "operation": OPERATION, "backend": BACKEND, "model": MODEL, "prompt_version": rec["annotation_file"],
+            "parameters": json.dumps({"record_id": rec["record_id"]}), "method": rec["generate_method"],
+            "status": "ok" if ok else "quarantined",
+            "reason": None if ok else f"released {rec['generate_method']} record has no findings",
+            "raw_answer": None, "cache_hit": False, "examination": None,
+            # LLaVA-Rad's prompt takes the record's `reason` as the indication
+            "indication": rec["reason"], "findings": rec["findings"] if ok else None,
+            "impression": rec["impression"], "translation": None, "comparison_sentences_removed": None,
+            "rule_findings": None, "rule_impression": None,
+        })
+    return out
+
+
 def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], ledger: Ledger,
-         out: Path) -> dict[str, Any]:
+         out: Path, released: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     llm = cfg.llm
     results: dict[str, ItemResult] = {}
     runs: dict[str, RunResult] = {}
-    for op_name in sorted(set(ops.values())):
+    for op_name in sorted(set(ops.values()) - {"annotations"}):
         op = get_operation(op_name)
         items = []
         for r in rows:
@@ -128,6 +168,9 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
     for r in rows:
         key = r["image_key"]
         op_name = ops[key]
+        if op_name == "annotations":
+            records += _released_records(r, released[key])
+            continue
         run = runs[op_name]
         res = results[key]
         output = res.output or {}
@@ -165,6 +208,7 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
         "operations": {name: {k: v for k, v in run.summary().items() if k in (
             "reports", "ok", "quarantined", "cache_hits", "prompt_version", "parameters")}
             for name, run in runs.items()},
+        "released": _released_summary(records),
         "comparison": compare_findings(pairs, removed) if (llm.backend != "rules" and structured) else
         {"status": "not computed: needs an LLM backend beside the rules baseline",
          "comparison_sentences_removed": removed},
@@ -173,6 +217,23 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
     log.info("structure: %d reports, %d quarantined, %d requests, %d cache hits", summary["reports"],
              summary["quarantined"], summary["requests"], summary["cache_hits"])
     return summary
+
+
+def _released_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rows answered from the released LLaVA-Rad annotations (no request sent), and how the released GPT-4
+    findings compare with the released rule-based ones of the same image (the paper reports this on test)."""
+    rel = [rec for rec in records if rec["operation"] == "annotations"]
+    texts: dict[str, dict[str, str]] = {}
+    for rec in rel:
+        if rec["status"] == "ok":
+            texts.setdefault(rec["image_key"], {})[rec["method"]] = rec["findings"]
+    pairs = [(t["rule-based"], t["gpt4"]) for t in texts.values() if "rule-based" in t and "gpt4" in t]
+    comparison = compare_findings(pairs, 0) if rel else {"status": "not computed: no released annotations"}
+    comparison.pop("comparison_sentences_removed", None)
+    return {"images": len({rec["image_key"] for rec in rel}), "records": len(rel),
+            "ok": {m: sum(1 for rec in rel if rec["method"] == m and rec["status"] == "ok")
+                   for m in sorted({rec["method"] for rec in rel})},
+            "gpt4_vs_rule_based": comparison}
 
 
 def _empty_input(operation: str, payload: dict[str, Any]) -> str | None:

@@ -79,6 +79,8 @@ class Discovery:
     quarantined: list[Drop] = field(default_factory=list)
     # Facts that are not part of the reconciliation (e.g. metadata rows whose file is absent).
     notes: dict = field(default_factory=dict)
+    # Released report texts joined onto the candidates (tasks/reports/annotations.py); None when not asked.
+    annotations: list[dict] | None = None
 
     @property
     def found(self) -> int:
