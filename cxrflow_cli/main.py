@@ -13,7 +13,7 @@ from importlib import import_module
 
 import typer
 
-# No telemetry without network (pitfalls.md); set before Prefect is imported anywhere.
+# No telemetry without network (docs/pitfalls.md); set before Prefect is imported anywhere.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # The temporary local server migrates a fresh database before answering: 20 s is too short on 2 busy cores.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")

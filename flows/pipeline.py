@@ -5,7 +5,7 @@ upstream key (schemas/pipeline.py). A stage that finished writes `_complete.json
 run with the same key finds it and skips the subflow. So a variant that only changes training reuses the data
 outputs, one that only changes evaluation reuses the checkpoint, and a rerun with nothing changed decodes no
 image, sends no LLM request and takes no training step. Config hashes, not data frames, are the cache keys
-(pitfalls.md)."""
+(docs/pitfalls.md)."""
 
 from __future__ import annotations
 

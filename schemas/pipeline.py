@@ -28,7 +28,7 @@ STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "train", "evaluate")
 
 
 def config_hash(*parts: Any) -> str:
-    """Hash of JSON-able config sections and upstream hashes (never of data frames: pitfalls.md)."""
+    """Hash of JSON-able config sections and upstream hashes (never of data frames: docs/pitfalls.md)."""
     blob = json.dumps([p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -165,7 +165,7 @@ _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
 def slug(text: str) -> str:
-    """Artifact keys and run names: lowercase letters, digits and dashes (pitfalls.md)."""
+    """Artifact keys and run names: lowercase letters, digits and dashes (docs/pitfalls.md)."""
     return _SLUG_RE.sub("-", text.lower()).strip("-") or "x"
 
 

@@ -1,4 +1,4 @@
-"""Training configuration (issue 5). The stage defaults are the LLaVA-Rad recipe (reference/llava-rad.md);
+"""Training configuration (issue 5). The stage defaults are the LLaVA-Rad recipe (docs/recipe.md);
 the `tiny` preset only shrinks batch sizes so a handful of fixture samples still make optimizer steps."""
 
 from __future__ import annotations

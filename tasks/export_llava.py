@@ -14,7 +14,7 @@ from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.shards import SPLITS
 from tasks.io import atomic_write_bytes
 
-# cxrflow's own wording (see llava-rad.md: the user turn is <image> + a request for the findings, plus the
+# cxrflow's own wording (see docs/recipe.md: the user turn is <image> + a request for the findings, plus the
 # indication when the report has one).
 INSTRUCTION = "Write the findings section of a radiology report for this chest X-ray."
 INDICATION_SUFFIX = " Clinical indication: {indication}"

@@ -4,11 +4,11 @@ They run only from local paths (OptionalModelPaths; nothing is downloaded). What
 as `not computed: <reason>` naming exactly what is missing, never as 0.
 
 - CheXbert: loaded here with transformers (BERT-base + 14 linear heads on the [CLS] state, the published
-  chexbert.pth layout), because f1chexbert 0.0.2 is broken against current huggingface_hub (pitfalls.md).
+  chexbert.pth layout), because f1chexbert 0.0.2 is broken against current huggingface_hub (docs/pitfalls.md).
 - BERTScore: the `bert-score` package with `model_type=<local dir>`; not a project dependency, so it is
   computed only where it is installed.
 - RadGraph: the `radgraph` package's F1RadGraph; not installable with this environment's pins
-  (pitfalls.md), so it is computed only where it is installed.
+  (docs/pitfalls.md), so it is computed only where it is installed.
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def radgraph_columns(
     except ImportError:
         return None, (
             "the radgraph package is not installed (its dependencies do not fit this environment; "
-            "see pitfalls.md)"
+            "see docs/pitfalls.md)"
         )
     scorer = F1RadGraph(reward_level="partial", model_path=paths.radgraph_model)
     _, per_report, _, _ = scorer(hyps=list(predictions), refs=list(references))

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# USD per 1M tokens (input, output), list prices (llava-rad.md, cost reference). Batch API: half price.
+# USD per 1M tokens (input, output), list prices (docs/recipe.md, cost reference). Batch API: half price.
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),
     "gpt-4o-mini": (0.15, 0.60),

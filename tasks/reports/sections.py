@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from schemas.manifest import REPORT_SECTIONS
 
-# Canonical section -> header spellings seen in MIMIC-CXR (datasets.md lists their frequencies).
+# Canonical section -> header spellings seen in MIMIC-CXR (docs/datasets.md lists their frequencies).
 _ALIASES: dict[str, tuple[str, ...]] = {
     "findings": ("FINDINGS", "FINDING", "FINDINGS AND IMPRESSION"),
     "impression": ("IMPRESSION", "IMPRESSIONS", "CONCLUSION", "CONCLUSIONS", "SUMMARY"),
