@@ -14,3 +14,12 @@ listeners: list[Callable[[int, int], None]] = []
 def notify(done: int, total: int) -> None:
     for listener in listeners:
         listener(done, total)
+
+
+# Per-step rows of a training run ({stage, step, total_steps, loss, samples_per_s, ...}), same pattern.
+step_listeners: list[Callable[[dict], None]] = []
+
+
+def notify_step(row: dict) -> None:
+    for listener in step_listeners:
+        listener(row)

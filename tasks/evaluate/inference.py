@@ -36,15 +36,18 @@ class InferenceSummary:
 
 
 def shard_paths(shards: Path, split: str) -> list[Path]:
-    index = shards / f"{split}.index.json"
+    from schemas.shards import SHARD_DIR, index_name, shard_split
+
+    index = shards / index_name(split)
     if index.exists():
         spec = json.loads(index.read_text())
         paths = [Path(s["url"]) for s in spec.get("shardlist", []) if int(s.get("nsamples", 1)) > 0]
         paths = [p if p.is_absolute() else shards / p for p in paths]
     else:
-        paths = sorted(shards.glob(f"{split}-*.tar"))
+        paths = sorted((shards / SHARD_DIR).glob(f"{shard_split(split)}-*.tar"))
     if not paths and not _split_is_empty(shards, split):
-        raise FileNotFoundError(f"no {split} shards under {shards} ({split}.index.json or {split}-*.tar)")
+        raise FileNotFoundError(f"no {split} shards under {shards} ({index.name} or {SHARD_DIR}/"
+                                f"{shard_split(split)}-*.tar)")
     return paths
 
 
@@ -54,7 +57,9 @@ def _split_is_empty(shards: Path, split: str) -> bool:
     summary = shards / "summary.json"
     if not summary.exists():
         return False
-    samples = json.loads(summary.read_text()).get("splits", {}).get(split, {}).get("samples")
+    from schemas.shards import shard_split
+
+    samples = json.loads(summary.read_text()).get("splits", {}).get(shard_split(split), {}).get("samples")
     return samples == 0
 
 

@@ -1,0 +1,36 @@
+"""Quiet by default: third-party chatter that tells a user nothing is filtered; `cxrflow --verbose` keeps it.
+
+Filtered: transformers' FutureWarnings/deprecations and info logs, tqdm bars (transformers, datasets,
+huggingface_hub), and library loggers below WARNING. cxrflow's own loggers (`cxrflow.*`) stay at INFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+NOISY_LOGGERS = ("transformers", "accelerate", "peft", "datasets", "huggingface_hub", "urllib3", "httpx",
+                 "great_expectations", "PIL", "matplotlib", "wids", "webdataset")
+
+
+def configure(verbose: bool) -> None:
+    logging.getLogger("cxrflow").setLevel(logging.INFO)
+    if verbose:
+        os.environ["CXRFLOW_VERBOSE"] = "1"
+        return
+    os.environ.pop("CXRFLOW_VERBOSE", None)
+    for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY"):
+        os.environ.setdefault(var, "error")
+    os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm >= 4.66 reads it: no library progress bars
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*shardshuffle.*")
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def verbose() -> bool:
+    return os.environ.get("CXRFLOW_VERBOSE") == "1"
