@@ -47,8 +47,10 @@ class Stage(StrEnum):
 
 # Listed for --help without importing the adapters (that imports polars/pydicom); the registry in
 # tasks/sources is the authority, and preflight rejects an unknown name with a suggestion.
-SOURCE_HELP = ("source adapter: mimic-cxr, chexpert, chexpert-plus, padchest, chestxray14, brax, vindr-cxr, "
-               "candid-ptx, openi, dicomweb")
+SOURCE_HELP = (
+    "source adapter: mimic-cxr, chexpert, chexpert-plus, padchest, chestxray14, brax, vindr-cxr, "
+    "candid-ptx, openi, dicomweb"
+)
 
 
 def value(choice):
@@ -66,7 +68,9 @@ def load_yaml_mapping(path, flag: str) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{flag} {path} does not exist" if not path.exists() else f"{flag} {path} is a folder")
+        raise UserError(
+            f"{flag} {path} does not exist" if not path.exists() else f"{flag} {path} is a folder"
+        )
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:

@@ -8,11 +8,19 @@ from contextlib import contextmanager
 
 
 def _bar(*fields: str):
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    *[TextColumn(f) for f in fields], TimeElapsedColumn(),
-                    redirect_stdout=False, redirect_stderr=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *[TextColumn(f) for f in fields],
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        redirect_stdout=False,
+        redirect_stderr=False,
+    )
 
 
 class _StepLinesFilter(logging.Filter):

@@ -73,8 +73,12 @@ def score_task(
 
 @flow(name="evaluate")
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
+    from tasks import preflight
     from tasks.evaluate.scoring import artifact_slug, markdown_summary, metric_rows
 
+    if params.predictions is None and params.run:  # the CLI's checks: a deployment run fails the same way
+        preflight.check_run_dir(Path(params.run), "run")
+        preflight.check_shards(Path(params.shards), params.split, "shards")
     inference = None
     predictions = params.predictions
     if predictions is None:

@@ -29,6 +29,10 @@ def comparison_table(comparison: dict) -> list[dict]:
 
 @flow(name="structure", log_prints=True)
 def structure(cfg: StructureConfig) -> dict:
+    from tasks import preflight
+
+    preflight.check_file(cfg.manifest, "manifest", "manifest.parquet from `cxrflow ingest`")  # as the CLI does
+    preflight.check_out_dir(cfg.out, "out")
     summary = structure_task(cfg)
     backend = summary["backend"] if summary["backend"] == "rules" else f"{summary['backend']}:{summary['model']}"
     create_table_artifact(

@@ -49,7 +49,8 @@ def _keys_at(model, path: tuple) -> list[str]:
 
     for part in path:
         field = getattr(model, "model_fields", {}).get(part) or next(
-            (f for f in getattr(model, "model_fields", {}).values() if f.alias == part), None)
+            (f for f in getattr(model, "model_fields", {}).values() if f.alias == part), None
+        )
         if field is None:
             return []
         model = field.annotation

@@ -50,7 +50,9 @@ def check_data_dir(data: Path, flag: str = "--data") -> None:
     if not data.is_dir():
         raise UserError(f"{flag} {data} is not a folder", "pass the --out folder of `cxrflow ingest`")
     if not (data / "manifest.parquet").is_file():
-        raise UserError(f"{flag} {data} holds no manifest.parquet", "pass the --out folder of `cxrflow ingest`")
+        raise UserError(
+            f"{flag} {data} holds no manifest.parquet", "pass the --out folder of `cxrflow ingest`"
+        )
 
 
 def check_shards(shards: Path, split: str = "train", flag: str = "--shards") -> None:
@@ -62,7 +64,9 @@ def check_shards(shards: Path, split: str = "train", flag: str = "--shards") -> 
     if not shards.is_dir():
         raise UserError(f"{flag} {shards} is not a folder", hint)
     if split not in SPLITS and shard_split(split) not in SPLITS:
-        raise UserError(f"unknown split {split!r}", did_you_mean(split, SPLITS) or f"one of {', '.join(SPLITS)}")
+        raise UserError(
+            f"unknown split {split!r}", did_you_mean(split, SPLITS) or f"one of {', '.join(SPLITS)}"
+        )
     if not (shards / index_name(split)).is_file():
         present = sorted(p.name for p in shards.glob("*.index.json"))
         more = f" (it has {', '.join(present)})" if present else ""
@@ -73,7 +77,9 @@ def check_run_dir(run: Path, flag: str = "--run") -> None:
     """A training run folder (config.json + final/ written by `cxrflow train`)."""
     run = Path(run)
     if not (run / "config.json").is_file():
-        raise UserError(f"{flag} {run} is not a training run (no config.json)", "pass the --out of `cxrflow train`")
+        raise UserError(
+            f"{flag} {run} is not a training run (no config.json)", "pass the --out of `cxrflow train`"
+        )
     if not (run / "final").is_dir():
         raise UserError(f"{flag} {run} has no finished stage (no final/)", "train it to the end first")
 
@@ -94,5 +100,7 @@ def check_train_config(cfg) -> None:
         except ValueError:
             return  # unreadable: the run itself reports it
         if old.fingerprint() != cfg.fingerprint():
-            raise UserError(f"--out {cfg.out} holds a run with a different training config",
-                            "use a new --out, or the same settings to resume")
+            raise UserError(
+                f"--out {cfg.out} holds a run with a different training config",
+                "use a new --out, or the same settings to resume",
+            )

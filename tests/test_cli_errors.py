@@ -41,57 +41,82 @@ def _one_line_error(result, *needles: str) -> str:
 
 
 def test_unknown_source_suggests_the_closest(cli, tmp_path):
-    line = _one_line_error(cli("ingest", "--source", "mimic", "--root", tmp_path, "--out", tmp_path / "o"),
-                           "unknown source 'mimic'", "did you mean 'mimic-cxr'?")
+    line = _one_line_error(
+        cli("ingest", "--source", "mimic", "--root", tmp_path, "--out", tmp_path / "o"),
+        "unknown source 'mimic'",
+        "did you mean 'mimic-cxr'?",
+    )
     assert "Traceback" not in line
     assert not (tmp_path / "o").exists()
 
 
 def test_root_that_is_not_the_dataset(cli, tmp_path):
     (tmp_path / "not-mimic").mkdir()
-    _one_line_error(cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "not-mimic", "--out", tmp_path / "o"),
-                    "has no files/ folder")
+    _one_line_error(
+        cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "not-mimic", "--out", tmp_path / "o"),
+        "has no files/ folder",
+    )
 
 
 def test_out_naming_a_file(cli, tmp_path, mimic_small):
     (tmp_path / "a-file").write_text("x")
-    _one_line_error(cli("ingest", "--root", mimic_small, "--out", tmp_path / "a-file"), "is a file, not a folder")
+    _one_line_error(
+        cli("ingest", "--root", mimic_small, "--out", tmp_path / "a-file"), "is a file, not a folder"
+    )
 
 
 def test_config_key_typo_suggests_the_key(cli, tmp_path):
     config = tmp_path / "p.yaml"
     config.write_text("data: {root: /nowhere}\ntrain: {max_step: 3}\n")
-    _one_line_error(cli("pipeline", "--config", config), "unknown config key 'train.max_step'",
-                    "did you mean 'max_steps'?")
+    _one_line_error(
+        cli("pipeline", "--config", config),
+        "unknown config key 'train.max_step'",
+        "did you mean 'max_steps'?",
+    )
     # the same through --set, and inside a stage override dict
     config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\n")
-    _one_line_error(cli("pipeline", "--config", config, "--set", "trian.max_steps=3"), "did you mean 'train'?")
-    _one_line_error(cli("pipeline", "--config", config, "--set", "train.stage1.learning_rate=0.1"),
-                    "unknown config key 'train.stage1.learning_rate'")
+    _one_line_error(
+        cli("pipeline", "--config", config, "--set", "trian.max_steps=3"), "did you mean 'train'?"
+    )
+    _one_line_error(
+        cli("pipeline", "--config", config, "--set", "train.stage1.learning_rate=0.1"),
+        "unknown config key 'train.stage1.learning_rate'",
+    )
 
 
 def test_numeric_ranges(cli, tmp_path):
-    _one_line_error(cli("train", "--shards", tmp_path, "--out", tmp_path / "r", "--max-steps", "-1"),
-                    "--max-steps", "greater than or equal to 1")
-    _one_line_error(cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--jpeg-quality", "101"),
-                    "--jpeg-quality")
+    _one_line_error(
+        cli("train", "--shards", tmp_path, "--out", tmp_path / "r", "--max-steps", "-1"),
+        "--max-steps",
+        "greater than or equal to 1",
+    )
+    _one_line_error(
+        cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--jpeg-quality", "101"), "--jpeg-quality"
+    )
 
 
 def test_train_on_a_folder_without_shards(cli, tmp_path):
     (tmp_path / "x.txt").write_text("not shards")
-    _one_line_error(cli("train", "--shards", tmp_path, "--out", tmp_path / "r"),
-                    "is not a shard folder: no train.index.json")
+    _one_line_error(
+        cli("train", "--shards", tmp_path, "--out", tmp_path / "r"),
+        "is not a shard folder: no train.index.json",
+    )
 
 
 def test_shard_and_evaluate_check_their_folders(cli, tmp_path):
     _one_line_error(cli("shard", "--data", tmp_path, "--out", tmp_path / "s"), "holds no manifest.parquet")
-    _one_line_error(cli("evaluate", "--run", tmp_path, "--shards", tmp_path, "--out", tmp_path / "e"),
-                    "is not a training run")
+    _one_line_error(
+        cli("evaluate", "--run", tmp_path, "--shards", tmp_path, "--out", tmp_path / "e"),
+        "is not a training run",
+    )
 
 
 def test_bad_choice_and_missing_option_are_one_line(cli, tmp_path):
-    _one_line_error(cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--resize", "stretch"),
-                    "--resize", "hint: see `cxrflow ingest --help`")
+    _one_line_error(
+        cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--resize", "stretch"),
+        "--resize",
+        "hint: see `cxrflow ingest --help`",
+    )
     _one_line_error(cli("train", "--out", tmp_path), "--shards")
 
 
@@ -112,11 +137,28 @@ def test_console_script_fails_in_one_line_without_a_server(tmp_path):
     """The real entry point, as a user runs it: no traceback, no temporary server."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_API_URL="")
     env.pop("PREFECT_API_URL")
-    proc = subprocess.run([sys.executable, "-m", "cxrflow_cli.main", "ingest", "--source", "mimic",
-                           "--root", str(tmp_path), "--out", str(tmp_path / "o")],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxrflow_cli.main",
+            "ingest",
+            "--source",
+            "mimic",
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines() == [
         "error: unknown source 'mimic'; known: brax, candid-ptx, chestxray14, chexpert, chexpert-plus, dicomweb, "
-        "mimic-cxr, openi, padchest, vindr-cxr (hint: did you mean 'mimic-cxr'?)"]
+        "mimic-cxr, openi, padchest, vindr-cxr (hint: did you mean 'mimic-cxr'?)"
+    ]
     assert "temporary server" not in proc.stdout + proc.stderr
