@@ -73,7 +73,10 @@ def register(app: typer.Typer) -> None:
             device=device,
             llm=_llm_fields(backend, base_url, model, out / "llm-cache"),
         )
-        result = evaluate(params)
+        from cxrflow_cli.progress import counter
+
+        with counter("reports generated"):
+            result = evaluate(params)
         typer.echo(json.dumps(result, indent=2))
 
     @app.command("score")
@@ -82,7 +85,7 @@ def register(app: typer.Typer) -> None:
             ..., "--predictions", help="predictions.jsonl {id, reference, prediction}"
         ),
         out: Path | None = typer.Option(None, "--out", help="EVAL dir (default: next to the predictions)"),
-        experiment: str | None = typer.Option(None, "--experiment"),
+        experiment: str | None = typer.Option(None, "--experiment", help="name (default: the folder's name)"),
         n_bootstrap: int = typer.Option(500, "--n-bootstrap", min=0, help="bootstrap resamples for the 95% CIs"),
         seed: int = typer.Option(12345, "--seed", help="bootstrap seed"),
         backend: JudgeBackend | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),

@@ -77,9 +77,10 @@ def register(app: typer.Typer) -> None:
         evals: list[str] = typer.Argument(..., help="variant=EVAL_DIR ... (EVAL_DIR holds metrics.json)"),
         name: str = typer.Option("adhoc", "--name", help="ablation name (artifact keys)"),
         baseline: str | None = typer.Option(None, "--baseline", help="default: the first variant"),
-        metrics: str = typer.Option("rouge_l,bleu_4,rule_f1_micro_14,rule_f1_micro_5", "--metrics"),
-        out: Path = typer.Option(Path("artifacts"), "--out"),
-        n_resamples: int = typer.Option(1000, "--n-resamples"),
+        metrics: str = typer.Option("rouge_l,bleu_4,rule_f1_micro_14,rule_f1_micro_5", "--metrics",
+                                    help="comma-separated metrics to chart and test"),
+        out: Path = typer.Option(Path("artifacts"), "--out", help="where the comparison is written"),
+        n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-test resamples"),
     ) -> None:
         """Leaderboard + CI chart + paired significance of existing evaluations."""
         from flows.compare import compare

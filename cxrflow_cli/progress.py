@@ -63,19 +63,27 @@ def training_progress(show_logs: bool = True) -> Iterator[Callable[[dict], None]
 
 
 @contextmanager
-def counter(description: str, unit: str = "") -> Iterator[Callable[[int, int], None]]:
-    """A bar for (done, total) progress (sharding, evaluation); yields update(done, total)."""
+def counter(description: str, *fields: str) -> Iterator[Callable[[int, int], None]]:
+    """A bar for (done, total) progress (sharding, evaluation, structuring) with its rate; `fields` name
+    extra figures the work reports through flows.progress.notify_fields (e.g. "cost"). Yields update."""
     from flows import progress as flow_progress
 
-    bar = _bar(unit) if unit else _bar()
-    task = bar.add_task(description, total=None)
+    bar = _bar("{task.fields[rate]}", *[f"{f} {{task.fields[{f}]}}" for f in fields])
+    task = bar.add_task(description, total=None, rate="", **dict.fromkeys(fields, "-"))
 
     def update(done: int, total: int) -> None:
-        bar.update(task, completed=done, total=total)
+        elapsed = bar.tasks[0].elapsed or 0.0
+        rate = f"{done / elapsed:.1f}/s" if elapsed > 0 and done else ""
+        bar.update(task, completed=done, total=total, rate=rate)
+
+    def update_fields(values: dict) -> None:
+        bar.update(task, **{k: v for k, v in values.items() if k in fields})
 
     flow_progress.listeners.append(update)
+    flow_progress.field_listeners.append(update_fields)
     try:
         with bar:
             yield update
     finally:
         flow_progress.listeners.remove(update)
+        flow_progress.field_listeners.remove(update_fields)

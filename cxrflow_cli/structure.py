@@ -50,17 +50,24 @@ def structure(
         allow_endpoints=list(allow_endpoint or []),
     )
     cfg = StructureConfig(manifest=manifest, out=out, operation=operation, llm=llm)
+    from cxrflow_cli.progress import counter
     from tasks.llm.guard import DataUseError
 
     try:
-        if prefect:
-            from flows.structure import structure as structure_flow
+        with counter("reports structured", "cost") as update:
+            if prefect:
+                from flows.structure import structure as structure_flow
 
-            summary = structure_flow(cfg)
-        else:
-            from tasks.reports.structure import run_structure
+                summary = structure_flow(cfg)
+            else:
+                from flows import progress
+                from tasks.reports.structure import run_structure
 
-            summary = run_structure(cfg)
+                def on_progress(done: int, total: int, cost: float) -> None:
+                    update(done, total)
+                    progress.notify_fields({"cost": f"${cost:.4f}"})
+
+                summary = run_structure(cfg, progress=on_progress)
     except DataUseError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -23,3 +23,12 @@ step_listeners: list[Callable[[dict], None]] = []
 def notify_step(row: dict) -> None:
     for listener in step_listeners:
         listener(row)
+
+
+# Extra figures for the current bar (e.g. {"cost": "$0.12"}), same pattern.
+field_listeners: list[Callable[[dict], None]] = []
+
+
+def notify_fields(fields: dict) -> None:
+    for listener in field_listeners:
+        listener(fields)

@@ -51,6 +51,16 @@ def shard_paths(shards: Path, split: str) -> list[Path]:
     return paths
 
 
+def split_size(shards: Path, split: str) -> int | None:
+    """Samples of the split according to its wids index (None without one)."""
+    from schemas.shards import index_name
+
+    index = Path(shards) / index_name(split)
+    if not index.exists():
+        return None
+    return sum(int(s.get("nsamples", 0)) for s in json.loads(index.read_text()).get("shardlist", []))
+
+
 def _split_is_empty(shards: Path, split: str) -> bool:
     """The shard stage wrote no index for this split because it has no samples (SHARDS/summary.json says 0):
     evaluation then scores nothing and every metric is `not computed`, instead of failing the run."""
@@ -113,9 +123,13 @@ def generate_predictions(
     batch_size: int = 8,
     max_new_tokens: int = 256,
     limit: int | None = None,
+    progress: Any = None,
 ) -> InferenceSummary:
-    """Run `generator.generate` over the split in batches; write predictions.jsonl atomically."""
+    """Run `generator.generate` over the split in batches; write predictions.jsonl atomically.
+    `progress(generated, total)` after every batch (total from the wids index, capped by `limit`)."""
     summary = InferenceSummary()
+    total = split_size(shards, split)
+    total = min(total, limit) if limit and total is not None else total
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     batch: list[TestSample] = []
@@ -140,6 +154,8 @@ def generate_predictions(
                 f.write(json.dumps(rec) + "\n")
             summary.generated += len(batch)
             batch.clear()
+            if progress is not None:
+                progress(summary.generated, total or summary.generated)
 
         for sample in iter_samples(shards, split, summary, limit):
             batch.append(sample)

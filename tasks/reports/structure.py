@@ -81,7 +81,8 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
-def run_structure(cfg: StructureConfig) -> dict[str, Any]:
+def run_structure(cfg: StructureConfig, progress: Any = None) -> dict[str, Any]:
+    """`progress(done, total, cost_usd_so_far)` per operation as answers arrive."""
     rows = _read_manifest(cfg.manifest)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -89,13 +90,13 @@ def run_structure(cfg: StructureConfig) -> dict[str, Any]:
     ops = {r["image_key"]: cfg.operation or default_operation(r, cfg.llm.backend) for r in rows}
 
     try:
-        return _run(cfg, rows, ops, ledger, out)
+        return _run(cfg, rows, ops, ledger, out, progress)
     finally:
         ledger.close()
 
 
 def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], ledger: Ledger,
-         out: Path) -> dict[str, Any]:
+         out: Path, progress: Any = None) -> dict[str, Any]:
     llm = cfg.llm
     results: dict[str, ItemResult] = {}
     runs: dict[str, RunResult] = {}
@@ -111,7 +112,7 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
                 results[r["image_key"]] = ItemResult(r["image_key"], "quarantined", None, reason=empty)
             else:
                 items.append(WorkItem(r["image_key"], r["source"], payload))
-        run = run_operation(op, items, llm, ledger=ledger)
+        run = run_operation(op, items, llm, ledger=ledger, progress=progress)
         runs[op_name] = run
         results.update(run.results)
 
