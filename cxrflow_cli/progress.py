@@ -11,13 +11,15 @@ def _bar(*fields: str):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = Console(stderr=True)
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         *[TextColumn(f) for f in fields],
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=console,
+        disable=not console.is_terminal,  # no bar in logs, pipes and captured output
         redirect_stdout=False,
         redirect_stderr=False,
     )

@@ -94,9 +94,6 @@ def publish_task(run_dir: Path, summary: dict) -> None:
 @flow(name="train", log_prints=True)
 def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "auto") -> dict:
     """Train stage 1 and/or 2 of the LLaVA-style model from shards into cfg.out."""
-    from tasks.preflight import check_train_config
-
-    check_train_config(cfg)  # the CLI's checks: a deployment run fails with the same one-line message
     if dispatch == "deployment" or (dispatch == "auto" and cfg.preset != "tiny"):
         from prefect.deployments import run_deployment
 
@@ -106,6 +103,11 @@ def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "
         run = run_deployment(name=cfg.deployment, parameters={
             "cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"})
         return {"dispatched": cfg.deployment, "flow_run_id": str(run.id), "state": run.state_name}
+    from tasks.preflight import check_train_config
+
+    # The CLI's checks, where the data must be (here, or on the GPU worker that runs the dispatched run):
+    # a deployment run fails with the same one-line message.
+    check_train_config(cfg)
     summary = train_task(cfg)
     publish_task(Path(cfg.out), summary)
     return summary

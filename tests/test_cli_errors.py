@@ -162,3 +162,21 @@ def test_console_script_fails_in_one_line_without_a_server(tmp_path):
         "mimic-cxr, openi, padchest, vindr-cxr (hint: did you mean 'mimic-cxr'?)"
     ]
     assert "temporary server" not in proc.stdout + proc.stderr
+
+
+def test_a_flow_run_fails_with_the_same_one_line_message(prefect_server, tmp_path, cli, monkeypatch):
+    """What a deployment run shows in its state: the CLI's message, as a typed UserError."""
+    from flows.train import train
+    from schemas.errors import UserError
+    from schemas.train import default_config
+
+    (tmp_path / "x.txt").write_text("not shards")
+    monkeypatch.delenv("PREFECT_API_URL")  # the test server
+    state = train(default_config("tiny", tmp_path, tmp_path / "run"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(UserError) as caught:
+        state.result()
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    line = _one_line_error(cli("train", "--shards", tmp_path, "--out", tmp_path / "run"))
+    assert line == f"error: {caught.value}"
+    assert caught.value.message in state.message

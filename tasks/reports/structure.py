@@ -112,7 +112,9 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
                 results[r["image_key"]] = ItemResult(r["image_key"], "quarantined", None, reason=empty)
             else:
                 items.append(WorkItem(r["image_key"], r["source"], payload))
-        run = run_operation(op, items, llm, ledger=ledger, progress=progress)
+        base = len(results)  # one bar over all operations: reports done of all rows
+        tick = (lambda d, _t, cost, base=base: progress(base + d, len(rows), cost)) if progress else None
+        run = run_operation(op, items, llm, ledger=ledger, progress=tick)
         runs[op_name] = run
         results.update(run.results)
 
