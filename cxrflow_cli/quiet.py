@@ -11,6 +11,16 @@ import logging
 import os
 import warnings
 
+# Environment variables quiet mode sets (tests undo them).
+ENV_VARS = (
+    "TRANSFORMERS_VERBOSITY",
+    "DATASETS_VERBOSITY",
+    "TQDM_DISABLE",
+    "HF_HUB_DISABLE_PROGRESS_BARS",
+    "GX_ANALYTICS_ENABLED",
+    "PREFECT_LOGGING_LEVEL",
+    "CXRFLOW_VERBOSE",
+)
 NOISY_LOGGERS = (
     "transformers",
     "accelerate",

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from cxrflow_cli.quiet import ENV_VARS as QUIET_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -20,6 +22,10 @@ def cli(monkeypatch, capsys):
     from cxrflow_cli.main import run
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    for var in QUIET_ENV:  # the CLI's quiet mode sets these: undo after the test
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
 
     def invoke(*args: str) -> tuple[int, str, str]:
         code = run([str(a) for a in args])
