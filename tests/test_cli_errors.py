@@ -170,7 +170,7 @@ def test_console_script_fails_in_one_line_without_a_server(tmp_path):
     assert "temporary server" not in proc.stdout + proc.stderr
 
 
-def test_a_flow_run_fails_with_the_same_one_line_message(prefect_server, tmp_path, cli, monkeypatch):
+def test_a_flow_run_fails_with_the_same_one_line_message(prefect_server, tmp_path, cli, monkeypatch, capsys):
     """What a deployment run shows in its state: the CLI's message, as a typed UserError."""
     from flows.train import train
     from schemas.errors import UserError
@@ -183,6 +183,7 @@ def test_a_flow_run_fails_with_the_same_one_line_message(prefect_server, tmp_pat
     with pytest.raises(UserError) as caught:
         state.result()
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    capsys.readouterr()  # the flow run's own log lines
     line = _one_line_error(cli("train", "--shards", tmp_path, "--out", tmp_path / "run"))
     assert line == f"error: {caught.value}"
     assert caught.value.message in state.message
