@@ -68,9 +68,21 @@ def check_shards(shards: Path, split: str = "train", flag: str = "--shards") -> 
             f"unknown split {split!r}", did_you_mean(split, SPLITS) or f"one of {', '.join(SPLITS)}"
         )
     if not (shards / index_name(split)).is_file():
+        if _split_is_empty(shards, shard_split(split)):
+            return  # the shard stage wrote no index for an empty split; readers handle that themselves
         present = sorted(p.name for p in shards.glob("*.index.json"))
         more = f" (it has {', '.join(present)})" if present else ""
         raise UserError(f"{flag} {shards} is not a shard folder: no {index_name(split)}{more}", hint)
+
+
+def _split_is_empty(shards: Path, split: str) -> bool:
+    import json
+
+    summary = shards / "summary.json"
+    try:
+        return json.loads(summary.read_text())["splits"][split]["samples"] == 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def check_run_dir(run: Path, flag: str = "--run") -> None:

@@ -187,3 +187,18 @@ def test_a_flow_run_fails_with_the_same_one_line_message(prefect_server, tmp_pat
     line = _one_line_error(cli("train", "--shards", tmp_path, "--out", tmp_path / "run"))
     assert line == f"error: {caught.value}"
     assert caught.value.message in state.message
+
+
+def test_an_empty_split_is_not_a_mistake(tmp_path):
+    """No index for a split the shard stage found empty: evaluation scores nothing instead of failing."""
+    import json
+
+    from schemas.errors import UserError
+    from tasks.preflight import check_shards
+
+    with pytest.raises(UserError, match="no test.index.json"):
+        check_shards(tmp_path, "test")
+    (tmp_path / "summary.json").write_text(json.dumps({"splits": {"test": {"samples": 0}}}))
+    check_shards(tmp_path, "test")
+    with pytest.raises(UserError, match="no validation.index.json"):  # `validate` is read as `validation`
+        check_shards(tmp_path, "validate")
