@@ -71,7 +71,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     shard = ValidateShardParams(data=d["structure"], out=d["shard"], artifacts=Path(cfg.out) / "artifacts",
                                 validate_cfg=cfg.validate_cfg, shard=cfg.shard)
     t = cfg.train
-    train = default_config(t.preset, d["shard"], d["train"], stages=t.stages, max_steps=t.max_steps, seed=t.seed,
+    train = default_config(t.preset, d["shard"], d["train"], stages=t.stages, max_steps=t.max_steps, epochs=t.epochs, seed=t.seed,
                            image_size=t.image_size, image_resize=t.image_resize, vision_path=t.vision_path,
                            lm_path=t.lm_path, deployment=t.deployment)
     train = train.model_copy(update={"stage1": train.stage1.model_copy(update=t.stage1),

@@ -22,6 +22,9 @@ from schemas.config import DEFAULT_ARTIFACTS, SourceSpec
 SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
 SHARD_SPLITS: dict[str, str] = {"train": "train", "validate": "validation", "test": "test"}
 SHARD_DIR = "data"
+# Bumped when the folder layout changes, so a pipeline does not reuse a shard stage written in another one
+# (2: tars under data/ with Hub names, split `validation`).
+LAYOUT_VERSION = 2
 
 
 def shard_split(split: str) -> str:
