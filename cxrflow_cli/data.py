@@ -7,41 +7,52 @@ from pathlib import Path
 
 import typer
 
+from cxrflow_cli._common import SOURCE_HELP, Backend, value
+
 
 def register(app: typer.Typer) -> None:
     @app.command("data")
     def data(
-        source: str = typer.Option("mimic-cxr", "--source", help="source adapter, e.g. mimic-cxr"),
+        source: str = typer.Option("mimic-cxr", "--source", help=SOURCE_HELP),
         root: Path | None = typer.Option(None, "--root", help="the dataset as released"),
         mixture: Path | None = typer.Option(None, "--mixture", help="YAML with `sources:` (several into one manifest)"),
         out: Path = typer.Option(..., "--out", help="OUT: data/, shards/, artifacts/"),
-        size: int = typer.Option(518, "--size", help="output image side"),
+        size: int = typer.Option(518, "--size", min=16, max=4096, help="output image side"),
         all_views: bool = typer.Option(False, "--all-views", help="keep lateral views too"),
-        workers: int | None = typer.Option(None, "--workers", help="ingest processes (default: all cores)"),
-        limit: int | None = typer.Option(None, "--limit", help="cap on candidate images"),
-        backend: str = typer.Option("rules", "--backend", help="report structuring: rules, openai or azure"),
+        workers: int | None = typer.Option(None, "--workers", min=1, help="ingest processes (default: all cores)"),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="cap on candidate images"),
+        backend: Backend = typer.Option(Backend.rules, "--backend", help="report structuring backend"),
         model: str = typer.Option("gpt-4o", "--model", help="LLM model / deployment"),
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint"),
-        max_samples: int = typer.Option(10_000, "--max-samples", help="samples per shard"),
-        max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", help="bytes per shard"),
+        max_samples: int = typer.Option(10_000, "--max-samples", min=1, help="samples per shard"),
+        max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", min=4096, help="bytes per shard"),
         annotations: list[Path] | None = typer.Option(
             None, "--annotations", help="LLaVA-Rad MIMIC-CXR Annotations JSON (file or folder; repeatable): "
             "the released texts replace report structuring"),
     ) -> None:
         """Ingest -> structure reports -> validate (Great Expectations) -> shard (WebDataset)."""
+        from cxrflow_cli._common import load_yaml_mapping
         from flows.data import data_pipeline
+        from schemas.errors import UserError
         from schemas.shards import DataParams, ShardConfig
+        from tasks import preflight
         from tasks.validate import ValidationFailed
 
+        preflight.check_out_dir(out)
         sources = []
         if mixture is not None:
-            import yaml
-
             from schemas.config import SourceSpec
 
-            sources = [SourceSpec.model_validate(s) for s in yaml.safe_load(mixture.read_text())["sources"]]
-        elif root is None:
-            raise typer.BadParameter("--root is required (or --mixture)")
+            listed = load_yaml_mapping(mixture, "--mixture").get("sources")
+            if not isinstance(listed, list) or not listed:
+                raise UserError(f"--mixture {mixture}: no `sources:` list")
+            sources = [SourceSpec.model_validate(s) for s in listed]
+            for spec in sources:
+                preflight.check_source(spec.name)
+                preflight.check_root(spec.name, spec.root)
+        else:
+            preflight.check_source(source)
+            preflight.check_root(source, root)
         from tasks.reports.annotations import AnnotationsError, annotation_files
 
         if annotations and (mixture is not None or source != "mimic-cxr"):
@@ -61,7 +72,7 @@ def register(app: typer.Typer) -> None:
             image_size=size,
             workers=workers,
             limit=limit,
-            llm_backend=backend,
+            llm_backend=value(backend),
             llm_model=model,
             llm_base_url=base_url,
             shard=ShardConfig(max_samples=max_samples, max_bytes=max_bytes),

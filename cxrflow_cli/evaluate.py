@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from cxrflow_cli._common import JudgeBackend, value
+
 
 def _llm_fields(
     backend: str | None, base_url: str | None, model: str | None, cache_dir: Path | None
@@ -65,15 +67,15 @@ def register(app: typer.Typer) -> None:
         run: Path = typer.Option(..., "--run", help="training run dir (config.json + final/)"),
         shards: Path = typer.Option(..., "--shards", help="SHARDS dir"),
         out: Path = typer.Option(..., "--out", help="EVAL dir"),
-        split: str = typer.Option("test", "--split"),
+        split: str = typer.Option("test", "--split", help="shard split: train, validation or test"),
         experiment: str | None = typer.Option(None, "--experiment", help="name (default: run dir name)"),
-        batch_size: int = typer.Option(8, "--batch-size"),
-        max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-        limit: int | None = typer.Option(None, "--limit", help="first N samples only"),
-        device: str = typer.Option("cpu", "--device"),
-        backend: str | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),
-        base_url: str | None = typer.Option(None, "--base-url"),
-        model: str | None = typer.Option(None, "--model"),
+        batch_size: int = typer.Option(8, "--batch-size", min=1, help="images per generation batch"),
+        max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="generation cap (LLaVA-Rad: 256)"),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="first N samples only"),
+        device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda"),
+        backend: JudgeBackend | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint of the judge"),
+        model: str | None = typer.Option(None, "--model", help="judge model / deployment name"),
         protocol: str = typer.Option("json", "--chexprompt-protocol", help=_PROTOCOL_HELP),
         bootstrap_scheme: str = typer.Option("cxrflow", "--bootstrap-scheme", help=_SCHEME_HELP),
         seed: int | None = typer.Option(None, "--seed", help="bootstrap seed (default 12345; 3 with reference)"),
@@ -81,6 +83,12 @@ def register(app: typer.Typer) -> None:
         """Generate reports for a shard split with a trained run, then score them (flow `evaluate`)."""
         from flows.evaluate import evaluate
         from schemas.evaluation import EvaluateParams
+        from tasks import preflight
+
+        preflight.check_run_dir(run)
+        preflight.check_shards(shards, split)
+        preflight.check_out_dir(out)
+        backend = value(backend)
 
         params = EvaluateParams(
             out=str(out),
@@ -97,7 +105,10 @@ def register(app: typer.Typer) -> None:
             bootstrap_scheme=_scheme(bootstrap_scheme),
             seed=_seed(seed, bootstrap_scheme),
         )
-        result = evaluate(params)
+        from cxrflow_cli.progress import counter
+
+        with counter("reports generated"):
+            result = evaluate(params)
         typer.echo(json.dumps(result, indent=2))
 
     @app.command("score")
@@ -106,14 +117,14 @@ def register(app: typer.Typer) -> None:
             ..., "--predictions", help="predictions.jsonl {id, reference, prediction}"
         ),
         out: Path | None = typer.Option(None, "--out", help="EVAL dir (default: next to the predictions)"),
-        experiment: str | None = typer.Option(None, "--experiment"),
-        n_bootstrap: int = typer.Option(500, "--n-bootstrap"),
+        experiment: str | None = typer.Option(None, "--experiment", help="name (default: the folder's name)"),
+        n_bootstrap: int = typer.Option(500, "--n-bootstrap", min=0, help="bootstrap resamples for the 95% CIs"),
+        backend: JudgeBackend | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint of the judge"),
+        model: str | None = typer.Option(None, "--model", help="judge model / deployment name"),
         seed: int | None = typer.Option(None, "--seed", help="bootstrap seed (default 12345; 3 with reference)"),
         bootstrap_scheme: str = typer.Option("cxrflow", "--bootstrap-scheme", help=_SCHEME_HELP),
         protocol: str = typer.Option("json", "--chexprompt-protocol", help=_PROTOCOL_HELP),
-        backend: str | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),
-        base_url: str | None = typer.Option(None, "--base-url"),
-        model: str | None = typer.Option(None, "--model"),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
     ) -> None:
         """Score an existing predictions file (no Prefect server needed); a LLaVA-Rad predictions file is read
@@ -123,10 +134,14 @@ def register(app: typer.Typer) -> None:
         from tasks.evaluate.optional_models import MetricModelError
         from tasks.evaluate.scoring import score_records, write_evaluation
         from tasks.io import sha256_file
+        from tasks.preflight import check_file, check_out_dir
 
         bootstrap_scheme, protocol = _scheme(bootstrap_scheme), _protocol(protocol)
         seed = _seed(seed, bootstrap_scheme)
+        check_file(predictions, "--predictions", "a predictions.jsonl file")
         out = out or predictions.parent
+        check_out_dir(out)
+        backend = value(backend)
         fields = _llm_fields(backend, base_url, model, out / "llm-cache")
         try:
             records = read_predictions(predictions)
@@ -156,15 +171,19 @@ def register(app: typer.Typer) -> None:
     @app.command("chexprompt")
     def chexprompt_cmd(
         input: Path = typer.Option(..., "--input", help="JSONL of {id, reference, candidate}"),
-        backend: str = typer.Option("openai", "--backend", help="rules|openai|azure|openai-compatible"),
-        base_url: str | None = typer.Option(None, "--base-url"),
-        model: str | None = typer.Option(None, "--model"),
+        backend: JudgeBackend = typer.Option(JudgeBackend.openai, "--backend", help="judge backend"),
+        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint of the judge"),
+        model: str | None = typer.Option(None, "--model", help="judge model / deployment name"),
         out: Path | None = typer.Option(None, "--out", help="write judgments.jsonl + chexprompt.json here"),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
-        cache_dir: Path | None = typer.Option(None, "--cache-dir"),
+        cache_dir: Path | None = typer.Option(None, "--cache-dir", help="answer cache (reruns send nothing)"),
         protocol: str = typer.Option("json", "--protocol", help=_PROTOCOL_HELP),
     ) -> None:
         """Judge candidate findings against references with the CheXprompt-style LLM judge."""
+        from tasks.preflight import check_file
+
+        check_file(input, "--input", "a JSONL file of {id, reference, candidate}")
+        backend = value(backend)
         from schemas.llm import LLMConfig
         from tasks.evaluate.chexprompt import INSIG_COLUMNS, SIG_COLUMNS, judge
         from tasks.evaluate.inference import read_predictions
@@ -212,7 +231,7 @@ def register(app: typer.Typer) -> None:
     def compare_cmd(
         a: Path = typer.Argument(..., help="EVAL dir, per_report.parquet or predictions .jsonl of system A"),
         b: Path = typer.Argument(..., help="EVAL dir, per_report.parquet or predictions .jsonl of system B"),
-        n_resamples: int = typer.Option(1000, "--n-resamples"),
+        n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="approximate-randomization resamples"),
         pair_by: str = typer.Option(
             "id", "--pair-by", help="id, or study (`<subject>_<study>`: pairs with a LLaVA-Rad predictions file)"
         ),
@@ -246,11 +265,15 @@ def register(app: typer.Typer) -> None:
     def generate_cmd(
         run: Path = typer.Option(..., "--run", help="training run dir"),
         image: Path = typer.Option(..., "--image", help="a DICOM, JPEG or PNG chest X-ray"),
-        indication: str | None = typer.Option(None, "--indication"),
-        max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-        device: str = typer.Option("cpu", "--device"),
+        indication: str | None = typer.Option(None, "--indication", help="clinical indication for the prompt"),
+        max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="generation cap"),
+        device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda"),
     ) -> None:
         """Write the findings for one image (decoded and resized like ingest does)."""
+        from tasks.preflight import check_file, check_run_dir
+
+        check_run_dir(run)
+        check_file(image, "--image", "a DICOM, JPEG or PNG file")
         from tasks.evaluate.single import load_image_like_ingest
         from training.inference import ReportGenerator
 

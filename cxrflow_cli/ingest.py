@@ -8,23 +8,26 @@ from typing import Annotated
 
 import typer
 
+from cxrflow_cli._common import SOURCE_HELP, ImageFormat, Resize, load_yaml_mapping, value
+
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
 
 
 def ingest(
-    source: Annotated[str, typer.Option(help="source adapter, e.g. mimic-cxr")] = "mimic-cxr",
+    source: Annotated[str, typer.Option(help=SOURCE_HELP)] = "mimic-cxr",
     root: Annotated[Path | None, typer.Option(help="the dataset as released")] = None,
     out: Annotated[Path, typer.Option(help="output folder (manifest, images, summary)")] = ...,
-    size: Annotated[int, typer.Option(help="output image side")] = 518,
-    resize: Annotated[str, typer.Option(help="crop (LLaVA-Rad) or pad")] = "crop",
-    image_format: Annotated[str, typer.Option("--format", help="jpeg or png")] = "jpeg",
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality")] = 95,
+    size: Annotated[int, typer.Option(help="output image side in pixels", min=16, max=4096)] = 518,
+    resize: Annotated[Resize, typer.Option(help="crop: shortest side, center crop (LLaVA-Rad); pad: square")] = (
+        Resize.crop),
+    image_format: Annotated[ImageFormat, typer.Option("--format", help="stored image format")] = ImageFormat.jpeg,
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality", min=1, max=100)] = 95,
     all_views: Annotated[bool, typer.Option("--all-views", help="keep lateral views too")] = False,
-    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)")] = None,
-    batch_size: Annotated[int, typer.Option(help="images per task")] = 32,
-    limit: Annotated[int | None, typer.Option(help="cap on candidate images")] = None,
+    workers: Annotated[int | None, typer.Option(help="processes (default: all cores)", min=1)] = None,
+    batch_size: Annotated[int, typer.Option(help="images per task", min=1)] = 32,
+    limit: Annotated[int | None, typer.Option(help="cap on candidate images", min=1)] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
     mixture: Annotated[Path | None, typer.Option(help="YAML MixtureConfig: several sources, one manifest")] = None,
     annotations: Annotated[list[Path] | None, typer.Option(
@@ -34,14 +37,16 @@ def ingest(
     from rich.progress import Progress
 
     from schemas.config import ImageConfig, IngestConfig
+    from tasks import preflight
 
+    preflight.check_out_dir(out)
     if mixture is not None:
         if annotations:
             raise typer.BadParameter("--annotations applies to one MIMIC-CXR source, not to a --mixture")
         _ingest_mixture(mixture, out, prefect)
         return
-    if root is None:
-        raise typer.BadParameter("--root is required (or --mixture)")
+    preflight.check_source(source)
+    preflight.check_root(source, root)
 
     from pydantic import ValidationError
 
@@ -50,7 +55,8 @@ def ingest(
     try:
         cfg = IngestConfig(
             source=source, root=root, out=out, frontal_only=not all_views, workers=workers, batch_size=batch_size,
-            limit=limit, image=ImageConfig(size=size, resize=resize, format=image_format, jpeg_quality=jpeg_quality),
+            limit=limit, image=ImageConfig(size=size, resize=value(resize), format=value(image_format),
+                                           jpeg_quality=jpeg_quality),
             annotations=annotations or [],
         )
         annotation_files(cfg.annotations)  # a missing file is a user error, before any work
@@ -81,11 +87,11 @@ def ingest(
 
 
 def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
-    import yaml
-
     from schemas.config import MixtureConfig
+    from tasks.mixture import check_sources
 
-    mix = MixtureConfig.model_validate({**yaml.safe_load(path.read_text()), "out": out})
+    mix = MixtureConfig.model_validate({**load_yaml_mapping(path, "--mixture"), "out": out})
+    check_sources(mix)
     if prefect:
         from flows.ingest import ingest_mixture_flow
 

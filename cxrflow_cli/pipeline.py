@@ -21,21 +21,38 @@ def parse_sets(sets: list[str] | None) -> dict:
     return out
 
 
+def load_config(path: Path, overrides: dict):
+    """The pipeline YAML + --set overrides, as a PipelineConfig or a one-line UserError ("did you mean")."""
+    from pydantic import ValidationError
+
+    from cxrflow_cli._common import load_yaml_mapping
+    from schemas.errors import UserError, validation_message
+    from schemas.pipeline import PipelineConfig, apply_overrides
+
+    try:
+        return PipelineConfig.model_validate(apply_overrides(load_yaml_mapping(path, "--config"), overrides))
+    except ValidationError as exc:
+        raise validation_message(exc, PipelineConfig) from None
+    except ValueError as exc:  # an override through a non-section
+        raise UserError(str(exc)) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("pipeline")
     def pipeline_cmd(
-        config: Path = typer.Option(..., "--config", exists=True, help="pipeline YAML (configs/demo.yaml)"),
+        config: Path = typer.Option(..., "--config", help="pipeline YAML (configs/demo.yaml)"),
         set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.max_steps=5"),
-        dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address for ingest"),
+        dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address for ingest (tcp://host:8786)"),
     ) -> None:
         """ingest -> structure -> validate/shard -> train -> evaluate; unchanged stages are reused."""
-        from flows.pipeline import pipeline, render_text
-        from schemas.pipeline import load_pipeline_config
+        from flows.pipeline import checked_stage_configs, pipeline, render_text
 
         overrides = parse_sets(set_)
         if dask:
             overrides["dask_address"] = dask
-        typer.echo(render_text(pipeline(load_pipeline_config(config, overrides))))
+        cfg = load_config(config, overrides)
+        checked_stage_configs(cfg)  # before the flow (and its server) starts
+        typer.echo(render_text(pipeline(cfg)))
 
     @app.command("ablate")
     def ablate_cmd(
@@ -60,9 +77,10 @@ def register(app: typer.Typer) -> None:
         evals: list[str] = typer.Argument(..., help="variant=EVAL_DIR ... (EVAL_DIR holds metrics.json)"),
         name: str = typer.Option("adhoc", "--name", help="ablation name (artifact keys)"),
         baseline: str | None = typer.Option(None, "--baseline", help="default: the first variant"),
-        metrics: str = typer.Option("rouge_l,bleu_4,rule_f1_micro_14,rule_f1_micro_5", "--metrics"),
-        out: Path = typer.Option(Path("artifacts"), "--out"),
-        n_resamples: int = typer.Option(1000, "--n-resamples"),
+        metrics: str = typer.Option("rouge_l,bleu_4,rule_f1_micro_14,rule_f1_micro_5", "--metrics",
+                                    help="comma-separated metrics to chart and test"),
+        out: Path = typer.Option(Path("artifacts"), "--out", help="where the comparison is written"),
+        n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-test resamples"),
     ) -> None:
         """Leaderboard + CI chart + paired significance of existing evaluations."""
         from flows.compare import compare

@@ -13,25 +13,42 @@ def register(app: typer.Typer) -> None:
     def shard(
         data: Path = typer.Option(..., "--data", help="folder with manifest.parquet (+ reports.parquet)"),
         out: Path = typer.Option(..., "--out", help="SHARDS folder"),
-        max_samples: int = typer.Option(10_000, "--max-samples", help="samples per shard"),
-        max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", help="bytes per shard"),
+        max_samples: int = typer.Option(10_000, "--max-samples", min=1, help="samples per shard"),
+        max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", min=4096, help="bytes per shard"),
         artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="artifacts root (GX context)"),
         frontal_only: bool = typer.Option(True, "--frontal-only/--all-views", help="expect AP/PA views only"),
+        llava_image_root: Path = typer.Option(
+            None, "--llava-image-root",
+            help="absolute folder the LLaVA JSON's image paths start with (default: relative to the JSON's folder)"),
+        llava_nan: bool = typer.Option(
+            False, "--llava-nan/--llava-null",
+            help="unmentioned labels as NaN like the LLaVA-Rad release (not valid JSON) or null (default)"),
     ) -> None:
         """Validate DATA (quarantining failing rows), shard it per split, index and read it back."""
+        from cxrflow_cli.progress import counter
         from flows.validate_shard import validate_and_shard
+        from schemas.errors import UserError
         from schemas.shards import ShardConfig, ValidateConfig, ValidateShardParams
+        from tasks import preflight
         from tasks.validate import ValidationFailed
 
+        preflight.check_data_dir(data)
+        preflight.check_out_dir(out)
+        preflight.check_out_dir(artifacts, "--artifacts")
+        if llava_image_root is not None and not llava_image_root.is_absolute():
+            raise UserError(f"--llava-image-root {llava_image_root} is not an absolute path")
         params = ValidateShardParams(
             data=data,
             out=out,
             artifacts=artifacts,
             validate_cfg=ValidateConfig(frontal_only=frontal_only),
             shard=ShardConfig(max_samples=max_samples, max_bytes=max_bytes),
+            llava_image_root=llava_image_root,
+            llava_nan_labels=llava_nan,
         )
         try:
-            summary = validate_and_shard(params)
+            with counter("samples sharded"):
+                summary = validate_and_shard(params)
         except ValidationFailed as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from exc

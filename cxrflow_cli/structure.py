@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from cxrflow_cli._common import Backend, Operation, value
+
 
 def register(app: typer.Typer) -> None:
     app.command("structure")(structure)
@@ -16,19 +18,19 @@ def register(app: typer.Typer) -> None:
 def structure(
     manifest: Annotated[Path, typer.Option(help="manifest.parquet from `cxrflow ingest`")] = ...,
     out: Annotated[Path, typer.Option(help="output folder (reports.parquet, structure-summary.json, ledger)")] = ...,
-    operation: Annotated[str | None, typer.Option(
-        help="structure | translate | synthesize (default per row: label-only rows synthesize, others structure)"
+    operation: Annotated[Operation | None, typer.Option(
+        help="default per row: label-only rows synthesize, others structure"
     )] = None,
-    backend: Annotated[str, typer.Option(help="rules | openai | azure")] = "rules",
+    backend: Annotated[Backend, typer.Option(help="rules (no model) or an LLM backend")] = Backend.rules,
     model: Annotated[str, typer.Option(help="model, or the Azure deployment name")] = "gpt-4o",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default OPENAI_BASE_URL)")] = None,
     azure_endpoint: Annotated[str | None, typer.Option(help="Azure OpenAI resource endpoint")] = None,
     secret_block: Annotated[str | None, typer.Option(help="Prefect Secret block holding the API key")] = None,
     batch: Annotated[bool, typer.Option("--batch", help="use the Batch API (half price, up to 24 h)")] = False,
     batch_poll_s: Annotated[float, typer.Option(help="seconds between batch status polls (at most)")] = 30.0,
-    concurrency: Annotated[int, typer.Option(help="concurrent requests")] = 8,
-    rpm: Annotated[int | None, typer.Option(help="requests-per-minute budget")] = None,
-    tpm: Annotated[int | None, typer.Option(help="tokens-per-minute budget")] = None,
+    concurrency: Annotated[int, typer.Option(help="concurrent requests", min=1)] = 8,
+    rpm: Annotated[int | None, typer.Option(help="requests-per-minute budget", min=1)] = None,
+    tpm: Annotated[int | None, typer.Option(help="tokens-per-minute budget", min=1)] = None,
     cache_dir: Annotated[Path, typer.Option(help="answer cache")] = Path("artifacts/llm-cache"),
     allow_endpoint: Annotated[list[str] | None, typer.Option(
         help="host that credentialed data may reach (repeatable); only if your data-use agreement covers it"
@@ -37,24 +39,35 @@ def structure(
 ) -> None:
     """Structure reports (or translate / synthesize them) with the rules baseline or an LLM."""
     from schemas.llm import LLMConfig, StructureConfig
+    from tasks import preflight
 
+    preflight.check_file(manifest, "--manifest", "manifest.parquet from `cxrflow ingest`")
+    preflight.check_out_dir(out)
+    backend, operation = value(backend), value(operation)
     llm = LLMConfig(
         backend=backend, model=model, base_url=base_url, azure_endpoint=azure_endpoint, secret_block=secret_block,
         batch=batch, batch_poll_s=batch_poll_s, concurrency=concurrency, rpm=rpm, tpm=tpm, cache_dir=cache_dir,
         allow_endpoints=list(allow_endpoint or []),
     )
     cfg = StructureConfig(manifest=manifest, out=out, operation=operation, llm=llm)
+    from cxrflow_cli.progress import counter
     from tasks.llm.guard import DataUseError
 
     try:
-        if prefect:
-            from flows.structure import structure as structure_flow
+        with counter("reports structured", "cost") as update:
+            if prefect:
+                from flows.structure import structure as structure_flow
 
-            summary = structure_flow(cfg)
-        else:
-            from tasks.reports.structure import run_structure
+                summary = structure_flow(cfg)
+            else:
+                from flows import progress
+                from tasks.reports.structure import run_structure
 
-            summary = run_structure(cfg)
+                def on_progress(done: int, total: int, cost: float) -> None:
+                    update(done, total)
+                    progress.notify_fields({"cost": f"${cost:.4f}"})
+
+                summary = run_structure(cfg, progress=on_progress)
     except DataUseError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

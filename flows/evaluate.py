@@ -19,11 +19,20 @@ from schemas.evaluation import EvaluateParams, EvaluationMetrics  # noqa: E402
 
 @task(cache_policy=NO_CACHE)
 def generate_task(params: EvaluateParams) -> dict[str, Any]:
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from flows import progress
     from tasks.evaluate.inference import generate_predictions
     from training.inference import ReportGenerator
 
     generator = ReportGenerator.from_run(Path(params.run), device=params.device)
     out = Path(params.out) / "predictions.jsonl"
+    artifact = create_progress_artifact(0.0, key="evaluate-progress", description=f"reports generated for {out}")
+
+    def on_progress(done: int, total: int) -> None:
+        progress.notify(done, total)
+        update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
+
     summary = generate_predictions(
         generator,
         Path(params.shards),
@@ -32,6 +41,7 @@ def generate_task(params: EvaluateParams) -> dict[str, Any]:
         batch_size=params.batch_size,
         max_new_tokens=params.max_new_tokens,
         limit=params.limit,
+        progress=on_progress,
     )
     return {
         "predictions": str(out),
@@ -75,8 +85,12 @@ def score_task(
 
 @flow(name="evaluate")
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
+    from tasks import preflight
     from tasks.evaluate.scoring import artifact_slug, markdown_summary, metric_rows
 
+    if params.predictions is None and params.run:  # the CLI's checks: a deployment run fails the same way
+        preflight.check_run_dir(Path(params.run), "run")
+        preflight.check_shards(Path(params.shards), params.split, "shards")
     inference = None
     predictions = params.predictions
     if predictions is None:

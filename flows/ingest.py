@@ -22,7 +22,7 @@ assemble_task = task(engine.assemble, name="assemble")
 
 
 def artifact_key(prefix: str, source: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only (pitfalls.md)."""
+    """Artifact keys allow lowercase letters, digits and dashes only (docs/pitfalls.md)."""
     return "-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-")))
 
 

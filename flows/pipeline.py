@@ -5,7 +5,7 @@ upstream key (schemas/pipeline.py). A stage that finished writes `_complete.json
 run with the same key finds it and skips the subflow. So a variant that only changes training reuses the data
 outputs, one that only changes evaluation reuses the checkpoint, and a rerun with nothing changed decodes no
 image, sends no LLM request and takes no training step. Config hashes, not data frames, are the cache keys
-(pitfalls.md)."""
+(docs/pitfalls.md)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     shard = ValidateShardParams(data=d["structure"], out=d["shard"], artifacts=Path(cfg.out) / "artifacts",
                                 validate_cfg=cfg.validate_cfg, shard=cfg.shard)
     t = cfg.train
-    train = default_config(t.preset, d["shard"], d["train"], stages=t.stages, max_steps=t.max_steps, seed=t.seed,
+    train = default_config(t.preset, d["shard"], d["train"], stages=t.stages, max_steps=t.max_steps, epochs=t.epochs, seed=t.seed,
                            image_size=t.image_size, image_resize=t.image_resize, vision_path=t.vision_path,
                            lm_path=t.lm_path, deployment=t.deployment)
     train = train.model_copy(update={"stage1": train.stage1.model_copy(update=t.stage1),
@@ -86,6 +86,35 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
                               bootstrap_scheme=e.bootstrap_scheme, chexprompt_protocol=e.chexprompt_protocol)
     return {"ingest": ingest, "mixture": mixture, "structure": structure, "shard": shard, "train": train,
             "evaluate": evaluate}
+
+
+def checked_stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
+    """stage_configs, with user mistakes as one-line UserErrors (a misspelt stage override names the
+    closest key) and the data root and output folder checked before any work."""
+    from pydantic import ValidationError
+
+    from schemas.errors import validation_message
+    from schemas.train import StageConfig, TrainConfig, stage1_defaults
+    from tasks import preflight
+
+    for name in ("stage1", "stage2"):  # partial overrides: model_copy(update=...) would not check the keys
+        try:
+            StageConfig.model_validate({**stage1_defaults().model_dump(), **getattr(cfg.train, name)})
+        except ValidationError as exc:
+            raise validation_message(exc, StageConfig, f"train.{name}.") from None
+    try:
+        confs = stage_configs(cfg)
+    except ValidationError as exc:
+        raise validation_message(exc, TrainConfig, "train.") from None
+    preflight.check_out_dir(Path(cfg.out), "out")
+    if confs["mixture"] is not None:
+        from tasks.mixture import check_sources
+
+        check_sources(confs["mixture"])
+    elif read_marker("ingest", cfg.stage_dirs()["ingest"], cfg.stage_hashes()["ingest"]) is None:
+        preflight.check_source(cfg.data.source)  # a reused ingest needs no root
+        preflight.check_root(cfg.data.source, cfg.data.root)
+    return confs
 
 
 def link_ingest_outputs(ingest_dir: Path, structure_dir: Path) -> None:
@@ -140,7 +169,7 @@ def pipeline(cfg: PipelineConfig) -> dict:
     """The whole system for one config. Returns where every stage's outputs are, which stages ran or were
     reused, the work done (images decoded, LLM requests, training steps) and the metrics table."""
     logger = get_run_logger()
-    confs = stage_configs(cfg)
+    confs = checked_stage_configs(cfg)  # the CLI's checks: a deployment run fails with the same message
     keys, dirs = cfg.stage_hashes(), cfg.stage_dirs()
     stages: dict[str, dict] = {}
     work = {"decoded": 0, "llm_requests": 0, "train_steps": 0}

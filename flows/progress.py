@@ -14,3 +14,21 @@ listeners: list[Callable[[int, int], None]] = []
 def notify(done: int, total: int) -> None:
     for listener in listeners:
         listener(done, total)
+
+
+# Per-step rows of a training run ({stage, step, total_steps, loss, samples_per_s, ...}), same pattern.
+step_listeners: list[Callable[[dict], None]] = []
+
+
+def notify_step(row: dict) -> None:
+    for listener in step_listeners:
+        listener(row)
+
+
+# Extra figures for the current bar (e.g. {"cost": "$0.12"}), same pattern.
+field_listeners: list[Callable[[dict], None]] = []
+
+
+def notify_fields(fields: dict) -> None:
+    for listener in field_listeners:
+        listener(fields)

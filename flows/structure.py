@@ -9,7 +9,23 @@ from prefect.artifacts import create_table_artifact
 from schemas.llm import StructureConfig
 from tasks.reports.structure import run_structure
 
-structure_task = task(run_structure, name="structure-reports")
+
+def structure_with_progress(cfg: StructureConfig) -> dict:
+    """run_structure, driving a progress artifact and the CLI's bar (reports done, estimated cost so far)."""
+    from flows import progress
+    from flows.progress_artifact import PolledProgress
+
+    with PolledProgress("structure-progress", f"reports structured into {cfg.out}") as artifact:
+
+        def on_progress(done: int, total: int, cost: float) -> None:
+            artifact.set(done, total)
+            progress.notify(done, total)
+            progress.notify_fields({"cost": f"${cost:.4f}"})
+
+        return run_structure(cfg, progress=on_progress)
+
+
+structure_task = task(structure_with_progress, name="structure-reports")
 
 _TOTALS = ("reports", "ok", "quarantined", "requests", "http_attempts", "cache_hits", "prompt_tokens",
            "completion_tokens", "estimated_cost_usd")
@@ -29,6 +45,10 @@ def comparison_table(comparison: dict) -> list[dict]:
 
 @flow(name="structure", log_prints=True)
 def structure(cfg: StructureConfig) -> dict:
+    from tasks import preflight
+
+    preflight.check_file(cfg.manifest, "manifest", "manifest.parquet from `cxrflow ingest`")  # as the CLI does
+    preflight.check_out_dir(cfg.out, "out")
     summary = structure_task(cfg)
     backend = summary["backend"] if summary["backend"] == "rules" else f"{summary['backend']}:{summary['model']}"
     create_table_artifact(

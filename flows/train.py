@@ -8,11 +8,17 @@ and a metrics table, under stable keys so runs line up in the UI."""
 from __future__ import annotations
 
 import base64
+import logging
 from pathlib import Path
 from typing import Literal
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 
 from schemas.train import TrainConfig
@@ -20,11 +26,40 @@ from schemas.train import TrainConfig
 MAX_TABLE_ROWS = 200
 
 
+class _ToRunLogger(logging.Handler):
+    """cxrflow's training log lines, re-emitted on the task run's logger (so they are in the run's logs)."""
+
+    def __init__(self, run_logger):
+        super().__init__(logging.INFO)
+        self.run_logger = run_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.run_logger.log(record.levelno, record.getMessage())
+
+
 @task(cache_policy=NO_CACHE)
 def train_task(cfg: TrainConfig) -> dict:
+    from prefect.logging import get_run_logger
+
+    from flows import progress
     from training.run import run_training
 
-    summary = run_training(cfg)
+    handler = _ToRunLogger(get_run_logger())
+    training_log = logging.getLogger("cxrflow.training")
+    training_log.addHandler(handler)
+    training_log.setLevel(logging.INFO)
+    artifact = create_progress_artifact(0.0, key="train-progress", description=f"optimizer steps of {cfg.out}")
+
+    def on_step(row: dict) -> None:
+        progress.notify_step(row)
+        stages = len(cfg.stages)
+        done = (sorted(cfg.stages).index(row["stage"]) + row["step"] / row["total_steps"]) / stages
+        update_progress_artifact(artifact, round(100.0 * done, 1))
+
+    try:
+        summary = run_training(cfg, on_step=on_step)
+    finally:
+        training_log.removeHandler(handler)
     summary["stages"] = {str(k): {kk: vv for kk, vv in v.items() if kk != "losses"}
                          for k, v in summary["stages"].items()}
     return summary
@@ -45,11 +80,11 @@ def publish_task(run_dir: Path, summary: dict) -> None:
     lineage = json.loads((run_dir / "lineage.json").read_text())
     img = (f"![loss](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
            if png.exists() else "loss curve: not drawn (no steps logged)")
-    lines = [f"# Training run `{run_dir}`", "", img, "", "| stage | steps | finished | resumed from |",
-             "|---|---|---|---|"]
+    lines = [f"# Training run `{run_dir}`", "", img, "", "| stage | steps | finished | stopped | resumed from |",
+             "|---|---|---|---|---|"]
     for st, s in summary["stages"].items():
         lines.append(f"| {st} | {s.get('steps', '-')} | {s.get('finished', s.get('skipped'))} | "
-                     f"{s.get('resumed_from')} |")
+                     f"{s.get('stopped', '-')} | {s.get('resumed_from')} |")
     lines += ["", f"Data: {summary['data']}", "", "Shard index hashes:"]
     lines += [f"- `{name}` {h}" for name, h in lineage["index_sha256"].items()]
     create_markdown_artifact(key="train-loss-curve", markdown="\n".join(lines),
@@ -68,6 +103,11 @@ def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "
         run = run_deployment(name=cfg.deployment, parameters={
             "cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"})
         return {"dispatched": cfg.deployment, "flow_run_id": str(run.id), "state": run.state_name}
+    from tasks.preflight import check_train_config
+
+    # The CLI's checks, where the data must be (here, or on the GPU worker that runs the dispatched run):
+    # a deployment run fails with the same one-line message.
+    check_train_config(cfg)
     summary = train_task(cfg)
     publish_task(Path(cfg.out), summary)
     return summary

@@ -22,9 +22,18 @@ def validate_task(params: ValidateShardParams):
 
 @task(cache_policy=NO_CACHE)
 def shard_task(accepted, params: ValidateShardParams):
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from flows import progress
     from tasks.shard import write_shards
 
-    return write_shards(accepted, params.data, params.out, params.shard)
+    artifact = create_progress_artifact(0.0, key="shard-progress", description=f"samples sharded into {params.out}")
+
+    def on_progress(done: int, total: int) -> None:
+        progress.notify(done, total)
+        update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
+
+    return write_shards(accepted, params.data, params.out, params.shard, progress=on_progress)
 
 
 @task(cache_policy=NO_CACHE)
@@ -44,7 +53,7 @@ def index_task(infos, accepted, counts: dict, params: ValidateShardParams) -> di
 def export_task(accepted, params: ValidateShardParams) -> dict:
     from tasks.export_llava import export_llava
 
-    return export_llava(accepted, params.out)
+    return export_llava(accepted, params.out, params.data, params.llava_image_root, params.llava_nan_labels)
 
 
 @task(cache_policy=NO_CACHE)
@@ -81,6 +90,10 @@ def _publish_validation(out: Path) -> None:
 
 @flow(name="validate_and_shard")
 def validate_and_shard(params: ValidateShardParams) -> dict:
+    from tasks import preflight
+
+    preflight.check_data_dir(params.data, "data")  # the CLI's checks, so a deployment run fails the same way
+    preflight.check_out_dir(params.out, "out")
     try:
         result = validate_task(params)
     finally:

@@ -22,13 +22,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.config import ImageConfig, SourceSpec
-from schemas.shards import ShardConfig, ValidateConfig
+from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "train", "evaluate")
 
 
 def config_hash(*parts: Any) -> str:
-    """Hash of JSON-able config sections and upstream hashes (never of data frames: pitfalls.md)."""
+    """Hash of JSON-able config sections and upstream hashes (never of data frames: docs/pitfalls.md)."""
     blob = json.dumps([p.model_dump(mode="json") if isinstance(p, BaseModel) else p for p in parts],
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -90,7 +90,8 @@ class TrainSection(BaseModel):
 
     preset: Literal["tiny", "llava-rad"] = "tiny"
     stages: list[Literal[1, 2]] = Field(default_factory=lambda: [1, 2])
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, description="optimizer steps per stage (epochs repeat as needed)")
+    epochs: int | None = Field(None, ge=1, description="epochs per stage instead of the recipe's; caps max_steps")
     seed: int = 0
     image_size: int = Field(0, ge=0)
     image_resize: Literal["crop", "pad"] = "crop"
@@ -138,7 +139,7 @@ class PipelineConfig(BaseModel):
         h: dict[str, str] = {}
         h["ingest"] = config_hash("ingest", self.data)
         h["structure"] = config_hash("structure", h["ingest"], self.structure)
-        h["shard"] = config_hash("shard", h["structure"], self.validate_cfg, self.shard)
+        h["shard"] = config_hash("shard", LAYOUT_VERSION, h["structure"], self.validate_cfg, self.shard)
         h["train"] = config_hash("train", h["shard"], self.train)
         h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate)
         return h
@@ -172,7 +173,7 @@ _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
 def slug(text: str) -> str:
-    """Artifact keys and run names: lowercase letters, digits and dashes (pitfalls.md)."""
+    """Artifact keys and run names: lowercase letters, digits and dashes (docs/pitfalls.md)."""
     return _SLUG_RE.sub("-", text.lower()).strip("-") or "x"
 
 

@@ -2,8 +2,11 @@
 
 A sample with key K (dot-free) is three tar members, in this order: `K.jpg` or `K.png` (the processed
 image), `K.json` (every manifest field plus `targets` and `indication`), `K.txt` (the primary training
-target: findings). Shards are `{split}-{NNNNNN}.tar`; beside them
-`{split}.index.json` (wids), `shards.parquet` (key -> shard) and `summary.json`.
+target: findings). Shards are `data/{split}-NNNNN-of-NNNNN.tar` (the Hugging Face Hub layout, so
+`datasets.load_dataset(SHARDS)` and `load_dataset("webdataset", data_dir=SHARDS)` read the tars and nothing
+else); beside `data/`: `{split}.index.json` (wids), `shards.parquet` (key -> shard), `summary.json`. Split
+names in file names are the ones Hugging Face expects (`validation`); the manifest keeps the source's own
+(`validate`, as MIMIC-CXR's split file spells it): `shard_split` maps one to the other.
 """
 
 from __future__ import annotations
@@ -16,7 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.config import DEFAULT_ARTIFACTS, SourceSpec
 
-SPLITS: tuple[str, ...] = ("train", "validate", "test")
+SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
+SHARD_SPLITS: dict[str, str] = {"train": "train", "validate": "validation", "test": "test"}
+SHARD_DIR = "data"
+# Bumped when the folder layout changes, so a pipeline does not reuse a shard stage written in another one
+# (2: tars under data/ with Hub names, split `validation`).
+LAYOUT_VERSION = 2
+
+
+def shard_split(split: str) -> str:
+    """Manifest split -> the split name of shard files, indexes and exports (`validate` -> `validation`);
+    a name already in shard form passes through."""
+    return SHARD_SPLITS.get(split, split)
 
 # Tar member extension of the image, by manifest image_format.
 IMAGE_EXTENSIONS: dict[str, str] = {"jpeg": "jpg", "jpg": "jpg", "png": "png"}
@@ -35,15 +49,17 @@ def target_rank(method: str) -> int:
     return 1
 
 
-SHARD_NAME_RE = re.compile(r"^(train|validate|test)-(\d{6})\.tar$")
+SHARD_NAME_RE = re.compile(r"^(train|validation|test)-(\d{5})-of-(\d{5})\.tar$")  # under SHARD_DIR
+LEGACY_SHARD_NAME_RE = re.compile(r"^(train|validate|test)-(\d{6})\.tar$")  # flat layout before data/
 
 
-def shard_name(split: str, index: int) -> str:
-    return f"{split}-{index:06d}.tar"
+def shard_name(split: str, index: int, total: int) -> str:
+    """Path of a shard relative to SHARDS: `data/train-00000-of-00003.tar`."""
+    return f"{SHARD_DIR}/{shard_split(split)}-{index:05d}-of-{total:05d}.tar"
 
 
 def index_name(split: str) -> str:
-    return f"{split}.index.json"
+    return f"{shard_split(split)}.index.json"
 
 
 # Fixed tar header fields so identical input gives byte-identical shards.
@@ -114,6 +130,10 @@ class ValidateShardParams(BaseModel):
     validate_cfg: ValidateConfig = Field(default_factory=ValidateConfig)
     shard: ShardConfig = Field(default_factory=ShardConfig)
     export_llava: bool = True
+    llava_image_root: Path | None = Field(
+        None, description="absolute folder the LLaVA JSON's image paths start with (default: relative to the JSON)"
+    )
+    llava_nan_labels: bool = Field(False, description="NaN for unmentioned labels as the release (invalid JSON)")
 
 
 class DataParams(BaseModel):

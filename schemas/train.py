@@ -1,4 +1,4 @@
-"""Training configuration (issue 5). The stage defaults are the LLaVA-Rad recipe (reference/llava-rad.md);
+"""Training configuration (issue 5). The stage defaults are the LLaVA-Rad recipe (docs/recipe.md);
 the `tiny` preset only shrinks batch sizes so a handful of fixture samples still make optimizer steps."""
 
 from __future__ import annotations
@@ -52,7 +52,12 @@ class TrainConfig(BaseModel):
     split: str = "train"
     stage1: StageConfig = Field(default_factory=stage1_defaults)
     stage2: StageConfig = Field(default_factory=stage2_defaults)
-    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps per stage (smoke runs)")
+    max_steps: int | None = Field(
+        None, ge=1, description="optimizer steps per stage (as in HF Trainer): epochs repeat as needed to take "
+        "exactly this many, unless `epochs` is also set, which then caps them")
+    epochs: int | None = Field(
+        None, ge=1, description="epochs per stage, replacing the recipe's (stage1/stage2.epochs); with "
+        "max_steps, a cap: whichever ends first")
     save_every: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end)")
     keep_checkpoints: int = Field(2, ge=1)
     seed: int = 0

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import polars as pl
 
 from schemas.labels import CHEXPERT_LABELS, label_column
-from schemas.shards import SPLITS
+from schemas.shards import SPLITS, shard_split
 from tasks.io import atomic_write_bytes
 from training.prompts import LLAVA_RAD
 
@@ -27,11 +28,12 @@ def generate_method(method: str) -> str:
     return method
 
 
-def llava_records(row: dict, image_prefix: str = "") -> list[dict]:
+def llava_records(row: dict, image_prefix: str = "", nan_labels: bool = False) -> list[dict]:
+    """`nan_labels`: NaN for an unmentioned label, as the release writes (not valid JSON); default null."""
     labels = {}
     for name in CHEXPERT_LABELS:
         v = row.get(label_column(name))
-        labels[name] = math.nan if v is None else int(v)
+        labels[name] = (math.nan if nan_labels else None) if v is None else int(v)
     indication = row.get("indication_text")
     records = []
     for target in json.loads(row["targets_json"]):
@@ -58,15 +60,31 @@ def llava_records(row: dict, image_prefix: str = "") -> list[dict]:
     return records
 
 
-def export_llava(accepted: pl.DataFrame, out_dir: Path, image_prefix: str = "") -> dict[str, int]:
-    """Write OUT/llava/{split}.json (NaN for unmentioned labels, as the release does); returns records per split.
+def image_prefix_for(out: Path, data_dir: Path, image_root: Path | None = None) -> str:
+    """What to put before a manifest image_path (relative to the data folder) so that `image` resolves:
+    the absolute `image_root` when given (where the images will live for the consumer), else the data folder
+    relative to the JSON's own folder `out`."""
+    if image_root is not None:
+        if not Path(image_root).is_absolute():
+            raise ValueError(f"image_root must be an absolute path, got {image_root}")
+        return str(image_root).rstrip("/") + "/"
+    rel = os.path.relpath(Path(data_dir).absolute(), Path(out).absolute())
+    return "" if rel == "." else rel + "/"
 
-    `image` is the manifest's image_path (relative to the data folder) with `image_prefix` prepended."""
+
+def export_llava(accepted: pl.DataFrame, out_dir: Path, data_dir: Path | None = None,
+                 image_root: Path | None = None, nan_labels: bool = False) -> dict[str, int]:
+    """Write OUT/llava/{split}.json (split names as the shards name them: train, validation, test); returns
+    records per split. Strict JSON: null for an unmentioned label unless `nan_labels` (the release's NaN).
+    `image` resolves against the JSON's folder (from `data_dir`, the folder the manifest paths are relative
+    to), or is absolute under `image_root`."""
     out = Path(out_dir) / "llava"
+    prefix = image_prefix_for(out, data_dir or Path(out_dir), image_root) if (data_dir or image_root) else ""
     counts: dict[str, int] = {}
     for split in SPLITS:
         part = accepted.filter(pl.col("split") == split).sort("image_key")
-        records = [r for row in part.iter_rows(named=True) for r in llava_records(row, image_prefix)]
-        atomic_write_bytes(out / f"{split}.json", json.dumps(records, ensure_ascii=False, indent=1).encode())
-        counts[split] = len(records)
+        records = [r for row in part.iter_rows(named=True) for r in llava_records(row, prefix, nan_labels)]
+        blob = json.dumps(records, ensure_ascii=False, indent=1, allow_nan=nan_labels).encode()
+        atomic_write_bytes(out / f"{shard_split(split)}.json", blob)
+        counts[shard_split(split)] = len(records)
     return counts

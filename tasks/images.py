@@ -3,7 +3,7 @@
 DICOM: stored values -> modality LUT (rescale) -> VOI LUT or window -> MONOCHROME1 inversion -> 8 bits,
 using pydicom's own functions. They are evaluated once over the range of stored values to build a lookup
 table, so the per-pixel work is one table lookup on an already reduced image instead of float maths on
-~8M pixels (pitfalls.md: the float path costs ~23 ms per film).
+~8M pixels (docs/pitfalls.md: the float path costs ~23 ms per film).
 
 Geometry: LLaVA-Rad's default is shortest side to `size` then center crop; `pad` keeps the whole film
 (longest side to `size`, black padding). Big films are first area-reduced by an integer factor on the

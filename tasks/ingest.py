@@ -50,7 +50,11 @@ class BatchResult:
 
 
 def discover(cfg: IngestConfig) -> Discovery:
-    """Check the layout (fails before any work, naming what is missing), then find and join inputs."""
+    """Check the layout and the output folder (fails before any work, naming what is wrong), then find and
+    join inputs."""
+    from tasks.preflight import check_out_dir
+
+    check_out_dir(cfg.out, "out")
     adapter = get_adapter(cfg.source)
     adapter.check(Path(cfg.root))
     discovery = adapter.discover(cfg)

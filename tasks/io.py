@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -47,3 +49,14 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def quiet_wids():
+    """wids prints a summary line to stderr for every dataset it opens, unconditionally: swallow it unless
+    CXRFLOW_VERBOSE is set (`cxrflow --verbose`)."""
+    if os.environ.get("CXRFLOW_VERBOSE") == "1":
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield

@@ -28,7 +28,7 @@ def check_sources(cfg: MixtureConfig) -> None:
         try:
             get_adapter(spec.name).check(Path(spec.root))
         except SourceLayoutError as exc:
-            raise SourceLayoutError(f"{spec.name}: {exc}") from exc
+            raise SourceLayoutError(f"{spec.name}: {exc.message}", exc.hint) from exc
 
 
 def _apply_policy(df: pl.DataFrame, policy: str) -> pl.DataFrame:

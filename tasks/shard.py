@@ -30,6 +30,8 @@ import polars as pl
 from schemas.manifest import MANIFEST_SCHEMA
 from schemas.shards import (
     IMAGE_EXTENSIONS,
+    LEGACY_SHARD_NAME_RE,
+    SHARD_DIR,
     SHARD_NAME_RE,
     SPLITS,
     TAR_GROUP,
@@ -123,7 +125,7 @@ def plan_shards(accepted: pl.DataFrame, data_dir: Path, cfg: ShardConfig) -> lis
     for split in SPLITS:
         part = accepted.filter(pl.col("split") == split).sort("image_key")
         current: PlannedShard | None = None
-        n_shards = 0
+        first = len(shards)
         for row in part.iter_rows(named=True):
             key = row["image_key"]
             check_key(key)
@@ -142,11 +144,13 @@ def plan_shards(accepted: pl.DataFrame, data_dir: Path, cfg: ShardConfig) -> lis
                 or len(current.samples) >= cfg.max_samples
                 or (current.samples and current.tar_bytes + tar_bytes > cfg.max_bytes)
             ):
-                current = PlannedShard(shard_name(split, n_shards), split)
+                current = PlannedShard("", split)
                 shards.append(current)
-                n_shards += 1
             current.samples.append(PlannedSample(key, path, ext, size, row, tar_bytes, digest))
             current.tar_bytes += tar_bytes
+        mine = shards[first:]  # names carry the split's shard count (`-of-N`), known once it is planned
+        for i, s in enumerate(mine):
+            s.name = shard_name(split, i, len(mine))
     return shards
 
 
@@ -215,7 +219,7 @@ class _Fault:
 
 def _write_one(shard: PlannedShard, out_dir: Path, fault: _Fault) -> str:
     final = out_dir / shard.name
-    tmp = out_dir / f".{shard.name}.partial"
+    tmp = final.parent / f".{final.name}.partial"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for s in shard.samples:
@@ -239,21 +243,24 @@ def _write_one(shard: PlannedShard, out_dir: Path, fault: _Fault) -> str:
     return md5
 
 
-def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: ShardConfig) -> list[ShardInfo]:
-    """Write (or complete) the shard set for the accepted samples; returns one ShardInfo per shard."""
+def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: ShardConfig,
+                 progress=None) -> list[ShardInfo]:
+    """Write (or complete) the shard set for the accepted samples; returns one ShardInfo per shard.
+    `progress(samples_done, samples_total)` is called as shards complete."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.partial"):
+    (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    for stale in (out_dir / SHARD_DIR).glob(".*.partial"):
         stale.unlink()
     shards = plan_shards(accepted, data_dir, cfg)
     plan_path = out_dir / PLAN_FILE
     old = read_json(plan_path).get("shards", {}) if plan_path.exists() else {}
     wanted = {s.name: s.fingerprint for s in shards}
-    for existing in out_dir.iterdir():
+    for existing in [*out_dir.iterdir(), *(out_dir / SHARD_DIR).iterdir()]:
         # Delete shards from a run with other input or limits BEFORE the new plan is recorded, so a crash
         # in between can never make an outdated shard look like part of the new set.
-        if SHARD_NAME_RE.match(existing.name) and old.get(existing.name, {}).get("fingerprint") != wanted.get(
-            existing.name
+        name = existing.relative_to(out_dir).as_posix()
+        if LEGACY_SHARD_NAME_RE.match(name) or (
+            SHARD_NAME_RE.match(existing.name) and old.get(name, {}).get("fingerprint") != wanted.get(name)
         ):
             existing.unlink()
     atomic_write_json(
@@ -276,7 +283,16 @@ def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: Sha
 
     # Threads suffice: the byte work (copy_file_range, md5) releases the GIL.
     workers = cfg.workers or min(4, os.cpu_count() or 1)
+    total, infos = sum(len(s.samples) for s in shards), []
+
+    def collect(results) -> list[ShardInfo]:
+        for info in results:  # in plan order, on the calling thread (progress callbacks may not be thread-safe)
+            infos.append(info)
+            if progress is not None:
+                progress(sum(i.nsamples for i in infos), total)
+        return infos
+
     if workers == 1:
-        return [one(s) for s in shards]
+        return collect(one(s) for s in shards)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(one, shards))
+        return collect(pool.map(one, shards))

@@ -16,8 +16,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.shards import SHARD_MAP_SCHEMA, SPLITS, index_name
-from tasks.io import atomic_write_bytes, atomic_write_json
+from schemas.shards import SHARD_MAP_SCHEMA, SPLITS, index_name, shard_split
+from tasks.io import atomic_write_bytes, atomic_write_json, quiet_wids
 from tasks.shard import ShardInfo
 
 
@@ -30,7 +30,7 @@ def write_wids_index(out_dir: Path, split: str, infos: Sequence[ShardInfo]) -> P
     desc = {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
-        "name": f"cxrflow-{split}",
+        "name": f"cxrflow-{shard_split(split)}",
         "shardlist": [
             {"url": i.name, "nsamples": i.nsamples, "filesize": i.filesize, "md5sum": i.md5sum} for i in mine
         ],
@@ -72,8 +72,8 @@ def write_shard_map(out_dir: Path, infos: Sequence[ShardInfo], accepted: pl.Data
 
 def write_summary(out_dir: Path, infos: Sequence[ShardInfo], counts: dict) -> dict:
     """counts: validation counts (ingest_found/filtered/quarantined, filtered, quarantined, accepted)."""
-    per_split = {
-        s: {
+    per_split = {  # keyed by the shard split names (validation), like the files
+        shard_split(s): {
             "samples": sum(i.nsamples for i in infos if i.split == s),
             "shards": sum(1 for i in infos if i.split == s),
             "bytes": sum(i.filesize for i in infos if i.split == s),
@@ -118,7 +118,7 @@ def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
         if not index.exists():
             if want:
                 problems.append(f"{split}: {want} samples expected but no {index.name}")
-            report[split] = {"expected": want, "webdataset": 0, "wids": 0}
+            report[shard_split(split)] = {"expected": want, "webdataset": 0, "wids": 0}
             continue
         shardlist = json.loads(index.read_text())["shardlist"]
         urls = [str(out_dir / s["url"]) for s in shardlist]
@@ -130,7 +130,8 @@ def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
             keys_wds.append(sample["__key__"])
             n_wds += 1
         # localname=identity: read the local shards in place instead of copying them into wids' cache.
-        ds = wids.ShardListDataset(str(index), localname=lambda url: url, transformations=[])
+        with quiet_wids():
+            ds = wids.ShardListDataset(str(index), localname=lambda url: url, transformations=[])
         keys_wids = [ds[i]["__key__"] for i in range(len(ds))]
         ds.close()
         if any("." in k for k in keys_wds):
@@ -141,7 +142,7 @@ def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
             )
         if keys_wds != keys_wids:
             problems.append(f"{split}: webdataset and wids disagree on the sample order/keys")
-        report[split] = {"expected": want, "webdataset": n_wds, "wids": len(keys_wids)}
+        report[shard_split(split)] = {"expected": want, "webdataset": n_wds, "wids": len(keys_wids)}
     if problems:
         raise RuntimeError("shard read-back failed: " + "; ".join(problems))
     return report

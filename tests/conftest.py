@@ -1,5 +1,5 @@
 """Shared test setup. Prefect gets a temporary home so results and settings never leak between runs
-(pitfalls.md), and flow tests share one session-scoped test server (never nest harnesses)."""
+(docs/pitfalls.md), and flow tests share one session-scoped test server (never nest harnesses)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# The two public CheXprompt test cases (llava-rad.md): severe cardiomegaly claimed against a normal reference
+# The two public CheXprompt test cases (docs/recipe.md): severe cardiomegaly claimed against a normal reference
 # is one clinically significant false finding; a paraphrase of an effusion is no error at all.
 NORMAL_REFERENCE = (
     "The heart has normal size. The lungs are clear. There is no pleural effusion or pneumothorax. "

@@ -39,7 +39,7 @@ def test_flow_validates_shards_indexes_and_reconciles(prefect_server, tmp_path):
     assert sorted(p.name for p in out.glob("*.index.json")) == [
         "test.index.json",
         "train.index.json",
-        "validate.index.json",
+        "validation.index.json",
     ]
     assert summary["llava_records"]["train"] == 14
     table = _artifact("gx-expectations")
@@ -59,14 +59,14 @@ def test_leakage_fails_the_flow_and_the_cli(prefect_server, tmp_path):
     params = ValidateShardParams(data=data, out=tmp_path / "shards", artifacts=tmp_path / "artifacts")
     with pytest.raises(ValidationFailed, match="leakage"):
         validate_and_shard(params)
-    assert not list((tmp_path / "shards").glob("*.tar"))
+    assert not list((tmp_path / "shards").glob("**/*.tar"))
     result = CliRunner().invoke(
         app,
         ["shard", "--data", str(data), "--out", str(tmp_path / "s2"), "--artifacts", str(tmp_path / "a2")],
     )
     assert result.exit_code == 2, result.output
     assert "patient-level split leakage" in result.output
-    assert not list((tmp_path / "s2").glob("*.tar"))
+    assert not list((tmp_path / "s2").glob("**/*.tar"))
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def dataset(tmp_path_factory):
 
 
 def _tars(d: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(d.glob("*.tar"))}
+    return {p.name: p.read_bytes() for p in sorted(d.glob("data/*.tar"))}
 
 
 def _write_all(accepted, data, out, cfg):
@@ -76,7 +76,7 @@ def test_byte_identical_across_runs_and_dirs(dataset, tmp_path):
     # Rerun in place: nothing rewritten, same bytes.
     again = write_shards(accepted, data, tmp_path / "a", CFG)
     assert all(i.reused for i in again) and _tars(tmp_path / "a") == ta
-    with tarfile.open(tmp_path / "a" / "train-000000.tar") as tf:
+    with tarfile.open(sorted((tmp_path / "a" / "data").glob("train-00000-of-*.tar"))[0]) as tf:
         members = tf.getmembers()
     assert {(m.mtime, m.uid, m.gid, m.mode, m.uname) for m in members} == {(0, 0, 0, 0o444, "cxrflow")}
     names = [m.name for m in members]
@@ -88,7 +88,7 @@ def test_limits_split_into_non_empty_shards(dataset, tmp_path):
     infos = _write_all(accepted, data, tmp_path / "s", CFG)
     n_train = accepted.filter(pl.col("split") == "train").height
     train = [i for i in infos if i.split == "train"]
-    assert [i.name for i in train] == [f"train-{k:06d}.tar" for k in range(len(train))]
+    assert [i.name for i in train] == [f"data/train-{k:05d}-of-{len(train):05d}.tar" for k in range(len(train))]
     assert sum(i.nsamples for i in train) == n_train and max(i.nsamples for i in train) == 4
     assert all(i.nsamples > 0 for i in infos)
     # Byte limit: each sample is ~3 KB of tar blocks, so 8 KB allows two samples per shard.
@@ -99,10 +99,10 @@ def test_limits_split_into_non_empty_shards(dataset, tmp_path):
         assert (tmp_path / "b" / i.name).stat().st_size == i.filesize
     # A changed limit replaces the old set instead of mixing with it.
     write_shards(accepted, data, tmp_path / "b", ShardConfig(max_samples=100))
-    assert sorted(p.name for p in (tmp_path / "b").glob("*.tar")) == [
-        "test-000000.tar",
-        "train-000000.tar",
-        "validate-000000.tar",
+    assert sorted(p.name for p in (tmp_path / "b").glob("data/*.tar")) == [
+        "test-00000-of-00001.tar",
+        "train-00000-of-00001.tar",
+        "validation-00000-of-00001.tar",
     ]
 
 
@@ -121,13 +121,14 @@ def test_killed_mid_shard_leaves_no_partial_and_rerun_completes(dataset, tmp_pat
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     visible = _tars(out)
-    assert list(visible) == ["train-000000.tar"]  # shard 1 was half-written when the process died
-    assert visible["train-000000.tar"] == (ref / "train-000000.tar").read_bytes()
-    assert list(out.glob(".*.partial"))  # the half-written one only exists under its hidden temporary name
+    first = sorted(p.name for p in (ref / "data").glob("train-00000-of-*.tar"))[0]
+    assert list(visible) == [first]  # shard 1 was half-written when the process died
+    assert visible[first] == (ref / "data" / first).read_bytes()
+    assert list(out.glob("data/.*.partial"))  # the half-written one only exists under its hidden temporary name
     infos = _write_all(accepted, data, out, CFG)
     assert [i.reused for i in infos][:2] == [True, False]
     assert _tars(out) == _tars(ref)
-    assert not list(out.glob(".*.partial"))
+    assert not list(out.glob("data/.*.partial"))
     assert json.loads((out / PLAN_FILE).read_text())["shards"].keys() == {i.name for i in infos}
 
 
@@ -142,7 +143,7 @@ def test_keys_dot_free_and_read_back_with_webdataset_and_wids(dataset, tmp_path)
         "webdataset": expected["train"],
         "wids": expected["train"],
     }
-    for tar in out.glob("*.tar"):
+    for tar in out.glob("data/*.tar"):
         with tarfile.open(tar) as tf:
             for name in tf.getnames():
                 key, ext = name.split(".", 1)
@@ -150,7 +151,8 @@ def test_keys_dot_free_and_read_back_with_webdataset_and_wids(dataset, tmp_path)
     # Member contract: .txt is the primary findings; .json carries every manifest field + targets.
     import webdataset as wds
 
-    sample = next(iter(wds.WebDataset(str(out / "train-000000.tar"), shardshuffle=False)))
+    first = sorted(out.glob("data/train-00000-of-*.tar"))[0]
+    sample = next(iter(wds.WebDataset(str(first), shardshuffle=False)))
     meta = json.loads(sample["json"])
     row = accepted.filter(pl.col("image_key") == sample["__key__"]).row(0, named=True)
     assert sample["txt"].decode() == row["findings"]
@@ -201,7 +203,8 @@ def test_llava_export_format(dataset, tmp_path):
     counts = export_llava(accepted, tmp_path)
     n_llm = accepted.filter(pl.col("targets_json").str.contains("openai-compatible")).height
     assert sum(counts.values()) == accepted.height + n_llm  # one record per findings version
-    recs = json.loads((tmp_path / "llava" / "train.json").read_text())
+    text = (tmp_path / "llava" / "train.json").read_text()
+    recs = json.loads(text, parse_constant=_reject)  # strict: no NaN / Infinity
     r = recs[0]
     assert set(r) >= {
         "id",
@@ -217,10 +220,53 @@ def test_llava_export_format(dataset, tmp_path):
         "conversations",
     }
     assert list(r["chexpert_labels"]) == list(CHEXPERT_LABELS)
-    assert any(v != v for rec in recs for v in rec["chexpert_labels"].values())  # NaN for "not mentioned"
+    assert any(v is None for rec in recs for v in rec["chexpert_labels"].values())  # null: "not mentioned"
     human, gpt = r["conversations"]
     assert human["from"] == "human" and human["value"].startswith("<image>\n")
     assert gpt["from"] == "gpt" and gpt["value"]
     with_ind = [x for x in recs if x["indication"]]
     assert with_ind and with_ind[0]["indication"] in with_ind[0]["conversations"][0]["value"]
     assert {x["generate_method"] for x in recs} == {"rule-based", "openai-compatible:tiny"}
+
+
+def _reject(token: str):
+    raise ValueError(f"not strict JSON: {token}")
+
+
+def test_llava_image_paths_resolve_from_the_json_folder_or_an_absolute_root(dataset, tmp_path):
+    data, accepted = dataset
+    export_llava(accepted, tmp_path / "shards", data_dir=data)
+    folder = tmp_path / "shards" / "llava"
+    assert sorted(p.name for p in folder.iterdir()) == ["test.json", "train.json", "validation.json"]
+    for split in ("train", "validation", "test"):
+        for rec in json.loads((folder / f"{split}.json").read_text(), parse_constant=_reject):
+            assert not Path(rec["image"]).is_absolute() and (folder / rec["image"]).is_file()
+    export_llava(accepted, tmp_path / "abs", data_dir=data, image_root=Path("/mnt/cxr"))
+    rec = json.loads((tmp_path / "abs" / "llava" / "train.json").read_text())[0]
+    assert rec["image"].startswith("/mnt/cxr/") and (data / rec["image"][len("/mnt/cxr/"):]).is_file()
+    # The release's format on request: bare NaN for unmentioned labels.
+    export_llava(accepted, tmp_path / "nan", data_dir=data, nan_labels=True)
+    raw = (tmp_path / "nan" / "llava" / "train.json").read_text()
+    assert "NaN" in raw and "null," not in raw.split('"chexpert_labels"')[1].split("}")[0]
+
+
+def test_shard_folder_loads_with_hugging_face_datasets(dataset, tmp_path, monkeypatch):
+    """The usual one-call loads work on a shard folder with every sidecar in place (index, map, summary,
+    LLaVA export, validation report): split names train / validation / test."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    data, accepted = dataset
+    out = tmp_path / "s"
+    infos = _write_all(accepted, data, out, CFG)
+    write_summary(out, infos, {})
+    export_llava(accepted, out, data_dir=data)
+    (out / "validation").mkdir()
+    (out / "validation" / "expectations.json").write_text("{}")
+    want = {"train": 20, "validation": 2, "test": 2}
+    assert {s: accepted.filter(pl.col("split") == m).height for s, m in
+            (("train", "train"), ("validation", "validate"), ("test", "test"))} == want
+    for kwargs in ({"path": "webdataset", "data_dir": str(out)}, {"path": str(out)}):
+        ds = datasets.load_dataset(**kwargs, cache_dir=str(tmp_path / f"hf-{len(kwargs)}"))
+        assert {k: len(v) for k, v in ds.items()} == want, kwargs
+        row = ds["train"][0]
+        assert {"jpg", "json", "txt", "__key__"} <= set(row) and row["txt"]

@@ -185,7 +185,9 @@ def test_no_planted_phi_reaches_outputs_shards_or_logs(archive, tmp_path, caplog
         assert not _leaks(header, patterns), p
         assert ds.pixel_array.size > 0  # still decodable
     # Shards: every .json / .txt member.
-    for tar_path in shard_dir.glob("*.tar"):
+    tars = sorted(shard_dir.glob("data/*.tar"))
+    assert tars  # the shard layout: SHARDS/data/{split}-NNNNN-of-NNNNN.tar
+    for tar_path in tars:
         with tarfile.open(tar_path) as tf:
             for member in tf.getmembers():
                 if member.name.endswith((".json", ".txt")):

@@ -171,6 +171,6 @@ def test_shard_links_follow_a_relative_shards_dir_resolved_from_another_cwd(tmp_
         write_train_shards(Path("shards"), n=3, per_shard=3, seed=seed)
         ds = open_shards(read_index(Path("shards"), "train"), cache)
         assert ds[0][".json"] is not None  # links are made on first access
-        want = (cwd / "shards" / "train-000000.tar").resolve()
-        assert (cache / "train-000000.tar").resolve() == want
+        want = (cwd / "shards" / "data" / "train-00000-of-00001.tar").resolve()
+        assert (cache / "train-00000-of-00001.tar").resolve() == want
         ds.close()

@@ -16,7 +16,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--preset", choices=["tiny", "llava-rad"], default="tiny")
     p.add_argument("--stage", choices=["1", "2", "both"], default="both")
-    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None,
+                   help="optimizer steps per stage (epochs repeat as needed; --epochs caps it)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per stage instead of the recipe's")
     p.add_argument("--config", type=Path, default=None, help="TrainConfig JSON; flags override it")
     p.add_argument("--vision-path", type=Path, default=None)
     p.add_argument("--lm-path", type=Path, default=None)
@@ -33,7 +35,7 @@ def stages_of(stage: str) -> list[int]:
 def config_from_args(a: argparse.Namespace):
     from schemas.train import TrainConfig, default_config
 
-    over = {"stages": stages_of(a.stage), "max_steps": a.max_steps, "vision_path": a.vision_path,
+    over = {"stages": stages_of(a.stage), "max_steps": a.max_steps, "epochs": a.epochs, "vision_path": a.vision_path,
             "lm_path": a.lm_path, "image_resize": a.image_resize, "save_every": a.save_every, "seed": a.seed}
     if a.config:
         base = json.loads(a.config.read_text())

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
+from tasks.io import quiet_wids
 from training.text import IGNORE, encode_example
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -27,7 +28,9 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 def read_index(shards: Path, split: str) -> list[dict]:
     """The wids shard list of one split with absolute paths."""
-    index = shards / f"{split}.index.json"
+    from schemas.shards import index_name
+
+    index = shards / index_name(split)
     if not index.exists():
         raise FileNotFoundError(f"{index} not found: shards must follow the shard contract")
     spec = json.loads(index.read_text())
@@ -63,7 +66,8 @@ def open_shards(shardlist: list[dict], cache_dir: Path):
                 pass
         return str(link)
 
-    return wids.ShardListDataset(shardlist, transformations=[], localname=localname, lru_size=8)
+    with quiet_wids():
+        return wids.ShardListDataset(shardlist, transformations=[], localname=localname, lru_size=8)
 
 
 def _member(sample: dict, ext: str) -> bytes | None:

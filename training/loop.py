@@ -94,9 +94,7 @@ class StageTrainer:
         if self.plan.steps_per_epoch == 0:
             raise ValueError(f"{len(examples)} examples do not fill one global batch of "
                              f"{self.scfg.global_batch_size}: lower global_batch_size")
-        self.total = self.scfg.epochs * self.plan.steps_per_epoch
-        if cfg.max_steps:
-            self.total = min(self.total, cfg.max_steps)
+        self.total, self.stop_reason = planned_steps(cfg, self.scfg, self.plan.steps_per_epoch)
         self.dataset = ExampleDataset(ds, examples, self.tok, stage,
                                       ImageTransform(image_size_for(cfg), cfg.image_resize),
                                       n_image_tokens(base), max_length_for(cfg), prompt_format=cfg.preset)
@@ -187,8 +185,9 @@ class StageTrainer:
         vision = vision.get_base_model() if hasattr(vision, "get_base_model") else vision
         vision.model.vision_tower.eval()  # frozen: no dropout/noise from it
 
-    def run(self, stop_after: int | None = None) -> dict:
-        """Train to the end of the stage (or until step `stop_after`, which simulates a kill)."""
+    def run(self, stop_after: int | None = None, on_step=None) -> dict:
+        """Train to the end of the stage (or until step `stop_after`, which simulates a kill). `on_step(row)`
+        is called after every optimizer step with its metrics (progress bars, flow artifacts)."""
         resumed = self.maybe_resume()
         self._set_train_mode()
         losses: list[float] = []
@@ -217,10 +216,13 @@ class StageTrainer:
                 self.step += 1
                 dt = time.perf_counter() - t0
                 losses.append(step_loss)
+                row = {"stage": self.stage, "step": self.step, "epoch": epoch, "loss": step_loss,
+                       "lr": lr, "step_time_s": dt, "samples_per_s": samples * self.world / dt,
+                       "tokens_per_s": tokens * self.world / dt, "memory_mb": _memory_mb()}
                 if self.step % self.cfg.log_every == 0 or self.step == self.total:
-                    self._log({"stage": self.stage, "step": self.step, "epoch": epoch, "loss": step_loss,
-                               "lr": lr, "step_time_s": dt, "samples_per_s": samples * self.world / dt,
-                               "tokens_per_s": tokens * self.world / dt, "memory_mb": _memory_mb()})
+                    self._log(row)
+                if on_step is not None and self.acc.is_main_process:
+                    on_step({**row, "total_steps": self.total})
                 if self.step % self.cfg.save_every == 0 or self.step == self.total:
                     self.save_checkpoint()
                 if self.step >= self.total or (stop_after is not None and self.step >= stop_after):
@@ -230,9 +232,11 @@ class StageTrainer:
         done = self.step >= self.total
         if done:
             self._write_final()
+        stopped = self.stop_reason if done else f"interrupted after step {self.step} (resume to continue)"
         return {"stage": self.stage, "steps": self.step, "total_steps": self.total, "resumed_from": resumed,
-                "losses": losses, "finished": done, "examples": self.plan.n_examples,
-                "steps_per_epoch": self.plan.steps_per_epoch, "grad_accum": accum}
+                "losses": losses, "finished": done, "stopped": stopped, "examples": self.plan.n_examples,
+                "steps_per_epoch": self.plan.steps_per_epoch, "epochs": round(self.step / self.plan.steps_per_epoch, 3),
+                "grad_accum": accum}
 
     def _log(self, row: dict) -> None:
         if self.acc.is_main_process:
@@ -257,6 +261,18 @@ class StageTrainer:
             tmp.replace(out / f"{name}.safetensors")
         if self.stage == 2:
             model.save_pretrained(str(out / "adapter"))  # peft adapter for use outside cxrflow
+
+
+def planned_steps(cfg: TrainConfig, scfg, steps_per_epoch: int) -> tuple[int, str]:
+    """Optimizer steps this stage takes, and why it stops there. max_steps is the number of steps (epochs
+    repeat as needed, as in HF Trainer); an explicit `epochs` caps it; otherwise the recipe's epochs."""
+    epochs = cfg.epochs or scfg.epochs
+    by_epochs = epochs * steps_per_epoch
+    if cfg.max_steps is None:
+        return by_epochs, f"{epochs} epoch(s) done ({steps_per_epoch} steps each)"
+    if cfg.epochs is not None and by_epochs < cfg.max_steps:
+        return by_epochs, f"--epochs {cfg.epochs} reached before --max-steps {cfg.max_steps}"
+    return cfg.max_steps, f"--max-steps {cfg.max_steps} reached ({cfg.max_steps / steps_per_epoch:.2f} epochs)"
 
 
 class _null:

@@ -205,7 +205,7 @@ def configure_stage(model, stage: int, stage_cfg):
         lora = LoraConfig(r=stage_cfg.lora_r, lora_alpha=stage_cfg.lora_alpha,
                           lora_dropout=stage_cfg.lora_dropout, bias="none",
                           target_modules=lora_target_regex(stage_cfg.lora_targets))
-        model = get_peft_model(model, lora)  # in place on the base (pitfalls.md)
+        model = get_peft_model(model, lora)  # in place on the base (docs/pitfalls.md)
     for name, p in model.named_parameters():
         if f".{PROJECTOR}." in f".{name}":
             p.data = p.data.float()  # trainable weights kept in fp32 (bf16 autocast on GPU)

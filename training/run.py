@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+from schemas.shards import index_name
 from schemas.train import TrainConfig
 from tasks.io import atomic_write_json, sha256_file
 from training.data import Example, build_examples, open_shards, read_index
@@ -29,7 +30,7 @@ def prepare_data(cfg: TrainConfig, run_dir: Path):
     """wids dataset + examples; the example list is cached in the run dir keyed by the index hash."""
     shardlist = read_index(cfg.shards, cfg.split)
     ds = open_shards(shardlist, run_dir / ".wids")
-    key = sha256_file(cfg.shards / f"{cfg.split}.index.json")[:16] + f"-{int(cfg.expand_targets)}"
+    key = sha256_file(cfg.shards / index_name(cfg.split))[:16] + f"-{int(cfg.expand_targets)}"
     cache = run_dir / f"examples-{cfg.split}.json"
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         data = json.loads(cache.read_text())
@@ -56,9 +57,11 @@ def stage_done(run_dir: Path, stage: int) -> bool:
     return (final_dir(run_dir) / f"stage{stage}-trainable.safetensors").exists()
 
 
-def run_training(cfg: TrainConfig, stop_at: tuple[int, int] | None = None, accelerator=None) -> dict:
+def run_training(cfg: TrainConfig, stop_at: tuple[int, int] | None = None, accelerator=None,
+                 on_step=None) -> dict:
     """Run (or resume) every requested stage; finished stages are skipped. `stop_at=(stage, step)` stops
-    right after that step, as a kill would (tests, smoke runs). Returns a summary."""
+    right after that step, as a kill would (tests, smoke runs). `on_step(row)` sees every optimizer step's
+    metrics (progress). Returns a summary whose `stopped` says, per stage, how many steps and why."""
     write_run_header(cfg)
     ds, examples, data_summary = prepare_data(cfg, cfg.out)
     summary: dict = {"run_dir": str(cfg.out), "data": data_summary, "stages": {}}
@@ -67,10 +70,14 @@ def run_training(cfg: TrainConfig, stop_at: tuple[int, int] | None = None, accel
             summary["stages"][stage] = {"skipped": "already finished"}
             continue
         result = StageTrainer(cfg, stage, cfg.out, (ds, examples), accelerator).run(
-            stop_at[1] if stop_at and stop_at[0] == stage else None)
+            stop_at[1] if stop_at and stop_at[0] == stage else None, on_step)
         summary["stages"][stage] = result
+        log.info("stage %d: %d optimizer steps, stopped: %s", stage, result["steps"], result["stopped"])
         if not result["finished"]:
             break  # stopped early (simulated kill / step cap): later stages wait for a resume
+    summary["stopped"] = {
+        f"stage{k}": (f"{v['steps']} steps: {v['stopped']}" if "steps" in v else f"skipped: {v['skipped']}")
+        for k, v in summary["stages"].items()}
     png = write_loss_curve(cfg.out / "metrics.jsonl", cfg.out / "loss.png")
     summary["loss_png"] = str(png) if png else None
     atomic_write_json(cfg.out / "summary.json",

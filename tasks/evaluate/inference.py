@@ -38,16 +38,29 @@ class InferenceSummary:
 
 
 def shard_paths(shards: Path, split: str) -> list[Path]:
-    index = shards / f"{split}.index.json"
+    from schemas.shards import SHARD_DIR, index_name, shard_split
+
+    index = shards / index_name(split)
     if index.exists():
         spec = json.loads(index.read_text())
         paths = [Path(s["url"]) for s in spec.get("shardlist", []) if int(s.get("nsamples", 1)) > 0]
         paths = [p if p.is_absolute() else shards / p for p in paths]
     else:
-        paths = sorted(shards.glob(f"{split}-*.tar"))
+        paths = sorted((shards / SHARD_DIR).glob(f"{shard_split(split)}-*.tar"))
     if not paths and not _split_is_empty(shards, split):
-        raise FileNotFoundError(f"no {split} shards under {shards} ({split}.index.json or {split}-*.tar)")
+        raise FileNotFoundError(f"no {split} shards under {shards} ({index.name} or {SHARD_DIR}/"
+                                f"{shard_split(split)}-*.tar)")
     return paths
+
+
+def split_size(shards: Path, split: str) -> int | None:
+    """Samples of the split according to its wids index (None without one)."""
+    from schemas.shards import index_name
+
+    index = Path(shards) / index_name(split)
+    if not index.exists():
+        return None
+    return sum(int(s.get("nsamples", 0)) for s in json.loads(index.read_text()).get("shardlist", []))
 
 
 def _split_is_empty(shards: Path, split: str) -> bool:
@@ -56,7 +69,9 @@ def _split_is_empty(shards: Path, split: str) -> bool:
     summary = shards / "summary.json"
     if not summary.exists():
         return False
-    samples = json.loads(summary.read_text()).get("splits", {}).get(split, {}).get("samples")
+    from schemas.shards import shard_split
+
+    samples = json.loads(summary.read_text()).get("splits", {}).get(shard_split(split), {}).get("samples")
     return samples == 0
 
 
@@ -114,9 +129,13 @@ def generate_predictions(
     batch_size: int = 8,
     max_new_tokens: int = 256,
     limit: int | None = None,
+    progress: Any = None,
 ) -> InferenceSummary:
-    """Run `generator.generate` over the split in batches; write predictions.jsonl atomically."""
+    """Run `generator.generate` over the split in batches; write predictions.jsonl atomically.
+    `progress(generated, total)` after every batch (total from the wids index, capped by `limit`)."""
     summary = InferenceSummary()
+    total = split_size(shards, split)
+    total = min(total, limit) if limit and total is not None else total
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
     batch: list[TestSample] = []
@@ -142,6 +161,8 @@ def generate_predictions(
                 f.write(json.dumps(rec) + "\n")
             summary.generated += len(batch)
             batch.clear()
+            if progress is not None:
+                progress(summary.generated, total or summary.generated)
 
         for sample in iter_samples(shards, split, summary, limit):
             batch.append(sample)

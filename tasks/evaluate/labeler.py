@@ -1,7 +1,7 @@
 """A rule-based CheXpert-style labeler: 14 observations, each 1 (positive), 0 (negative), -1 (uncertain) or
 None (not mentioned), with NegEx/ConText-style negation and uncertainty.
 
-Owned here rather than taken from medspacy (pitfalls.md: its spaCy pin forces numpy < 2 on Python 3.11)
+Owned here rather than taken from medspacy (docs/pitfalls.md: its spaCy pin forces numpy < 2 on Python 3.11)
 or the original CheXpert labeler (not installable). It is an offline stand-in for CheXbert, and every
 metric built on it is named "rule-based" so nobody mistakes it for F1-CheXbert.
 

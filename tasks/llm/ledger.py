@@ -10,7 +10,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# USD per 1M tokens (input, output), list prices (llava-rad.md, cost reference). Batch API: half price.
+# USD per 1M tokens (input, output), list prices (docs/recipe.md, cost reference). Batch API: half price.
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),
     "gpt-4o-mini": (0.15, 0.60),
@@ -63,6 +63,7 @@ class Ledger:
         self.path = Path(path) if path else None
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.entries: list[LedgerEntry] = []
+        self.cost_so_far = 0.0  # running sum of priced entries (progress display; totals() is authoritative)
         self._lock = threading.Lock()
         self._file = None
         if self.path:
@@ -73,6 +74,7 @@ class Ledger:
         entry.run_id = self.run_id
         with self._lock:
             self.entries.append(entry)
+            self.cost_so_far += entry.cost_usd or 0.0
             if self.path:
                 if self._file is None:  # one handle per run: opening per entry is slow on overlay disks
                     self._file = open(self.path, "a")  # noqa: SIM115 (closed in close())

@@ -138,7 +138,9 @@ async def run_operation_async(
     ledger_path: Path | None = None,
     ledger: Ledger | None = None,
     client: Any = None,
+    progress: Any = None,
 ) -> RunResult:
+    """`progress(done, total, cost_usd_so_far)` as answers arrive (cached ones count at once)."""
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise ValueError("WorkItem ids must be unique")
@@ -154,6 +156,8 @@ async def run_operation_async(
                 result.results[item.id] = ItemResult(item.id, "ok", out)
             except RulesUnsupported as e:
                 result.results[item.id] = ItemResult(item.id, "quarantined", None, reason=str(e))
+            if progress is not None:
+                progress(len(result.results), len(items), 0.0)
         return result
 
     cache = ResponseCache(cfg.cache_dir)
@@ -190,7 +194,12 @@ async def run_operation_async(
 
                 entries.update(await run_batch(op, misses, cfg, client, ledger, cache))
             else:
-                entries.update(await _run_requests(op, misses, cfg, client, ledger, cache))
+                def tick(answered: int) -> None:
+                    if progress is not None:
+                        progress(len(entries) + answered, len(entries) + len(misses), ledger.cost_so_far)
+
+                tick(0)
+                entries.update(await _run_requests(op, misses, cfg, client, ledger, cache, tick))
         finally:
             if own_client:
                 await client.close()
@@ -237,7 +246,8 @@ def quarantine_entry(op: Operation, err: InvalidAnswer, attempts: int) -> dict[s
 
 
 async def _run_requests(
-    op: Operation, misses: dict[str, WorkItem], cfg: LLMConfig, client: Any, ledger: Ledger, cache: ResponseCache
+    op: Operation, misses: dict[str, WorkItem], cfg: LLMConfig, client: Any, ledger: Ledger, cache: ResponseCache,
+    tick: Any = None,
 ) -> dict[str, dict[str, Any]]:
     import httpx2
     import openai
@@ -311,6 +321,8 @@ async def _run_requests(
             except Exception as e:  # one bad report never fails the batch
                 log.warning("%s item %s: unexpected %s", op.name, item.id, type(e).__name__)
                 done[key] = {"status": "error", "reason": f"unexpected error: {type(e).__name__}: {e}"[:500]}
+            if tick is not None:
+                tick(len(done))
 
     workers = [asyncio.create_task(worker()) for _ in range(min(cfg.concurrency, len(misses)))]
     try:

@@ -94,7 +94,8 @@ def load_released(manifest: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def run_structure(cfg: StructureConfig) -> dict[str, Any]:
+def run_structure(cfg: StructureConfig, progress: Any = None) -> dict[str, Any]:
+    """`progress(done, total, cost_usd_so_far)` per operation as answers arrive."""
     rows = _read_manifest(cfg.manifest)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +106,7 @@ def run_structure(cfg: StructureConfig) -> dict[str, Any]:
            cfg.operation or default_operation(r, cfg.llm.backend) for r in rows}
 
     try:
-        return _run(cfg, rows, ops, ledger, out, released)
+        return _run(cfg, rows, ops, ledger, out, released, progress)
     finally:
         ledger.close()
 
@@ -135,7 +136,7 @@ def _released_records(row: dict[str, Any], records: list[dict[str, Any]]) -> lis
 
 
 def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], ledger: Ledger,
-         out: Path, released: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+         out: Path, released: dict[str, list[dict[str, Any]]], progress: Any = None) -> dict[str, Any]:
     llm = cfg.llm
     results: dict[str, ItemResult] = {}
     runs: dict[str, RunResult] = {}
@@ -151,7 +152,9 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
                 results[r["image_key"]] = ItemResult(r["image_key"], "quarantined", None, reason=empty)
             else:
                 items.append(WorkItem(r["image_key"], r["source"], payload))
-        run = run_operation(op, items, llm, ledger=ledger)
+        base = len(results)  # one bar over all operations: reports done of all rows
+        tick = (lambda d, _t, cost, base=base: progress(base + d, len(rows), cost)) if progress else None
+        run = run_operation(op, items, llm, ledger=ledger, progress=tick)
         runs[op_name] = run
         results.update(run.results)
 

@@ -27,7 +27,10 @@ def adapters() -> dict[str, SourceAdapter]:
 def get_adapter(name: str) -> SourceAdapter:
     known = adapters()
     if name not in known:
-        raise SourceLayoutError(f"unknown source {name!r}; known: {', '.join(sorted(known))}")
+        from schemas.errors import did_you_mean
+
+        raise SourceLayoutError(f"unknown source {name!r}; known: {', '.join(sorted(known))}",
+                                did_you_mean(name, known))
     return known[name]
 
 

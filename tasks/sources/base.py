@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from schemas.config import IngestConfig
+from schemas.errors import UserError
 
 ImageKind = Literal["dicom", "png", "jpeg"]
 ReportOrigin = Literal["report", "labels", "none"]
@@ -21,8 +22,9 @@ ReportOrigin = Literal["report", "labels", "none"]
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
 
 
-class SourceLayoutError(ValueError):
-    """The root is missing or malformed: raised before any work, naming the missing file or column."""
+class SourceLayoutError(UserError):
+    """The root is missing or malformed: raised before any work, naming the missing file or column.
+    A user error (a ValueError too): the CLI prints it as one line and exits 2."""
 
 
 @dataclass

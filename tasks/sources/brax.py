@@ -1,6 +1,6 @@
 """BRAX (Brazilian labelled chest X-rays, PhysioNet): one master spreadsheet, a DICOM tree and its PNG twin.
 
-Layout (datasets.md): `master_spreadsheet_update.csv` with DicomPath, PngPath, PatientID, AccessionNumber,
+Layout (docs/datasets.md): `master_spreadsheet_update.csv` with DicomPath, PngPath, PatientID, AccessionNumber,
 ViewPosition, the 14 CheXpert labels (1/0/-1/empty) and more, in an order that is unverified -- so columns
 are read by name only. Images live at `Anonymized_DICOMs/id_<PID>/Study_<UID>/Series_<UID>/image-<UID>.dcm`
 and the same tree of PNGs. AccessionNumber is not globally unique: a study is PatientID + AccessionNumber.

@@ -1,6 +1,6 @@
 """CANDID-PTX (pneumothorax, chest tube and rib fracture annotations with free-text reports).
 
-Layout (datasets.md): `Pneumothorax_reports.csv` with SOPInstanceUID, EncodedPixels (`-1` for negatives,
+Layout (docs/datasets.md): `Pneumothorax_reports.csv` with SOPInstanceUID, EncodedPixels (`-1` for negatives,
 else a run-length encoding) and Report; the same SOPInstanceUID appears on several rows (one per mask).
 `chest_tube.csv` and `acute_rib_fracture.csv` beside it (positives; read when present). One flat folder of
 DICOMs named by SOPInstanceUID, dots included (with or without a `.dcm` suffix): keys go through make_key.

@@ -1,7 +1,7 @@
 """CheXpert (Stanford) and CheXpert-Plus: train.csv / valid.csv with 1/0/-1/blank labels, optionally joined with
 the CheXpert-Plus report CSV on the image path.
 
-Layout (datasets.md): `<root>/CheXpert-v1.0/{train,valid}.csv` whose `Path` column reads
+Layout (docs/datasets.md): `<root>/CheXpert-v1.0/{train,valid}.csv` whose `Path` column reads
 `CheXpert-v1.0/train/patient00001/study1/view1_frontal.jpg` (`CheXpert-v1.0-small/` in the small release), so
 paths resolve against the folder above the CSV. The root may also be that folder itself. CheXpert-Plus adds
 `df_chexpert_plus_240401.csv` (sometimes with a leading unnamed index) whose `path_to_image` has no prefix.

@@ -1,4 +1,4 @@
-"""MIMIC-CXR (DICOM) and MIMIC-CXR-JPG as PhysioNet ships them (datasets.md).
+"""MIMIC-CXR (DICOM) and MIMIC-CXR-JPG as PhysioNet ships them (docs/datasets.md).
 
 Images are found on disk under files/pNN/pNNNNNNNN/sNNNNNNNN/, joined (polars) with the metadata, split and
 CheXpert label CSVs; the report of each study sits beside its folder as sNNNNNNNN.txt. The layout (DICOM or

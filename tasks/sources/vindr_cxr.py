@@ -1,6 +1,6 @@
 """VinDr-CXR (PhysioNet): `.dicom` files, image-level labels from three readers per training image.
 
-Layout (datasets.md): `train/<image_id>.dicom`, `test/<image_id>.dicom`; `annotations/image_labels_train.csv`
+Layout (docs/datasets.md): `train/<image_id>.dicom`, `test/<image_id>.dicom`; `annotations/image_labels_train.csv`
 (image_id, rad_id + 28 label columns, three rows per image) and `annotations/image_labels_test.csv`
 (consensus of five readers; it spells `Other disease` where train says `Other diseases`; rad_id tolerated
 either way). Official train/test split; `validate` is carved out of train by a hash of the image id

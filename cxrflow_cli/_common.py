@@ -1,0 +1,80 @@
+"""Option types shared by the commands: fixed choices shown in --help (Enums), and the source names."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Resize(StrEnum):
+    crop = "crop"
+    pad = "pad"
+
+
+class ImageFormat(StrEnum):
+    jpeg = "jpeg"
+    png = "png"
+
+
+class Backend(StrEnum):
+    rules = "rules"
+    openai = "openai"
+    azure = "azure"
+
+
+class JudgeBackend(StrEnum):
+    rules = "rules"
+    openai = "openai"
+    azure = "azure"
+    openai_compatible = "openai-compatible"
+
+
+class Operation(StrEnum):
+    structure = "structure"
+    translate = "translate"
+    synthesize = "synthesize"
+
+
+class Preset(StrEnum):
+    tiny = "tiny"
+    llava_rad = "llava-rad"
+
+
+class Stage(StrEnum):
+    one = "1"
+    two = "2"
+    both = "both"
+
+
+# Listed for --help without importing the adapters (that imports polars/pydicom); the registry in
+# tasks/sources is the authority, and preflight rejects an unknown name with a suggestion.
+SOURCE_HELP = (
+    "source adapter: mimic-cxr, chexpert, chexpert-plus, padchest, chestxray14, brax, vindr-cxr, "
+    "candid-ptx, openi, dicomweb"
+)
+
+
+def value(choice):
+    """An Enum option's string (None passes through)."""
+    return None if choice is None else getattr(choice, "value", choice)
+
+
+def load_yaml_mapping(path, flag: str) -> dict:
+    """A YAML file holding a mapping, or a one-line UserError naming the flag."""
+    from pathlib import Path
+
+    import yaml
+
+    from schemas.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"{flag} {path} does not exist" if not path.exists() else f"{flag} {path} is a folder"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"{flag} {path} is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{flag} {path}: expected a mapping at the top level")
+    return data

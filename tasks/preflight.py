@@ -1,0 +1,118 @@
+"""Checks of what a command was asked to do, run before any server starts or any work begins.
+
+The CLI calls them first (one-line errors, exit 2); each flow calls the same ones at its top, so a
+deployment run fails with the same message. Each raises schemas.errors.UserError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from schemas.errors import UserError, did_you_mean
+
+
+def check_source(name: str) -> None:
+    from tasks.sources import get_adapter
+
+    get_adapter(name)  # raises SourceLayoutError (a UserError) with a suggestion
+
+
+def check_root(source: str, root: Path | None) -> None:
+    """The source's adapter recognises `root` as its released layout (the engine's own pre-flight)."""
+    from tasks.sources import get_adapter
+
+    if root is None:
+        raise UserError("no dataset root given", "pass --root DIR (or --mixture FILE)")
+    get_adapter(source).check(Path(root))
+
+
+def check_out_dir(out: Path, flag: str = "--out") -> None:
+    """An output folder: absent (it will be made) or a folder, never a file; its parent must not be a file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{flag} {out} is a file, not a folder", f"give a folder path for {flag}")
+    for parent in out.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{flag} {out}: {parent} is a file, not a folder")
+            break
+
+
+def check_file(path: Path, flag: str, what: str, hint: str | None = None) -> None:
+    if not Path(path).is_file():
+        state = "is a folder" if Path(path).is_dir() else "does not exist"
+        raise UserError(f"{flag} {path} {state}: expected {what}", hint)
+
+
+def check_data_dir(data: Path, flag: str = "--data") -> None:
+    """A folder holding manifest.parquet (the output of `cxrflow ingest`)."""
+    data = Path(data)
+    if not data.is_dir():
+        raise UserError(f"{flag} {data} is not a folder", "pass the --out folder of `cxrflow ingest`")
+    if not (data / "manifest.parquet").is_file():
+        raise UserError(
+            f"{flag} {data} holds no manifest.parquet", "pass the --out folder of `cxrflow ingest`"
+        )
+
+
+def check_shards(shards: Path, split: str = "train", flag: str = "--shards") -> None:
+    """A shard folder with the split's wids index (the output of `cxrflow shard` / `cxrflow data`)."""
+    from schemas.shards import SPLITS, index_name, shard_split
+
+    shards = Path(shards)
+    hint = "pass the --out folder of `cxrflow shard` (or OUT/shards of `cxrflow data`)"
+    if not shards.is_dir():
+        raise UserError(f"{flag} {shards} is not a folder", hint)
+    if split not in SPLITS and shard_split(split) not in SPLITS:
+        raise UserError(
+            f"unknown split {split!r}", did_you_mean(split, SPLITS) or f"one of {', '.join(SPLITS)}"
+        )
+    if not (shards / index_name(split)).is_file():
+        if _split_is_empty(shards, shard_split(split)):
+            return  # the shard stage wrote no index for an empty split; readers handle that themselves
+        present = sorted(p.name for p in shards.glob("*.index.json"))
+        more = f" (it has {', '.join(present)})" if present else ""
+        raise UserError(f"{flag} {shards} is not a shard folder: no {index_name(split)}{more}", hint)
+
+
+def _split_is_empty(shards: Path, split: str) -> bool:
+    import json
+
+    summary = shards / "summary.json"
+    try:
+        return json.loads(summary.read_text())["splits"][split]["samples"] == 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def check_run_dir(run: Path, flag: str = "--run") -> None:
+    """A training run folder (config.json + final/ written by `cxrflow train`)."""
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise UserError(
+            f"{flag} {run} is not a training run (no config.json)", "pass the --out of `cxrflow train`"
+        )
+    if not (run / "final").is_dir():
+        raise UserError(f"{flag} {run} has no finished stage (no final/)", "train it to the end first")
+
+
+def check_train_config(cfg) -> None:
+    """What a training config needs on disk: shards of its split, an output folder, local model folders."""
+    check_shards(cfg.shards, cfg.split)
+    check_out_dir(cfg.out)
+    for flag, path in (("--vision-path", cfg.vision_path), ("--lm-path", cfg.lm_path)):
+        if path is not None and not Path(path).is_dir():
+            raise UserError(f"{flag} {path} is not a folder", "models load from local folders only")
+    config = Path(cfg.out) / "config.json"
+    if config.is_file():
+        from schemas.train import TrainConfig
+
+        try:
+            old = TrainConfig.model_validate_json(config.read_text())
+        except ValueError:
+            return  # unreadable: the run itself reports it
+        if old.fingerprint() != cfg.fingerprint():
+            raise UserError(
+                f"--out {cfg.out} holds a run with a different training config",
+                "use a new --out, or the same settings to resume",
+            )

@@ -1,0 +1,204 @@
+"""User mistakes: one line on stderr, exit code 2, and nothing started (no Prefect server, no work).
+
+PREFECT_API_URL points at a closed port: had any command reached a flow, it would fail on the connection
+with a traceback and exit 1, never 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cxrflow_cli.quiet import ENV_VARS as QUIET_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    from cxrflow_cli.main import run
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    for var in QUIET_ENV:  # the CLI's quiet mode sets these: undo after the test
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
+
+    def invoke(*args: str) -> tuple[int, str, str]:
+        code = run([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke
+
+
+def _one_line_error(result, *needles: str) -> str:
+    code, out, err = result
+    assert code == 2, (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), lines
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def test_unknown_source_suggests_the_closest(cli, tmp_path):
+    line = _one_line_error(
+        cli("ingest", "--source", "mimic", "--root", tmp_path, "--out", tmp_path / "o"),
+        "unknown source 'mimic'",
+        "did you mean 'mimic-cxr'?",
+    )
+    assert "Traceback" not in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_root_that_is_not_the_dataset(cli, tmp_path):
+    (tmp_path / "not-mimic").mkdir()
+    _one_line_error(
+        cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "not-mimic", "--out", tmp_path / "o"),
+        "has no files/ folder",
+    )
+
+
+def test_out_naming_a_file(cli, tmp_path, mimic_small):
+    (tmp_path / "a-file").write_text("x")
+    _one_line_error(
+        cli("ingest", "--root", mimic_small, "--out", tmp_path / "a-file"), "is a file, not a folder"
+    )
+
+
+def test_config_key_typo_suggests_the_key(cli, tmp_path):
+    config = tmp_path / "p.yaml"
+    config.write_text("data: {root: /nowhere}\ntrain: {max_step: 3}\n")
+    _one_line_error(
+        cli("pipeline", "--config", config),
+        "unknown config key 'train.max_step'",
+        "did you mean 'max_steps'?",
+    )
+    # the same through --set, and inside a stage override dict
+    config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\n")
+    _one_line_error(
+        cli("pipeline", "--config", config, "--set", "trian.max_steps=3"), "did you mean 'train'?"
+    )
+    _one_line_error(
+        cli("pipeline", "--config", config, "--set", "train.stage1.learning_rate=0.1"),
+        "unknown config key 'train.stage1.learning_rate'",
+    )
+
+
+def test_numeric_ranges(cli, tmp_path):
+    _one_line_error(
+        cli("train", "--shards", tmp_path, "--out", tmp_path / "r", "--max-steps", "-1"),
+        "--max-steps",
+        "greater than or equal to 1",
+    )
+    _one_line_error(
+        cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--jpeg-quality", "101"), "--jpeg-quality"
+    )
+
+
+def test_train_on_a_folder_without_shards(cli, tmp_path):
+    (tmp_path / "x.txt").write_text("not shards")
+    _one_line_error(
+        cli("train", "--shards", tmp_path, "--out", tmp_path / "r"),
+        "is not a shard folder: no train.index.json",
+    )
+
+
+def test_shard_and_evaluate_check_their_folders(cli, tmp_path):
+    _one_line_error(cli("shard", "--data", tmp_path, "--out", tmp_path / "s"), "holds no manifest.parquet")
+    _one_line_error(
+        cli("evaluate", "--run", tmp_path, "--shards", tmp_path, "--out", tmp_path / "e"),
+        "is not a training run",
+    )
+
+
+def test_bad_choice_and_missing_option_are_one_line(cli, tmp_path):
+    _one_line_error(
+        cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--resize", "stretch"),
+        "--resize",
+        "hint: see `cxrflow ingest --help`",
+    )
+    _one_line_error(cli("train", "--out", tmp_path), "--shards")
+
+
+def test_version_and_unexpected_errors_keep_their_traceback(cli, monkeypatch):
+    code, out, _ = cli("--version")
+    assert code == 0 and out.startswith("cxrflow ")
+    import tasks.preflight
+
+    def boom(*a, **k):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(tasks.preflight, "check_out_dir", boom)
+    with pytest.raises(RuntimeError, match="a bug"):  # not swallowed into one line
+        cli("ingest", "--root", "/x", "--out", "/y")
+
+
+def test_console_script_fails_in_one_line_without_a_server(tmp_path):
+    """The real entry point, as a user runs it: no traceback, no temporary server."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PREFECT_API_URL="")
+    env.pop("PREFECT_API_URL")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cxrflow_cli.main",
+            "ingest",
+            "--source",
+            "mimic",
+            "--root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: unknown source 'mimic'; known: brax, candid-ptx, chestxray14, chexpert, chexpert-plus, dicomweb, "
+        "mimic-cxr, openi, padchest, vindr-cxr (hint: did you mean 'mimic-cxr'?)"
+    ]
+    assert "temporary server" not in proc.stdout + proc.stderr
+
+
+def test_a_flow_run_fails_with_the_same_one_line_message(prefect_server, tmp_path, cli, monkeypatch, capsys):
+    """What a deployment run shows in its state: the CLI's message, as a typed UserError."""
+    from flows.train import train
+    from schemas.errors import UserError
+    from schemas.train import default_config
+
+    (tmp_path / "x.txt").write_text("not shards")
+    monkeypatch.delenv("PREFECT_API_URL")  # the test server
+    state = train(default_config("tiny", tmp_path, tmp_path / "run"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(UserError) as caught:
+        state.result()
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    capsys.readouterr()  # the flow run's own log lines
+    line = _one_line_error(cli("train", "--shards", tmp_path, "--out", tmp_path / "run"))
+    assert line == f"error: {caught.value}"
+    assert caught.value.message in state.message
+
+
+def test_an_empty_split_is_not_a_mistake(tmp_path):
+    """No index for a split the shard stage found empty: evaluation scores nothing instead of failing."""
+    import json
+
+    from schemas.errors import UserError
+    from tasks.preflight import check_shards
+
+    with pytest.raises(UserError, match="no test.index.json"):
+        check_shards(tmp_path, "test")
+    (tmp_path / "summary.json").write_text(json.dumps({"splits": {"test": {"samples": 0}}}))
+    check_shards(tmp_path, "test")
+    with pytest.raises(UserError, match="no validation.index.json"):  # `validate` is read as `validation`
+        check_shards(tmp_path, "validate")

@@ -1,0 +1,44 @@
+"""Quiet by default: third-party chatter stays out of the console unless --verbose."""
+
+from __future__ import annotations
+
+import warnings
+
+from train_support import write_train_shards
+
+from cxrflow_cli.quiet import ENV_VARS as QUIET_ENV
+
+
+def test_wids_summary_line_is_swallowed_unless_verbose(tmp_path, capfd, monkeypatch):
+    from training.data import open_shards, read_index
+
+    shards = write_train_shards(tmp_path / "shards", n=3, per_shard=3)
+    monkeypatch.delenv("CXRFLOW_VERBOSE", raising=False)
+    open_shards(read_index(shards, "train"), tmp_path / "c1").close()
+    assert "nfiles" not in capfd.readouterr().err
+    monkeypatch.setenv("CXRFLOW_VERBOSE", "1")
+    open_shards(read_index(shards, "train"), tmp_path / "c2").close()
+    assert "nfiles" in capfd.readouterr().err  # wids prints it unconditionally: the filter is what hides it
+
+
+def test_quiet_configure_filters_library_noise_and_verbose_keeps_it(monkeypatch):
+    import logging
+
+    from cxrflow_cli import quiet
+
+    for var in QUIET_ENV:  # recorded by monkeypatch, so whatever configure sets is undone after the test
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet.configure(verbose=False)
+        warnings.warn("deprecated thing", FutureWarning, stacklevel=1)
+    assert not seen
+    assert logging.getLogger("transformers").level == logging.WARNING
+    assert logging.getLogger("cxrflow").level == logging.INFO
+    import os
+
+    assert os.environ["TQDM_DISABLE"] == "1" and os.environ["PREFECT_LOGGING_LEVEL"] == "WARNING"
+    monkeypatch.delenv("TQDM_DISABLE")
+    quiet.configure(verbose=True)
+    assert quiet.verbose() and "TQDM_DISABLE" not in os.environ

@@ -1,0 +1,56 @@
+"""`--max-steps N` is N optimizer steps per stage (epochs repeat as needed); `--epochs` caps it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from train_support import write_train_shards
+
+from schemas.train import default_config
+from training.loop import planned_steps
+
+
+def test_planned_steps_max_steps_repeats_epochs_and_epochs_caps(tmp_path):
+    def plan(**kw):
+        cfg = default_config("tiny", tmp_path, tmp_path / "r", **kw)
+        return planned_steps(cfg, cfg.stage1, steps_per_epoch=2)
+
+    assert plan() == (2, "1 epoch(s) done (2 steps each)")  # the recipe: stage 1 = 1 epoch
+    assert plan(max_steps=30)[0] == 30  # 15 epochs, not min(30, 1 epoch)
+    assert "--max-steps 30 reached" in plan(max_steps=30)[1]
+    assert plan(max_steps=30, epochs=4) == (8, "--epochs 4 reached before --max-steps 30")
+    assert plan(max_steps=3, epochs=4)[0] == 3
+    assert plan(epochs=5)[0] == 10
+
+
+@pytest.mark.slow
+def test_cli_train_max_steps_30_takes_30_steps(tmp_path, capsys):
+    """Stage 1 only (stage 2 follows the same planned_steps; both stages cost twice the CPU)."""
+    from cxrflow_cli.main import run
+
+    shards = write_train_shards(tmp_path / "shards", n=12, per_shard=5)  # 18 examples: 2 steps per epoch
+    out = tmp_path / "run"
+    code = run(
+        [
+            "train",
+            "--shards",
+            str(shards),
+            "--out",
+            str(out),
+            "--max-steps",
+            "30",
+            "--stage",
+            "1",
+            "--no-prefect",
+        ]
+    )
+    printed, _ = capsys.readouterr()
+    assert code == 0
+    summary = json.loads(printed)
+    s = summary["stages"]["1"]
+    assert s["steps"] == s["total_steps"] == 30 and s["finished"] and s["epochs"] == 15.0, s
+    assert summary["stopped"] == {"stage1": "30 steps: --max-steps 30 reached (15.00 epochs)"}
+    rows = [json.loads(x) for x in Path(out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 31))
