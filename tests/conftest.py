@@ -35,3 +35,22 @@ def mimic_small(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mimic-small")
     write_mimic_cxr(root, studies=8, seed=7, jpg=False, size="small")
     return root
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handler_on_a_closed_stream():
+    """Prefect (re)configures its console handlers bound to the sys.stderr of that moment; inside a CliRunner
+    invocation that stream is closed afterwards, and every later record would print "Logging error" into the
+    next invocation's output. A test-harness artifact only: a real CLI process never closes its stderr."""
+    import logging
+    import sys
+
+    yield
+    for logger in [logging.getLogger(), *logging.root.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", []):
+            stream = getattr(handler, "stream", None)
+            if stream is not None and getattr(stream, "closed", False):
+                handler.stream = sys.stderr  # not setStream: it flushes the closed one
+            console = getattr(handler, "console", None)  # Prefect's handler prints through a rich Console
+            if console is not None and getattr(console.file, "closed", False):
+                console.file = sys.stderr
