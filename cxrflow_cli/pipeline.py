@@ -35,7 +35,14 @@ def register(app: typer.Typer) -> None:
         overrides = parse_sets(set_)
         if dask:
             overrides["dask_address"] = dask
-        typer.echo(render_text(pipeline(load_pipeline_config(config, overrides))))
+        from tasks.reports.annotations import AnnotationsError
+
+        try:
+            result = pipeline(load_pipeline_config(config, overrides))
+        except AnnotationsError as exc:  # data.annotations names a file that is not the release's JSON
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(render_text(result))
 
     @app.command("ablate")
     def ablate_cmd(

@@ -205,3 +205,14 @@ def test_cli_reports_a_missing_annotations_file_without_a_traceback(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "nope.json" in res.output and "Traceback" not in res.output
+
+
+def test_cli_reports_an_unreadable_annotations_file_without_a_traceback(tmp_path):
+    """A file that exists but is not the release's JSON is found only when ingest reads it: still a one-line
+    user error (exit 2), not an exception."""
+    write_mimic_cxr(tmp_path / "raw", studies=1, seed=0, jpg=True, defects=False)
+    (tmp_path / "bad.json").write_text("{not json")
+    args = ["ingest", "--root", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*args, "--annotations", str(tmp_path / "bad.json"), "--no-prefect"])
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 2, res.exception
+    assert "bad.json is not JSON" in res.output and "Traceback" not in res.output
