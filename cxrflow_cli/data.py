@@ -82,6 +82,9 @@ def register(app: typer.Typer) -> None:
         except ValidationFailed as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from exc
+        except AnnotationsError as exc:  # an annotations file that exists but cannot be read as the release
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
         shards = result["shards"]
         typer.echo(
             json.dumps({"splits": shards["splits"], "reconciliation": shards["reconciliation"]}, indent=2)

@@ -71,16 +71,20 @@ def ingest(
         def update(done: int, total: int) -> None:
             bar.update(bar_task, completed=done, total=total)
 
-        if prefect:
-            from flows import progress
-            from flows.ingest import run_ingest_flow
+        try:  # an annotations file that exists but is not the release's JSON is found only when read
+            if prefect:
+                from flows import progress
+                from flows.ingest import run_ingest_flow
 
-            progress.listeners.append(update)
-            summary = run_ingest_flow(cfg)
-        else:
-            from tasks.ingest import run_ingest
+                progress.listeners.append(update)
+                summary = run_ingest_flow(cfg)
+            else:
+                from tasks.ingest import run_ingest
 
-            summary = run_ingest(cfg, progress=update)
+                summary = run_ingest(cfg, progress=update)
+        except AnnotationsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     typer.echo(json.dumps({k: summary[k] for k in ("found", "kept", "filtered", "quarantined",
                                                    "filtered_by_reason", "quarantined_by_reason",
                                                    "decoded", "reused")}, indent=2))

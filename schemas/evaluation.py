@@ -6,9 +6,20 @@ could not be computed is never reported as 0 and never silently missing.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
+
+# The LLaVA-Rad evaluation's bootstrap seed (scipy.stats.bootstrap(random_state=3)): bootstrap_scheme
+# "reference" is that draw only with this seed, so it is the default seed of that scheme.
+REFERENCE_SEED = 3
+
+
+def reference_seed_default(data: Any) -> Any:
+    """Before validation: `bootstrap_scheme: reference` without an explicit seed takes the reference's seed."""
+    if isinstance(data, dict) and data.get("bootstrap_scheme") == "reference" and data.get("seed") is None:
+        return {**data, "seed": REFERENCE_SEED}
+    return data
 
 METRICS_SCHEMA_VERSION = 1
 NOT_COMPUTED_PREFIX = "not computed: "
@@ -140,8 +151,9 @@ class EvaluateParams(BaseModel):
     n_bootstrap: int = Field(500, ge=0)
     seed: int = 12345
     bootstrap_scheme: Literal["cxrflow", "reference"] = Field(
-        "cxrflow", description="reference: the LLaVA-Rad evaluation's resample draw (use with seed 3)"
+        "cxrflow", description="reference: the LLaVA-Rad evaluation's resample draw (seed 3 unless given)"
     )
+    _reference_seed = model_validator(mode="before")(reference_seed_default)
     source: str = Field("mimic-cxr", description="dataset of the reports, for the LLM data-use guard")
     llm: dict | None = Field(None, description="LLMConfig fields for the CheXprompt judge; None skips it")
     chexprompt_protocol: Literal["json", "original"] = Field(

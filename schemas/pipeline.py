@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.config import ImageConfig, SourceSpec
+from schemas.evaluation import reference_seed_default
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "train", "evaluate")
@@ -111,7 +112,8 @@ class EvaluateSection(BaseModel):
     limit: int | None = Field(None, ge=1)
     n_bootstrap: int = Field(500, ge=0)
     seed: int = 12345
-    bootstrap_scheme: Literal["cxrflow", "reference"] = "cxrflow"
+    bootstrap_scheme: Literal["cxrflow", "reference"] = "cxrflow"  # reference: seed 3 unless given
+    _reference_seed = model_validator(mode="before")(reference_seed_default)
     device: str = "cpu"
     llm: dict | None = Field(None, description="LLMConfig fields of the CheXprompt judge; None skips it")
     chexprompt_protocol: Literal["json", "original"] = "json"

@@ -110,10 +110,13 @@ def load_reports(data_dir: Path) -> dict[str, list[dict]]:
         usable = row.get("status") in (None, "ok", "cached", "success")
         findings = _clean(row.get("findings")) if usable else None
         # a released record without findings still says which texts this image has (none of its own)
-        if findings is not None or row.get("operation") == "annotations":
+        released = row.get("operation") == "annotations"
+        if findings is not None or released:
+            # a released record's reason goes to the prompt as written (LLaVA-Rad's loader tests only `is None`
+            # and the prompt format does the rest); other indications are cleaned
+            indication = row.get("indication") if released else _clean(row.get("indication"))
             out.setdefault(row["image_key"], []).append(
-                {"method": _report_method(row), "findings": findings, "indication": _clean(row.get("indication")),
-                 "released": row.get("operation") == "annotations"}
+                {"method": _report_method(row), "findings": findings, "indication": indication, "released": released}
             )
         # The rules version the structure stage ran beside an LLM (used when the manifest has none).
         rule = _clean(row.get("rule_findings"))
@@ -148,7 +151,8 @@ def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame,
             if rep["findings"] is None or rep["method"] in {v["method"] for v in versions}:
                 continue
             versions.append({"method": rep["method"], "findings": rep["findings"]})
-            indication = indication or rep["indication"]
+            if indication is None:
+                indication = rep["indication"]
         if row.get("split") == "test":
             versions = [v for v in versions if v["method"] in cfg.test_methods]
         elif cfg.train_methods is not None:

@@ -205,3 +205,60 @@ def test_cli_reports_a_missing_annotations_file_without_a_traceback(tmp_path):
         ],
     )
     assert res.exit_code == 2 and "nope.json" in res.output and "Traceback" not in res.output
+
+
+def test_cli_reports_an_unreadable_annotations_file_without_a_traceback(tmp_path):
+    """A file that exists but is not the release's JSON is found only when ingest reads it: still a one-line
+    user error (exit 2), not an exception."""
+    write_mimic_cxr(tmp_path / "raw", studies=1, seed=0, jpg=True, defects=False)
+    (tmp_path / "bad.json").write_text("{not json")
+    args = ["ingest", "--root", str(tmp_path / "raw"), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(app, [*args, "--annotations", str(tmp_path / "bad.json"), "--no-prefect"])
+    assert isinstance(res.exception, SystemExit) and res.exit_code == 2, res.exception
+    assert "bad.json is not JSON" in res.output and "Traceback" not in res.output
+
+
+def test_released_reason_reaches_the_prompt_as_written(tmp_path):
+    """The record's `reason` is the prompt's indication as LLaVA-Rad's loader takes it: only `None` selects the
+    plain instruction; an empty reason or one with surrounding line breaks keeps the indication wording, with
+    the reference's own handling (line breaks -> spaces, then the human turn stripped). Expected prompts are
+    derived by hand from llava/utils.py and llava/train/train.py."""
+    import polars as pl
+
+    from training.text import prompt_text
+
+    keys = ["k1", "k2", "k3"]
+    pl.DataFrame(
+        {
+            "image_key": keys,
+            "source": ["mimic-cxr"] * 3,
+            "split": ["train"] * 3,
+            "findings": ["Own parser text."] * 3,
+            "report_method": ["mimic-cxr-sections"] * 3,
+            "report_origin": ["report"] * 3,
+            "indication": ["Parser indication."] * 3,
+            "image_path": [None] * 3,
+        }
+    ).write_parquet(tmp_path / "manifest.parquet")
+    pl.DataFrame(
+        {
+            "image_key": keys,
+            "operation": ["annotations"] * 3,
+            "method": ["gpt4"] * 3,
+            "status": ["ok"] * 3,
+            "findings": ["Clear lungs."] * 3,
+            "indication": ["", "\nCough. ", None],
+            "rule_findings": [None, None, None],
+        },
+        schema_overrides={"rule_findings": pl.String},
+    ).write_parquet(tmp_path / "reports.parquet")
+    accepted, _ = assemble_samples(tmp_path, ValidateConfig())
+    by_key = dict(zip(accepted["image_key"], accepted["indication_text"], strict=True))
+    head = "Provide a description of the findings in the radiology image"
+    assert prompt_text(2, by_key["k1"], "llava-rad").endswith(
+        f"{head} given the following indication: ASSISTANT:"
+    )
+    assert prompt_text(2, by_key["k2"], "llava-rad").endswith(
+        f"{head} given the following indication:  Cough. ASSISTANT:"
+    )
+    assert prompt_text(2, by_key["k3"], "llava-rad").endswith(f"{head}. ASSISTANT:")

@@ -300,3 +300,15 @@ def test_protocol_agreement_benchmark_smoke(tmp_path):
     assert result["judged_by_both"] == 8
     assert result["agreement_all_counts"] == 1.0  # one judge, two formats: the plumbing must not disagree
     assert result["prompt_chars_original_over_json"] > 1
+
+
+def test_reference_scheme_in_configs_draws_with_the_reference_seed():
+    """`bootstrap_scheme: reference` in a pipeline config or the evaluate flow's parameters is the reference's
+    draw only with its seed (3): without an explicit seed it takes that one, as the CLI does."""
+    from schemas.evaluation import EvaluateParams
+    from schemas.pipeline import EvaluateSection
+
+    for model, extra in ((EvaluateSection, {}), (EvaluateParams, {"out": "x", "predictions": "p.jsonl"})):
+        assert model(bootstrap_scheme="reference", **extra).seed == 3
+        assert model(bootstrap_scheme="reference", seed=7, **extra).seed == 7  # an explicit seed stays
+        assert model(**extra).seed == 12345

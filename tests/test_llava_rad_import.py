@@ -127,6 +127,56 @@ def _plain_lm_logits(lm_dir, ids, image_id, vocab):
         return lm(input_ids=torch.where(ids == image_id, 0, ids)).logits[..., :vocab]
 
 
+def test_image_tokens_are_the_reference_vision_features(twin, run):
+    """Independent of cxrflow's vision wrapper and of transformers' Llava feature selection (both shared by
+    the direct assembly above): LLaVA-Rad's encoder takes the timm trunk's hidden states after norm_pre and
+    each block, picks hidden_states[-2] (mm_vision_select_layer), drops the CLS token ("patch") and applies
+    Linear-GELU-Linear (mlp2x_gelu). Computed here by hand from the release files."""
+    import timm
+    import torch.nn.functional as F
+
+    from training.inference import ReportGenerator
+
+    root, src, lm = twin
+    gen = ReportGenerator.from_run(run)
+    pixels = gen.preprocess_image(_image(3)).unsqueeze(0)
+    ck = torch.load(src / "biomedclipcxr_518_checkpoint.pt", weights_only=True)["state_dict"]
+    name = json.loads((src / "biomedclipcxr_518.json").read_text())["vision_cfg"]["timm_model_name"]
+    trunk = timm.create_model(name, num_classes=0)
+    trunk.load_state_dict(
+        {
+            k.removeprefix("module.visual.trunk."): v
+            for k, v in ck.items()
+            if k.startswith("module.visual.trunk.")
+        }
+    )
+    trunk.eval()
+    p = torch.load(src / "non_lora_trainables.bin", weights_only=True)
+    w = {k.removeprefix("base_model.model.model.mm_projector."): v for k, v in p.items()}
+    captured = []
+    hook = gen.model.model.multi_modal_projector.register_forward_hook(lambda m, i, o: captured.append(o))
+    with torch.no_grad():
+        x = trunk.norm_pre(trunk._pos_embed(trunk.patch_embed(pixels)))
+        states = [x]
+        for block in trunk.blocks:
+            x = block(x)
+            states.append(x)
+        feats = states[-2][:, 1:]
+        want = F.linear(F.gelu(F.linear(feats, w["0.weight"], w["0.bias"])), w["2.weight"], w["2.bias"])
+        ids = torch.tensor([encode_prompt_for(gen)])
+        gen.model(input_ids=ids, pixel_values=pixels)
+    hook.remove()
+    (got,) = captured
+    assert got.shape == want.shape == (1, gen.n_image_tokens, want.shape[-1])
+    assert torch.allclose(got.float(), want, atol=1e-5), (got - want).abs().max()
+
+
+def encode_prompt_for(gen):
+    from training.text import encode_prompt, prompt_text
+
+    return encode_prompt(gen.tok, prompt_text(2, None, "llava-rad"), gen.n_image_tokens)
+
+
 def test_cli_import_then_generate(twin, tmp_path):
     from cxrflow_cli.main import app
 

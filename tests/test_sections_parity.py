@@ -201,3 +201,25 @@ def test_reports_outside_the_mimic_layout_are_parsed_too():
         "Small effusion.",
         "Effusion.",
     )
+
+
+def test_a_mimic_cxr_report_is_parsed_as_written_even_with_an_unindented_line():
+    """The reference parses a MIMIC-CXR file as it is: a stray line without the one-space indent must not
+    make cxrflow re-indent the report (that would turn "IMPRESSION:" at a line start into a header, hide the
+    blank-line paragraph break from last_paragraph, and shift the per-study character spans). Expected values
+    derived by hand from the reference's procedure."""
+    text = _report(
+        " INDICATION:  Cough.", "IMPRESSION: not a header here", " ", " FINDINGS:  Clear lungs.", " "
+    )
+    parsed = parse_report(text, "51234567")
+    assert (parsed.sections["findings"], parsed.sections["impression"]) == ("Clear lungs.", None)
+    assert parsed.sections["indication"] == "Cough. IMPRESSION: not a header here"
+
+    text = _report(" EXAMINATION:  Chest.", "wrapped", " ", " Lungs clear.", " ", " Normal heart.")
+    parsed = parse_report(text, "51234567")
+    assert parsed.last_paragraph == "Lungs clear. Normal heart." == parsed.conclusion
+    assert parsed.sections["examination"] == "Chest. wrapped"
+
+    span_study, (a, b) = next((s, ab) for s, ab in rules().custom_span.items() if ab[1] > ab[0])
+    text = _report(" FINDINGS:  " + "x" * 10, "unindented", " ") + " The conclusion is here." * 40
+    assert parse_report(text, span_study[1:]).sections["impression"] == " ".join(text[a:b].split())

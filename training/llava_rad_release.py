@@ -117,6 +117,11 @@ def lora_settings(adapter_cfg: dict[str, Any]) -> dict[str, Any]:
             raise ReleaseFormatError(
                 f"{ADAPTER_CONFIG}: {key}={adapter_cfg[key]!r} is not supported (need {allowed!r})"
             )
+    for key in ("rank_pattern", "alpha_pattern"):  # the preset gives every module one r and one alpha
+        if adapter_cfg.get(key):
+            raise ReleaseFormatError(
+                f"{ADAPTER_CONFIG}: per-module {key} is not supported ({adapter_cfg[key]!r})"
+            )
     if adapter_cfg.get("modules_to_save"):
         raise ReleaseFormatError(
             f"{ADAPTER_CONFIG}: modules_to_save={adapter_cfg['modules_to_save']!r} is not supported"

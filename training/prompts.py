@@ -12,7 +12,8 @@ with: a checkpoint only works with the prompt it saw. Sources, github.com/micros
   the separator "\n"; no system text, no end-of-sequence token.
 - llava/utils.py, `data_loader_mimic_reason_findings` (loaders "mimic_train_findings"/"mimic_test_findings"):
   the user turn is "<image>\n" + the instruction; with a `reason` (not None) the indication variant is used,
-  the reason's line breaks replaced by spaces.
+  the reason's line breaks replaced by spaces; llava/train/train.py `preprocess_multimodal` and
+  llava/eval/model_mimic_cxr.py then strip the human turn (no trailing space before " ASSISTANT:").
 `tiny` is cxrflow's own wording for the offline test model (docs/reports.md).
 """
 
@@ -35,10 +36,11 @@ class PromptFormat:
     plain_end: str  # stage 1: text after the findings ("" = the tokenizer's end-of-sequence token)
 
     def instruction_for(self, indication: str | None) -> str:
-        if self.name == "llava-rad":  # the reference tests `reason is not None` and only joins lines
+        if self.name == "llava-rad":  # the reference tests `reason is not None` and only joins lines; its
+            # training (preprocess_multimodal) and evaluation strip the human turn, hence the strip()
             if indication is None:
                 return self.instruction
-            return self.instruction_with_indication.format(indication=indication.replace("\n", " "))
+            return self.instruction_with_indication.format(indication=indication.replace("\n", " ")).strip()
         if indication and indication.strip():
             return self.instruction_with_indication.format(indication=" ".join(indication.split()))
         return self.instruction

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.evaluation import REFERENCE_SEED as REFERENCE_SEED  # noqa: F401 (re-exported; one definition)
 from schemas.evaluation import MetricComparison, MetricResult
 
 Columns = Mapping[str, np.ndarray]
@@ -20,7 +21,6 @@ SEED = 12345
 # The LLaVA-Rad evaluation code draws its resamples with scipy.stats.bootstrap(random_state=3, n_resamples=500,
 # method="percentile"): a legacy numpy RandomState(3).randint(0, n, (500, n)) index matrix (checked equal in
 # tests). scheme="reference" reproduces those resamples exactly; see docs/metrics.md.
-REFERENCE_SEED = 3
 SCHEMES = ("cxrflow", "reference")
 
 

@@ -18,7 +18,7 @@ against an independent re-statement of the reference procedure):
   impression (the conclusion) and no findings.
 Reports not in MIMIC's layout (other sources: headers at the start of a line, no one-space indent) are first
 put into it (a leading line break, one space before every line), so the same rule finds their headers; text
-already in the layout is parsed exactly as it is.
+already in the layout, and every MIMIC-CXR report (called with its study id), is parsed exactly as it is.
 cxrflow extras that leave findings/impression untouched: addenda above a line of underscores are reported
 (`has_addendum`, `addendum`), and the other canonical sections (examination, indication, history, ...) take
 the last non-empty section of their name.
@@ -175,7 +175,8 @@ def to_mimic_layout(text: str) -> str:
 def parse_report(text: str, study_id: str | None = None) -> ParsedReport:
     """Sections of one report. `study_id` (MIMIC-CXR only) enables the per-study corrections."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # as Python's text mode reads the file
-    text = to_mimic_layout(text)
+    if study_id is None:  # a MIMIC-CXR file is parsed exactly as written, stray unindented lines included
+        text = to_mimic_layout(text)
     addendum, _ = split_addendum(text)
     parsed = ParsedReport(has_addendum=addendum is not None, addendum=addendum)
     r = rules()
