@@ -1,0 +1,144 @@
+"""The fault campaign's categories, kept as regression tests (issue 11): the data-use guard judged by the
+transport, PHI in every output, bad inputs that must become quarantine rows or one-line errors, kill points,
+stale outputs after an interrupted run, and two runs racing for one output folder.
+
+Each section names the promise it proves; README's "Reliability promises" lists them."""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from schemas.llm import LLMConfig
+from tasks.llm import DataUseError, WorkItem, check_data_use, run_operation
+from tasks.reports.operations import STRUCTURE
+
+SECRET = "sk-proj-SECRETKEY0123456789"
+REPORT = "FINDINGS: Small left effusion in patient PATIENT-TEXT-77. IMPRESSION: Effusion."
+
+
+class Recorder:
+    """A loopback HTTP server recording every request (method, target, body) and answering `status` with
+    `headers`: a sink that shows whether report text reached it."""
+
+    def __init__(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
+        self.requests: list[tuple[str, str, bytes]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                recorder.requests.append((self.command, self.path, self.rfile.read(n)))
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_POST = do_CONNECT = _answer
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def saw_report(self) -> bool:
+        return any(b"PATIENT-TEXT-77" in body for _, _, body in self.requests)
+
+
+@pytest.fixture
+def no_proxy_env(monkeypatch):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "OPENAI_BASE_URL",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _llm(url: str, tmp_path, **kw) -> LLMConfig:
+    return LLMConfig(
+        backend="openai",
+        base_url=url,
+        cache_dir=tmp_path / "cache",
+        max_retries=0,
+        invalid_answer_retries=0,
+        **kw,
+    )
+
+
+# --- 1. the data-use guard governs the transport ----------------------------------------------------------------
+
+
+def test_guard_llm_calls_never_follow_a_redirect(tmp_path, no_proxy_env):
+    sink = Recorder()
+    redirector = Recorder(307, {"Location": f"{sink.url}/v1/chat/completions"})
+    try:
+        items = [WorkItem("a", "mimic-cxr", {"report_text": REPORT})]
+        result = run_operation(STRUCTURE, items, _llm(f"{redirector.url}/v1", tmp_path))
+        assert redirector.saw_report()  # the configured (local) endpoint got it
+        assert sink.requests == []  # ... and nothing followed the 307
+        assert result.results["a"].status != "ok"
+    finally:
+        sink.close()
+        redirector.close()
+
+
+def test_guard_http_client_refuses_any_other_origin(tmp_path, no_proxy_env):
+    import asyncio
+
+    from tasks.llm.guard import guarded_http_client
+
+    sink = Recorder()
+    try:
+        cfg = _llm("http://127.0.0.1:9/v1", tmp_path)
+
+        async def go():
+            async with guarded_http_client(cfg) as http:
+                await http.post(
+                    f"{sink.url}/v1/chat/completions", content=REPORT.encode(), follow_redirects=True
+                )
+
+        with pytest.raises(DataUseError, match="configured endpoint"):
+            asyncio.run(go())
+        assert sink.requests == []
+    finally:
+        sink.close()
+
+
+def test_guard_judges_a_proxy_by_where_data_goes(tmp_path, monkeypatch, no_proxy_env):
+    proxy = Recorder()
+    target = Recorder()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        cfg = _llm(f"{target.url}/v1", tmp_path)
+        with pytest.raises(DataUseError, match="proxy"):
+            check_data_use(["mimic-cxr"], cfg)
+        with pytest.raises(DataUseError, match="proxy"):
+            run_operation(STRUCTURE, [WorkItem("a", "mimic-cxr", {"report_text": REPORT})], cfg)
+        assert proxy.requests == [] and target.requests == []
+        check_data_use(["openi"], cfg)  # public data may use a proxy
+        # the proxy named as allowed (a data-use agreement covers it), or bypassed with NO_PROXY: accepted
+        check_data_use(["mimic-cxr"], cfg.model_copy(update={"allow_endpoints": [proxy.url.split("//")[1]]}))
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        check_data_use(["mimic-cxr"], cfg)
+        run_operation(STRUCTURE, [WorkItem("a", "mimic-cxr", {"report_text": REPORT})], cfg)
+        assert proxy.requests == [] and target.saw_report()  # the client used the guard's (absent) proxy
+    finally:
+        proxy.close()
+        target.close()
