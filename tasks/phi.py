@@ -200,12 +200,37 @@ PIXEL_KEYWORDS = (
 )  # fmt: skip
 
 
-def strip_dataset(ds: Dataset, salt: str) -> Dataset:
-    """A new dataset holding only PIXEL_KEYWORDS, with UIDs replaced by keyed-hash UIDs."""
+# Sequences are rebuilt item by item from their own allow-lists: a copied sequence would bring along whatever
+# an item holds (PatientName, PatientID, a LUTExplanation naming the patient have all been seen in the wild).
+SEQUENCE_ITEM_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "VOILUTSequence": ("LUTDescriptor", "LUTData"),
+    "ModalityLUTSequence": ("LUTDescriptor", "ModalityLUTType", "LUTData"),
+}
+
+
+def _copy_allowed(src: Dataset, keywords: tuple[str, ...]) -> Dataset:
+    """A new dataset with only `keywords` of `src`; sequences recursively through SEQUENCE_ITEM_KEYWORDS."""
     out = Dataset()
-    for kw in PIXEL_KEYWORDS:
-        if kw in ds:
-            out[kw] = ds[kw]
+    for kw in keywords:
+        if kw not in src:
+            continue
+        element = src[kw]
+        if element.VR == "SQ":
+            allowed = SEQUENCE_ITEM_KEYWORDS.get(kw)
+            if allowed is None:
+                continue  # a sequence with no item allow-list is dropped whole
+            from pydicom.sequence import Sequence
+
+            setattr(out, kw, Sequence([_copy_allowed(item, allowed) for item in element.value]))
+        else:
+            out[kw] = element
+    return out
+
+
+def strip_dataset(ds: Dataset, salt: str) -> Dataset:
+    """A new dataset holding only PIXEL_KEYWORDS (sequences filtered item by item), with UIDs replaced by
+    keyed-hash UIDs."""
+    out = _copy_allowed(ds, PIXEL_KEYWORDS)
     out.SOPInstanceUID = pseudonymous_uid(salt, "image", str(ds.SOPInstanceUID))
     out.StudyInstanceUID = pseudonymous_uid(salt, "study", str(ds.StudyInstanceUID))
     out.SeriesInstanceUID = pseudonymous_uid(salt, "series", str(ds.get("SeriesInstanceUID", "")))

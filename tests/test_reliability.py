@@ -142,3 +142,44 @@ def test_guard_judges_a_proxy_by_where_data_goes(tmp_path, monkeypatch, no_proxy
     finally:
         proxy.close()
         target.close()
+
+
+# --- 2. the PHI-stripped DICOM cache holds no PHI at any depth ------------------------------------------------
+
+
+def test_dicom_cache_strip_is_an_allow_list_at_every_depth():
+    import io
+
+    import numpy as np
+    import pydicom
+    from pydicom.sequence import Sequence
+
+    from fixtures.dicom import DXSpec, dx_dataset, picture, stored_values
+    from tasks.phi import strip_dataset
+
+    spec = DXSpec(voi_lut=True)
+    ds = dx_dataset(
+        stored_values(picture(32, 24), spec),
+        spec,
+        patient_id="MRN-PLANTED-4711",
+        study_uid="1.2.3.4",
+        sop_uid="1.2.3.4.5",
+        series_uid="1.2.3.4.6",
+    )
+    ds.PatientName = "Planted^Zebulon"
+    lut = ds.VOILUTSequence[0]
+    lut.LUTExplanation = "LUT for Zebulon Planted"
+    lut.PatientName = "Planted^Zebulon"
+    lut.PatientID = "MRN-PLANTED-4711"
+    lut.ReferencedImageSequence = Sequence([pydicom.Dataset()])
+    lut.ReferencedImageSequence[0].ReferencedSOPInstanceUID = "1.2.3.4.5"
+    out = strip_dataset(ds, "s" * 16)
+    buf = io.BytesIO()
+    out.save_as(buf, enforce_file_format=True)
+    raw = buf.getvalue()
+    for needle in (b"Zebulon", b"Planted", b"MRN-PLANTED-4711", b"1.2.3.4.5"):
+        assert needle not in raw, needle
+    back = pydicom.dcmread(io.BytesIO(raw))
+    item = back.VOILUTSequence[0]
+    assert set(item.dir()) == {"LUTDescriptor", "LUTData"}  # the LUT itself survives, nothing else
+    assert np.asarray(back.pixel_array).shape == (32, 24)
