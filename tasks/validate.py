@@ -24,6 +24,7 @@ from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
 from tasks.io import atomic_write_json, read_json
+from tasks.phi import LEFTOVER_PATTERNS
 
 STAGE = "validate"
 NO_FINDINGS = "no findings"
@@ -38,6 +39,7 @@ PHI_PATTERNS: dict[str, str] = {
     "phone": r"(?:\(\d{3}\)\s*|\b\d{3}[-.\s])\d{3}[-.]\d{4}\b",
     "mrn": r"\b\d{7,}\b",
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",
+    **LEFTOVER_PATTERNS,  # what the report scrub removes (SSNs, titled names, addresses, old ages, dates)
 }
 
 # Text that ends up in shards (the .txt and every field of the .json, incl. a structured report's indication).

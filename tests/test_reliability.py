@@ -183,3 +183,73 @@ def test_dicom_cache_strip_is_an_allow_list_at_every_depth():
     item = back.VOILUTSequence[0]
     assert set(item.dir()) == {"LUTDescriptor", "LUTData"}  # the LUT itself survives, nothing else
     assert np.asarray(back.pixel_array).shape == (32, 24)
+
+
+# --- 3. the report scrub and validation's PHI checks cover the campaign's categories ---------------------------
+
+CAMPAIGN_REPORT = (
+    "Patient Maria Garcia-Lopez. Ms. Garcia was seen 14-Mar-2024, again on the 2nd of April and 3/14. Age 93. "
+    "SSN 078-05-1120. Discussed with Dr. Whitcombe, who lives at 221 Baker Street. "
+    "FINDINGS: Small left effusion. Heart size is normal at 12 cm. 1.5 cm nodule. IMPRESSION: Effusion."
+)
+CAMPAIGN_PHI = (
+    "Maria",
+    "Garcia",
+    "Lopez",
+    "14-Mar-2024",
+    "2nd of April",
+    "3/14",
+    "93",
+    "078-05-1120",
+    "Whitcombe",
+    "221 Baker Street",
+)
+
+
+def test_report_scrub_covers_the_campaign_categories():
+    import pydicom
+
+    from tasks.phi import context_from_dataset, scrub_report
+
+    header = pydicom.Dataset()
+    header.PatientName = "GARCIA-LOPEZ^MARIA"
+    out = scrub_report(CAMPAIGN_REPORT, context_from_dataset(header))
+    for leaked in CAMPAIGN_PHI:
+        assert leaked not in out, (leaked, out)
+    assert "Ms. ___" in out and "Dr. ___" in out and "Age ___" in out
+    assert "FINDINGS: Small left effusion. Heart size is normal at 12 cm. 1.5 cm nodule." in out
+
+
+@pytest.fixture(scope="module")
+def phi_validation(tmp_path_factory):
+    """One GX validation run over rows each carrying one kind of PHI the scrub should have removed."""
+    from shard_support import default_rows, write_dataset
+
+    from schemas.shards import ValidateConfig
+    from tasks.validate import run_validation
+
+    tmp = tmp_path_factory.mktemp("phi-validation")
+    rows = default_rows(24)
+    planted = {
+        1: ("findings", "No effusion. SSN 078-05-1120 on file.", "no ssn in findings_text"),
+        2: ("findings", "No effusion. Discussed with Dr. Whitcombe.", "no titled name in findings_text"),
+        3: ("findings", "No effusion. Home at 221 Baker Street.", "no street address in findings_text"),
+        4: ("findings", "No effusion in this patient, age 93.", "no old age in findings_text"),
+        5: ("findings", "No effusion since 14-Mar-2024 film.", "no day-month date in findings_text"),
+        6: ("findings", "No effusion. Email jdoe.planted@hospital.org now.", "no email in findings_text"),
+        7: ("findings", "No effusion. Phone (617) 555-0101 for results.", "no phone in findings_text"),
+        8: ("findings", "No effusion. Record 99887766 reviewed today.", "no mrn in findings_text"),
+    }
+    for i, (col, text, _) in planted.items():
+        rows[i][col] = text
+    data = write_dataset(tmp / "data", rows)
+    artifacts = tmp / "artifacts"
+    res = run_validation(data, tmp / "shards", artifacts, ValidateConfig(max_quarantine_fraction=0.9))
+    return rows, planted, res, artifacts, tmp / "shards"
+
+
+def test_validation_rejects_rows_that_still_hold_phi(phi_validation):
+    rows, planted, res, _, _ = phi_validation
+    reasons = {q["image_key"]: q["reason"] for q in res.quarantined}
+    for i, (_, _, label) in planted.items():
+        assert label in reasons.get(rows[i]["image_key"], ""), (i, label, reasons)
