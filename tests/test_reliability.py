@@ -253,3 +253,103 @@ def test_validation_rejects_rows_that_still_hold_phi(phi_validation):
     reasons = {q["image_key"]: q["reason"] for q in res.quarantined}
     for i, (_, _, label) in planted.items():
         assert label in reasons.get(rows[i]["image_key"], ""), (i, label, reasons)
+
+
+# --- 4./5. training: stage boundary reproducibility, kill during the first save --------------------------------
+
+
+def _train_cfg(shards, out, stages):
+    from schemas.train import default_config, stage1_defaults, stage2_defaults
+
+    return default_config(
+        "tiny", shards, out, save_every=100,
+        stage1=stage1_defaults(global_batch_size=4, micro_batch_size=2, lr=1e-2),
+        stage2=stage2_defaults(global_batch_size=4, micro_batch_size=2, epochs=1, lr=3e-3),
+    ).model_copy(update={"stages": stages})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def train_shards(tmp_path_factory):
+    from train_support import write_train_shards
+
+    return write_train_shards(tmp_path_factory.mktemp("rel-train-shards"), n=12, per_shard=5)
+
+
+def _scramble_rngs(seed: int) -> None:
+    """What a fresh process (or one that did other work first) looks like to the global RNGs."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@pytest.mark.slow
+def test_training_stage2_identical_whether_or_not_stage1_ran_in_the_same_process(train_shards, tmp_path):
+    from safetensors.torch import load_file
+
+    from training.run import run_training
+
+    _scramble_rngs(1)
+    one = run_training(_train_cfg(train_shards, tmp_path / "one", [1, 2]))
+    _scramble_rngs(2)
+    run_training(_train_cfg(train_shards, tmp_path / "split", [1]))  # `--stage 1`
+    _scramble_rngs(3)  # ... then `--stage both` in another process: stage 1 is skipped
+    split = run_training(_train_cfg(train_shards, tmp_path / "split", [1, 2]))
+    assert split["stages"][1] == {"skipped": "already finished"}
+    assert split["stages"][2]["losses"] == one["stages"][2]["losses"]
+    a = load_file(str(tmp_path / "one" / "final" / "stage2-trainable.safetensors"))
+    b = load_file(str(tmp_path / "split" / "final" / "stage2-trainable.safetensors"))
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_training_kill_during_the_first_base_save_does_not_wedge_the_run_dir(tmp_path, monkeypatch):
+    import transformers
+
+    from schemas.train import default_config
+    from training.model import build_model, build_tokenizer
+
+    cfg = default_config("tiny", tmp_path / "shards", tmp_path / "run")
+    real_save = transformers.LlavaForConditionalGeneration.save_pretrained
+
+    def killed_mid_save(self, path, *a, **kw):
+        from pathlib import Path
+
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "config.json").write_bytes(b"")  # what kill -9 left behind (5/5 tries)
+        raise KeyboardInterrupt("killed")
+
+    tok = build_tokenizer(cfg, cfg.out)
+    monkeypatch.setattr(transformers.LlavaForConditionalGeneration, "save_pretrained", killed_mid_save)
+    with pytest.raises(KeyboardInterrupt):
+        build_model(cfg, tok, cfg.out)
+    monkeypatch.setattr(transformers.LlavaForConditionalGeneration, "save_pretrained", real_save)
+    first = build_model(cfg, tok, cfg.out)  # the rerun works without deleting anything by hand
+    again = build_model(cfg, tok, cfg.out)  # ... and later runs load the same saved base
+    assert all(
+        bool((a == b).all())
+        for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+
+
+def test_training_stale_temp_checkpoints_are_cleaned_on_start(tmp_path):
+    import subprocess
+    import sys
+
+    from training.checkpoint import clean_stale_temps
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    dead_pid = int(dead.stdout)
+    run = tmp_path / "run"
+    stale = [run / "checkpoints" / f".tmp-stage1-step-0000003-{dead_pid}", run / f".base.tmp-{dead_pid}"]
+    live = run / "checkpoints" / f".tmp-stage1-step-0000006-{__import__('os').getpid()}"  # a save in progress
+    for d in (*stale, live):
+        d.mkdir(parents=True)
+        (d / "optimizer.pt").write_bytes(b"partial")
+    assert sorted(p.name for p in clean_stale_temps(run)) == sorted(p.name for p in stale)
+    assert not any(p.exists() for p in stale) and live.exists()

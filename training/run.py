@@ -8,6 +8,7 @@ from pathlib import Path
 
 from schemas.train import TrainConfig
 from tasks.io import atomic_write_json, sha256_file
+from training.checkpoint import clean_stale_temps
 from training.data import Example, build_examples, open_shards, read_index
 from training.loop import StageTrainer, final_dir
 from training.plots import write_loss_curve
@@ -60,6 +61,8 @@ def run_training(cfg: TrainConfig, stop_at: tuple[int, int] | None = None, accel
     """Run (or resume) every requested stage; finished stages are skipped. `stop_at=(stage, step)` stops
     right after that step, as a kill would (tests, smoke runs). Returns a summary."""
     write_run_header(cfg)
+    for stale in clean_stale_temps(cfg.out):
+        log.info("removed %s (left by a killed save)", stale.name)
     ds, examples, data_summary = prepare_data(cfg, cfg.out)
     summary: dict = {"run_dir": str(cfg.out), "data": data_summary, "stages": {}}
     for stage in sorted(cfg.stages):
