@@ -32,7 +32,7 @@ from tasks.images import ImageDecodeError, extension, preprocess_params, process
 from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_json
 from tasks.reports.sections import parse_report
 from tasks.sources import get_adapter
-from tasks.sources.base import Candidate, Discovery, Drop
+from tasks.sources.base import Candidate, Discovery, Drop, quarantine_key_collisions
 
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"
 
@@ -54,6 +54,7 @@ def discover(cfg: IngestConfig) -> Discovery:
     adapter = get_adapter(cfg.source)
     adapter.check(Path(cfg.root))
     discovery = adapter.discover(cfg)
+    quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
     if cfg.limit is not None and len(discovery.candidates) > cfg.limit:
         kept, over = discovery.candidates[: cfg.limit], discovery.candidates[cfg.limit :]
         discovery.candidates = kept

@@ -353,3 +353,125 @@ def test_training_stale_temp_checkpoints_are_cleaned_on_start(tmp_path):
         (d / "optimizer.pt").write_bytes(b"partial")
     assert sorted(p.name for p in clean_stale_temps(run)) == sorted(p.name for p in stale)
     assert not any(p.exists() for p in stale) and live.exists()
+
+
+# --- 6. ingest: file-system errors become quarantine rows; keys never collide ------------------------------------
+
+
+@pytest.fixture
+def mimic_root(tmp_path):
+    from fixtures.mimic_cxr import write_mimic_cxr
+
+    root = tmp_path / "mimic"
+    write_mimic_cxr(root, studies=4, seed=1, defects=False)
+    return root
+
+
+def _ingest_cfg(source, root, out, **kw):
+    from schemas.config import ImageConfig, IngestConfig
+
+    return IngestConfig(source=source, root=root, out=out, image=ImageConfig(size=32), workers=1, **kw)
+
+
+def _reconciles(summary: dict) -> None:
+    assert summary["found"] == summary["kept"] + summary["filtered"] + summary["quarantined"], summary
+
+
+def test_ingest_file_system_errors_are_quarantine_rows(mimic_root, tmp_path, monkeypatch):
+    import os
+    from pathlib import Path
+
+    import polars as pl
+
+    import tasks.sources.mimic_cxr as mimic
+    from tasks.ingest import run_ingest
+
+    studies = sorted(p for p in (mimic_root / "files").glob("p*/p*/s*") if p.is_dir())
+    a, b, c, d = studies[:4]
+    os.symlink(a / "loopb.dcm", a / "loopa.dcm")  # a symlink loop among images
+    os.symlink(a / "loopa.dcm", a / "loopb.dcm")
+    (a / "dangling.dcm").symlink_to(a / "nowhere.dcm")  # a dangling link
+    (a / "folder.dcm").mkdir()  # a folder with an image's name
+    report_b = b.parent / f"{b.name}.txt"
+    report_b.unlink()
+    report_b.mkdir()  # the report path is a folder
+    report_c = c.parent / f"{c.name}.txt"
+    real_read_bytes, real_scandir = Path.read_bytes, os.scandir
+
+    def read_bytes(self):  # tests run as root: chmod 000 would not stop a read, so the error is injected
+        if self == report_c:
+            raise PermissionError(13, "Permission denied")
+        return real_read_bytes(self)
+
+    def scandir(path="."):
+        if str(path) == str(d):
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
+    monkeypatch.setattr(mimic.os, "scandir", scandir)
+    summary = run_ingest(_ingest_cfg("mimic-cxr", mimic_root, tmp_path / "out"))
+    _reconciles(summary)
+    q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    reasons = dict(zip(q["source_path"], q["reason"], strict=True))
+    rel = lambda p: p.relative_to(mimic_root).as_posix()  # noqa: E731
+    assert (
+        "symbolic links" in reasons[rel(a / "loopa.dcm")]
+        and "symbolic links" in reasons[rel(a / "loopb.dcm")]
+    )
+    assert "No such file" in reasons[rel(a / "dangling.dcm")]
+    assert "not a regular file" in reasons[rel(a / "folder.dcm")]
+    assert any(
+        "report path is a folder" in r for r in q.filter(pl.col("source_path").str.contains(b.name))["reason"]
+    )
+    assert any(
+        "Permission denied" in r for r in q.filter(pl.col("source_path").str.contains(c.name))["reason"]
+    )
+    assert "folder unreadable: Permission denied" in reasons[rel(d)]
+    assert summary["kept"] > 0
+
+
+def test_ingest_ids_that_collapse_to_one_key_are_quarantined_never_merged(mimic_root, tmp_path, monkeypatch):
+    import polars as pl
+
+    import tasks.ingest as ingest
+    from tasks.sources import get_adapter
+
+    real = get_adapter("mimic-cxr")
+
+    class Colliding:  # the real adapter, with two image ids that differ only by '.' vs '-'
+        name, may_leave_premises, licence = real.name, real.may_leave_premises, real.licence
+        check = staticmethod(real.check)
+
+        @staticmethod
+        def discover(cfg):
+            d = real.discover(cfg)
+            d.candidates[0].image_id, d.candidates[1].image_id = "1.2.3", "1-2-3"
+            return d
+
+    monkeypatch.setattr(ingest, "get_adapter", lambda name: Colliding)
+    summary = ingest.run_ingest(_ingest_cfg("mimic-cxr", mimic_root, tmp_path / "out"))
+    _reconciles(summary)
+    manifest = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert manifest["image_key"].n_unique() == manifest.height
+    assert "mimic-cxr_1-2-3" not in manifest["image_key"].to_list()
+    q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    collided = q.filter(pl.col("reason").str.contains("key collision"))
+    assert collided.height == 2 and set(collided["image_key"]) == {"mimic-cxr_1-2-3"}
+
+
+def test_ingest_openi_report_that_is_a_folder_is_quarantined(tmp_path):
+    import polars as pl
+
+    from fixtures.openi import write_openi
+    from tasks.ingest import run_ingest
+
+    root = tmp_path / "openi"
+    write_openi(root)
+    xml = sorted((root / "ecgen-radiology").glob("*.xml"))[0]
+    xml.unlink()
+    xml.mkdir()
+    summary = run_ingest(_ingest_cfg("openi", root, tmp_path / "out"))
+    _reconciles(summary)
+    q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert "report XML unreadable: Is a directory" in q["reason"].to_list()

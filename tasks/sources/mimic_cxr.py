@@ -52,26 +52,60 @@ def _require_columns(df: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> 
         raise SourceLayoutError(f"{path.name} is missing column(s) {', '.join(missing)}")
 
 
-def _walk_images(files: Path) -> tuple[list[tuple[str, str, str, Path]], str]:
-    """(subject, study, dicom_id, path) for every image file, and the detected layout."""
+def _scan(folder: str, problems: list[tuple[Path, str]]) -> list[os.DirEntry]:
+    """The folder's entries by name; a folder that cannot be listed is a problem row, not a crash."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        problems.append((Path(folder), f"folder unreadable: {exc.strerror}"))
+        return []
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop: not a folder to descend into
+        return False
+
+
+def _walk_images(
+    files: Path,
+) -> tuple[list[tuple[str, str, str, Path]], str, list[tuple[Path, str, str]]]:
+    """(subject, study, dicom_id, path) for every image file, the detected layout, and (path, dicom_id, reason)
+    for every image-named entry that cannot be used (symlink loop, dangling link, a folder) or folder that
+    cannot be listed: those are inputs too, quarantined rather than crashing or vanishing from `found`."""
     found: list[tuple[str, str, str, Path]] = []
+    bad: list[tuple[Path, str, str]] = []
+    unlisted: list[tuple[Path, str]] = []
     kinds: set[str] = set()
-    for group in sorted(os.scandir(files), key=lambda e: e.name):
-        if not (group.is_dir() and group.name.startswith("p")):
+    for group in _scan(str(files), unlisted):
+        if not (_is_dir(group) and group.name.startswith("p")):
             continue
-        for patient in sorted(os.scandir(group.path), key=lambda e: e.name):
-            if not (patient.is_dir() and patient.name.startswith("p")):
+        for patient in _scan(group.path, unlisted):
+            if not (_is_dir(patient) and patient.name.startswith("p")):
                 continue
-            for study in sorted(os.scandir(patient.path), key=lambda e: e.name):
-                if not (study.is_dir() and study.name.startswith("s")):
+            for study in _scan(patient.path, unlisted):
+                if not (_is_dir(study) and study.name.startswith("s")):
                     continue
-                for image in sorted(os.scandir(study.path), key=lambda e: e.name):
+                for image in _scan(study.path, unlisted):
                     stem, _, ext = image.name.rpartition(".")
-                    if ext.lower() in ("dcm", "jpg") and image.is_file():
-                        kinds.add(ext.lower())
-                        found.append((patient.name[1:], study.name[1:], stem, Path(image.path)))
+                    if ext.lower() not in ("dcm", "jpg"):
+                        continue
+                    try:
+                        Path(image.path).stat()  # follows links: loops and dangling links raise here
+                        regular = image.is_file()
+                    except OSError as exc:
+                        bad.append((Path(image.path), stem, f"image file unreadable: {exc.strerror}"))
+                        continue
+                    if not regular:
+                        bad.append((Path(image.path), stem, "image path is not a regular file (a folder?)"))
+                        continue
+                    kinds.add(ext.lower())
+                    found.append((patient.name[1:], study.name[1:], stem, Path(image.path)))
+    bad += [(path, "", reason) for path, reason in unlisted]
     layout = "dicom" if "dcm" in kinds else "jpg"
-    return found, layout
+    return found, layout, bad
 
 
 def _labels(row: dict) -> tuple[dict[str, int | None], str | None]:
@@ -106,7 +140,7 @@ class MimicCxrAdapter:
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
         reports_root = Path(cfg.options.get("reports_root", root))
-        images, layout = _walk_images(root / "files")
+        images, layout, unusable = _walk_images(root / "files")
         metadata = _read_csv(_find_csv(root, "metadata"))
         split = _read_csv(_find_csv(root, "split")).select("dicom_id", "split")
         labels_path = _find_csv(root, "chexpert")
@@ -137,6 +171,9 @@ class MimicCxrAdapter:
             .join(labels, left_on="study_dir", right_on="study_id", how="left")
         )
         discovery = Discovery()
+        for path, dicom_id, reason in unusable:
+            key = make_key(NAME, dicom_id) if dicom_id else None
+            discovery.quarantined.append(Drop(NAME, path.relative_to(root).as_posix(), "discover", reason, key))
         listed = metadata.height
         discovery.notes["layout"] = layout
         discovery.notes["listed_in_metadata_without_file"] = listed - int(joined["in_metadata"].sum() or 0)
@@ -200,6 +237,10 @@ def _read_report(reports_root: Path, subject: str, study: str) -> tuple[str | No
         data = path.read_bytes()
     except FileNotFoundError:
         return None, f"missing report: {path.relative_to(reports_root).as_posix()} not found"
+    except IsADirectoryError:
+        return None, f"report path is a folder: {path.relative_to(reports_root).as_posix()}"
+    except OSError as exc:  # permissions, I/O errors, symlink loops
+        return None, f"report unreadable ({exc.strerror}): {path.relative_to(reports_root).as_posix()}"
     try:
         return data.decode("utf-8"), None
     except UnicodeDecodeError as exc:
