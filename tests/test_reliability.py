@@ -475,3 +475,81 @@ def test_ingest_openi_report_that_is_a_folder_is_quarantined(tmp_path):
     _reconciles(summary)
     q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
     assert "report XML unreadable: Is a directory" in q["reason"].to_list()
+
+
+# --- 7. a killed re-shard never leaves an index naming missing tars ----------------------------------------------
+
+
+def _published_set_consistent(out) -> list[str]:
+    """Problems a reader would hit: index entries naming absent/changed tars, map/summary/LLaVA naming others."""
+    import json
+
+    import polars as pl
+
+    problems = []
+    indexed: dict[str, int] = {}
+    for index in out.glob("*.index.json"):
+        for entry in json.loads(index.read_text())["shardlist"]:
+            tar = out / entry["url"]
+            if not tar.exists() or tar.stat().st_size != entry["filesize"]:
+                problems.append(f"{index.name} names {entry['url']} (missing or another size)")
+            indexed[entry["url"]] = entry["nsamples"]
+    if (out / "shards.parquet").exists():
+        counts = pl.read_parquet(out / "shards.parquet")["shard"].value_counts()
+        for shard, n in counts.iter_rows():
+            if not (out / shard).exists() or indexed.get(shard) != n:
+                problems.append(f"shards.parquet: {shard} with {n} samples disagrees with the tars/indexes")
+    if (out / "summary.json").exists():
+        summary = json.loads((out / "summary.json").read_text())
+        if summary["samples"] != sum(indexed.values()):
+            problems.append("summary.json counts differ from the indexes")
+    if (out / "llava").exists() and sum(indexed.values()) == 0:
+        problems.append("llava/ without any index")
+    return problems
+
+
+def test_shard_killed_reshard_never_publishes_stale_indexes(tmp_path, monkeypatch):
+    import wids
+    from shard_support import default_rows, write_dataset
+
+    import tasks.shard as shard
+    from schemas.shards import SPLITS, ShardConfig, ValidateConfig
+    from tasks.export_llava import export_llava
+    from tasks.shard_index import write_shard_map, write_summary, write_wids_index
+    from tasks.validate import ROW_INDEX, assemble_samples
+
+    data = write_dataset(tmp_path / "data", default_rows(16))
+    accepted = assemble_samples(data, ValidateConfig())[0].drop(ROW_INDEX)
+    out = tmp_path / "shards"
+
+    def publish(cfg):
+        infos = shard.write_shards(accepted, data, out, cfg)
+        for s in SPLITS:
+            write_wids_index(out, s, infos)
+        write_shard_map(out, infos, accepted)
+        write_summary(out, infos, {})
+        export_llava(accepted, out)
+
+    publish(ShardConfig(max_samples=8, workers=1))
+    assert not _published_set_consistent(out)
+    real_write_one, written = shard._write_one, []
+
+    def killed_after_one(
+        s, out_dir, fault
+    ):  # kill -9 after the first new tar of a re-shard with other limits
+        if written:
+            raise KeyboardInterrupt("killed")
+        written.append(s.name)
+        return real_write_one(s, out_dir, fault)
+
+    monkeypatch.setattr(shard, "_write_one", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        publish(ShardConfig(max_samples=3, workers=1))
+    assert not _published_set_consistent(out), _published_set_consistent(out)
+    for index in out.glob("*.index.json"):  # every index still there reads without IndexError
+        ds = wids.ShardListDataset(str(index), cache_dir=str(tmp_path / "wids"))
+        for i in range(len(ds)):
+            ds[i]
+    monkeypatch.setattr(shard, "_write_one", real_write_one)
+    publish(ShardConfig(max_samples=3, workers=1))  # the rerun completes the new set
+    assert not _published_set_consistent(out) and (out / "summary.json").exists()
