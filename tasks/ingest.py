@@ -30,6 +30,7 @@ from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, tabl
 from tasks import __version__
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
 from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_json
+from tasks.lock import holds_output_lock
 from tasks.reports.sections import parse_report
 from tasks.sources import get_adapter
 from tasks.sources.base import Candidate, Discovery, Drop, quarantine_key_collisions
@@ -241,6 +242,7 @@ def _write_table(path: Path, table: pa.Table) -> None:
 # ------------------------------------------------------------------------------------------ local runner
 
 
+@holds_output_lock("ingest")
 def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = None) -> dict:
     """Ingest one source with a local process pool (no Prefect); returns the summary."""
     start = time.perf_counter()

@@ -553,3 +553,71 @@ def test_shard_killed_reshard_never_publishes_stale_indexes(tmp_path, monkeypatc
     monkeypatch.setattr(shard, "_write_one", real_write_one)
     publish(ShardConfig(max_samples=3, workers=1))  # the rerun completes the new set
     assert not _published_set_consistent(out) and (out / "summary.json").exists()
+
+
+# --- 8. one run per output folder ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def held_lock(tmp_path):
+    """Another process holding an output folder's lock; `.kill()` ends it the hard way (kill -9)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    held = []
+
+    def hold(folder):
+        code = (
+            "import sys, time; from pathlib import Path; from tasks.lock import output_lock\n"
+            "with output_lock(Path(sys.argv[1]), 'ingest'):\n    print('held', flush=True); time.sleep(600)"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True, env={**os.environ}
+        )
+        assert proc.stdout.readline().strip() == "held"
+        held.append(proc)
+        return proc
+
+    yield hold
+    for proc in held:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+
+def test_lock_second_run_on_an_output_folder_is_refused_and_dead_holders_release(
+    mimic_root, tmp_path, held_lock
+):
+    import signal
+
+    from tasks.ingest import run_ingest
+    from tasks.lock import OutputLocked
+
+    out = tmp_path / "out"
+    holder = held_lock(out)
+    with pytest.raises(OutputLocked, match=rf"in use by another cxrflow run \(pid {holder.pid}, ingest\)"):
+        run_ingest(_ingest_cfg("mimic-cxr", mimic_root, out))
+    assert not (out / "manifest.parquet").exists()  # refused before any work
+    holder.send_signal(signal.SIGKILL)  # the holder dies without cleaning up: its lock must not outlive it
+    holder.wait()
+    summary = run_ingest(_ingest_cfg("mimic-cxr", mimic_root, out))
+    _reconciles(summary)
+
+
+def test_lock_refusal_on_the_command_line_is_one_line(mimic_root, tmp_path, held_lock):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    holder = held_lock(out)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxrflow_cli.main", "ingest", "--source", "mimic-cxr", "--root", str(mimic_root),
+         "--out", str(out), "--no-prefect", "--size", "32", "--workers", "1"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert f"pid {holder.pid}" in proc.stderr

@@ -21,6 +21,7 @@ from tasks.io import atomic_write_json
 from tasks.llm.ledger import Ledger
 from tasks.llm.operation import WorkItem
 from tasks.llm.runner import ItemResult, RunResult, run_operation
+from tasks.lock import holds_output_lock
 from tasks.reports.operations import STRUCTURE, get_operation
 
 log = logging.getLogger("cxrflow.structure")
@@ -81,6 +82,7 @@ def _read_manifest(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
+@holds_output_lock("structure")
 def run_structure(cfg: StructureConfig) -> dict[str, Any]:
     rows = _read_manifest(cfg.manifest)
     out = Path(cfg.out)
