@@ -621,3 +621,48 @@ def test_lock_refusal_on_the_command_line_is_one_line(mimic_root, tmp_path, held
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert f"pid {holder.pid}" in proc.stderr
+
+
+# --- 9. paths a release names stay inside the release ---------------------------------------------------------------
+
+
+def test_release_paths_outside_the_root_are_quarantined_never_read(tmp_path):
+    import csv
+    import shutil
+
+    import polars as pl
+
+    from fixtures.chexpert import write_chexpert
+    from tasks.ingest import run_ingest
+
+    root = tmp_path / "release"
+    facts = write_chexpert(root, patients=4, plus=False, quirks=False)
+    base = root / facts["prefix"]
+    with open(base / "train.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    sample = next(r for r in rows[1:] if r[1] == "Frontal" or "Frontal" in r)
+    climbing = f"{facts['prefix']}/train/../../../outside/x.jpg"
+    outside = (base / "train/../../../outside/x.jpg").resolve()
+    outside.parent.mkdir(parents=True)
+    shutil.copy(base / sample[0].split("/", 1)[1], outside)  # a real image lies there: it must not be read
+    absolute = str(outside)
+    for bad in (climbing, absolute):
+        rows.append([bad, *sample[1:]])
+    with open(base / "train.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    summary = run_ingest(_ingest_cfg("chexpert", root, tmp_path / "out"))
+    _reconciles(summary)
+    manifest = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert not any("outside" in str(v) for row in manifest.iter_rows() for v in row)
+    q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    escaped = q.filter(pl.col("reason").str.contains("leaves the release root"))
+    assert escaped.height == 2
+
+
+def test_release_path_check_is_lexical_and_strict():
+    from tasks.sources._common import escapes_root
+
+    for bad in ("../x.jpg", "train/../../x.jpg", "/etc/passwd", "C:/x.jpg", "a/../../b", "..\\x.jpg"):
+        assert escapes_root(bad), bad
+    for ok in ("train/p1/s1/v1.jpg", "./train/x.jpg", "train/p1/../p2/x.jpg", "x.jpg"):
+        assert not escapes_root(ok), ok

@@ -7,6 +7,7 @@ Private module (leading underscore): the adapter registry skips it.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import polars as pl
@@ -85,6 +86,23 @@ def read_header(path: Path) -> list[str]:
     """Column names of a CSV without reading its body (check() must be cheap)."""
     require_file(path, "file")
     return pl.read_csv(path, infer_schema=False, n_rows=0, truncate_ragged_lines=True).columns
+
+
+ESCAPES_ROOT = "path leaves the release root (absolute or '..'): not read"
+
+
+def escapes_root(rel: str) -> bool:
+    """A path a release names (a CSV cell) that is absolute or climbs out with '..': it must never be read, whatever
+    lies there. Lexical, so a release whose own folders are symlinks still works."""
+    rel = rel.strip().replace("\\", "/")
+    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+        return True
+    depth = 0
+    for part in rel.split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            return True
+    return False
 
 
 def file_defect(path: Path) -> str | None:
