@@ -666,3 +666,30 @@ def test_release_path_check_is_lexical_and_strict():
         assert escapes_root(bad), bad
     for ok in ("train/p1/s1/v1.jpg", "./train/x.jpg", "train/p1/../p2/x.jpg", "x.jpg"):
         assert not escapes_root(ok), ok
+
+
+# --- 10. GX results and Data Docs hold ids and expectations, never the text of a row -------------------------------
+
+
+def test_gx_artifacts_never_hold_the_text_of_a_phi_quarantined_row(phi_validation):
+    rows, planted, res, artifacts, shards = phi_validation
+    needles = [
+        "078-05-1120",
+        "Whitcombe",
+        "221 Baker",
+        "age 93",
+        "14-Mar-2024",
+        "jdoe.planted@hospital.org",
+        "555-0101",
+        "99887766",
+    ]
+    quarantined = {q["image_key"] for q in res.quarantined}
+    assert {rows[i]["image_key"] for i in planted} <= quarantined
+    leaks = []
+    for root in (artifacts, shards):
+        for path in root.rglob("*"):
+            if path.is_file() and path.suffix in {".json", ".html", ".md", ".txt", ".parquet", ".csv"}:
+                data = path.read_bytes()
+                leaks += [(path.relative_to(root).as_posix(), n) for n in needles if n.encode() in data]
+    # GX's own stores and Data Docs, and cxrflow's validation outputs: only ids and expectation names
+    assert not leaks, leaks
