@@ -693,3 +693,53 @@ def test_gx_artifacts_never_hold_the_text_of_a_phi_quarantined_row(phi_validatio
                 leaks += [(path.relative_to(root).as_posix(), n) for n in needles if n.encode() in data]
     # GX's own stores and Data Docs, and cxrflow's validation outputs: only ids and expectation names
     assert not leaks, leaks
+
+
+# --- 11. no key in any part of an endpoint URL ----------------------------------------------------------------------
+
+KEYED_URLS = (
+    f"http://127.0.0.1:8000/v1?api-key={SECRET}",
+    f"http://127.0.0.1:8000/v1#{SECRET}",
+    f"http://127.0.0.1:8000/{SECRET}/v1",
+    f"http://user:{SECRET}@127.0.0.1:8000/v1",
+)
+
+
+def test_keys_in_any_part_of_an_endpoint_url_are_refused_without_echo(monkeypatch, tmp_path):
+    from pydantic import ValidationError
+
+    from schemas.pipeline import StructureSection
+    from schemas.shards import DataParams
+
+    for url in KEYED_URLS:
+        for build in (
+            lambda u: LLMConfig(backend="openai", base_url=u),
+            lambda u: LLMConfig(backend="azure", azure_endpoint=u),
+            lambda u: DataParams(root=tmp_path, out=tmp_path, llm_base_url=u),  # a Prefect flow parameter
+            lambda u: StructureSection(backend="openai", base_url=u),
+        ):
+            with pytest.raises(ValidationError) as err:
+                build(url)
+            assert SECRET not in str(err.value) and "api_key_env" in str(err.value), url
+    # ordinary endpoints stay accepted
+    LLMConfig(backend="openai", base_url="http://127.0.0.1:8000/v1")
+    LLMConfig(backend="azure", azure_endpoint="https://lab-east.openai.azure.com/")
+    monkeypatch.setenv("OPENAI_BASE_URL", KEYED_URLS[0])  # the environment is checked too
+    with pytest.raises(DataUseError) as err:
+        check_data_use(["openi"], LLMConfig(backend="openai"))
+    assert SECRET not in str(err.value)
+
+
+def test_keyed_url_on_the_command_line_is_a_one_line_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxrflow_cli.main", "structure", "--manifest", str(tmp_path / "m.parquet"),
+         "--out", str(tmp_path / "o"), "--backend", "openai", "--base-url", KEYED_URLS[0], "--no-prefect"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout and "api_key_env" in proc.stderr

@@ -60,8 +60,18 @@ def endpoint_url(cfg: LLMConfig) -> str:
         url = cfg.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
         if not url:
             raise ValueError("azure backend needs azure_endpoint (or AZURE_OPENAI_ENDPOINT)")
-        return url
-    return cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_URL
+        return _checked_env_url(url)
+    return _checked_env_url(cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_URL)
+
+
+def _checked_env_url(url: str) -> str:
+    """Config fields are validated on construction; the environment variables are checked here."""
+    from schemas.llm import no_credentials_in_url
+
+    try:
+        return no_credentials_in_url(url) or url
+    except ValueError as e:
+        raise DataUseError(str(e)) from None
 
 
 def _host_port(url: str) -> tuple[str, str]:
