@@ -743,3 +743,41 @@ def test_keyed_url_on_the_command_line_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert SECRET not in proc.stderr + proc.stdout and "api_key_env" in proc.stderr
+
+
+# --- 12. low: contradictory headers, text defects, CSV errors that name the file -------------------------------------
+
+
+def _dx(tmp_path, name, **extra):
+    from fixtures.dicom import DXSpec, dx_dataset, picture, stored_values
+
+    spec = DXSpec(rescale=(1.0, 0.0)) if "RescaleSlope" in extra else DXSpec()
+    ds = dx_dataset(
+        stored_values(picture(40, 32), spec),
+        spec,
+        patient_id="p",
+        study_uid="1.2.3",
+        sop_uid=f"1.2.3.{len(name)}",
+        series_uid="1.2.4",
+    )
+    for k, v in extra.items():
+        setattr(ds, k, v)
+    path = tmp_path / f"{name}.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_headers_that_contradict_the_pixels_are_rejected_with_a_reason(tmp_path):
+    import numpy as np
+
+    from schemas.config import ImageConfig
+    from tasks.images import ImageDecodeError, process
+
+    rgb_bytes = np.zeros((40, 32, 3), dtype="<u2").tobytes()
+    rgb = _dx(tmp_path, "rgb", SamplesPerPixel=3, PlanarConfiguration=0, PixelData=rgb_bytes)
+    black = _dx(tmp_path, "black", RescaleSlope=0)
+    with pytest.raises(ImageDecodeError, match="SamplesPerPixel 3"):
+        process(rgb, "dicom", ImageConfig(size=32))
+    with pytest.raises(ImageDecodeError, match="RescaleSlope 0"):
+        process(black, "dicom", ImageConfig(size=32))
+    process(_dx(tmp_path, "fine"), "dicom", ImageConfig(size=32))  # the same film without the defect decodes
