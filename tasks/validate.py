@@ -40,6 +40,8 @@ PHI_PATTERNS: dict[str, str] = {
     "mrn": r"\b\d{7,}\b",
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",
     **LEFTOVER_PATTERNS,  # what the report scrub removes (SSNs, titled names, addresses, old ages, dates)
+    # Not PHI but checked the same way: NUL and other control bytes must not reach a shard's .txt.
+    "control character": r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]",
 }
 
 # Text that ends up in shards (the .txt and every field of the .json, incl. a structured report's indication).

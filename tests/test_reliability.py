@@ -239,6 +239,7 @@ def phi_validation(tmp_path_factory):
         6: ("findings", "No effusion. Email jdoe.planted@hospital.org now.", "no email in findings_text"),
         7: ("findings", "No effusion. Phone (617) 555-0101 for results.", "no phone in findings_text"),
         8: ("findings", "No effusion. Record 99887766 reviewed today.", "no mrn in findings_text"),
+        9: ("findings", "No effusion.\x00\x00 Lungs clear.", "no control character in findings_text"),
     }
     for i, (col, text, _) in planted.items():
         rows[i][col] = text
@@ -781,3 +782,24 @@ def test_dicom_headers_that_contradict_the_pixels_are_rejected_with_a_reason(tmp
     with pytest.raises(ImageDecodeError, match="RescaleSlope 0"):
         process(black, "dicom", ImageConfig(size=32))
     process(_dx(tmp_path, "fine"), "dicom", ImageConfig(size=32))  # the same film without the defect decodes
+
+
+def test_report_bom_is_read_and_nul_bytes_are_quarantined(mimic_root, tmp_path):
+    import polars as pl
+
+    from tasks.ingest import run_ingest
+
+    reports = sorted((mimic_root / "files").glob("p*/p*/s*.txt"))
+    bom, nul = reports[0], reports[1]
+    bom.write_bytes(b"\xef\xbb\xbf" + bom.read_bytes())
+    nul.write_bytes(nul.read_bytes() + b"\x00\x00\x00")
+    summary = run_ingest(_ingest_cfg("mimic-cxr", mimic_root, tmp_path / "out"))
+    _reconciles(summary)
+    m = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    with_bom = m.filter(pl.col("study_id") == bom.stem[1:])
+    assert with_bom.height and with_bom["findings"].is_not_null().all()
+    assert not with_bom["report_text"].str.contains("\ufeff").any()
+    q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    nul_rows = q.filter(pl.col("reason").str.contains("NUL bytes"))
+    assert nul_rows.height >= 1 and nul_rows["source_path"].str.contains(nul.stem).all()
+    assert m.filter(pl.col("study_id") == nul.stem[1:]).height == 0

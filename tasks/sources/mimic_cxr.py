@@ -242,9 +242,12 @@ def _read_report(reports_root: Path, subject: str, study: str) -> tuple[str | No
     except OSError as exc:  # permissions, I/O errors, symlink loops
         return None, f"report unreadable ({exc.strerror}): {path.relative_to(reports_root).as_posix()}"
     try:
-        return data.decode("utf-8"), None
+        text = data.decode("utf-8-sig")  # a byte-order mark would hide the first section header
     except UnicodeDecodeError as exc:
         return None, f"report is not valid UTF-8: byte {exc.start} of {path.name}"
+    if "\x00" in text:
+        return None, f"report contains NUL bytes (corrupt or binary file): {path.name}"
+    return text, None
 
 
 ADAPTER = MimicCxrAdapter()
