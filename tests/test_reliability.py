@@ -803,3 +803,31 @@ def test_report_bom_is_read_and_nul_bytes_are_quarantined(mimic_root, tmp_path):
     nul_rows = q.filter(pl.col("reason").str.contains("NUL bytes"))
     assert nul_rows.height >= 1 and nul_rows["source_path"].str.contains(nul.stem).all()
     assert m.filter(pl.col("study_id") == nul.stem[1:]).height == 0
+
+
+def test_every_csv_or_gz_error_names_the_file(mimic_root, tmp_path):
+    import gzip
+
+    from tasks.ingest import discover
+    from tasks.sources.base import SourceLayoutError
+
+    meta = mimic_root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    orig = meta.read_bytes()
+    text = gzip.decompress(orig)
+    first_row_end = text.index(b"\n", text.index(b"\n") + 1)
+    variants = {
+        "not gzip": (text, "not gzip"),  # a plain CSV under a .gz name
+        "truncated": (orig[: len(orig) // 2], "unreadable"),
+        "empty": (b"", "empty"),
+        "latin-1": (
+            gzip.compress(text[:first_row_end] + "\nx\u00e9,1".encode("latin-1") + text[first_row_end:]),
+            "UTF-8",
+        ),
+    }
+    for name, (data, words) in variants.items():
+        meta.write_bytes(data)
+        with pytest.raises(SourceLayoutError) as err:
+            discover(_ingest_cfg("mimic-cxr", mimic_root, tmp_path / "out"))
+        msg = str(err.value)
+        assert meta.name in msg and words in msg and "\n" not in msg, (name, msg)
+    meta.write_bytes(orig)

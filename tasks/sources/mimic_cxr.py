@@ -14,7 +14,7 @@ import polars as pl
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
-from tasks.sources._common import LabelValueError, parse_label_row
+from tasks.sources._common import LabelValueError, parse_label_row, read_csv_file
 from tasks.sources.base import (
     FRONTAL_VIEWS,
     Candidate,
@@ -41,9 +41,9 @@ def _find_csv(root: Path, kind: str) -> Path | None:
     return None
 
 
-def _read_csv(path: Path) -> pl.DataFrame:
+def _read_csv(path: Path, **kwargs) -> pl.DataFrame:
     # Every column as text: ids keep their digits and StudyTime its float-looking form.
-    return pl.read_csv(path, infer_schema=False)
+    return read_csv_file(path, **kwargs)
 
 
 def _require_columns(df: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> None:
@@ -130,12 +130,11 @@ class MimicCxrAdapter:
             path = _find_csv(root, kind)
             if path is None:
                 raise SourceLayoutError(f"MIMIC-CXR root {root} is missing mimic-cxr-2.0.0-{kind}.csv.gz")
-            header = pl.read_csv(path, infer_schema=False, n_rows=0)
+            header = _read_csv(path, n_rows=0)
             _require_columns(header, path, columns)
         labels = _find_csv(root, "chexpert")
         if labels is not None:
-            _require_columns(pl.read_csv(labels, infer_schema=False, n_rows=0), labels,
-                             LABEL_KEY_COLUMNS + CHEXPERT_LABELS)
+            _require_columns(_read_csv(labels, n_rows=0), labels, LABEL_KEY_COLUMNS + CHEXPERT_LABELS)
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
