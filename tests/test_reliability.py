@@ -831,3 +831,26 @@ def test_every_csv_or_gz_error_names_the_file(mimic_root, tmp_path):
         msg = str(err.value)
         assert meta.name in msg and words in msg and "\n" not in msg, (name, msg)
     meta.write_bytes(orig)
+
+
+def test_conflicting_duplicate_metadata_rows_are_quarantined_not_first_wins(mimic_root, tmp_path):
+    import gzip
+
+    import polars as pl
+
+    from tasks.ingest import run_ingest
+
+    meta_path = mimic_root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    meta = pl.read_csv(gzip.decompress(meta_path.read_bytes()), infer_schema=False)
+    frontal = meta.filter(pl.col("ViewPosition").is_in(["PA", "AP"]))
+    clash = frontal.head(1).with_columns(pl.lit("LATERAL").alias("ViewPosition"))  # same dicom_id, other view
+    same = frontal.slice(1, 1)  # an exact duplicate row is harmless
+    meta_path.write_bytes(gzip.compress(pl.concat([meta, clash, same]).write_csv().encode()))
+    summary = run_ingest(_ingest_cfg("mimic-cxr", mimic_root, tmp_path / "out"))
+    _reconciles(summary)
+    m = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    dicom_id = clash["dicom_id"][0]
+    assert dicom_id not in m["image_id"].to_list()
+    assert q.filter(pl.col("image_key").str.contains(dicom_id))["reason"].str.contains("conflicting").all()
+    assert same["dicom_id"][0] in m["image_id"].to_list()

@@ -108,6 +108,11 @@ def _walk_images(
     return found, layout, bad
 
 
+def _conflicting_ids(df: pl.DataFrame) -> set[str]:
+    counts = df.unique().group_by("dicom_id").len()
+    return set(counts.filter(pl.col("len") > 1)["dicom_id"].to_list())
+
+
 def _labels(row: dict) -> tuple[dict[str, int | None], str | None]:
     try:
         return parse_label_row(row), None
@@ -164,6 +169,9 @@ class MimicCxrAdapter:
             pl.col("ViewPosition").alias("view"),
             pl.col("PatientOrientationCodeSequence_CodeMeaning").alias("orientation"),
         ).with_columns(pl.lit(True).alias("in_metadata"))
+        # A dicom_id named by differing rows (metadata or split): which one is right cannot be known, so those
+        # images are quarantined instead of letting the first row win silently. Identical repeats are harmless.
+        conflicting = _conflicting_ids(meta) | _conflicting_ids(split)
         joined = (
             files.join(meta.unique("dicom_id", keep="first"), on="dicom_id", how="left")
             .join(split.unique("dicom_id", keep="first"), on="dicom_id", how="left")
@@ -187,6 +195,10 @@ class MimicCxrAdapter:
             def drop(stage: str, reason: str) -> Drop:
                 return Drop(NAME, rel, stage, reason, key)  # noqa: B023 - used immediately
 
+            if row["dicom_id"] in conflicting:
+                discovery.quarantined.append(drop("discover", "conflicting rows for this dicom_id in the metadata "
+                                                  "or split file (which one holds is unknown)"))
+                continue
             if not row["in_metadata"]:
                 discovery.quarantined.append(drop("discover", "study absent from the metadata: dicom_id not "
                                                   "in mimic-cxr-2.0.0-metadata.csv.gz"))
