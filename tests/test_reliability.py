@@ -854,3 +854,25 @@ def test_conflicting_duplicate_metadata_rows_are_quarantined_not_first_wins(mimi
     assert dicom_id not in m["image_id"].to_list()
     assert q.filter(pl.col("image_key").str.contains(dicom_id))["reason"].str.contains("conflicting").all()
     assert same["dicom_id"][0] in m["image_id"].to_list()
+
+
+def test_ragged_metadata_row_is_quarantined_not_filtered_as_lateral(mimic_root, tmp_path):
+    import gzip
+
+    import polars as pl
+
+    from tasks.ingest import run_ingest
+
+    meta_path = mimic_root / "mimic-cxr-2.0.0-metadata.csv.gz"
+    lines = gzip.decompress(meta_path.read_bytes()).decode().splitlines()
+    header = lines[0].split(",")
+    view_at = header.index("ViewPosition")
+    i, line = next((i, ln) for i, ln in enumerate(lines[1:], 1) if ln.split(",")[view_at] in ("PA", "AP"))
+    lines[i] = ",".join(line.split(",")[: view_at - 1])  # cut short before the view: a ragged row
+    meta_path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    summary = run_ingest(_ingest_cfg("mimic-cxr", mimic_root, tmp_path / "out"))
+    _reconciles(summary)
+    dicom_id = line.split(",")[header.index("dicom_id")]
+    q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
+    assert q.filter(pl.col("image_key").str.contains(dicom_id))["reason"].str.contains("ragged").all()
+    assert q.filter(pl.col("image_key").str.contains(dicom_id)).height == 1

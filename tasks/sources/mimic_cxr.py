@@ -108,6 +108,19 @@ def _walk_images(
     return found, layout, bad
 
 
+def _ragged_ids(path: Path) -> set[str]:
+    """dicom_ids of rows with fewer fields than the header (polars reads the missing cells as nulls, which
+    would make such a row look like a film without a view)."""
+    import csv
+    import gzip
+
+    with (gzip.open(path, "rt", newline="") if path.name.endswith(".gz") else open(path, newline="")) as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        at = header.index("dicom_id") if "dicom_id" in header else 0
+        return {r[at] for r in rows if r and len(r) < len(header) and len(r) > at}
+
+
 def _conflicting_ids(df: pl.DataFrame) -> set[str]:
     counts = df.unique().group_by("dicom_id").len()
     return set(counts.filter(pl.col("len") > 1)["dicom_id"].to_list())
@@ -172,6 +185,7 @@ class MimicCxrAdapter:
         # A dicom_id named by differing rows (metadata or split): which one is right cannot be known, so those
         # images are quarantined instead of letting the first row win silently. Identical repeats are harmless.
         conflicting = _conflicting_ids(meta) | _conflicting_ids(split)
+        ragged = _ragged_ids(_find_csv(root, "metadata"))
         joined = (
             files.join(meta.unique("dicom_id", keep="first"), on="dicom_id", how="left")
             .join(split.unique("dicom_id", keep="first"), on="dicom_id", how="left")
@@ -195,6 +209,10 @@ class MimicCxrAdapter:
             def drop(stage: str, reason: str) -> Drop:
                 return Drop(NAME, rel, stage, reason, key)  # noqa: B023 - used immediately
 
+            if row["dicom_id"] in ragged:
+                discovery.quarantined.append(drop("discover", "metadata row is ragged (fewer fields than the "
+                                                  "header): its view and ids cannot be trusted"))
+                continue
             if row["dicom_id"] in conflicting:
                 discovery.quarantined.append(drop("discover", "conflicting rows for this dicom_id in the metadata "
                                                   "or split file (which one holds is unknown)"))
