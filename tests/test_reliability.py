@@ -249,6 +249,7 @@ def phi_validation(tmp_path_factory):
     return rows, planted, res, artifacts, tmp / "shards"
 
 
+@pytest.mark.slow  # one GX run (shared with the artifacts test): ~25 s on 2 busy cores
 def test_validation_rejects_rows_that_still_hold_phi(phi_validation):
     rows, planted, res, _, _ = phi_validation
     reasons = {q["image_key"]: q["reason"] for q in res.quarantined}
@@ -672,6 +673,7 @@ def test_release_path_check_is_lexical_and_strict():
 # --- 10. GX results and Data Docs hold ids and expectations, never the text of a row -------------------------------
 
 
+@pytest.mark.slow
 def test_gx_artifacts_never_hold_the_text_of_a_phi_quarantined_row(phi_validation):
     rows, planted, res, artifacts, shards = phi_validation
     needles = [
