@@ -33,7 +33,7 @@ from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_by
 from tasks.lock import holds_output_lock
 from tasks.reports.sections import parse_report
 from tasks.sources import get_adapter
-from tasks.sources.base import Candidate, Discovery, Drop, quarantine_key_collisions
+from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, quarantine_key_collisions
 
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"
 
@@ -54,7 +54,10 @@ def discover(cfg: IngestConfig) -> Discovery:
     """Check the layout (fails before any work, naming what is missing), then find and join inputs."""
     adapter = get_adapter(cfg.source)
     adapter.check(Path(cfg.root))
-    discovery = adapter.discover(cfg)
+    try:
+        discovery = adapter.discover(cfg)
+    except OSError as exc:  # adapters quarantine what they expect; anything else is one line naming the path
+        raise SourceLayoutError(f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}") from exc
     quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
     if cfg.limit is not None and len(discovery.candidates) > cfg.limit:
         kept, over = discovery.candidates[: cfg.limit], discovery.candidates[cfg.limit :]

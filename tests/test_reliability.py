@@ -878,3 +878,28 @@ def test_ragged_metadata_row_is_quarantined_not_filtered_as_lateral(mimic_root, 
     q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
     assert q.filter(pl.col("image_key").str.contains(dicom_id))["reason"].str.contains("ragged").all()
     assert q.filter(pl.col("image_key").str.contains(dicom_id)).height == 1
+
+
+def test_ingest_file_system_error_an_adapter_did_not_expect_is_one_line_naming_the_path(
+    mimic_root, tmp_path, monkeypatch
+):
+    import tasks.ingest as ingest
+    from tasks.sources import get_adapter
+    from tasks.sources.base import SourceLayoutError
+
+    real = get_adapter("mimic-cxr")
+
+    class Unreadable:  # an adapter walking a folder it may not list
+        name, may_leave_premises, licence = real.name, real.may_leave_premises, real.licence
+        check = staticmethod(real.check)
+
+        @staticmethod
+        def discover(cfg):
+            raise PermissionError(13, "Permission denied", str(mimic_root / "files" / "p10"))
+
+    monkeypatch.setattr(ingest, "get_adapter", lambda name: Unreadable)
+    with pytest.raises(SourceLayoutError) as err:
+        ingest.run_ingest(_ingest_cfg("mimic-cxr", mimic_root, tmp_path / "out"))
+    assert (
+        "Permission denied" in str(err.value) and "files/p10" in str(err.value) and "\n" not in str(err.value)
+    )
