@@ -87,6 +87,8 @@ def _user_error(exc: BaseException) -> tuple[str, str | None] | None:
 
     if isinstance(exc, UserError):
         return exc.message, exc.hint
+    if isinstance(exc, _environment_errors()):
+        return str(exc), None
     if isinstance(exc, ValidationError):
         err = validation_message(exc)
         return err.message, err.hint
@@ -95,6 +97,18 @@ def _user_error(exc: BaseException) -> tuple[str, str | None] | None:
         where = f"cxrflow {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "cxrflow"
         return exc.format_message(), f"see `{where} --help`"
     return None
+
+
+def _environment_errors() -> tuple[type[BaseException], ...]:
+    """Refusals caused by the user's setup, not by cxrflow: a held output lock, the data-use guard, PHI
+    settings, a missing key. Imported only once an exception is on its way out (`--help` stays fast)."""
+    from tasks.llm.client import MissingKeyError
+    from tasks.llm.guard import DataUseError
+    from tasks.lock import OutputLocked
+    from tasks.phi import PhiConfigError
+    from tasks.sources.base import SourceLayoutError
+
+    return OutputLocked, SourceLayoutError, DataUseError, PhiConfigError, MissingKeyError
 
 
 def run(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from flows.validate_shard import validate_and_shard
 from schemas.config import ImageConfig, IngestConfig, MixtureConfig
 from schemas.llm import LLMConfig, StructureConfig
 from schemas.shards import DataParams, ValidateConfig, ValidateShardParams
+from tasks.lock import holds_output_lock
 
 
 def stage_configs(p: DataParams) -> tuple[IngestConfig, StructureConfig, ValidateShardParams]:
@@ -44,6 +45,7 @@ def mixture_config(p: DataParams) -> MixtureConfig:
 
 
 @flow(name="data")
+@holds_output_lock("data")
 def data_pipeline(params: DataParams) -> dict:
     ingest_cfg, structure_cfg, shard_params = stage_configs(params)
     if params.sources:

@@ -15,6 +15,7 @@ from flows import progress
 from schemas.config import IngestConfig, MixtureConfig
 from tasks import ingest as engine
 from tasks import mixture
+from tasks.lock import holds_output_lock
 
 discover_task = task(engine.discover, name="discover")
 process_batch_task = task(engine.process_batch, name="process-batch")
@@ -27,6 +28,7 @@ def artifact_key(prefix: str, source: str) -> str:
 
 
 @flow(name="ingest", log_prints=True)
+@holds_output_lock("ingest")
 def ingest_flow(cfg: IngestConfig) -> dict:
     start = time.perf_counter()
     share_api_url()
@@ -79,6 +81,7 @@ def share_api_url() -> None:
 
 
 @flow(name="ingest-mixture", log_prints=True)
+@holds_output_lock("ingest mixture")
 def ingest_mixture_flow(mix: MixtureConfig) -> dict:
     """Several sources, one manifest: every layout checked first, one ingest subflow per source, then merge."""
     mixture.check_sources(mix)

@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 
 from schemas.pipeline import PipelineConfig, slug  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
+from tasks.lock import holds_output_lock
 
 MARKER = "_complete.json"
 # A marker only counts when the stage's main output is still there.
@@ -165,6 +166,7 @@ def metrics_table(eval_dir: Path) -> list[dict]:
 
 
 @flow(name="pipeline", log_prints=True)
+@holds_output_lock("pipeline")
 def pipeline(cfg: PipelineConfig) -> dict:
     """The whole system for one config. Returns where every stage's outputs are, which stages ran or were
     reused, the work done (images decoded, LLM requests, training steps) and the metrics table."""

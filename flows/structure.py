@@ -7,6 +7,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from schemas.llm import StructureConfig
+from tasks.lock import holds_output_lock
 from tasks.reports.structure import run_structure
 
 
@@ -44,6 +45,7 @@ def comparison_table(comparison: dict) -> list[dict]:
 
 
 @flow(name="structure", log_prints=True)
+@holds_output_lock("structure")
 def structure(cfg: StructureConfig) -> dict:
     from tasks import preflight
 

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 
 from schemas.shards import SPLITS, ValidateShardParams
 from tasks.io import atomic_write_json
+from tasks.lock import holds_output_lock
 
 
 @task(cache_policy=NO_CACHE)
@@ -89,6 +90,7 @@ def _publish_validation(out: Path) -> None:
 
 
 @flow(name="validate_and_shard")
+@holds_output_lock("validate and shard")
 def validate_and_shard(params: ValidateShardParams) -> dict:
     from tasks import preflight
 

@@ -39,7 +39,9 @@ def validation_message(exc, model=None, prefix: str = "") -> UserError:
         hint = did_you_mean(str(first["loc"][-1]), _keys_at(model, first["loc"][:-1])) if model else None
         return UserError(f"unknown config key {loc!r}{more}", hint)
     value = first.get("input")
-    shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+    secret = any(w in loc.lower() for w in ("url", "key", "secret", "token", "endpoint", "password"))
+    # a refused endpoint may hold a key: never echo the value of such a field
+    shown = "" if secret or isinstance(value, dict | list) or value is None else f" (got {value!r})"
     return UserError(f"{loc}: {first['msg']}{shown}{more}".replace("Value error, ", ""))
 
 

@@ -6,15 +6,40 @@ Prefect Secret block), so configs can be logged, hashed and shown in the Prefect
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.config import DEFAULT_ARTIFACTS
 
 Backend = Literal["rules", "openai", "azure"]
 OperationName = Literal["structure", "translate", "synthesize"]
+
+
+_KEY_LIKE = re.compile(r"^(?:sk|key|api[-_]?key|token)[-_]|^(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{24,}$",
+                       re.IGNORECASE)  # fmt: skip
+
+
+def no_credentials_in_url(url: str | None) -> str | None:
+    """Endpoint URLs are flow parameters (shown in the Prefect UI, hashed into summaries): a key in any part of
+    one (user:password@, a query, a fragment, a key-like path segment) is refused. The message never echoes
+    the URL. OpenAI-compatible and Azure endpoints need no query: the client adds api-version itself."""
+    if not url:
+        return url
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    segments = [seg for seg in parts.path.split("/") if seg]
+    if "@" in parts.netloc or parts.query or parts.fragment or any(_KEY_LIKE.search(seg) for seg in segments):
+        raise ValueError(
+            "endpoint URL must not carry credentials (user:password@, a query, a fragment or a key-like path "
+            "segment); put the key in api_key_env or secret_block"
+        )
+    return url
+
+
+EndpointURL = Annotated[str, AfterValidator(no_credentials_in_url)]
 
 
 class LLMConfig(BaseModel):
@@ -61,12 +86,7 @@ class LLMConfig(BaseModel):
     @field_validator("base_url", "azure_endpoint")
     @classmethod
     def _no_credentials_in_url(cls, url: str | None) -> str | None:
-        # Configs are flow parameters, shown in the Prefect UI and hashed into summaries: no secrets in them.
-        from urllib.parse import urlsplit
-
-        if url and "@" in urlsplit(url if "://" in url else f"//{url}").netloc:
-            raise ValueError("endpoint URL must not carry user:password@; put the key in api_key_env or secret_block")
-        return url
+        return no_credentials_in_url(url)
 
     def parameters(self) -> dict:
         """Generation parameters that change an answer: part of every cache key and every output row."""

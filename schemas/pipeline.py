@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.config import ImageConfig, SourceSpec
 from schemas.evaluation import reference_seed_default
+from schemas.llm import EndpointURL
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "train", "evaluate")
@@ -73,13 +74,13 @@ class DataSection(BaseModel):
 class StructureSection(BaseModel):
     """Report processing: rule-based (`rules`) or an LLM backend."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a URL may hold a key
 
     backend: Literal["rules", "openai", "azure"] = "rules"
     model: str = "gpt-4o"
-    base_url: str | None = None
+    base_url: EndpointURL | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    azure_endpoint: str | None = None
+    azure_endpoint: EndpointURL | None = None
     concurrency: int = Field(8, ge=1)
     compare_rules: bool = True
 

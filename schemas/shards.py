@@ -18,6 +18,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.config import DEFAULT_ARTIFACTS, SourceSpec
+from schemas.llm import EndpointURL
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
 SHARD_SPLITS: dict[str, str] = {"train": "train", "validate": "validation", "test": "test"}
@@ -139,7 +140,7 @@ class ValidateShardParams(BaseModel):
 class DataParams(BaseModel):
     """Parameters of the `data` flow: ingest -> structure -> validate_and_shard, all under one OUT folder."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a URL may hold a key
 
     source: str = "mimic-cxr"
     root: Path | None = Field(None, description="the source's root; omit when `sources` lists a mixture")
@@ -158,7 +159,7 @@ class DataParams(BaseModel):
     )
     llm_backend: str = Field("rules", description="structure backend: rules (default), openai or azure")
     llm_model: str = "gpt-4o"
-    llm_base_url: str | None = None
+    llm_base_url: EndpointURL | None = None
     shard: ShardConfig = Field(default_factory=ShardConfig)
 
     @model_validator(mode="after")

@@ -200,13 +200,24 @@ def read_dicom(path: Path) -> pydicom.Dataset:
         raise ImageDecodeError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
 
 
+def _header_contradiction(ds: pydicom.Dataset) -> str | None:
+    """Headers a decoder would follow into a wrong picture (an RGB film read as one channel, a slope that
+    maps every pixel to one value)."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        return f"SamplesPerPixel {samples} contradicts PhotometricInterpretation {ds.get('PhotometricInterpretation')}"
+    if "RescaleSlope" in ds and ds.RescaleSlope is not None and float(ds.RescaleSlope) == 0.0:
+        return "RescaleSlope 0: every pixel would map to one value"
+    return None
+
+
 def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     """Stored values of the first frame, with a precise reason when that is impossible."""
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM has no Pixel Data element")
     if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageDecodeError(f"not a grayscale radiograph: PhotometricInterpretation {ds.get('PhotometricInterpretation')}")
-    reason = _missing_plugin_reason(ds)
+    reason = _header_contradiction(ds) or _missing_plugin_reason(ds)
     if reason:
         raise ImageDecodeError(reason)
     try:

@@ -30,9 +30,10 @@ from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, tabl
 from tasks import __version__
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
 from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_json
+from tasks.lock import holds_output_lock
 from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.sources import get_adapter
-from tasks.sources.base import Candidate, Discovery, Drop
+from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, quarantine_key_collisions
 
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"
 
@@ -57,7 +58,11 @@ def discover(cfg: IngestConfig) -> Discovery:
     check_out_dir(cfg.out, "out")
     adapter = get_adapter(cfg.source)
     adapter.check(Path(cfg.root))
-    discovery = adapter.discover(cfg)
+    try:
+        discovery = adapter.discover(cfg)
+    except OSError as exc:  # adapters quarantine what they expect; anything else is one line naming the path
+        raise SourceLayoutError(f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}") from exc
+    quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
     if cfg.annotations:
         from tasks.reports.annotations import join_annotations
 
@@ -262,6 +267,7 @@ def _write_table(path: Path, table: pa.Table) -> None:
 # ------------------------------------------------------------------------------------------ local runner
 
 
+@holds_output_lock("ingest")
 def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = None) -> dict:
     """Ingest one source with a local process pool (no Prefect); returns the summary."""
     start = time.perf_counter()

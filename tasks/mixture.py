@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 from schemas.config import MixtureConfig
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA
 from tasks.io import atomic_write_json, read_json
+from tasks.lock import holds_output_lock
 from tasks.sources import get_adapter
 from tasks.sources.base import SourceLayoutError
 
@@ -92,6 +93,7 @@ def _write(path: Path, df: pl.DataFrame, schema) -> None:
     os.replace(tmp, path)
 
 
+@holds_output_lock("ingest mixture")
 def run_mixture(cfg: MixtureConfig) -> dict:
     """Ingest every source with the local process pool (no Prefect), then merge."""
     from tasks.ingest import run_ingest

@@ -3,7 +3,8 @@
 Three tools, used by the DICOMweb source before anything is written or logged:
 - `pseudonym`: keyed, salted hash (HMAC-SHA256) of an identifier. The salt is a secret: the same salt gives
   the same ids across runs (so re-ingests join), and without it ids cannot be linked back to patients.
-- `scrub_report`: removes dates, names (taken from the DICOM header), phone numbers, MRN-like numbers,
+- `scrub_report`: removes dates, names (taken from the DICOM header, each part of compound names, and any
+  capitalised name after a title such as Dr./Ms.), phone numbers, SSNs, street addresses, MRN-like numbers,
   accession numbers, institution names and ages over 89 from report text, writing `___` as MIMIC-CXR does.
 - `strip_dataset`: copies only an allow-list of pixel/geometry attributes into a new dataset with
   pseudonymous UIDs. An allow-list, not a deny-list, because private tags and free-text attributes can
@@ -72,6 +73,10 @@ _DATE_PATTERNS = [
     rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b",  # 14 March 1958
     rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b",  # March 14
     rf"\b{_MONTH}\.?,?\s+\d{{4}}\b",  # March 1958
+    rf"\b\d{{1,2}}[\s/.-]{_MONTH}[\s/.-]\d{{2,4}}\b",  # 14-Mar-2024, 14 Mar 24
+    rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+{_MONTH}\b",  # 2nd of April
+    rf"\b\d{{1,2}}(?:st|nd|rd|th)\s+{_MONTH}\b",  # 2nd April
+    r"(?<![\d/.])(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\d/])",  # 3/14 (month/day, no year)
 ]
 _PHONE = (
     r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"  # (555) 867-5309, 555.867.5309
@@ -83,12 +88,33 @@ _LABELLED_ID = (
 )
 _ID_LIKE = r"\b[A-Za-z]{0,4}\d{6,}\b"  # MRN-like: 6+ digits, optionally after a short letter prefix
 _OLD_AGE = r"(?i)\b(?:9\d|1[01]\d)(?=[\s-]*(?:years?|yrs?|y/?o|year-old)\b)"
+_LABELLED_AGE = r"(?i)\b(age[ds]?\s*[:=]?\s*)(?:9\d|1[01]\d)\b"  # "Age 93": keep the label
+_SSN = r"\b\d{3}-\d{2}-\d{4}\b"
+# A personal title and the capitalised words after it ("Dr. Whitcombe", "Ms. Garcia-Lopez"): keep the title.
+_TITLED_NAME = r"\b((?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+)[A-Z][A-Za-z'-]+(?:\s+[A-Z][A-Za-z'-]+){0,2}"
+_STREET = (
+    r"\b\d{1,5}\s+(?:[A-Z][A-Za-z]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|"
+    r"Court|Ct|Way|Place|Pl|Terrace|Square|Sq)\b\.?"
+)
 
 _COMPILED_DATES = [re.compile(p, re.IGNORECASE) for p in _DATE_PATTERNS]
 _COMPILED_PHONE = re.compile(_PHONE)
 _COMPILED_LABELLED = re.compile(_LABELLED_ID)
 _COMPILED_ID = re.compile(_ID_LIKE)
 _COMPILED_AGE = re.compile(_OLD_AGE)
+_COMPILED_LABELLED_AGE = re.compile(_LABELLED_AGE)
+_COMPILED_SSN = re.compile(_SSN)
+_COMPILED_TITLED = re.compile(_TITLED_NAME)
+_COMPILED_STREET = re.compile(_STREET)
+
+# What must not be left in text after the scrub (validation rejects rows matching these; `re` syntax).
+LEFTOVER_PATTERNS: dict[str, str] = {
+    "ssn": _SSN,
+    "old age": r"(?i)\bage[ds]?\s*[:=]?\s*(?:9\d|1[01]\d)\b|\b(?:9\d|1[01]\d)[\s-]*(?:years?|yrs?|y/?o)\b",
+    "titled name": r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+[A-Z][a-z]{2,}",
+    "street address": _STREET,
+    "day-month date": rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of\s+|[\s/.-]){_MONTH}\b",
+}
 
 _NAME_KEYWORDS = (
     "PatientName",
@@ -134,7 +160,8 @@ def context_from_dataset(ds: Dataset) -> PhiContext:
     for kw in _NAME_KEYWORDS:
         for person in _values(ds, kw):
             # DICOM PN: family^given^middle^prefix^suffix (and '=' for ideographic groups).
-            for part in re.split(r"[\^=,\s]+", person):
+            # each part of a compound name too ("Garcia-Lopez" -> "Garcia", "Lopez"; "O'Brien" -> "Brien")
+            for part in re.split(r"[\^=,\s]+", person) + re.split(r"[\^=,\s'-]+", person):
                 part = part.strip(". ")
                 if len(part) >= 2 and part.upper() not in {"DR", "MR", "MRS", "MS", "MD", "PHD", "JR", "SR"}:
                     ctx.names.add(part)
@@ -180,10 +207,14 @@ def scrub_report(text: str, ctx: PhiContext | None = None) -> str:
             text = pattern.sub(REDACTED, text)
     for pattern in _COMPILED_DATES:
         text = pattern.sub(REDACTED, text)
+    text = _COMPILED_SSN.sub(REDACTED, text)  # before phones: 078-05-1120 is not a phone but overlaps
+    text = _COMPILED_STREET.sub(REDACTED, text)
+    text = _COMPILED_TITLED.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     text = _COMPILED_PHONE.sub(REDACTED, text)
     text = _COMPILED_LABELLED.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
     text = _COMPILED_ID.sub(REDACTED, text)
     text = _COMPILED_AGE.sub(REDACTED, text)
+    text = _COMPILED_LABELLED_AGE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return text
 
 
@@ -200,12 +231,37 @@ PIXEL_KEYWORDS = (
 )  # fmt: skip
 
 
-def strip_dataset(ds: Dataset, salt: str) -> Dataset:
-    """A new dataset holding only PIXEL_KEYWORDS, with UIDs replaced by keyed-hash UIDs."""
+# Sequences are rebuilt item by item from their own allow-lists: a copied sequence would bring along whatever
+# an item holds (PatientName, PatientID, a LUTExplanation naming the patient have all been seen in the wild).
+SEQUENCE_ITEM_KEYWORDS: dict[str, tuple[str, ...]] = {
+    "VOILUTSequence": ("LUTDescriptor", "LUTData"),
+    "ModalityLUTSequence": ("LUTDescriptor", "ModalityLUTType", "LUTData"),
+}
+
+
+def _copy_allowed(src: Dataset, keywords: tuple[str, ...]) -> Dataset:
+    """A new dataset with only `keywords` of `src`; sequences recursively through SEQUENCE_ITEM_KEYWORDS."""
     out = Dataset()
-    for kw in PIXEL_KEYWORDS:
-        if kw in ds:
-            out[kw] = ds[kw]
+    for kw in keywords:
+        if kw not in src:
+            continue
+        element = src[kw]
+        if element.VR == "SQ":
+            allowed = SEQUENCE_ITEM_KEYWORDS.get(kw)
+            if allowed is None:
+                continue  # a sequence with no item allow-list is dropped whole
+            from pydicom.sequence import Sequence
+
+            setattr(out, kw, Sequence([_copy_allowed(item, allowed) for item in element.value]))
+        else:
+            out[kw] = element
+    return out
+
+
+def strip_dataset(ds: Dataset, salt: str) -> Dataset:
+    """A new dataset holding only PIXEL_KEYWORDS (sequences filtered item by item), with UIDs replaced by
+    keyed-hash UIDs."""
+    out = _copy_allowed(ds, PIXEL_KEYWORDS)
     out.SOPInstanceUID = pseudonymous_uid(salt, "image", str(ds.SOPInstanceUID))
     out.StudyInstanceUID = pseudonymous_uid(salt, "study", str(ds.StudyInstanceUID))
     out.SeriesInstanceUID = pseudonymous_uid(salt, "series", str(ds.get("SeriesInstanceUID", "")))

@@ -42,6 +42,7 @@ from schemas.shards import (
     shard_name,
 )
 from tasks.io import atomic_write_json, read_json
+from tasks.shard_publish import retire_published_set
 
 PLAN_FILE = "_shard_plan.json"
 FAULT_ENV = "CXRFLOW_SHARD_KILL_AFTER"
@@ -255,6 +256,8 @@ def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: Sha
     plan_path = out_dir / PLAN_FILE
     old = read_json(plan_path).get("shards", {}) if plan_path.exists() else {}
     wanted = {s.name: s.fingerprint for s in shards}
+    if {n: v.get("fingerprint") for n, v in old.items()} != wanted:
+        retire_published_set(out_dir)  # before any tar changes: no index may name a tar that goes away
     for existing in [*out_dir.iterdir(), *(out_dir / SHARD_DIR).iterdir()]:
         # Delete shards from a run with other input or limits BEFORE the new plan is recorded, so a crash
         # in between can never make an outdated shard look like part of the new set.

@@ -25,6 +25,7 @@ from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
 from tasks.io import atomic_write_json, read_json
 from tasks.reports.sections import PARSER_METHOD
+from tasks.phi import LEFTOVER_PATTERNS
 
 STAGE = "validate"
 NO_FINDINGS = "no findings"
@@ -39,6 +40,9 @@ PHI_PATTERNS: dict[str, str] = {
     "phone": r"(?:\(\d{3}\)\s*|\b\d{3}[-.\s])\d{3}[-.]\d{4}\b",
     "mrn": r"\b\d{7,}\b",
     "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",
+    **LEFTOVER_PATTERNS,  # what the report scrub removes (SSNs, titled names, addresses, old ages, dates)
+    # Not PHI but checked the same way: NUL and other control bytes must not reach a shard's .txt.
+    "control character": r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]",
 }
 
 # Text that ends up in shards (the .txt and every field of the .json, incl. a structured report's indication).
@@ -236,9 +240,11 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
                 meta={"check": "image file present" if col == "image_file_bytes" else f"{col} present"},
             )
         )
+    # Text columns reach GX only as derived columns (see gx_frame): a failing row's text never lands in GX's
+    # results or Data Docs, only its ids and the expectation.
     exps.append(
         E.ExpectColumnValuesToNotBeNull(
-            column="findings_text", meta={"check": "findings present for report-bearing rows"}
+            column=_chars("findings_text"), meta={"check": "findings present for report-bearing rows"}
         )
     )
     exps.append(
@@ -269,8 +275,8 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
         )
     )
     exps.append(
-        E.ExpectColumnValueLengthsToBeBetween(
-            column="findings_text",
+        E.ExpectColumnValuesToBeBetween(
+            column=_chars("findings_text"),
             min_value=cfg.findings_min_chars,
             max_value=cfg.findings_max_chars,
             meta={"check": "findings length"},
@@ -292,11 +298,31 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
             continue
         for name, regex in PHI_PATTERNS.items():
             exps.append(
-                E.ExpectColumnValuesToNotMatchRegex(
-                    column=col, regex=regex, meta={"check": f"no {name} in {col}"}
+                E.ExpectColumnValuesToBeInSet(
+                    column=_has(col, name), value_set=[False], meta={"check": f"no {name} in {col}", "regex": regex}
                 )
             )
     return exps
+
+
+def _chars(col: str) -> str:
+    return f"{col}__chars"
+
+
+def _has(col: str, name: str) -> str:
+    return f"{col}__has_{name.replace(' ', '_').replace('-', '_')}"
+
+
+def gx_frame(samples: pl.DataFrame):
+    """The rows as GX sees them: each text column replaced by its length and one flag per PHI pattern
+    (Python `re`, as PHI_PATTERNS are written)."""
+    texts = [c for c in TEXT_COLUMNS if c in samples.columns]
+    pdf = samples.to_pandas()
+    for c in texts:
+        pdf[_chars(c)] = pdf[c].str.len()
+        for name, regex in PHI_PATTERNS.items():
+            pdf[_has(c, name)] = pdf[c].fillna("").astype(str).str.contains(regex, regex=True)
+    return pdf.drop(columns=texts)
 
 
 def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] | None):
@@ -434,7 +460,7 @@ def run_validation(
     quarantined: list[dict] = []
     bad: dict[int, list[str]] = {}
     if len(samples):
-        pdf = samples.to_pandas()
+        pdf = gx_frame(samples)
         res = _run_suite(
             ctx, "cxrflow-samples", pdf, _row_expectations(cfg, samples.columns), [ROW_INDEX, "image_key"]
         )

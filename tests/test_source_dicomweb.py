@@ -134,7 +134,7 @@ def test_refuses_without_salt_or_server_or_export(archive, tmp_path, monkeypatch
 
 
 def _phi_patterns(planted: dict) -> list[re.Pattern]:
-    words = planted["names"] + planted["institutions"] + planted["phones"]
+    words = planted["names"] + planted["institutions"] + planted["phones"] + planted["campaign"]
     ids = planted["birth_dates"] + planted["patient_ids"] + planted["accessions"] + planted["uids"]
     pats = [re.compile(rf"(?<![A-Za-z]){re.escape(w)}(?![A-Za-z])", re.IGNORECASE) for w in words]
     return pats + [re.compile(re.escape(i)) for i in ids]

@@ -31,6 +31,18 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def seed_stage(seed: int, stage: int) -> None:
+    """Seed every global RNG from (seed, stage) before a stage builds its trainable parts (LoRA init, dropout).
+    A stage then starts from the same RNG state whether an earlier stage ran in this process, in another
+    one, or was killed right after it finished."""
+    import hashlib
+
+    derived = int.from_bytes(hashlib.sha256(f"cxrflow-stage:{seed}:{stage}".encode()).digest()[:4], "big")
+    random.seed(derived)
+    np.random.seed(derived)
+    torch.manual_seed(derived)  # also seeds every CUDA device
+
+
 def checkpoint_dir(root: Path, stage: int, step: int) -> Path:
     return root / f"stage{stage}-step-{step:07d}"
 
@@ -60,6 +72,48 @@ def save(root: Path, stage: int, step: int, write_fn, state: dict, keep: int) ->
     for old in list_checkpoints(root, stage)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def save_pretrained_atomically(obj, path: Path) -> None:
+    """`obj.save_pretrained` into a temporary sibling, then one rename: a kill mid-save never leaves a `path`
+    that looks complete (a 0-byte base/config.json used to fail every rerun)."""
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    obj.save_pretrained(str(tmp))
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        if not path.exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another process (a rank) saved the same thing first
+
+
+_TEMP = re.compile(r"^\..*\.?tmp-(?:.*-)?(\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale_temps(run_dir: Path) -> list[Path]:
+    """Remove temporary folders a killed save left behind (checkpoints, base model, tokenizer): those whose
+    writer PID is gone. A save in progress in a live process is left alone. Returns what was removed."""
+    removed = []
+    for parent in (run_dir, run_dir / "checkpoints"):
+        if not parent.is_dir():
+            continue
+        for p in parent.iterdir():
+            m = _TEMP.match(p.name)
+            if m and p.is_dir() and not _alive(int(m[1])):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
 
 
 def load_state(path: Path) -> dict:

@@ -79,6 +79,7 @@ class StageTrainer:
             from safetensors.torch import load_file
 
             load_projector(base, load_file(str(proj)))
+        ckpt.seed_stage(cfg.seed, stage)  # stage 2 must not depend on what ran before it in this process
         self.model = configure_stage(base, stage, self.scfg)
         gc = cfg.gradient_checkpointing
         if gc == "on" or (gc == "auto" and torch.cuda.is_available()):

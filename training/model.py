@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from training.checkpoint import save_pretrained_atomically
 from training.text import IMAGE_TOKEN, build_tiny_tokenizer, load_lm_tokenizer
 
 # Tiny really is tiny: 32 px / patch 8 -> 16 image tokens; 2-layer encoder and LM.
@@ -52,7 +53,7 @@ def build_tokenizer(cfg, run_dir: Path):
     if (path / "tokenizer.json").exists():
         return PreTrainedTokenizerFast.from_pretrained(str(path))
     tok = build_tiny_tokenizer() if cfg.preset == "tiny" else load_lm_tokenizer(cfg.lm_path)
-    tok.save_pretrained(str(path))
+    save_pretrained_atomically(tok, path)
     return tok
 
 
@@ -87,7 +88,7 @@ def build_model(cfg, tok, run_dir: Path):
             return LlavaForConditionalGeneration.from_pretrained(str(base))
         torch.manual_seed(cfg.seed)
         model = LlavaForConditionalGeneration(tiny_config(tok, image_size_for(cfg)))
-        model.save_pretrained(str(base))
+        save_pretrained_atomically(model, base)
         return model
     return _build_llava_rad(cfg, tok)
 

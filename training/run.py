@@ -9,6 +9,7 @@ from pathlib import Path
 from schemas.shards import index_name
 from schemas.train import TrainConfig
 from tasks.io import atomic_write_json, sha256_file
+from training.checkpoint import clean_stale_temps
 from training.data import Example, build_examples, open_shards, read_index
 from training.loop import StageTrainer, final_dir
 from training.plots import write_loss_curve
@@ -63,6 +64,8 @@ def run_training(cfg: TrainConfig, stop_at: tuple[int, int] | None = None, accel
     right after that step, as a kill would (tests, smoke runs). `on_step(row)` sees every optimizer step's
     metrics (progress). Returns a summary whose `stopped` says, per stage, how many steps and why."""
     write_run_header(cfg)
+    for stale in clean_stale_temps(cfg.out):
+        log.info("removed %s (left by a killed save)", stale.name)
     ds, examples, data_summary = prepare_data(cfg, cfg.out)
     summary: dict = {"run_dir": str(cfg.out), "data": data_summary, "stages": {}}
     for stage in sorted(cfg.stages):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from schemas.llm import LLMConfig
-from tasks.llm.guard import endpoint_url, is_local_endpoint
+from tasks.llm.guard import endpoint_url, guarded_http_client, is_local_endpoint
 
 
 class MissingKeyError(RuntimeError):
@@ -36,7 +36,8 @@ async def make_client(cfg: LLMConfig):
     import openai
 
     key = await resolve_api_key(cfg)
-    common = {"api_key": key, "timeout": cfg.timeout_s, "max_retries": cfg.max_retries}
+    common = {"api_key": key, "timeout": cfg.timeout_s, "max_retries": cfg.max_retries,
+              "http_client": guarded_http_client(cfg)}
     if cfg.backend == "azure":
         return openai.AsyncAzureOpenAI(
             azure_endpoint=endpoint_url(cfg), azure_deployment=cfg.model, api_version=cfg.azure_api_version, **common

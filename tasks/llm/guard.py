@@ -4,12 +4,19 @@ A source whose adapter says `may_leave_premises = False` may only be sent to loo
 addresses, or to hosts named in `LLMConfig.allow_endpoints` (the lab's Azure deployment, a vLLM host).
 The public OpenAI API is never acceptable for such data, allow-listed or not, sync or batch (PhysioNet's
 licence forbids it and the Batch API stores files server-side). The check runs before any client exists.
+
+The guard governs the transport, not a string: a proxy from the environment (HTTP(S)_PROXY/ALL_PROXY minus
+NO_PROXY) is judged too, since the report body and the key go to it (a proxy forwards anywhere, so a
+credentialed source may use one only when the proxy's host is in allow_endpoints); the HTTP client built
+from the guard's view (`guarded_http_client`) uses exactly that proxy, follows no redirects and refuses any
+request whose origin is not the configured endpoint's.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import urllib.request
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -53,8 +60,18 @@ def endpoint_url(cfg: LLMConfig) -> str:
         url = cfg.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")
         if not url:
             raise ValueError("azure backend needs azure_endpoint (or AZURE_OPENAI_ENDPOINT)")
-        return url
-    return cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_URL
+        return _checked_env_url(url)
+    return _checked_env_url(cfg.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_OPENAI_URL)
+
+
+def _checked_env_url(url: str) -> str:
+    """Config fields are validated on construction; the environment variables are checked here."""
+    from schemas.llm import no_credentials_in_url
+
+    try:
+        return no_credentials_in_url(url) or url
+    except ValueError as e:
+        raise DataUseError(str(e)) from None
 
 
 def _host_port(url: str) -> tuple[str, str]:
@@ -69,6 +86,41 @@ def redact_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment routes `url` through (None: direct), resolved the way urllib does."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    if not proxies or urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):
+        return None
+    return proxies.get(parts.scheme or "https") or proxies.get("all")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower().rstrip("."), parts.port or default
+
+
+def guarded_http_client(cfg: LLMConfig):
+    """The httpx client every LLM request goes through: no redirects, the guard's proxy (not the client's
+    own environment lookup), and a hook re-checking each request's origin against the endpoint."""
+    import openai
+
+    want = _origin(endpoint_url(cfg))
+
+    async def same_origin(request) -> None:
+        got = _origin(str(request.url))
+        if got != want:
+            raise DataUseError(f"refusing a request to {got[0]}://{got[1]}:{got[2]}: LLM calls go only to the "
+                               "configured endpoint (redirects are not followed)")
+
+    # trust_env=False: the proxy is the one check_data_use judged, passed explicitly.
+    return openai.DefaultAsyncHttpxClient(
+        follow_redirects=False, trust_env=False, proxy=proxy_for(endpoint_url(cfg)),
+        verify=os.environ.get("SSL_CERT_FILE") or True, event_hooks={"request": [same_origin]},
+    )
 
 
 def is_local_endpoint(url: str) -> bool:
@@ -103,6 +155,15 @@ def check_data_use(sources: Iterable[str], cfg: LLMConfig) -> None:
                 "third-party service this licence forbids; use a local model or an approved deployment "
                 "listed in allow_endpoints"
             )
+        proxy = proxy_for(url)
+        if proxy is not None:
+            p_host, p_host_port = _host_port(proxy)
+            if p_host_port not in allowed_hosts and p_host not in allowed_hosts:
+                raise DataUseError(
+                    f"refusing to send {source} data ({licence}) to {shown} through the proxy {redact_url(proxy)} "
+                    "(HTTP_PROXY/HTTPS_PROXY/ALL_PROXY): a proxy forwards data anywhere; set NO_PROXY for the "
+                    "endpoint, or list the proxy host in allow_endpoints if your data-use agreement covers it"
+                )
         if is_local_endpoint(url) or host_port in allowed_hosts or host in allowed_hosts:
             continue
         raise DataUseError(

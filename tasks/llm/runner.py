@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from schemas.llm import LLMConfig
 from tasks.llm.cache import ResponseCache, cache_key
-from tasks.llm.guard import check_data_use
+from tasks.llm.guard import DataUseError, check_data_use
 from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost
 from tasks.llm.operation import InvalidAnswer, Operation, RulesUnsupported, WorkItem
 from tasks.llm.ratelimit import RateLimiter
@@ -316,8 +316,8 @@ async def _run_requests(
                 return
             try:
                 done[key] = await ask(key, item)
-            except (openai.AuthenticationError, openai.PermissionDeniedError):
-                raise
+            except (openai.AuthenticationError, openai.PermissionDeniedError, DataUseError):
+                raise  # a transport the guard refused fails the run, not one item
             except Exception as e:  # one bad report never fails the batch
                 log.warning("%s item %s: unexpected %s", op.name, item.id, type(e).__name__)
                 done[key] = {"status": "error", "reason": f"unexpected error: {type(e).__name__}: {e}"[:500]}

@@ -21,6 +21,7 @@ from tasks.io import atomic_write_json
 from tasks.llm.ledger import Ledger
 from tasks.llm.operation import WorkItem
 from tasks.llm.runner import ItemResult, RunResult, run_operation
+from tasks.lock import holds_output_lock
 from tasks.reports.operations import STRUCTURE, get_operation
 
 log = logging.getLogger("cxrflow.structure")
@@ -94,6 +95,7 @@ def load_released(manifest: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+@holds_output_lock("structure")
 def run_structure(cfg: StructureConfig, progress: Any = None) -> dict[str, Any]:
     """`progress(done, total, cost_usd_so_far)` per operation as answers arrive."""
     rows = _read_manifest(cfg.manifest)

@@ -7,6 +7,7 @@ Private module (leading underscore): the adapter registry skips it.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import polars as pl
@@ -52,13 +53,28 @@ def empty_labels() -> dict[str, int | None]:
     return dict.fromkeys(CHEXPERT_LABELS)
 
 
+def read_csv_file(path: Path, **kwargs) -> pl.DataFrame:
+    """pl.read_csv (every column as text) where every failure is one line naming the file and the cause:
+    a .gz that is not gzip (a failed download saved under the release's name), a truncated or empty
+    archive, text that is not UTF-8."""
+    require_file(path, "file")
+    if path.name.endswith(".gz"):
+        with open(path, "rb") as f:
+            magic = f.read(2)
+        if magic != b"\x1f\x8b":
+            what = "empty" if not magic else "not gzip-compressed"
+            raise SourceLayoutError(f"{path.name}: {what}, though named .gz ({path})")
+    try:
+        return pl.read_csv(path, infer_schema=False, **kwargs)
+    except (pl.exceptions.PolarsError, OSError, EOFError, ValueError) as e:
+        cause = " ".join(str(e).split())[:200]
+        hint = "; the file is not UTF-8 (re-save it as UTF-8)" if "utf-8" in cause.lower() or "utf8" in cause.lower() else ""
+        raise SourceLayoutError(f"{path.name}: unreadable CSV ({type(e).__name__}: {cause}){hint} ({path})") from e
+
+
 def read_csv_strings(path: Path, *, ragged: bool = False) -> pl.DataFrame:
     """Every column as a string: label cells like '-1.0' and ids with leading zeros stay exactly as written."""
-    require_file(path, "file")
-    try:
-        return pl.read_csv(path, infer_schema=False, truncate_ragged_lines=ragged)
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as e:
-        raise SourceLayoutError(f"{path}: unreadable CSV ({e})") from e
+    return read_csv_file(path, truncate_ragged_lines=ragged)
 
 
 def require_root(root: Path) -> Path:
@@ -83,8 +99,24 @@ def require_columns(columns: list[str], required: tuple[str, ...] | list[str], w
 
 def read_header(path: Path) -> list[str]:
     """Column names of a CSV without reading its body (check() must be cheap)."""
-    require_file(path, "file")
-    return pl.read_csv(path, infer_schema=False, n_rows=0, truncate_ragged_lines=True).columns
+    return read_csv_file(path, n_rows=0, truncate_ragged_lines=True).columns
+
+
+ESCAPES_ROOT = "path leaves the release root (absolute or '..'): not read"
+
+
+def escapes_root(rel: str) -> bool:
+    """A path a release names (a CSV cell) that is absolute or climbs out with '..': it must never be read, whatever
+    lies there. Lexical, so a release whose own folders are symlinks still works."""
+    rel = rel.strip().replace("\\", "/")
+    if rel.startswith("/") or re.match(r"^[A-Za-z]:", rel):
+        return True
+    depth = 0
+    for part in rel.split("/"):
+        depth += -1 if part == ".." else 0 if part in ("", ".") else 1
+        if depth < 0:
+            return True
+    return False
 
 
 def file_defect(path: Path) -> str | None:

@@ -111,6 +111,22 @@ def make_key(source: str, image_id: str) -> str:
     return f"{_KEY_UNSAFE.sub('-', source)}_{_KEY_UNSAFE.sub('-', image_id).strip('-')}"
 
 
+def quarantine_key_collisions(discovery: Discovery) -> None:
+    """Inputs whose ids map to one key (ids differing only in characters a key cannot hold, '.' vs '-', or
+    one id named twice) are all quarantined with the reason: a merge would silently drop one of them."""
+    groups: dict[str, list[Candidate]] = {}
+    for c in discovery.candidates:
+        groups.setdefault(c.image_key, []).append(c)
+    clashes = {k: cs for k, cs in groups.items() if len(cs) > 1}
+    if not clashes:
+        return
+    discovery.candidates = [c for c in discovery.candidates if c.image_key not in clashes]
+    for key, cs in clashes.items():
+        ids = ", ".join(sorted({repr(c.image_id) for c in cs}))
+        reason = f"image key collision: {len(cs)} inputs (ids {ids}) map to the key {key}"
+        discovery.quarantined += [Drop(c.source, c.rel_path, "discover", reason, key) for c in cs]
+
+
 def hash_split(subject_id: str, ratios: tuple[float, float, float], salt: str = "cxrflow") -> str:
     """Deterministic patient-level split for sources without an official one."""
     total = sum(ratios)

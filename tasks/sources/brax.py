@@ -17,7 +17,9 @@ from pathlib import Path
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.sources._common import (
+    ESCAPES_ROOT,
     LabelValueError,
+    escapes_root,
     parse_label_cell,
     quarantine_unlisted,
     read_csv_strings,
@@ -104,6 +106,9 @@ class BraxAdapter:
             listed.add(path)
             image_id = _image_id(rel)
             key = make_key(self.name, image_id)
+            if escapes_root(rel_raw):
+                out.quarantined.append(Drop(self.name, rel, "discover", f"row {row_no}: {ESCAPES_ROOT}", key))
+                continue
             if not pid or not acc:
                 missing = "PatientID" if not pid else "AccessionNumber"
                 out.quarantined.append(

@@ -21,7 +21,9 @@ from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from schemas.manifest import REPORT_SECTIONS
 from tasks.sources._common import (
+    ESCAPES_ROOT,
     LabelValueError,
+    escapes_root,
     file_defect,
     parse_label_row,
     quarantine_unlisted,
@@ -191,6 +193,8 @@ class CheXpertAdapter:
         def quarantine(reason: str) -> None:
             out.quarantined.append(Drop(self.name, raw, "discover", reason, key))
 
+        if escapes_root(rel):
+            return quarantine(ESCAPES_ROOT)
         if rel in seen:
             return quarantine("duplicate row for an image already listed")
         seen.add(rel)

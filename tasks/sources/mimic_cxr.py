@@ -14,7 +14,7 @@ import polars as pl
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
-from tasks.sources._common import LabelValueError, parse_label_row
+from tasks.sources._common import LabelValueError, parse_label_row, read_csv_file
 from tasks.sources.base import (
     FRONTAL_VIEWS,
     Candidate,
@@ -41,9 +41,9 @@ def _find_csv(root: Path, kind: str) -> Path | None:
     return None
 
 
-def _read_csv(path: Path) -> pl.DataFrame:
+def _read_csv(path: Path, **kwargs) -> pl.DataFrame:
     # Every column as text: ids keep their digits and StudyTime its float-looking form.
-    return pl.read_csv(path, infer_schema=False)
+    return read_csv_file(path, **kwargs)
 
 
 def _require_columns(df: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> None:
@@ -52,26 +52,78 @@ def _require_columns(df: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> 
         raise SourceLayoutError(f"{path.name} is missing column(s) {', '.join(missing)}")
 
 
-def _walk_images(files: Path) -> tuple[list[tuple[str, str, str, Path]], str]:
-    """(subject, study, dicom_id, path) for every image file, and the detected layout."""
+def _scan(folder: str, problems: list[tuple[Path, str]]) -> list[os.DirEntry]:
+    """The folder's entries by name; a folder that cannot be listed is a problem row, not a crash."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        problems.append((Path(folder), f"folder unreadable: {exc.strerror}"))
+        return []
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a symlink loop: not a folder to descend into
+        return False
+
+
+def _walk_images(
+    files: Path,
+) -> tuple[list[tuple[str, str, str, Path]], str, list[tuple[Path, str, str]]]:
+    """(subject, study, dicom_id, path) for every image file, the detected layout, and (path, dicom_id, reason)
+    for every image-named entry that cannot be used (symlink loop, dangling link, a folder) or folder that
+    cannot be listed: those are inputs too, quarantined rather than crashing or vanishing from `found`."""
     found: list[tuple[str, str, str, Path]] = []
+    bad: list[tuple[Path, str, str]] = []
+    unlisted: list[tuple[Path, str]] = []
     kinds: set[str] = set()
-    for group in sorted(os.scandir(files), key=lambda e: e.name):
-        if not (group.is_dir() and group.name.startswith("p")):
+    for group in _scan(str(files), unlisted):
+        if not (_is_dir(group) and group.name.startswith("p")):
             continue
-        for patient in sorted(os.scandir(group.path), key=lambda e: e.name):
-            if not (patient.is_dir() and patient.name.startswith("p")):
+        for patient in _scan(group.path, unlisted):
+            if not (_is_dir(patient) and patient.name.startswith("p")):
                 continue
-            for study in sorted(os.scandir(patient.path), key=lambda e: e.name):
-                if not (study.is_dir() and study.name.startswith("s")):
+            for study in _scan(patient.path, unlisted):
+                if not (_is_dir(study) and study.name.startswith("s")):
                     continue
-                for image in sorted(os.scandir(study.path), key=lambda e: e.name):
+                for image in _scan(study.path, unlisted):
                     stem, _, ext = image.name.rpartition(".")
-                    if ext.lower() in ("dcm", "jpg") and image.is_file():
-                        kinds.add(ext.lower())
-                        found.append((patient.name[1:], study.name[1:], stem, Path(image.path)))
+                    if ext.lower() not in ("dcm", "jpg"):
+                        continue
+                    try:
+                        Path(image.path).stat()  # follows links: loops and dangling links raise here
+                        regular = image.is_file()
+                    except OSError as exc:
+                        bad.append((Path(image.path), stem, f"image file unreadable: {exc.strerror}"))
+                        continue
+                    if not regular:
+                        bad.append((Path(image.path), stem, "image path is not a regular file (a folder?)"))
+                        continue
+                    kinds.add(ext.lower())
+                    found.append((patient.name[1:], study.name[1:], stem, Path(image.path)))
+    bad += [(path, "", reason) for path, reason in unlisted]
     layout = "dicom" if "dcm" in kinds else "jpg"
-    return found, layout
+    return found, layout, bad
+
+
+def _ragged_ids(path: Path) -> set[str]:
+    """dicom_ids of rows with fewer fields than the header (polars reads the missing cells as nulls, which
+    would make such a row look like a film without a view)."""
+    import csv
+    import gzip
+
+    with (gzip.open(path, "rt", newline="") if path.name.endswith(".gz") else open(path, newline="")) as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        at = header.index("dicom_id") if "dicom_id" in header else 0
+        return {r[at] for r in rows if r and len(r) < len(header) and len(r) > at}
+
+
+def _conflicting_ids(df: pl.DataFrame) -> set[str]:
+    counts = df.unique().group_by("dicom_id").len()
+    return set(counts.filter(pl.col("len") > 1)["dicom_id"].to_list())
 
 
 def _labels(row: dict) -> tuple[dict[str, int | None], str | None]:
@@ -96,17 +148,16 @@ class MimicCxrAdapter:
             path = _find_csv(root, kind)
             if path is None:
                 raise SourceLayoutError(f"MIMIC-CXR root {root} is missing mimic-cxr-2.0.0-{kind}.csv.gz")
-            header = pl.read_csv(path, infer_schema=False, n_rows=0)
+            header = _read_csv(path, n_rows=0)
             _require_columns(header, path, columns)
         labels = _find_csv(root, "chexpert")
         if labels is not None:
-            _require_columns(pl.read_csv(labels, infer_schema=False, n_rows=0), labels,
-                             LABEL_KEY_COLUMNS + CHEXPERT_LABELS)
+            _require_columns(_read_csv(labels, n_rows=0), labels, LABEL_KEY_COLUMNS + CHEXPERT_LABELS)
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
         reports_root = Path(cfg.options.get("reports_root", root))
-        images, layout = _walk_images(root / "files")
+        images, layout, unusable = _walk_images(root / "files")
         metadata = _read_csv(_find_csv(root, "metadata"))
         split = _read_csv(_find_csv(root, "split")).select("dicom_id", "split")
         labels_path = _find_csv(root, "chexpert")
@@ -131,12 +182,19 @@ class MimicCxrAdapter:
             pl.col("ViewPosition").alias("view"),
             pl.col("PatientOrientationCodeSequence_CodeMeaning").alias("orientation"),
         ).with_columns(pl.lit(True).alias("in_metadata"))
+        # A dicom_id named by differing rows (metadata or split): which one is right cannot be known, so those
+        # images are quarantined instead of letting the first row win silently. Identical repeats are harmless.
+        conflicting = _conflicting_ids(meta) | _conflicting_ids(split)
+        ragged = _ragged_ids(_find_csv(root, "metadata"))
         joined = (
             files.join(meta.unique("dicom_id", keep="first"), on="dicom_id", how="left")
             .join(split.unique("dicom_id", keep="first"), on="dicom_id", how="left")
             .join(labels, left_on="study_dir", right_on="study_id", how="left")
         )
         discovery = Discovery()
+        for path, dicom_id, reason in unusable:
+            key = make_key(NAME, dicom_id) if dicom_id else None
+            discovery.quarantined.append(Drop(NAME, path.relative_to(root).as_posix(), "discover", reason, key))
         listed = metadata.height
         discovery.notes["layout"] = layout
         discovery.notes["listed_in_metadata_without_file"] = listed - int(joined["in_metadata"].sum() or 0)
@@ -151,6 +209,14 @@ class MimicCxrAdapter:
             def drop(stage: str, reason: str) -> Drop:
                 return Drop(NAME, rel, stage, reason, key)  # noqa: B023 - used immediately
 
+            if row["dicom_id"] in ragged:
+                discovery.quarantined.append(drop("discover", "metadata row is ragged (fewer fields than the "
+                                                  "header): its view and ids cannot be trusted"))
+                continue
+            if row["dicom_id"] in conflicting:
+                discovery.quarantined.append(drop("discover", "conflicting rows for this dicom_id in the metadata "
+                                                  "or split file (which one holds is unknown)"))
+                continue
             if not row["in_metadata"]:
                 discovery.quarantined.append(drop("discover", "study absent from the metadata: dicom_id not "
                                                   "in mimic-cxr-2.0.0-metadata.csv.gz"))
@@ -200,10 +266,17 @@ def _read_report(reports_root: Path, subject: str, study: str) -> tuple[str | No
         data = path.read_bytes()
     except FileNotFoundError:
         return None, f"missing report: {path.relative_to(reports_root).as_posix()} not found"
+    except IsADirectoryError:
+        return None, f"report path is a folder: {path.relative_to(reports_root).as_posix()}"
+    except OSError as exc:  # permissions, I/O errors, symlink loops
+        return None, f"report unreadable ({exc.strerror}): {path.relative_to(reports_root).as_posix()}"
     try:
-        return data.decode("utf-8"), None
+        text = data.decode("utf-8-sig")  # a byte-order mark would hide the first section header
     except UnicodeDecodeError as exc:
         return None, f"report is not valid UTF-8: byte {exc.start} of {path.name}"
+    if "\x00" in text:
+        return None, f"report contains NUL bytes (corrupt or binary file): {path.name}"
+    return text, None
 
 
 ADAPTER = MimicCxrAdapter()

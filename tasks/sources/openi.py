@@ -157,6 +157,9 @@ class OpenIAdapter:
         except ET.ParseError as e:
             out.quarantined.append(Drop(self.name, rel, "discover", f"unparseable report XML: {e}"))
             return
+        except OSError as e:  # a folder named *.xml, permissions, I/O errors: an input, quarantined
+            out.quarantined.append(Drop(self.name, rel, "discover", f"report XML unreadable: {e.strerror}"))
+            return
         raw = {}
         for node in doc.iter("AbstractText"):
             section = SECTION_LABELS.get((node.get("Label") or "").upper())

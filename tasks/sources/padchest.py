@@ -19,7 +19,9 @@ from pathlib import Path
 
 from schemas.config import IngestConfig
 from tasks.sources._common import (
+    ESCAPES_ROOT,
     empty_labels,
+    escapes_root,
     file_defect,
     quarantine_unlisted,
     read_csv_strings,
@@ -209,6 +211,8 @@ class PadChestAdapter:
             return quarantine("image name contains spaces")
         if not folder.isdigit():
             return quarantine(f"ImageDir not a numbered folder: {folder!r}")
+        if escapes_root(image_name):
+            return quarantine(ESCAPES_ROOT)
         path = root / folder / image_name
         defect = file_defect(path)
         if defect:

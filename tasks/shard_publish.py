@@ -1,0 +1,37 @@
+"""The published shard set: what readers open ({split}.index.json, shards.parquet, summary.json, llava/).
+
+A re-shard with other input or limits retires the whole old set (indexes first, as readers start there)
+before any tar is deleted or rewritten, and the new set is written only after every new tar is in place.
+A kill at any point therefore leaves either the old set over the old tars, no set, or the new set over the
+new tars: never an index naming a missing tar or a summary with another run's counts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+SIDECARS = ("shards.parquet", "summary.json", "llava")  # published beside the indexes
+
+
+def published_paths(out_dir: Path) -> list[Path]:
+    """The set's paths that exist, indexes first."""
+    out_dir = Path(out_dir)
+    return sorted(out_dir.glob("*.index.json")) + [out_dir / n for n in SIDECARS if (out_dir / n).exists()]
+
+
+def retire_published_set(out_dir: Path) -> list[str]:
+    """Move the published set out of the readers' way (one rename per path), then delete it."""
+    out_dir = Path(out_dir)
+    for old in out_dir.glob(".retired-*"):  # left by a run killed while deleting
+        shutil.rmtree(old, ignore_errors=True)
+    paths = published_paths(out_dir)
+    if not paths:
+        return []
+    trash = out_dir / f".retired-{os.getpid()}"
+    trash.mkdir(exist_ok=True)
+    for p in paths:
+        os.replace(p, trash / p.name)
+    shutil.rmtree(trash, ignore_errors=True)
+    return [p.name for p in paths]
