@@ -24,8 +24,8 @@ from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
 from tasks.io import atomic_write_json, read_json
-from tasks.reports.sections import PARSER_METHOD
 from tasks.phi import LEFTOVER_PATTERNS
+from tasks.reports.sections import PARSER_METHOD
 
 STAGE = "validate"
 NO_FINDINGS = "no findings"
