@@ -738,8 +738,11 @@ def test_keyed_url_on_the_command_line_is_a_one_line_error(tmp_path):
     import subprocess
     import sys
 
+    from structure_support import manifest_row, write_manifest
+
+    manifest = write_manifest(tmp_path / "m.parquet", [manifest_row(0, "openi")])  # the URL is what is wrong
     proc = subprocess.run(
-        [sys.executable, "-m", "cxrflow_cli.main", "structure", "--manifest", str(tmp_path / "m.parquet"),
+        [sys.executable, "-m", "cxrflow_cli.main", "structure", "--manifest", str(manifest),
          "--out", str(tmp_path / "o"), "--backend", "openai", "--base-url", KEYED_URLS[0], "--no-prefect"],
         capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300,
     )  # fmt: skip
@@ -791,8 +794,12 @@ def test_report_bom_is_read_and_nul_bytes_are_quarantined(mimic_root, tmp_path):
 
     from tasks.ingest import run_ingest
 
+    from tasks.reports.sections import parse_report
+
     reports = sorted((mimic_root / "files").glob("p*/p*/s*.txt"))
-    bom, nul = reports[0], reports[1]
+    # a report that has findings (the fixture also writes shapes without any)
+    bom = next(r for r in reports if parse_report(r.read_text(), r.stem[1:]).sections["findings"])
+    nul = next(r for r in reports if r != bom)
     bom.write_bytes(b"\xef\xbb\xbf" + bom.read_bytes())
     nul.write_bytes(nul.read_bytes() + b"\x00\x00\x00")
     summary = run_ingest(_ingest_cfg("mimic-cxr", mimic_root, tmp_path / "out"))
