@@ -23,6 +23,11 @@ class ImageConfig(BaseModel):
     )
     format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(95, ge=1, le=100)
+    exact: bool = Field(
+        False,
+        description="decode every source at full resolution; off: JPEG 2000 and JPEG sources decode only the "
+        "resolution the output needs (docs/decoding.md gives the error bound)",
+    )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
