@@ -31,9 +31,16 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.encaps import generate_frames
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import get_j2k_parameters
-from pydicom.uid import JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit
+from pydicom.uid import (
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
 from schemas.config import ImageConfig
 
@@ -224,7 +231,8 @@ def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     if reason:
         raise ImageDecodeError(reason)
     try:
-        arr = ds.pixel_array
+        plugin = preferred_plugin(ds)
+        arr = pixel_array(ds, decoding_plugin=plugin) if plugin else ds.pixel_array
     except Exception as exc:
         msg = str(exc)
         if "less than" in msg or "truncat" in msg.lower() or "expected" in msg:
@@ -235,13 +243,25 @@ def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     return arr
 
 
+# Faster plugins where several are installed (BENCHMARKS.md, issue 16): CharLS decodes JPEG-LS ~4x faster
+# than libjpeg; pylibjpeg-rle's C decoder ~5x faster than pydicom's numpy one.
+PREFERRED_PLUGINS = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls", RLELossless: "pylibjpeg"}
+
+
+def preferred_plugin(ds: pydicom.Dataset) -> str:
+    """The plugin to ask pydicom for, or "" to let pydicom choose."""
+    ts = ds.file_meta.TransferSyntaxUID
+    name = PREFERRED_PLUGINS.get(ts, "")
+    return name if name and name in get_decoder(ts).available_plugins else ""
+
+
 def decoder_name(ds: pydicom.Dataset) -> str:
     ts = ds.file_meta.TransferSyntaxUID
     plugin = "native"
     if ts.is_compressed:
         decoder = get_decoder(ts)
         # pydicom tries plugins in registration order (`available_plugins` is sorted by name instead).
-        plugin = next(iter(getattr(decoder, "_available", None) or decoder.available_plugins), "none")
+        plugin = preferred_plugin(ds) or next(iter(getattr(decoder, "_available", None) or decoder.available_plugins), "none")
     return f"pydicom-{pydicom.__version__}/{ts.name}/{plugin}"
 
 

@@ -37,8 +37,11 @@ def _out(path: Path, kind: str, cfg: ImageConfig) -> tuple[np.ndarray, str]:
 
 @pytest.mark.parametrize("bits", [12, 16])
 def test_j2k_level_0_equals_pydicom_unsigned(tmp_path, bits):
-    ds = _j2k(tmp_path / "u.dcm", stored_values(picture(80, 64, seed=1), DXSpec(bits_stored=bits)),
-              DXSpec(bits_stored=bits))
+    ds = _j2k(
+        tmp_path / "u.dcm",
+        stored_values(picture(80, 64, seed=1), DXSpec(bits_stored=bits)),
+        DXSpec(bits_stored=bits),
+    )
     ours = j2k_stored_values(ds, first_frame(ds), 0)
     assert ours.dtype == ds.pixel_array.dtype and np.array_equal(ours, ds.pixel_array)
 
