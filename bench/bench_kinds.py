@@ -36,6 +36,7 @@ from tasks.images import (
     jpeg_stored_values,
     power_of_two_scale,
     preprocess_params,
+    process,
 )
 from tasks.ingest import BatchResult, process_candidate, run_ingest
 from tasks.sources.base import Candidate
@@ -120,6 +121,22 @@ def engine(out: Path):
     return run
 
 
+def exact_error(films: list[tuple[Path, str]]) -> tuple[float, float, int] | None:
+    """Output grey-level difference, reduced-resolution decode vs `exact` (full decode + area reduction):
+    (mean |d|, 99th percentile |d|, max |d|) over all output pixels; None where the kind has no reduced path."""
+    diffs = []
+    for path, _ in films:
+        kind = "dicom" if path.suffix == ".dcm" else path.suffix[1:]
+        fast = process(path, kind, ImageConfig(format="png"))
+        if not ("reduce" in fast[3] or "draft" in fast[3]):
+            return None
+        exact = process(path, kind, ImageConfig(format="png", exact=True))
+        a, b = (np.asarray(Image.open(io.BytesIO(x[0])), dtype=np.int16) for x in (fast, exact))
+        diffs.append(np.abs(a - b).ravel())
+    d = np.concatenate(diffs)
+    return float(d.mean()), float(np.percentile(d, 99)), int(d.max())
+
+
 def per_film(fns: dict, films: list[tuple[Path, str]], repeats: int) -> dict[str, float]:
     for fn in fns.values():
         fn(*films[0])  # imports, page cache
@@ -200,7 +217,7 @@ def main() -> None:
                 films,
                 args.repeats,
             )
-            rows.append((kind, films[0][0].stat().st_size, t))
+            rows.append((kind, films[0][0].stat().st_size, t, exact_error(films)))
             print(f"# {kind}: {t}", flush=True)
         print(
             f"\n{args.films} films per kind, 2544x3056 -> 518 px JPEG q95; fastest of {args.repeats} per film\n"
@@ -210,12 +227,18 @@ def main() -> None:
             "cxrflow images/s/core | cxrflow / floor | cxrflow / full decode |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
-        for kind, size, t in rows:
+        for kind, size, t, _ in rows:
             print(
                 f"| {kind} | {size / 1e6:.1f} | {t['read'] * 1e3:.1f} | {t['full'] * 1e3:.1f} | "
                 f"{t['floor'] * 1e3:.1f} | {t['cxrflow'] * 1e3:.1f} | {1 / t['cxrflow']:.1f} | "
                 f"{t['cxrflow'] / t['floor']:.2f} | {t['cxrflow'] / t['full']:.2f} |"
             )
+        print("\nReduced-resolution decode vs `exact` (full decode + area reduction), output grey levels:\n")
+        print("| kind | mean abs diff | 99th percentile | max |")
+        print("|---|---|---|---|")
+        for kind, _, _, err in rows:
+            if err:
+                print(f"| {kind} | {err[0]:.2f} | {err[1]:.0f} | {err[2]} |")
         if args.mix[1] > args.mix[0] > 0:
             m = mix_marginal(tmp, *args.mix)
             small, large = m["n"]

@@ -11,7 +11,7 @@ from prefect.artifacts import create_progress_artifact, create_table_artifact, u
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.futures import wait
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import quote
 
 from flows import progress
@@ -77,11 +77,17 @@ def ingest_flow(cfg: IngestConfig) -> dict:
 
 
 def default_task_runner(cfg: IngestConfig) -> TaskRunner:
-    return ProcessPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
+    from flows.runners import PreforkedPoolTaskRunner
+
+    return PreforkedPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
 
 
 def run_ingest_flow(cfg: IngestConfig, task_runner: TaskRunner | None = None) -> dict:
     """Run the flow with a process pool sized by the config (or the runner given, e.g. Dask)."""
+    if task_runner is None:
+        from flows.runners import start_worker_server
+
+        start_worker_server()  # its imports overlap flow start-up and discovery
     return ingest_flow.with_options(task_runner=task_runner or default_task_runner(cfg))(cfg)
 
 
