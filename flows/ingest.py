@@ -12,7 +12,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.futures import wait
 from prefect.task_runners import TaskRunner
-from prefect.utilities.annotations import quote
 
 from flows import progress
 from schemas.config import IngestConfig, MixtureConfig
@@ -52,8 +51,8 @@ def ingest_flow(cfg: IngestConfig) -> dict:
     run_dir = engine.new_run_dir(cfg.out)
     progress_id = create_progress_artifact(0.0, key=artifact_key("ingest-progress", cfg.source),
                                            description=f"images processed of {total}, in {len(plan)} chunks")
-    # One task run per chunk; quote(): the candidates are not walked for upstream futures (a cost per image).
-    submitted = [process_chunk_task.submit(i, quote(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
+    # One task run per chunk; engine.Chunk: the candidates are not walked for upstream futures (a cost per image).
+    submitted = [process_chunk_task.submit(i, engine.Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
     pending = set(submitted)
     while pending:
         finished = wait(list(pending), timeout=engine.PROGRESS_EVERY_S).done

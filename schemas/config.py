@@ -44,7 +44,10 @@ class IngestConfig(BaseModel):
     frontal_only: bool = True
     image: ImageConfig = Field(default_factory=ImageConfig)
     workers: int | None = Field(None, ge=1, description="processes; default all cores")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(
+        32, ge=1, description="images between progress updates inside a chunk, and the smallest chunk (one task "
+        "run per chunk, a few chunks per worker: tasks/ingest.py)"
+    )
     limit: int | None = Field(None, ge=1, description="cap on candidate images (mixtures, smoke runs)")
     split_ratios: tuple[float, float, float] = Field(
         (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"

@@ -234,20 +234,33 @@ class ChunkResult:
     reused: int = 0
 
 
+class Chunk:
+    """A chunk's candidates in a plain container: task runners that walk task parameters (Prefect looks for
+    upstream futures in every list and dataclass; Dask for keys) see one object, not thousands."""
+
+    __slots__ = ("candidates",)
+
+    def __init__(self, candidates: list[Candidate]):
+        self.candidates = candidates
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+
 def new_run_dir(out: Path) -> Path:
     run_dir = Path(out) / RUNS / uuid.uuid4().hex
     run_dir.mkdir(parents=True)
     return run_dir
 
 
-def process_chunk(index: int, chunk: list[Candidate], cfg: IngestConfig, run_dir: Path) -> ChunkResult:
+def process_chunk(index: int, chunk: Chunk, cfg: IngestConfig, run_dir: Path) -> ChunkResult:
     """One task run's work: the chunk's images in batches, progress written to the run folder as it goes."""
-    run_dir = Path(run_dir)
-    known = load_hash_cache(Path(cfg.out), (str(c.path) for c in chunk))
+    run_dir, candidates = Path(run_dir), chunk.candidates
+    known = load_hash_cache(Path(cfg.out), (str(c.path) for c in candidates))
     total = BatchResult()
     last = time.monotonic()
     done = 0
-    for batch in batches(chunk, cfg.batch_size):
+    for batch in batches(candidates, cfg.batch_size):
         res = process_batch(batch, cfg, known)
         total.rows += res.rows
         total.quarantined += res.quarantined
@@ -255,7 +268,7 @@ def process_chunk(index: int, chunk: list[Candidate], cfg: IngestConfig, run_dir
         total.decoded += res.decoded
         total.reused += res.reused
         done += len(batch)
-        if time.monotonic() - last >= PROGRESS_EVERY_S or done == len(chunk):
+        if time.monotonic() - last >= PROGRESS_EVERY_S or done == len(candidates):
             atomic_write_bytes(run_dir / f"progress-{index:06d}", str(done).encode())
             last = time.monotonic()
     rows_part = hashes_part = None
@@ -356,12 +369,12 @@ def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = 
     if workers == 1 or len(plan) <= 1:
         results = []
         for i, (a, b) in enumerate(plan):
-            results.append(process_chunk(i, cands[a:b], cfg, run_dir))
+            results.append(process_chunk(i, Chunk(cands[a:b]), cfg, run_dir))
             if progress:
                 progress(b, total)
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(plan))) as pool:
-            futures = [pool.submit(process_chunk, i, cands[a:b], cfg, run_dir) for i, (a, b) in enumerate(plan)]
+            futures = [pool.submit(process_chunk, i, Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
             pending = set(futures)
             while pending:
                 _, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
