@@ -177,7 +177,9 @@ def mix_marginal(tmp: Path, small: int, large: int) -> dict:
     from fixtures.mimic_cxr import write_mimic_cxr
 
     root = tmp / "mix"
-    write_mimic_cxr(root, studies=-(-large * 2 // 3) + 1, seed=0, size="full", defects=False)  # ~1.5 films a study
+    write_mimic_cxr(
+        root, studies=-(-large * 2 // 3) + 1, seed=0, size="full", defects=False
+    )  # ~1.5 films a study
     files = sorted(root.rglob("*.dcm"))
     out = {}
     for n in (small, large):
