@@ -1,4 +1,4 @@
-"""The `ingest` flow: discover -> process batches on a task runner -> assemble, with progress and summary
+"""The `ingest` flow: discover -> process chunks on a task runner -> assemble, with progress and summary
 artifacts. The work itself is tasks/ingest.py; this module only wires it into Prefect."""
 
 from __future__ import annotations
@@ -8,8 +8,10 @@ import time
 
 from prefect import flow, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.futures import as_completed
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.cache_policies import NO_CACHE
+from prefect.context import get_run_context
+from prefect.futures import wait
+from prefect.task_runners import TaskRunner
 
 from flows import progress
 from schemas.config import IngestConfig, MixtureConfig
@@ -17,14 +19,27 @@ from tasks import ingest as engine
 from tasks import mixture
 from tasks.lock import holds_output_lock
 
-discover_task = task(engine.discover, name="discover")
-process_batch_task = task(engine.process_batch, name="process-batch")
-assemble_task = task(engine.assemble, name="assemble")
+# No input hashing and no stored results: the outputs are content-addressed files, the manifest is assembled
+# from part files, and hashing a chunk's candidates would cost per image.
+discover_task = task(engine.discover, name="discover", cache_policy=NO_CACHE, persist_result=False)
+process_chunk_task = task(engine.process_chunk, name="process-chunk", cache_policy=NO_CACHE, persist_result=False)
+assemble_task = task(engine.assemble, name="assemble", cache_policy=NO_CACHE, persist_result=False)
 
 
 def artifact_key(prefix: str, source: str) -> str:
     """Artifact keys allow lowercase letters, digits and dashes only (docs/pitfalls.md)."""
     return "-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-")))
+
+
+def runner_workers(cfg: IngestConfig, task_runner: TaskRunner | None) -> int:
+    """The parallelism the chunks are cut for: a Dask cluster's worker count, else the process pool's size."""
+    client = getattr(task_runner, "_client", None)  # a started DaskTaskRunner
+    if client is not None:
+        try:
+            return max(1, len(client.scheduler_info()["workers"]))
+        except Exception:  # scheduler not answering yet: size by the config
+            pass
+    return cfg.workers or getattr(task_runner, "_max_workers", None) or os.cpu_count() or 1
 
 
 @flow(name="ingest", log_prints=True)
@@ -33,19 +48,22 @@ def ingest_flow(cfg: IngestConfig) -> dict:
     start = time.perf_counter()
     share_api_url()
     discovery = discover_task(cfg)
-    known = engine.load_hash_cache(cfg.out)
-    work = engine.batches(discovery.candidates, cfg.batch_size)
-    total = len(discovery.candidates)
+    cands, total = discovery.candidates, len(discovery.candidates)
+    plan = engine.plan_chunks(total, runner_workers(cfg, get_run_context().task_runner), cfg.batch_size)
+    run_dir = engine.new_run_dir(cfg.out)
     progress_id = create_progress_artifact(0.0, key=artifact_key("ingest-progress", cfg.source),
-                                           description=f"images processed of {total}")
-    futures = {process_batch_task.submit(b, cfg, engine.hashes_for(known, b)): len(b) for b in work}
-    results, done = [], 0
-    for fut in as_completed(list(futures)):
-        results.append(fut.result())
-        done += futures[fut]
-        update_progress_artifact(progress_id, 100.0 * done / max(total, 1))
-        progress.notify(done, total)
-    summary = assemble_task(cfg, discovery, results, time.perf_counter() - start)
+                                           description=f"images processed of {total}, in {len(plan)} chunks")
+    # One task run per chunk; engine.Chunk: the candidates are not walked for upstream futures (a cost per image).
+    submitted = [process_chunk_task.submit(i, engine.Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
+    pending = set(submitted)
+    while pending:
+        finished = wait(list(pending), timeout=engine.PROGRESS_EVERY_S).done
+        if finished:
+            pending -= finished
+            update_progress_artifact(progress_id, 100.0 * (len(submitted) - len(pending)) / len(submitted))
+        progress.notify(engine.progress_done(run_dir), total)  # in-process listeners (CLI bar): no API call
+    results = [f.result() for f in submitted]
+    summary = assemble_task(cfg, discovery, results, run_dir, time.perf_counter() - start)
     create_table_artifact(
         [{"measure": k, "value": summary[k]} for k in ("found", "kept", "filtered", "quarantined", "decoded", "reused")]
         + [{"measure": f"filtered: {k}", "value": v} for k, v in summary["filtered_by_reason"].items()]
@@ -60,11 +78,17 @@ def ingest_flow(cfg: IngestConfig) -> dict:
 
 
 def default_task_runner(cfg: IngestConfig) -> TaskRunner:
-    return ProcessPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
+    from flows.runners import PreforkedPoolTaskRunner
+
+    return PreforkedPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
 
 
 def run_ingest_flow(cfg: IngestConfig, task_runner: TaskRunner | None = None) -> dict:
     """Run the flow with a process pool sized by the config (or the runner given, e.g. Dask)."""
+    if task_runner is None:
+        from flows.runners import start_worker_server
+
+        start_worker_server()  # its imports overlap flow start-up and discovery
     return ingest_flow.with_options(task_runner=task_runner or default_task_runner(cfg))(cfg)
 
 

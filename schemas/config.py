@@ -23,6 +23,11 @@ class ImageConfig(BaseModel):
     )
     format: Literal["jpeg", "png"] = "jpeg"
     jpeg_quality: int = Field(95, ge=1, le=100)
+    exact: bool = Field(
+        False,
+        description="decode every source at full resolution; off: JPEG 2000 and JPEG sources decode only the "
+        "resolution the output needs (docs/decoding.md gives the error bound)",
+    )
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
@@ -39,7 +44,10 @@ class IngestConfig(BaseModel):
     frontal_only: bool = True
     image: ImageConfig = Field(default_factory=ImageConfig)
     workers: int | None = Field(None, ge=1, description="processes; default all cores")
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(
+        32, ge=1, description="images between progress updates inside a chunk, and the smallest chunk (one task "
+        "run per chunk, a few chunks per worker: tasks/ingest.py)"
+    )
     limit: int | None = Field(None, ge=1, description="cap on candidate images (mixtures, smoke runs)")
     split_ratios: tuple[float, float, float] = Field(
         (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"

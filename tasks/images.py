@@ -11,6 +11,12 @@ stored values (cv2 INTER_AREA: exact box means, ~2 ms for a 2500x3000 film), the
 the final size. The reduction happens before the VOI transform: linear rescale and MONOCHROME1 inversion
 commute with box means exactly; window clipping differs only inside blocks that straddle the window edge.
 No flips or rotations are ever applied, so orientation is the film's own.
+
+Reduced-resolution decoding (ImageConfig.exact off, the default): JPEG 2000 films decode only the wavelet
+resolution levels the output needs (OpenJPEG `reduce` through Pillow) and JPEG films scale in the DCT domain
+(libjpeg `draft`), both by a power of two no larger than the integer reduction factor; the rest of the
+reduction is the same area + bicubic path. docs/decoding.md gives the measured difference from the full
+decode; `exact` restores it.
 """
 
 from __future__ import annotations
@@ -24,12 +30,22 @@ import cv2
 import numpy as np
 import pydicom
 from PIL import Image
-from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.encaps import generate_frames
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel_array
+from pydicom.pixels.utils import get_j2k_parameters
+from pydicom.uid import (
+    JPEG2000,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
 
 from schemas.config import ImageConfig
 
 # Bump when the pixel pipeline changes in a way that alters output bytes: it is part of the cache key.
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"
 
 cv2.setNumThreads(1)  # parallelism comes from processes; threads inside each would oversubscribe cores
 
@@ -211,17 +227,26 @@ def _header_contradiction(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
-    """Stored values of the first frame, with a precise reason when that is impossible."""
+def check_pixels(ds: pydicom.Dataset) -> None:
+    """The checks every decode path makes first: pixel data present, grayscale, headers that fit the pixels."""
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM has no Pixel Data element")
     if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageDecodeError(f"not a grayscale radiograph: PhotometricInterpretation {ds.get('PhotometricInterpretation')}")
-    reason = _header_contradiction(ds) or _missing_plugin_reason(ds)
+    contradiction = _header_contradiction(ds)
+    if contradiction:
+        raise ImageDecodeError(contradiction)
+
+
+def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
+    """Stored values of the first frame, with a precise reason when that is impossible."""
+    check_pixels(ds)
+    reason = _missing_plugin_reason(ds)
     if reason:
         raise ImageDecodeError(reason)
     try:
-        arr = ds.pixel_array
+        plugin = preferred_plugin(ds)
+        arr = pixel_array(ds, decoding_plugin=plugin) if plugin else ds.pixel_array
     except Exception as exc:
         msg = str(exc)
         if "less than" in msg or "truncat" in msg.lower() or "expected" in msg:
@@ -232,12 +257,25 @@ def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     return arr
 
 
+# Faster plugins where several are installed (BENCHMARKS.md, issue 16): CharLS decodes JPEG-LS ~4x faster
+# than libjpeg; pylibjpeg-rle's C decoder ~5x faster than pydicom's numpy one.
+PREFERRED_PLUGINS = {JPEGLSLossless: "pyjpegls", JPEGLSNearLossless: "pyjpegls", RLELossless: "pylibjpeg"}
+
+
+def preferred_plugin(ds: pydicom.Dataset) -> str:
+    """The plugin to ask pydicom for, or "" to let pydicom choose."""
+    ts = ds.file_meta.TransferSyntaxUID
+    name = PREFERRED_PLUGINS.get(ts, "")
+    return name if name and name in get_decoder(ts).available_plugins else ""
+
+
 def decoder_name(ds: pydicom.Dataset) -> str:
     ts = ds.file_meta.TransferSyntaxUID
     plugin = "native"
     if ts.is_compressed:
         decoder = get_decoder(ts)
-        plugin = next(iter(decoder.available_plugins), "none")
+        # pydicom tries plugins in registration order (`available_plugins` is sorted by name instead).
+        plugin = preferred_plugin(ds) or next(iter(getattr(decoder, "_available", None) or decoder.available_plugins), "none")
     return f"pydicom-{pydicom.__version__}/{ts.name}/{plugin}"
 
 
@@ -245,16 +283,106 @@ def has_voi(ds: pydicom.Dataset) -> bool:
     return bool(ds.get("VOILUTSequence")) or ("WindowCenter" in ds and "WindowWidth" in ds)
 
 
+# ------------------------------------------------------------------------- reduced-resolution DICOM decode
+
+
+def power_of_two_scale(height: int, width: int, cfg: ImageConfig, limit: int = 32) -> int:
+    """Largest power of two not above the integer reduction factor (and `limit`): the decoder's share."""
+    factor = min(reduce_factor(height, width, cfg), limit)
+    return 1 << (factor.bit_length() - 1)
+
+
+def first_frame(ds: pydicom.Dataset) -> bytes:
+    return next(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames") or 1)))
+
+
+def j2k_levels(codestream: bytes) -> int | None:
+    """Wavelet decomposition levels from the main header's COD marker (None when it cannot be read)."""
+    pos = codestream.find(b"\xff\x52", 2)
+    if pos < 0 or pos + 10 > len(codestream):
+        return None
+    return codestream[pos + 9]  # Lcod(2) Scod(1) progression(1) layers(2) MCT(1), then levels
+
+
+def j2k_stored_values(ds: pydicom.Dataset, codestream: bytes, reduce: int) -> np.ndarray:
+    """The stored values pydicom's decode gives, at 1/2**reduce resolution, via Pillow's OpenJPEG.
+
+    Pillow scales samples to its 8/16-bit mode (left shift by mode bits - precision) and offsets signed ones
+    by 2**(precision - 1); both are undone. A codestream whose signedness disagrees with Pixel
+    Representation is reinterpreted bit for bit as pydicom does (full resolution only: averaged
+    wavelet samples cannot be reinterpreted)."""
+    info = get_j2k_parameters(codestream)
+    precision, signed = int(info["precision"]), bool(info["is_signed"])
+    representation = int(ds.get("PixelRepresentation", 0))
+    if precision > 16 or (reduce and signed != bool(representation)):
+        raise ValueError("not a case for the reduced decode")
+    with Image.open(io.BytesIO(codestream)) as im:
+        im.reduce = reduce
+        im.load()
+        mode_bits = 8 if im.mode == "L" else 16
+        if im.mode not in ("L", "I;16"):
+            raise ValueError(f"unexpected Pillow mode {im.mode}")
+        raw = np.asarray(im).astype(np.int32) >> (mode_bits - precision)
+    values = raw - (1 << (precision - 1)) if signed else raw
+    if signed != bool(representation):  # pydicom: shift left then right in the output dtype
+        values = values & ((1 << precision) - 1)
+        if representation:
+            values = np.where(values >= 1 << (precision - 1), values - (1 << precision), values)
+    dtype = np.dtype(f"{'i' if representation else 'u'}{int(ds.get('BitsAllocated', 16)) // 8}")
+    return values.astype(dtype)
+
+
+def jpeg_stored_values(codestream: bytes, scale: int) -> np.ndarray:
+    """8-bit baseline JPEG frame decoded at 1/scale in the DCT domain (libjpeg through Pillow)."""
+    with Image.open(io.BytesIO(codestream)) as im:
+        if im.mode != "L":
+            raise ValueError(f"not a grayscale JPEG: {im.mode}")
+        w, h = im.size
+        im.draft("L", (-(-w // scale), -(-h // scale)))
+        im.load()
+        return np.asarray(im)
+
+
+def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndarray, str] | None:
+    """(stored values at a power-of-two reduced size, decoder name) when the film allows it, else None
+    (the caller takes pydicom's full decode, which also gives the precise error for a bad file)."""
+    if cfg.exact or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return None
+    ts = ds.file_meta.get("TransferSyntaxUID")
+    if ts not in (JPEG2000Lossless, JPEG2000, JPEGBaseline8Bit):
+        return None
+    try:
+        scale = power_of_two_scale(int(ds.Rows), int(ds.Columns), cfg)
+        if scale == 1:
+            return None
+        frame = first_frame(ds)
+        if ts == JPEGBaseline8Bit:
+            if int(ds.get("BitsAllocated", 8)) != 8 or int(ds.get("PixelRepresentation", 0)):
+                return None
+            scale = min(scale, 8)
+            return jpeg_stored_values(frame, scale), f"pillow-{Image.__version__}/{ts.name}/draft-1:{scale}"
+        levels = j2k_levels(frame)
+        reduce = min(scale.bit_length() - 1, levels if levels is not None else 0)
+        if reduce == 0:
+            return None
+        arr = j2k_stored_values(ds, frame, reduce)
+        return arr, f"pillow-{Image.__version__}/{ts.name}/reduce-{reduce}"
+    except Exception:  # any surprise: the full decode decides
+        return None
+
+
 def decode_dicom(path: Path, cfg: ImageConfig) -> Decoded:
     ds = read_dicom(path)
-    arr = dicom_pixels(ds)
+    check_pixels(ds)
+    fast = reduced_dicom_pixels(ds, cfg)
+    arr, decoder = fast if fast else (dicom_pixels(ds), decoder_name(ds))
     # Without a VOI the film is min-max scaled over its whole extent (not the kept region), so crop and
     # pad of one film give the same intensities.
     data_lo, data_hi = (0, 0) if has_voi(ds) else (int(arr.min()), int(arr.max()))
     reduced = area_reduce(arr, cfg)
     lo, hi = _stored_range(ds, reduced)
     lut = dicom_lut(ds, min(lo, data_lo), max(hi, data_hi), data_lo, data_hi)
-    return Decoded(pixels=reduced, lut=lut, lut_offset=min(lo, data_lo), decoder=decoder_name(ds))
+    return Decoded(pixels=reduced, lut=lut, lut_offset=min(lo, data_lo), decoder=decoder)
 
 
 # --------------------------------------------------------------------------------------------- PNG / JPEG
@@ -264,12 +392,17 @@ def decode_raster(path: Path, cfg: ImageConfig) -> Decoded:
     """8- or 16-bit grayscale PNG/JPEG (RGB/RGBA converted to luminance); 16-bit is min-max scaled."""
     try:
         with Image.open(path) as im:
+            scale = 1
+            if im.format == "JPEG" and not cfg.exact and im.mode in ("L", "RGB"):
+                scale = min(power_of_two_scale(im.height, im.width, cfg), 8)
+                if scale > 1:  # DCT-domain downscale inside libjpeg (docs/decoding.md: error bound)
+                    im.draft("L", (-(-im.width // scale), -(-im.height // scale)))
             im.load()
-            fmt = im.format
+            fmt = im.format if scale == 1 else f"{im.format}-draft-1:{scale}"
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(im, dtype=np.uint16 if im.mode.startswith("I;16") else np.int32)
             else:
-                arr = np.asarray(im.convert("L"))
+                arr = np.asarray(im if im.mode == "L" else im.convert("L"))
     except Exception as exc:  # PIL raises OSError/SyntaxError/ValueError for damaged files
         raise ImageDecodeError(f"unreadable image: {type(exc).__name__}: {exc}") from exc
     decoder = f"pillow/{fmt}/{arr.dtype}"

@@ -5,18 +5,25 @@ source file's sha256 and the preprocessing parameters. A rerun on unchanged inpu
 every output in place and decodes nothing; changing a parameter that alters pixels changes the key, so only
 the images it affects are redone (report or filter changes redo no pixel work at all).
 
-Pure functions, no Prefect: flows/ingest.py maps `process_batch` over a task runner; `run_ingest` runs the
+Pure functions, no Prefect: flows/ingest.py maps `process_chunk` over a task runner; `run_ingest` runs the
 same steps with a local process pool (CLI without a server, tests, benchmarks).
+
+Grain (issue 16): the candidates are cut into a few large chunks (about CHUNKS_PER_WORKER per worker, at most
+MAX_CHUNK images), one task run each, so orchestration costs the same at 1K and 700K images. A chunk reads
+only its own entries of the source-hash cache, writes its manifest rows and hashes to part files and returns
+counts; progress travels through small files in the run folder, not through the orchestrator.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +43,10 @@ from tasks.sources import get_adapter
 from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, quarantine_key_collisions
 
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"
+RUNS = Path(".cache") / "runs"  # per-run part files and progress counters, removed by assemble
+CHUNKS_PER_WORKER = 4  # enough to balance cheap and costly films across workers
+MAX_CHUNK = 4096  # images per task run: bounds a worker's memory and the work a failed chunk repeats
+PROGRESS_EVERY_S = 0.5
 
 
 @dataclass
@@ -81,27 +92,52 @@ def batches(candidates: list[Candidate], size: int) -> list[list[Candidate]]:
     return [candidates[i : i + size] for i in range(0, len(candidates), size)]
 
 
+def plan_chunks(n: int, workers: int, batch_size: int) -> list[tuple[int, int]]:
+    """[start, stop) ranges of about equal size: CHUNKS_PER_WORKER per worker, none under `batch_size`
+    images (unless there are fewer) nor over MAX_CHUNK."""
+    if n == 0:
+        return []
+    count = min(workers * CHUNKS_PER_WORKER, -(-n // batch_size))
+    count = max(count, -(-n // MAX_CHUNK), 1)
+    edges = [round(i * n / count) for i in range(count + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+
+
 # ------------------------------------------------------------------------------------------ per image
 
 
-def load_hash_cache(out: Path) -> dict[str, tuple[int, int, str]]:
+def load_hash_cache(out: Path, paths: Iterable[str] | None = None) -> dict[str, tuple[int, int, str]]:
+    """The cached source hashes, or only those of `paths` (a chunk reads just its own entries).
+
+    pyarrow, not polars: this runs in forked pool workers, where polars' thread pool can deadlock."""
     path = out / HASH_CACHE
     if not path.exists():
         return {}
-    df = pl.read_parquet(path)
-    return {p: (s, m, h) for p, s, m, h in df.iter_rows()}
+    filters = None if paths is None else [("path", "in", list(paths))]
+    table = pq.read_table(path, filters=filters)
+    cols = [table.column(n).to_pylist() for n in ("path", "size", "mtime_ns", "sha256")]
+    return {p: (s, m, h) for p, s, m, h in zip(*cols, strict=True)}
 
 
-def _save_hash_cache(out: Path, hashes: dict[str, tuple[int, int, str]]) -> None:
-    df = pl.DataFrame(
+def _hash_table(hashes: dict[str, tuple[int, int, str]]) -> pa.Table:
+    values = list(hashes.values())
+    return pa.table(
         {
-            "path": list(hashes),
-            "size": [v[0] for v in hashes.values()],
-            "mtime_ns": [v[1] for v in hashes.values()],
-            "sha256": [v[2] for v in hashes.values()],
-        },
-        schema={"path": pl.String, "size": pl.Int64, "mtime_ns": pl.Int64, "sha256": pl.String},
+            "path": pa.array(list(hashes), pa.string()),
+            "size": pa.array([v[0] for v in values], pa.int64()),
+            "mtime_ns": pa.array([v[1] for v in values], pa.int64()),
+            "sha256": pa.array([v[2] for v in values], pa.string()),
+        }
     )
+
+
+def _save_hash_cache(out: Path, parts: list[Path]) -> None:
+    """Old cache + this run's hash parts, the newest entry per path winning (columnar, no Python dict)."""
+    frames = [pl.scan_parquet(out / HASH_CACHE)] if (out / HASH_CACHE).exists() else []
+    frames += [pl.scan_parquet(p) for p in parts]
+    if not frames:
+        return
+    df = pl.concat(frames).unique(subset="path", keep="last", maintain_order=True).collect()
     tmp = out / HASH_CACHE.with_suffix(".tmp")
     tmp.parent.mkdir(parents=True, exist_ok=True)
     df.write_parquet(tmp)
@@ -196,6 +232,81 @@ def process_batch(batch: list[Candidate], cfg: IngestConfig, known: dict[str, tu
     return result
 
 
+# ------------------------------------------------------------------------------------------ chunks
+
+
+@dataclass
+class ChunkResult:
+    """What a chunk sends back: counts and quarantine rows; manifest rows and hashes stay in part files."""
+
+    index: int
+    rows_part: str | None  # parquet of manifest rows under the run folder (None: no row kept)
+    hashes_part: str | None
+    quarantined: list[Drop] = field(default_factory=list)
+    kept: int = 0
+    decoded: int = 0
+    reused: int = 0
+
+
+class Chunk:
+    """A chunk's candidates in a plain container: task runners that walk task parameters (Prefect looks for
+    upstream futures in every list and dataclass; Dask for keys) see one object, not thousands."""
+
+    __slots__ = ("candidates",)
+
+    def __init__(self, candidates: list[Candidate]):
+        self.candidates = candidates
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+
+def new_run_dir(out: Path) -> Path:
+    run_dir = Path(out) / RUNS / uuid.uuid4().hex
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def process_chunk(index: int, chunk: Chunk, cfg: IngestConfig, run_dir: Path) -> ChunkResult:
+    """One task run's work: the chunk's images in batches, progress written to the run folder as it goes."""
+    run_dir, candidates = Path(run_dir), chunk.candidates
+    known = load_hash_cache(Path(cfg.out), (str(c.path) for c in candidates))
+    total = BatchResult()
+    last = time.monotonic()
+    done = 0
+    for batch in batches(candidates, cfg.batch_size):
+        res = process_batch(batch, cfg, known)
+        total.rows += res.rows
+        total.quarantined += res.quarantined
+        total.hashes.update(res.hashes)
+        total.decoded += res.decoded
+        total.reused += res.reused
+        done += len(batch)
+        if time.monotonic() - last >= PROGRESS_EVERY_S or done == len(candidates):
+            atomic_write_bytes(run_dir / f"progress-{index:06d}", str(done).encode())
+            last = time.monotonic()
+    rows_part = hashes_part = None
+    if total.rows:
+        rows_part = f"rows-{index:06d}.parquet"
+        _write_table(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA))
+    if total.hashes:
+        hashes_part = f"hashes-{index:06d}.parquet"
+        _write_table(run_dir / hashes_part, _hash_table(total.hashes))
+    return ChunkResult(index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded,
+                       total.reused)
+
+
+def progress_done(run_dir: Path) -> int:
+    """Images finished so far across all chunks of a run (read from their progress files)."""
+    done = 0
+    for p in Path(run_dir).glob("progress-*"):
+        try:
+            done += int(p.read_bytes() or 0)
+        except (OSError, ValueError):  # being replaced right now: the next poll reads it
+            continue
+    return done
+
+
 # ------------------------------------------------------------------------------------------ assembly
 
 
@@ -204,32 +315,37 @@ def _by_reason(drops: Iterable[Drop]) -> dict[str, int]:
     return dict(sorted(Counter(d.reason.split(":", 1)[0].strip() for d in drops).items()))
 
 
-def assemble(cfg: IngestConfig, discovery: Discovery, results: list[BatchResult], elapsed_s: float) -> dict:
-    """Write manifest, quarantine, filtered list and summary; return the summary."""
+def assemble(cfg: IngestConfig, discovery: Discovery, results: list[ChunkResult], run_dir: Path,
+             elapsed_s: float) -> dict:
+    """Write manifest (the chunks' row parts, sorted by image_key), quarantine, filtered list, hash cache and
+    summary; remove the run folder; return the summary."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = sorted((r for res in results for r in res.rows), key=lambda r: r["image_key"])
+    run_dir = Path(run_dir)
+    results = sorted(results, key=lambda r: r.index)
+    parts = [pq.read_table(run_dir / r.rows_part) for r in results if r.rows_part]
+    manifest = pa.concat_tables(parts) if parts else table_from_rows([], MANIFEST_SCHEMA)
+    manifest = manifest.sort_by("image_key")
+    del parts
     quarantined = discovery.quarantined + [d for res in results for d in res.quarantined]
     filtered = discovery.filtered
-    _write_table(out / "manifest.parquet", table_from_rows(rows, MANIFEST_SCHEMA))
+    _write_table(out / "manifest.parquet", manifest)
     _write_table(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
     _write_table(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
-    _write_annotations(out, discovery, {r["image_key"] for r in rows})
-    hashes = load_hash_cache(out)
-    for res in results:
-        hashes.update(res.hashes)
-    _save_hash_cache(out, hashes)
+    _write_annotations(out, discovery, set(manifest.column("image_key").to_pylist()))
+    _save_hash_cache(out, [run_dir / r.hashes_part for r in results if r.hashes_part])
+    splits = Counter(manifest.column("split").to_pylist())
     summary = {
         "source": cfg.source,
         "found": discovery.found,
-        "kept": len(rows),
+        "kept": manifest.num_rows,
         "filtered": len(filtered),
         "quarantined": len(quarantined),
         "filtered_by_reason": _by_reason(filtered),
         "quarantined_by_reason": _by_reason(quarantined),
         "decoded": sum(r.decoded for r in results),
         "reused": sum(r.reused for r in results),
-        "splits": dict(sorted(Counter(r["split"] for r in rows).items())),
+        "splits": dict(sorted(splits.items())),
         "notes": discovery.notes,
         "image": json.loads(preprocess_params(cfg.image)),
         "frontal_only": cfg.frontal_only,
@@ -239,6 +355,7 @@ def assemble(cfg: IngestConfig, discovery: Discovery, results: list[BatchResult]
     if summary["found"] != summary["kept"] + summary["filtered"] + summary["quarantined"]:
         raise AssertionError(f"reconciliation failed: {summary}")  # a bug, never bad input
     atomic_write_json(out / "summary.json", summary)
+    shutil.rmtree(run_dir, ignore_errors=True)
     return summary
 
 
@@ -272,29 +389,24 @@ def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = 
     """Ingest one source with a local process pool (no Prefect); returns the summary."""
     start = time.perf_counter()
     discovery = discover(cfg)
-    known = load_hash_cache(Path(cfg.out))
-    work = batches(discovery.candidates, cfg.batch_size)
     workers = cfg.workers or os.cpu_count() or 1
-    results: list[BatchResult] = []
-    done = 0
-    total = len(discovery.candidates)
-    if workers == 1 or len(work) <= 1:
-        for batch in work:
-            results.append(process_batch(batch, cfg, hashes_for(known, batch)))
-            done += len(batch)
+    cands = discovery.candidates
+    plan = plan_chunks(len(cands), workers, cfg.batch_size)
+    run_dir = new_run_dir(Path(cfg.out))
+    total = len(cands)
+    if workers == 1 or len(plan) <= 1:
+        results = []
+        for i, (a, b) in enumerate(plan):
+            results.append(process_chunk(i, Chunk(cands[a:b]), cfg, run_dir))
             if progress:
-                progress(done, total)
+                progress(b, total)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(process_batch, b, cfg, hashes_for(known, b)) for b in work]
-            for fut, batch in zip(futures, work, strict=True):
-                results.append(fut.result())
-                done += len(batch)
+        with ProcessPoolExecutor(max_workers=min(workers, len(plan))) as pool:
+            futures = [pool.submit(process_chunk, i, Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
                 if progress:
-                    progress(done, total)
-    return assemble(cfg, discovery, results, time.perf_counter() - start)
-
-
-def hashes_for(known: dict[str, tuple[int, int, str]], batch: list[Candidate]) -> dict[str, tuple[int, int, str]]:
-    """Only the cached hashes a batch needs travel to its worker."""
-    return {str(c.path): known[str(c.path)] for c in batch if str(c.path) in known}
+                    progress(progress_done(run_dir), total)
+            results = [f.result() for f in futures]
+    return assemble(cfg, discovery, results, run_dir, time.perf_counter() - start)

@@ -793,7 +793,6 @@ def test_report_bom_is_read_and_nul_bytes_are_quarantined(mimic_root, tmp_path):
     import polars as pl
 
     from tasks.ingest import run_ingest
-
     from tasks.reports.sections import parse_report
 
     reports = sorted((mimic_root / "files").glob("p*/p*/s*.txt"))

@@ -1,0 +1,264 @@
+"""Per input kind, each against its own floor in the same run: `python -m bench.bench_kinds [--films 4]`.
+
+Kinds: uncompressed DICOM, RLE Lossless, JPEG 2000 Lossless, JPEG-LS Lossless, JPEG baseline DICOM (8-bit),
+JPG file (8-bit), 16-bit PNG; every film 2544x3056 (MIMIC-CXR size), output 518 px JPEG q95.
+Per film (each measure's fastest of --repeats tries, measures alternating film by film so load from other
+processes biases none):
+  read        the file's bytes (page cache warm)
+  full        full-resolution decode alone (pydicom dcmread + pixel_array with pydicom's own plugin choice;
+              Pillow open + load for rasters)
+  floor       the decode cxrflow does, alone: full resolution through the plugin cxrflow prefers, or the
+              reduced-resolution decode where cxrflow uses one (JPEG 2000: OpenJPEG reduce; JPEG: libjpeg
+              draft), frame extraction included
+  cxrflow     the engine's whole per-image work (tasks.ingest.process_candidate: source sha256, decode,
+              area reduction, LUT, bicubic, JPEG encode, image + sidecar write, manifest row)
+Then the default fixture mix (MIMIC-CXR fixture at film size: 6 of 8 uncompressed, 1 RLE, 1 JPEG 2000) as a
+whole ingest (run_ingest) on 2 workers against the naive single-process script, both marginal: the rate
+between a small and a large run, so start-up costs cancel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.pixels import pixel_array
+
+from fixtures.dicom import SIZES, DXSpec, picture, uid, write_dx, write_encoded_dx
+from schemas.config import ImageConfig, IngestConfig
+from tasks.images import (
+    first_frame,
+    j2k_stored_values,
+    jpeg_stored_values,
+    power_of_two_scale,
+    preferred_plugin,
+    preprocess_params,
+    process,
+)
+from tasks.ingest import BatchResult, process_candidate, run_ingest
+from tasks.sources.base import Candidate
+
+CFG = ImageConfig()
+KINDS = ["uncompressed", "rle", "jpeg2000", "jpeg-ls", "jpeg-baseline-dicom", "jpg", "png16"]
+
+
+def write_film(path: Path, kind: str, seed: int) -> Path:
+    rows, cols = SIZES["full"]
+    pic = picture(rows, cols, seed=seed)
+    ids = dict(
+        patient_id="10000001", study_uid=uid(seed, "st"), series_uid=uid(seed, "se"), sop_uid=uid(seed, "sop")
+    )
+    ts = {
+        "uncompressed": "1.2.840.10008.1.2.1",
+        "rle": "1.2.840.10008.1.2.5",
+        "jpeg2000": "1.2.840.10008.1.2.4.90",
+    }
+    if kind in ts:
+        write_dx(path, pic, DXSpec(bits_stored=12, transfer_syntax=ts[kind]), **ids)
+    elif kind == "jpeg-ls":
+        write_encoded_dx(path, pic, DXSpec(bits_stored=12), "jpeg-ls", **ids)
+    elif kind == "jpeg-baseline-dicom":
+        write_encoded_dx(path, pic, DXSpec(), "jpeg-baseline", **ids)
+    elif kind == "jpg":
+        Image.fromarray(np.rint(pic * 255).astype(np.uint8)).save(path, quality=95)
+    else:
+        Image.fromarray(np.rint(pic * 65535).astype(np.uint16)).save(path)
+    return path
+
+
+def full_decode(path: Path, kind: str) -> object:
+    if path.suffix == ".dcm":
+        return pydicom.dcmread(path).pixel_array
+    with Image.open(path) as im:
+        im.load()
+        return np.asarray(im)
+
+
+def floor_decode(path: Path, kind: str) -> object:
+    """The decode cxrflow itself does for this kind (reduced where it reduces)."""
+    if kind == "jpeg2000":
+        ds = pydicom.dcmread(path)
+        scale = power_of_two_scale(int(ds.Rows), int(ds.Columns), CFG)
+        return j2k_stored_values(ds, first_frame(ds), scale.bit_length() - 1)
+    if kind == "jpeg-baseline-dicom":
+        ds = pydicom.dcmread(path)
+        return jpeg_stored_values(
+            first_frame(ds), min(8, power_of_two_scale(int(ds.Rows), int(ds.Columns), CFG))
+        )
+    if kind == "jpg":
+        with Image.open(path) as im:
+            scale = min(8, power_of_two_scale(im.height, im.width, CFG))
+            im.draft("L", (-(-im.width // scale), -(-im.height // scale)))
+            im.load()
+            return np.asarray(im)
+    if path.suffix == ".dcm":  # the plugin cxrflow asks pydicom for (CharLS for JPEG-LS, C for RLE)
+        ds = pydicom.dcmread(path)
+        plugin = preferred_plugin(ds)
+        return pixel_array(ds, decoding_plugin=plugin) if plugin else ds.pixel_array
+    return full_decode(path, kind)
+
+
+def engine(out: Path):
+    cfg = IngestConfig(source="bench", root=out, out=out, image=CFG)
+    params = preprocess_params(CFG)
+
+    def run(path: Path, kind: str) -> int:
+        c = Candidate(
+            source="bench",
+            path=path,
+            rel_path=path.name,
+            image_id=path.stem,
+            subject_id="1",
+            study_id="1",
+            split="train",
+            kind="dicom" if path.suffix == ".dcm" else path.suffix[1:],
+        )
+        res = BatchResult()
+        process_candidate(c, cfg, params, {}, res)
+        shutil.rmtree(out / "images", ignore_errors=True)  # cold every time: no reuse
+        assert res.decoded == 1, res.quarantined
+        return 1
+
+    return run
+
+
+def exact_error(films: list[tuple[Path, str]]) -> tuple[float, float, int] | None:
+    """Output grey-level difference, reduced-resolution decode vs `exact` (full decode + area reduction):
+    (mean |d|, 99th percentile |d|, max |d|) over all output pixels; None where the kind has no reduced path."""
+    diffs = []
+    for path, _ in films:
+        kind = "dicom" if path.suffix == ".dcm" else path.suffix[1:]
+        fast = process(path, kind, ImageConfig(format="png"))
+        if not ("reduce" in fast[3] or "draft" in fast[3]):
+            return None
+        exact = process(path, kind, ImageConfig(format="png", exact=True))
+        a, b = (np.asarray(Image.open(io.BytesIO(x[0])), dtype=np.int16) for x in (fast, exact))
+        diffs.append(np.abs(a - b).ravel())
+    d = np.concatenate(diffs)
+    return float(d.mean()), float(np.percentile(d, 99)), int(d.max())
+
+
+def per_film(fns: dict, films: list[tuple[Path, str]], repeats: int) -> dict[str, float]:
+    for fn in fns.values():
+        fn(*films[0])  # imports, page cache
+    best = {name: [float("inf")] * len(films) for name in fns}
+    for _ in range(repeats):
+        for i, (path, kind) in enumerate(films):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn(path, kind)
+                best[name][i] = min(best[name][i], time.perf_counter() - t0)
+    return {name: float(np.mean(v)) for name, v in best.items()}
+
+
+def naive(path: Path) -> None:
+    """The naive script: full decode, float min-max, Lanczos of the whole film, crop, JPEG."""
+    arr = pydicom.dcmread(path).pixel_array.astype(np.float32)
+    arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-6) * 255.0
+    im = Image.fromarray(arr.astype(np.uint8))
+    w, h = im.size
+    scale = CFG.size / min(w, h)
+    im = im.resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS)
+    w, h = im.size
+    left, top = (w - CFG.size) // 2, (h - CFG.size) // 2
+    im.crop((left, top, left + CFG.size, top + CFG.size)).save(
+        io.BytesIO(), format="JPEG", quality=CFG.jpeg_quality
+    )
+
+
+def mix_marginal(tmp: Path, small: int, large: int) -> dict:
+    from fixtures.mimic_cxr import write_mimic_cxr
+
+    root = tmp / "mix"
+    write_mimic_cxr(
+        root, studies=-(-large * 2 // 3) + 1, seed=0, size="full", defects=False
+    )  # ~1.5 films a study
+    files = sorted(root.rglob("*.dcm"))
+    out = {}
+    for n in (small, large):
+        t0 = time.perf_counter()
+        for p in files[:n]:
+            naive(p)
+        out[("naive", n)] = time.perf_counter() - t0
+        cfg = IngestConfig(root=root, out=tmp / f"o{n}", workers=2, limit=n, frontal_only=False, image=CFG)
+        t0 = time.perf_counter()
+        s = run_ingest(cfg)
+        out[("cxrflow", n)] = time.perf_counter() - t0
+        assert s["decoded"] == n, s
+        shutil.rmtree(tmp / f"o{n}")
+    rate = {k: (large - small) / (out[(k, large)] - out[(k, small)]) for k in ("naive", "cxrflow")}
+    return {"times": out, "rate": rate, "n": (small, large)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--films", type=int, default=4, help="films per kind")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kinds", nargs="*", default=KINDS)
+    ap.add_argument(
+        "--mix",
+        type=int,
+        nargs=2,
+        default=(16, 48),
+        metavar=("SMALL", "LARGE"),
+        help="images of the two fixture-mix runs (0 0: skip)",
+    )
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-kinds-") as tmp:
+        tmp = Path(tmp)
+        rows = []
+        for kind in args.kinds:
+            ext = {"jpg": ".jpg", "png16": ".png"}.get(kind, ".dcm")
+            films = [(write_film(tmp / f"{kind}-{i}{ext}", kind, i), kind) for i in range(args.films)]
+            t = per_film(
+                {
+                    "read": lambda p, k: p.read_bytes(),
+                    "full": full_decode,
+                    "floor": floor_decode,
+                    "cxrflow": engine(tmp / "out"),
+                },
+                films,
+                args.repeats,
+            )
+            rows.append((kind, films[0][0].stat().st_size, t, exact_error(films)))
+            print(f"# {kind}: {t}", flush=True)
+        print(
+            f"\n{args.films} films per kind, 2544x3056 -> 518 px JPEG q95; fastest of {args.repeats} per film\n"
+        )
+        print(
+            "| kind | file MB | read ms | full decode ms | floor ms (decode cxrflow does) | cxrflow ms | "
+            "cxrflow images/s/core | cxrflow / floor | cxrflow / full decode |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for kind, size, t, _ in rows:
+            print(
+                f"| {kind} | {size / 1e6:.1f} | {t['read'] * 1e3:.1f} | {t['full'] * 1e3:.1f} | "
+                f"{t['floor'] * 1e3:.1f} | {t['cxrflow'] * 1e3:.1f} | {1 / t['cxrflow']:.1f} | "
+                f"{t['cxrflow'] / t['floor']:.2f} | {t['cxrflow'] / t['full']:.2f} |"
+            )
+        print("\nReduced-resolution decode vs `exact` (full decode + area reduction), output grey levels:\n")
+        print("| kind | mean abs diff | 99th percentile | max |")
+        print("|---|---|---|---|")
+        for kind, _, _, err in rows:
+            if err:
+                print(f"| {kind} | {err[0]:.2f} | {err[1]:.0f} | {err[2]} |")
+        if args.mix[1] > args.mix[0] > 0:
+            m = mix_marginal(tmp, *args.mix)
+            small, large = m["n"]
+            print(
+                f"\ndefault fixture mix (MIMIC-CXR fixture, film size), marginal images/s between {small} and "
+                f"{large} images: naive single process {m['rate']['naive']:.2f}, cxrflow run_ingest on 2 workers "
+                f"{m['rate']['cxrflow']:.2f} -> {m['rate']['cxrflow'] / m['rate']['naive']:.2f}x (target >= 4x)"
+            )
+            print("raw seconds:", {f"{k[0]}@{k[1]}": round(v, 2) for k, v in m["times"].items()})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""Time and peak memory of each data stage at two archive sizes, for extrapolation:
+`python -m bench.bench_scale --images 2000 10000`.
+
+A MIMIC-CXR-JPG fixture (208x256 JPGs, all views kept, output 64 px so pixel work stays small) goes through
+the stages as plain task functions, each stage in a fresh process (`python -c`) so its peak RSS (the
+process's own ru_maxrss, plus its pool workers for ingest) is its own: discover, ingest (bare, 2 workers),
+structure (rules backend), validate (Great Expectations), shard (+ wids indexes), LLaVA export. Shard and
+export need validation's accepted rows; they read them back from validation/accepted.parquet.
+The ratio of the two sizes says whether a stage grows linearly (x1 per x1 images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+STAGES = {
+    "discover": """
+from tasks.ingest import discover
+discover(CFG)
+""",
+    "ingest": """
+from tasks.ingest import run_ingest
+run_ingest(CFG)
+""",
+    "structure": """
+from schemas.llm import LLMConfig, StructureConfig
+from tasks.reports.structure import run_structure
+run_structure(StructureConfig(manifest=DATA / "manifest.parquet", out=DATA, llm=LLMConfig(backend="rules",
+              cache_dir=OUT / "llm-cache")))
+""",
+    "validate": """
+from schemas.shards import ValidateConfig
+from tasks.validate import run_validation
+run_validation(DATA, OUT / "shards", OUT / "artifacts", ValidateConfig(frontal_only=False))
+""",
+    "shard": """
+import polars as pl
+from schemas.shards import SPLITS, ShardConfig
+from tasks.shard import write_shards
+from tasks.shard_index import write_shard_map, write_wids_index
+accepted = pl.read_parquet(OUT / "shards" / "validation" / "accepted.parquet")
+T0 = time.perf_counter()
+infos = write_shards(accepted, DATA, OUT / "shards", ShardConfig())
+for split in SPLITS:
+    write_wids_index(OUT / "shards", split, infos)
+write_shard_map(OUT / "shards", infos, accepted)
+""",
+    "export": """
+import polars as pl
+from tasks.export_llava import export_llava
+accepted = pl.read_parquet(OUT / "shards" / "validation" / "accepted.parquet")
+T0 = time.perf_counter()
+export_llava(accepted, OUT / "shards")
+""",
+}
+
+PRELUDE = """
+import json, resource, sys, time
+from pathlib import Path
+from schemas.config import ImageConfig, IngestConfig
+OUT = Path(sys.argv[1]); DATA = OUT / "data"
+CFG = IngestConfig(source="mimic-cxr", root=Path(sys.argv[2]), out=DATA, frontal_only=False, workers=2,
+                   image=ImageConfig(size=64))
+T0 = time.perf_counter()
+"""
+EPILOGUE = """
+wall = time.perf_counter() - T0
+rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(json.dumps({"s": wall, "peak_mib": rss / 1024}))
+"""
+
+
+def run_stage(name: str, out: Path, root: Path) -> dict:
+    code = PRELUDE + STAGES[name] + EPILOGUE
+    res = subprocess.run(
+        ["nice", "-n", "5", sys.executable, "-c", code, str(out), str(root)], capture_output=True, text=True
+    )
+    if res.returncode:
+        raise RuntimeError(f"{name}: {res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, nargs=2, default=[2000, 10000])
+    args = ap.parse_args()
+    from fixtures.mimic_cxr import write_mimic_cxr
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    results: dict[int, dict] = {}
+    try:
+        for n in args.images:
+            root, out = tmp / f"src-{n}", tmp / f"out-{n}"
+            write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
+            results[n] = {}
+            for name in STAGES:
+                results[n][name] = run_stage(name, out, root)
+                print(f"# {n} {name}: {results[n][name]}", flush=True)
+            kept = json.loads((out / "data" / "summary.json").read_text())["kept"]
+            results[n]["kept"] = kept
+            shutil.rmtree(root)
+            shutil.rmtree(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    a, b = args.images
+    ka, kb = results[a]["kept"], results[b]["kept"]
+    print(
+        f"\n| stage | {ka} images: s | peak MiB | {kb} images: s | peak MiB | time x (for x{kb / ka:.1f} images) | "
+        f"700K extrapolated s (linear from the larger run) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for name in STAGES:
+        ra, rb = results[a][name], results[b][name]
+        print(
+            f"| {name} | {ra['s']:.1f} | {ra['peak_mib']:.0f} | {rb['s']:.1f} | {rb['peak_mib']:.0f} | "
+            f"{rb['s'] / ra['s']:.2f} | {rb['s'] * 700_000 / kb:.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

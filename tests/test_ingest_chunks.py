@@ -1,0 +1,60 @@
+"""Ingest at chunk grain: one task run per chunk on Prefect, progress from the chunks' files, part files
+assembled into the same manifest, the per-run folder removed afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+
+import polars as pl
+import pytest
+
+from schemas.config import ImageConfig, IngestConfig
+from tasks.ingest import RUNS, discover, plan_chunks, run_ingest
+
+
+def test_pool_run_reports_progress_to_the_total_and_cleans_its_run_folder(tmp_path, mimic_small):
+    seen = []
+    cfg = IngestConfig(
+        root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=2, batch_size=1
+    )
+    summary = run_ingest(cfg, progress=lambda done, total: seen.append((done, total)))
+    total = len(discover(cfg).candidates)
+    assert seen and seen[-1] == (total, total)
+    assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:], strict=False))  # never goes backwards
+    assert not any((tmp_path / "o" / RUNS).iterdir())
+    manifest = pl.read_parquet(tmp_path / "o" / "manifest.parquet")
+    assert manifest.height == summary["kept"] and manifest["image_key"].is_sorted()
+    # The rerun reads its chunk's cached hashes and decodes nothing.
+    again = run_ingest(cfg)
+    assert again["decoded"] == 0 and again["reused"] == summary["decoded"]
+
+
+@pytest.mark.slow
+def test_flow_makes_one_task_run_per_chunk(tmp_path, mimic_small, prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.ingest import default_task_runner, ingest_flow
+
+    cfg = IngestConfig(
+        root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=2, batch_size=1
+    )
+    state = ingest_flow.with_options(task_runner=default_task_runner(cfg))(cfg, return_state=True)
+    summary = state.result()
+    bare = run_ingest(cfg.model_copy(update={"out": tmp_path / "bare"}))
+    assert {k: summary[k] for k in ("found", "kept", "quarantined")} == {
+        k: bare[k] for k in ("found", "kept", "quarantined")
+    }
+
+    async def task_runs():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+            )
+
+    chunk_runs = [t for t in asyncio.run(task_runs()) if t.name.startswith("process-chunk")]
+    candidates = len(discover(cfg).candidates)
+    assert len(chunk_runs) == len(plan_chunks(candidates, 2, 1)) < candidates  # not one per image or batch
+    a = pl.read_parquet(tmp_path / "o" / "manifest.parquet").drop("preprocess")
+    b = pl.read_parquet(tmp_path / "bare" / "manifest.parquet").drop("preprocess")
+    assert a.equals(b)
