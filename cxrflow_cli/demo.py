@@ -53,7 +53,7 @@ def demo(
     ablation = load_ablation_spec(spec, {"data.root": str(root), "out": str(out / "pipeline")})
     result = run_ablation(ablation)
     variants = result["variants"]
-    trained, shuffled = variants["trained"], variants["shuffled"]
+    trained = variants["trained"]
 
     marker = Path(trained["stages"]["ingest"]["dir"]) / "_complete.json"
     ingest = json.loads(marker.read_text())["summary"]

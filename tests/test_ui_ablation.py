@@ -105,7 +105,6 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
     assert pad_rouge["run"] == f"/runs/flow-run/{variants['ui-demo-pad']['id']}"
 
     # The artifact page as a researcher opens it: numeric columns render as their own headers and cells.
-    import re
 
     text = _rendered(f"{url}/artifacts/artifact/{arts[0]['id']}", tmp_path)
     assert "ablation-ui-demo-leaderboard" in text, text[-2000:]

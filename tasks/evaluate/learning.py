@@ -24,7 +24,11 @@ def learning_record(metric: str, trained: MetricResult, shuffled: MetricResult, 
         return None if x is None else round(x, 4)
 
     if comparison.get("not_computed") or comparison.get("diff") is None:
-        difference = {"value": None, "ci": None, "not_computed": comparison.get("not_computed") or "not computed"}
+        difference = {
+            "value": None,
+            "ci": None,
+            "not_computed": comparison.get("not_computed") or "not computed",
+        }
         p = None
     else:
         difference = {"value": val(comparison["diff"]), "ci": ci(comparison.get("diff_ci"))}
@@ -69,7 +73,9 @@ def collapse_not_computed(metrics: dict[str, MetricResult]) -> str | None:
     total = sum(sum(f.values()) for f in groups.values())
     parts = []
     for reason, fams in groups.items():
-        names = [f"{f}_* x{k}" if k > 1 else next(n for n in metrics if n.startswith(f)) for f, k in fams.items()]
+        names = [
+            f"{f}_* x{k}" if k > 1 else next(n for n in metrics if n.startswith(f)) for f, k in fams.items()
+        ]
         parts.append(f"{', '.join(names)}: {reason}")
     return f"not computed ({total}): " + "; ".join(parts)
 
@@ -82,13 +88,16 @@ def describe_training(run_dir: Path) -> str:
     summary = json.loads((run_dir / "summary.json").read_text())
     total = _count_params(run_dir / "base" / "model.safetensors")
     trained = _count_params(run_dir / "final" / "stage2-trainable.safetensors") or _count_params(
-        run_dir / "final" / "stage1-trainable.safetensors")
+        run_dir / "final" / "stage1-trainable.safetensors"
+    )
     steps = ", ".join(f"stage {k} {v.get('steps', '?')} steps" for k, v in sorted(summary["stages"].items()))
     size = cfg.get("image_size") or 32
     init = "random init" if cfg.get("preset") == "tiny" else "pretrained weights"
     shuffled = " with images shuffled across samples" if cfg.get("shuffle_images") else ""
-    return (f"{cfg.get('preset')} LLaVA-style model, {init}, {_m(total)} parameters ({_m(trained)} trained): "
-            f"{steps} on {summary['data']['examples']} training examples{shuffled}, {size} px images")
+    return (
+        f"{cfg.get('preset')} LLaVA-style model, {init}, {_m(total)} parameters ({_m(trained)} trained): "
+        f"{steps} on {summary['data']['examples']} training examples{shuffled}, {size} px images"
+    )
 
 
 def _count_params(path: Path) -> int:
