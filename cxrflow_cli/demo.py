@@ -9,6 +9,7 @@ comparison, what was trained and how to see the runs in the UI. Writes OUT/learn
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -88,17 +89,21 @@ def demo(
                "same training with each training image swapped for another sample's (fixed permutation).")
     typer.echo(f"\n== where\n  learning.json: {out / 'learning.json'}\n  leaderboard:   "
                f"{result['compare']['dir']}\n  fixture:       {root}")
-    typer.echo(f"\n== the UI\n  PREFECT_HOME=artifacts/prefect .venv/bin/prefect server start   (then open "
+    home = os.environ.get("PREFECT_HOME", "~/.prefect")  # `make demo` keeps the runs in artifacts/prefect
+    typer.echo(f"\n== the UI\n  PREFECT_HOME={home} .venv/bin/prefect server start   (then open "
                f"http://127.0.0.1:4200)\n  Runs, filter by tag `ablation:{ablation.name}`: one row per variant; "
                f"Artifacts: `ablation-{ablation.name}-leaderboard` (sortable) and `-leaderboard-md`.")
 
 
 def _comparison_text(r: dict) -> str:
+    from flows.compare import SMALL_N
+
     def ci(d: dict) -> str:
         return f"{d['value']:.2f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else str(d.get("value"))
 
     diff = r["difference"]
     d = ci(diff) if diff.get("value") is not None else diff.get("not_computed", "not computed")
     p = f"{r['p_value']:.4f}" if r["p_value"] is not None else "not computed"
+    small = f"  (small n: fewer than {SMALL_N} test reports, the CIs are wide)" if (r["n"] or 0) < SMALL_N else ""
     return (f"  trained  {ci(r['trained'])}\n  shuffled {ci(r['shuffled'])}\n  trained - shuffled {d}, "
-            f"p = {p} (paired bootstrap over n = {r['n']} test reports)")
+            f"p = {p} (paired bootstrap over n = {r['n']} test reports){small}")

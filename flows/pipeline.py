@@ -199,10 +199,16 @@ def stages_markdown(cfg: PipelineConfig, stages: dict, work: dict) -> str:
 
 
 def render_text(result: dict) -> str:
-    """The metrics table and where everything is, for terminals."""
+    """The metrics table and where everything is, for terminals; metrics that could not be computed collapse
+    into one line that says why."""
+    from tasks.evaluate.learning import collapse_not_computed
+
     width = max((len(r["metric"]) for r in result["metrics"]), default=6)
     lines = [f"pipeline {result['name']}: metrics", f"{'metric':<{width}}  value [95% CI]"]
-    lines += [f"{r['metric']:<{width}}  {r['display']}" for r in result["metrics"]]
+    lines += [f"{r['metric']:<{width}}  {r['display']}" for r in result["metrics"] if r["value"] is not None]
+    missing = collapse_not_computed({r["metric"]: None if r["value"] is not None else r["display"]
+                                     for r in result["metrics"]})
+    lines += [missing] if missing else []
     lines += ["", "stages:"]
     lines += [f"  {s:<9} {v['status']:<6} {v['dir']}" for s, v in result["stages"].items()]
     w = result["work"]

@@ -58,15 +58,18 @@ def _reason(text: str) -> str:
     return text.removeprefix("not computed: ")
 
 
-def collapse_not_computed(metrics: dict[str, MetricResult]) -> str | None:
-    """`not computed (14): chexbert_f1_* x8, radgraph_f1_partial, bertscore_f1: no local model weights
-    configured; chexprompt_* x3: no LLM judge configured`, or None when every metric has a value."""
+def collapse_not_computed(metrics: dict[str, MetricResult | str | None]) -> str | None:
+    """`not computed (13): chexbert_* x8, radgraph_f1_partial, bertscore_f1: no local model weights
+    configured; chexprompt_* x3: no LLM judge configured`, or None when every metric has a value.
+    `metrics`: name -> MetricResult, or name -> its not-computed reason (None when computed)."""
     groups: dict[str, dict[str, int]] = {}
     for name, m in metrics.items():
-        if m.value is not None:
+        reason = m.not_computed if isinstance(m, MetricResult) and m.value is None else \
+            None if isinstance(m, MetricResult) else m
+        if reason is None:
             continue
         family = re.sub(r"_(f1|mean|share).*$", "", name)
-        fam = groups.setdefault(_reason(m.not_computed or ""), {})
+        fam = groups.setdefault(_reason(reason), {})
         fam[family] = fam.get(family, 0) + 1
     if not groups:
         return None
