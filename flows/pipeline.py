@@ -108,22 +108,23 @@ def _run_stage(stage: str, cfg: PipelineConfig, confs: dict[str, Any]) -> Any:
     from flows.train import train
     from flows.validate_shard import validate_and_shard
 
+    name = {"flow_run_name": f"{slug(cfg.name)}-{stage}"}  # readable rows in the UI, not random names
     if stage == "ingest" and confs["mixture"] is not None:
-        return ingest_mixture_flow(confs["mixture"])
+        return ingest_mixture_flow.with_options(**name)(confs["mixture"])
     if stage == "ingest":
         runner = ingest_runner(confs["ingest"], cfg.dask_address)
-        return ingest_flow.with_options(task_runner=runner)(confs["ingest"])
+        return ingest_flow.with_options(task_runner=runner, **name)(confs["ingest"])
     if stage == "structure":
         link_ingest_outputs(confs["ingest"].out, confs["structure"].out)
-        return structure(confs["structure"])
+        return structure.with_options(**name)(confs["structure"])
     if stage == "shard":
-        return validate_and_shard(confs["shard"])
+        return validate_and_shard.with_options(**name)(confs["shard"])
     if stage == "train":
-        summary = train(confs["train"])
+        summary = train.with_options(**name)(confs["train"])
         if "dispatched" in summary and summary.get("state") != "Completed":
             raise RuntimeError(f"training run {summary['flow_run_id']} ended {summary['state']}")
         return summary
-    return evaluate(confs["evaluate"])
+    return evaluate.with_options(**name)(confs["evaluate"])
 
 
 def metrics_table(eval_dir: Path) -> list[dict]:
