@@ -1,5 +1,5 @@
 """`cxrflow demo`: the main job on an embedded default — fixtures, Prefect's local server, files under
-artifacts/. Writes the learnable MIMIC-CXR fixture (findings drawn into the pixels, reports stating them, one
+artifacts/. Writes the learnable MIMIC-CXR-JPG fixture (findings drawn into the pixels, reports stating them, one
 input per defect kind: fixtures/learnable.py), runs the `learning` ablation (configs/ablations/learning.yaml:
 the tiny model trained on aligned image-report pairs vs the shuffle control, each through ingest -> structure
 -> validate -> shard -> train -> evaluate, the data stages shared), and prints the ingest reconciliation, the
@@ -27,7 +27,8 @@ def write_demo_fixture(root: Path, studies: int = DEMO_STUDIES, seed: int = 0) -
     from fixtures.mimic_cxr import write_mimic_cxr
 
     if not (root / "mimic-cxr-2.0.0-metadata.csv.gz").exists():
-        write_mimic_cxr(root, studies=studies, seed=seed, learnable=True)
+        # MIMIC-CXR-JPG layout: the configuration BENCHMARKS.md measured learning on (and quicker to ingest)
+        write_mimic_cxr(root, studies=studies, seed=seed, jpg=True, learnable=True)
     return root
 
 

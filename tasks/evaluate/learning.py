@@ -93,7 +93,12 @@ def describe_training(run_dir: Path) -> str:
     trained = _count_params(run_dir / "final" / "stage2-trainable.safetensors") or _count_params(
         run_dir / "final" / "stage1-trainable.safetensors"
     )
-    steps = ", ".join(f"stage {k} {v.get('steps', '?')} steps" for k, v in sorted(summary["stages"].items()))
+    done: dict[int, int] = {}  # steps per stage from the run's log (a resumed run's summary skips stages)
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            done[row["stage"]] = max(done.get(row["stage"], 0), row["step"])
+    steps = ", ".join(f"stage {k} {n} steps" for k, n in sorted(done.items()))
     size = cfg.get("image_size") or 32
     init = "random init" if cfg.get("preset") == "tiny" else "pretrained weights"
     shuffled = " with images shuffled across samples" if cfg.get("shuffle_images") else ""
