@@ -69,7 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--image-size", type=int, default=0, help="0: the tiny preset's 32 px")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--only", choices=["trained", "shuffled"], help="one variant (a quick sweep; no comparison)")
+    p.add_argument(
+        "--only", choices=["trained", "shuffled"], help="one variant (a quick sweep; no comparison)"
+    )
     args = p.parse_args(argv)
 
     from schemas.train import default_config, stage1_defaults, stage2_defaults
@@ -86,11 +88,18 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         run = args.out / variant
         cfg = default_config(
-            "tiny", args.shards, run, stages=[1, 2], image_size=args.image_size, shuffle_images=shuffle,
+            "tiny",
+            args.shards,
+            run,
+            stages=[1, 2],
+            image_size=args.image_size,
+            shuffle_images=shuffle,
             stage1=stage1_defaults(global_batch_size=args.batch, micro_batch_size=args.batch),
-            stage2=stage2_defaults(global_batch_size=args.batch, micro_batch_size=args.batch, epochs=args.epochs,
-                                   lr=args.lr),
-            save_every=args.eval_every, keep_checkpoints=1000,
+            stage2=stage2_defaults(
+                global_batch_size=args.batch, micro_batch_size=args.batch, epochs=args.epochs, lr=args.lr
+            ),
+            save_every=args.eval_every,
+            keep_checkpoints=1000,
         )
         t0 = time.perf_counter()
         summary = run_training(cfg)
@@ -98,7 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
         points = {}
         for c in ckpt.list_checkpoints(run / "checkpoints", 2):
             step = int(c.name.rsplit("-", 1)[1])
-            m, frame = score_checkpoint(run, c, args.shards, args.out / "predictions" / variant, args.max_new_tokens)
+            m, frame = score_checkpoint(
+                run, c, args.shards, args.out / "predictions" / variant, args.max_new_tokens
+            )
             points[step] = m
             frames.setdefault(variant, {})[step] = frame
         results["variants"][variant] = {
@@ -111,14 +122,20 @@ def main(argv: list[str] | None = None) -> dict:
     for step in sorted(frames["trained"]) if not args.only else []:
         a, b = (frame_columns(frames[v][step]) for v in ("shuffled", "trained"))
         cmp = paired_test(spec, a, b, n_resamples=1000)
-        results["curve"].append({
-            "step": step, "trained": results["variants"]["trained"]["points"][step],
-            "shuffled": results["variants"]["shuffled"]["points"][step],
-            "difference": f"{cmp.diff:+.2f} [{cmp.diff_ci[0]:.2f}, {cmp.diff_ci[1]:.2f}]", "p": cmp.p_value,
-            "n": cmp.n,
-        })
+        results["curve"].append(
+            {
+                "step": step,
+                "trained": results["variants"]["trained"]["points"][step],
+                "shuffled": results["variants"]["shuffled"]["points"][step],
+                "difference": f"{cmp.diff:+.2f} [{cmp.diff_ci[0]:.2f}, {cmp.diff_ci[1]:.2f}]",
+                "p": cmp.p_value,
+                "n": cmp.n,
+            }
+        )
     if not args.only:
-        ratio = results["variants"]["trained"]["train_seconds"] / results["variants"]["shuffled"]["train_seconds"]
+        ratio = (
+            results["variants"]["trained"]["train_seconds"] / results["variants"]["shuffled"]["train_seconds"]
+        )
         results["train_time_ratio_trained_vs_shuffled"] = round(ratio, 2)
     print(json.dumps(results, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
