@@ -231,13 +231,13 @@ def register(app: typer.Typer) -> None:
     def compare_cmd(
         a: Path = typer.Argument(..., help="EVAL dir, per_report.parquet or predictions .jsonl of system A"),
         b: Path = typer.Argument(..., help="EVAL dir, per_report.parquet or predictions .jsonl of system B"),
-        n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="approximate-randomization resamples"),
+        n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-bootstrap resamples of report ids"),
         pair_by: str = typer.Option(
             "id", "--pair-by", help="id, or study (`<subject>_<study>`: pairs with a LLaVA-Rad predictions file)"
         ),
         out: Path | None = typer.Option(None, "--out", help="write the comparison JSON here"),
     ) -> None:
-        """Paired significance (approximate randomization) of B vs A for every metric on the same ids."""
+        """Paired significance (paired bootstrap: CI and p of B-A) for every metric on the same ids."""
         from tasks.evaluate.significance import compare_evals
 
         for p in (a, b):

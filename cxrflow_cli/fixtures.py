@@ -25,6 +25,8 @@ def mimic_cxr(
     annotations: Annotated[bool, typer.Option(
         "--annotations", help="also write LLaVA-Rad MIMIC-CXR Annotations files (OUT/llava-rad-mimic-cxr-annotation)",
     )] = False,
+    learnable: Annotated[bool, typer.Option("--learnable", help="findings drawn into the pixels and stated in "
+                                            "the reports (fixtures/learnable.py): a task a model can learn")] = False,
 ) -> None:
     """MIMIC-CXR (DICOM) or MIMIC-CXR-JPG: files/pNN/pNNNNNNNN/sNNNNNNNN/..., reports, gzipped CSVs."""
     from fixtures.mimic_cxr import write_mimic_cxr
@@ -32,7 +34,7 @@ def mimic_cxr(
     if size not in ("small", "full"):
         raise typer.BadParameter("size must be small or full")
     truth = write_mimic_cxr(out, studies=studies, seed=seed, jpg=jpg, size=size, defects=defects,
-                            annotations=annotations)
+                            annotations=annotations, learnable=learnable)
     typer.echo(f"wrote {len(truth.expected)} images ({truth.count('kept')} frontal, {truth.count('filtered')} "
                f"lateral, {truth.count('quarantined')} defective) under {out}")
     if annotations:

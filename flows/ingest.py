@@ -27,8 +27,11 @@ assemble_task = task(engine.assemble, name="assemble", cache_policy=NO_CACHE, pe
 
 
 def artifact_key(prefix: str, source: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only (docs/pitfalls.md)."""
-    return "-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-")))
+    """Artifact keys allow lowercase letters, digits and dashes only (docs/pitfalls.md); inside a pipeline run
+    the experiment follows (flows/ui.py)."""
+    from flows.ui import artifact_key as scoped
+
+    return scoped("-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-"))))
 
 
 def runner_workers(cfg: IngestConfig, task_runner: TaskRunner | None) -> int:

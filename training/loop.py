@@ -17,7 +17,7 @@ import torch
 
 from schemas.train import TrainConfig
 from training import checkpoint as ckpt
-from training.data import DataPlan, ExampleDataset, ImageTransform, collate
+from training.data import DataPlan, ExampleDataset, ImageTransform, collate, shuffled_images
 from training.model import (
     build_model,
     build_tokenizer,
@@ -98,7 +98,8 @@ class StageTrainer:
         self.total, self.stop_reason = planned_steps(cfg, self.scfg, self.plan.steps_per_epoch)
         self.dataset = ExampleDataset(ds, examples, self.tok, stage,
                                       ImageTransform(image_size_for(cfg), cfg.image_resize),
-                                      n_image_tokens(base), max_length_for(cfg), prompt_format=cfg.preset)
+                                      n_image_tokens(base), max_length_for(cfg), prompt_format=cfg.preset,
+                                      image_of=shuffled_images(examples, cfg.seed) if cfg.shuffle_images else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.scfg.lr, weight_decay=self.scfg.weight_decay)
         warmup = math.ceil(self.scfg.warmup_ratio * self.total)
