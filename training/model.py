@@ -68,10 +68,10 @@ def _llava_config(vision_config, text_config, image_token_id: int):
     )
 
 
-def tiny_config(tok, image_size: int = 32):
+def tiny_config(tok, image_size: int = 32, vision=None):
     from transformers import CLIPVisionConfig, LlamaConfig
 
-    vision = CLIPVisionConfig(**{**TINY["vision"], "image_size": image_size})
+    vision = vision or CLIPVisionConfig(**{**TINY["vision"], "image_size": image_size})
     text = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                        eos_token_id=tok.eos_token_id, **TINY["text"])
     return _llava_config(vision, text, tok.convert_tokens_to_ids(IMAGE_TOKEN))
@@ -82,12 +82,19 @@ def build_model(cfg, tok, run_dir: Path):
     from transformers import LlavaForConditionalGeneration
 
     if cfg.preset == "tiny":
+        # tiny + vision_path: the tiny LM on a trained (open_clip) encoder; the base keeps a random tower of
+        # the same shape, swapped for the loaded one every time the model is built
+        tower, vision_config = (load_vision_tower(Path(cfg.vision_path), image_size_for(cfg), torch.float32)
+                                if cfg.vision_path is not None else (None, None))
         base = run_dir / "base"
         if (base / "config.json").exists():
-            return LlavaForConditionalGeneration.from_pretrained(str(base))
-        torch.manual_seed(cfg.seed)
-        model = LlavaForConditionalGeneration(tiny_config(tok, image_size_for(cfg)))
-        model.save_pretrained(str(base))
+            model = LlavaForConditionalGeneration.from_pretrained(str(base))
+        else:
+            torch.manual_seed(cfg.seed)
+            model = LlavaForConditionalGeneration(tiny_config(tok, image_size_for(cfg), vision_config))
+            model.save_pretrained(str(base))
+        if tower is not None:
+            model.model.vision_tower = tower
         return model
     return _build_llava_rad(cfg, tok)
 
@@ -124,7 +131,9 @@ def load_vision_tower(path: Path, image_size: int, dtype):
         tower = OpenClipVisionTower.from_dir(path)
         t = tower.trunk
         config = CLIPVisionConfig(image_size=image_size, patch_size=t.patch_embed.patch_size[0],
-                                  hidden_size=t.embed_dim, num_hidden_layers=len(t.blocks))
+                                  hidden_size=t.embed_dim, num_hidden_layers=len(t.blocks),
+                                  num_attention_heads=t.blocks[0].attn.num_heads,
+                                  intermediate_size=t.blocks[0].mlp.fc1.out_features)
         return tower.to(dtype), config
     # the whole CLIPVisionModel: Llava asks it for hidden states through transformers' output capturing
     model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
@@ -134,7 +143,7 @@ def load_vision_tower(path: Path, image_size: int, dtype):
 class OpenClipVisionTower(nn.Module):
     """open_clip timm ViT (BiomedCLIP) exposing transformers-style `hidden_states` (embeddings + each
     block), so Llava's vision_feature_layer=-2 / "default" picks the second-to-last block without CLS.
-    Not exercised here: open_clip and the BiomedCLIP-CXR weights are not installed on this machine."""
+    Exercised on CPU with the encoder stage's tiny open_clip dir (same timm ViT class as BiomedCLIP's)."""
 
     def __init__(self, trunk: nn.Module):
         super().__init__()
@@ -142,11 +151,9 @@ class OpenClipVisionTower(nn.Module):
 
     @classmethod
     def from_dir(cls, path: Path) -> OpenClipVisionTower:
-        try:
-            import open_clip
-        except ImportError as e:
-            raise ImportError("the llava-rad preset with an open_clip (BiomedCLIP-CXR) vision dir needs the "
-                              "`open_clip_torch` and `timm` packages, which are not installed") from e
+        from training.openclip import import_open_clip
+
+        open_clip = import_open_clip()
         model = open_clip.create_model(f"local-dir:{path}")
         trunk = getattr(model.visual, "trunk", None)
         if trunk is None or not hasattr(trunk, "blocks"):

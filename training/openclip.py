@@ -6,6 +6,11 @@ whose compiled ops cannot load; torchvision then fails at import while registeri
 kernels: calling them would still fail) only in that case, so the import succeeds. On a host where torchvision's
 ops load (any matched CUDA install) it does nothing.
 
+On such a host torchvision must also stay out of the way of every other import: transformers imports an
+installed torchvision on its own and would fail the same way. There it is installed outside site-packages,
+`pip install --no-deps --target .venv/isolated torchvision==<the release for this torch>` (`make install`
+does it), and `import_open_clip` puts that folder on sys.path only after declaring the missing ops.
+
 `TINY_TIMM_VIT` is a timm VisionTransformer registered under a cxrflow name, the same class as BiomedCLIP's
 trunk, at the tiny LLaVA preset's shape (32 px, patch 8, width 32, 2 blocks): the CPU encoder is trained,
 evaluated and plugged into LLaVA through exactly the code path the real BiomedCLIP directory takes.
@@ -14,6 +19,7 @@ evaluated and plugged into LLaVA through exactly the code path the real BiomedCL
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 TINY_TIMM_VIT = "cxrflow_vit_tiny_patch8_32"
@@ -72,8 +78,13 @@ def _register_tiny_vit() -> None:
     register_model(cxrflow_vit_tiny_patch8_32)
 
 
+ISOLATED = Path(sys.prefix) / "isolated"
+
+
 def import_open_clip():
     """open_clip, importable here, with the tiny ViT registered in timm."""
+    if importlib.util.find_spec("torchvision") is None and (ISOLATED / "torchvision").is_dir():
+        sys.path.append(str(ISOLATED))
     _declare_missing_torchvision_ops()
     try:
         import open_clip
