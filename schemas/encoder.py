@@ -24,7 +24,7 @@ class EncoderSection(BaseModel):
     init: str = Field(TINY, description="`tiny` (random CPU config) or a local open_clip dir (BiomedCLIP format: "
                                         "open_clip_config.json + open_clip_pytorch_model.bin) to continue from")
     sources: list[str] | None = Field(None, description="train on these sources only (None: every source)")
-    epochs: int = Field(1, ge=1)
+    epochs: int = Field(1, ge=0, description="0: no training, the starting model as it is (random or local)")
     samples_per_epoch: int | None = Field(
         None, ge=1, description="samples drawn (with replacement of shards) per epoch; None: the train split size")
     batch_size: int = Field(64, ge=2, description="per process (CLIP's contrastive batch is the global batch)")

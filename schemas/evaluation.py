@@ -129,6 +129,8 @@ class EvaluateParams(BaseModel):
     source: str = Field("mimic-cxr", description="dataset of the reports, for the LLM data-use guard")
     llm: dict | None = Field(None, description="LLMConfig fields for the CheXprompt judge; None skips it")
     model_paths: OptionalModelPaths | None = None
+    encoder_metrics: str | None = Field(
+        None, description="metrics.json of the encoder stage's retrieval evaluation, merged into this one's")
 
     @model_validator(mode="after")
     def _inputs(self) -> EvaluateParams:

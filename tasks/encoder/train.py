@@ -66,12 +66,24 @@ def final_checkpoint(cfg: EncoderConfig) -> Path:
     return cfg.out / "engine" / RUN_NAME / "checkpoints" / f"epoch_{cfg.epochs}.pt"
 
 
-def export(cfg: EncoderConfig, model_dir: Path) -> Path:
-    """ENC/open_clip: the config the run started from + the final epoch's weights (DDP prefix dropped)."""
+def final_state(cfg: EncoderConfig, model_dir: Path) -> dict:
+    """The final epoch's weights (DDP prefix dropped); with epochs=0 the starting model's (the seeded random
+    tiny encoder, or a local dir as it is: the ablation's "random encoder" and "BiomedCLIP as is")."""
     import torch
 
+    if cfg.epochs == 0:
+        from tasks.evaluate.retrieval import load_encoder
+
+        model, _, _ = load_encoder(model_dir, seed=cfg.seed)
+        return model.state_dict()
     ckpt = torch.load(final_checkpoint(cfg), map_location="cpu", weights_only=False)
-    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+    return {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+
+
+def export(cfg: EncoderConfig, model_dir: Path, state: dict) -> Path:
+    """ENC/open_clip: the config the run started from + the weights, written under a temporary name."""
+    import torch
+
     out = cfg.out / "open_clip"
     tmp = cfg.out / ".open_clip.partial"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -103,7 +115,7 @@ def train_encoder(cfg: EncoderConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     model_dir = init_model_dir(cfg.init, cfg.out)
     data = training_data(cfg.shards, cfg.sources, cfg.out)
-    if not final_checkpoint(cfg).exists():
+    if cfg.epochs and not final_checkpoint(cfg).exists():
         args = engine_args(cfg, model_dir, data, torch.cuda.is_available())
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         proc = subprocess.run(command(cfg, args), env=env, cwd=str(cfg.out), capture_output=True, text=True)
@@ -111,7 +123,7 @@ def train_encoder(cfg: EncoderConfig) -> dict:
             tail = (proc.stderr or proc.stdout)[-2000:]
             raise EncoderTrainingError(f"open_clip_train exited {proc.returncode} without "
                                        f"{final_checkpoint(cfg).name} (log: {cfg.out / 'engine' / RUN_NAME}):\n{tail}")
-    out = export(cfg, model_dir)
+    out = export(cfg, model_dir, final_state(cfg, model_dir))
     record = {
         "key": cfg.key,
         "config": cfg.model_dump(mode="json", exclude={"out", "shards", "key"}),
