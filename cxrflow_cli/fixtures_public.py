@@ -26,11 +26,14 @@ def register(app: typer.Typer) -> None:
     @fixtures_app.command("chexpert")
     def chexpert(out: Out = ..., patients: int = 6, seed: Seed = 0, size: Size = 64,
                  small: bool = typer.Option(False, "--small", help="CheXpert-v1.0-small prefix"),
-                 defects: Quirks = True) -> None:
+                 defects: Quirks = True,
+                 learnable: bool = typer.Option(False, "--learnable", help="findings drawn into the pixels, "
+                                                "labels and reports stating exactly them")) -> None:
         """CheXpert-v1.0/{train,valid}.csv + images, and the CheXpert-Plus report CSV (sources chexpert, chexpert-plus)."""
         from fixtures.chexpert import write_chexpert
 
-        _echo(write_chexpert(out, patients=patients, seed=seed, size=size, small=small, quirks=defects), out)
+        _echo(write_chexpert(out, patients=patients, seed=seed, size=size, small=small, quirks=defects,
+                             learnable=learnable), out)
 
     @fixtures_app.command("padchest")
     def padchest(out: Out = ..., images: int = 16, seed: Seed = 0, size: Size = 64, defects: Quirks = True) -> None:
