@@ -118,6 +118,9 @@ def train_encoder(cfg: EncoderConfig) -> dict:
     if cfg.epochs and not final_checkpoint(cfg).exists():
         args = engine_args(cfg, model_dir, data, torch.cuda.is_available())
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        if not torch.cuda.is_available():
+            # tiny CPU runs: intra-op threads on shared cores oversubscribe (measured ~10x slower per step here)
+            env.setdefault("OMP_NUM_THREADS", "1")
         proc = subprocess.run(command(cfg, args), env=env, cwd=str(cfg.out), capture_output=True, text=True)
         if proc.returncode != 0 or not final_checkpoint(cfg).exists():
             tail = (proc.stderr or proc.stdout)[-2000:]
