@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
         n_resamples: int = typer.Option(1000, "--n-resamples"),
         out: Path | None = typer.Option(None, "--out", help="write the comparison JSON here"),
     ) -> None:
-        """Paired significance (approximate randomization) of B vs A for every metric on the same ids."""
+        """Paired significance (paired bootstrap: CI and p of B-A) for every metric on the same ids."""
         from tasks.evaluate.significance import compare_evals
 
         cmp = compare_evals(a, b, n_resamples=n_resamples)

@@ -46,11 +46,11 @@ def register(app: typer.Typer) -> None:
         n_resamples: int = typer.Option(1000, "--n-resamples", help="paired-test resamples vs the baseline"),
     ) -> None:
         """One flow run per variant (tags ablation:<name>, variant:<name>), then the compare flow."""
-        from flows.ablate import ablate
+        from flows.ablate import run_ablation
         from schemas.pipeline import load_ablation_spec
 
-        result = ablate(load_ablation_spec(spec, parse_sets(set_)), deployment=deployment,
-                        n_resamples=n_resamples)
+        result = run_ablation(load_ablation_spec(spec, parse_sets(set_)), deployment=deployment,
+                              n_resamples=n_resamples)
         typer.echo(json.dumps({"leaderboard": result["compare"]["rows"],
                                "artifacts": [result["compare"]["leaderboard_key"], result["compare"]["chart_key"]],
                                "dir": result["compare"]["dir"]}, indent=2))

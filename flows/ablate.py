@@ -1,7 +1,9 @@
 """Flow `ablate`: one `pipeline` flow run per variant, then `compare`.
 
-Each variant's run is named `<ablation>-<variant>` and tagged `ablation:<name>`, `variant:<name>`, so the UI's
-flow-run filter finds an ablation's runs by tag. Locally the runs are subflows; with `deployment` set
+In the UI (flows/ui.py): each variant's run is named `<ablation>-<variant>` and tagged `ablation:<name>`,
+`variant:<name>`, so filtering Runs by `ablation:<name>` lists one row per variant (its stage subflows carry
+`stage:` and `variant:` tags only). The ablate run itself is named `<ablation>-ablate` and the compare step
+`<ablation>-compare`, both tagged `ablate:<name>`. Locally the variant runs are subflows; with `deployment` set
 (e.g. "pipeline/pipeline") each variant is a `run_deployment` on whatever work pool serves it. Variants share
 stage outputs wherever their configs agree (flows/pipeline.py)."""
 
@@ -11,7 +13,8 @@ import os
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from prefect import flow, tags  # noqa: E402
+from prefect import flow  # noqa: E402
+from prefect.context import TagsContext  # noqa: E402
 
 from schemas.pipeline import AblationSpec, slug  # noqa: E402
 
@@ -22,6 +25,18 @@ def run_name(spec: AblationSpec, variant: str) -> str:
 
 def variant_tags(spec: AblationSpec, variant: str) -> list[str]:
     return [f"ablation:{spec.name}", f"variant:{variant}"]
+
+
+def own_tags(spec: AblationSpec, role: str) -> set[str]:
+    """Tags of the ablate run and its compare step: findable, but not among the variants' rows."""
+    return {f"ablate:{spec.name}", role}
+
+
+def run_ablation(spec: AblationSpec, deployment: str | None = None, n_resamples: int = 1000) -> dict:
+    """The `ablate` flow under its ablation's name and tags (the CLI's and the demo's entry point)."""
+    with TagsContext(current_tags=own_tags(spec, "ablate")):
+        return ablate.with_options(flow_run_name=f"{slug(spec.name)}-ablate")(
+            spec, deployment=deployment, n_resamples=n_resamples)
 
 
 @flow(name="ablate", log_prints=True)
@@ -41,11 +56,15 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
                 raise RuntimeError(f"variant {variant}: flow run {run.id} ended {run.state_name}")
             results[variant] = {"flow_run_id": str(run.id), "eval_dir": str(cfg.stage_dirs()["evaluate"])}
             continue
-        with tags(*variant_tags(spec, variant)):
+        # replace (not add to) the ablate run's tags: the variant rows are what `ablation:<name>` finds
+        with TagsContext(current_tags=set(variant_tags(spec, variant))):
             res = pipeline.with_options(flow_run_name=run_name(spec, variant))(cfg)
         results[variant] = {"eval_dir": str(cfg.stage_dirs()["evaluate"]), "stages": res["stages"],
-                            "work": res["work"]}
+                            "work": res["work"], "flow_run_id": res.get("flow_run_id")}
     evals = {v: r["eval_dir"] for v, r in results.items()}
     out = str(spec.variant_config(spec.baseline).out)
-    summary = compare(spec.name, evals, spec.baseline, spec.metrics, out, n_resamples=n_resamples)
+    with TagsContext(current_tags=own_tags(spec, "compare")):
+        summary = compare.with_options(flow_run_name=f"{slug(spec.name)}-compare")(
+            spec.name, evals, spec.baseline, spec.metrics, out, n_resamples=n_resamples,
+            runs={v: r.get("flow_run_id") for v, r in results.items()})
     return {"name": spec.name, "variants": results, "compare": summary}

@@ -1,8 +1,10 @@
 """Flow `compare`: the variants of an ablation side by side.
 
 Publishes, under keys stable per ablation (the UI keeps their version history):
-- `ablation-<name>-leaderboard`: one row per variant, every charted metric as value [95% CI], and the paired
-  difference vs the baseline variant with its p-value (tasks/evaluate/significance.py);
+- `ablation-<name>-leaderboard`: one row per variant and metric with numeric columns (value, ci_low, ci_high,
+  diff, diff_ci_low, diff_ci_high, p_value, n, small_n) so the UI sorts them; the difference vs the baseline and
+  its p-value come from one paired bootstrap (tasks/evaluate/significance.py);
+- `ablation-<name>-leaderboard-md`: the same as a compact markdown table, variants linked to their runs;
 - `ablation-<name>-chart`: markdown with a PNG of each metric with CIs across variants.
 Also writes OUT/ablations/<name>/{leaderboard.json, chart.png, significance.json}."""
 
@@ -37,27 +39,73 @@ def significance_task(baseline_dir: str, variant_dir: str, n_resamples: int) -> 
         return {"not_computed": f"not computed: {exc}", "metrics": {}}
 
 
-def leaderboard_rows(evals: dict[str, str], baseline: str, metrics: list[str], sig: dict[str, dict]) -> list[dict]:
+SMALL_N = 30  # below this many paired test reports, CIs and p-values are flagged as unreliable
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
+
+
+def leaderboard_rows(evals: dict[str, str], baseline: str, metrics: list[str], sig: dict[str, dict],
+                     runs: dict[str, str] | None = None) -> list[dict]:
+    """One row per (variant, metric), every statistic in its own numeric column so the UI sorts them:
+    value with its 95% bootstrap CI, and vs the baseline the paired difference with its CI and p-value (one
+    paired bootstrap, tasks/evaluate/resampling.py). `status` says why a number is missing."""
     rows = []
     for variant, d in evals.items():
         m = load_metrics(Path(d))
-        row: dict = {"variant": variant, "baseline": variant == baseline, "n_reports": m.n_reports}
         for name in metrics:
             r = m.metrics.get(name)
-            row[name] = r.display() if r is not None else "not computed: metric absent"
-            if variant == baseline:  # same columns in every row: the UI takes the header from the first
-                row[f"{name} vs baseline"] = "baseline"
+            row: dict = {"variant": variant, "metric": name, "value": None, "ci_low": None, "ci_high": None,
+                         "diff": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None,
+                         "n": m.n_reports, "small_n": m.n_reports < SMALL_N, "status": "",
+                         "run": (runs or {}).get(variant, "")}
+            if r is None or r.value is None:
+                row["status"] = r.not_computed if r is not None else "not computed: metric absent"
+                rows.append(row)
                 continue
-            c = sig[variant].get("metrics", {}).get(name)
-            if c is None or c.get("not_computed") or c.get("diff") is None:
-                reason = (c or {}).get("not_computed") or sig[variant].get("not_computed") or "not computed"
-                row[f"{name} vs baseline"] = reason
+            row.update(value=_r(r.value), ci_low=_r(r.ci[0]) if r.ci else None,
+                       ci_high=_r(r.ci[1]) if r.ci else None, n=r.n, small_n=r.n < SMALL_N)
+            if variant == baseline:
+                row["status"] = "baseline"
             else:
-                lo, hi = c["diff_ci"] or (None, None)
-                ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
-                row[f"{name} vs baseline"] = f"{c['diff']:+.2f}{ci} p={c['p_value']:.3f}"
-        rows.append(row)
+                c = sig[variant].get("metrics", {}).get(name)
+                if c is None or c.get("not_computed") or c.get("diff") is None:
+                    row["status"] = (c or {}).get("not_computed") or sig[variant].get("not_computed") \
+                        or "not computed: no paired comparison"
+                else:
+                    lo, hi = c["diff_ci"] or (None, None)
+                    row.update(diff=_r(c["diff"]), diff_ci_low=_r(lo), diff_ci_high=_r(hi),
+                               p_value=_r(c["p_value"]), n=c["n"], small_n=c["n"] < SMALL_N, status="compared")
+            rows.append(row)
     return rows
+
+
+def leaderboard_markdown(name: str, baseline: str, rows: list[dict], run_ids: dict[str, str]) -> str:
+    """The compact reading copy of the leaderboard: variants link to their runs; small n is flagged."""
+    from flows.ui import run_link
+
+    def ci(lo, hi) -> str:
+        return f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
+
+    lines = [f"# Ablation `{name}`", "",
+             f"Baseline `{baseline}`. Values: 95% bootstrap CI. vs baseline: paired difference (variant - "
+             "baseline) with its 95% CI and two-sided p-value, both from one paired bootstrap over the test "
+             "reports.", "", "| metric | variant | value [95% CI] | vs baseline [95% CI] | p | n |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        variant = run_link(run_ids.get(r["variant"]), r["variant"]) if run_ids.get(r["variant"]) else r["variant"]
+        value = f"{r['value']:.2f}{ci(r['ci_low'], r['ci_high'])}" if r["value"] is not None else r["status"]
+        if r["diff"] is not None:
+            vs, p = f"{r['diff']:+.2f}{ci(r['diff_ci_low'], r['diff_ci_high'])}", f"{r['p_value']:.3f}"
+        else:
+            vs, p = ("baseline" if r["status"] == "baseline" else r["status"] if r["value"] is not None else ""), ""
+        n = f"{r['n']} ⚠" if r["small_n"] else str(r["n"])
+        lines.append(f"| {r['metric']} | {variant} | {value} | {vs} | {p} | {n} |")
+    if any(r["small_n"] for r in rows):
+        lines += ["", f"⚠ fewer than {SMALL_N} test reports: CIs are wide and p-values unreliable; evaluate on "
+                  "more reports before drawing conclusions."]
+    return "\n".join(lines) + "\n"
 
 
 def chart_png(evals: dict[str, str], metrics: list[str]) -> bytes:
@@ -90,16 +138,22 @@ def chart_png(evals: dict[str, str], metrics: list[str]) -> bytes:
 
 @flow(name="compare", log_prints=True)
 def compare(name: str, evals: dict[str, str], baseline: str, metrics: list[str], out: str,
-            n_resamples: int = 1000) -> dict:
-    """`evals`: variant -> EVAL dir (metrics.json + per_report.parquet)."""
+            n_resamples: int = 1000, runs: dict[str, str] | None = None) -> dict:
+    """`evals`: variant -> EVAL dir (metrics.json + per_report.parquet); `runs`: variant -> the flow run id
+    that produced it (links in the leaderboard)."""
+    from flows.ui import run_path
+
     if baseline not in evals:
         raise ValueError(f"baseline {baseline!r} is not among the variants {sorted(evals)}")
     sig = {v: significance_task(evals[baseline], d, n_resamples) for v, d in evals.items() if v != baseline}
-    rows = leaderboard_rows(evals, baseline, metrics, sig)
+    run_ids = {v: r for v, r in (runs or {}).items() if r}
+    rows = leaderboard_rows(evals, baseline, metrics, sig, {v: run_path(r) for v, r in run_ids.items()})
     key = f"ablation-{slug(name)}-leaderboard"
     create_table_artifact(key=key, table=rows,
-                          description=f"Ablation {name}: metrics with 95% CIs; vs baseline {baseline}: paired "
-                          "difference [95% CI] and approximate-randomization p-value")
+                          description=f"Ablation {name}: value with 95% CI per variant and metric; vs baseline "
+                          f"{baseline}: paired difference, its 95% CI and p-value from one paired bootstrap")
+    create_markdown_artifact(key=f"{key}-md", markdown=leaderboard_markdown(name, baseline, rows, run_ids),
+                             description=f"Ablation {name}: the leaderboard to read, variants linked to their runs")
     png = chart_png(evals, metrics)
     out_dir = Path(out) / "ablations" / slug(name)
     atomic_write_bytes(out_dir / "chart.png", png)
@@ -112,6 +166,6 @@ def compare(name: str, evals: dict[str, str], baseline: str, metrics: list[str],
         f"![metrics with 95% CIs](data:image/png;base64,{base64.b64encode(png).decode()})\n",
         description=f"Ablation {name}: each metric with 95% CIs across variants",
     )
-    for r in rows:
-        print(" | ".join(f"{k}={v}" for k, v in r.items()))
-    return {"leaderboard_key": key, "chart_key": chart_key, "rows": rows, "dir": str(out_dir)}
+    print(leaderboard_markdown(name, baseline, rows, {}))
+    return {"leaderboard_key": key, "chart_key": chart_key, "rows": rows, "dir": str(out_dir),
+            "significance": sig}

@@ -45,9 +45,11 @@ def read_marker(stage: str, d: Path, key: str) -> dict | None:
     return marker if marker.get("key") == key else None
 
 
-def write_marker(stage: str, d: Path, key: str, summary: Any, seconds: float) -> None:
+def write_marker(stage: str, d: Path, key: str, summary: Any, seconds: float,
+                 run: tuple[str | None, str | None] = (None, None)) -> None:
+    """`run`: (id, name) of the pipeline flow run that produced the stage, so reusers can link to it."""
     atomic_write_json(d / MARKER, {"stage": stage, "key": key, "seconds": round(seconds, 3),
-                                   "summary": summary})
+                                   "flow_run_id": run[0], "flow_run_name": run[1], "summary": summary})
 
 
 def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -81,7 +83,8 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     t = cfg.train
     vision_path = d["encoder"] / "open_clip" if encoder is not None else t.vision_path
     train = default_config(t.preset, d["shard"], d["train"], stages=t.stages, max_steps=t.max_steps, seed=t.seed,
-                           image_size=t.image_size, image_resize=t.image_resize, vision_path=vision_path,
+                           image_size=t.image_size, image_resize=t.image_resize, shuffle_images=t.shuffle_images,
+                           vision_path=vision_path,
                            lm_path=t.lm_path, deployment=t.deployment)
     train = train.model_copy(update={"stage1": train.stage1.model_copy(update=t.stage1),
                                      "stage2": train.stage2.model_copy(update=t.stage2)})
@@ -150,7 +153,11 @@ def metrics_table(eval_dir: Path) -> list[dict]:
 def pipeline(cfg: PipelineConfig) -> dict:
     """The whole system for one config. Returns where every stage's outputs are, which stages ran or were
     reused, the work done (images decoded, LLM requests, training steps) and the metrics table."""
+    from flows.ui import current_run, stage_scope, tag_value
+
     logger = get_run_logger()
+    run_id, run_name, run_tags = current_run()
+    variant = tag_value(run_tags, "variant") or cfg.name
     confs = stage_configs(cfg)
     keys, dirs = cfg.stage_hashes(), cfg.stage_dirs()
     stages: dict[str, dict] = {}
@@ -159,11 +166,13 @@ def pipeline(cfg: PipelineConfig) -> dict:
         d, key = dirs[stage], keys[stage]
         marker = read_marker(stage, d, key)
         if marker is not None:
-            stages[stage] = {"dir": str(d), "key": key, "status": "reused", "seconds": 0.0}
+            stages[stage] = {"dir": str(d), "key": key, "status": "reused", "seconds": 0.0,
+                             "flow_run_id": marker.get("flow_run_id"), "flow_run_name": marker.get("flow_run_name")}
             logger.info("%s: reused %s", stage, d)
             continue
         start = time.perf_counter()
-        summary = _run_stage(stage, cfg, confs)
+        with stage_scope(cfg.name, stage, variant):
+            summary = _run_stage(stage, cfg, confs)
         seconds = time.perf_counter() - start
         if stage == "ingest":
             work["decoded"] += int(summary.get("decoded", 0))
@@ -171,15 +180,16 @@ def pipeline(cfg: PipelineConfig) -> dict:
             work["llm_requests"] += int(summary.get("requests", 0))
         elif stage == "train":
             work["train_steps"] += sum(int(s.get("steps", 0)) for s in summary.get("stages", {}).values())
-        write_marker(stage, d, key, summary, seconds)
-        stages[stage] = {"dir": str(d), "key": key, "status": "ran", "seconds": round(seconds, 2)}
+        write_marker(stage, d, key, summary, seconds, (run_id, run_name))
+        stages[stage] = {"dir": str(d), "key": key, "status": "ran", "seconds": round(seconds, 2),
+                         "flow_run_id": run_id, "flow_run_name": run_name}
     table = metrics_table(dirs["evaluate"])
     name = slug(cfg.name)
     create_table_artifact(key=f"pipeline-metrics-{name}", table=table,
                           description=f"Metrics of pipeline {cfg.name} (95% CIs)")
     create_markdown_artifact(key=f"pipeline-stages-{name}", markdown=stages_markdown(cfg, stages, work),
-                             description=f"Stages of pipeline {cfg.name}: reused or ran, and where")
-    result = {"name": cfg.name, "out": str(cfg.out), "stages": stages, "work": work,
+                             description=f"Stages of pipeline {cfg.name}: reused or ran, by which run, and where")
+    result = {"name": cfg.name, "flow_run_id": run_id, "out": str(cfg.out), "stages": stages, "work": work,
               "metrics_json": str(dirs["evaluate"] / "metrics.json"),
               "checkpoint": str(dirs["train"] / "final"), "shards": str(dirs["shard"]), "metrics": table}
     atomic_write_json(Path(cfg.out) / "runs" / f"{name}.json", result)
@@ -188,8 +198,15 @@ def pipeline(cfg: PipelineConfig) -> dict:
 
 
 def stages_markdown(cfg: PipelineConfig, stages: dict, work: dict) -> str:
-    lines = [f"# Pipeline `{cfg.name}`", "", "| stage | status | seconds | dir |", "|---|---|---|---|"]
-    lines += [f"| {s} | {v['status']} | {v['seconds']} | `{v['dir']}` |" for s, v in stages.items()]
+    """Each stage: ran here or reused, with a link to the run that produced its outputs."""
+    from flows.ui import run_link
+
+    lines = [f"# Pipeline `{cfg.name}`", "", "| stage | status | produced by | seconds | dir |", "|---|---|---|---|---|"]
+    for s, v in stages.items():
+        by = run_link(v.get("flow_run_id"), v.get("flow_run_name"))
+        if v["status"] == "reused" and not v.get("flow_run_id"):
+            by = "a run that recorded no flow run id"
+        lines.append(f"| {s} | {v['status']} | {by} | {v['seconds']} | `{v['dir']}` |")
     lines += ["", f"Work this run: {work['decoded']} images decoded, {work['llm_requests']} LLM requests, "
               f"{work['train_steps']} training steps."]
     return "\n".join(lines)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
+from flows.ui import artifact_key
 from schemas.llm import StructureConfig
 from tasks.reports.structure import run_structure
 
@@ -32,12 +33,12 @@ def structure(cfg: StructureConfig) -> dict:
     summary = structure_task(cfg)
     backend = summary["backend"] if summary["backend"] == "rules" else f"{summary['backend']}:{summary['model']}"
     create_table_artifact(
-        totals_table(summary), key="structure-run-totals",
+        totals_table(summary), key=artifact_key("structure-run-totals"),
         description=f"Report structuring with {backend} ({summary['mode']}): reports = ok + quarantined; "
         "tokens and cost are this run's ledger totals",
     )
     create_table_artifact(
-        comparison_table(summary["comparison"]), key="structure-comparison",
+        comparison_table(summary["comparison"]), key=artifact_key("structure-comparison"),
         description="Findings: LLM vs rule-based (BLEU-4, ROUGE-L, share differing, comparison sentences removed)",
     )
     print(f"structure: {summary['reports']} reports, {summary['quarantined']} quarantined, "

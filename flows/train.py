@@ -3,7 +3,7 @@
 tiny (or dispatch="local") trains in-process; real presets are handed to a GPU work pool deployment of this
 same flow (`run_deployment`, default name "train/gpu"), whose run executes it with dispatch="local" on the
 GPU worker, so RUN must be on storage the worker shares. Artifacts: loss curve (markdown with the PNG inlined)
-and a metrics table, under stable keys so runs line up in the UI."""
+and a metrics table, under stable keys so runs line up in the UI (per experiment inside a pipeline: flows/ui.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.ui import artifact_key
 from schemas.train import TrainConfig
 
 MAX_TABLE_ROWS = 200
@@ -39,7 +40,7 @@ def publish_task(run_dir: Path, summary: dict) -> None:
     rows = read_metrics(run_dir / "metrics.jsonl")
     stride = max(1, len(rows) // MAX_TABLE_ROWS)
     table = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in rows[::stride]]
-    create_table_artifact(key="train-metrics", table=table or [{"note": "no steps logged"}],
+    create_table_artifact(key=artifact_key("train-metrics"), table=table or [{"note": "no steps logged"}],
                           description=f"training metrics of {run_dir} (every {stride}th step)")
     png = run_dir / "loss.png"
     lineage = json.loads((run_dir / "lineage.json").read_text())
@@ -52,7 +53,7 @@ def publish_task(run_dir: Path, summary: dict) -> None:
                      f"{s.get('resumed_from')} |")
     lines += ["", f"Data: {summary['data']}", "", "Shard index hashes:"]
     lines += [f"- `{name}` {h}" for name, h in lineage["index_sha256"].items()]
-    create_markdown_artifact(key="train-loss-curve", markdown="\n".join(lines),
+    create_markdown_artifact(key=artifact_key("train-loss-curve"), markdown="\n".join(lines),
                              description="loss curve, stages and data lineage")
 
 

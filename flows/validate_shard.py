@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.ui import artifact_key
 from schemas.shards import SPLITS, ValidateShardParams
 from tasks.io import atomic_write_json
 
@@ -51,8 +52,34 @@ def verify_task(params: ValidateShardParams, expected: dict[str, int]) -> dict:
     return verify_shards(params.out, expected)
 
 
+def validation_markdown(report: dict) -> str:
+    """The validation results as Data Docs show them, rendered into the UI (a file:// link to the HTML site
+    does not open from a browser tab served over http)."""
+    counts = report.get("counts", {})
+    failed = sum(not r["success"] for r in report["expectations"])
+    lines = ["# Great Expectations validation", "",
+             f"{len(report['expectations'])} expectations, {failed} failed. "
+             + ", ".join(f"{k} {v}" for k, v in counts.items()), ""]
+    suites: dict[str, list[dict]] = {}
+    for r in report["expectations"]:
+        suites.setdefault(r["suite"], []).append(r)
+    for suite, rows in suites.items():
+        lines += [f"## `{suite}`", "", "| status | expectation | column | check | unexpected | observed |",
+                  "|---|---|---|---|---|---|"]
+        for r in rows:
+            status = "✅ pass" if r["success"] else "❌ FAIL"
+            observed = "" if r.get("observed_value") is None else str(r["observed_value"])
+            lines.append(f"| {status} | `{r['expectation']}` | {r['column'] or ''} | {r['check'] or ''} | "
+                         f"{r['unexpected_count']} | {observed} |")
+        lines.append("")
+    if report.get("data_docs"):
+        lines.append(f"HTML Data Docs on the machine that ran the validation: `{report['data_docs']}`")
+    return "\n".join(lines)
+
+
 def _publish_validation(out: Path) -> None:
-    """Table of every expectation + link to Data Docs (also on failure, so the cause is one click away)."""
+    """Table of every expectation + the Data Docs results rendered as markdown (also on failure, so the cause
+    is one click away)."""
     path = Path(out) / "validation" / "expectations.json"
     if not path.exists():
         return
@@ -69,11 +96,9 @@ def _publish_validation(out: Path) -> None:
         }
         for r in report["expectations"]
     ]
-    create_table_artifact(key="gx-expectations", table=rows, description="Great Expectations results")
-    if report.get("data_docs"):
-        create_link_artifact(
-            key="gx-data-docs", link=report["data_docs"], link_text="Data Docs", description="GX Data Docs"
-        )
+    create_table_artifact(key=artifact_key("gx-expectations"), table=rows, description="Great Expectations results")
+    create_markdown_artifact(key=artifact_key("gx-data-docs"), markdown=validation_markdown(report),
+                             description="GX Data Docs: validation results per suite")
 
 
 @flow(name="validate_and_shard")
@@ -100,5 +125,5 @@ def validate_and_shard(params: ValidateShardParams) -> dict:
         f"found {rec['found']} = sharded {rec['sharded']} + filtered {rec['filtered']} "
         f"+ quarantined {rec['quarantined']}",
     ]
-    create_markdown_artifact(key="shard-summary", markdown="\n".join(lines), description="WebDataset shards")
+    create_markdown_artifact(key=artifact_key("shard-summary"), markdown="\n".join(lines), description="WebDataset shards")
     return summary

@@ -90,6 +90,7 @@ class TrainSection(BaseModel):
     seed: int = 0
     image_size: int = Field(0, ge=0)
     image_resize: Literal["crop", "pad"] = "crop"
+    shuffle_images: bool = Field(False, description="control: train on images permuted across samples")
     stage1: dict[str, Any] = Field(default_factory=dict)
     stage2: dict[str, Any] = Field(default_factory=dict)
     vision_path: Path | None = None

@@ -63,6 +63,10 @@ class TrainConfig(BaseModel):
     )
     max_length: int = Field(0, ge=0, description="token cap per example; 0 = preset default")
     expand_targets: bool = Field(True, description="one example per findings version in K.json targets")
+    shuffle_images: bool = Field(
+        False, description="control: each training sample gets another sample's image (a fixed permutation "
+        "of the split by `seed`), so image and report no longer match; evaluation still sees the true images"
+    )
     num_workers: int = Field(0, ge=0)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA")
     gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description="auto: on with CUDA")

@@ -87,15 +87,21 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
         assert r4["stages"][stage]["dir"] == r64["stages"][stage]["dir"]
     assert r4["stages"]["train"]["status"] == "ran" and r4["stages"]["train"]["dir"] != r64["stages"]["train"]["dir"]
 
-    async def runs():
+    async def runs(tag: str, flow: str | None = None):
         async with get_client() as client:
-            return await client.read_flow_runs(  # stage subflows inherit the tags; the variant runs are `pipeline`s
-                flow_filter=FlowFilter(name=FlowFilterName(any_=["pipeline"])),
-                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=["ablation:lora-t"])))
+            return await client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])) if flow else None,
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
 
-    found = run_coro_as_sync(runs())
+    # The ablation tag finds one row per variant: stage subflows carry stage:/variant: tags instead.
+    found = run_coro_as_sync(runs("ablation:lora-t"))
     by_name = {r.name: r for r in found}
     assert set(by_name) == {"lora-t-r64", "lora-t-r4"}
+    stage_runs = run_coro_as_sync(runs("variant:r4"))
+    assert {t for r in stage_runs for t in r.tags if t.startswith("stage:")} >= {"stage:train", "stage:evaluate"}
+    assert not any("ablation:lora-t" in r.tags for r in stage_runs if r.name not in by_name)
+    own = {r.name for r in run_coro_as_sync(runs("ablate:lora-t"))}
+    assert own == {"lora-t-ablate", "lora-t-compare"} or own == {"lora-t-compare"}  # ablate() called directly
     assert "variant:r4" in by_name["lora-t-r4"].tags and "variant:r64" in by_name["lora-t-r64"].tags
     assert by_name["lora-t-r4"].parameters["cfg"]["train"]["stage2"]["lora_r"] == 4
     assert all(r.state_name == "Completed" for r in found)
@@ -103,8 +109,19 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
     board = Artifact.get("ablation-lora-t-leaderboard")
     assert board is not None and board.type == "table"
     rows = json.loads(board.data) if isinstance(board.data, str) else board.data
-    assert [r["variant"] for r in rows] == ["r64", "r4"]
-    assert "p=" in rows[1]["rouge_l vs baseline"] or rows[1]["rouge_l vs baseline"].startswith("not computed")
+    assert [(r["variant"], r["metric"]) for r in rows] == [
+        ("r64", "rouge_l"), ("r64", "rule_f1_micro_14"), ("r4", "rouge_l"), ("r4", "rule_f1_micro_14")]
+    r4_rouge = rows[2]
+    assert isinstance(r4_rouge["value"], float) and r4_rouge["ci_low"] <= r4_rouge["value"] <= r4_rouge["ci_high"]
+    assert r4_rouge["status"] == "compared" and isinstance(r4_rouge["p_value"], float)
+    assert r4_rouge["diff_ci_low"] <= r4_rouge["diff"] <= r4_rouge["diff_ci_high"] and r4_rouge["small_n"] is True
+    assert r4_rouge["run"] == f"/runs/flow-run/{r4['flow_run_id']}"
+    md = Artifact.get("ablation-lora-t-leaderboard-md")
+    assert f"[r4](/runs/flow-run/{r4['flow_run_id']})" in md.data and "⚠" in md.data
+    # The reusing variant links to the run that produced its reused stages; per-variant artifact keys.
+    stages_md = Artifact.get("pipeline-stages-lora-t-r4").data
+    assert f"/runs/flow-run/{r64['flow_run_id']}" in stages_md
+    assert Artifact.get("train-loss-curve-lora-t-r4") is not None and Artifact.get("train-loss-curve-lora-t-r64")
     chart = Artifact.get("ablation-lora-t-chart")
     assert "data:image/png;base64," in chart.data
     assert (Path(result["compare"]["dir"]) / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

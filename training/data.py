@@ -132,20 +132,51 @@ class ImageTransform:
         return self.processor(images=[img], return_tensors="pt")["pixel_values"][0]
 
 
+def shuffled_images(examples: list[Example], seed: int) -> dict[int, int]:
+    """The shuffle control: sample index -> index of the sample whose image it is shown with. A fixed
+    permutation (by `seed`) of the samples that have examples, so every target of a sample gets the same
+    wrong image and every image is still seen as often as before."""
+    samples = sorted({e.index for e in examples})
+    g = torch.Generator().manual_seed(seed * 7_919 + 17)
+    order = torch.randperm(len(samples), generator=g).tolist()
+    return {s: samples[j] for s, j in zip(samples, order, strict=True)}
+
+
 class ExampleDataset(torch.utils.data.Dataset):
     def __init__(self, ds, examples: list[Example], tok, stage: int, transform: ImageTransform,
-                 n_image_tokens: int, max_length: int):
+                 n_image_tokens: int, max_length: int, image_of: dict[int, int] | None = None):
+        """`image_of`: sample index -> the sample whose image to use (the shuffle control); None = its own."""
         self.ds, self.examples, self.tok, self.stage = ds, examples, tok, stage
         self.transform, self.n_image_tokens, self.max_length = transform, n_image_tokens, max_length
+        self.image_of = image_of
+        # Decoded+preprocessed pixels and token ids are pure functions of the index: keep them for the next
+        # epoch (at tiny size the per-sample data path costs more than the step). Bounded in bytes, so a large
+        # or high-resolution set caches only its first items.
+        self._cache: dict[int, dict] = {}
+        self._cache_left = self.CACHE_BYTES
+
+    CACHE_BYTES = 256 * 2**20
 
     def __len__(self) -> int:
         return len(self.examples)
 
     def __getitem__(self, i: int) -> dict:
+        hit = self._cache.get(i)
+        if hit is not None:
+            return hit
+        item = self._load(i)
+        size = item["pixel_values"].numel() * item["pixel_values"].element_size()
+        if size <= self._cache_left:
+            self._cache[i] = item
+            self._cache_left -= size
+        return item
+
+    def _load(self, i: int) -> dict:
         ex = self.examples[i]
         sample = self.ds[ex.index]
         meta = sample_meta(sample)
-        raw = next(_member(sample, e) for e in IMAGE_EXTS if e in sample)
+        pictured = self.ds[self.image_of[ex.index]] if self.image_of is not None else sample
+        raw = next(_member(pictured, e) for e in IMAGE_EXTS if e in pictured)
         with Image.open(io.BytesIO(raw)) as img:
             pixels = self.transform(img)
         if ex.target >= 0:

@@ -17,7 +17,7 @@ import torch
 
 from schemas.train import TrainConfig
 from training import checkpoint as ckpt
-from training.data import DataPlan, ExampleDataset, ImageTransform, collate
+from training.data import DataPlan, ExampleDataset, ImageTransform, collate, shuffled_images
 from training.model import (
     build_model,
     build_tokenizer,
@@ -99,7 +99,8 @@ class StageTrainer:
             self.total = min(self.total, cfg.max_steps)
         self.dataset = ExampleDataset(ds, examples, self.tok, stage,
                                       ImageTransform(image_size_for(cfg), cfg.image_resize),
-                                      n_image_tokens(base), max_length_for(cfg))
+                                      n_image_tokens(base), max_length_for(cfg),
+                                      shuffled_images(examples, cfg.seed) if cfg.shuffle_images else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=self.scfg.lr, weight_decay=self.scfg.weight_decay)
         warmup = math.ceil(self.scfg.warmup_ratio * self.total)

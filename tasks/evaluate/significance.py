@@ -1,7 +1,7 @@
 """Paired significance between two evaluations of the same test ids, for every metric both computed.
 
-Reads two per_report.parquet files (from `evaluate` / `score`), aligns them on id, and runs approximate
-randomization (p-value) plus a paired bootstrap CI of the difference B - A for each metric whose per-report
+Reads two per_report.parquet files (from `evaluate` / `score`), aligns them on id, and runs a paired
+bootstrap (CI and p-value of the difference B - A from the same resamples) for each metric whose per-report
 statistics both evaluations hold. Metrics either side could not compute are listed with the reason.
 """
 
