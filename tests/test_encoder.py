@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +114,13 @@ def test_exported_encoder_is_the_tiny_llava_vision_tower_and_in_its_lineage(tmp_
     from schemas.encoder import EncoderConfig
     from schemas.train import default_config
     from tasks.encoder.train import train_encoder
-    from training.model import OpenClipVisionTower, build_model, build_tokenizer, load_vision_tower, n_image_tokens
+    from training.model import (
+        OpenClipVisionTower,
+        build_model,
+        build_tokenizer,
+        load_vision_tower,
+        n_image_tokens,
+    )
     from training.run import lineage
 
     shards = _write_mixed_shards(tmp_path / "shards")
