@@ -28,8 +28,16 @@ def train_encoder_task(cfg: EncoderConfig) -> dict:
 def retrieval_task(cfg: EncoderConfig, model_dir: Path, out: Path, experiment: str) -> dict:
     from tasks.evaluate.retrieval import evaluate_encoder
 
-    metrics, notes = evaluate_encoder(model_dir, cfg.shards, cfg.eval_split, out, experiment,
-                                      n_bootstrap=cfg.n_bootstrap, zero_shot=cfg.zero_shot, init_seed=cfg.seed)
+    metrics, notes = evaluate_encoder(
+        model_dir,
+        cfg.shards,
+        cfg.eval_split,
+        out,
+        experiment,
+        n_bootstrap=cfg.n_bootstrap,
+        zero_shot=cfg.zero_shot,
+        init_seed=cfg.seed,
+    )
     return {"metrics": metrics.model_dump(mode="json"), "notes": notes}
 
 
@@ -40,8 +48,12 @@ def retrieval_rows(trained: dict, start: dict | None) -> list[dict]:
     for name, raw in trained["metrics"]["metrics"].items():
         r = MetricResult.model_validate(raw)
         note = trained["notes"].get("retrieval", {}).get(name, {})
-        row = {"metric": name, "value": r.display(), "chance": round(note["chance"], 2) if note else None,
-               "ratio_to_chance": round(note["ratio_to_chance"], 2) if note else None}
+        row = {
+            "metric": name,
+            "value": r.display(),
+            "chance": round(note["chance"], 2) if note else None,
+            "ratio_to_chance": round(note["ratio_to_chance"], 2) if note else None,
+        }
         if start is not None and name in start["metrics"]["metrics"]:
             row["start"] = MetricResult.model_validate(start["metrics"]["metrics"][name]).display()
         rows.append(row)
@@ -59,24 +71,44 @@ def encoder(cfg: EncoderConfig, experiment: str = "default") -> dict:
     trained = retrieval_task(cfg, Path(record["open_clip_dir"]), cfg.out / "retrieval", experiment)
     start = None
     if cfg.epochs:  # the starting point on the same split: what contrastive training changed
-        start = retrieval_task(cfg, init_model_dir(cfg.init, cfg.out), cfg.out / "retrieval-start", experiment)
+        start = retrieval_task(
+            cfg, init_model_dir(cfg.init, cfg.out), cfg.out / "retrieval-start", experiment
+        )
     rows = retrieval_rows(trained, start)
     record["retrieval"] = {"dir": str(cfg.out / "retrieval"), "samples": trained["notes"].get("samples")}
     atomic_write_json(cfg.out / RUN_RECORD, record)
     from schemas.pipeline import slug
 
     name = slug(experiment)
-    create_table_artifact(key=f"encoder-retrieval-{name}", table=rows,
-                          description=f"Encoder of {experiment}: retrieval Recall@K and zero-shot AUROC on "
-                                      f"{cfg.eval_split} (95% CIs), chance, ratio to chance, and the start")
+    create_table_artifact(
+        key=f"encoder-retrieval-{name}",
+        table=rows,
+        description=f"Encoder of {experiment}: retrieval Recall@K and zero-shot AUROC on "
+        f"{cfg.eval_split} (95% CIs), chance, ratio to chance, and the start",
+    )
     data = record["data"]
-    lines = [f"# Encoder `{cfg.out}`", "", f"- start: `{cfg.init}`, epochs {cfg.epochs}, batch {cfg.batch_size} "
-             f"x {cfg.nproc} process(es), lr {cfg.lr}",
-             f"- data: {data['samples']} samples in {data['shards']} shards; by source {data['samples_by_source']};"
-             f" excluded {data['excluded_by_source']}",
-             f"- engine: {record['engine']}", f"- output: `{record['open_clip_dir']}`", "", "Shard index hashes:"]
+    lines = [
+        f"# Encoder `{cfg.out}`",
+        "",
+        f"- start: `{cfg.init}`, epochs {cfg.epochs}, batch {cfg.batch_size} "
+        f"x {cfg.nproc} process(es), lr {cfg.lr}",
+        f"- data: {data['samples']} samples in {data['shards']} shards; by source {data['samples_by_source']};"
+        f" excluded {data['excluded_by_source']}",
+        f"- engine: {record['engine']}",
+        f"- output: `{record['open_clip_dir']}`",
+        "",
+        "Shard index hashes:",
+    ]
     lines += [f"- `{k}` {v}" for k, v in record["index_sha256"].items()]
-    create_markdown_artifact(key=f"encoder-run-{name}", markdown="\n".join(lines),
-                             description=f"Encoder run of {experiment}: data, engine, lineage")
-    return {"open_clip_dir": record["open_clip_dir"], "retrieval_metrics": str(cfg.out / "retrieval" / "metrics.json"),
-            "engine": record["engine"], "data": data, "table": rows}
+    create_markdown_artifact(
+        key=f"encoder-run-{name}",
+        markdown="\n".join(lines),
+        description=f"Encoder run of {experiment}: data, engine, lineage",
+    )
+    return {
+        "open_clip_dir": record["open_clip_dir"],
+        "retrieval_metrics": str(cfg.out / "retrieval" / "metrics.json"),
+        "engine": record["engine"],
+        "data": data,
+        "table": rows,
+    }

@@ -21,18 +21,27 @@ class EncoderSection(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    init: str = Field(TINY, description="`tiny` (random CPU config) or a local open_clip dir (BiomedCLIP format: "
-                                        "open_clip_config.json + open_clip_pytorch_model.bin) to continue from")
+    init: str = Field(
+        TINY,
+        description="`tiny` (random CPU config) or a local open_clip dir (BiomedCLIP format: "
+        "open_clip_config.json + open_clip_pytorch_model.bin) to continue from",
+    )
     sources: list[str] | None = Field(None, description="train on these sources only (None: every source)")
     epochs: int = Field(1, ge=0, description="0: no training, the starting model as it is (random or local)")
     samples_per_epoch: int | None = Field(
-        None, ge=1, description="samples drawn (with replacement of shards) per epoch; None: the train split size")
-    batch_size: int = Field(64, ge=2, description="per process (CLIP's contrastive batch is the global batch)")
+        None,
+        ge=1,
+        description="samples drawn (with replacement of shards) per epoch; None: the train split size",
+    )
+    batch_size: int = Field(
+        64, ge=2, description="per process (CLIP's contrastive batch is the global batch)"
+    )
     lr: float = Field(5e-4, gt=0)
     wd: float = Field(0.2, ge=0)
     warmup: int = Field(0, ge=0, description="warmup steps")
-    precision: Literal["auto", "fp32", "amp", "amp_bf16", "bf16"] = Field("auto", description="auto: amp_bf16 "
-                                                                                                "on CUDA, else fp32")
+    precision: Literal["auto", "fp32", "amp", "amp_bf16", "bf16"] = Field(
+        "auto", description="auto: amp_bf16 on CUDA, else fp32"
+    )
     nproc: int = Field(1, ge=1, description="processes per node (torchrun), one per GPU")
     workers: int = Field(0, ge=0, description="dataloader workers per process")
     seed: int = 0
@@ -51,8 +60,10 @@ class EncoderConfig(EncoderSection):
     @model_validator(mode="after")
     def _init_exists(self) -> EncoderConfig:
         if self.init != TINY and not (Path(self.init) / "open_clip_config.json").is_file():
-            raise ValueError(f"encoder.init {self.init}: not `tiny` and no open_clip_config.json there "
-                             "(a local BiomedCLIP-format directory; nothing is downloaded)")
+            raise ValueError(
+                f"encoder.init {self.init}: not `tiny` and no open_clip_config.json there "
+                "(a local BiomedCLIP-format directory; nothing is downloaded)"
+            )
         return self
 
     def resolved_precision(self, cuda: bool) -> str:

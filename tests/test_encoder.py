@@ -24,10 +24,17 @@ def _write_mixed_shards(root: Path, n: int = 8, split: str = "train") -> Path:
             Image.fromarray(np.full((40, 40), 20 * i, np.uint8), "L").save(buf, format="PNG")
             source = "mimic-cxr" if i % 2 == 0 else "chexpert"
             meta = {"source": source, "label_cardiomegaly": i % 2, "label_edema": None}
-            tw.write({"__key__": f"k{i:03d}", "png": buf.getvalue(), "txt": f"report number {i}.",
-                      "json": json.dumps(meta)})
-    (root / f"{split}.index.json").write_text(json.dumps(
-        {"wids_version": 1, "shardlist": [{"url": name, "nsamples": n}]}))
+            tw.write(
+                {
+                    "__key__": f"k{i:03d}",
+                    "png": buf.getvalue(),
+                    "txt": f"report number {i}.",
+                    "json": json.dumps(meta),
+                }
+            )
+    (root / f"{split}.index.json").write_text(
+        json.dumps({"wids_version": 1, "shardlist": [{"url": name, "nsamples": n}]})
+    )
     return root
 
 
@@ -55,7 +62,11 @@ def test_source_selection_copies_only_the_selected_samples(tmp_path):
     everything = training_data(shards, None, tmp_path / "enc")
     assert everything.urls == [str(shards / "train-000000.tar")] and everything.samples == 8
     mimic = training_data(shards, ["mimic-cxr"], tmp_path / "enc")
-    assert mimic.samples == 4 and mimic.by_source == {"mimic-cxr": 4} and mimic.excluded_by_source == {"chexpert": 4}
+    assert (
+        mimic.samples == 4
+        and mimic.by_source == {"mimic-cxr": 4}
+        and mimic.excluded_by_source == {"chexpert": 4}
+    )
     assert mimic.summary()["found"] == 8
     original = dict(_samples(str(shards / "train-000000.tar")))
     subset = dict(_samples(mimic.urls[0]))
@@ -72,15 +83,23 @@ def test_engine_arguments_single_process_and_torchrun(tmp_path):
     from tasks.encoder.train import command, engine_args
 
     cfg = EncoderConfig(shards=tmp_path, out=tmp_path / "enc", batch_size=64, epochs=2)
-    args = engine_args(cfg, tmp_path / "m", TrainingData(["/a/train-000000.tar", "/a/train-000001.tar"], 10), False)
+    args = engine_args(
+        cfg, tmp_path / "m", TrainingData(["/a/train-000000.tar", "/a/train-000001.tar"], 10), False
+    )
     a = {flag: args[i + 1] for i, flag in enumerate(args[:-1]) if flag.startswith("--")}
     assert a["--model"] == f"local-dir:{tmp_path / 'm'}" and a["--dataset-type"] == "webdataset"
-    assert a["--train-data"] == "/a/train-000000.tar::/a/train-000001.tar" and a["--train-num-samples"] == "10"
+    assert (
+        a["--train-data"] == "/a/train-000000.tar::/a/train-000001.tar" and a["--train-num-samples"] == "10"
+    )
     assert a["--batch-size"] == "10" and a["--precision"] == "fp32" and "--dataset-resampled" in args
     assert command(cfg, args)[1:3] == ["-m", "tasks.encoder.engine"]
     multi = cfg.model_copy(update={"nproc": 8})
     gpu = engine_args(multi, tmp_path / "m", TrainingData(["/a/x.tar"], 1000), True)
-    assert "--local-loss" in gpu and "--gather-with-grad" in gpu and gpu[gpu.index("--precision") + 1] == "amp_bf16"
+    assert (
+        "--local-loss" in gpu
+        and "--gather-with-grad" in gpu
+        and gpu[gpu.index("--precision") + 1] == "amp_bf16"
+    )
     assert "--nproc_per_node=8" in command(multi, gpu)
 
 
@@ -91,7 +110,9 @@ def test_pipeline_config_encoder_section_keys_and_errors(tmp_path):
 
     plain = tiny_config(tmp_path, tmp_path / "out")
     h = plain.stage_hashes()
-    assert "encoder" not in h and h["train"] == config_hash("train", h["shard"], plain.train)  # keys unchanged
+    assert "encoder" not in h and h["train"] == config_hash(
+        "train", h["shard"], plain.train
+    )  # keys unchanged
     with_enc = PipelineConfig.model_validate({**base_dict(plain), "encoder": {"epochs": 1}})
     he = with_enc.stage_hashes()
     assert list(he) == ["ingest", "structure", "shard", "encoder", "train", "evaluate"]
@@ -99,8 +120,13 @@ def test_pipeline_config_encoder_section_keys_and_errors(tmp_path):
     other = PipelineConfig.model_validate({**base_dict(plain), "encoder": {"epochs": 2}})
     assert other.stage_hashes()["encoder"] != he["encoder"] and other.stage_hashes()["train"] != he["train"]
     with pytest.raises(ValueError, match="either an encoder section"):
-        PipelineConfig.model_validate({**base_dict(plain), "encoder": {},
-                                       "train": {**base_dict(plain)["train"], "vision_path": str(tmp_path)}})
+        PipelineConfig.model_validate(
+            {
+                **base_dict(plain),
+                "encoder": {},
+                "train": {**base_dict(plain)["train"], "vision_path": str(tmp_path)},
+            }
+        )
     from schemas.encoder import EncoderConfig
 
     with pytest.raises(ValueError, match="no open_clip_config.json"):
@@ -142,7 +168,9 @@ def test_exported_encoder_is_the_tiny_llava_vision_tower_and_in_its_lineage(tmp_
     assert tuple(torch.cat(list(feats)).shape) == (16, 64)  # 16 image tokens projected to the LM width
     state = torch.load(enc / "open_clip_pytorch_model.bin")
     trunk_w = state["visual.trunk.blocks.0.attn.qkv.weight"]
-    assert torch.equal(model.model.vision_tower.trunk.blocks[0].attn.qkv.weight, trunk_w)  # the exported weights
+    assert torch.equal(
+        model.model.vision_tower.trunk.blocks[0].attn.qkv.weight, trunk_w
+    )  # the exported weights
 
     lin = lineage(cfg)["encoder"]
     assert lin["encoder_key"] == "abc" and lin["weights_sha256"] == record["weights_sha256"]
@@ -150,16 +178,21 @@ def test_exported_encoder_is_the_tiny_llava_vision_tower_and_in_its_lineage(tmp_
 
 
 @pytest.mark.slow
-def test_pipeline_with_an_encoder_section_trains_it_with_open_clip_train_and_reuses_it(prefect_server, tmp_path):
+def test_pipeline_with_an_encoder_section_trains_it_with_open_clip_train_and_reuses_it(
+    prefect_server, tmp_path
+):
     from pipeline_support import base_dict, tiny_config, write_fixture
 
     from flows.pipeline import pipeline
     from schemas.pipeline import PipelineConfig
 
     root = write_fixture(tmp_path / "mimic")
-    cfg = PipelineConfig.model_validate({
-        **base_dict(tiny_config(root, tmp_path / "out", name="enc")),
-        "encoder": {"epochs": 1, "batch_size": 4, "samples_per_epoch": 8, "n_bootstrap": 20}})
+    cfg = PipelineConfig.model_validate(
+        {
+            **base_dict(tiny_config(root, tmp_path / "out", name="enc")),
+            "encoder": {"epochs": 1, "batch_size": 4, "samples_per_epoch": 8, "n_bootstrap": 20},
+        }
+    )
     first = pipeline(cfg)
     assert list(first["stages"]) == ["ingest", "structure", "shard", "encoder", "train", "evaluate"]
     enc_dir = Path(first["stages"]["encoder"]["dir"])
@@ -174,7 +207,9 @@ def test_pipeline_with_an_encoder_section_trains_it_with_open_clip_train_and_reu
     assert "rule_f1_micro_14" in metrics  # beside the report metrics
     train_dir = Path(first["stages"]["train"]["dir"])
     lin = json.loads((train_dir / "lineage.json").read_text())["encoder"]
-    assert lin["encoder_key"] == record["key"] and lin["vision_path"] == str((enc_dir / "open_clip").resolve())
+    assert lin["encoder_key"] == record["key"] and lin["vision_path"] == str(
+        (enc_dir / "open_clip").resolve()
+    )
     config = json.loads((train_dir / "config.json").read_text())
     assert Path(config["vision_path"]) == enc_dir / "open_clip"
 

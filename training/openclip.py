@@ -70,9 +70,11 @@ def _register_tiny_vit() -> None:
         # timm's factory passes its own bookkeeping (pretrained_cfg, cache_dir), not model arguments
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("pretrained_cfg") and k != "cache_dir"}
         model = VisionTransformer(**{**TINY_VIT_ARGS, **kwargs})
-        model.pretrained_cfg = model.default_cfg = {"architecture": TINY_TIMM_VIT, "num_classes": 0,
-                                                    "input_size": (3, TINY_VIT_ARGS["img_size"],
-                                                                   TINY_VIT_ARGS["img_size"])}
+        model.pretrained_cfg = model.default_cfg = {
+            "architecture": TINY_TIMM_VIT,
+            "num_classes": 0,
+            "input_size": (3, TINY_VIT_ARGS["img_size"], TINY_VIT_ARGS["img_size"]),
+        }
         return model
 
     register_model(cxrflow_vit_tiny_patch8_32)
@@ -89,7 +91,9 @@ def import_open_clip():
     try:
         import open_clip
     except ImportError as e:
-        raise ImportError("the image encoder stage and open_clip vision towers need the `open_clip_torch` and "
-                          "`timm` packages (pip install open_clip_torch)") from e
+        raise ImportError(
+            "the image encoder stage and open_clip vision towers need the `open_clip_torch` and "
+            "`timm` packages (pip install open_clip_torch)"
+        ) from e
     _register_tiny_vit()
     return open_clip

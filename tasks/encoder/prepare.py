@@ -37,14 +37,23 @@ def tiny_open_clip_config() -> dict:
     return {
         "model_cfg": {
             "embed_dim": 32,
-            "vision_cfg": {"timm_model_name": TINY_TIMM_VIT, "timm_model_pretrained": False, "timm_pool": "",
-                           "timm_proj": "linear", "image_size": TINY_VIT_ARGS["img_size"]},
+            "vision_cfg": {
+                "timm_model_name": TINY_TIMM_VIT,
+                "timm_model_pretrained": False,
+                "timm_pool": "",
+                "timm_proj": "linear",
+                "image_size": TINY_VIT_ARGS["img_size"],
+            },
             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
         },
         # the LLaVA image processor's normalization and geometry (training/data.py), so the encoder sees
         # during contrastive training what it will see inside LLaVA
-        "preprocess_cfg": {"mean": list(CLIP_MEAN), "std": list(CLIP_STD), "interpolation": "bicubic",
-                           "resize_mode": "shortest"},
+        "preprocess_cfg": {
+            "mean": list(CLIP_MEAN),
+            "std": list(CLIP_STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
     }
 
 
@@ -66,9 +75,13 @@ class TrainingData:
     excluded_by_source: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict:
-        return {"shards": len(self.urls), "samples": self.samples, "samples_by_source": self.by_source,
-                "excluded_by_source": self.excluded_by_source,
-                "found": self.samples + sum(self.excluded_by_source.values())}
+        return {
+            "shards": len(self.urls),
+            "samples": self.samples,
+            "samples_by_source": self.by_source,
+            "excluded_by_source": self.excluded_by_source,
+            "found": self.samples + sum(self.excluded_by_source.values()),
+        }
 
 
 def _samples(tar_path: str):
@@ -127,6 +140,8 @@ def training_data(shards: Path, sources: list[str] | None, out: Path, split: str
     if tw is not None:
         tw.close()
     if not urls:
-        raise ValueError(f"encoder.sources {sources}: no {split} sample of these sources in {shards} "
-                         f"(sources there: {sorted(excluded)})")
+        raise ValueError(
+            f"encoder.sources {sources}: no {split} sample of these sources in {shards} "
+            f"(sources there: {sorted(excluded)})"
+        )
     return TrainingData(urls, sum(kept.values()), kept, excluded)

@@ -32,22 +32,45 @@ class EncoderTrainingError(RuntimeError):
 def engine_args(cfg: EncoderConfig, model_dir: Path, data: TrainingData, cuda: bool) -> list[str]:
     samples = cfg.samples_per_epoch or data.samples
     args = [
-        "--model", f"local-dir:{model_dir}",
-        "--train-data", "::".join(data.urls),
-        "--dataset-type", "webdataset",
+        "--model",
+        f"local-dir:{model_dir}",
+        "--train-data",
+        "::".join(data.urls),
+        "--dataset-type",
+        "webdataset",
         # shards drawn with replacement: any shard count works with any worker count, and a small split
         # still yields `samples` per epoch
         "--dataset-resampled",
-        "--train-num-samples", str(samples),
-        "--batch-size", str(min(cfg.batch_size, samples)),
-        "--epochs", str(cfg.epochs),
-        "--lr", str(cfg.lr), "--wd", str(cfg.wd), "--warmup", str(cfg.warmup),
-        "--precision", cfg.resolved_precision(cuda),
-        "--workers", str(cfg.workers),
-        "--seed", str(cfg.seed),
-        "--logs", str((cfg.out / "engine").resolve()), "--name", RUN_NAME,
-        "--save-frequency", "1", "--resume", "latest",
-        "--report-to", "none", "--log-every-n-steps", "1",
+        "--train-num-samples",
+        str(samples),
+        "--batch-size",
+        str(min(cfg.batch_size, samples)),
+        "--epochs",
+        str(cfg.epochs),
+        "--lr",
+        str(cfg.lr),
+        "--wd",
+        str(cfg.wd),
+        "--warmup",
+        str(cfg.warmup),
+        "--precision",
+        cfg.resolved_precision(cuda),
+        "--workers",
+        str(cfg.workers),
+        "--seed",
+        str(cfg.seed),
+        "--logs",
+        str((cfg.out / "engine").resolve()),
+        "--name",
+        RUN_NAME,
+        "--save-frequency",
+        "1",
+        "--resume",
+        "latest",
+        "--report-to",
+        "none",
+        "--log-every-n-steps",
+        "1",
     ]
     if cfg.nproc > 1:
         # the contrastive batch spans every GPU, as in CLIP training
@@ -57,8 +80,16 @@ def engine_args(cfg: EncoderConfig, model_dir: Path, data: TrainingData, cuda: b
 
 def command(cfg: EncoderConfig, args: list[str]) -> list[str]:
     if cfg.nproc > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
-                "-m", "tasks.encoder.engine", *args]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={cfg.nproc}",
+            "-m",
+            "tasks.encoder.engine",
+            *args,
+        ]
     return [sys.executable, "-m", "tasks.encoder.engine", *args]
 
 
@@ -117,15 +148,20 @@ def train_encoder(cfg: EncoderConfig) -> dict:
     data = training_data(cfg.shards, cfg.sources, cfg.out)
     if cfg.epochs and not final_checkpoint(cfg).exists():
         args = engine_args(cfg, model_dir, data, torch.cuda.is_available())
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
         if not torch.cuda.is_available():
             # tiny CPU runs: intra-op threads on shared cores oversubscribe (measured ~10x slower per step here)
             env.setdefault("OMP_NUM_THREADS", "1")
         proc = subprocess.run(command(cfg, args), env=env, cwd=str(cfg.out), capture_output=True, text=True)
         if proc.returncode != 0 or not final_checkpoint(cfg).exists():
             tail = (proc.stderr or proc.stdout)[-2000:]
-            raise EncoderTrainingError(f"open_clip_train exited {proc.returncode} without "
-                                       f"{final_checkpoint(cfg).name} (log: {cfg.out / 'engine' / RUN_NAME}):\n{tail}")
+            raise EncoderTrainingError(
+                f"open_clip_train exited {proc.returncode} without "
+                f"{final_checkpoint(cfg).name} (log: {cfg.out / 'engine' / RUN_NAME}):\n{tail}"
+            )
     out = export(cfg, model_dir, final_state(cfg, model_dir))
     record = {
         "key": cfg.key,
@@ -134,8 +170,12 @@ def train_encoder(cfg: EncoderConfig) -> dict:
         "open_clip_dir": str(out.resolve()),
         "weights_sha256": sha256_file(out / WEIGHTS),
         "data": data.summary(),
-        "engine": {"package": "open_clip_train", "version": _version(), "log": str(cfg.out / "engine" / RUN_NAME),
-                   **last_losses(cfg.out / "engine" / RUN_NAME / "out.log")},
+        "engine": {
+            "package": "open_clip_train",
+            "version": _version(),
+            "log": str(cfg.out / "engine" / RUN_NAME),
+            **last_losses(cfg.out / "engine" / RUN_NAME / "out.log"),
+        },
         **shard_lineage(cfg.shards),
     }
     atomic_write_json(cfg.out / RUN_RECORD, record)

@@ -80,11 +80,15 @@ def embed(model, preprocess, tokenizer, samples, batch_size: int = 64, device: s
     imgs, txts = [], []
     with torch.no_grad():
         for start in range(0, len(samples), batch_size):
-            chunk = samples[start:start + batch_size]
+            chunk = samples[start : start + batch_size]
             pix = torch.stack([preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for _, b, _, _ in chunk])
             imgs.append(model.encode_image(pix.to(device), normalize=True).float().cpu().numpy())
-            txts.append(model.encode_text(tokenizer([t for _, _, t, _ in chunk]).to(device),
-                                          normalize=True).float().cpu().numpy())
+            txts.append(
+                model.encode_text(tokenizer([t for _, _, t, _ in chunk]).to(device), normalize=True)
+                .float()
+                .cpu()
+                .numpy()
+            )
     for key, _, text, meta in samples:
         e.keys.append(key)
         e.sources.append(str(meta.get("source") or "unknown"))
@@ -94,20 +98,27 @@ def embed(model, preprocess, tokenizer, samples, batch_size: int = 64, device: s
     return e
 
 
-def hits_and_chance(sim: np.ndarray, correct: np.ndarray, ks=KS) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+def hits_and_chance(
+    sim: np.ndarray, correct: np.ndarray, ks=KS
+) -> tuple[dict[int, np.ndarray], dict[int, float]]:
     """Per-query hit@K (bool) of a (queries x gallery) similarity matrix, and the chance Recall@K (0-1)."""
     best = np.where(correct, sim, -np.inf).max(axis=1, keepdims=True)
     wrong = ~correct
     rank = (sim > best).sum(axis=1) + ((sim == best) & wrong).sum(axis=1)  # 0-based, ties pessimistic
     g, m = sim.shape[1], correct.sum(axis=1)
     hits = {k: rank < k for k in ks}
-    chance = {k: float(np.mean([1 - comb(g - int(mi), k) / comb(g, k) if k <= g else 1.0 for mi in m]))
-              for k in ks}
+    chance = {
+        k: float(np.mean([1 - comb(g - int(mi), k) / comb(g, k) if k <= g else 1.0 for mi in m])) for k in ks
+    }
     return hits, chance
 
 
-_MEAN_PCT = MetricSpec("recall", ("hit",), lambda c: 100.0 * float(np.mean(c["hit"])),
-                       "share of queries with a correct item in the top K; bootstrap over queries")
+_MEAN_PCT = MetricSpec(
+    "recall",
+    ("hit",),
+    lambda c: 100.0 * float(np.mean(c["hit"])),
+    "share of queries with a correct item in the top K; bootstrap over queries",
+)
 
 
 def retrieval_metrics(e: Embedded, n_bootstrap: int, seed: int) -> tuple[dict[str, MetricResult], dict]:
@@ -129,10 +140,17 @@ def retrieval_metrics(e: Embedded, n_bootstrap: int, seed: int) -> tuple[dict[st
             for k in KS:
                 name = f"{prefix}_{direction}_r{k}"
                 r = score(_MEAN_PCT, {"hit": hits[k].astype(float)}, idx)
-                metrics[name] = r.model_copy(update={"method": f"Recall@{k}, {direction}, {scope} test split "
-                                                     f"(gallery {len(t)}); percentile bootstrap over queries"})
-                notes[name] = {"chance": 100 * chance[k], "ratio_to_chance": r.value / (100 * chance[k]),
-                               "gallery": int(len(t))}
+                metrics[name] = r.model_copy(
+                    update={
+                        "method": f"Recall@{k}, {direction}, {scope} test split "
+                        f"(gallery {len(t)}); percentile bootstrap over queries"
+                    }
+                )
+                notes[name] = {
+                    "chance": 100 * chance[k],
+                    "ratio_to_chance": r.value / (100 * chance[k]),
+                    "gallery": int(len(t)),
+                }
     return metrics, notes
 
 
@@ -145,8 +163,9 @@ def auroc(score_: np.ndarray, y: np.ndarray) -> float:
     return float(gt / (len(pos) * len(neg)))
 
 
-def zero_shot_metrics(e: Embedded, model, tokenizer, n_bootstrap: int, seed: int,
-                      device: str = "cpu") -> dict[str, MetricResult]:
+def zero_shot_metrics(
+    e: Embedded, model, tokenizer, n_bootstrap: int, seed: int, device: str = "cpu"
+) -> dict[str, MetricResult]:
     """Per-label AUROC of the prompt pair score, and the macro mean over labels with both classes."""
     import torch
 
@@ -164,11 +183,16 @@ def zero_shot_metrics(e: Embedded, model, tokenizer, n_bootstrap: int, seed: int
         s = sims[:, 2 * i] - sims[:, 2 * i + 1]
         key = f"zeroshot_auroc_{col.removeprefix('label_')}"
         if len(set(y[keep])) < 2:
-            out[key] = MetricResult.missing(f"{name}: the split has not both positive and negative samples",
-                                            method=method, n=int(keep.sum()))
+            out[key] = MetricResult.missing(
+                f"{name}: the split has not both positive and negative samples",
+                method=method,
+                n=int(keep.sum()),
+            )
             continue
         cols[key] = (s, y)
-    idx = bootstrap_indices(len(e.keys), n_bootstrap, seed) if n_bootstrap else np.empty((0, len(e.keys)), int)
+    idx = (
+        bootstrap_indices(len(e.keys), n_bootstrap, seed) if n_bootstrap else np.empty((0, len(e.keys)), int)
+    )
 
     def macro(sel: np.ndarray) -> float:
         vals = [auroc(s[sel], y[sel]) for s, y in cols.values()]
@@ -181,11 +205,13 @@ def zero_shot_metrics(e: Embedded, model, tokenizer, n_bootstrap: int, seed: int
     if cols:
         everything = np.arange(len(e.keys))
         boot = np.array([100 * macro(i) for i in idx])
-        out["zeroshot_auroc_macro"] = _with_ci(100 * macro(everything), boot, len(e.keys),
-                                               f"macro mean over {len(cols)} labels; {method}")
+        out["zeroshot_auroc_macro"] = _with_ci(
+            100 * macro(everything), boot, len(e.keys), f"macro mean over {len(cols)} labels; {method}"
+        )
     else:
-        out["zeroshot_auroc_macro"] = MetricResult.missing("no label has both positive and negative samples",
-                                                           method=method)
+        out["zeroshot_auroc_macro"] = MetricResult.missing(
+            "no label has both positive and negative samples", method=method
+        )
     return out
 
 
@@ -195,9 +221,19 @@ def _with_ci(value: float, boot: np.ndarray, n: int, method: str) -> MetricResul
     return MetricResult(value=value, ci=ci, n=n, method=method)
 
 
-def evaluate_encoder(open_clip_dir: Path, shards: Path, split: str, out: Path, experiment: str,
-                     n_bootstrap: int = 500, seed: int = 12345, zero_shot: bool = True, init_seed: int = 0,
-                     batch_size: int = 64, device: str = "cpu") -> tuple[EvaluationMetrics, dict]:
+def evaluate_encoder(
+    open_clip_dir: Path,
+    shards: Path,
+    split: str,
+    out: Path,
+    experiment: str,
+    n_bootstrap: int = 500,
+    seed: int = 12345,
+    zero_shot: bool = True,
+    init_seed: int = 0,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> tuple[EvaluationMetrics, dict]:
     """OUT/metrics.json (EvaluationMetrics) + OUT/retrieval.json (chance, ratio to chance, per source)."""
     from tasks.io import atomic_write_json
 
@@ -207,7 +243,9 @@ def evaluate_encoder(open_clip_dir: Path, shards: Path, split: str, out: Path, e
         samples, reason = [], str(err)
     else:
         reason = f"the {split} split has no sample with an image and a text"
-    metrics = EvaluationMetrics(experiment=experiment, n_reports=len(samples), n_bootstrap=n_bootstrap, seed=seed)
+    metrics = EvaluationMetrics(
+        experiment=experiment, n_reports=len(samples), n_bootstrap=n_bootstrap, seed=seed
+    )
     notes: dict = {"split": split, "samples": len(samples)}
     if len(samples) < 2:
         for d in ("i2t", "t2i"):
