@@ -72,6 +72,8 @@ def engine_args(cfg: EncoderConfig, model_dir: Path, data: TrainingData, cuda: b
         "--log-every-n-steps",
         "1",
     ]
+    if cfg.grad_checkpointing:
+        args.append("--grad-checkpointing")
     if cfg.nproc > 1:
         # the contrastive batch spans every GPU, as in CLIP training
         args += ["--local-loss", "--gather-with-grad"]
