@@ -56,7 +56,7 @@ def test_recall_counts_ties_against_the_query_and_chance_is_exact():
 
 
 def test_source_selection_copies_only_the_selected_samples(tmp_path):
-    from tasks.encoder.prepare import _samples, training_data
+    from tasks.encoder.prepare import iter_samples, training_data
 
     shards = _write_mixed_shards(tmp_path / "shards")
     everything = training_data(shards, None, tmp_path / "enc")
@@ -68,8 +68,8 @@ def test_source_selection_copies_only_the_selected_samples(tmp_path):
         and mimic.excluded_by_source == {"chexpert": 4}
     )
     assert mimic.summary()["found"] == 8
-    original = dict(_samples(str(shards / "train-000000.tar")))
-    subset = dict(_samples(mimic.urls[0]))
+    original = dict(iter_samples(str(shards / "train-000000.tar")))
+    subset = dict(iter_samples(mimic.urls[0]))
     assert sorted(subset) == ["k000", "k002", "k004", "k006"]
     for key, members in subset.items():  # member bytes unchanged: open_clip reads the same image and text
         assert {e: m[1] for e, m in members.items()} == {e: m[1] for e, m in original[key].items()}

@@ -84,7 +84,7 @@ class TrainingData:
         }
 
 
-def _samples(tar_path: str):
+def iter_samples(tar_path: str):
     """(key, {ext: (TarInfo, bytes)}) per sample, in tar order (members of a key are adjacent)."""
     with tarfile.open(tar_path) as tf:
         key, members = None, {}
@@ -121,7 +121,7 @@ def training_data(shards: Path, sources: list[str] | None, out: Path, split: str
     urls: list[str] = []
     tw, n_in_shard = None, 0
     for s in shardlist:
-        for key, members in _samples(s["url"]):
+        for key, members in iter_samples(s["url"]):
             meta = json.loads(members["json"][1]) if "json" in members else {}
             src = str(meta.get("source", "unknown"))
             if src not in keep:
