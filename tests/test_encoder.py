@@ -157,7 +157,7 @@ def test_exported_encoder_is_the_tiny_llava_vision_tower_and_in_its_lineage(tmp_
     tower, vcfg = load_vision_tower(enc, 32, torch.float32)
     assert isinstance(tower, OpenClipVisionTower)
     out = tower(torch.zeros(2, 3, 32, 32))
-    assert len(out.hidden_states) == 3 and out.hidden_states[-2].shape == (2, 17, 32)  # CLS + 16 patches
+    assert len(out.hidden_states) == 5 and out.hidden_states[-2].shape == (2, 17, 32)  # CLS + 16 patches
     assert (vcfg.hidden_size, vcfg.num_attention_heads, vcfg.patch_size) == (32, 2, 8)
 
     cfg = default_config("tiny", shards, tmp_path / "run", vision_path=enc)

@@ -12,8 +12,9 @@ installed torchvision on its own and would fail the same way. There it is instal
 does it), and `import_open_clip` puts that folder on sys.path only after declaring the missing ops.
 
 `TINY_TIMM_VIT` is a timm VisionTransformer registered under a cxrflow name, the same class as BiomedCLIP's
-trunk, at the tiny LLaVA preset's shape (32 px, patch 8, width 32, 2 blocks): the CPU encoder is trained,
-evaluated and plugged into LLaVA through exactly the code path the real BiomedCLIP directory takes.
+trunk, at the tiny LLaVA preset's image shape (32 px, patch 8, width 32) with 4 blocks: the block LLaVA takes
+(the second-to-last) has passed through trained layers. The CPU encoder is trained, evaluated and plugged into
+LLaVA through exactly the code path the real BiomedCLIP directory takes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 from pathlib import Path
 
 TINY_TIMM_VIT = "cxrflow_vit_tiny_patch8_32"
-TINY_VIT_ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
+TINY_VIT_ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2.0)
 
 
 def _torchvision_ops_load() -> bool:

@@ -111,8 +111,13 @@ def _add(tw: tarfile.TarFile, name: str, data: bytes) -> None:
 def training_data(shards: Path, sources: list[str] | None, out: Path, split: str = "train") -> TrainingData:
     """The shard URLs open_clip_train reads, and how many samples of which source they hold."""
     shardlist = read_index(shards, split)
+    # absolute: the engine runs in the stage dir; and checked here, because open_clip's reader logs a missing
+    # shard and keeps drawing (forever, with resampled shards) instead of failing
+    missing = [s["url"] for s in shardlist if not Path(s["url"]).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} shard(s) of {shards}/{split}.index.json not found, e.g. {missing[0]}")
     if not sources:
-        return TrainingData([s["url"] for s in shardlist], sum(s["nsamples"] for s in shardlist))
+        return TrainingData([str(Path(s["url"]).resolve()) for s in shardlist], sum(s["nsamples"] for s in shardlist))
     subset = out / "subset"
     if subset.exists():
         shutil.rmtree(subset)  # rebuilt whole: the stage dir is keyed by the selection already
