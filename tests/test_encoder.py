@@ -77,6 +77,19 @@ def test_source_selection_copies_only_the_selected_samples(tmp_path):
         training_data(shards, ["padchest"], tmp_path / "enc2")
 
 
+def test_shard_urls_are_absolute_and_checked(tmp_path, monkeypatch):
+    """The engine runs in the stage dir: a relative SHARDS must not reach it; a missing tar fails up front."""
+    from tasks.encoder.prepare import training_data
+
+    _write_mixed_shards(tmp_path / "shards")
+    monkeypatch.chdir(tmp_path)
+    urls = training_data(Path("shards"), None, Path("enc")).urls
+    assert urls == [str(tmp_path / "shards" / "train-000000.tar")]
+    (tmp_path / "shards" / "train-000000.tar").unlink()
+    with pytest.raises(FileNotFoundError, match="1 shard"):
+        training_data(Path("shards"), None, Path("enc"))
+
+
 def test_engine_arguments_single_process_and_torchrun(tmp_path):
     from schemas.encoder import EncoderConfig
     from tasks.encoder.prepare import TrainingData
