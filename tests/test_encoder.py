@@ -55,6 +55,27 @@ def test_recall_counts_ties_against_the_query_and_chance_is_exact():
     assert not const.any()
 
 
+def test_paired_retrieval_comparison_by_query_key(tmp_path):
+    import polars as pl
+
+    from tasks.evaluate.retrieval import compare_retrieval
+
+    keys = [f"k{i:02d}" for i in range(40)]
+    for name, hits in (("a", [0.0] * 40), ("b", [1.0] * 30 + [0.0] * 10)):
+        (tmp_path / name).mkdir()
+        frame = pl.DataFrame({"id": keys, "source": ["s"] * 40, "retrieval_i2t_r5": hits})
+        frame.reverse().write_parquet(
+            tmp_path / name / "per_query.parquet"
+        )  # order differs from keys: sorted
+    c = compare_retrieval(tmp_path / "a", tmp_path / "b", n_resamples=200)["retrieval_i2t_r5"]
+    assert c["diff"] == pytest.approx(75.0) and c["diff_ci"][0] > 50 and c["p_value"] < 0.01
+    pl.DataFrame({"id": keys[:39], "source": ["s"] * 39, "retrieval_i2t_r5": [0.0] * 39}).write_parquet(
+        tmp_path / "a" / "per_query.parquet"
+    )
+    with pytest.raises(ValueError, match="different queries"):
+        compare_retrieval(tmp_path / "a", tmp_path / "b")
+
+
 def test_source_selection_copies_only_the_selected_samples(tmp_path):
     from tasks.encoder.prepare import iter_samples, training_data
 

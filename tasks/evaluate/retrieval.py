@@ -10,7 +10,7 @@ each query's number of correct items: 1 - C(G-m, K) / C(G, K), averaged over que
 Zero-shot labels: for each CheXpert observation, image score = cos(image, "findings of <label>") -
 cos(image, "no <label>"); AUROC against the sample's label (positive vs negative; uncertain and unmentioned
 left out). CIs: percentile bootstrap over queries (images), the same resample indices for every metric
-(tasks/evaluate/resampling.py).
+(tasks/evaluate/resampling.py). `compare_retrieval` pairs two encoders' per-query hits on the same split.
 """
 
 from __future__ import annotations
@@ -121,8 +121,11 @@ _MEAN_PCT = MetricSpec(
 )
 
 
-def retrieval_metrics(e: Embedded, n_bootstrap: int, seed: int) -> tuple[dict[str, MetricResult], dict]:
-    """Recall@1/5/10 both ways for the mixture and each source, with chance and the ratio to chance."""
+def retrieval_metrics(
+    e: Embedded, n_bootstrap: int, seed: int, per_query: dict[str, np.ndarray] | None = None
+) -> tuple[dict[str, MetricResult], dict]:
+    """Recall@1/5/10 both ways for the mixture and each source, with chance and the ratio to chance.
+    `per_query` receives the mixture's hit@K per query (in `e.keys` order), for paired comparisons."""
     metrics: dict[str, MetricResult] = {}
     notes: dict = {}
     texts = np.array(e.texts, dtype=object)
@@ -140,6 +143,8 @@ def retrieval_metrics(e: Embedded, n_bootstrap: int, seed: int) -> tuple[dict[st
             for k in KS:
                 name = f"{prefix}_{direction}_r{k}"
                 r = score(_MEAN_PCT, {"hit": hits[k].astype(float)}, idx)
+                if per_query is not None and scope == MIXTURE:
+                    per_query[name] = hits[k].astype(float)
                 metrics[name] = r.model_copy(
                     update={
                         "method": f"Recall@{k}, {direction}, {scope} test split "
@@ -234,7 +239,8 @@ def evaluate_encoder(
     batch_size: int = 64,
     device: str = "cpu",
 ) -> tuple[EvaluationMetrics, dict]:
-    """OUT/metrics.json (EvaluationMetrics) + OUT/retrieval.json (chance, ratio to chance, per source)."""
+    """OUT/metrics.json (EvaluationMetrics), OUT/retrieval.json (chance, ratio to chance, per source) and
+    OUT/per_query.parquet (the mixture's hit@K per query, by sample key: paired tests between encoders)."""
     from tasks.io import atomic_write_json
 
     try:
@@ -254,7 +260,14 @@ def evaluate_encoder(
     else:
         model, preprocess, tokenizer = load_encoder(open_clip_dir, init_seed, device)
         e = embed(model, preprocess, tokenizer, samples, batch_size, device)
-        m, notes["retrieval"] = retrieval_metrics(e, n_bootstrap, seed)
+        per_query: dict[str, np.ndarray] = {}
+        m, notes["retrieval"] = retrieval_metrics(e, n_bootstrap, seed, per_query)
+        import polars as pl
+
+        out.mkdir(parents=True, exist_ok=True)
+        pl.DataFrame({"id": e.keys, "source": e.sources, **per_query}).write_parquet(
+            out / "per_query.parquet"
+        )
         metrics.metrics.update(m)
         if zero_shot:
             metrics.metrics.update(zero_shot_metrics(e, model, tokenizer, n_bootstrap, seed, device))
@@ -263,3 +276,25 @@ def evaluate_encoder(
     atomic_write_json(out / "metrics.json", metrics.model_dump(mode="json"))
     atomic_write_json(out / "retrieval.json", notes)
     return metrics, notes
+
+
+def compare_retrieval(a_dir: Path, b_dir: Path, n_resamples: int = 1000) -> dict[str, dict]:
+    """Paired test (b - a) of every mixture Recall@K between two retrieval evaluations of the same split,
+    paired by sample key (approximate randomization p-value, paired bootstrap CI; resampling.paired_test)."""
+    import polars as pl
+
+    from tasks.evaluate.resampling import paired_test
+
+    a = pl.read_parquet(Path(a_dir) / "per_query.parquet").sort("id")
+    b = pl.read_parquet(Path(b_dir) / "per_query.parquet").sort("id")
+    if a["id"].to_list() != b["id"].to_list():
+        raise ValueError(
+            f"{a_dir} and {b_dir} evaluated different queries; a paired test needs the same split"
+        )
+    names = [c for c in a.columns if c.startswith("retrieval_") and c in b.columns]
+    return {
+        n: paired_test(
+            _MEAN_PCT, {"hit": a[n].to_numpy()}, {"hit": b[n].to_numpy()}, n_resamples=n_resamples
+        ).model_dump()
+        for n in names
+    }
