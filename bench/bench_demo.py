@@ -1,6 +1,7 @@
-"""Wall time of `cxrflow demo` (fixture -> ingest -> structure -> shard -> tiny train -> evaluate) and of a rerun
-with nothing changed, both as CLI processes against one Prefect server started here (so neither pays for a
-temporary server). The rerun must decode no image, send no LLM request and take no training step.
+"""Wall time of `cxrflow demo` (learnable fixture -> ingest -> structure -> shard -> tiny train and the shuffle
+control -> evaluate -> compare) and of a rerun with nothing changed, both as CLI processes against one Prefect
+server started here (so neither pays for a temporary server). The rerun must decode no image, send no LLM
+request and take no training step. Also prints the demo's learning.json.
 
     .venv/bin/python -m bench.bench_demo [--out DIR]
 """
@@ -42,12 +43,17 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
 
 
 def run_demo(out: Path, env: dict) -> tuple[float, dict]:
+    """(wall seconds, per-variant run summaries merged: stage seconds/statuses and work summed)."""
     start = time.perf_counter()
     res = subprocess.run([str(BIN / "cxrflow"), "demo", "--out", str(out)], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if res.returncode:
         raise RuntimeError(res.stdout[-2000:] + res.stderr[-2000:])
-    return wall, json.loads((out / "pipeline" / "runs" / "demo.json").read_text())
+    runs = [json.loads((out / "pipeline" / "runs" / f"learning-{v}.json").read_text()) for v in ("trained", "shuffled")]
+    merged = {"stages": {f"{r['name']}:{s}": v for r in runs for s, v in r["stages"].items()},
+              "work": {k: sum(r["work"][k] for r in runs) for k in runs[0]["work"]},
+              "learning": json.loads((out / "learning.json").read_text())}
+    return wall, merged
 
 
 def main() -> None:
@@ -70,7 +76,8 @@ def main() -> None:
     print(json.dumps({"cores": os.cpu_count(), "demo_wall_s": round(cold, 1), "rerun_wall_s": round(warm, 1),
                       "speedup": round(cold / warm, 1), "first_run_stage_s": stage_s,
                       "first_run_work": first["work"], "rerun_work": again["work"],
-                      "rerun_statuses": sorted({v["status"] for v in again["stages"].values()})}, indent=2))
+                      "rerun_statuses": sorted({v["status"] for v in again["stages"].values()}),
+                      "learning": first["learning"]}, indent=2))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--image-size", type=int, default=0, help="0: the tiny preset's 32 px")
     p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--only", choices=["trained", "shuffled"], help="one variant (a quick sweep; no comparison)")
     args = p.parse_args(argv)
 
     from schemas.train import default_config, stage1_defaults, stage2_defaults
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "variants": {}, "curve": []}
     frames: dict[str, dict[str, object]] = {}
     for variant, shuffle in (("trained", False), ("shuffled", True)):
+        if args.only and variant != args.only:
+            continue
         run = args.out / variant
         cfg = default_config(
             "tiny", args.shards, run, stages=[1, 2], image_size=args.image_size, shuffle_images=shuffle,
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
             "points": {s: m.display() for s, m in points.items()},
         }
     spec = next(s for s in f1_specs() if s.name == METRIC)
-    for step in sorted(frames["trained"]):
+    for step in sorted(frames["trained"]) if not args.only else []:
         a, b = (frame_columns(frames[v][step]) for v in ("shuffled", "trained"))
         cmp = paired_test(spec, a, b, n_resamples=1000)
         results["curve"].append({
@@ -114,8 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
             "difference": f"{cmp.diff:+.2f} [{cmp.diff_ci[0]:.2f}, {cmp.diff_ci[1]:.2f}]", "p": cmp.p_value,
             "n": cmp.n,
         })
-    ratio = results["variants"]["trained"]["train_seconds"] / results["variants"]["shuffled"]["train_seconds"]
-    results["train_time_ratio_trained_vs_shuffled"] = round(ratio, 2)
+    if not args.only:
+        ratio = results["variants"]["trained"]["train_seconds"] / results["variants"]["shuffled"]["train_seconds"]
+        results["train_time_ratio_trained_vs_shuffled"] = round(ratio, 2)
     print(json.dumps(results, indent=2))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "learning_curve.json").write_text(json.dumps(results, indent=2))

@@ -22,8 +22,11 @@ assemble_task = task(engine.assemble, name="assemble")
 
 
 def artifact_key(prefix: str, source: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only (pitfalls.md)."""
-    return "-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-")))
+    """Artifact keys allow lowercase letters, digits and dashes only (pitfalls.md); inside a pipeline run the
+    experiment follows (flows/ui.py)."""
+    from flows.ui import artifact_key as scoped
+
+    return scoped("-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-"))))
 
 
 @flow(name="ingest", log_prints=True)

@@ -118,26 +118,27 @@ def _run_stage(stage: str, cfg: PipelineConfig, confs: dict[str, Any]) -> Any:
     from flows.train import train
     from flows.validate_shard import validate_and_shard
 
+    name = {"flow_run_name": f"{slug(cfg.name)}-{stage}"}  # readable rows in the UI, not random names
     if stage == "ingest" and confs["mixture"] is not None:
-        return ingest_mixture_flow(confs["mixture"])
+        return ingest_mixture_flow.with_options(**name)(confs["mixture"])
     if stage == "ingest":
         runner = ingest_runner(confs["ingest"], cfg.dask_address)
-        return ingest_flow.with_options(task_runner=runner)(confs["ingest"])
+        return ingest_flow.with_options(task_runner=runner, **name)(confs["ingest"])
     if stage == "structure":
         link_ingest_outputs(confs["ingest"].out, confs["structure"].out)
-        return structure(confs["structure"])
+        return structure.with_options(**name)(confs["structure"])
     if stage == "shard":
-        return validate_and_shard(confs["shard"])
+        return validate_and_shard.with_options(**name)(confs["shard"])
     if stage == "encoder":
         from flows.encoder import encoder
 
-        return encoder(confs["encoder"], experiment=cfg.name)
+        return encoder.with_options(**name)(confs["encoder"], experiment=cfg.name)
     if stage == "train":
-        summary = train(confs["train"])
+        summary = train.with_options(**name)(confs["train"])
         if "dispatched" in summary and summary.get("state") != "Completed":
             raise RuntimeError(f"training run {summary['flow_run_id']} ended {summary['state']}")
         return summary
-    return evaluate(confs["evaluate"])
+    return evaluate.with_options(**name)(confs["evaluate"])
 
 
 def metrics_table(eval_dir: Path) -> list[dict]:
@@ -213,10 +214,16 @@ def stages_markdown(cfg: PipelineConfig, stages: dict, work: dict) -> str:
 
 
 def render_text(result: dict) -> str:
-    """The metrics table and where everything is, for terminals."""
+    """The metrics table and where everything is, for terminals; metrics that could not be computed collapse
+    into one line that says why."""
+    from tasks.evaluate.learning import collapse_not_computed
+
     width = max((len(r["metric"]) for r in result["metrics"]), default=6)
     lines = [f"pipeline {result['name']}: metrics", f"{'metric':<{width}}  value [95% CI]"]
-    lines += [f"{r['metric']:<{width}}  {r['display']}" for r in result["metrics"]]
+    lines += [f"{r['metric']:<{width}}  {r['display']}" for r in result["metrics"] if r["value"] is not None]
+    missing = collapse_not_computed({r["metric"]: None if r["value"] is not None else r["display"]
+                                     for r in result["metrics"]})
+    lines += [missing] if missing else []
     lines += ["", "stages:"]
     lines += [f"  {s:<9} {v['status']:<6} {v['dir']}" for s, v in result["stages"].items()]
     w = result["work"]

@@ -130,3 +130,28 @@ def test_chexpert_learnable(tmp_path, small):
         labels = label_report(text)
         for name in learnable.LEARNABLE_LABELS:
             assert labels[name] == int(float(r[name])), (text, r[name])
+
+
+def test_cli_writes_the_learnable_fixture(tmp_path):
+    from typer.testing import CliRunner
+
+    from cxrflow_cli.main import app
+
+    res = CliRunner().invoke(
+        app,
+        [
+            "fixtures",
+            "mimic-cxr",
+            "--out",
+            str(tmp_path),
+            "--learnable",
+            "--jpg",
+            "--studies",
+            "4",
+            "--no-defects",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = next(tmp_path.glob("files/p*/p*/s*.txt")).read_text()
+    findings = parse_report(report).sections["findings"]
+    assert {label_report(findings)[n] for n in learnable.LEARNABLE_LABELS} <= {0, 1}

@@ -79,9 +79,16 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
 
     api = httpx.Client(base_url=f"{url}/api", timeout=30)
     flows = {f["id"]: f["name"] for f in api.post("/flows/filter", json={}).json()}
+    # The Runs page's tag filter (the same query the UI sends): one row per variant, nothing else. Stage
+    # subflows carry stage:/variant: tags; the ablate and compare runs their own `ablate:` tag.
     runs = api.post("/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["ablation:ui-demo"]}}}).json()
-    variants = {r["name"]: r for r in runs if flows[r["flow_id"]] == "pipeline"}
-    assert set(variants) == {"ui-demo-crop", "ui-demo-pad"}
+    assert sorted((r["name"], flows[r["flow_id"]]) for r in runs) == [
+        ("ui-demo-crop", "pipeline"), ("ui-demo-pad", "pipeline")]
+    variants = {r["name"]: r for r in runs}
+    stage_runs = api.post("/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["variant:pad"]}}}).json()
+    assert {t for r in stage_runs for t in r["tags"]} >= {"stage:train", "stage:evaluate", "variant:pad"}
+    own = api.post("/flow_runs/filter", json={"flow_runs": {"tags": {"all_": ["ablate:ui-demo"]}}}).json()
+    assert sorted(r["name"] for r in own) == ["ui-demo-ablate", "ui-demo-compare"]
     for name, resize in (("crop", "crop"), ("pad", "pad")):
         run = variants[f"ui-demo-{name}"]
         assert {"ablation:ui-demo", f"variant:{name}"} <= set(run["tags"])
@@ -90,20 +97,40 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
     arts = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["ablation-ui-demo-leaderboard"]}}}).json()
     assert len(arts) == 1 and arts[0]["type"] == "table"
     rows = json.loads(arts[0]["data"]) if isinstance(arts[0]["data"], str) else arts[0]["data"]
-    assert [r["variant"] for r in rows] == ["crop", "pad"]
+    assert [(r["variant"], r["metric"]) for r in rows] == [
+        ("crop", "rouge_l"), ("crop", "rule_f1_micro_14"), ("pad", "rouge_l"), ("pad", "rule_f1_micro_14")]
+    pad_rouge = rows[2]
+    for col in ("value", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_value"):
+        assert isinstance(pad_rouge[col], float), (col, pad_rouge)  # numbers, so the UI sorts them
+    assert pad_rouge["run"] == f"/runs/flow-run/{variants['ui-demo-pad']['id']}"
 
-    # The artifact page as a researcher opens it: the leaderboard's variants and comparison column render.
+    # The artifact page as a researcher opens it: numeric columns render as their own headers and cells.
+
+    text = _rendered(f"{url}/artifacts/artifact/{arts[0]['id']}", tmp_path)
+    assert "ablation-ui-demo-leaderboard" in text, text[-2000:]
+    header = text.split("p_value", 1)
+    assert len(header) == 2 and all(c in header[0] for c in ("ci_low", "ci_high", "diff_ci_low", "diff_ci_high"))
+    cells = " ".join(_js(pad_rouge[c]) for c in ("value", "ci_low", "ci_high", "diff"))
+    assert f"pad rouge_l {cells} " in header[1], header[1][:1500]
+    # The markdown twin links each variant to its run.
+    md = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["ablation-ui-demo-leaderboard-md"]}}}).json()
+    assert f"(/runs/flow-run/{variants['ui-demo-pad']['id']})" in md[0]["data"]
+    assert "pad" in _rendered(f"{url}/artifacts/artifact/{md[0]['id']}", tmp_path)
+
+
+def _js(x: float) -> str:
+    """A number as JavaScript prints it."""
+    return str(int(x)) if float(x).is_integer() else repr(x)
+
+
+def _rendered(page: str, tmp_path: Path) -> str:
+    """The page's text after headless Chromium has run the UI's JavaScript."""
+    import re
+
     dom = subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=30000", "--dump-dom",
-         f"{url}/artifacts/artifact/{arts[0]['id']}"],
+         f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=30000", "--dump-dom", page],
         capture_output=True, text=True, timeout=180,
     ).stdout
-    assert "rouge_l vs baseline" in dom, dom[-2000:]
-    import re
-
-    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
-    assert "ablation-ui-demo-leaderboard" in text
-    table = text.split("rouge_l vs baseline", 1)[1]
-    assert re.search(r"crop true \d+ ", table) and re.search(r"pad false \d+ ", table), table[:1000]
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
