@@ -249,3 +249,19 @@ def test_pipeline_with_an_encoder_section_trains_it_with_open_clip_train_and_reu
 
     again = pipeline(cfg)
     assert {s["status"] for s in again["stages"].values()} == {"reused"}
+
+
+def test_engine_failure_is_one_error_naming_the_cause(tmp_path):
+    """open_clip_train exiting non-zero becomes EncoderTrainingError with the engine's own message."""
+    from schemas.encoder import EncoderConfig
+    from tasks.encoder.prepare import tiny_open_clip_config
+    from tasks.encoder.train import EncoderTrainingError, train_encoder
+
+    init = tmp_path / "init"
+    init.mkdir()
+    cfg_json = tiny_open_clip_config()
+    cfg_json["model_cfg"]["vision_cfg"]["timm_model_name"] = "no_such_timm_vit"
+    (init / "open_clip_config.json").write_text(json.dumps(cfg_json))
+    shards = _write_mixed_shards(tmp_path / "shards")
+    with pytest.raises(EncoderTrainingError, match="no_such_timm_vit"):
+        train_encoder(EncoderConfig(init=str(init), shards=shards, out=tmp_path / "enc", epochs=1, batch_size=4))

@@ -159,7 +159,11 @@ def train_encoder(cfg: EncoderConfig) -> dict:
             env.setdefault("OMP_NUM_THREADS", "1")
         proc = subprocess.run(command(cfg, args), env=env, cwd=str(cfg.out), capture_output=True, text=True)
         if proc.returncode != 0 or not final_checkpoint(cfg).exists():
-            tail = (proc.stderr or proc.stdout)[-2000:]
+            # torch's glog-style exit summaries ("I1202 03:06:56 ...") would push the engine's error out of the tail
+            lines = [
+                ln for ln in (proc.stderr or proc.stdout).splitlines() if not re.match(r"[IWE]\d{4} ", ln)
+            ]
+            tail = "\n".join(lines)[-2000:]
             raise EncoderTrainingError(
                 f"open_clip_train exited {proc.returncode} without "
                 f"{final_checkpoint(cfg).name} (log: {cfg.out / 'engine' / RUN_NAME}):\n{tail}"
