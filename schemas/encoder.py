@@ -44,7 +44,9 @@ class EncoderSection(BaseModel):
     )
     nproc: int = Field(1, ge=1, description="processes per node (torchrun), one per GPU")
     workers: int = Field(0, ge=0, description="dataloader workers per process")
-    grad_checkpointing: bool = Field(False, description="activation checkpointing (518-px ViT-B at batch 256/GPU)")
+    grad_checkpointing: bool = Field(
+        False, description="activation checkpointing (518-px ViT-B at batch 256/GPU)"
+    )
     seed: int = 0
     eval_split: str = "test"
     n_bootstrap: int = Field(500, ge=0)

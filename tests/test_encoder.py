@@ -264,4 +264,6 @@ def test_engine_failure_is_one_error_naming_the_cause(tmp_path):
     (init / "open_clip_config.json").write_text(json.dumps(cfg_json))
     shards = _write_mixed_shards(tmp_path / "shards")
     with pytest.raises(EncoderTrainingError, match="no_such_timm_vit"):
-        train_encoder(EncoderConfig(init=str(init), shards=shards, out=tmp_path / "enc", epochs=1, batch_size=4))
+        train_encoder(
+            EncoderConfig(init=str(init), shards=shards, out=tmp_path / "enc", epochs=1, batch_size=4)
+        )

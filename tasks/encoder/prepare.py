@@ -115,9 +115,13 @@ def training_data(shards: Path, sources: list[str] | None, out: Path, split: str
     # shard and keeps drawing (forever, with resampled shards) instead of failing
     missing = [s["url"] for s in shardlist if not Path(s["url"]).is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} shard(s) of {shards}/{split}.index.json not found, e.g. {missing[0]}")
+        raise FileNotFoundError(
+            f"{len(missing)} shard(s) of {shards}/{split}.index.json not found, e.g. {missing[0]}"
+        )
     if not sources:
-        return TrainingData([str(Path(s["url"]).resolve()) for s in shardlist], sum(s["nsamples"] for s in shardlist))
+        return TrainingData(
+            [str(Path(s["url"]).resolve()) for s in shardlist], sum(s["nsamples"] for s in shardlist)
+        )
     subset = out / "subset"
     if subset.exists():
         shutil.rmtree(subset)  # rebuilt whole: the stage dir is keyed by the selection already
