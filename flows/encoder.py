@@ -1,12 +1,16 @@
 """Flow `encoder`: contrastive image-text training of an open_clip model on the shards by open_clip's own
 engine (tasks/encoder), then retrieval and zero-shot evaluation of the result and of its starting point on
-the test split. Artifacts: `encoder-retrieval-<experiment>` (every metric with its CI, chance and ratio to
+the test split. The tiny CPU encoder runs in-process; a real start model (a local BiomedCLIP dir) is handed to
+the GPU work pool deployment of this same flow (default "encoder/gpu", like `train`), so ENC and SHARDS must
+be on storage the GPU worker shares. Artifacts: `encoder-retrieval-<experiment>` (every metric with its CI, chance and ratio to
 chance, trained vs start) and `encoder-run-<experiment>` (data, engine, lineage)."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Literal
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -60,12 +64,49 @@ def retrieval_rows(trained: dict, start: dict | None) -> list[dict]:
     return rows
 
 
+def dispatch_to_pool(cfg: EncoderConfig, experiment: str) -> dict:
+    """Run this flow on the GPU pool with absolute paths (the worker has its own working directory)."""
+    from prefect.deployments import run_deployment
+
+    from schemas.encoder import TINY
+    from tasks.encoder.train import RUN_RECORD
+
+    paths = {"shards": cfg.shards.absolute(), "out": cfg.out.absolute()}
+    if cfg.init != TINY:
+        paths["init"] = str(Path(cfg.init).absolute())
+    run = run_deployment(
+        name=cfg.deployment,
+        parameters={
+            "cfg": cfg.model_copy(update=paths).model_dump(mode="json"),
+            "experiment": experiment,
+            "dispatch": "local",
+        },
+    )
+    if run.state_name != "Completed":
+        raise RuntimeError(f"encoder run {run.id} on {cfg.deployment} ended {run.state_name}")
+    record = json.loads((cfg.out / RUN_RECORD).read_text())
+    return {
+        "dispatched": cfg.deployment,
+        "flow_run_id": str(run.id),
+        "state": run.state_name,
+        "open_clip_dir": record["open_clip_dir"],
+        "engine": record["engine"],
+        "data": record["data"],
+    }
+
+
 @flow(name="encoder", log_prints=True)
-def encoder(cfg: EncoderConfig, experiment: str = "default") -> dict:
+def encoder(
+    cfg: EncoderConfig, experiment: str = "default", dispatch: Literal["auto", "local", "deployment"] = "auto"
+) -> dict:
     """Train (or, with epochs=0, take as it is) the encoder, export ENC/open_clip, evaluate it."""
+    from schemas.encoder import TINY
     from tasks.encoder.prepare import init_model_dir
     from tasks.encoder.train import RUN_RECORD
     from tasks.io import atomic_write_json
+
+    if dispatch == "deployment" or (dispatch == "auto" and cfg.init != TINY):
+        return dispatch_to_pool(cfg, experiment)
 
     record = train_encoder_task(cfg)
     trained = retrieval_task(cfg, Path(record["open_clip_dir"]), cfg.out / "retrieval", experiment)

@@ -48,6 +48,9 @@ class EncoderSection(BaseModel):
         False, description="activation checkpointing (518-px ViT-B at batch 256/GPU)"
     )
     seed: int = 0
+    deployment: str = Field(
+        "encoder/gpu", description="GPU work pool deployment a non-tiny encoder is handed to"
+    )
     eval_split: str = "test"
     n_bootstrap: int = Field(500, ge=0)
     zero_shot: bool = True

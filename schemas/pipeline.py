@@ -146,7 +146,8 @@ class PipelineConfig(BaseModel):
         if self.encoder is None:  # configs without an encoder keep the keys they always had
             h["train"] = config_hash("train", h["shard"], self.train)
         else:
-            h["encoder"] = config_hash("encoder", h["shard"], self.encoder)
+            # where it runs (the deployment) is not what it produces
+            h["encoder"] = config_hash("encoder", h["shard"], self.encoder.model_dump(mode="json", exclude={"deployment"}))
             h["train"] = config_hash("train", h["shard"], h["encoder"], self.train)
         h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate)
         return h

@@ -267,3 +267,37 @@ def test_engine_failure_is_one_error_naming_the_cause(tmp_path):
         train_encoder(
             EncoderConfig(init=str(init), shards=shards, out=tmp_path / "enc", epochs=1, batch_size=4)
         )
+
+
+def test_a_real_start_model_is_dispatched_to_the_gpu_pool_with_absolute_paths(tmp_path, monkeypatch):
+    import prefect.deployments
+
+    from flows.encoder import encoder
+    from schemas.encoder import EncoderConfig
+
+    init = tmp_path / "models" / "biomedclip"
+    init.mkdir(parents=True)
+    (init / "open_clip_config.json").write_text("{}")
+    sent = {}
+
+    class _Run:
+        id, state_name = "run-id", "Completed"
+
+    def fake_run_deployment(name, parameters, **kw):
+        sent.update(name=name, **parameters)
+        enc = Path(parameters["cfg"]["out"])  # what the GPU worker leaves on shared storage
+        enc.mkdir(parents=True)
+        (enc / "encoder-run.json").write_text(
+            json.dumps({"open_clip_dir": str(enc / "open_clip"), "engine": {}, "data": {}})
+        )
+        return _Run()
+
+    monkeypatch.setattr(prefect.deployments, "run_deployment", fake_run_deployment)
+    monkeypatch.chdir(tmp_path)
+    cfg = EncoderConfig(init="models/biomedclip", shards=Path("shards"), out=Path("enc"), nproc=8)
+    out = encoder.fn(cfg, experiment="x")
+    assert (
+        out["dispatched"] == "encoder/gpu" and sent["name"] == "encoder/gpu" and sent["dispatch"] == "local"
+    )
+    assert sent["cfg"]["init"] == str(init) and sent["cfg"]["shards"] == str(tmp_path / "shards")
+    assert sent["cfg"]["out"] == str(tmp_path / "enc") and sent["cfg"]["nproc"] == 8
