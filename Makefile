@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# the encoder stage's extra without its torchvision requirement, and torchvision (the release built for
+	# torch 2.13) outside site-packages, where transformers cannot import it (training/openclip.py)
+	$(PY) -m pip install -q --no-deps 'open_clip_torch>=3.3,<4' 'timm>=1.0' 'ftfy>=6' wcwidth
+	$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is not None)" && \
+	  $(PY) -m pip install -q --no-deps --target $(VENV)/isolated 'torchvision==0.28.*' || true
 	touch $(STAMP)
 
 # PREFECT_HOME under artifacts/: the demo's flow runs stay in that SQLite database, so

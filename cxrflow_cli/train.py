@@ -23,7 +23,8 @@ def register(app: typer.Typer) -> None:
                  "(capped by --epochs when both are given)"),
         epochs: int = typer.Option(
             None, "--epochs", min=1, help="epochs per stage instead of the recipe's (1 then 3); caps --max-steps"),
-        vision_path: Path = typer.Option(None, "--vision-path", help="llava-rad: local vision encoder dir"),
+        vision_path: Path = typer.Option(None, "--vision-path",
+                                         help="local vision encoder dir (tiny: an encoder stage's open_clip dir)"),
         lm_path: Path = typer.Option(None, "--lm-path", help="llava-rad: local Vicuna-7B dir"),
         image_resize: Resize = typer.Option(None, "--image-resize", help="crop (LLaVA-Rad) or pad to square"),
         prefect: bool = typer.Option(True, "--prefect/--no-prefect", help="run as the `train` flow"),

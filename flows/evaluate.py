@@ -77,6 +77,10 @@ def score_task(
         ledger_path=Path(params.out) / "llm-ledger.jsonl",
     )
     metrics.predictions_sha256 = sha256_file(Path(predictions))
+    if params.encoder_metrics is not None:  # the encoder's retrieval metrics sit beside the report metrics
+        enc = EvaluationMetrics.model_validate_json(Path(params.encoder_metrics).read_text())
+        metrics.metrics.update(enc.metrics)
+        notes["encoder_metrics"] = {"path": params.encoder_metrics, "n_queries": enc.n_reports}
     if inference is not None:
         notes["inference"] = inference
     write_evaluation(Path(params.out), metrics, frame, notes)

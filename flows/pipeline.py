@@ -1,4 +1,6 @@
-"""Flow `pipeline`: ingest -> structure -> validate_and_shard -> train -> evaluate, each stage a subflow.
+"""Flow `pipeline`: ingest -> structure -> validate_and_shard -> [encoder] -> train -> evaluate, each stage a
+subflow. The optional encoder stage trains the image encoder contrastively on the shards (flows/encoder.py);
+its open_clip dir is then the LLaVA run's vision tower and its retrieval metrics join the evaluation's.
 
 Each stage writes under OUT/stages/<stage>-<key>, where the key hashes that stage's config section plus every
 upstream key (schemas/pipeline.py). A stage that finished writes `_complete.json` beside its outputs; a later
@@ -30,6 +32,7 @@ REQUIRED = {
     "ingest": "manifest.parquet",
     "structure": "reports.parquet",
     "shard": "summary.json",
+    "encoder": "open_clip/open_clip_pytorch_model.bin",
     "train": "final/stage1-projector.safetensors",
     "evaluate": "metrics.json",
 }
@@ -53,6 +56,7 @@ def write_marker(stage: str, d: Path, key: str, summary: Any, seconds: float,
 def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     """The existing stages' own config models, pointed at the content-addressed stage dirs."""
     from schemas.config import IngestConfig, MixtureConfig
+    from schemas.encoder import EncoderConfig
     from schemas.evaluation import EvaluateParams
     from schemas.llm import LLMConfig, StructureConfig
     from schemas.shards import ValidateShardParams
@@ -74,10 +78,15 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
                                 compare_rules=s.compare_rules)
     shard = ValidateShardParams(data=d["structure"], out=d["shard"], artifacts=Path(cfg.out) / "artifacts",
                                 validate_cfg=cfg.validate_cfg, shard=cfg.shard)
+    encoder = None
+    if cfg.encoder is not None:
+        encoder = EncoderConfig(**cfg.encoder.model_dump(), shards=d["shard"], out=d["encoder"],
+                                key=cfg.stage_hashes()["encoder"])
     t = cfg.train
+    vision_path = d["encoder"] / "open_clip" if encoder is not None else t.vision_path
     train = default_config(t.preset, d["shard"], d["train"], stages=t.stages, max_steps=t.max_steps, epochs=t.epochs,
                            seed=t.seed, image_size=t.image_size, image_resize=t.image_resize,
-                           shuffle_images=t.shuffle_images, vision_path=t.vision_path,
+                           shuffle_images=t.shuffle_images, vision_path=vision_path,
                            lm_path=t.lm_path, deployment=t.deployment)
     train = train.model_copy(update={"stage1": train.stage1.model_copy(update=t.stage1),
                                      "stage2": train.stage2.model_copy(update=t.stage2)})
@@ -87,9 +96,10 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
                               shards=str(d["shard"]), split=e.split, batch_size=e.batch_size,
                               max_new_tokens=e.max_new_tokens, limit=e.limit, n_bootstrap=e.n_bootstrap,
                               seed=e.seed, device=e.device, source=data.guard_source(), llm=e.llm,
-                              bootstrap_scheme=e.bootstrap_scheme, chexprompt_protocol=e.chexprompt_protocol)
-    return {"ingest": ingest, "mixture": mixture, "structure": structure, "shard": shard, "train": train,
-            "evaluate": evaluate}
+                              bootstrap_scheme=e.bootstrap_scheme, chexprompt_protocol=e.chexprompt_protocol,
+                              encoder_metrics=str(d["encoder"] / "retrieval" / "metrics.json") if encoder else None)
+    return {"ingest": ingest, "mixture": mixture, "structure": structure, "shard": shard, "encoder": encoder,
+            "train": train, "evaluate": evaluate}
 
 
 def checked_stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
@@ -151,6 +161,10 @@ def _run_stage(stage: str, cfg: PipelineConfig, confs: dict[str, Any]) -> Any:
         return structure.with_options(**name)(confs["structure"])
     if stage == "shard":
         return validate_and_shard.with_options(**name)(confs["shard"])
+    if stage == "encoder":
+        from flows.encoder import encoder
+
+        return encoder.with_options(**name)(confs["encoder"], experiment=cfg.name)
     if stage == "train":
         summary = train.with_options(**name)(confs["train"])
         if "dispatched" in summary and summary.get("state") != "Completed":

@@ -160,6 +160,8 @@ class EvaluateParams(BaseModel):
         "json", description="json: cxrflow's structured judge; original: the published five-shot text protocol"
     )
     model_paths: OptionalModelPaths | None = None
+    encoder_metrics: str | None = Field(
+        None, description="metrics.json of the encoder stage's retrieval evaluation, merged into this one's")
 
     @model_validator(mode="after")
     def _inputs(self) -> EvaluateParams:

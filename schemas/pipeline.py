@@ -22,11 +22,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.config import ImageConfig, SourceSpec
+from schemas.encoder import EncoderSection
 from schemas.evaluation import reference_seed_default
 from schemas.llm import EndpointURL
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
-STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "train", "evaluate")
+STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
 
 
 def config_hash(*parts: Any) -> str:
@@ -132,10 +133,19 @@ class PipelineConfig(BaseModel):
     structure: StructureSection = Field(default_factory=StructureSection)
     validate_cfg: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    encoder: EncoderSection | None = Field(
+        None, description="contrastive image-encoder training before LLaVA; its output becomes train.vision_path")
     train: TrainSection = Field(default_factory=TrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _one_vision_tower(self) -> PipelineConfig:
+        if self.encoder is not None and self.train.vision_path is not None:
+            raise ValueError("give either an encoder section (its output is the vision tower) or "
+                             "train.vision_path, not both")
+        return self
 
     def stage_hashes(self) -> dict[str, str]:
         """Each stage's key: its own section + every upstream key. `out`, `name`, `workers`, `dask_address`
@@ -144,7 +154,12 @@ class PipelineConfig(BaseModel):
         h["ingest"] = config_hash("ingest", self.data)
         h["structure"] = config_hash("structure", h["ingest"], self.structure)
         h["shard"] = config_hash("shard", LAYOUT_VERSION, h["structure"], self.validate_cfg, self.shard)
-        h["train"] = config_hash("train", h["shard"], self.train)
+        if self.encoder is None:  # configs without an encoder keep the keys they always had
+            h["train"] = config_hash("train", h["shard"], self.train)
+        else:
+            # where it runs (the deployment) is not what it produces
+            h["encoder"] = config_hash("encoder", h["shard"], self.encoder.model_dump(mode="json", exclude={"deployment"}))
+            h["train"] = config_hash("train", h["shard"], h["encoder"], self.train)
         h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate)
         return h
 

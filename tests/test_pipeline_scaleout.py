@@ -99,7 +99,7 @@ def test_prefect_yaml_deployments_register(prefect_server, tmp_path):
 
     deps, flows, autos = run_coro_as_sync(read())
     by_name = {f"{flows[d.flow_id]}/{d.name}": d for d in deps}
-    assert {"ingest/nightly", "structure/structure", "train/gpu", "evaluate/after-train", "pipeline/pipeline",
+    assert {"ingest/nightly", "structure/structure", "train/gpu", "encoder/gpu", "evaluate/after-train", "pipeline/pipeline",
             "ablate/ablate"} <= set(by_name)
     nightly = by_name["ingest/nightly"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]

@@ -69,10 +69,10 @@ def _llava_config(vision_config, text_config, image_token_id: int):
     )
 
 
-def tiny_config(tok, image_size: int = 32):
+def tiny_config(tok, image_size: int = 32, vision=None):
     from transformers import CLIPVisionConfig, LlamaConfig
 
-    vision = CLIPVisionConfig(**{**TINY["vision"], "image_size": image_size})
+    vision = vision or CLIPVisionConfig(**{**TINY["vision"], "image_size": image_size})
     text = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
                        eos_token_id=tok.eos_token_id, **TINY["text"])
     return _llava_config(vision, text, tok.convert_tokens_to_ids(IMAGE_TOKEN))
@@ -83,12 +83,19 @@ def build_model(cfg, tok, run_dir: Path):
     from transformers import LlavaForConditionalGeneration
 
     if cfg.preset == "tiny":
+        # tiny + vision_path: the tiny LM on a trained (open_clip) encoder; the base keeps a random tower of
+        # the same shape, swapped for the loaded one every time the model is built
+        tower, vision_config = (load_vision_tower(Path(cfg.vision_path), image_size_for(cfg), torch.float32)
+                                if cfg.vision_path is not None else (None, None))
         base = run_dir / "base"
         if (base / "config.json").exists():
-            return LlavaForConditionalGeneration.from_pretrained(str(base))
-        torch.manual_seed(cfg.seed)
-        model = LlavaForConditionalGeneration(tiny_config(tok, image_size_for(cfg)))
-        save_pretrained_atomically(model, base)
+            model = LlavaForConditionalGeneration.from_pretrained(str(base))
+        else:
+            torch.manual_seed(cfg.seed)
+            model = LlavaForConditionalGeneration(tiny_config(tok, image_size_for(cfg), vision_config))
+            save_pretrained_atomically(model, base)
+        if tower is not None:
+            model.model.vision_tower = tower
         return model
     return _build_llava_rad(cfg, tok)
 
@@ -130,7 +137,8 @@ def load_vision_tower(path: Path, image_size: int, dtype):
         t = tower.trunk
         config = CLIPVisionConfig(image_size=image_size, patch_size=t.patch_embed.patch_size[0],
                                   hidden_size=t.embed_dim, num_hidden_layers=len(t.blocks),
-                                  num_attention_heads=t.blocks[0].attn.num_heads)
+                                  num_attention_heads=t.blocks[0].attn.num_heads,
+                                  intermediate_size=t.blocks[0].mlp.fc1.out_features)
         return tower.to(dtype), config
     # the whole CLIPVisionModel: Llava asks it for hidden states through transformers' output capturing
     model = CLIPVisionModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
@@ -138,24 +146,22 @@ def load_vision_tower(path: Path, image_size: int, dtype):
 
 
 def _import_open_clip():
-    """open_clip; through training.openclip's importer where it exists (it makes open_clip importable on hosts
-    whose torchvision build cannot load its compiled ops)."""
+    """open_clip through training.openclip's importer (it makes open_clip importable on hosts whose torchvision
+    build cannot load its compiled ops)."""
+    from training.openclip import import_open_clip
+
     try:
-        from training.openclip import import_open_clip  # type: ignore[import-not-found]
-    except ModuleNotFoundError:
-        try:
-            import open_clip
-        except ImportError as e:
-            raise ImportError("the llava-rad preset with an open_clip (BiomedCLIP-CXR) vision dir needs the "
-                              "`open_clip_torch` and `timm` packages, which are not installed") from e
-        return open_clip
-    return import_open_clip()
+        return import_open_clip()
+    except ImportError as e:
+        raise ImportError("an open_clip (BiomedCLIP-CXR) vision dir needs the `open_clip_torch` and `timm` "
+                          "packages (`make install` puts them in)") from e
 
 
 class OpenClipVisionTower(nn.Module):
     """open_clip timm ViT (BiomedCLIP) exposing transformers-style `hidden_states` (embeddings + each
     block), so Llava's vision_feature_layer=-2 / "default" picks the second-to-last block without CLS.
-    Exercised on a tiny twin of the LLaVA-Rad release (tests/test_llava_rad_import.py)."""
+    Exercised on a tiny twin of the LLaVA-Rad release (tests/test_llava_rad_import.py) and on CPU with the
+    encoder stage's tiny open_clip dir (same timm ViT class as BiomedCLIP's)."""
 
     def __init__(self, trunk: nn.Module):
         super().__init__()

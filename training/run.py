@@ -24,7 +24,22 @@ def lineage(cfg: TrainConfig) -> dict:
     ]
     return {"shards_dir": str(cfg.shards.resolve()), "split": cfg.split,
             "index_sha256": {p.name: sha256_file(p) for p in files},
-            "shardlist": read_index(cfg.shards, cfg.split)}
+            "shardlist": read_index(cfg.shards, cfg.split), "encoder": encoder_lineage(cfg)}
+
+
+def encoder_lineage(cfg: TrainConfig) -> dict | None:
+    """Which encoder run the vision tower came from: the record the encoder stage leaves in its open_clip dir
+    (its config hash, the weights' hash, the shard index hashes it trained on); None without a vision_path."""
+    if cfg.vision_path is None:
+        return None
+    path = Path(cfg.vision_path)
+    record = path / "encoder-run.json"
+    if not record.exists():
+        return {"vision_path": str(path.resolve()), "encoder_run": "none (weights not trained by cxrflow)"}
+    r = json.loads(record.read_text())
+    return {"vision_path": str(path.resolve()), "encoder_key": r.get("key"), "weights_sha256": r.get("weights_sha256"),
+            "init": r.get("init"), "epochs": r.get("config", {}).get("epochs"), "shards_dir": r.get("shards_dir"),
+            "index_sha256": r.get("index_sha256"), "data": r.get("data")}
 
 
 def prepare_data(cfg: TrainConfig, run_dir: Path):

@@ -1,0 +1,155 @@
+"""Flow `encoder`: contrastive image-text training of an open_clip model on the shards by open_clip's own
+engine (tasks/encoder), then retrieval and zero-shot evaluation of the result and of its starting point on
+the test split. The tiny CPU encoder runs in-process; a real start model (a local BiomedCLIP dir) is handed to
+the GPU work pool deployment of this same flow (default "encoder/gpu", like `train`), so ENC and SHARDS must
+be on storage the GPU worker shares. Artifacts: `encoder-retrieval-<experiment>` (every metric with its CI, chance and ratio to
+chance, trained vs start) and `encoder-run-<experiment>` (data, engine, lineage)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+from prefect import flow, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from schemas.encoder import EncoderConfig  # noqa: E402
+
+
+@task(cache_policy=NO_CACHE)
+def train_encoder_task(cfg: EncoderConfig) -> dict:
+    from tasks.encoder.train import train_encoder
+
+    return train_encoder(cfg)
+
+
+@task(cache_policy=NO_CACHE)
+def retrieval_task(cfg: EncoderConfig, model_dir: Path, out: Path, experiment: str) -> dict:
+    from tasks.evaluate.retrieval import evaluate_encoder
+
+    metrics, notes = evaluate_encoder(
+        model_dir,
+        cfg.shards,
+        cfg.eval_split,
+        out,
+        experiment,
+        n_bootstrap=cfg.n_bootstrap,
+        zero_shot=cfg.zero_shot,
+        init_seed=cfg.seed,
+    )
+    return {"metrics": metrics.model_dump(mode="json"), "notes": notes}
+
+
+def retrieval_rows(trained: dict, start: dict | None) -> list[dict]:
+    from schemas.evaluation import MetricResult
+
+    rows = []
+    for name, raw in trained["metrics"]["metrics"].items():
+        r = MetricResult.model_validate(raw)
+        note = trained["notes"].get("retrieval", {}).get(name, {})
+        row = {
+            "metric": name,
+            "value": r.display(),
+            "chance": round(note["chance"], 2) if note else None,
+            "ratio_to_chance": round(note["ratio_to_chance"], 2) if note else None,
+        }
+        if start is not None and name in start["metrics"]["metrics"]:
+            row["start"] = MetricResult.model_validate(start["metrics"]["metrics"][name]).display()
+        rows.append(row)
+    return rows
+
+
+def dispatch_to_pool(cfg: EncoderConfig, experiment: str) -> dict:
+    """Run this flow on the GPU pool with absolute paths (the worker has its own working directory)."""
+    from prefect.deployments import run_deployment
+
+    from schemas.encoder import TINY
+    from tasks.encoder.train import RUN_RECORD
+
+    paths = {"shards": cfg.shards.absolute(), "out": cfg.out.absolute()}
+    if cfg.init != TINY:
+        paths["init"] = str(Path(cfg.init).absolute())
+    run = run_deployment(
+        name=cfg.deployment,
+        parameters={
+            "cfg": cfg.model_copy(update=paths).model_dump(mode="json"),
+            "experiment": experiment,
+            "dispatch": "local",
+        },
+    )
+    if run.state_name != "Completed":
+        raise RuntimeError(f"encoder run {run.id} on {cfg.deployment} ended {run.state_name}")
+    record = json.loads((cfg.out / RUN_RECORD).read_text())
+    return {
+        "dispatched": cfg.deployment,
+        "flow_run_id": str(run.id),
+        "state": run.state_name,
+        "open_clip_dir": record["open_clip_dir"],
+        "engine": record["engine"],
+        "data": record["data"],
+    }
+
+
+@flow(name="encoder", log_prints=True)
+def encoder(
+    cfg: EncoderConfig, experiment: str = "default", dispatch: Literal["auto", "local", "deployment"] = "auto"
+) -> dict:
+    """Train (or, with epochs=0, take as it is) the encoder, export ENC/open_clip, evaluate it."""
+    from schemas.encoder import TINY
+    from tasks.encoder.prepare import init_model_dir
+    from tasks.encoder.train import RUN_RECORD
+    from tasks.io import atomic_write_json
+
+    if dispatch == "deployment" or (dispatch == "auto" and cfg.init != TINY):
+        return dispatch_to_pool(cfg, experiment)
+
+    record = train_encoder_task(cfg)
+    trained = retrieval_task(cfg, Path(record["open_clip_dir"]), cfg.out / "retrieval", experiment)
+    start = None
+    if cfg.epochs:  # the starting point on the same split: what contrastive training changed
+        start = retrieval_task(
+            cfg, init_model_dir(cfg.init, cfg.out), cfg.out / "retrieval-start", experiment
+        )
+    rows = retrieval_rows(trained, start)
+    record["retrieval"] = {"dir": str(cfg.out / "retrieval"), "samples": trained["notes"].get("samples")}
+    atomic_write_json(cfg.out / RUN_RECORD, record)
+    from schemas.pipeline import slug
+
+    name = slug(experiment)
+    create_table_artifact(
+        key=f"encoder-retrieval-{name}",
+        table=rows,
+        description=f"Encoder of {experiment}: retrieval Recall@K and zero-shot AUROC on "
+        f"{cfg.eval_split} (95% CIs), chance, ratio to chance, and the start",
+    )
+    data = record["data"]
+    lines = [
+        f"# Encoder `{cfg.out}`",
+        "",
+        f"- start: `{cfg.init}`, epochs {cfg.epochs}, batch {cfg.batch_size} "
+        f"x {cfg.nproc} process(es), lr {cfg.lr}",
+        f"- data: {data['samples']} samples in {data['shards']} shards; by source {data['samples_by_source']};"
+        f" excluded {data['excluded_by_source']}",
+        f"- engine: {record['engine']}",
+        f"- output: `{record['open_clip_dir']}`",
+        "",
+        "Shard index hashes:",
+    ]
+    lines += [f"- `{k}` {v}" for k, v in record["index_sha256"].items()]
+    create_markdown_artifact(
+        key=f"encoder-run-{name}",
+        markdown="\n".join(lines),
+        description=f"Encoder run of {experiment}: data, engine, lineage",
+    )
+    return {
+        "open_clip_dir": record["open_clip_dir"],
+        "retrieval_metrics": str(cfg.out / "retrieval" / "metrics.json"),
+        "engine": record["engine"],
+        "data": data,
+        "table": rows,
+    }
