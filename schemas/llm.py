@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -30,8 +30,13 @@ def no_credentials_in_url(url: str | None) -> str | None:
     if not url:
         return url
     parts = urlsplit(url if "://" in url else f"//{url}")
-    segments = [seg for seg in parts.path.split("/") if seg]
-    if "@" in parts.netloc or parts.query or parts.fragment or any(_KEY_LIKE.search(seg) for seg in segments):
+    # Percent-decoded, and split at path parameters too (";api-key=...", "/key=..." and "%2D" spellings).
+    path = unquote(parts.path)
+    tokens = [tok for tok in re.split(r"[^A-Za-z0-9_-]+", path) if tok]
+    if (
+        "@" in parts.netloc or parts.query or parts.fragment or ";" in path or "=" in path
+        or any(_KEY_LIKE.search(tok) for tok in tokens)
+    ):
         raise ValueError(
             "endpoint URL must not carry credentials (user:password@, a query, a fragment or a key-like path "
             "segment); put the key in api_key_env or secret_block"

@@ -705,6 +705,11 @@ KEYED_URLS = (
     f"http://127.0.0.1:8000/v1#{SECRET}",
     f"http://127.0.0.1:8000/{SECRET}/v1",
     f"http://user:{SECRET}@127.0.0.1:8000/v1",
+    # path parameters and percent-encoding are still the path
+    f"http://127.0.0.1:8000/v1;api-key={SECRET}",
+    f"http://127.0.0.1:8000/key={SECRET}/v1",
+    "http://127.0.0.1:8000/v1/" + SECRET.replace("-", "%2D"),
+    "http://127.0.0.1:8000/Bearer%20" + SECRET,
 )
 
 
@@ -737,6 +742,7 @@ def test_keyed_url_on_the_command_line_is_a_one_line_error(tmp_path):
     import os
     import subprocess
     import sys
+
 
     proc = subprocess.run(
         [sys.executable, "-m", "cxrflow_cli.main", "structure", "--manifest", str(tmp_path / "m.parquet"),
