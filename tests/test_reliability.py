@@ -743,6 +743,8 @@ def test_keyed_url_on_the_command_line_is_a_one_line_error(tmp_path):
     import subprocess
     import sys
 
+    (tmp_path / "m.parquet").write_bytes(b"")  # exists: the file preflight passes and the URL is what fails
+
 
     proc = subprocess.run(
         [sys.executable, "-m", "cxrflow_cli.main", "structure", "--manifest", str(tmp_path / "m.parquet"),
