@@ -68,7 +68,7 @@ _MONTH = (
 )
 _DATE_PATTERNS = [
     r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b",  # 03/14/1958, 14.03.58
-    r"\b\d{4}[/.-]\d{1,2}[/.-]\d{1,2}\b",  # 1958-03-14
+    r"\b\d{4}[/.-]\d{1,2}[/.-]\d{1,2}(?!\d)",  # 1958-03-14, 2024-03-14T10:00
     rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b",  # March 14, 1958
     rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b",  # 14 March 1958
     rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b",  # March 14
@@ -76,7 +76,11 @@ _DATE_PATTERNS = [
     rf"\b\d{{1,2}}[\s/.-]{_MONTH}[\s/.-]\d{{2,4}}\b",  # 14-Mar-2024, 14 Mar 24
     rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+{_MONTH}\b",  # 2nd of April
     rf"\b\d{{1,2}}(?:st|nd|rd|th)\s+{_MONTH}\b",  # 2nd April
-    r"(?<![\d/.])(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\d/])",  # 3/14 (month/day, no year)
+    # 3/14 (month/day, no year), unless it reads as a fraction or a count: "1/2 of the lung", "3/4 views",
+    # "ribs 4/5", "levels 10/11" (scrubbing those would destroy clinical text).
+    r"(?<!ribs\s)(?<!rib\s)(?<!levels\s)(?<!level\s)(?<!grade\s)(?<!views\s)(?<![\d/.])"
+    r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\d/])"
+    r"(?!\s+(?:of|views?|projections?|films?|images?|ribs?|lobes?|levels?|vertebrae|strength|power)\b)",
 ]
 _PHONE = (
     r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"  # (555) 867-5309, 555.867.5309
@@ -91,7 +95,15 @@ _OLD_AGE = r"(?i)\b(?:9\d|1[01]\d)(?=[\s-]*(?:years?|yrs?|y/?o|year-old)\b)"
 _LABELLED_AGE = r"(?i)\b(age[ds]?\s*[:=]?\s*)(?:9\d|1[01]\d)\b"  # "Age 93": keep the label
 _SSN = r"\b\d{3}-\d{2}-\d{4}\b"
 # A personal title and the capitalised words after it ("Dr. Whitcombe", "Ms. Garcia-Lopez"): keep the title.
-_TITLED_NAME = r"\b((?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+)[A-Z][A-Za-z'-]+(?:\s+[A-Z][A-Za-z'-]+){0,2}"
+# A title in any case when it has its dot ("DR. SMITH", "Dr.Smith"); names may hold lower-case particles
+# ("Dr. de la Cruz", "Dr. van der Berg") and non-ASCII letters ("Dr. Émile Zola").
+_PARTICLE = r"(?:de|la|le|du|da|di|del|della|der|den|van|von|ten|ter|dos|das|do|bin|ibn|al|el|y)"
+_NAME_WORD = r"[^\W\d_][\w'-]*"
+_CAP_WORD = r"(?=[^\W\d_])(?-i:[^\W\d_a-z])[\w'-]*"
+_TITLED_NAME = (
+    rf"\b((?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+|(?i:dr|mr|mrs|ms|prof)\.\s*))"
+    rf"(?:{_PARTICLE}\s+){{0,3}}{_CAP_WORD}(?:\s+(?:{_PARTICLE}\s+){{0,3}}{_CAP_WORD}){{0,2}}"
+)
 _STREET = (
     r"\b\d{1,5}\s+(?:[A-Z][A-Za-z]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|"
     r"Court|Ct|Way|Place|Pl|Terrace|Square|Sq)\b\.?"
@@ -161,9 +173,15 @@ def context_from_dataset(ds: Dataset) -> PhiContext:
         for person in _values(ds, kw):
             # DICOM PN: family^given^middle^prefix^suffix (and '=' for ideographic groups).
             # each part of a compound name too ("Garcia-Lopez" -> "Garcia", "Lopez"; "O'Brien" -> "Brien")
-            for part in re.split(r"[\^=,\s]+", person) + re.split(r"[\^=,\s'-]+", person):
+            # A particle ("de", "la", "van") is redacted only inside its whole component ("de la Cruz"):
+            # on its own it would wipe ordinary words ("de novo").
+            components = re.split(r"[\^=]+", person)
+            parts = re.split(r"[\^=,\s]+", person) + re.split(r"[\^=,\s'-]+", person)
+            for part in components + parts:
                 part = part.strip(". ")
-                if len(part) >= 2 and part.upper() not in {"DR", "MR", "MRS", "MS", "MD", "PHD", "JR", "SR"}:
+                if len(part) < 2 or re.fullmatch(_PARTICLE, part, re.IGNORECASE):
+                    continue
+                if part.upper() not in {"DR", "MR", "MRS", "MS", "MD", "PHD", "JR", "SR"}:
                     ctx.names.add(part)
     for kw in _ID_KEYWORDS:
         ctx.identifiers.update(v.strip() for v in _values(ds, kw) if len(v.strip()) >= 3)

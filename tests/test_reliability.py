@@ -220,6 +220,39 @@ def test_report_scrub_covers_the_campaign_categories():
     assert "FINDINGS: Small left effusion. Heart size is normal at 12 cm. 1.5 cm nodule." in out
 
 
+def test_report_scrub_catches_titled_names_in_other_spellings():
+    from tasks.phi import scrub_report
+
+    for text, name in (
+        ("Seen by Dr. de la Cruz today.", "Cruz"),
+        ("Discussed with Dr. van der Berg.", "Berg"),
+        ("Called DR. SMITH at noon.", "SMITH"),
+        ("Per Dr.Whitcombe the line moved.", "Whitcombe"),
+        ("Seen by Mr. Álvarez.", "lvarez"),
+        ("Dr. Émile Zola reviewed.", "mile"),
+    ):
+        out = scrub_report(text)
+        assert name not in out and "___" in out, (text, out)
+    assert "2024-03-14" not in scrub_report("Prior film 2024-03-14T10:00 unchanged.")
+
+
+def test_report_scrub_keeps_clinical_fractions_and_header_name_particles_out_of_ordinary_words():
+    import pydicom
+
+    from tasks.phi import context_from_dataset, scrub_report
+
+    header = pydicom.Dataset()
+    header.PatientName = "de la Cruz^Maria"
+    text = (
+        "Mrs. de la Cruz. 3/4 views obtained. Opacity in 1/2 of the left lung. Ribs 4/5 fractured. "
+        "T1-T2 levels. Nodule 1.2 x 3.4 cm. A de novo lesion. Compared with 3/14."
+    )
+    out = scrub_report(text, context_from_dataset(header))
+    assert "Cruz" not in out and "3/14" not in out, out
+    for clinical in ("3/4 views", "1/2 of the left lung", "Ribs 4/5", "T1-T2", "1.2 x 3.4 cm", "A de novo lesion"):
+        assert clinical in out, (clinical, out)
+
+
 @pytest.fixture(scope="module")
 def phi_validation(tmp_path_factory):
     """One GX validation run over rows each carrying one kind of PHI the scrub should have removed."""
