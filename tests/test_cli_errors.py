@@ -202,3 +202,16 @@ def test_an_empty_split_is_not_a_mistake(tmp_path):
     check_shards(tmp_path, "test")
     with pytest.raises(UserError, match="no validation.index.json"):  # `validate` is read as `validation`
         check_shards(tmp_path, "validate")
+
+
+def test_split_is_accepted_in_both_spellings(tmp_path):
+    """`--split validation` (the shard files' name, as the evaluate help says) and MIMIC's `validate` both
+    name the same index; a typo is still refused."""
+    from schemas.errors import UserError
+    from tasks.preflight import check_shards
+
+    (tmp_path / "validation.index.json").write_text("{}")
+    check_shards(tmp_path, "validation")
+    check_shards(tmp_path, "validate")
+    with pytest.raises(UserError, match="unknown split 'valid'"):
+        check_shards(tmp_path, "valid")
