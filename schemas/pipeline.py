@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.config import ImageConfig, SourceSpec
 from schemas.evaluation import reference_seed_default
 from schemas.llm import EndpointURL
-from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
+from schemas.shards import LAYOUT_VERSION, ShardConfig, SplitName, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "train", "evaluate")
 
@@ -107,7 +107,7 @@ class TrainSection(BaseModel):
 class EvaluateSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    split: str = "test"
+    split: SplitName = "test"
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1)

@@ -90,6 +90,16 @@ def test_config_key_typo_suggests_the_key(cli, tmp_path):
     )
 
 
+def test_pipeline_evaluate_split_typo_fails_before_any_stage(cli, tmp_path):
+    """A typo'd evaluate.split used to pass the config check and fail only at the evaluate stage, after ingest
+    and training ran; it is a one-line config error now (root /nowhere: no stage could even start)."""
+    config = tmp_path / "p.yaml"
+    config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\nevaluate: {{split: valid}}\n")
+    _one_line_error(cli("pipeline", "--config", config), "evaluate.split")
+    config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\nevaluate: {{split: validation}}\n")
+    assert "evaluate.split" not in cli("pipeline", "--config", config)[2]
+
+
 def test_numeric_ranges(cli, tmp_path):
     _one_line_error(
         cli("train", "--shards", tmp_path, "--out", tmp_path / "r", "--max-steps", "-1"),
