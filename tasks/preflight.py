@@ -23,6 +23,8 @@ def check_root(source: str, root: Path | None) -> None:
 
     if root is None:
         raise UserError("no dataset root given", "pass --root DIR (or --mixture FILE)")
+    if Path(root).exists() and not Path(root).is_dir():  # adapters would say "does not exist"
+        raise UserError(f"--root {root} is a file, not a folder", "pass the dataset's top folder")
     get_adapter(source).check(Path(root))
 
 

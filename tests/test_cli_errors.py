@@ -62,6 +62,11 @@ def test_root_that_is_not_the_dataset(cli, tmp_path):
         cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "not-mimic", "--out", tmp_path / "o"),
         "has no files/ folder",
     )
+    (tmp_path / "a-file").write_text("x")
+    _one_line_error(
+        cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "a-file", "--out", tmp_path / "o"),
+        "is a file, not a folder",
+    )
 
 
 def test_out_naming_a_file(cli, tmp_path, mimic_small):
