@@ -54,3 +54,20 @@ def test_cli_train_max_steps_30_takes_30_steps(tmp_path, capsys):
     assert summary["stopped"] == {"stage1": "30 steps: --max-steps 30 reached (15.00 epochs)"}
     rows = [json.loads(x) for x in Path(out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 31))
+
+
+def test_resume_with_another_step_plan_is_refused(tmp_path):
+    """--max-steps sets the learning-rate schedule's length: a stage killed at step 2 of 4 and resumed as a
+    6-step run would switch schedules mid-stage (matching neither run), so it is refused; the same plan resumes."""
+    from schemas.errors import UserError
+    from schemas.train import stage1_defaults
+    from training.run import run_training
+
+    shards = write_train_shards(tmp_path / "shards", n=6, per_shard=6)
+    cfg = default_config("tiny", shards, tmp_path / "run", max_steps=4, stages=[1], save_every=1,
+                         stage1=stage1_defaults(global_batch_size=2, micro_batch_size=2))  # fmt: skip
+    assert not run_training(cfg, stop_at=(1, 2))["stages"][1]["finished"]
+    with pytest.raises(UserError, match="planned for 4 optimizer steps"):
+        run_training(cfg.model_copy(update={"max_steps": 6}))
+    again = run_training(cfg)["stages"][1]
+    assert again["resumed_from"] == 2 and again["steps"] == 4 and again["finished"]

@@ -146,6 +146,16 @@ class StageTrainer:
             raise ValueError(f"{path} was written with a different training config; use a new run dir")
         if state["data_position"]["n_examples"] != self.plan.n_examples:
             raise ValueError(f"{path}: the shards changed since the checkpoint (example count differs)")
+        planned = state.get("total_steps")
+        if planned is not None and planned != self.total:
+            from schemas.errors import UserError
+
+            # max_steps is outside the fingerprint (stages may differ) but sets the schedule's length.
+            raise UserError(
+                f"{path.name}: stage {self.stage} was planned for {planned} optimizer steps and this run plans "
+                f"{self.total} (--max-steps/--epochs changed); resuming would switch learning-rate schedules "
+                "mid-stage", "resume with the same --max-steps/--epochs, or use a new --out",
+            )
         if (path / "accelerate").exists():
             self.acc.load_state(str(path / "accelerate"))
         else:
