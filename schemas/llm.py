@@ -98,6 +98,31 @@ class LLMConfig(BaseModel):
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
 
 
+def checked_llm_fields(fields: dict | None) -> dict | None:
+    """LLMConfig fields kept as a dict (a flow parameter, hashed into stage keys) but checked when the config
+    is read: a key in a URL, an `api_key` field or a typo is refused before the dict reaches Prefect's stored
+    parameters or a run has trained for hours. One line, never echoing a value."""
+    if fields is None:
+        return fields
+    from pydantic import ValidationError
+
+    from schemas.errors import did_you_mean
+
+    try:
+        LLMConfig.model_validate(fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            hint = did_you_mean(str(err["loc"][-1]), LLMConfig.model_fields)
+            raise ValueError(f"unknown LLM config key {where!r}" + (f" ({hint})" if hint else "")) from None
+        raise ValueError(f"{where}: {err['msg'].replace('Value error, ', '')}") from None
+    return fields
+
+
+LLMFields = Annotated[dict | None, AfterValidator(checked_llm_fields)]
+
+
 class StructureConfig(BaseModel):
     """One manifest through one report operation."""
 

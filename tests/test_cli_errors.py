@@ -105,6 +105,19 @@ def test_pipeline_evaluate_split_typo_fails_before_any_stage(cli, tmp_path):
     assert "evaluate.split" not in cli("pipeline", "--config", config)[2]
 
 
+def test_pipeline_chexprompt_llm_fields_are_checked_with_the_config(cli, tmp_path):
+    """evaluate.llm was a free dict: a key in its URL reached the evaluate flow's stored parameters and a typo
+    failed only after training; both are one-line config errors now, and the key is never echoed."""
+    secret = "sk-proj-SECRETKEY0123456789"
+    config = tmp_path / "p.yaml"
+    head = f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\n"
+    config.write_text(head + f"evaluate: {{llm: {{backend: openai, base_url: 'http://127.0.0.1:8/v1?key={secret}'}}}}\n")
+    line = _one_line_error(cli("pipeline", "--config", config), "evaluate.llm", "api_key_env")
+    assert secret not in line
+    config.write_text(head + "evaluate: {llm: {backend: openai, bse_url: 'http://127.0.0.1:8/v1'}}\n")
+    _one_line_error(cli("pipeline", "--config", config), "unknown LLM config key 'bse_url'", "base_url")
+
+
 def test_numeric_ranges(cli, tmp_path):
     _one_line_error(
         cli("train", "--shards", tmp_path, "--out", tmp_path / "r", "--max-steps", "-1"),
