@@ -641,6 +641,31 @@ def test_lock_second_run_on_an_output_folder_is_refused_and_dead_holders_release
     _reconciles(summary)
 
 
+def test_lock_taken_on_a_file_its_last_holder_unlinked_is_retaken(tmp_path, monkeypatch):
+    """A run that did nothing removes its lock file and folder on exit; a second run that opened the file just
+    before must not lock the unlinked inode (a third run would lock a new file: two runs at once)."""
+    import fcntl
+    import os
+
+    from tasks import lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_the_holder_left(fd, op):
+        if not calls:  # the previous holder's cleanup lands between our open and our flock
+            (out / lock.LOCK_NAME).unlink()
+            out.rmdir()
+        calls.append(fd)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(lock.fcntl, "flock", flock_after_the_holder_left)
+    with lock.output_lock(out, "ingest"):
+        fd = lock._held[str(out.resolve())][0]
+        assert (out / lock.LOCK_NAME).exists() and os.fstat(fd).st_ino == os.stat(out / lock.LOCK_NAME).st_ino
+
+
 def test_lock_refusal_on_the_command_line_is_one_line(mimic_root, tmp_path, held_lock):
     import os
     import subprocess
