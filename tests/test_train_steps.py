@@ -71,3 +71,17 @@ def test_resume_with_another_step_plan_is_refused(tmp_path):
         run_training(cfg.model_copy(update={"max_steps": 6}))
     again = run_training(cfg)["stages"][1]
     assert again["resumed_from"] == 2 and again["steps"] == 4 and again["finished"]
+
+
+def test_plain_entry_point_mistakes_are_one_line(tmp_path, capsys):
+    """`python -m training` (the torchrun entry) fails like `cxrflow train`: one line, exit 2, no traceback."""
+    from training.__main__ import main
+
+    shards = write_train_shards(tmp_path / "shards", n=4, per_shard=4)
+    for argv, needle in (
+        (["--shards", str(shards), "--out", str(tmp_path / "r"), "--max-steps", "0"], "max_steps"),
+        (["--shards", str(tmp_path), "--out", str(tmp_path / "r")], "no train.index.json"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
