@@ -4,7 +4,7 @@ Three tools, used by the DICOMweb source before anything is written or logged:
 - `pseudonym`: keyed, salted hash (HMAC-SHA256) of an identifier. The salt is a secret: the same salt gives
   the same ids across runs (so re-ingests join), and without it ids cannot be linked back to patients.
 - `scrub_report`: removes dates, names (taken from the DICOM header, each part of compound names, and any
-  capitalised name after a title such as Dr./Ms.), phone numbers, SSNs, street addresses, MRN-like numbers,
+  capitalised name after a title such as Dr./Ms.), phone numbers, e-mail addresses, SSNs, street addresses, MRN-like numbers,
   accession numbers, institution names and ages over 89 from report text, writing `___` as MIMIC-CXR does.
 - `strip_dataset`: copies only an allow-list of pixel/geometry attributes into a new dataset with
   pseudonymous UIDs. An allow-list, not a deny-list, because private tags and free-text attributes can
@@ -78,9 +78,10 @@ _DATE_PATTERNS = [
     rf"\b\d{{1,2}}(?:st|nd|rd|th)\s+{_MONTH}\b",  # 2nd April
     # 3/14 (month/day, no year), unless it reads as a fraction or a count: "1/2 of the lung", "3/4 views",
     # "ribs 4/5", "levels 10/11" (scrubbing those would destroy clinical text).
-    r"(?<!ribs\s)(?<!rib\s)(?<!levels\s)(?<!level\s)(?<!grade\s)(?<!views\s)(?<![\d/.])"
+    # "C5/6" is a spine level, not a date ("the 12/5 film" is one).
+    r"(?<!ribs\s)(?<!rib\s)(?<!levels\s)(?<!level\s)(?<!grade\s)(?<!views\s)(?<![\w/.])"
     r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\d/])"
-    r"(?!\s+(?:of|views?|projections?|films?|images?|ribs?|lobes?|levels?|vertebrae|strength|power)\b)",
+    r"(?!\s+(?:of|views?|projections?|ribs?|lobes?|levels?|vertebrae|strength|power)\b)",
 ]
 _PHONE = (
     r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"  # (555) 867-5309, 555.867.5309
@@ -94,6 +95,7 @@ _ID_LIKE = r"\b[A-Za-z]{0,4}\d{6,}\b"  # MRN-like: 6+ digits, optionally after a
 _OLD_AGE = r"(?i)\b(?:9\d|1[01]\d)(?=[\s-]*(?:years?|yrs?|y/?o|year-old)\b)"
 _LABELLED_AGE = r"(?i)\b(age[ds]?\s*[:=]?\s*)(?:9\d|1[01]\d)\b"  # "Age 93": keep the label
 _SSN = r"\b\d{3}-\d{2}-\d{4}\b"
+_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 # A personal title and the capitalised words after it ("Dr. Whitcombe", "Ms. Garcia-Lopez"): keep the title.
 # A title in any case when it has its dot ("DR. SMITH", "Dr.Smith"); names may hold lower-case particles
 # ("Dr. de la Cruz", "Dr. van der Berg") and non-ASCII letters ("Dr. Émile Zola").
@@ -116,6 +118,7 @@ _COMPILED_ID = re.compile(_ID_LIKE)
 _COMPILED_AGE = re.compile(_OLD_AGE)
 _COMPILED_LABELLED_AGE = re.compile(_LABELLED_AGE)
 _COMPILED_SSN = re.compile(_SSN)
+_COMPILED_EMAIL = re.compile(_EMAIL)
 _COMPILED_TITLED = re.compile(_TITLED_NAME)
 _COMPILED_STREET = re.compile(_STREET)
 
@@ -220,6 +223,7 @@ def scrub_report(text: str, ctx: PhiContext | None = None) -> str:
     ctx = ctx or PhiContext()
     places = (_literal(ctx.places), _literal(_place_words(ctx.places)))
     literals = (*places, _literal(ctx.identifiers), _literal(ctx.names))
+    text = _COMPILED_EMAIL.sub(REDACTED, text)  # whole, before a name inside it is cut out
     for pattern in literals:
         if pattern is not None:
             text = pattern.sub(REDACTED, text)

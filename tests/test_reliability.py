@@ -245,11 +245,14 @@ def test_report_scrub_keeps_clinical_fractions_and_header_name_particles_out_of_
     header.PatientName = "de la Cruz^Maria"
     text = (
         "Mrs. de la Cruz. 3/4 views obtained. Opacity in 1/2 of the left lung. Ribs 4/5 fractured. "
-        "T1-T2 levels. Nodule 1.2 x 3.4 cm. A de novo lesion. Compared with 3/14."
+        "T1-T2 levels. C5/6 disc. Nodule 1.2 x 3.4 cm. A de novo lesion. Compared with 3/14 and the 12/5 film. "
+        "Results to jdoe.planted@hospital.org."
     )
     out = scrub_report(text, context_from_dataset(header))
-    assert "Cruz" not in out and "3/14" not in out, out
-    for clinical in ("3/4 views", "1/2 of the left lung", "Ribs 4/5", "T1-T2", "1.2 x 3.4 cm", "A de novo lesion"):
+    for leaked in ("Cruz", "3/14", "12/5", "jdoe.planted@hospital.org"):
+        assert leaked not in out, (leaked, out)
+    for clinical in ("3/4 views", "1/2 of the left lung", "Ribs 4/5", "T1-T2", "C5/6 disc", "1.2 x 3.4 cm",
+                     "A de novo lesion"):  # fmt: skip
         assert clinical in out, (clinical, out)
 
 
