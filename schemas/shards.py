@@ -27,8 +27,8 @@ SHARD_SPLITS: dict[str, str] = {"train": "train", "validate": "validation", "tes
 SplitName = Literal["train", "validation", "validate", "test"]
 SHARD_DIR = "data"
 # Bumped when the folder layout changes, so a pipeline does not reuse a shard stage written in another one
-# (2: tars under data/ with Hub names, split `validation`).
-LAYOUT_VERSION = 2
+# (2: tars under data/ with Hub names, split `validation`; 3: README.md dataset card declaring the features).
+LAYOUT_VERSION = 3
 
 
 def shard_split(split: str) -> str:
