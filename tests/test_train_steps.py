@@ -85,3 +85,31 @@ def test_plain_entry_point_mistakes_are_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+
+
+def test_a_kill_while_saving_the_adapter_does_not_mark_stage_2_finished(tmp_path, monkeypatch):
+    """The peft adapter was saved after the marker of a finished stage: a kill mid-save left a stage 2 that
+    counted as done with a broken adapter/ that no rerun repaired."""
+    import peft
+
+    from schemas.train import stage1_defaults, stage2_defaults
+    from training.run import run_training, stage_done
+
+    shards = write_train_shards(tmp_path / "shards", n=4, per_shard=4)
+    small = {"global_batch_size": 2, "micro_batch_size": 2}
+    cfg = default_config("tiny", shards, tmp_path / "run", max_steps=1, stage1=stage1_defaults(**small),
+                         stage2=stage2_defaults(**small))  # fmt: skip
+    real = peft.PeftModel.save_pretrained
+
+    def killed(self, path, *a, **kw):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        (Path(path) / "adapter_config.json").write_text("")  # what a kill mid-write leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(peft.PeftModel, "save_pretrained", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg)
+    assert not stage_done(cfg.out, 2)
+    monkeypatch.setattr(peft.PeftModel, "save_pretrained", real)
+    assert run_training(cfg)["stages"][2]["finished"]
+    assert json.loads((cfg.out / "final" / "adapter" / "adapter_config.json").read_text())["r"] > 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -264,14 +266,20 @@ class StageTrainer:
         model = self.acc.unwrap_model(self.model)
         out = final_dir(self.run_dir)
         out.mkdir(parents=True, exist_ok=True)
-        # trainable last: its presence marks the stage finished
-        for name, sd in ((f"stage{self.stage}-projector", projector_state(model)),
-                         (f"stage{self.stage}-trainable", trainable_state(model))):
+        def save(name: str, sd: dict) -> None:
             tmp = out / f".{name}.tmp"
             save_file(sd, str(tmp))
             tmp.replace(out / f"{name}.safetensors")
-        if self.stage == 2:
-            model.save_pretrained(str(out / "adapter"))  # peft adapter for use outside cxrflow
+
+        save(f"stage{self.stage}-projector", projector_state(model))
+        if self.stage == 2:  # peft adapter for use outside cxrflow: complete before the stage counts as done
+            adapter = out / "adapter"
+            tmp = out / f".adapter.tmp-{os.getpid()}"  # a killed save's leftover is cleaned by its dead PID
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(str(tmp))
+            shutil.rmtree(adapter, ignore_errors=True)
+            os.replace(tmp, adapter)
+        save(f"stage{self.stage}-trainable", trainable_state(model))  # last: its presence marks the stage finished
 
 
 def planned_steps(cfg: TrainConfig, scfg, steps_per_epoch: int) -> tuple[int, str]:
