@@ -87,6 +87,7 @@ def test_plain_entry_point_mistakes_are_one_line(tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
 
 
+@pytest.mark.slow  # both stages, twice: ~10 s on 2 busy cores
 def test_a_kill_while_saving_the_adapter_does_not_mark_stage_2_finished(tmp_path, monkeypatch):
     """The peft adapter was saved after the marker of a finished stage: a kill mid-save left a stage 2 that
     counted as done with a broken adapter/ that no rerun repaired."""
