@@ -114,3 +114,20 @@ def test_a_kill_while_saving_the_adapter_does_not_mark_stage_2_finished(tmp_path
     monkeypatch.setattr(peft.PeftModel, "save_pretrained", real)
     assert run_training(cfg)["stages"][2]["finished"]
     assert json.loads((cfg.out / "final" / "adapter" / "adapter_config.json").read_text())["r"] > 0
+
+
+def test_a_global_batch_the_data_cannot_fill_is_a_user_error(tmp_path):
+    """A data-dependent mistake (seen only once the shards are read): one line at the CLI, not a traceback
+    after the pipeline's data stages ran."""
+    from schemas.errors import UserError
+    from schemas.train import stage1_defaults
+    from training.run import run_training
+
+    shards = write_train_shards(tmp_path / "shards", n=4, per_shard=4)
+    cfg = default_config("tiny", shards, tmp_path / "run", stages=[1],
+                         stage1=stage1_defaults(global_batch_size=256, micro_batch_size=2))  # fmt: skip
+    with pytest.raises(UserError, match="do not fill one global batch of 256"):
+        run_training(cfg)
+    with pytest.raises(UserError, match="not a multiple of micro batch"):
+        run_training(cfg.model_copy(update={"out": tmp_path / "run2",
+                                            "stage1": stage1_defaults(global_batch_size=5, micro_batch_size=2)}))

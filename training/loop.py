@@ -89,14 +89,16 @@ class StageTrainer:
         ds, examples = data
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         accum = self.scfg.global_batch_size // (self.scfg.micro_batch_size * self.world)
+        from schemas.errors import UserError  # config/data mistakes: one line at the CLI and in flow states
+
         if accum < 1 or self.scfg.global_batch_size % (self.scfg.micro_batch_size * self.world):
-            raise ValueError(f"global batch {self.scfg.global_batch_size} is not a multiple of micro batch "
-                             f"{self.scfg.micro_batch_size} x {self.world} processes")
+            raise UserError(f"global batch {self.scfg.global_batch_size} is not a multiple of micro batch "
+                            f"{self.scfg.micro_batch_size} x {self.world} processes")
         self.plan = DataPlan(len(examples), self.scfg.micro_batch_size, accum, self.world, self.rank,
                              cfg.seed)
         if self.plan.steps_per_epoch == 0:
-            raise ValueError(f"{len(examples)} examples do not fill one global batch of "
-                             f"{self.scfg.global_batch_size}: lower global_batch_size")
+            raise UserError(f"{len(examples)} examples do not fill one global batch of "
+                            f"{self.scfg.global_batch_size}: lower global_batch_size")
         self.total, self.stop_reason = planned_steps(cfg, self.scfg, self.plan.steps_per_epoch)
         self.dataset = ExampleDataset(ds, examples, self.tok, stage,
                                       ImageTransform(image_size_for(cfg), cfg.image_resize),
