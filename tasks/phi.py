@@ -176,13 +176,18 @@ def context_from_dataset(ds: Dataset) -> PhiContext:
         for person in _values(ds, kw):
             # DICOM PN: family^given^middle^prefix^suffix (and '=' for ideographic groups).
             # each part of a compound name too ("Garcia-Lopez" -> "Garcia", "Lopez"; "O'Brien" -> "Brien")
-            # A particle ("de", "la", "van") is redacted only inside its whole component ("de la Cruz"):
-            # on its own it would wipe ordinary words ("de novo").
-            components = re.split(r"[\^=]+", person)
+            # A particle inside a compound component ("de" in "de la Cruz") is redacted only with the whole
+            # component: on its own it would wipe ordinary words ("de novo"). A component that is one word
+            # stays, particle-like or not (Le, Do are surnames).
+            components = [c.strip(". ") for c in re.split(r"[\^=]+", person)]
             parts = re.split(r"[\^=,\s]+", person) + re.split(r"[\^=,\s'-]+", person)
+            particles = {
+                p.lower() for c in components if len(c.split()) > 1
+                for p in c.split() if re.fullmatch(_PARTICLE, p, re.IGNORECASE)
+            }
             for part in components + parts:
                 part = part.strip(". ")
-                if len(part) < 2 or re.fullmatch(_PARTICLE, part, re.IGNORECASE):
+                if len(part) < 2 or (part.lower() in particles and part not in components):
                     continue
                 if part.upper() not in {"DR", "MR", "MRS", "MS", "MD", "PHD", "JR", "SR"}:
                     ctx.names.add(part)

@@ -254,6 +254,9 @@ def test_report_scrub_keeps_clinical_fractions_and_header_name_particles_out_of_
     for clinical in ("3/4 views", "1/2 of the left lung", "Ribs 4/5", "T1-T2", "C5/6 disc", "1.2 x 3.4 cm",
                      "A de novo lesion"):  # fmt: skip
         assert clinical in out, (clinical, out)
+    header.PatientName = "LE^VAN"  # a one-word surname that looks like a particle is still a name
+    out = scrub_report("Patient Le Van, chest PA.", context_from_dataset(header))
+    assert "Le" not in out and "Van" not in out, out
 
 
 @pytest.fixture(scope="module")
