@@ -2,7 +2,8 @@
 
 Filtered: transformers' FutureWarnings/deprecations and info logs, tqdm bars (transformers, datasets,
 huggingface_hub), wids' per-dataset stderr line (tasks.io.quiet_wids), Prefect's console logs below WARNING,
-and library loggers below WARNING. cxrflow's own loggers (`cxrflow.*`) stay at INFO.
+and library loggers below WARNING; a failed run's traceback when its error is a UserError (the CLI prints
+that one line). cxrflow's own loggers (`cxrflow.*`) stay at INFO.
 """
 
 from __future__ import annotations
@@ -37,11 +38,32 @@ NOISY_LOGGERS = (
 )
 
 
+class UserErrorsInOneLine(logging.Filter):
+    """Prefect logs a failed task or flow run with its traceback; for a UserError (a mistake in what was asked
+    for, which the CLI reports in one line) the message is the whole story, so the traceback is dropped.
+    Any other exception keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from schemas.errors import UserError
+
+        if record.exc_info and isinstance(record.exc_info[1], UserError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+# The loggers Prefect reports failed runs on (its run loggers are adapters over these).
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
 def configure(verbose: bool) -> None:
     logging.getLogger("cxrflow").setLevel(logging.INFO)
     if verbose:
         os.environ["CXRFLOW_VERBOSE"] = "1"
         return
+    for name in RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, UserErrorsInOneLine) for f in logger.filters):
+            logger.addFilter(UserErrorsInOneLine())
     os.environ.pop("CXRFLOW_VERBOSE", None)
     for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY"):
         os.environ.setdefault(var, "error")

@@ -41,11 +41,12 @@ def shard_task(accepted, params: ValidateShardParams):
 @task(cache_policy=NO_CACHE)
 def index_task(infos, accepted, counts: dict, params: ValidateShardParams) -> dict:
     from tasks.paper_counts import paper_counts
-    from tasks.shard_index import write_shard_map, write_summary, write_wids_index
+    from tasks.shard_index import write_dataset_card, write_shard_map, write_summary, write_wids_index
 
     for split in SPLITS:
         write_wids_index(params.out, split, infos)
     write_shard_map(params.out, infos, accepted)
+    write_dataset_card(params.out, accepted)
     summary = write_summary(params.out, infos, counts)
     summary["paper_counts"] = paper_counts(params.data, accepted)
     return summary

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.llm import LLMFields
 
 # The LLaVA-Rad evaluation's bootstrap seed (scipy.stats.bootstrap(random_state=3)): bootstrap_scheme
 # "reference" is that draw only with this seed, so it is the default seed of that scheme.
@@ -138,6 +140,8 @@ class OptionalModelPaths(BaseModel):
 class EvaluateParams(BaseModel):
     """Parameters of the `evaluate` flow. Either `run` + `shards` (generate, then score) or `predictions`."""
 
+    model_config = ConfigDict(hide_input_in_errors=True)  # llm may hold a URL with a key (refused, not echoed)
+
     out: str
     experiment: str = "default"
     run: str | None = None
@@ -155,7 +159,7 @@ class EvaluateParams(BaseModel):
     )
     _reference_seed = model_validator(mode="before")(reference_seed_default)
     source: str = Field("mimic-cxr", description="dataset of the reports, for the LLM data-use guard")
-    llm: dict | None = Field(None, description="LLMConfig fields for the CheXprompt judge; None skips it")
+    llm: LLMFields = Field(None, description="LLMConfig fields for the CheXprompt judge; None skips it")
     chexprompt_protocol: Literal["json", "original"] = Field(
         "json", description="json: cxrflow's structured judge; original: the published five-shot text protocol"
     )

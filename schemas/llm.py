@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -30,8 +30,13 @@ def no_credentials_in_url(url: str | None) -> str | None:
     if not url:
         return url
     parts = urlsplit(url if "://" in url else f"//{url}")
-    segments = [seg for seg in parts.path.split("/") if seg]
-    if "@" in parts.netloc or parts.query or parts.fragment or any(_KEY_LIKE.search(seg) for seg in segments):
+    # Percent-decoded, and split at path parameters too (";api-key=...", "/key=..." and "%2D" spellings).
+    path = unquote(parts.path)
+    tokens = [tok for tok in re.split(r"[^A-Za-z0-9_-]+", path) if tok]
+    if (
+        "@" in parts.netloc or parts.query or parts.fragment or ";" in path or "=" in path
+        or any(_KEY_LIKE.search(tok) for tok in tokens)
+    ):
         raise ValueError(
             "endpoint URL must not carry credentials (user:password@, a query, a fragment or a key-like path "
             "segment); put the key in api_key_env or secret_block"
@@ -91,6 +96,31 @@ class LLMConfig(BaseModel):
     def parameters(self) -> dict:
         """Generation parameters that change an answer: part of every cache key and every output row."""
         return {"temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+
+
+def checked_llm_fields(fields: dict | None) -> dict | None:
+    """LLMConfig fields kept as a dict (a flow parameter, hashed into stage keys) but checked when the config
+    is read: a key in a URL, an `api_key` field or a typo is refused before the dict reaches Prefect's stored
+    parameters or a run has trained for hours. One line, never echoing a value."""
+    if fields is None:
+        return fields
+    from pydantic import ValidationError
+
+    from schemas.errors import did_you_mean
+
+    try:
+        LLMConfig.model_validate(fields)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            hint = did_you_mean(str(err["loc"][-1]), LLMConfig.model_fields)
+            raise ValueError(f"unknown LLM config key {where!r}" + (f" ({hint})" if hint else "")) from None
+        raise ValueError(f"{where}: {err['msg'].replace('Value error, ', '')}") from None
+    return fields
+
+
+LLMFields = Annotated[dict | None, AfterValidator(checked_llm_fields)]
 
 
 class StructureConfig(BaseModel):

@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.config import ImageConfig, SourceSpec
 from schemas.encoder import EncoderSection
 from schemas.evaluation import reference_seed_default
-from schemas.llm import EndpointURL
-from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
+from schemas.llm import EndpointURL, LLMFields
+from schemas.shards import LAYOUT_VERSION, ShardConfig, SplitName, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
 
@@ -107,9 +107,9 @@ class TrainSection(BaseModel):
 
 
 class EvaluateSection(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # llm may hold a URL with a key
 
-    split: str = "test"
+    split: SplitName = "test"
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1)
@@ -118,7 +118,7 @@ class EvaluateSection(BaseModel):
     bootstrap_scheme: Literal["cxrflow", "reference"] = "cxrflow"  # reference: seed 3 unless given
     _reference_seed = model_validator(mode="before")(reference_seed_default)
     device: str = "cpu"
-    llm: dict | None = Field(None, description="LLMConfig fields of the CheXprompt judge; None skips it")
+    llm: LLMFields = Field(None, description="LLMConfig fields of the CheXprompt judge; None skips it")
     chexprompt_protocol: Literal["json", "original"] = "json"
 
 

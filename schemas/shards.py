@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,10 +23,12 @@ from schemas.llm import EndpointURL
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
 SHARD_SPLITS: dict[str, str] = {"train": "train", "validate": "validation", "test": "test"}
+# A split as users name it: the shard name (`validation`) or the manifest's (`validate`).
+SplitName = Literal["train", "validation", "validate", "test"]
 SHARD_DIR = "data"
 # Bumped when the folder layout changes, so a pipeline does not reuse a shard stage written in another one
-# (2: tars under data/ with Hub names, split `validation`).
-LAYOUT_VERSION = 2
+# (2: tars under data/ with Hub names, split `validation`; 3: README.md dataset card declaring the features).
+LAYOUT_VERSION = 3
 
 
 def shard_split(split: str) -> str:

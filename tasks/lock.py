@@ -69,20 +69,30 @@ def output_lock(folder: Path, what: str) -> Iterator[None]:
 
 def _acquire(folder: Path, what: str) -> int:
     path = folder / LOCK_NAME
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:  # the folder was just removed by a run that created it and did nothing
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was just removed by a run that created it and did nothing
+            folder.mkdir(parents=True, exist_ok=True)
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputLocked(
+                f"{folder} is in use by another cxrflow run ({holder}); wait for it to finish or choose another "
+                "output folder"
+            ) from None
+        # The holder we waited on may have unlinked the file (a run that did nothing removes its lock and
+        # folder) between our open and flock: a lock on that orphan excludes no one, so take a fresh one.
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        raise OutputLocked(
-            f"{folder} is in use by another cxrflow run ({holder}); wait for it to finish or choose another "
-            "output folder"
-        ) from None
+        folder.mkdir(parents=True, exist_ok=True)
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}, {what}".encode(), 0)
     return fd

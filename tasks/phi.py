@@ -4,7 +4,7 @@ Three tools, used by the DICOMweb source before anything is written or logged:
 - `pseudonym`: keyed, salted hash (HMAC-SHA256) of an identifier. The salt is a secret: the same salt gives
   the same ids across runs (so re-ingests join), and without it ids cannot be linked back to patients.
 - `scrub_report`: removes dates, names (taken from the DICOM header, each part of compound names, and any
-  capitalised name after a title such as Dr./Ms.), phone numbers, SSNs, street addresses, MRN-like numbers,
+  capitalised name after a title such as Dr./Ms.), phone numbers, e-mail addresses, SSNs, street addresses, MRN-like numbers,
   accession numbers, institution names and ages over 89 from report text, writing `___` as MIMIC-CXR does.
 - `strip_dataset`: copies only an allow-list of pixel/geometry attributes into a new dataset with
   pseudonymous UIDs. An allow-list, not a deny-list, because private tags and free-text attributes can
@@ -68,7 +68,7 @@ _MONTH = (
 )
 _DATE_PATTERNS = [
     r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b",  # 03/14/1958, 14.03.58
-    r"\b\d{4}[/.-]\d{1,2}[/.-]\d{1,2}\b",  # 1958-03-14
+    r"\b\d{4}[/.-]\d{1,2}[/.-]\d{1,2}(?!\d)",  # 1958-03-14, 2024-03-14T10:00
     rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b",  # March 14, 1958
     rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b",  # 14 March 1958
     rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b",  # March 14
@@ -76,7 +76,12 @@ _DATE_PATTERNS = [
     rf"\b\d{{1,2}}[\s/.-]{_MONTH}[\s/.-]\d{{2,4}}\b",  # 14-Mar-2024, 14 Mar 24
     rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+{_MONTH}\b",  # 2nd of April
     rf"\b\d{{1,2}}(?:st|nd|rd|th)\s+{_MONTH}\b",  # 2nd April
-    r"(?<![\d/.])(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\d/])",  # 3/14 (month/day, no year)
+    # 3/14 (month/day, no year), unless it reads as a fraction or a count: "1/2 of the lung", "3/4 views",
+    # "ribs 4/5", "levels 10/11" (scrubbing those would destroy clinical text).
+    # "C5/6" is a spine level, not a date ("the 12/5 film" is one).
+    r"(?<!ribs\s)(?<!rib\s)(?<!levels\s)(?<!level\s)(?<!grade\s)(?<!views\s)(?<![\w/.])"
+    r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\d/])"
+    r"(?!\s+(?:of|views?|projections?|ribs?|lobes?|levels?|vertebrae|strength|power)\b)",
 ]
 _PHONE = (
     r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"  # (555) 867-5309, 555.867.5309
@@ -90,8 +95,17 @@ _ID_LIKE = r"\b[A-Za-z]{0,4}\d{6,}\b"  # MRN-like: 6+ digits, optionally after a
 _OLD_AGE = r"(?i)\b(?:9\d|1[01]\d)(?=[\s-]*(?:years?|yrs?|y/?o|year-old)\b)"
 _LABELLED_AGE = r"(?i)\b(age[ds]?\s*[:=]?\s*)(?:9\d|1[01]\d)\b"  # "Age 93": keep the label
 _SSN = r"\b\d{3}-\d{2}-\d{4}\b"
+_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 # A personal title and the capitalised words after it ("Dr. Whitcombe", "Ms. Garcia-Lopez"): keep the title.
-_TITLED_NAME = r"\b((?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+)[A-Z][A-Za-z'-]+(?:\s+[A-Z][A-Za-z'-]+){0,2}"
+# A title in any case when it has its dot ("DR. SMITH", "Dr.Smith"); names may hold lower-case particles
+# ("Dr. de la Cruz", "Dr. van der Berg") and non-ASCII letters ("Dr. Émile Zola").
+_PARTICLE = r"(?:de|la|le|du|da|di|del|della|der|den|van|von|ten|ter|dos|das|do|bin|ibn|al|el|y)"
+_NAME_WORD = r"[^\W\d_][\w'-]*"
+_CAP_WORD = r"(?=[^\W\d_])(?-i:[^\W\d_a-z])[\w'-]*"
+_TITLED_NAME = (
+    rf"\b((?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+|(?i:dr|mr|mrs|ms|prof)\.\s*))"
+    rf"(?:{_PARTICLE}\s+){{0,3}}{_CAP_WORD}(?:\s+(?:{_PARTICLE}\s+){{0,3}}{_CAP_WORD}){{0,2}}"
+)
 _STREET = (
     r"\b\d{1,5}\s+(?:[A-Z][A-Za-z]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|"
     r"Court|Ct|Way|Place|Pl|Terrace|Square|Sq)\b\.?"
@@ -104,6 +118,7 @@ _COMPILED_ID = re.compile(_ID_LIKE)
 _COMPILED_AGE = re.compile(_OLD_AGE)
 _COMPILED_LABELLED_AGE = re.compile(_LABELLED_AGE)
 _COMPILED_SSN = re.compile(_SSN)
+_COMPILED_EMAIL = re.compile(_EMAIL)
 _COMPILED_TITLED = re.compile(_TITLED_NAME)
 _COMPILED_STREET = re.compile(_STREET)
 
@@ -161,9 +176,20 @@ def context_from_dataset(ds: Dataset) -> PhiContext:
         for person in _values(ds, kw):
             # DICOM PN: family^given^middle^prefix^suffix (and '=' for ideographic groups).
             # each part of a compound name too ("Garcia-Lopez" -> "Garcia", "Lopez"; "O'Brien" -> "Brien")
-            for part in re.split(r"[\^=,\s]+", person) + re.split(r"[\^=,\s'-]+", person):
+            # A particle inside a compound component ("de" in "de la Cruz") is redacted only with the whole
+            # component: on its own it would wipe ordinary words ("de novo"). A component that is one word
+            # stays, particle-like or not (Le, Do are surnames).
+            components = [c.strip(". ") for c in re.split(r"[\^=]+", person)]
+            parts = re.split(r"[\^=,\s]+", person) + re.split(r"[\^=,\s'-]+", person)
+            particles = {
+                p.lower() for c in components if len(c.split()) > 1
+                for p in c.split() if re.fullmatch(_PARTICLE, p, re.IGNORECASE)
+            }
+            for part in components + parts:
                 part = part.strip(". ")
-                if len(part) >= 2 and part.upper() not in {"DR", "MR", "MRS", "MS", "MD", "PHD", "JR", "SR"}:
+                if len(part) < 2 or (part.lower() in particles and part not in components):
+                    continue
+                if part.upper() not in {"DR", "MR", "MRS", "MS", "MD", "PHD", "JR", "SR"}:
                     ctx.names.add(part)
     for kw in _ID_KEYWORDS:
         ctx.identifiers.update(v.strip() for v in _values(ds, kw) if len(v.strip()) >= 3)
@@ -202,6 +228,7 @@ def scrub_report(text: str, ctx: PhiContext | None = None) -> str:
     ctx = ctx or PhiContext()
     places = (_literal(ctx.places), _literal(_place_words(ctx.places)))
     literals = (*places, _literal(ctx.identifiers), _literal(ctx.names))
+    text = _COMPILED_EMAIL.sub(REDACTED, text)  # whole, before a name inside it is cut out
     for pattern in literals:
         if pattern is not None:
             text = pattern.sub(REDACTED, text)

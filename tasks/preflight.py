@@ -23,6 +23,8 @@ def check_root(source: str, root: Path | None) -> None:
 
     if root is None:
         raise UserError("no dataset root given", "pass --root DIR (or --mixture FILE)")
+    if Path(root).exists() and not Path(root).is_dir():  # adapters would say "does not exist"
+        raise UserError(f"--root {root} is a file, not a folder", "pass the dataset's top folder")
     get_adapter(source).check(Path(root))
 
 
@@ -57,15 +59,16 @@ def check_data_dir(data: Path, flag: str = "--data") -> None:
 
 def check_shards(shards: Path, split: str = "train", flag: str = "--shards") -> None:
     """A shard folder with the split's wids index (the output of `cxrflow shard` / `cxrflow data`)."""
-    from schemas.shards import SPLITS, index_name, shard_split
+    from schemas.shards import SHARD_SPLITS, SPLITS, index_name, shard_split
 
     shards = Path(shards)
     hint = "pass the --out folder of `cxrflow shard` (or OUT/shards of `cxrflow data`)"
     if not shards.is_dir():
         raise UserError(f"{flag} {shards} is not a folder", hint)
-    if split not in SPLITS and shard_split(split) not in SPLITS:
+    names = [*SHARD_SPLITS.values(), *(s for s in SPLITS if s not in SHARD_SPLITS.values())]
+    if split not in names:  # the shard name (validation) or the manifest's (validate)
         raise UserError(
-            f"unknown split {split!r}", did_you_mean(split, SPLITS) or f"one of {', '.join(SPLITS)}"
+            f"unknown split {split!r}", did_you_mean(split, names) or f"one of {', '.join(names)}"
         )
     if not (shards / index_name(split)).is_file():
         if _split_is_empty(shards, shard_split(split)):

@@ -4,6 +4,10 @@
   `shardlist` of {url, nsamples, filesize, md5sum}; urls are relative to the index, as wids resolves them).
 - `shards.parquet`: every key -> its shard (SHARD_MAP_SCHEMA).
 - `summary.json`: samples per split, shard count, bytes, filtered/quarantined rows and the reconciliation.
+- `README.md`: a dataset card whose `dataset_info.features` declare every member's type, so
+  `datasets.load_dataset(folder)` does not infer them from the first five samples (a field that is null there,
+  such as an absent report section or an unmentioned label, was inferred as null and the load failed on the
+  first sample that had a value).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.shards import SHARD_MAP_SCHEMA, SPLITS, index_name, shard_split
+from schemas.manifest import MANIFEST_SCHEMA
+from schemas.shards import IMAGE_EXTENSIONS, SHARD_MAP_SCHEMA, SPLITS, index_name, shard_split
 from tasks.io import atomic_write_bytes, atomic_write_json, quiet_wids
 from tasks.shard import ShardInfo
 
@@ -146,3 +151,48 @@ def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
     if problems:
         raise RuntimeError("shard read-back failed: " + "; ".join(problems))
     return report
+
+
+def _hf_feature(name: str, typ: pa.DataType) -> dict:
+    """One Hugging Face `features` entry (YAML form of datasets.Features) for an Arrow type of the manifest."""
+    if pa.types.is_list(typ):
+        return {"name": name, "list": _hf_feature("", typ.value_type)["dtype"]}
+    dtype = {pa.string(): "string", pa.bool_(): "bool"}.get(typ, str(typ))  # int8, int32, int64, float64
+    return {"name": name, "dtype": dtype}
+
+
+def shard_features(image_ext: str) -> list[dict]:
+    """The members of every sample as `datasets` types: the .json member is the manifest row (see
+    tasks.shard.sample_members) plus targets, indication and primary_method."""
+    row = [_hf_feature(f.name, f.type) for f in MANIFEST_SCHEMA]
+    row += [
+        {"name": "targets", "list": [{"name": "findings", "dtype": "string"}, {"name": "method", "dtype": "string"}]},
+        {"name": "indication", "dtype": "string"},
+        {"name": "primary_method", "dtype": "string"},
+    ]
+    row.sort(key=lambda f: f["name"])
+    return [
+        {"name": "__key__", "dtype": "string"},
+        {"name": "__url__", "dtype": "string"},
+        {"name": image_ext, "dtype": "image"},
+        {"name": "json", "struct": row},
+        {"name": "txt", "dtype": "string"},
+    ]
+
+
+def write_dataset_card(out_dir: Path, accepted: pl.DataFrame) -> Path | None:
+    """README.md declaring the features (None when the samples mix image formats: no one schema fits)."""
+    import yaml
+
+    exts = {IMAGE_EXTENSIONS.get(str(f).lower()) for f in accepted.get_column("image_format").unique().to_list()}
+    path = Path(out_dir) / "README.md"
+    if len(exts) != 1 or None in exts:
+        path.unlink(missing_ok=True)
+        return None
+    meta = yaml.safe_dump({"dataset_info": {"features": shard_features(exts.pop())}}, sort_keys=False)
+    body = (
+        "Chest X-ray report-generation shards written by cxrflow (WebDataset tars under data/, one per "
+        "split and shard; wids indexes beside them).\n"
+    )
+    atomic_write_bytes(path, f"---\n{meta}---\n\n{body}".encode())
+    return path

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-SIDECARS = ("shards.parquet", "summary.json", "llava")  # published beside the indexes
+SIDECARS = ("shards.parquet", "summary.json", "README.md", "llava")  # published beside the indexes
 
 
 def published_paths(out_dir: Path) -> list[Path]:

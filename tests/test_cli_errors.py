@@ -62,6 +62,11 @@ def test_root_that_is_not_the_dataset(cli, tmp_path):
         cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "not-mimic", "--out", tmp_path / "o"),
         "has no files/ folder",
     )
+    (tmp_path / "a-file").write_text("x")
+    _one_line_error(
+        cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "a-file", "--out", tmp_path / "o"),
+        "is a file, not a folder",
+    )
 
 
 def test_out_naming_a_file(cli, tmp_path, mimic_small):
@@ -88,6 +93,29 @@ def test_config_key_typo_suggests_the_key(cli, tmp_path):
         cli("pipeline", "--config", config, "--set", "train.stage1.learning_rate=0.1"),
         "unknown config key 'train.stage1.learning_rate'",
     )
+
+
+def test_pipeline_evaluate_split_typo_fails_before_any_stage(cli, tmp_path):
+    """A typo'd evaluate.split used to pass the config check and fail only at the evaluate stage, after ingest
+    and training ran; it is a one-line config error now (root /nowhere: no stage could even start)."""
+    config = tmp_path / "p.yaml"
+    config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\nevaluate: {{split: valid}}\n")
+    _one_line_error(cli("pipeline", "--config", config), "evaluate.split")
+    config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\nevaluate: {{split: validation}}\n")
+    assert "evaluate.split" not in cli("pipeline", "--config", config)[2]
+
+
+def test_pipeline_chexprompt_llm_fields_are_checked_with_the_config(cli, tmp_path):
+    """evaluate.llm was a free dict: a key in its URL reached the evaluate flow's stored parameters and a typo
+    failed only after training; both are one-line config errors now, and the key is never echoed."""
+    secret = "sk-proj-SECRETKEY0123456789"
+    config = tmp_path / "p.yaml"
+    head = f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\n"
+    config.write_text(head + f"evaluate: {{llm: {{backend: openai, base_url: 'http://127.0.0.1:8/v1?key={secret}'}}}}\n")
+    line = _one_line_error(cli("pipeline", "--config", config), "evaluate.llm", "api_key_env")
+    assert secret not in line
+    config.write_text(head + "evaluate: {llm: {backend: openai, bse_url: 'http://127.0.0.1:8/v1'}}\n")
+    _one_line_error(cli("pipeline", "--config", config), "unknown LLM config key 'bse_url'", "base_url")
 
 
 def test_numeric_ranges(cli, tmp_path):
@@ -202,3 +230,16 @@ def test_an_empty_split_is_not_a_mistake(tmp_path):
     check_shards(tmp_path, "test")
     with pytest.raises(UserError, match="no validation.index.json"):  # `validate` is read as `validation`
         check_shards(tmp_path, "validate")
+
+
+def test_split_is_accepted_in_both_spellings(tmp_path):
+    """`--split validation` (the shard files' name, as the evaluate help says) and MIMIC's `validate` both
+    name the same index; a typo is still refused."""
+    from schemas.errors import UserError
+    from tasks.preflight import check_shards
+
+    (tmp_path / "validation.index.json").write_text("{}")
+    check_shards(tmp_path, "validation")
+    check_shards(tmp_path, "validate")
+    with pytest.raises(UserError, match="unknown split 'valid'"):
+        check_shards(tmp_path, "valid")

@@ -42,3 +42,37 @@ def test_quiet_configure_filters_library_noise_and_verbose_keeps_it(monkeypatch)
     monkeypatch.delenv("TQDM_DISABLE")
     quiet.configure(verbose=True)
     assert quiet.verbose() and "TQDM_DISABLE" not in os.environ
+
+
+def test_a_failed_run_logs_a_user_error_without_its_traceback(monkeypatch):
+    """Prefect logs a failed task/flow run with the traceback (a pipeline's mistake found mid-run printed 140
+    lines before the CLI's one); a UserError keeps its message only, other errors keep the traceback."""
+    import logging
+
+    from cxrflow_cli import quiet
+    from schemas.errors import UserError
+
+    for var in QUIET_ENV:
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    logger = logging.getLogger("prefect.task_runs")
+    monkeypatch.setattr(logger, "filters", list(logger.filters))  # what configure adds is undone
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    logger.addHandler(handler)
+    try:
+        quiet.configure(verbose=False)
+        for exc in (UserError("11 examples do not fill one global batch"), RuntimeError("a bug")):
+            try:
+                raise exc
+            except Exception:
+                logger.error("Task run failed with exception: %r", exc, exc_info=True)
+    finally:
+        logger.removeHandler(handler)
+    assert records[0].exc_info is None and "global batch" in records[0].getMessage()
+    assert records[1].exc_info is not None  # an unexpected error keeps its traceback

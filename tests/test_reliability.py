@@ -220,6 +220,45 @@ def test_report_scrub_covers_the_campaign_categories():
     assert "FINDINGS: Small left effusion. Heart size is normal at 12 cm. 1.5 cm nodule." in out
 
 
+def test_report_scrub_catches_titled_names_in_other_spellings():
+    from tasks.phi import scrub_report
+
+    for text, name in (
+        ("Seen by Dr. de la Cruz today.", "Cruz"),
+        ("Discussed with Dr. van der Berg.", "Berg"),
+        ("Called DR. SMITH at noon.", "SMITH"),
+        ("Per Dr.Whitcombe the line moved.", "Whitcombe"),
+        ("Seen by Mr. Álvarez.", "lvarez"),
+        ("Dr. Émile Zola reviewed.", "mile"),
+    ):
+        out = scrub_report(text)
+        assert name not in out and "___" in out, (text, out)
+    assert "2024-03-14" not in scrub_report("Prior film 2024-03-14T10:00 unchanged.")
+
+
+def test_report_scrub_keeps_clinical_fractions_and_header_name_particles_out_of_ordinary_words():
+    import pydicom
+
+    from tasks.phi import context_from_dataset, scrub_report
+
+    header = pydicom.Dataset()
+    header.PatientName = "de la Cruz^Maria"
+    text = (
+        "Mrs. de la Cruz. 3/4 views obtained. Opacity in 1/2 of the left lung. Ribs 4/5 fractured. "
+        "T1-T2 levels. C5/6 disc. Nodule 1.2 x 3.4 cm. A de novo lesion. Compared with 3/14 and the 12/5 film. "
+        "Results to jdoe.planted@hospital.org."
+    )
+    out = scrub_report(text, context_from_dataset(header))
+    for leaked in ("Cruz", "3/14", "12/5", "jdoe.planted@hospital.org"):
+        assert leaked not in out, (leaked, out)
+    for clinical in ("3/4 views", "1/2 of the left lung", "Ribs 4/5", "T1-T2", "C5/6 disc", "1.2 x 3.4 cm",
+                     "A de novo lesion"):  # fmt: skip
+        assert clinical in out, (clinical, out)
+    header.PatientName = "LE^VAN"  # a one-word surname that looks like a particle is still a name
+    out = scrub_report("Patient Le Van, chest PA.", context_from_dataset(header))
+    assert "Le" not in out and "Van" not in out, out
+
+
 @pytest.fixture(scope="module")
 def phi_validation(tmp_path_factory):
     """One GX validation run over rows each carrying one kind of PHI the scrub should have removed."""
@@ -608,6 +647,31 @@ def test_lock_second_run_on_an_output_folder_is_refused_and_dead_holders_release
     _reconciles(summary)
 
 
+def test_lock_taken_on_a_file_its_last_holder_unlinked_is_retaken(tmp_path, monkeypatch):
+    """A run that did nothing removes its lock file and folder on exit; a second run that opened the file just
+    before must not lock the unlinked inode (a third run would lock a new file: two runs at once)."""
+    import fcntl
+    import os
+
+    from tasks import lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    real_flock, calls = fcntl.flock, []
+
+    def flock_after_the_holder_left(fd, op):
+        if not calls:  # the previous holder's cleanup lands between our open and our flock
+            (out / lock.LOCK_NAME).unlink()
+            out.rmdir()
+        calls.append(fd)
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(lock.fcntl, "flock", flock_after_the_holder_left)
+    with lock.output_lock(out, "ingest"):
+        fd = lock._held[str(out.resolve())][0]
+        assert (out / lock.LOCK_NAME).exists() and os.fstat(fd).st_ino == os.stat(out / lock.LOCK_NAME).st_ino
+
+
 def test_lock_refusal_on_the_command_line_is_one_line(mimic_root, tmp_path, held_lock):
     import os
     import subprocess
@@ -705,6 +769,11 @@ KEYED_URLS = (
     f"http://127.0.0.1:8000/v1#{SECRET}",
     f"http://127.0.0.1:8000/{SECRET}/v1",
     f"http://user:{SECRET}@127.0.0.1:8000/v1",
+    # path parameters and percent-encoding are still the path
+    f"http://127.0.0.1:8000/v1;api-key={SECRET}",
+    f"http://127.0.0.1:8000/key={SECRET}/v1",
+    "http://127.0.0.1:8000/v1/" + SECRET.replace("-", "%2D"),
+    "http://127.0.0.1:8000/Bearer%20" + SECRET,
 )
 
 

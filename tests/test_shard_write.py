@@ -18,7 +18,13 @@ from schemas.labels import CHEXPERT_LABELS
 from schemas.shards import SPLITS, ShardConfig, ValidateConfig
 from tasks.export_llava import export_llava
 from tasks.shard import FAULT_ENV, PLAN_FILE, ShardKeyError, check_key, write_shards
-from tasks.shard_index import verify_shards, write_shard_map, write_summary, write_wids_index
+from tasks.shard_index import (
+    verify_shards,
+    write_dataset_card,
+    write_shard_map,
+    write_summary,
+    write_wids_index,
+)
 from tasks.validate import ROW_INDEX, assemble_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +63,7 @@ def _write_all(accepted, data, out, cfg):
     for s in SPLITS:
         write_wids_index(out, s, infos)
     write_shard_map(out, infos, accepted)
+    write_dataset_card(out, accepted)  # as the flow's index task does
     return infos
 
 
@@ -256,6 +263,13 @@ def test_shard_folder_loads_with_hugging_face_datasets(dataset, tmp_path, monkey
     datasets = pytest.importorskip("datasets")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     data, accepted = dataset
+    # As in real data: a section or label absent from the first samples of a split (datasets infers the
+    # types from five samples: a field null there became type null and the load failed on the first value).
+    rank = pl.col("image_key").rank("ordinal").over("split")
+    accepted = accepted.with_columns(
+        pl.when(rank <= 5).then(None).otherwise(pl.lit("PA and lateral")).alias("technique"),
+        pl.when(rank <= 5).then(None).otherwise(pl.lit(1)).cast(pl.Int8).alias("label_edema"),
+    )
     out = tmp_path / "s"
     infos = _write_all(accepted, data, out, CFG)
     write_summary(out, infos, {})
@@ -265,8 +279,13 @@ def test_shard_folder_loads_with_hugging_face_datasets(dataset, tmp_path, monkey
     want = {"train": 20, "validation": 2, "test": 2}
     assert {s: accepted.filter(pl.col("split") == m).height for s, m in
             (("train", "train"), ("validation", "validate"), ("test", "test"))} == want
-    for kwargs in ({"path": "webdataset", "data_dir": str(out)}, {"path": str(out)}):
+    # The folder's dataset card declares the types; the packaged builder reads no card, so it takes them
+    # from the folder's builder (docs/datasets.md).
+    features = datasets.load_dataset_builder(str(out), cache_dir=str(tmp_path / "hf-b")).info.features
+    for kwargs in ({"path": "webdataset", "data_dir": str(out), "features": features}, {"path": str(out)}):
         ds = datasets.load_dataset(**kwargs, cache_dir=str(tmp_path / f"hf-{len(kwargs)}"))
         assert {k: len(v) for k, v in ds.items()} == want, kwargs
         row = ds["train"][0]
         assert {"jpg", "json", "txt", "__key__"} <= set(row) and row["txt"]
+        assert row["json"]["technique"] is None and ds["train"][-1]["json"]["technique"] == "PA and lateral"
+        assert ds["train"][-1]["json"]["label_edema"] == 1

@@ -47,9 +47,24 @@ def config_from_args(a: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from pydantic import ValidationError
+
+    from schemas.errors import UserError, validation_message
+    from schemas.train import TrainConfig
+    from tasks.preflight import check_train_config
     from training.run import run_training
 
-    summary = run_training(config_from_args(parse_args(argv)))
+    args = parse_args(argv)
+    try:  # a user's mistake is one line and exit 2, as in `cxrflow train`; anything else keeps its traceback
+        cfg = config_from_args(args)
+        check_train_config(cfg)
+    except ValidationError as e:
+        print(f"error: {validation_message(e, TrainConfig)}", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = run_training(cfg)
     stages = {k: {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in summary["stages"].items()}
     print(json.dumps({**summary, "stages": stages}, default=str, indent=2))
     return 0

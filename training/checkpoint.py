@@ -102,10 +102,11 @@ def _alive(pid: int) -> bool:
 
 
 def clean_stale_temps(run_dir: Path) -> list[Path]:
-    """Remove temporary folders a killed save left behind (checkpoints, base model, tokenizer): those whose
-    writer PID is gone. A save in progress in a live process is left alone. Returns what was removed."""
+    """Remove temporary folders a killed save left behind (checkpoints, base model, tokenizer, the stage-2
+    adapter): those whose writer PID is gone. A save in progress in a live process is left alone. Returns what
+    was removed."""
     removed = []
-    for parent in (run_dir, run_dir / "checkpoints"):
+    for parent in (run_dir, run_dir / "checkpoints", run_dir / "final"):
         if not parent.is_dir():
             continue
         for p in parent.iterdir():

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -87,14 +89,16 @@ class StageTrainer:
         ds, examples = data
         self.world, self.rank = self.acc.num_processes, self.acc.process_index
         accum = self.scfg.global_batch_size // (self.scfg.micro_batch_size * self.world)
+        from schemas.errors import UserError  # config/data mistakes: one line at the CLI and in flow states
+
         if accum < 1 or self.scfg.global_batch_size % (self.scfg.micro_batch_size * self.world):
-            raise ValueError(f"global batch {self.scfg.global_batch_size} is not a multiple of micro batch "
-                             f"{self.scfg.micro_batch_size} x {self.world} processes")
+            raise UserError(f"global batch {self.scfg.global_batch_size} is not a multiple of micro batch "
+                            f"{self.scfg.micro_batch_size} x {self.world} processes")
         self.plan = DataPlan(len(examples), self.scfg.micro_batch_size, accum, self.world, self.rank,
                              cfg.seed)
         if self.plan.steps_per_epoch == 0:
-            raise ValueError(f"{len(examples)} examples do not fill one global batch of "
-                             f"{self.scfg.global_batch_size}: lower global_batch_size")
+            raise UserError(f"{len(examples)} examples do not fill one global batch of "
+                            f"{self.scfg.global_batch_size}: lower global_batch_size")
         self.total, self.stop_reason = planned_steps(cfg, self.scfg, self.plan.steps_per_epoch)
         self.dataset = ExampleDataset(ds, examples, self.tok, stage,
                                       ImageTransform(image_size_for(cfg), cfg.image_resize),
@@ -147,6 +151,16 @@ class StageTrainer:
             raise ValueError(f"{path} was written with a different training config; use a new run dir")
         if state["data_position"]["n_examples"] != self.plan.n_examples:
             raise ValueError(f"{path}: the shards changed since the checkpoint (example count differs)")
+        planned = state.get("total_steps")
+        if planned is not None and planned != self.total:
+            from schemas.errors import UserError
+
+            # max_steps is outside the fingerprint (stages may differ) but sets the schedule's length.
+            raise UserError(
+                f"{path.name}: stage {self.stage} was planned for {planned} optimizer steps and this run plans "
+                f"{self.total} (--max-steps/--epochs changed); resuming would switch learning-rate schedules "
+                "mid-stage", "resume with the same --max-steps/--epochs, or use a new --out",
+            )
         if (path / "accelerate").exists():
             self.acc.load_state(str(path / "accelerate"))
         else:
@@ -255,14 +269,20 @@ class StageTrainer:
         model = self.acc.unwrap_model(self.model)
         out = final_dir(self.run_dir)
         out.mkdir(parents=True, exist_ok=True)
-        # trainable last: its presence marks the stage finished
-        for name, sd in ((f"stage{self.stage}-projector", projector_state(model)),
-                         (f"stage{self.stage}-trainable", trainable_state(model))):
+        def save(name: str, sd: dict) -> None:
             tmp = out / f".{name}.tmp"
             save_file(sd, str(tmp))
             tmp.replace(out / f"{name}.safetensors")
-        if self.stage == 2:
-            model.save_pretrained(str(out / "adapter"))  # peft adapter for use outside cxrflow
+
+        save(f"stage{self.stage}-projector", projector_state(model))
+        if self.stage == 2:  # peft adapter for use outside cxrflow: complete before the stage counts as done
+            adapter = out / "adapter"
+            tmp = out / f".adapter.tmp-{os.getpid()}"  # a killed save's leftover is cleaned by its dead PID
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(str(tmp))
+            shutil.rmtree(adapter, ignore_errors=True)
+            os.replace(tmp, adapter)
+        save(f"stage{self.stage}-trainable", trainable_state(model))  # last: its presence marks the stage finished
 
 
 def planned_steps(cfg: TrainConfig, scfg, steps_per_epoch: int) -> tuple[int, str]:
