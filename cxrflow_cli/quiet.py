@@ -57,6 +57,8 @@ RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 def configure(verbose: bool) -> None:
     logging.getLogger("cxrflow").setLevel(logging.INFO)
+    # per-step training lines reach the flow run's logs and the progress bar, not the console (verbose: both)
+    logging.getLogger("cxrflow.training.steps").propagate = verbose
     if verbose:
         os.environ["CXRFLOW_VERBOSE"] = "1"
         return

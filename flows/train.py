@@ -49,6 +49,9 @@ def train_task(cfg: TrainConfig) -> dict:
     training_log = logging.getLogger("cxrflow.training")
     training_log.addHandler(handler)
     training_log.setLevel(logging.INFO)
+    step_log = logging.getLogger("cxrflow.training.steps")  # quiet mode stops it propagating to the console
+    if not step_log.propagate:
+        step_log.addHandler(handler)
     artifact = create_progress_artifact(0.0, key="train-progress", description=f"optimizer steps of {cfg.out}")
 
     def on_step(row: dict) -> None:
@@ -61,6 +64,7 @@ def train_task(cfg: TrainConfig) -> dict:
         summary = run_training(cfg, on_step=on_step)
     finally:
         training_log.removeHandler(handler)
+        step_log.removeHandler(handler)
     summary["stages"] = {str(k): {kk: vv for kk, vv in v.items() if kk != "losses"}
                          for k, v in summary["stages"].items()}
     return summary

@@ -36,12 +36,15 @@ def test_quiet_configure_filters_library_noise_and_verbose_keeps_it(monkeypatch)
     assert not seen
     assert logging.getLogger("transformers").level == logging.WARNING
     assert logging.getLogger("cxrflow").level == logging.INFO
+    steps = logging.getLogger("cxrflow.training.steps")
+    monkeypatch.setattr(steps, "propagate", steps.propagate)  # undone after the test
+    assert not steps.propagate  # per-step training lines: the bar and the run's logs, not the console
     import os
 
     assert os.environ["TQDM_DISABLE"] == "1" and os.environ["PREFECT_LOGGING_LEVEL"] == "WARNING"
     monkeypatch.delenv("TQDM_DISABLE")
     quiet.configure(verbose=True)
-    assert quiet.verbose() and "TQDM_DISABLE" not in os.environ
+    assert quiet.verbose() and "TQDM_DISABLE" not in os.environ and steps.propagate
 
 
 def test_a_failed_run_logs_a_user_error_without_its_traceback(monkeypatch):

@@ -34,6 +34,8 @@ from training.model import (
 )
 
 log = logging.getLogger("cxrflow.training")
+# per-step lines on their own child logger: the CLI hides them in quiet mode (the bar and metrics.jsonl have them)
+step_log = logging.getLogger("cxrflow.training.steps")
 
 
 def final_dir(run_dir: Path) -> Path:
@@ -258,7 +260,7 @@ class StageTrainer:
         if self.acc.is_main_process:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            log.info("stage %d step %d/%d loss %.4f", self.stage, row["step"], self.total, row["loss"])
+            step_log.info("stage %d step %d/%d loss %.4f", self.stage, row["step"], self.total, row["loss"])
 
     def _write_final(self) -> None:
         """Stage outputs used by the next stage and by inference (trainable weights only)."""
