@@ -40,7 +40,14 @@ from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_by
 from tasks.lock import holds_output_lock
 from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.sources import get_adapter
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, quarantine_key_collisions
+from tasks.sources.base import (
+    Candidate,
+    Discovery,
+    Drop,
+    SourceLayoutError,
+    apply_view_policy,
+    quarantine_key_collisions,
+)
 
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"
 RUNS = Path(".cache") / "runs"  # per-run part files and progress counters, removed by assemble
@@ -68,11 +75,12 @@ def discover(cfg: IngestConfig) -> Discovery:
 
     check_out_dir(cfg.out, "out")
     adapter = get_adapter(cfg.source)
-    adapter.check(Path(cfg.root))
+    adapter.check(Path(cfg.root), cfg.options or None)
     try:
         discovery = adapter.discover(cfg)
     except OSError as exc:  # adapters quarantine what they expect; anything else is one line naming the path
         raise SourceLayoutError(f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}") from exc
+    apply_view_policy(discovery, cfg.frontal_only)  # one meaning of frontal_only for every source
     quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
     if cfg.annotations:
         from tasks.reports.annotations import join_annotations

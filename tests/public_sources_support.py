@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from schemas.config import ImageConfig, IngestConfig
-from tasks.sources import get_adapter
+from tasks.ingest import discover as discover_with_policy
 from tasks.sources.base import Discovery, Drop
 
 
@@ -16,7 +16,7 @@ def config(name: str, root: Path, out: Path | None = None, **kw) -> IngestConfig
 
 
 def discover(name: str, root: Path, **kw) -> Discovery:
-    disc = get_adapter(name).discover(config(name, root, **kw))
+    disc = discover_with_policy(config(name, root, **kw))
     keys = [c.image_key for c in disc.candidates]
     assert len(keys) == len(set(keys)), "image keys must be unique"
     assert all("." not in k and "/" not in k for k in keys), "image keys must be dot- and slash-free"

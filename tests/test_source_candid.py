@@ -7,6 +7,7 @@ import pytest
 from sources_other_support import assert_reconciles, drop_column, ingest_cfg
 
 from fixtures.candid_ptx import write_candid_ptx
+from tasks.ingest import discover as engine_discover
 from tasks.sources import get_adapter
 from tasks.sources.base import SourceLayoutError, make_key
 
@@ -21,7 +22,7 @@ def candid(tmp_path_factory):
 
 def test_layout_quirks(candid, tmp_path):
     root, expect = candid
-    d = ADAPTER.discover(ingest_cfg("candid-ptx", root, tmp_path))
+    d = engine_discover(ingest_cfg("candid-ptx", root, tmp_path))
     assert d.found == expect["found"] == len(d.candidates)
     # Duplicate SOPInstanceUID rows merged into one image each, and recorded.
     assert d.notes["duplicate_rows_merged"] == expect["duplicates_merged"] and d.notes["report_rows"] == 8
@@ -49,7 +50,7 @@ def test_missing_file_or_column_named(tmp_path):
     write_candid_ptx(tmp_path, images=2, seed=8)
     drop_column(tmp_path / "Pneumothorax_reports.csv", "EncodedPixels")
     with pytest.raises(SourceLayoutError, match="'EncodedPixels'"):
-        ADAPTER.discover(ingest_cfg("candid-ptx", tmp_path, tmp_path / "out"))
+        engine_discover(ingest_cfg("candid-ptx", tmp_path, tmp_path / "out"))
 
 
 def test_defects_and_ingest_reconcile(tmp_path):
@@ -57,7 +58,7 @@ def test_defects_and_ingest_reconcile(tmp_path):
 
     root = tmp_path / "candid"
     expect = write_candid_ptx(root, images=4, seed=9, defects=True)
-    d = ADAPTER.discover(ingest_cfg("candid-ptx", root, tmp_path / "x"))
+    d = engine_discover(ingest_cfg("candid-ptx", root, tmp_path / "x"))
     why = {q.image_key: q.reason for q in d.quarantined}
     defects = {k: make_key("candid-ptx", v) for k, v in expect["defects"].items()}
     assert why[defects["missing"]] == "image file missing"

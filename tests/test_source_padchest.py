@@ -41,8 +41,8 @@ def test_projections_planted_defects_and_reconciliation(pc):
     assert_planted(disc, facts["quarantine"])
     p = facts["projections"]
     assert count_reason(disc.filtered, "projection EXCLUDE") == p["EXCLUDE"]
-    assert count_reason(disc.filtered, "lateral view") == p["L"]
-    assert count_reason(disc.filtered, "costal view") == p["COSTAL"]
+    assert count_reason(disc.filtered, "view LATERAL") == p["L"]
+    assert count_reason(disc.filtered, "view COSTAL") == p["COSTAL"]
     views = [c.view for c in disc.candidates]
     assert set(views) == {"PA", "AP"}
     assert sum(c.orientation == "Recumbent" for c in disc.candidates) == p["AP_horizontal"]

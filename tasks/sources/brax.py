@@ -26,7 +26,6 @@ from tasks.sources._common import (
     read_header,
 )
 from tasks.sources.base import (
-    FRONTAL_VIEWS,
     Candidate,
     Discovery,
     Drop,
@@ -138,11 +137,6 @@ class BraxAdapter:
                 out.quarantined.append(Drop(self.name, rel, "discover", str(exc), key))
                 continue
             view = normalize_view(row.get("ViewPosition"))
-            if cfg.frontal_only and view is not None and view not in FRONTAL_VIEWS:
-                out.filtered.append(
-                    Drop(self.name, rel, "discover", f"not frontal (ViewPosition {view})", key)
-                )
-                continue
             out.candidates.append(
                 Candidate(
                     source=self.name,

@@ -26,7 +26,6 @@ from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.sources._common import read_csv_strings, read_header
 from tasks.sources.base import (
-    FRONTAL_VIEWS,
     Candidate,
     Discovery,
     Drop,
@@ -65,7 +64,7 @@ class CandidPtxAdapter:
     may_leave_premises = False  # released under a data-use agreement: no third-party processing
     licence = "CANDID-PTX data use agreement (University of Otago), research use only, no redistribution"
 
-    def check(self, root: Path) -> None:
+    def check(self, root: Path, options: dict | None = None) -> None:
         root = Path(root)
         if not root.is_dir():
             raise SourceLayoutError(f"CANDID-PTX root not found: {root}")
@@ -160,11 +159,6 @@ class CandidPtxAdapter:
                 )
                 continue
             view = normalize_view(header.get("ViewPosition"))
-            if cfg.frontal_only and view is not None and view not in FRONTAL_VIEWS:
-                out.filtered.append(
-                    Drop(self.name, rel, "discover", f"not frontal (ViewPosition {view})", key)
-                )
-                continue
             subject = str(header.get("PatientID") or "").strip() or uid
             labels: dict[str, int | None] = {name: None for name in CHEXPERT_LABELS}
             labels["Pneumothorax"] = int(pneumothorax)

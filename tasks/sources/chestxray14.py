@@ -28,7 +28,15 @@ from tasks.sources._common import (
     require_columns,
     require_root,
 )
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
+from tasks.sources.base import (
+    Candidate,
+    Discovery,
+    Drop,
+    SourceLayoutError,
+    hash_split,
+    make_key,
+    normalize_view,
+)
 
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
@@ -120,7 +128,7 @@ class ChestXray14Adapter:
     may_leave_premises: bool = True
     licence: str = LICENCE
 
-    def check(self, root: Path) -> None:
+    def check(self, root: Path, options: dict | None = None) -> None:
         root = require_root(root)
         csv_path = find_csv(root)
         require_columns(read_header(csv_path), REQUIRED_COLUMNS, csv_path)
@@ -186,10 +194,7 @@ class ChestXray14Adapter:
                     continue
             else:
                 split = hash_split(subject, cfg.split_ratios)
-            view = (row.get("View Position") or "").strip().upper() or None
-            if cfg.frontal_only and view not in ("PA", "AP"):
-                out.filtered.append(Drop(self.name, name, "discover", f"view {view} not frontal (frontal_only)", key))
-                continue
+            view = normalize_view(row.get("View Position"))
             out.candidates.append(
                 Candidate(
                     source=self.name,

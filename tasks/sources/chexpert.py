@@ -123,7 +123,7 @@ class CheXpertAdapter:
     may_leave_premises: bool = False
     licence: str = LICENCE
 
-    def check(self, root: Path) -> None:
+    def check(self, root: Path, options: dict | None = None) -> None:
         root = require_root(root)
         label_dir = find_label_dir(root)
         for fname, _ in LABEL_CSVS:
@@ -211,13 +211,8 @@ class CheXpertAdapter:
             return quarantine(f"Frontal/Lateral value outside Frontal/Lateral: {fl!r}")
         appa = (row.get("AP/PA") or "").strip().upper()
         # AP/PA also holds LL/RL and blanks; only AP/PA name a frontal projection. A frontal image without one
-        # gets view None (validation accepts AP/PA or null as frontal) and is counted in notes.
+        # gets view None: kept and counted by the engine's view policy (tasks/sources/base.py).
         view = "LATERAL" if fl == "Lateral" else (appa if appa in ("AP", "PA") else None)
-        if view is None:
-            out.notes["frontal_projection_unknown"] = out.notes.get("frontal_projection_unknown", 0) + 1
-        if cfg.frontal_only and fl == "Lateral":
-            out.filtered.append(Drop(self.name, raw, "discover", "lateral view (frontal_only)", key))
-            return
         parts = rel.split("/")  # train/patient00001/study1/view1_frontal.jpg
         subject = parts[1] if len(parts) >= 4 else image_id
         study = f"{subject}_{parts[2]}" if len(parts) >= 4 else image_id

@@ -38,7 +38,6 @@ from tasks.phi import (
     strip_dataset,
 )
 from tasks.sources.base import (
-    FRONTAL_VIEWS,
     Candidate,
     Discovery,
     Drop,
@@ -300,7 +299,8 @@ class DicomwebAdapter:
 
     @staticmethod
     def _filter_reason(ds: Dataset, s: dict, cfg: IngestConfig) -> str | None:
-        """Client-side re-check of the search filters (a server may ignore some) and the view policy."""
+        """Client-side re-check of the search filters (a server may ignore some); the view policy is the
+        engine's (tasks/sources/base.py `apply_view_policy`)."""
         modality = str(ds.get("Modality") or "")
         if s["modalities"] and modality not in s["modalities"]:
             return f"modality {modality or 'missing'} not in {','.join(s['modalities'])}"
@@ -312,9 +312,6 @@ class DicomwebAdapter:
             s.get("date_to") and date > str(s["date_to"])
         ):
             return "study date outside the requested range"  # the date itself is PHI: not in the reason
-        view = normalize_view(ds.get("ViewPosition"))
-        if cfg.frontal_only and view is not None and view not in FRONTAL_VIEWS:
-            return f"not frontal (ViewPosition {view})"
         return None
 
 

@@ -16,7 +16,6 @@ from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.sources._common import LabelValueError, parse_label_row, read_csv_file
 from tasks.sources.base import (
-    FRONTAL_VIEWS,
     Candidate,
     Discovery,
     Drop,
@@ -138,7 +137,7 @@ class MimicCxrAdapter:
     may_leave_premises = False
     licence = "PhysioNet Credentialed Health Data License 1.5.0"
 
-    def check(self, root: Path) -> None:
+    def check(self, root: Path, options: dict | None = None) -> None:
         root = Path(root)
         if not root.is_dir():
             raise SourceLayoutError(f"MIMIC-CXR root {root} does not exist")
@@ -222,9 +221,6 @@ class MimicCxrAdapter:
                                                   "in mimic-cxr-2.0.0-metadata.csv.gz"))
                 continue
             view = normalize_view(row["view"])
-            if cfg.frontal_only and view not in FRONTAL_VIEWS:
-                discovery.filtered.append(drop("discover", f"not frontal: view {view or 'missing'}"))
-                continue
             if not row["split"]:
                 discovery.quarantined.append(drop("discover", "no split: dicom_id not in the split file"))
                 continue

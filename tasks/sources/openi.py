@@ -118,7 +118,7 @@ class OpenIAdapter:
             return "kaggle"
         raise SourceLayoutError(f"missing {XML_DIR}/ (NLM XML release) or {REPORTS_CSV} (Kaggle release) in {root}")
 
-    def check(self, root: Path) -> None:
+    def check(self, root: Path, options: dict | None = None) -> None:
         root = require_root(root)
         if self.variant(root) == "xml":
             if not any((root / XML_DIR).glob("*.xml")):
@@ -134,7 +134,7 @@ class OpenIAdapter:
         root = Path(cfg.root)
         self.check(root)
         variant = self.variant(root)
-        out = Discovery(notes={"variant": variant, "view_unknown": 0})
+        out = Discovery(notes={"variant": variant})
         pngs = index_pngs(root)
         projections = read_projections(root / PROJECTIONS_CSV) if (root / PROJECTIONS_CSV).is_file() else {}
         seen: set[str] = set()
@@ -210,15 +210,9 @@ class OpenIAdapter:
         defect = "image file missing" if path is None else file_defect(path)
         if defect:
             return drop(out.quarantined, defect)
-        view = None
-        if projection is None:
-            out.notes["view_unknown"] += 1
-        elif projection.lower() not in _PROJECTIONS:
+        if projection is not None and projection.lower() not in _PROJECTIONS:
             return drop(out.quarantined, f"projection outside Frontal/Lateral: {projection!r}")
-        else:
-            view = _PROJECTIONS[projection.lower()]
-            if cfg.frontal_only and view == "LATERAL":
-                return drop(out.filtered, "lateral view (frontal_only)")
+        view = None if projection is None else _PROJECTIONS[projection.lower()]
         sections, text = sections_and_text(raw)
         has_text = any(sections.values())
         out.candidates.append(

@@ -152,7 +152,7 @@ class PadChestAdapter:
     may_leave_premises: bool = True
     licence: str = LICENCE
 
-    def check(self, root: Path) -> None:
+    def check(self, root: Path, options: dict | None = None) -> None:
         root = require_root(root)
         csv_path = find_csv(root)
         require_columns(read_header(csv_path), REQUIRED_COLUMNS, csv_path)
@@ -232,9 +232,6 @@ class PadChestAdapter:
         view = _VIEWS.get(projection)
         if view is None:
             return quarantine(f"Projection outside PA/L/AP/AP_horizontal/COSTAL/EXCLUDE: {projection!r}")
-        if cfg.frontal_only and view not in ("PA", "AP"):
-            out.filtered.append(Drop(self.name, rel, "discover", f"{view.lower()} view (frontal_only)", key))
-            return
         subject = (row.get("PatientID") or "").strip() or image_id
         report = (row.get("Report") or "").strip() or None
         out.candidates.append(

@@ -90,7 +90,7 @@ class VindrCxrAdapter:
     def _parts(self, root: Path) -> list[str]:
         return [p for p in ("train", "test") if (root / p).is_dir()]
 
-    def check(self, root: Path) -> None:
+    def check(self, root: Path, options: dict | None = None) -> None:
         root = Path(root)
         parts = self._parts(root) if root.is_dir() else []
         if not parts:
