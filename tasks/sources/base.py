@@ -90,6 +90,20 @@ class Discovery:
         return len(self.candidates) + len(self.filtered) + len(self.quarantined)
 
 
+def require_root(root: Path) -> Path:
+    """check() starts here: a missing root is named before anything else is looked at."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceLayoutError(f"source root does not exist: {root}")
+    return root
+
+
+def require_columns(columns: list[str], required: tuple[str, ...] | list[str], where: Path) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise SourceLayoutError(f"{where.name}: missing column(s) {', '.join(repr(c) for c in missing)}")
+
+
 class SourceAdapter(Protocol):
     name: str
     # May the data leave the premises? False for credentialed data (PhysioNet): LLM calls are then
@@ -102,7 +116,29 @@ class SourceAdapter(Protocol):
         ingest options (cfg.options), which some sources read their layout or server from."""
 
     def discover(self, cfg: IngestConfig) -> Discovery:
-        """Find every image under cfg.root and join it with the source's metadata."""
+        """Find every image under cfg.root and join it with the source's metadata. The engine has run
+        check() first, and applies the view policy and `limit` afterwards (tasks/ingest.py `discover`)."""
+
+
+class BaseAdapter:
+    """What every adapter shares: check() names a missing root (one message for every source), then runs the
+    source's own `check_layout`; `filter`/`quarantine` build the Drops. Subclasses parse their release."""
+
+    name: str
+    may_leave_premises: bool
+    licence: str
+
+    def check(self, root: Path, options: dict | None = None) -> None:
+        self.check_layout(require_root(root), options)
+
+    def check_layout(self, root: Path, options: dict | None) -> None:
+        """Raise SourceLayoutError naming the missing file or column (root exists)."""
+
+    def filter(self, out: Discovery, rel: str, reason: str, key: str | None = None) -> None:
+        out.filtered.append(Drop(self.name, rel, "discover", reason, key))
+
+    def quarantine(self, out: Discovery, rel: str, reason: str, key: str | None = None) -> None:
+        out.quarantined.append(Drop(self.name, rel, "discover", reason, key))
 
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")

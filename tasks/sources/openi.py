@@ -28,10 +28,17 @@ from tasks.sources._common import (
     quarantine_unlisted,
     read_csv_strings,
     read_header,
-    require_columns,
-    require_root,
 )
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
+from tasks.sources.base import (
+    BaseAdapter,
+    Candidate,
+    Discovery,
+    Drop,
+    SourceLayoutError,
+    hash_split,
+    make_key,
+    require_columns,
+)
 
 XML_DIR = "ecgen-radiology"
 REPORTS_CSV = "indiana_reports.csv"
@@ -106,7 +113,7 @@ def read_projections(path: Path) -> dict[str, tuple[str, str]]:
 
 
 @dataclass(frozen=True)
-class OpenIAdapter:
+class OpenIAdapter(BaseAdapter):
     name: str = "openi"
     may_leave_premises: bool = True
     licence: str = LICENCE
@@ -118,8 +125,7 @@ class OpenIAdapter:
             return "kaggle"
         raise SourceLayoutError(f"missing {XML_DIR}/ (NLM XML release) or {REPORTS_CSV} (Kaggle release) in {root}")
 
-    def check(self, root: Path, options: dict | None = None) -> None:
-        root = require_root(root)
+    def check_layout(self, root: Path, options: dict | None) -> None:
         if self.variant(root) == "xml":
             if not any((root / XML_DIR).glob("*.xml")):
                 raise SourceLayoutError(f"missing report XML files: {root / XML_DIR}/*.xml")
@@ -132,7 +138,6 @@ class OpenIAdapter:
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
-        self.check(root)
         variant = self.variant(root)
         out = Discovery(notes={"variant": variant})
         pngs = index_pngs(root)
@@ -155,10 +160,10 @@ class OpenIAdapter:
         try:
             doc = ET.parse(xml_path).getroot()
         except ET.ParseError as e:
-            out.quarantined.append(Drop(self.name, rel, "discover", f"unparseable report XML: {e}"))
+            self.quarantine(out, rel, f"unparseable report XML: {e}")
             return
         except OSError as e:  # a folder named *.xml, permissions, I/O errors: an input, quarantined
-            out.quarantined.append(Drop(self.name, rel, "discover", f"report XML unreadable: {e.strerror}"))
+            self.quarantine(out, rel, f"report XML unreadable: {e.strerror}")
             return
         raw = {}
         for node in doc.iter("AbstractText"):
@@ -169,7 +174,7 @@ class OpenIAdapter:
         report_id = uid_node.get("id") if uid_node is not None and uid_node.get("id") else f"CXR{xml_path.stem}"
         image_ids = [n.get("id") for n in doc.iter("parentImage") if n.get("id")]
         if not image_ids:
-            out.quarantined.append(Drop(self.name, rel, "discover", "report has no images (no parentImage)"))
+            self.quarantine(out, rel, "report has no images (no parentImage)")
             return
         for image_id in image_ids:
             projection = projections.get(image_id, (None, None))[0]
@@ -186,9 +191,7 @@ class OpenIAdapter:
             known.add(uid)
             images = by_uid.get(uid, [])
             if not images:
-                out.quarantined.append(
-                    Drop(self.name, f"{REPORTS_CSV}:uid={uid}", "discover", f"report has no images (uid absent from {PROJECTIONS_CSV})")
-                )
+                self.quarantine(out, f"{REPORTS_CSV}:uid={uid}", f"report has no images (uid absent from {PROJECTIONS_CSV})")
                 continue
             for image_id, projection in images:
                 self._image(image_id, png_name(image_id, "kaggle"), f"CXR{uid}", row, projection, pngs, cfg, out, seen)
