@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 
 from schemas.pipeline import PipelineConfig, slug  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
+from tasks.llm.guard import binding_source  # noqa: E402
 from tasks.lock import holds_output_lock
 
 MARKER = "_complete.json"
@@ -95,7 +96,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     evaluate = EvaluateParams(out=str(d["evaluate"]), experiment=cfg.name, run=str(d["train"]),
                               shards=str(d["shard"]), split=e.split, batch_size=e.batch_size,
                               max_new_tokens=e.max_new_tokens, limit=e.limit, n_bootstrap=e.n_bootstrap,
-                              seed=e.seed, device=e.device, source=data.guard_source(), llm=e.llm,
+                              seed=e.seed, device=e.device, source=binding_source(data.source_names()), llm=e.llm,
                               bootstrap_scheme=e.bootstrap_scheme, chexprompt_protocol=e.chexprompt_protocol,
                               encoder_metrics=str(d["encoder"] / "retrieval" / "metrics.json") if encoder else None)
     return {"ingest": ingest, "mixture": mixture, "structure": structure, "shard": shard, "encoder": encoder,

@@ -62,14 +62,9 @@ class DataSection(BaseModel):
             raise ValueError("data: give either root (one source) or sources (a mixture), not both or neither")
         return self
 
-    def guard_source(self) -> str:
-        """The source whose data-use terms bind an LLM judge of this data: the most restrictive one."""
-        if not self.sources:
-            return self.source
-        from tasks.sources import get_adapter
-
-        restricted = [s.name for s in self.sources if not get_adapter(s.name).may_leave_premises]
-        return (restricted or [self.sources[0].name])[0]
+    def source_names(self) -> list[str]:
+        """The sources this section reads: the mixture's, in order, or the one source."""
+        return [s.name for s in self.sources] or [self.source]
 
 
 class StructureSection(BaseModel):
@@ -191,9 +186,10 @@ def apply_overrides(base: dict, overrides: dict[str, Any]) -> dict:
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
-def slug(text: str) -> str:
-    """Artifact keys and run names: lowercase letters, digits and dashes (docs/pitfalls.md)."""
-    return _SLUG_RE.sub("-", text.lower()).strip("-") or "x"
+def slug(text: str, empty: str = "x") -> str:
+    """Artifact keys and run names: lowercase letters, digits and dashes (docs/pitfalls.md); `empty` when
+    nothing is left."""
+    return _SLUG_RE.sub("-", text.lower()).strip("-") or empty
 
 
 class AblationSpec(BaseModel):

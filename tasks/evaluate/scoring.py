@@ -132,13 +132,6 @@ def frame_columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
-def artifact_slug(experiment: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    import re
-
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", experiment.lower())).strip("-") or "default"
-
-
 def metric_rows(metrics: EvaluationMetrics) -> list[dict[str, Any]]:
     rows = []
     for name, m in metrics.metrics.items():
