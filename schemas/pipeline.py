@@ -21,7 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import ImageConfig, SourceSpec
+from schemas.config import ImageConfig, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import reference_seed_default
 from schemas.llm import EndpointURL
@@ -37,34 +37,12 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class DataSection(BaseModel):
+class DataSection(SourceSelection):
     """Which source, which views and how pixels become training images (ingest)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    source: str = "mimic-cxr"
-    root: Path | None = Field(None, description="the source as released; omit when `sources` lists a mixture")
-    sources: list[SourceSpec] = Field(default_factory=list, description="a mixture: several sources, one manifest")
-    frontal_only: bool = True
     image: ImageConfig = Field(default_factory=ImageConfig)
-    limit: int | None = Field(None, ge=1, description="cap on candidate images")
     batch_size: int = Field(32, ge=1)
     options: dict = Field(default_factory=dict, description="source-specific options")
-    annotations: list[Path] = Field(
-        default_factory=list,
-        description="LLaVA-Rad MIMIC-CXR Annotations JSON files/folders: the released texts replace report "
-        "structuring (the report-processing ablation's GPT-4 arm)",
-    )
-
-    @model_validator(mode="after")
-    def _one_input(self) -> DataSection:
-        if (self.root is None) == (not self.sources):
-            raise ValueError("data: give either root (one source) or sources (a mixture), not both or neither")
-        return self
-
-    def source_names(self) -> list[str]:
-        """The sources this section reads: the mixture's, in order, or the one source."""
-        return [s.name for s in self.sources] or [self.source]
 
 
 class StructureSection(BaseModel):
