@@ -59,7 +59,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     from schemas.config import IngestConfig, MixtureConfig
     from schemas.encoder import EncoderConfig
     from schemas.evaluation import EvaluateParams
-    from schemas.llm import LLMConfig, StructureConfig
+    from schemas.llm import LLMConfig, LLMEndpoint, StructureConfig
     from schemas.shards import ValidateShardParams
     from schemas.train import default_config
 
@@ -72,9 +72,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     mixture = MixtureConfig(sources=data.sources, out=d["ingest"], frontal_only=data.frontal_only, image=data.image,
                             workers=cfg.workers, batch_size=data.batch_size) if data.sources else None
     s = cfg.structure
-    llm = LLMConfig(backend=s.backend, model=s.model, base_url=s.base_url, api_key_env=s.api_key_env,
-                    azure_endpoint=s.azure_endpoint, concurrency=s.concurrency,
-                    cache_dir=Path(cfg.out) / "llm-cache")
+    llm = LLMConfig(**s.model_dump(include=set(LLMEndpoint.model_fields)), cache_dir=Path(cfg.out) / "llm-cache")
     structure = StructureConfig(manifest=d["ingest"] / "manifest.parquet", out=d["structure"], llm=llm,
                                 compare_rules=s.compare_rules)
     shard = ValidateShardParams(data=d["structure"], out=d["shard"], artifacts=Path(cfg.out) / "artifacts",

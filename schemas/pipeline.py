@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.config import ImageConfig, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import reference_seed_default
-from schemas.llm import EndpointURL
+from schemas.llm import LLMEndpoint
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
@@ -45,17 +45,9 @@ class DataSection(SourceSelection):
     options: dict = Field(default_factory=dict, description="source-specific options")
 
 
-class StructureSection(BaseModel):
-    """Report processing: rule-based (`rules`) or an LLM backend."""
+class StructureSection(LLMEndpoint):
+    """Report processing: rule-based (`rules`) or an LLM backend (the endpoint fields are LLMConfig's)."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a URL may hold a key
-
-    backend: Literal["rules", "openai", "azure"] = "rules"
-    model: str = "gpt-4o"
-    base_url: EndpointURL | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    azure_endpoint: EndpointURL | None = None
-    concurrency: int = Field(8, ge=1)
     compare_rules: bool = True
 
 
