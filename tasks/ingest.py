@@ -36,7 +36,15 @@ from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
-from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_json
+from tasks.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    sha256_json,
+)
 from tasks.lock import holds_output_lock
 from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.sources import get_adapter
@@ -146,10 +154,7 @@ def _save_hash_cache(out: Path, parts: list[Path]) -> None:
     if not frames:
         return
     df = pl.concat(frames).unique(subset="path", keep="last", maintain_order=True).collect()
-    tmp = out / HASH_CACHE.with_suffix(".tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    df.write_parquet(tmp)
-    os.replace(tmp, out / HASH_CACHE)
+    atomic_write_parquet(out / HASH_CACHE, df)
 
 
 def _source_hash(path: Path, known: dict[str, tuple[int, int, str]]) -> tuple[str, tuple[int, int, str]]:
@@ -296,10 +301,10 @@ def process_chunk(index: int, chunk: Chunk, cfg: IngestConfig, run_dir: Path) ->
     rows_part = hashes_part = None
     if total.rows:
         rows_part = f"rows-{index:06d}.parquet"
-        _write_table(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA))
+        atomic_write_parquet(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA))
     if total.hashes:
         hashes_part = f"hashes-{index:06d}.parquet"
-        _write_table(run_dir / hashes_part, _hash_table(total.hashes))
+        atomic_write_parquet(run_dir / hashes_part, _hash_table(total.hashes))
     return ChunkResult(index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded,
                        total.reused)
 
@@ -337,9 +342,9 @@ def assemble(cfg: IngestConfig, discovery: Discovery, results: list[ChunkResult]
     del parts
     quarantined = discovery.quarantined + [d for res in results for d in res.quarantined]
     filtered = discovery.filtered
-    _write_table(out / "manifest.parquet", manifest)
-    _write_table(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
-    _write_table(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
+    atomic_write_parquet(out / "manifest.parquet", manifest)
+    atomic_write_parquet(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
+    atomic_write_parquet(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
     _write_annotations(out, discovery, set(manifest.column("image_key").to_pylist()))
     _save_hash_cache(out, [run_dir / r.hashes_part for r in results if r.hashes_part])
     splits = Counter(manifest.column("split").to_pylist())
@@ -376,17 +381,11 @@ def _write_annotations(out: Path, discovery: Discovery, kept: set[str]) -> None:
         path.unlink(missing_ok=True)
         return
     rows = [r for r in discovery.annotations if r["image_key"] in kept]
-    _write_table(path, table_from_rows(rows, ANNOTATIONS_SCHEMA))
+    atomic_write_parquet(path, table_from_rows(rows, ANNOTATIONS_SCHEMA))
 
 
 def _drop_rows(drops: list[Drop]) -> list[dict]:
     return sorted((d.as_row() for d in drops), key=lambda r: (r["source_path"], r["reason"]))
-
-
-def _write_table(path: Path, table: pa.Table) -> None:
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------ local runner

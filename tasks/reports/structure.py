@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.llm import REPORTS_SCHEMA, LLMConfig, StructureConfig
-from tasks.io import atomic_write_json
+from tasks.io import atomic_write_json, atomic_write_parquet
 from tasks.llm.ledger import Ledger
 from tasks.llm.operation import WorkItem
 from tasks.llm.runner import ItemResult, RunResult, run_operation
@@ -190,7 +190,7 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
             **{f: output.get(f) for f in _OUTPUT_FIELDS},
             "rule_findings": rule.get("findings"), "rule_impression": rule.get("impression"),
         })
-    pq.write_table(pa.Table.from_pylist(records, schema=REPORTS_SCHEMA), out / "reports.parquet")
+    atomic_write_parquet(out / "reports.parquet", pa.Table.from_pylist(records, schema=REPORTS_SCHEMA))
 
     pairs = [(rec["rule_findings"], rec["findings"]) for rec in records
              if rec["status"] == "ok" and rec["rule_findings"] and rec["findings"]]
