@@ -41,6 +41,7 @@ from tasks.io import (
     atomic_write_json,
     atomic_write_parquet,
     read_json,
+    reason_category,
     sha256_bytes,
     sha256_file,
     sha256_json,
@@ -325,7 +326,7 @@ def progress_done(run_dir: Path) -> int:
 
 def _by_reason(drops: Iterable[Drop]) -> dict[str, int]:
     """Counts per reason category (the text before the first colon)."""
-    return dict(sorted(Counter(d.reason.split(":", 1)[0].strip() for d in drops).items()))
+    return dict(sorted(Counter(reason_category(d.reason) for d in drops).items()))
 
 
 def assemble(cfg: IngestConfig, discovery: Discovery, results: list[ChunkResult], run_dir: Path,

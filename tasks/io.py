@@ -64,6 +64,12 @@ def atomic_write_parquet(path: Path, data: Any) -> None:
         raise
 
 
+def reason_category(reason: str | None) -> str:
+    """What by-reason summaries count: the text before the first colon ("not frontal: view LATERAL" -> "not
+    frontal"), at most 80 characters; "unknown" for a missing reason."""
+    return (reason or "unknown").split(":", 1)[0].strip()[:80]
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
