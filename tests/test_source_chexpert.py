@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
+from sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
 
 from fixtures.chexpert import write_chexpert
 from tasks.sources import get_adapter

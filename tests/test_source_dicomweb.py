@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pydicom
 import pytest
-from sources_other_support import assert_reconciles, ingest_cfg
+from sources_support import assert_reconciles, config
 
 from fixtures.hospital_archive import write_descriptor, write_hospital_archive
 from fixtures.orthanc_server import OrthancServer, dicomweb_plugin, free_port, orthanc_binary
@@ -93,7 +93,7 @@ def archive(tmp_path_factory):
 
 
 def _cfg(root: Path, out: Path, **options):
-    return ingest_cfg("dicomweb", root, out, options={"salt": SALT, **options})
+    return config("dicomweb", root, out, options={"salt": SALT, **options})
 
 
 def test_discover_filters_and_reports(archive, tmp_path):
@@ -123,7 +123,7 @@ def test_refuses_without_salt_or_server_or_export(archive, tmp_path, monkeypatch
     root, _ = archive
     monkeypatch.delenv("CXRFLOW_PHI_SALT", raising=False)
     with pytest.raises(SourceLayoutError, match="salt"):
-        engine_discover(ingest_cfg("dicomweb", root, tmp_path))
+        engine_discover(config("dicomweb", root, tmp_path))
     assert not (tmp_path / "cache").exists()  # refused before any work
     with pytest.raises(SourceLayoutError, match="unreachable"):
         ADAPTER.check(root, {"url": f"http://127.0.0.1:{free_port()}/dicom-web", "timeout_s": 2})

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 from PIL import Image
-from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
+from sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
 
 from fixtures.padchest import CSV_NAME, write_padchest
 from tasks.sources import get_adapter

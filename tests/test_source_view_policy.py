@@ -6,7 +6,7 @@ reason text; found = kept + filtered + quarantined either way."""
 from __future__ import annotations
 
 import pytest
-from sources_other_support import ingest_cfg
+from sources_support import config
 
 from fixtures.brax import write_brax
 from fixtures.candid_ptx import write_candid_ptx
@@ -57,7 +57,7 @@ class _Planted:
 @pytest.mark.parametrize("frontal_only", [True, False])
 def test_unknown_view_treated_identically_by_every_source(name, frontal_only, tmp_path, monkeypatch):
     monkeypatch.setattr(ingest, "get_adapter", lambda _: _Planted(name, tmp_path))
-    d = ingest.discover(ingest_cfg(name, tmp_path, tmp_path / "out", frontal_only=frontal_only))
+    d = ingest.discover(config(name, tmp_path, tmp_path / "out", frontal_only=frontal_only))
     assert d.found == 4 and len(d.quarantined) == 1
     assert d.notes["view_unknown"] == 1  # kept and counted
     assert sorted(c.image_id for c in d.candidates) == (["p", "u"] if frontal_only else ["l", "p", "u"])
@@ -70,10 +70,10 @@ def test_adapters_leave_the_view_policy_to_the_engine(name, tmp_path):
     WRITERS[name](tmp_path / "root")
     raw = {}
     for frontal_only in (True, False):
-        d = adapters()[name].discover(ingest_cfg(name, tmp_path / "root", tmp_path / "out", frontal_only=frontal_only))
+        d = adapters()[name].discover(config(name, tmp_path / "root", tmp_path / "out", frontal_only=frontal_only))
         raw[frontal_only] = ([c.image_key for c in d.candidates], len(d.filtered), len(d.quarantined))
     assert raw[True] == raw[False]
-    engine = ingest.discover(ingest_cfg(name, tmp_path / "root", tmp_path / "out"))
+    engine = ingest.discover(config(name, tmp_path / "root", tmp_path / "out"))
     assert engine.found == sum(len(x) if isinstance(x, list) else x for x in raw[True])
     assert all(c.view in ("AP", "PA", None) for c in engine.candidates)
     assert engine.notes["view_unknown"] == sum(c.view is None for c in engine.candidates)
