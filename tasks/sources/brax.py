@@ -29,7 +29,6 @@ from tasks.sources.base import (
     BaseAdapter,
     Candidate,
     Discovery,
-    Drop,
     SourceLayoutError,
     hash_split,
     make_key,
@@ -106,15 +105,7 @@ class BraxAdapter(BaseAdapter):
                 self.quarantine(out, rel, f"row {row_no}: empty {missing}", key)
                 continue
             if key in seen:
-                out.quarantined.append(
-                    Drop(
-                        self.name,
-                        rel,
-                        "discover",
-                        f"duplicate row {row_no} for image (first at row {seen[key]})",
-                        key,
-                    )
-                )
+                self.quarantine(out, rel, f"duplicate row {row_no} for image (first at row {seen[key]})", key)
                 continue
             seen[key] = row_no
             if not path.is_file():

@@ -29,7 +29,6 @@ from tasks.sources.base import (
     BaseAdapter,
     Candidate,
     Discovery,
-    Drop,
     SourceLayoutError,
     hash_split,
     make_key,
@@ -127,15 +126,7 @@ class CandidPtxAdapter(BaseAdapter):
             group = rows[uid]
             reports = {(r["Report"] or "").strip() for r in group}
             if len(reports) > 1:
-                out.quarantined.append(
-                    Drop(
-                        self.name,
-                        rel,
-                        "discover",
-                        f"{len(group)} duplicate rows disagree on the report text",
-                        key,
-                    )
-                )
+                self.quarantine(out, rel, f"{len(group)} duplicate rows disagree on the report text", key)
                 continue
             report = reports.pop()
             if not report:

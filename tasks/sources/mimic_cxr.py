@@ -185,7 +185,7 @@ class MimicCxrAdapter(BaseAdapter):
         discovery = Discovery()
         for path, dicom_id, reason in unusable:
             key = make_key(NAME, dicom_id) if dicom_id else None
-            discovery.quarantined.append(Drop(NAME, path.relative_to(root).as_posix(), "discover", reason, key))
+            self.quarantine(discovery, path.relative_to(root).as_posix(), reason, key)
         listed = metadata.height
         discovery.notes["layout"] = layout
         discovery.notes["listed_in_metadata_without_file"] = listed - int(joined["in_metadata"].sum() or 0)
