@@ -18,7 +18,7 @@ def _mixture(cfg: PipelineConfig, roots: dict[str, Path]) -> PipelineConfig:
     return PipelineConfig.model_validate(d)
 
 
-def test_mixture_config_validation_and_guard_source(tmp_path):
+def test_mixture_config_validation_and_binding_source(tmp_path):
     base = tiny_config(tmp_path / "m", tmp_path / "o")
     mix = _mixture(base, {"openi": tmp_path / "oi", "mimic-cxr": tmp_path / "m"})
     assert binding_source(mix.data.source_names()) == "mimic-cxr"  # the credentialed source's terms bind the LLM judge
