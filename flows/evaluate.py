@@ -89,8 +89,9 @@ def score_task(
 
 @flow(name="evaluate")
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
+    from schemas.pipeline import slug
     from tasks import preflight
-    from tasks.evaluate.scoring import artifact_slug, markdown_summary, metric_rows
+    from tasks.evaluate.scoring import markdown_summary, metric_rows
 
     if params.predictions is None and params.run:  # the CLI's checks: a deployment run fails the same way
         preflight.check_run_dir(Path(params.run), "run")
@@ -101,21 +102,21 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
         inference = generate_task(params)
         predictions = inference["predictions"]
     metrics = score_task(params, predictions, inference)
-    slug = artifact_slug(params.experiment)
+    name = slug(params.experiment, empty="default")
     create_table_artifact(
-        key=f"evaluation-{slug}",
+        key=f"evaluation-{name}",
         table=metric_rows(metrics),
         description=f"Metrics of experiment {params.experiment} ({metrics.n_reports} reports)",
     )
     create_markdown_artifact(
-        key=f"evaluation-summary-{slug}",
+        key=f"evaluation-summary-{name}",
         markdown=markdown_summary(metrics, {"inference": inference} if inference else None),
         description=f"Evaluation summary of {params.experiment}",
     )
     return {
         "out": params.out,
         "n_reports": metrics.n_reports,
-        "artifact_key": f"evaluation-{slug}",
+        "artifact_key": f"evaluation-{name}",
         "metrics": {
             k: v.value if v.value is not None else v.not_computed for k, v in metrics.metrics.items()
         },

@@ -24,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact  #
 
 from schemas.pipeline import PipelineConfig, slug  # noqa: E402
 from tasks.io import atomic_write_json  # noqa: E402
+from tasks.llm.guard import binding_source  # noqa: E402
 from tasks.lock import holds_output_lock
 
 MARKER = "_complete.json"
@@ -58,7 +59,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     from schemas.config import IngestConfig, MixtureConfig
     from schemas.encoder import EncoderConfig
     from schemas.evaluation import EvaluateParams
-    from schemas.llm import LLMConfig, StructureConfig
+    from schemas.llm import LLMConfig, LLMEndpoint, StructureConfig
     from schemas.shards import ValidateShardParams
     from schemas.train import default_config
 
@@ -71,9 +72,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     mixture = MixtureConfig(sources=data.sources, out=d["ingest"], frontal_only=data.frontal_only, image=data.image,
                             workers=cfg.workers, batch_size=data.batch_size) if data.sources else None
     s = cfg.structure
-    llm = LLMConfig(backend=s.backend, model=s.model, base_url=s.base_url, api_key_env=s.api_key_env,
-                    azure_endpoint=s.azure_endpoint, concurrency=s.concurrency,
-                    cache_dir=Path(cfg.out) / "llm-cache")
+    llm = LLMConfig(**s.model_dump(include=set(LLMEndpoint.model_fields)), cache_dir=Path(cfg.out) / "llm-cache")
     structure = StructureConfig(manifest=d["ingest"] / "manifest.parquet", out=d["structure"], llm=llm,
                                 compare_rules=s.compare_rules)
     shard = ValidateShardParams(data=d["structure"], out=d["shard"], artifacts=Path(cfg.out) / "artifacts",
@@ -95,7 +94,7 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
     evaluate = EvaluateParams(out=str(d["evaluate"]), experiment=cfg.name, run=str(d["train"]),
                               shards=str(d["shard"]), split=e.split, batch_size=e.batch_size,
                               max_new_tokens=e.max_new_tokens, limit=e.limit, n_bootstrap=e.n_bootstrap,
-                              seed=e.seed, device=e.device, source=data.guard_source(), llm=e.llm,
+                              seed=e.seed, device=e.device, source=binding_source(data.source_names()), llm=e.llm,
                               bootstrap_scheme=e.bootstrap_scheme, chexprompt_protocol=e.chexprompt_protocol,
                               encoder_metrics=str(d["encoder"] / "retrieval" / "metrics.json") if encoder else None)
     return {"ingest": ingest, "mixture": mixture, "structure": structure, "shard": shard, "encoder": encoder,

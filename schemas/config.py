@@ -86,6 +86,36 @@ class SourceSpec(BaseModel):
     options: dict = Field(default_factory=dict, description="adapter options")
 
 
+class SourceSelection(BaseModel):
+    """Which data a run reads and which of it it keeps: one source (`source` + `root`) or a mixture (`sources`).
+    Shared by the pipeline's `data` section and the `data` flow's parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = "mimic-cxr"
+    root: Path | None = Field(None, description="the source as released; omit when `sources` lists a mixture")
+    sources: list[SourceSpec] = Field(
+        default_factory=list, description="several sources into one manifest (a mixture); replaces source/root"
+    )
+    frontal_only: bool = True
+    limit: int | None = Field(None, ge=1, description="cap on candidate images")
+    annotations: list[Path] = Field(
+        default_factory=list,
+        description="LLaVA-Rad MIMIC-CXR Annotations JSON files/folders: the released texts replace report "
+        "structuring (the report-processing ablation's GPT-4 arm)",
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> SourceSelection:
+        if (self.root is None) == (not self.sources):
+            raise ValueError("data: give either root (one source) or sources (a mixture), not both or neither")
+        return self
+
+    def source_names(self) -> list[str]:
+        """The sources this selection reads: the mixture's, in order, or the one source."""
+        return [s.name for s in self.sources] or [self.source]
+
+
 class MixtureConfig(BaseModel):
     """Several sources ingested into one manifest with a `source` column."""
 

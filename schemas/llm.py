@@ -47,8 +47,9 @@ def no_credentials_in_url(url: str | None) -> str | None:
 EndpointURL = Annotated[str, AfterValidator(no_credentials_in_url)]
 
 
-class LLMConfig(BaseModel):
-    """Which model answers, how fast we may ask, where answers are cached, and which endpoints data may reach."""
+class LLMEndpoint(BaseModel):
+    """Which model answers, where, with which key, how many requests at once: the part of LLMConfig a pipeline
+    config's `structure` section sets (schemas/pipeline.py StructureSection)."""
 
     # A rejected value is not echoed in the error: it may be a URL someone put a key into.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -59,13 +60,23 @@ class LLMConfig(BaseModel):
         None, description="OpenAI-compatible endpoint (vLLM, Ollama, llama.cpp); default OPENAI_BASE_URL or the public API"
     )
     api_key_env: str = Field("OPENAI_API_KEY", description="environment variable holding the key")
-    secret_block: str | None = Field(None, description="Prefect Secret block holding the key (wins over env)")
     azure_endpoint: str | None = Field(None, description="https://<resource>.openai.azure.com (azure backend)")
+    concurrency: int = Field(8, ge=1, le=1024)
+
+    @field_validator("base_url", "azure_endpoint")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str | None) -> str | None:
+        return no_credentials_in_url(url)
+
+
+class LLMConfig(LLMEndpoint):
+    """Which model answers, how fast we may ask, where answers are cached, and which endpoints data may reach."""
+
+    secret_block: str | None = Field(None, description="Prefect Secret block holding the key (wins over env)")
     azure_api_version: str = "2024-10-21"
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(1024, ge=1)
     seed: int | None = 0
-    concurrency: int = Field(8, ge=1, le=1024)
     rpm: int | None = Field(None, ge=1, description="requests per minute budget (client side)")
     tpm: int | None = Field(None, ge=1, description="tokens per minute budget (estimated prompt + max_tokens)")
     timeout_s: float = Field(60.0, gt=0)
@@ -87,11 +98,6 @@ class LLMConfig(BaseModel):
     batch_poll_s: float = Field(30.0, gt=0)
     batch_timeout_s: float = Field(26 * 3600.0, gt=0)
     batch_requeue_rounds: int = Field(1, ge=0, description="resubmissions of items a batch reported as failed")
-
-    @field_validator("base_url", "azure_endpoint")
-    @classmethod
-    def _no_credentials_in_url(cls, url: str | None) -> str | None:
-        return no_credentials_in_url(url)
 
     def parameters(self) -> dict:
         """Generation parameters that change an answer: part of every cache key and every output row."""

@@ -81,12 +81,6 @@ DROP_SCHEMA = pa.schema(
         pa.field("image_key", pa.string()),
     ]
 )
-QUARANTINE_SCHEMA = DROP_SCHEMA
-FILTERED_SCHEMA = DROP_SCHEMA
-
-
-def empty_table(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
 
 
 def table_from_rows(rows: list[dict], schema: pa.Schema) -> pa.Table:

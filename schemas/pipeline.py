@@ -21,10 +21,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import ImageConfig, SourceSpec
+from schemas.config import ImageConfig, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import reference_seed_default
-from schemas.llm import EndpointURL, LLMFields
+from schemas.llm import LLMEndpoint, LLMFields
 from schemas.shards import LAYOUT_VERSION, ShardConfig, SplitName, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
@@ -37,52 +37,17 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class DataSection(BaseModel):
+class DataSection(SourceSelection):
     """Which source, which views and how pixels become training images (ingest)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    source: str = "mimic-cxr"
-    root: Path | None = Field(None, description="the source as released; omit when `sources` lists a mixture")
-    sources: list[SourceSpec] = Field(default_factory=list, description="a mixture: several sources, one manifest")
-    frontal_only: bool = True
     image: ImageConfig = Field(default_factory=ImageConfig)
-    limit: int | None = Field(None, ge=1, description="cap on candidate images")
     batch_size: int = Field(32, ge=1)
     options: dict = Field(default_factory=dict, description="source-specific options")
-    annotations: list[Path] = Field(
-        default_factory=list,
-        description="LLaVA-Rad MIMIC-CXR Annotations JSON files/folders: the released texts replace report "
-        "structuring (the report-processing ablation's GPT-4 arm)",
-    )
-
-    @model_validator(mode="after")
-    def _one_input(self) -> DataSection:
-        if (self.root is None) == (not self.sources):
-            raise ValueError("data: give either root (one source) or sources (a mixture), not both or neither")
-        return self
-
-    def guard_source(self) -> str:
-        """The source whose data-use terms bind an LLM judge of this data: the most restrictive one."""
-        if not self.sources:
-            return self.source
-        from tasks.sources import get_adapter
-
-        restricted = [s.name for s in self.sources if not get_adapter(s.name).may_leave_premises]
-        return (restricted or [self.sources[0].name])[0]
 
 
-class StructureSection(BaseModel):
-    """Report processing: rule-based (`rules`) or an LLM backend."""
+class StructureSection(LLMEndpoint):
+    """Report processing: rule-based (`rules`) or an LLM backend (the endpoint fields are LLMConfig's)."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a URL may hold a key
-
-    backend: Literal["rules", "openai", "azure"] = "rules"
-    model: str = "gpt-4o"
-    base_url: EndpointURL | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    azure_endpoint: EndpointURL | None = None
-    concurrency: int = Field(8, ge=1)
     compare_rules: bool = True
 
 
@@ -191,9 +156,10 @@ def apply_overrides(base: dict, overrides: dict[str, Any]) -> dict:
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 
-def slug(text: str) -> str:
-    """Artifact keys and run names: lowercase letters, digits and dashes (docs/pitfalls.md)."""
-    return _SLUG_RE.sub("-", text.lower()).strip("-") or "x"
+def slug(text: str, empty: str = "x") -> str:
+    """Artifact keys and run names: lowercase letters, digits and dashes (docs/pitfalls.md); `empty` when
+    nothing is left."""
+    return _SLUG_RE.sub("-", text.lower()).strip("-") or empty
 
 
 class AblationSpec(BaseModel):

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.config import DEFAULT_ARTIFACTS, SourceSpec
+from schemas.config import DEFAULT_ARTIFACTS, SourceSelection
 from schemas.llm import EndpointURL
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
@@ -140,33 +140,17 @@ class ValidateShardParams(BaseModel):
     llava_nan_labels: bool = Field(False, description="NaN for unmentioned labels as the release (invalid JSON)")
 
 
-class DataParams(BaseModel):
+class DataParams(SourceSelection):
     """Parameters of the `data` flow: ingest -> structure -> validate_and_shard, all under one OUT folder."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a URL may hold a key
 
-    source: str = "mimic-cxr"
-    root: Path | None = Field(None, description="the source's root; omit when `sources` lists a mixture")
-    sources: list[SourceSpec] = Field(
-        default_factory=list, description="several sources into one manifest (a mixture); replaces source/root"
-    )
     out: Path = Field(
         description="OUT/data (manifest, images, reports), OUT/shards, OUT/artifacts (GX, LLM cache)"
     )
-    frontal_only: bool = True
     image_size: int = Field(518, ge=16, le=4096)
     workers: int | None = Field(None, ge=1)
-    limit: int | None = Field(None, ge=1)
-    annotations: list[Path] = Field(
-        default_factory=list, description="LLaVA-Rad MIMIC-CXR Annotations JSON files/folders (released texts)"
-    )
     llm_backend: str = Field("rules", description="structure backend: rules (default), openai or azure")
     llm_model: str = "gpt-4o"
     llm_base_url: EndpointURL | None = None
     shard: ShardConfig = Field(default_factory=ShardConfig)
-
-    @model_validator(mode="after")
-    def _one_input(self) -> DataParams:
-        if (self.root is None) == (not self.sources):
-            raise ValueError("give either root (one source) or sources (a mixture), not both or neither")
-        return self

@@ -36,11 +36,27 @@ from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
-from tasks.io import atomic_write_bytes, atomic_write_json, read_json, sha256_bytes, sha256_file, sha256_json
+from tasks.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+    reason_category,
+    sha256_bytes,
+    sha256_file,
+    sha256_json,
+)
 from tasks.lock import holds_output_lock
 from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.sources import get_adapter
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, quarantine_key_collisions
+from tasks.sources.base import (
+    Candidate,
+    Discovery,
+    Drop,
+    SourceLayoutError,
+    apply_view_policy,
+    quarantine_key_collisions,
+)
 
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"
 RUNS = Path(".cache") / "runs"  # per-run part files and progress counters, removed by assemble
@@ -68,11 +84,12 @@ def discover(cfg: IngestConfig) -> Discovery:
 
     check_out_dir(cfg.out, "out")
     adapter = get_adapter(cfg.source)
-    adapter.check(Path(cfg.root))
+    adapter.check(Path(cfg.root), cfg.options or None)
     try:
         discovery = adapter.discover(cfg)
     except OSError as exc:  # adapters quarantine what they expect; anything else is one line naming the path
         raise SourceLayoutError(f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}") from exc
+    apply_view_policy(discovery, cfg.frontal_only)  # one meaning of frontal_only for every source
     quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
     if cfg.annotations:
         from tasks.reports.annotations import join_annotations
@@ -138,10 +155,7 @@ def _save_hash_cache(out: Path, parts: list[Path]) -> None:
     if not frames:
         return
     df = pl.concat(frames).unique(subset="path", keep="last", maintain_order=True).collect()
-    tmp = out / HASH_CACHE.with_suffix(".tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)
-    df.write_parquet(tmp)
-    os.replace(tmp, out / HASH_CACHE)
+    atomic_write_parquet(out / HASH_CACHE, df)
 
 
 def _source_hash(path: Path, known: dict[str, tuple[int, int, str]]) -> tuple[str, tuple[int, int, str]]:
@@ -288,10 +302,10 @@ def process_chunk(index: int, chunk: Chunk, cfg: IngestConfig, run_dir: Path) ->
     rows_part = hashes_part = None
     if total.rows:
         rows_part = f"rows-{index:06d}.parquet"
-        _write_table(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA))
+        atomic_write_parquet(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA))
     if total.hashes:
         hashes_part = f"hashes-{index:06d}.parquet"
-        _write_table(run_dir / hashes_part, _hash_table(total.hashes))
+        atomic_write_parquet(run_dir / hashes_part, _hash_table(total.hashes))
     return ChunkResult(index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded,
                        total.reused)
 
@@ -312,7 +326,7 @@ def progress_done(run_dir: Path) -> int:
 
 def _by_reason(drops: Iterable[Drop]) -> dict[str, int]:
     """Counts per reason category (the text before the first colon)."""
-    return dict(sorted(Counter(d.reason.split(":", 1)[0].strip() for d in drops).items()))
+    return dict(sorted(Counter(reason_category(d.reason) for d in drops).items()))
 
 
 def assemble(cfg: IngestConfig, discovery: Discovery, results: list[ChunkResult], run_dir: Path,
@@ -329,9 +343,9 @@ def assemble(cfg: IngestConfig, discovery: Discovery, results: list[ChunkResult]
     del parts
     quarantined = discovery.quarantined + [d for res in results for d in res.quarantined]
     filtered = discovery.filtered
-    _write_table(out / "manifest.parquet", manifest)
-    _write_table(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
-    _write_table(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
+    atomic_write_parquet(out / "manifest.parquet", manifest)
+    atomic_write_parquet(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
+    atomic_write_parquet(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
     _write_annotations(out, discovery, set(manifest.column("image_key").to_pylist()))
     _save_hash_cache(out, [run_dir / r.hashes_part for r in results if r.hashes_part])
     splits = Counter(manifest.column("split").to_pylist())
@@ -368,17 +382,11 @@ def _write_annotations(out: Path, discovery: Discovery, kept: set[str]) -> None:
         path.unlink(missing_ok=True)
         return
     rows = [r for r in discovery.annotations if r["image_key"] in kept]
-    _write_table(path, table_from_rows(rows, ANNOTATIONS_SCHEMA))
+    atomic_write_parquet(path, table_from_rows(rows, ANNOTATIONS_SCHEMA))
 
 
 def _drop_rows(drops: list[Drop]) -> list[dict]:
     return sorted((d.as_row() for d in drops), key=lambda r: (r["source_path"], r["reason"]))
-
-
-def _write_table(path: Path, table: pa.Table) -> None:
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------ local runner

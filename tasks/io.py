@@ -43,6 +43,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_parquet(path: Path, data: Any) -> None:
+    """A pyarrow Table (pyarrow's writer: safe in forked pool workers) or a polars DataFrame (its own writer),
+    written to a temporary file in the same folder and renamed, so readers never see a partial file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if isinstance(data, pa.Table):
+            pq.write_table(data, tmp)
+        else:
+            data.write_parquet(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def reason_category(reason: str | None) -> str:
+    """What by-reason summaries count: the text before the first colon ("not frontal: view LATERAL" -> "not
+    frontal"), at most 80 characters; "unknown" for a missing reason."""
+    return (reason or "unknown").split(":", 1)[0].strip()[:80]
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 

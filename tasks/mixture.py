@@ -4,16 +4,14 @@ with a per-source and total reconciliation in OUT/summary.json."""
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from schemas.config import MixtureConfig
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA
-from tasks.io import atomic_write_json, read_json
+from tasks.io import atomic_write_json, atomic_write_parquet, read_json
 from tasks.lock import holds_output_lock
 from tasks.sources import get_adapter
 from tasks.sources.base import SourceLayoutError
@@ -87,10 +85,7 @@ def _sum_reasons(per_source: dict, field: str) -> dict[str, int]:
 
 
 def _write(path: Path, df: pl.DataFrame, schema) -> None:
-    table = df.to_arrow().cast(schema)
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    atomic_write_parquet(path, df.to_arrow().cast(schema))
 
 
 @holds_output_lock("ingest mixture")

@@ -45,7 +45,6 @@ from tasks.io import atomic_write_json, read_json
 from tasks.shard_publish import retire_published_set
 
 PLAN_FILE = "_shard_plan.json"
-FAULT_ENV = "CXRFLOW_SHARD_KILL_AFTER"
 _BLOCK = 512
 _RECORD = 20 * _BLOCK  # tarfile pads the archive to whole records
 
@@ -201,11 +200,10 @@ def _copy_image(path: Path, fd: int, size: int) -> None:
 
 
 class _Fault:
-    """Fault injection for the crash tests: SIGKILL the process after N samples (env CXRFLOW_SHARD_KILL_AFTER)."""
+    """Fault injection for the crash tests: SIGKILL the process after `after` samples (None: never)."""
 
-    def __init__(self) -> None:
-        env = os.environ.get(FAULT_ENV)
-        self.after = int(env) if env else None
+    def __init__(self, after: int | None) -> None:
+        self.after = after
         self.count = 0
         self.lock = threading.Lock()
 
@@ -245,9 +243,10 @@ def _write_one(shard: PlannedShard, out_dir: Path, fault: _Fault) -> str:
 
 
 def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: ShardConfig,
-                 progress=None) -> list[ShardInfo]:
+                 progress=None, *, kill_after_samples: int | None = None) -> list[ShardInfo]:
     """Write (or complete) the shard set for the accepted samples; returns one ShardInfo per shard.
-    `progress(samples_done, samples_total)` is called as shards complete."""
+    `progress(samples_done, samples_total)` is called as shards complete. `kill_after_samples` is a test hook:
+    the process SIGKILLs itself after that many samples (the crash-recovery test)."""
     out_dir = Path(out_dir)
     (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     for stale in (out_dir / SHARD_DIR).glob(".*.partial"):
@@ -276,7 +275,7 @@ def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: Sha
             },
         },
     )
-    fault = _Fault()
+    fault = _Fault(kill_after_samples)
 
     def one(s: PlannedShard) -> ShardInfo:
         final = out_dir / s.name

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from schemas.manifest import MANIFEST_SCHEMA
 from schemas.shards import IMAGE_EXTENSIONS, SHARD_MAP_SCHEMA, SPLITS, index_name, shard_split
-from tasks.io import atomic_write_bytes, atomic_write_json, quiet_wids
+from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet, quiet_wids
 from tasks.shard import ShardInfo
 
 
@@ -68,10 +67,8 @@ def write_shard_map(out_dir: Path, infos: Sequence[ShardInfo], accepted: pl.Data
                 }
             )
     table = pa.Table.from_pylist(rows, schema=SHARD_MAP_SCHEMA)
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink)
     path = Path(out_dir) / "shards.parquet"
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    atomic_write_parquet(path, table)
     return path
 
 

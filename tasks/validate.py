@@ -18,12 +18,11 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
-from tasks.io import atomic_write_json, read_json
+from tasks.io import atomic_write_json, atomic_write_parquet, read_json
 from tasks.phi import LEFTOVER_PATTERNS
 from tasks.reports.sections import PARSER_METHOD
 
@@ -501,13 +500,13 @@ def run_validation(
         "quarantined": len(quarantined),
         "accepted": len(accepted),
     }
-    pq.write_table(pa.Table.from_pylist(quarantined, schema=DROP_SCHEMA), vdir / "quarantine.parquet")
-    pq.write_table(pa.Table.from_pylist(filtered, schema=DROP_SCHEMA), vdir / "filtered.parquet")
+    atomic_write_parquet(vdir / "quarantine.parquet", pa.Table.from_pylist(quarantined, schema=DROP_SCHEMA))
+    atomic_write_parquet(vdir / "filtered.parquet", pa.Table.from_pylist(filtered, schema=DROP_SCHEMA))
     atomic_write_json(
         vdir / "expectations.json", {"expectations": records, "counts": counts, "data_docs": docs_url}
     )
     if fatal:
         (vdir / "accepted.parquet").unlink(missing_ok=True)
         raise ValidationFailed("validation failed: " + " | ".join(fatal))
-    accepted.write_parquet(vdir / "accepted.parquet")
+    atomic_write_parquet(vdir / "accepted.parquet", accepted)
     return ValidationResult(accepted, filtered, quarantined, records, docs_url, counts)

@@ -54,3 +54,10 @@ def _no_log_handler_on_a_closed_stream():
             console = getattr(handler, "console", None)  # Prefect's handler prints through a rich Console
             if console is not None and getattr(console.file, "closed", False):
                 console.file = sys.stderr
+    # absl's handler (rouge_score imports absl) binds the sys.stderr of its first import, here pytest's capture
+    # file; Prefect's logging setup shuts down every handler ever made, and absl's close() closes any stream
+    # that is not the current sys.stderr: pytest's own capture file, so the next test dies ("lost sys.stderr").
+    for ref in list(logging._handlerList):
+        handler = ref()
+        if handler is not None and type(handler).__module__.startswith("absl"):
+            handler.stream = sys.__stderr__

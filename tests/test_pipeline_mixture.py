@@ -9,6 +9,7 @@ import pytest
 from pipeline_support import base_dict, tiny_config, write_fixture
 
 from schemas.pipeline import PipelineConfig, load_ablation_spec
+from tasks.llm.guard import binding_source
 
 
 def _mixture(cfg: PipelineConfig, roots: dict[str, Path]) -> PipelineConfig:
@@ -17,10 +18,10 @@ def _mixture(cfg: PipelineConfig, roots: dict[str, Path]) -> PipelineConfig:
     return PipelineConfig.model_validate(d)
 
 
-def test_mixture_config_validation_and_guard_source(tmp_path):
+def test_mixture_config_validation_and_binding_source(tmp_path):
     base = tiny_config(tmp_path / "m", tmp_path / "o")
     mix = _mixture(base, {"openi": tmp_path / "oi", "mimic-cxr": tmp_path / "m"})
-    assert mix.data.guard_source() == "mimic-cxr"  # the credentialed source's terms bind the LLM judge
+    assert binding_source(mix.data.source_names()) == "mimic-cxr"  # the credentialed source's terms bind the LLM judge
     assert mix.stage_hashes()["ingest"] != base.stage_hashes()["ingest"]
     with pytest.raises(ValueError, match="either root"):
         PipelineConfig.model_validate({**base_dict(base), "data": {**base_dict(base)["data"], "sources": [

@@ -18,6 +18,7 @@ def _artifact(key: str):
     return Artifact.get(key)
 
 
+@pytest.mark.slow  # ~15 s: GX over shards in a flow run
 def test_flow_validates_shards_indexes_and_reconciles(prefect_server, tmp_path):
     from flows.validate_shard import validate_and_shard
 
@@ -50,6 +51,7 @@ def test_flow_validates_shards_indexes_and_reconciles(prefect_server, tmp_path):
     assert "## `cxrflow-samples`" in docs.data and "✅ pass" in docs.data and "frontal view" in docs.data
 
 
+@pytest.mark.slow  # ~15 s: GX over shards in a flow run
 def test_leakage_fails_the_flow_and_the_cli(prefect_server, tmp_path):
     from cxrflow_cli.main import app
     from flows.validate_shard import validate_and_shard

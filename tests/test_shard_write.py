@@ -17,7 +17,7 @@ from shard_support import default_rows, write_dataset
 from schemas.labels import CHEXPERT_LABELS
 from schemas.shards import SPLITS, ShardConfig, ValidateConfig
 from tasks.export_llava import export_llava
-from tasks.shard import FAULT_ENV, PLAN_FILE, ShardKeyError, check_key, write_shards
+from tasks.shard import PLAN_FILE, ShardKeyError, check_key, write_shards
 from tasks.shard_index import (
     verify_shards,
     write_dataset_card,
@@ -122,9 +122,9 @@ def test_killed_mid_shard_leaves_no_partial_and_rerun_completes(dataset, tmp_pat
         "import sys, polars as pl; from pathlib import Path; from schemas.shards import ShardConfig; "
         "from tasks.shard import write_shards; "
         f"write_shards(pl.read_parquet('{data}/accepted.parquet'), Path('{data}'), Path('{out}'), "
-        "ShardConfig(max_samples=4, workers=1))"
+        "ShardConfig(max_samples=4, workers=1), kill_after_samples=6)"
     )
-    env = dict(os.environ, **{FAULT_ENV: "6"}, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     visible = _tars(out)

@@ -6,9 +6,10 @@ import csv
 
 import polars as pl
 import pytest
-from sources_other_support import assert_reconciles, drop_column, ingest_cfg, reasons
+from sources_support import assert_reconciles, config, reasons, rewrite_csv
 
 from fixtures.brax import COLUMNS, write_brax
+from tasks.ingest import discover as engine_discover
 from tasks.sources import get_adapter
 from tasks.sources.base import SourceLayoutError
 
@@ -25,7 +26,7 @@ def test_layout_quirks(brax_root, tmp_path):
     root, expect = brax_root
     header = (root / "master_spreadsheet_update.csv").read_text().splitlines()[0].split(",")
     assert header != COLUMNS  # column order differs from the documented one: read by name
-    d = ADAPTER.discover(ingest_cfg("brax", root, tmp_path))
+    d = engine_discover(config("brax", root, tmp_path))
     assert d.found == expect["rows"]
     assert len(d.filtered) == expect["lateral"] and all("LL" in x.reason for x in d.filtered)
     assert not d.quarantined
@@ -55,7 +56,7 @@ def test_layout_quirks(brax_root, tmp_path):
 
 def test_png_twin(brax_root, tmp_path):
     root, expect = brax_root
-    d = ADAPTER.discover(ingest_cfg("brax", root, tmp_path, options={"images": "png"}))
+    d = engine_discover(config("brax", root, tmp_path, options={"images": "png"}))
     assert d.found == expect["rows"] and {c.kind for c in d.candidates} == {"png"}
     assert all(c.rel_path.startswith("images/") for c in d.candidates)
 
@@ -64,12 +65,12 @@ def test_missing_file_or_column_named(tmp_path):
     with pytest.raises(SourceLayoutError, match="master_spreadsheet_update.csv"):
         ADAPTER.check(tmp_path)
     write_brax(tmp_path, patients=2, seed=2)
-    drop_column(tmp_path / "master_spreadsheet_update.csv", "Pleural Effusion")
+    rewrite_csv(tmp_path / "master_spreadsheet_update.csv", drop_column="Pleural Effusion")
     with pytest.raises(SourceLayoutError, match="'Pleural Effusion'"):
         ADAPTER.check(tmp_path)
-    drop_column(tmp_path / "master_spreadsheet_update.csv", "AccessionNumber")
+    rewrite_csv(tmp_path / "master_spreadsheet_update.csv", drop_column="AccessionNumber")
     with pytest.raises(SourceLayoutError, match="'AccessionNumber'"):
-        ADAPTER.discover(ingest_cfg("brax", tmp_path, tmp_path / "out"))
+        engine_discover(config("brax", tmp_path, tmp_path / "out"))
 
 
 @pytest.mark.slow
@@ -78,12 +79,12 @@ def test_defects_and_ingest_reconcile(tmp_path):
 
     root = tmp_path / "brax"
     expect = write_brax(root, patients=4, seed=3, defects=True)
-    d = ADAPTER.discover(ingest_cfg("brax", root, tmp_path / "x"))
+    d = engine_discover(config("brax", root, tmp_path / "x"))
     got = reasons(d.quarantined)
     assert any(r == "label value outside the 1/0/-1/blank encoding: '2.0' for 'Edema'" for r in got)
     assert any(r == "image file missing (dicom)" for r in got)
     assert any(r.startswith("duplicate row") for r in got)
-    summary = run_ingest(ingest_cfg("brax", root, tmp_path / "out"))
+    summary = run_ingest(config("brax", root, tmp_path / "out"))
     assert_reconciles(summary)
     assert summary["found"] == expect["rows"]
     q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")
@@ -96,11 +97,11 @@ def test_defects_and_ingest_reconcile(tmp_path):
 def test_image_on_disk_not_in_the_spreadsheet_is_accounted(tmp_path):
     root = tmp_path / "brax"
     write_brax(root, patients=3, seed=4)
-    before = ADAPTER.discover(ingest_cfg("brax", root, tmp_path / "x"))
+    before = engine_discover(config("brax", root, tmp_path / "x"))
     listed = next(p for p in root.rglob("*.dcm"))
     stray = listed.parent / "image-9.9.9.dcm"
     stray.write_bytes(listed.read_bytes())
-    after = ADAPTER.discover(ingest_cfg("brax", root, tmp_path / "y"))
+    after = engine_discover(config("brax", root, tmp_path / "y"))
     assert after.found == before.found + 1
     assert [d.reason for d in after.quarantined if d.source_path.endswith("image-9.9.9.dcm")] == [
         "image file not listed in master_spreadsheet_update.csv"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from sources_other_support import assert_reconciles, drop_column, ingest_cfg
+from sources_support import assert_reconciles, config, rewrite_csv
 
 from fixtures.candid_ptx import write_candid_ptx
+from tasks.ingest import discover as engine_discover
 from tasks.sources import get_adapter
 from tasks.sources.base import SourceLayoutError, make_key
 
@@ -21,7 +22,7 @@ def candid(tmp_path_factory):
 
 def test_layout_quirks(candid, tmp_path):
     root, expect = candid
-    d = ADAPTER.discover(ingest_cfg("candid-ptx", root, tmp_path))
+    d = engine_discover(config("candid-ptx", root, tmp_path))
     assert d.found == expect["found"] == len(d.candidates)
     # Duplicate SOPInstanceUID rows merged into one image each, and recorded.
     assert d.notes["duplicate_rows_merged"] == expect["duplicates_merged"] and d.notes["report_rows"] == 8
@@ -47,9 +48,9 @@ def test_missing_file_or_column_named(tmp_path):
     with pytest.raises(SourceLayoutError, match="Pneumothorax_reports.csv"):
         ADAPTER.check(tmp_path)
     write_candid_ptx(tmp_path, images=2, seed=8)
-    drop_column(tmp_path / "Pneumothorax_reports.csv", "EncodedPixels")
+    rewrite_csv(tmp_path / "Pneumothorax_reports.csv", drop_column="EncodedPixels")
     with pytest.raises(SourceLayoutError, match="'EncodedPixels'"):
-        ADAPTER.discover(ingest_cfg("candid-ptx", tmp_path, tmp_path / "out"))
+        engine_discover(config("candid-ptx", tmp_path, tmp_path / "out"))
 
 
 def test_defects_and_ingest_reconcile(tmp_path):
@@ -57,7 +58,7 @@ def test_defects_and_ingest_reconcile(tmp_path):
 
     root = tmp_path / "candid"
     expect = write_candid_ptx(root, images=4, seed=9, defects=True)
-    d = ADAPTER.discover(ingest_cfg("candid-ptx", root, tmp_path / "x"))
+    d = engine_discover(config("candid-ptx", root, tmp_path / "x"))
     why = {q.image_key: q.reason for q in d.quarantined}
     defects = {k: make_key("candid-ptx", v) for k, v in expect["defects"].items()}
     assert why[defects["missing"]] == "image file missing"
@@ -66,7 +67,7 @@ def test_defects_and_ingest_reconcile(tmp_path):
     assert why[defects["empty"]] == "empty report"
     assert "neither -1 nor a run-length encoding" in why[defects["bad_rle"]]  # label outside the encoding
     assert why[defects["not_dicom"]].startswith("unreadable DICOM header")
-    summary = run_ingest(ingest_cfg("candid-ptx", root, tmp_path / "out"))
+    summary = run_ingest(config("candid-ptx", root, tmp_path / "out"))
     assert_reconciles(summary)
     assert summary["found"] == expect["found"] and summary["kept"] == 4
     q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")

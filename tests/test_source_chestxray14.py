@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 from PIL import Image
-from public_sources_support import assert_planted, count_reason, discover, ingest, tree_digest
+from sources_support import assert_planted, count_reason, discover, ingest, tree_digest
 
 from fixtures.chestxray14 import HEADER_V2020, write_chestxray14
 from tasks.sources import get_adapter

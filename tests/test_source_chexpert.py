@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
+from sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
 
 from fixtures.chexpert import write_chexpert
 from tasks.sources import get_adapter
@@ -23,7 +23,7 @@ def test_layout_prefix_split_labels_and_planted_defects(cx):
     disc = discover("chexpert", root)
     assert disc.found == facts["rows"]
     assert len(disc.filtered) == facts["lateral"]
-    assert all(d.reason == "lateral view (frontal_only)" for d in disc.filtered)
+    assert all(d.reason == "not frontal: view LATERAL (frontal_only)" for d in disc.filtered)
     assert_planted(disc, facts["quarantine"])
     c = disc.candidates[0]
     # Path 'CheXpert-v1.0/train/patient00001/...' resolves against the folder holding train.csv.

@@ -16,10 +16,11 @@ from pathlib import Path
 import polars as pl
 import pydicom
 import pytest
-from sources_other_support import assert_reconciles, ingest_cfg
+from sources_support import assert_reconciles, config
 
 from fixtures.hospital_archive import write_descriptor, write_hospital_archive
 from fixtures.orthanc_server import OrthancServer, dicomweb_plugin, free_port, orthanc_binary
+from tasks.ingest import discover as engine_discover
 from tasks.phi import (
     PhiConfigError,
     PhiContext,
@@ -92,27 +93,27 @@ def archive(tmp_path_factory):
 
 
 def _cfg(root: Path, out: Path, **options):
-    return ingest_cfg("dicomweb", root, out, options={"salt": SALT, **options})
+    return config("dicomweb", root, out, options={"salt": SALT, **options})
 
 
 def test_discover_filters_and_reports(archive, tmp_path):
     root, info = archive
     expect = info["expect"]
-    d = ADAPTER.discover(_cfg(root, tmp_path))
+    d = engine_discover(_cfg(root, tmp_path))
     # Server-side filters (date range, modality, body part) exclude 3 studies; the lateral is filtered here.
     assert d.found == expect["found"] == 4
-    assert [f.reason for f in d.filtered] == ["not frontal (ViewPosition LATERAL)"]
+    assert [f.reason for f in d.filtered] == ["not frontal: view LATERAL (frontal_only)"]
     assert [q.reason for q in d.quarantined] == ["no report in the export for this study"]
     assert len(d.candidates) == 2 and all(c.report_origin == "report" for c in d.candidates)
     assert len({c.subject_id for c in d.candidates}) == 1  # same patient -> same pseudonym
     assert len({c.study_id for c in d.candidates}) == 2
     assert d.notes["retrieved"] == 4 and d.notes["cache_hits"] == 0
     # Second run reuses the PHI-stripped cache: no pixel data is fetched again, same ids.
-    again = ADAPTER.discover(_cfg(root, tmp_path))
+    again = engine_discover(_cfg(root, tmp_path))
     assert again.notes["cache_hits"] == 4 and again.notes["retrieved"] == 0
     assert [c.image_key for c in again.candidates] == [c.image_key for c in d.candidates]
     # A wider date range finds the 2019 study too; another salt gives other ids.
-    wide = ADAPTER.discover(_cfg(root, tmp_path / "wide", date_from="20180101", salt=SALT[::-1]))
+    wide = engine_discover(_cfg(root, tmp_path / "wide", date_from="20180101", salt=SALT[::-1]))
     assert wide.found == 5 and not {c.subject_id for c in wide.candidates} & {
         c.subject_id for c in d.candidates
     }
@@ -122,7 +123,7 @@ def test_refuses_without_salt_or_server_or_export(archive, tmp_path, monkeypatch
     root, _ = archive
     monkeypatch.delenv("CXRFLOW_PHI_SALT", raising=False)
     with pytest.raises(SourceLayoutError, match="salt"):
-        ADAPTER.discover(ingest_cfg("dicomweb", root, tmp_path))
+        engine_discover(config("dicomweb", root, tmp_path))
     assert not (tmp_path / "cache").exists()  # refused before any work
     with pytest.raises(SourceLayoutError, match="unreachable"):
         ADAPTER.check(root, {"url": f"http://127.0.0.1:{free_port()}/dicom-web", "timeout_s": 2})
@@ -211,8 +212,8 @@ def test_settings_from_options_only(archive, tmp_path):
     url = __import__("json").loads((root / "dicomweb.json").read_text())["url"]
     ADAPTER.check(bare)  # nothing to check yet: no error
     with pytest.raises(SourceLayoutError, match="no server url"):
-        ADAPTER.discover(_cfg(bare, tmp_path / "o1", reports="export.csv"))
-    d = ADAPTER.discover(_cfg(bare, tmp_path / "o2", url=url, reports="export.csv", date_from="20240101",
+        engine_discover(_cfg(bare, tmp_path / "o1", reports="export.csv"))
+    d = engine_discover(_cfg(bare, tmp_path / "o2", url=url, reports="export.csv", date_from="20240101",
                               date_to="20241231", modalities="DX,CR"))  # fmt: skip
     assert d.found == info["expect"]["found"] and len(d.candidates) == 2
 
@@ -221,7 +222,7 @@ def test_no_hospital_uid_in_info_logs(archive, tmp_path, caplog):
     """dicomweb-client logs the study/series/instance UIDs it requests at INFO: they must not get through."""
     root, info = archive
     caplog.set_level(logging.INFO)
-    d = ADAPTER.discover(_cfg(root, tmp_path))
+    d = engine_discover(_cfg(root, tmp_path))
     assert d.candidates and caplog.records  # it did log
     uids_only = {**dict.fromkeys(info["planted"], []), "uids": info["planted"]["uids"]}
     assert not _leaks(caplog.text, _phi_patterns(uids_only))

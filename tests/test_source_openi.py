@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
+from sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
 
 from fixtures.openi import write_openi
 from tasks.sources import get_adapter
@@ -58,7 +58,7 @@ def test_kaggle_variant_projections_and_same_ids(kaggle_root, xml_root):
     assert disc.notes["variant"] == "kaggle"
     assert_planted(disc, facts["quarantine"])
     assert len(disc.filtered) == facts["lateral"]
-    assert all(d.reason == "lateral view (frontal_only)" for d in disc.filtered)
+    assert all(d.reason == "not frontal: view LATERAL (frontal_only)" for d in disc.filtered)
     assert all("." not in c.image_key for c in disc.candidates)  # '1_IM-0001-4001.dcm.png' -> no dots
     assert image_id_from_filename("1_IM-0001-4001.dcm.png") == "CXR1_IM-0001-4001"
     xml_keys = {c.image_key for c in discover("openi", xml_root[0]).candidates}

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 from PIL import Image
-from public_sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
+from sources_support import assert_planted, count_reason, discover, ingest, rewrite_csv, tree_digest
 
 from fixtures.padchest import CSV_NAME, write_padchest
 from tasks.sources import get_adapter
@@ -41,8 +41,8 @@ def test_projections_planted_defects_and_reconciliation(pc):
     assert_planted(disc, facts["quarantine"])
     p = facts["projections"]
     assert count_reason(disc.filtered, "projection EXCLUDE") == p["EXCLUDE"]
-    assert count_reason(disc.filtered, "lateral view") == p["L"]
-    assert count_reason(disc.filtered, "costal view") == p["COSTAL"]
+    assert count_reason(disc.filtered, "view LATERAL") == p["L"]
+    assert count_reason(disc.filtered, "view COSTAL") == p["COSTAL"]
     views = [c.view for c in disc.candidates]
     assert set(views) == {"PA", "AP"}
     assert sum(c.orientation == "Recumbent" for c in disc.candidates) == p["AP_horizontal"]

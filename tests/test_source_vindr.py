@@ -5,9 +5,10 @@ from __future__ import annotations
 import polars as pl
 import pydicom
 import pytest
-from sources_other_support import assert_reconciles, drop_column, ingest_cfg, reasons
+from sources_support import assert_reconciles, config, reasons, rewrite_csv
 
 from fixtures.vindr_cxr import write_vindr_cxr
+from tasks.ingest import discover as engine_discover
 from tasks.sources import get_adapter
 from tasks.sources.base import SourceLayoutError
 from tasks.sources.vindr_cxr import consensus, to_chexpert
@@ -35,7 +36,7 @@ def test_layout_quirks(vindr, tmp_path):
     root, expect = vindr
     assert all(p.suffix == ".dicom" for p in (root / "train").iterdir())
     assert "Other disease," in (root / "annotations/image_labels_test.csv").read_text().splitlines()[0] + ","
-    d = ADAPTER.discover(ingest_cfg("vindr-cxr", root, tmp_path))
+    d = engine_discover(config("vindr-cxr", root, tmp_path))
     assert d.found == expect["found"] and not d.quarantined and not d.filtered
     by_id = {c.image_id: c for c in d.candidates}
     # Readers disagree: 2 of 3 -> positive, 1 of 3 -> negative.
@@ -46,9 +47,9 @@ def test_layout_quirks(vindr, tmp_path):
     # Official split, validate carved from train only, and reproducibly.
     assert {by_id[i].split for i in expect["test"]} == {"test"}
     assert {by_id[i].split for i in expect["train"]} <= {"train", "validate"}
-    carved = ADAPTER.discover(ingest_cfg("vindr-cxr", root, tmp_path, options={"validate_fraction": 0.5}))
-    assert [c.split for c in carved.candidates] == [c.split for c in ADAPTER.discover(
-        ingest_cfg("vindr-cxr", root, tmp_path, options={"validate_fraction": 0.5})).candidates]  # fmt: skip
+    carved = engine_discover(config("vindr-cxr", root, tmp_path, options={"validate_fraction": 0.5}))
+    assert [c.split for c in carved.candidates] == [c.split for c in engine_discover(
+        config("vindr-cxr", root, tmp_path, options={"validate_fraction": 0.5})).candidates]  # fmt: skip
     assert {c.split for c in carved.candidates if c.image_id in expect["train"]} == {"train", "validate"}
     assert all(c.report_origin == "labels" and c.kind == "dicom" for c in d.candidates)
     # Films carry the decoder traps: MONOCHROME1 and a BitsStored smaller than the data.
@@ -61,10 +62,10 @@ def test_missing_folder_or_column_named(tmp_path):
     with pytest.raises(SourceLayoutError, match="train/"):
         ADAPTER.check(tmp_path)
     write_vindr_cxr(tmp_path, train=2, test=1, seed=5)
-    drop_column(tmp_path / "annotations/image_labels_test.csv", "Pleural effusion")
+    rewrite_csv(tmp_path / "annotations/image_labels_test.csv", drop_column="Pleural effusion")
     with pytest.raises(SourceLayoutError, match="image_labels_test.csv.*'Pleural effusion'"):
         ADAPTER.check(tmp_path)
-    drop_column(tmp_path / "annotations/image_labels_train.csv", "rad_id")
+    rewrite_csv(tmp_path / "annotations/image_labels_train.csv", drop_column="rad_id")
     with pytest.raises(SourceLayoutError, match="'rad_id'"):
         ADAPTER.check(tmp_path)
 
@@ -74,13 +75,13 @@ def test_defects_and_ingest_reconcile(tmp_path):
 
     root = tmp_path / "vindr"
     expect = write_vindr_cxr(root, train=5, test=2, seed=6, defects=True, jpeg2000=True)
-    d = ADAPTER.discover(ingest_cfg("vindr-cxr", root, tmp_path / "x"))
+    d = engine_discover(config("vindr-cxr", root, tmp_path / "x"))
     by_reason = {q.image_key.split("_", 1)[1]: q.reason for q in d.quarantined}
     defects = expect["defects"]
     assert by_reason[defects["missing"]] == "image file missing"
     assert by_reason[defects["orphan"]].startswith("no rows in")
     assert "Edema" in by_reason[defects["bad_label"]] and "'2'" in by_reason[defects["bad_label"]]
-    summary = run_ingest(ingest_cfg("vindr-cxr", root, tmp_path / "out"))
+    summary = run_ingest(config("vindr-cxr", root, tmp_path / "out"))
     assert_reconciles(summary)
     assert summary["found"] == expect["found"]
     q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet")

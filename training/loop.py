@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -219,7 +220,7 @@ class StageTrainer:
                 for m in range(accum):
                     batch = {k: v.to(self.acc.device) for k, v in next(micro).items()}
                     sync = m == accum - 1
-                    ctx = self.acc.no_sync(self.model) if not sync and self.world > 1 else _null()
+                    ctx = self.acc.no_sync(self.model) if not sync and self.world > 1 else nullcontext()
                     with ctx, self.acc.autocast():
                         out = self.model(**batch)
                         self.acc.backward(out.loss / accum)
@@ -297,11 +298,3 @@ def planned_steps(cfg: TrainConfig, scfg, steps_per_epoch: int) -> tuple[int, st
     if cfg.epochs is not None and by_epochs < cfg.max_steps:
         return by_epochs, f"--epochs {cfg.epochs} reached before --max-steps {cfg.max_steps}"
     return cfg.max_steps, f"--max-steps {cfg.max_steps} reached ({cfg.max_steps / steps_per_epoch:.2f} epochs)"
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

@@ -241,7 +241,7 @@ def evaluate_encoder(
 ) -> tuple[EvaluationMetrics, dict]:
     """OUT/metrics.json (EvaluationMetrics), OUT/retrieval.json (chance, ratio to chance, per source) and
     OUT/per_query.parquet (the mixture's hit@K per query, by sample key: paired tests between encoders)."""
-    from tasks.io import atomic_write_json
+    from tasks.io import atomic_write_json, atomic_write_parquet
 
     try:
         samples = read_split(shards, split)
@@ -265,9 +265,8 @@ def evaluate_encoder(
         import polars as pl
 
         out.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame({"id": e.keys, "source": e.sources, **per_query}).write_parquet(
-            out / "per_query.parquet"
-        )
+        frame = pl.DataFrame({"id": e.keys, "source": e.sources, **per_query})
+        atomic_write_parquet(out / "per_query.parquet", frame)
         metrics.metrics.update(m)
         if zero_shot:
             metrics.metrics.update(zero_shot_metrics(e, model, tokenizer, n_bootstrap, seed, device))

@@ -132,13 +132,6 @@ def frame_columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
-def artifact_slug(experiment: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    import re
-
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9]+", "-", experiment.lower())).strip("-") or "default"
-
-
 def metric_rows(metrics: EvaluationMetrics) -> list[dict[str, Any]]:
     rows = []
     for name, m in metrics.metrics.items():
@@ -191,13 +184,11 @@ def write_evaluation(
     """EVAL/metrics.json, EVAL/per_report.parquet, EVAL/notes.json, EVAL/summary.md."""
     from pathlib import Path
 
-    from tasks.io import atomic_write_bytes, atomic_write_json
+    from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "metrics.json", (metrics.model_dump_json(indent=2) + "\n").encode())
-    tmp = out / ".per_report.parquet.tmp"
-    frame.write_parquet(tmp)
-    tmp.replace(out / "per_report.parquet")
+    atomic_write_parquet(out / "per_report.parquet", frame)
     atomic_write_json(out / "notes.json", notes)
     atomic_write_bytes(out / "summary.md", markdown_summary(metrics, notes).encode())

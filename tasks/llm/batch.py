@@ -16,10 +16,10 @@ from typing import Any
 
 from schemas.llm import LLMConfig
 from tasks.io import atomic_write_json, read_json, sha256_bytes
+from tasks.llm.answers import answer_entry, quarantine_entry, request_body
 from tasks.llm.cache import ResponseCache
 from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost
 from tasks.llm.operation import InvalidAnswer, Operation, WorkItem
-from tasks.llm.runner import answer_entry, quarantine_entry, request_body
 
 log = logging.getLogger("cxrflow.llm.batch")
 TERMINAL = {"completed", "failed", "expired", "cancelled"}

@@ -55,6 +55,13 @@ def source_policy(source: str) -> tuple[bool, str]:
     return FALLBACK_POLICY.get(source, (False, "unknown licence (no adapter registered; treated as credentialed)"))
 
 
+def binding_source(sources: Iterable[str]) -> str:
+    """The source whose data-use terms bind an LLM judge of data mixed from `sources`: the first one that may
+    not leave the premises, else the first."""
+    names = list(sources)
+    return next((s for s in names if not source_policy(s)[0]), names[0])
+
+
 def endpoint_url(cfg: LLMConfig) -> str:
     if cfg.backend == "azure":
         url = cfg.azure_endpoint or os.environ.get("AZURE_OPENAI_ENDPOINT")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from schemas.llm import LLMConfig
+from tasks.llm.answers import answer_entry, quarantine_entry, request_body
 from tasks.llm.cache import ResponseCache, cache_key
 from tasks.llm.guard import DataUseError, check_data_use
 from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost
@@ -66,24 +67,6 @@ class RunResult:
             **self.ledger.totals(),
             **self.notes,
         }
-
-
-def request_body(op: Operation, payload: dict[str, Any], cfg: LLMConfig) -> dict[str, Any]:
-    body = {
-        "model": cfg.model,
-        "messages": op.build_messages(payload),
-        "response_format": op.response_format(),
-        "temperature": cfg.temperature,
-        "max_tokens": cfg.max_tokens,
-    }
-    if cfg.seed is not None:
-        body["seed"] = cfg.seed
-    for k, v in op.request_params.items():
-        if v is None:
-            body.pop(k, None)
-        else:
-            body[k] = v
-    return body
 
 
 def generation_params(op: Operation, cfg: LLMConfig) -> dict[str, Any]:
@@ -216,33 +199,6 @@ async def run_operation_async(
                 item.id, "quarantined", None, reason=e["reason"], raw=e.get("raw"), cache_hit=hit, cache_key=key
             )
     return result
-
-
-def answer_entry(
-    op: Operation, item: WorkItem, completion: dict[str, Any] | Any
-) -> tuple[dict[str, Any] | None, InvalidAnswer | None, dict[str, int]]:
-    """(ok entry, None, usage) or (None, error, usage) from a chat completion (object or JSON dict)."""
-    if not isinstance(completion, dict):
-        completion = completion.model_dump()
-    usage = completion.get("usage") or {}
-    tokens = {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
-              "completion_tokens": int(usage.get("completion_tokens") or 0)}
-    try:
-        choice = completion["choices"][0]
-        message = choice["message"]
-        out = op.parse_answer(message.get("content"), message.get("refusal"), choice.get("finish_reason"), item.payload)
-    except InvalidAnswer as e:
-        return None, e, tokens
-    except (KeyError, IndexError, TypeError) as e:
-        return None, InvalidAnswer(f"malformed completion: {type(e).__name__}: {e}"), tokens
-    entry = {"status": "ok", "output": out, "operation": op.name, "version": op.version,
-             "model_reported": completion.get("model"), "usage": tokens}
-    return entry, None, tokens
-
-
-def quarantine_entry(op: Operation, err: InvalidAnswer, attempts: int) -> dict[str, Any]:
-    return {"status": "quarantined", "reason": f"invalid answer after {attempts} attempt(s): {err.reason}",
-            "raw": err.raw, "operation": op.name, "version": op.version}
 
 
 async def _run_requests(

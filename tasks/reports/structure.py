@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.llm import REPORTS_SCHEMA, LLMConfig, StructureConfig
-from tasks.io import atomic_write_json
+from tasks.io import atomic_write_json, atomic_write_parquet, reason_category
 from tasks.llm.ledger import Ledger
 from tasks.llm.operation import WorkItem
 from tasks.llm.runner import ItemResult, RunResult, run_operation
@@ -190,7 +190,7 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
             **{f: output.get(f) for f in _OUTPUT_FIELDS},
             "rule_findings": rule.get("findings"), "rule_impression": rule.get("impression"),
         })
-    pq.write_table(pa.Table.from_pylist(records, schema=REPORTS_SCHEMA), out / "reports.parquet")
+    atomic_write_parquet(out / "reports.parquet", pa.Table.from_pylist(records, schema=REPORTS_SCHEMA))
 
     pairs = [(rec["rule_findings"], rec["findings"]) for rec in records
              if rec["status"] == "ok" and rec["rule_findings"] and rec["findings"]]
@@ -207,7 +207,7 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
         "reports": len(records),
         "ok": len(records) - len(quarantined),
         "quarantined": len(quarantined),
-        "quarantined_by_reason": dict(Counter(_reason_class(rec["reason"]) for rec in quarantined)),
+        "quarantined_by_reason": dict(Counter(reason_category(rec["reason"]) for rec in quarantined)),
         "cache_hits": sum(run.cache_hits for run in runs.values()),
         **totals,
         "operations": {name: {k: v for k, v in run.summary().items() if k in (
@@ -247,6 +247,3 @@ def _empty_input(operation: str, payload: dict[str, Any]) -> str | None:
     return None if payload["report_text"].strip() else "no report text"
 
 
-def _reason_class(reason: str | None) -> str:
-    """Group reasons for the summary: the part before the first colon ('invalid answer after 2 attempt(s)')."""
-    return (reason or "unknown").split(":")[0][:80]

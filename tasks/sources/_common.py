@@ -77,24 +77,10 @@ def read_csv_strings(path: Path, *, ragged: bool = False) -> pl.DataFrame:
     return read_csv_file(path, truncate_ragged_lines=ragged)
 
 
-def require_root(root: Path) -> Path:
-    """check() starts here: a missing root is named before anything else is looked at."""
-    root = Path(root)
-    if not root.is_dir():
-        raise SourceLayoutError(f"source root does not exist: {root}")
-    return root
-
-
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise SourceLayoutError(f"missing {what}: {path}")
     return path
-
-
-def require_columns(columns: list[str], required: tuple[str, ...] | list[str], where: Path) -> None:
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise SourceLayoutError(f"{where.name}: missing column(s) {', '.join(repr(c) for c in missing)}")
 
 
 def read_header(path: Path) -> list[str]:

@@ -20,6 +20,7 @@ ImageKind = Literal["dicom", "png", "jpeg"]
 ReportOrigin = Literal["report", "labels", "none"]
 
 FRONTAL_VIEWS = frozenset({"PA", "AP"})
+NOT_FRONTAL = "not frontal"  # the one filter reason category of the view policy
 
 
 class SourceLayoutError(UserError):
@@ -89,6 +90,20 @@ class Discovery:
         return len(self.candidates) + len(self.filtered) + len(self.quarantined)
 
 
+def require_root(root: Path) -> Path:
+    """check() starts here: a missing root is named before anything else is looked at."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SourceLayoutError(f"source root does not exist: {root}")
+    return root
+
+
+def require_columns(columns: list[str], required: tuple[str, ...] | list[str], where: Path) -> None:
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise SourceLayoutError(f"{where.name}: missing column(s) {', '.join(repr(c) for c in missing)}")
+
+
 class SourceAdapter(Protocol):
     name: str
     # May the data leave the premises? False for credentialed data (PhysioNet): LLM calls are then
@@ -96,11 +111,34 @@ class SourceAdapter(Protocol):
     may_leave_premises: bool
     licence: str
 
-    def check(self, root: Path) -> None:
-        """Raise SourceLayoutError naming the missing file or column, before any work."""
+    def check(self, root: Path, options: dict | None = None) -> None:
+        """Raise SourceLayoutError naming the missing file or column, before any work. `options` are the
+        ingest options (cfg.options), which some sources read their layout or server from."""
 
     def discover(self, cfg: IngestConfig) -> Discovery:
-        """Find every image under cfg.root and join it with the source's metadata."""
+        """Find every image under cfg.root and join it with the source's metadata. The engine has run
+        check() first, and applies the view policy and `limit` afterwards (tasks/ingest.py `discover`)."""
+
+
+class BaseAdapter:
+    """What every adapter shares: check() names a missing root (one message for every source), then runs the
+    source's own `check_layout`; `filter`/`quarantine` build the Drops. Subclasses parse their release."""
+
+    name: str
+    may_leave_premises: bool
+    licence: str
+
+    def check(self, root: Path, options: dict | None = None) -> None:
+        self.check_layout(require_root(root), options)
+
+    def check_layout(self, root: Path, options: dict | None) -> None:
+        """Raise SourceLayoutError naming the missing file or column (root exists)."""
+
+    def filter(self, out: Discovery, rel: str, reason: str, key: str | None = None) -> None:
+        out.filtered.append(Drop(self.name, rel, "discover", reason, key))
+
+    def quarantine(self, out: Discovery, rel: str, reason: str, key: str | None = None) -> None:
+        out.quarantined.append(Drop(self.name, rel, "discover", reason, key))
 
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -125,6 +163,24 @@ def quarantine_key_collisions(discovery: Discovery) -> None:
         ids = ", ".join(sorted({repr(c.image_id) for c in cs}))
         reason = f"image key collision: {len(cs)} inputs (ids {ids}) map to the key {key}"
         discovery.quarantined += [Drop(c.source, c.rel_path, "discover", reason, key) for c in cs]
+
+
+def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
+    """The one view policy, applied by the engine to every source (adapters only report `view`).
+
+    A film whose release states a view other than AP/PA is filtered under frontal_only, with one reason text.
+    A film whose view is unknown (the release does not say, or says "frontal" without AP/PA) is kept and
+    counted in notes["view_unknown"]: filtering it would empty sources that carry no view (VinDr-CXR, Open-I
+    without its projections file), and validation reads a null view as frontal (docs/datasets.md)."""
+    kept: list[Candidate] = []
+    for c in discovery.candidates:
+        if frontal_only and c.view is not None and c.view not in FRONTAL_VIEWS:
+            reason = f"{NOT_FRONTAL}: view {c.view} (frontal_only)"
+            discovery.filtered.append(Drop(c.source, c.rel_path, "discover", reason, c.image_key))
+        else:
+            kept.append(c)
+    discovery.candidates = kept
+    discovery.notes["view_unknown"] = sum(c.view is None for c in kept)
 
 
 def hash_split(subject_id: str, ratios: tuple[float, float, float], salt: str = "cxrflow") -> str:

@@ -26,14 +26,14 @@ from tasks.sources._common import (
     read_header,
 )
 from tasks.sources.base import (
-    FRONTAL_VIEWS,
+    BaseAdapter,
     Candidate,
     Discovery,
-    Drop,
     SourceLayoutError,
     hash_split,
     make_key,
     normalize_view,
+    require_columns,
 )
 
 SPREADSHEET = "master_spreadsheet_update.csv"
@@ -69,25 +69,18 @@ def _image_id(rel: str) -> str:
     return stem[len("image-") :] if stem.startswith("image-") else stem
 
 
-class BraxAdapter:
+class BraxAdapter(BaseAdapter):
     name = "brax"
     may_leave_premises = False  # PhysioNet credentialed access
     licence = "PhysioNet Credentialed Health Data License 1.5.0"
 
-    def check(self, root: Path, options: dict | None = None) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise SourceLayoutError(f"BRAX root not found: {root}")
+    def check_layout(self, root: Path, options: dict | None) -> None:
         columns = read_header(root / SPREADSHEET)
         mode = _image_mode(columns, options or {})
-        needed = [*KEY_COLUMNS, PATH_COLUMNS[mode], *CHEXPERT_LABELS]
-        missing = [c for c in needed if c not in columns]
-        if missing:
-            raise SourceLayoutError(f"{SPREADSHEET}: missing column(s) {', '.join(repr(c) for c in missing)}")
+        require_columns(columns, [*KEY_COLUMNS, PATH_COLUMNS[mode], *CHEXPERT_LABELS], root / SPREADSHEET)
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
-        self.check(root, cfg.options)
         df = read_csv_strings(root / SPREADSHEET)
         mode = _image_mode(df.columns, cfg.options)
         path_col = PATH_COLUMNS[mode]
@@ -98,51 +91,34 @@ class BraxAdapter:
             rel_raw = row.get(path_col)
             pid, acc = (row.get("PatientID") or "").strip(), (row.get("AccessionNumber") or "").strip()
             if not rel_raw or not rel_raw.strip():
-                out.quarantined.append(
-                    Drop(self.name, f"{SPREADSHEET}:{row_no}", "discover", f"row has no {path_col}")
-                )
+                self.quarantine(out, f"{SPREADSHEET}:{row_no}", f"row has no {path_col}")
                 continue
             path, rel = _resolve(root, rel_raw)
             listed.add(path)
             image_id = _image_id(rel)
             key = make_key(self.name, image_id)
             if escapes_root(rel_raw):
-                out.quarantined.append(Drop(self.name, rel, "discover", f"row {row_no}: {ESCAPES_ROOT}", key))
+                self.quarantine(out, rel, f"row {row_no}: {ESCAPES_ROOT}", key)
                 continue
             if not pid or not acc:
                 missing = "PatientID" if not pid else "AccessionNumber"
-                out.quarantined.append(
-                    Drop(self.name, rel, "discover", f"row {row_no}: empty {missing}", key)
-                )
+                self.quarantine(out, rel, f"row {row_no}: empty {missing}", key)
                 continue
             if key in seen:
-                out.quarantined.append(
-                    Drop(
-                        self.name,
-                        rel,
-                        "discover",
-                        f"duplicate row {row_no} for image (first at row {seen[key]})",
-                        key,
-                    )
-                )
+                self.quarantine(out, rel, f"duplicate row {row_no} for image (first at row {seen[key]})", key)
                 continue
             seen[key] = row_no
             if not path.is_file():
-                out.quarantined.append(Drop(self.name, rel, "discover", f"image file missing ({mode})", key))
+                self.quarantine(out, rel, f"image file missing ({mode})", key)
                 continue
             labels: dict[str, int | None] = {}
             try:
                 for name in CHEXPERT_LABELS:
                     labels[name] = parse_label_cell(name, row.get(name))
             except LabelValueError as exc:
-                out.quarantined.append(Drop(self.name, rel, "discover", str(exc), key))
+                self.quarantine(out, rel, str(exc), key)
                 continue
             view = normalize_view(row.get("ViewPosition"))
-            if cfg.frontal_only and view is not None and view not in FRONTAL_VIEWS:
-                out.filtered.append(
-                    Drop(self.name, rel, "discover", f"not frontal (ViewPosition {view})", key)
-                )
-                continue
             out.candidates.append(
                 Candidate(
                     source=self.name,

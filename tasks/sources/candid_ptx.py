@@ -26,14 +26,14 @@ from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.sources._common import read_csv_strings, read_header
 from tasks.sources.base import (
-    FRONTAL_VIEWS,
+    BaseAdapter,
     Candidate,
     Discovery,
-    Drop,
     SourceLayoutError,
     hash_split,
     make_key,
     normalize_view,
+    require_columns,
 )
 
 REPORTS = "Pneumothorax_reports.csv"
@@ -60,19 +60,13 @@ def _mask_positive(encoded: str | None) -> bool:
     raise ValueError(f"EncodedPixels {text[:30]!r} is neither -1 nor a run-length encoding")
 
 
-class CandidPtxAdapter:
+class CandidPtxAdapter(BaseAdapter):
     name = "candid-ptx"
     may_leave_premises = False  # released under a data-use agreement: no third-party processing
     licence = "CANDID-PTX data use agreement (University of Otago), research use only, no redistribution"
 
-    def check(self, root: Path) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise SourceLayoutError(f"CANDID-PTX root not found: {root}")
-        columns = read_header(root / REPORTS)
-        missing = [c for c in COLUMNS if c not in columns]
-        if missing:
-            raise SourceLayoutError(f"{REPORTS}: missing column(s) {', '.join(repr(c) for c in missing)}")
+    def check_layout(self, root: Path, options: dict | None) -> None:
+        require_columns(read_header(root / REPORTS), COLUMNS, root / REPORTS)
 
     def _image_files(self, root: Path, options: dict) -> dict[str, Path]:
         if options.get("images_dir"):
@@ -99,7 +93,6 @@ class CandidPtxAdapter:
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
-        self.check(root)
         df = read_csv_strings(root / REPORTS)
         rows: dict[str, list[dict]] = defaultdict(list)
         for row in df.iter_rows(named=True):
@@ -122,49 +115,34 @@ class CandidPtxAdapter:
                 else uid or f"{REPORTS}:<empty SOPInstanceUID>"
             )
             if not uid:
-                out.quarantined.append(Drop(self.name, rel, "discover", "row with empty SOPInstanceUID"))
+                self.quarantine(out, rel, "row with empty SOPInstanceUID")
                 continue
             if uid not in files:
-                out.quarantined.append(Drop(self.name, rel, "discover", "image file missing", key))
+                self.quarantine(out, rel, "image file missing", key)
                 continue
             if uid not in rows:
-                out.quarantined.append(Drop(self.name, rel, "discover", f"no row in {REPORTS}", key))
+                self.quarantine(out, rel, f"no row in {REPORTS}", key)
                 continue
             group = rows[uid]
             reports = {(r["Report"] or "").strip() for r in group}
             if len(reports) > 1:
-                out.quarantined.append(
-                    Drop(
-                        self.name,
-                        rel,
-                        "discover",
-                        f"{len(group)} duplicate rows disagree on the report text",
-                        key,
-                    )
-                )
+                self.quarantine(out, rel, f"{len(group)} duplicate rows disagree on the report text", key)
                 continue
             report = reports.pop()
             if not report:
-                out.quarantined.append(Drop(self.name, rel, "discover", "empty report", key))
+                self.quarantine(out, rel, "empty report", key)
                 continue
             try:
                 pneumothorax = any([_mask_positive(r["EncodedPixels"]) for r in group])
             except ValueError as exc:
-                out.quarantined.append(Drop(self.name, rel, "discover", str(exc), key))
+                self.quarantine(out, rel, str(exc), key)
                 continue
             try:
                 header = pydicom.dcmread(files[uid], stop_before_pixels=True)
             except Exception as exc:  # pydicom raises several types for non-DICOM files
-                out.quarantined.append(
-                    Drop(self.name, rel, "discover", f"unreadable DICOM header: {type(exc).__name__}", key)
-                )
+                self.quarantine(out, rel, f"unreadable DICOM header: {type(exc).__name__}", key)
                 continue
             view = normalize_view(header.get("ViewPosition"))
-            if cfg.frontal_only and view is not None and view not in FRONTAL_VIEWS:
-                out.filtered.append(
-                    Drop(self.name, rel, "discover", f"not frontal (ViewPosition {view})", key)
-                )
-                continue
             subject = str(header.get("PatientID") or "").strip() or uid
             labels: dict[str, int | None] = {name: None for name in CHEXPERT_LABELS}
             labels["Pneumothorax"] = int(pneumothorax)

@@ -25,10 +25,17 @@ from tasks.sources._common import (
     quarantine_unlisted,
     read_csv_strings,
     read_header,
-    require_columns,
-    require_root,
 )
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
+from tasks.sources.base import (
+    BaseAdapter,
+    Candidate,
+    Discovery,
+    SourceLayoutError,
+    hash_split,
+    make_key,
+    normalize_view,
+    require_columns,
+)
 
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
@@ -115,13 +122,12 @@ def read_list(path: Path) -> set[str]:
 
 
 @dataclass(frozen=True)
-class ChestXray14Adapter:
+class ChestXray14Adapter(BaseAdapter):
     name: str = "chestxray14"
     may_leave_premises: bool = True
     licence: str = LICENCE
 
-    def check(self, root: Path) -> None:
-        root = require_root(root)
+    def check_layout(self, root: Path, options: dict | None) -> None:
         csv_path = find_csv(root)
         require_columns(read_header(csv_path), REQUIRED_COLUMNS, csv_path)
 
@@ -137,7 +143,6 @@ class ChestXray14Adapter:
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
-        self.check(root)
         csv_path = find_csv(root)
         out = Discovery(notes={"data_entry": csv_path.name})
         train_val = read_list(root / "train_val_list.txt") if (root / "train_val_list.txt").is_file() else None
@@ -151,15 +156,13 @@ class ChestXray14Adapter:
         for i, row in enumerate(read_csv_strings(csv_path, ragged=True).iter_rows(named=True)):
             name = (row.get("Image Index") or "").strip()
             if not name:
-                out.quarantined.append(
-                    Drop(self.name, f"{csv_path.name}:{i + 2}", "discover", "row has no Image Index (no image)")
-                )
+                self.quarantine(out, f"{csv_path.name}:{i + 2}", "row has no Image Index (no image)")
                 continue
             image_id = name.rsplit(".", 1)[0]
             key = make_key(self.name, image_id)
 
             def quarantine(reason: str, name=name, key=key) -> None:
-                out.quarantined.append(Drop(self.name, name, "discover", reason, key))
+                self.quarantine(out, name, reason, key)
 
             if name in seen:
                 quarantine("duplicate row for an image already listed")
@@ -186,10 +189,7 @@ class ChestXray14Adapter:
                     continue
             else:
                 split = hash_split(subject, cfg.split_ratios)
-            view = (row.get("View Position") or "").strip().upper() or None
-            if cfg.frontal_only and view not in ("PA", "AP"):
-                out.filtered.append(Drop(self.name, name, "discover", f"view {view} not frontal (frontal_only)", key))
-                continue
+            view = normalize_view(row.get("View Position"))
             out.candidates.append(
                 Candidate(
                     source=self.name,

@@ -29,11 +29,16 @@ from tasks.sources._common import (
     quarantine_unlisted,
     read_csv_strings,
     read_header,
-    require_columns,
     require_file,
-    require_root,
 )
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, make_key
+from tasks.sources.base import (
+    BaseAdapter,
+    Candidate,
+    Discovery,
+    SourceLayoutError,
+    make_key,
+    require_columns,
+)
 
 LABEL_CSVS = (("train.csv", "train"), ("valid.csv", "validate"))
 REQUIRED_COLUMNS = ("Path", "Frontal/Lateral", "AP/PA", *CHEXPERT_LABELS)
@@ -116,15 +121,14 @@ def plus_sections(row: dict) -> dict[str, str | None]:
 
 
 @dataclass(frozen=True)
-class CheXpertAdapter:
+class CheXpertAdapter(BaseAdapter):
     name: str = "chexpert"
     with_reports: bool = False
     # Research-use agreement forbids redistribution: report text must not go to third-party endpoints.
     may_leave_premises: bool = False
     licence: str = LICENCE
 
-    def check(self, root: Path) -> None:
-        root = require_root(root)
+    def check_layout(self, root: Path, options: dict | None) -> None:
         label_dir = find_label_dir(root)
         for fname, _ in LABEL_CSVS:
             path = label_dir / fname
@@ -155,7 +159,6 @@ class CheXpertAdapter:
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
-        self.check(root)
         label_dir = find_label_dir(root)
         image_base = Path(cfg.options.get("image_root", label_dir))
         out = Discovery()
@@ -184,14 +187,14 @@ class CheXpertAdapter:
     def _one(self, row, split, where, image_base, reports, cfg, out, seen) -> None:
         raw = (row.get("Path") or "").strip()
         if not raw:
-            out.quarantined.append(Drop(self.name, where, "discover", "row has no Path (no image)"))
+            self.quarantine(out, where, "row has no Path (no image)")
             return
         rel = strip_prefix(raw)
         image_id = rel.rsplit(".", 1)[0]
         key = make_key(self.name, image_id)
 
         def quarantine(reason: str) -> None:
-            out.quarantined.append(Drop(self.name, raw, "discover", reason, key))
+            self.quarantine(out, raw, reason, key)
 
         if escapes_root(rel):
             return quarantine(ESCAPES_ROOT)
@@ -211,13 +214,8 @@ class CheXpertAdapter:
             return quarantine(f"Frontal/Lateral value outside Frontal/Lateral: {fl!r}")
         appa = (row.get("AP/PA") or "").strip().upper()
         # AP/PA also holds LL/RL and blanks; only AP/PA name a frontal projection. A frontal image without one
-        # gets view None (validation accepts AP/PA or null as frontal) and is counted in notes.
+        # gets view None: kept and counted by the engine's view policy (tasks/sources/base.py).
         view = "LATERAL" if fl == "Lateral" else (appa if appa in ("AP", "PA") else None)
-        if view is None:
-            out.notes["frontal_projection_unknown"] = out.notes.get("frontal_projection_unknown", 0) + 1
-        if cfg.frontal_only and fl == "Lateral":
-            out.filtered.append(Drop(self.name, raw, "discover", "lateral view (frontal_only)", key))
-            return
         parts = rel.split("/")  # train/patient00001/study1/view1_frontal.jpg
         subject = parts[1] if len(parts) >= 4 else image_id
         study = f"{subject}_{parts[2]}" if len(parts) >= 4 else image_id

@@ -38,7 +38,7 @@ from tasks.phi import (
     strip_dataset,
 )
 from tasks.sources.base import (
-    FRONTAL_VIEWS,
+    BaseAdapter,
     Candidate,
     Discovery,
     Drop,
@@ -146,18 +146,15 @@ def _paged(search, page_size: int, **kwargs) -> list[dict]:
             return results
 
 
-class DicomwebAdapter:
+class DicomwebAdapter(BaseAdapter):
     name = "dicomweb"
     may_leave_premises = False  # a hospital's own patients: nothing leaves the premises
     licence = "institutional data: governed by the hospital's data-use approval"
 
-    def check(self, root: Path, options: dict | None = None) -> None:
-        """Server reachable and report export readable. Called with the root alone (the engine's pre-flight)
-        and no dicomweb.json there, settings may still come from the ingest options: discover re-checks
-        with them before any work."""
+    def check_layout(self, root: Path, options: dict | None) -> None:
+        """Server reachable and report export readable. Without options and without a dicomweb.json (a
+        pre-flight that has only the root), there is nothing more to check yet."""
         if options is None and not (Path(root) / DESCRIPTOR).is_file():
-            if not Path(root).is_dir():
-                raise SourceLayoutError(f"DICOMweb root not found: {root}")
             return
         cfg = settings(root, options)
         if not cfg.get("url"):
@@ -180,7 +177,6 @@ class DicomwebAdapter:
         except PhiConfigError as exc:
             raise SourceLayoutError(f"DICOMweb: {exc}") from exc
         root = Path(cfg.root)
-        self.check(root, cfg.options)
         s = settings(root, cfg.options)
         reports = load_reports(root / s["reports"])
         client = _client(s["url"], float(s["timeout_s"]))
@@ -248,7 +244,7 @@ class DicomwebAdapter:
                 continue
             reason = self._filter_reason(header, s, cfg)
             if reason:
-                out.filtered.append(Drop(self.name, rel, "discover", reason, key))
+                self.filter(out, rel, reason, key)
                 continue
             accession = str(header.get("AccessionNumber") or "").strip()
             text = reports.get(accession) if accession else None
@@ -258,7 +254,7 @@ class DicomwebAdapter:
                     if not accession
                     else "no report in the export for this study"
                 )
-                out.quarantined.append(Drop(self.name, rel, "discover", why, key))
+                self.quarantine(out, rel, why, key)
                 continue
             subject_p = pseudonym(salt, "patient", str(header.get("PatientID") or study_uid))
             out.candidates.append(
@@ -300,7 +296,8 @@ class DicomwebAdapter:
 
     @staticmethod
     def _filter_reason(ds: Dataset, s: dict, cfg: IngestConfig) -> str | None:
-        """Client-side re-check of the search filters (a server may ignore some) and the view policy."""
+        """Client-side re-check of the search filters (a server may ignore some); the view policy is the
+        engine's (tasks/sources/base.py `apply_view_policy`)."""
         modality = str(ds.get("Modality") or "")
         if s["modalities"] and modality not in s["modalities"]:
             return f"modality {modality or 'missing'} not in {','.join(s['modalities'])}"
@@ -312,9 +309,6 @@ class DicomwebAdapter:
             s.get("date_to") and date > str(s["date_to"])
         ):
             return "study date outside the requested range"  # the date itself is PHI: not in the reason
-        view = normalize_view(ds.get("ViewPosition"))
-        if cfg.frontal_only and view is not None and view not in FRONTAL_VIEWS:
-            return f"not frontal (ViewPosition {view})"
         return None
 
 

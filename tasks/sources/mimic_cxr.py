@@ -16,13 +16,14 @@ from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.sources._common import LabelValueError, parse_label_row, read_csv_file
 from tasks.sources.base import (
-    FRONTAL_VIEWS,
+    BaseAdapter,
     Candidate,
     Discovery,
     Drop,
     SourceLayoutError,
     make_key,
     normalize_view,
+    require_columns,
 )
 
 NAME = "mimic-cxr"
@@ -44,12 +45,6 @@ def _find_csv(root: Path, kind: str) -> Path | None:
 def _read_csv(path: Path, **kwargs) -> pl.DataFrame:
     # Every column as text: ids keep their digits and StudyTime its float-looking form.
     return read_csv_file(path, **kwargs)
-
-
-def _require_columns(df: pl.DataFrame, path: Path, columns: tuple[str, ...]) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise SourceLayoutError(f"{path.name} is missing column(s) {', '.join(missing)}")
 
 
 def _scan(folder: str, problems: list[tuple[Path, str]]) -> list[os.DirEntry]:
@@ -133,26 +128,22 @@ def _labels(row: dict) -> tuple[dict[str, int | None], str | None]:
         return {}, str(exc)
 
 
-class MimicCxrAdapter:
+class MimicCxrAdapter(BaseAdapter):
     name = NAME
     may_leave_premises = False
     licence = "PhysioNet Credentialed Health Data License 1.5.0"
 
-    def check(self, root: Path) -> None:
-        root = Path(root)
-        if not root.is_dir():
-            raise SourceLayoutError(f"MIMIC-CXR root {root} does not exist")
+    def check_layout(self, root: Path, options: dict | None) -> None:
         if not (root / "files").is_dir():
             raise SourceLayoutError(f"MIMIC-CXR root {root} has no files/ folder")
         for kind, columns in (("metadata", METADATA_COLUMNS), ("split", SPLIT_COLUMNS)):
             path = _find_csv(root, kind)
             if path is None:
                 raise SourceLayoutError(f"MIMIC-CXR root {root} is missing mimic-cxr-2.0.0-{kind}.csv.gz")
-            header = _read_csv(path, n_rows=0)
-            _require_columns(header, path, columns)
+            require_columns(_read_csv(path, n_rows=0).columns, columns, path)
         labels = _find_csv(root, "chexpert")
         if labels is not None:
-            _require_columns(_read_csv(labels, n_rows=0), labels, LABEL_KEY_COLUMNS + CHEXPERT_LABELS)
+            require_columns(_read_csv(labels, n_rows=0).columns, LABEL_KEY_COLUMNS + CHEXPERT_LABELS, labels)
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
@@ -194,7 +185,7 @@ class MimicCxrAdapter:
         discovery = Discovery()
         for path, dicom_id, reason in unusable:
             key = make_key(NAME, dicom_id) if dicom_id else None
-            discovery.quarantined.append(Drop(NAME, path.relative_to(root).as_posix(), "discover", reason, key))
+            self.quarantine(discovery, path.relative_to(root).as_posix(), reason, key)
         listed = metadata.height
         discovery.notes["layout"] = layout
         discovery.notes["listed_in_metadata_without_file"] = listed - int(joined["in_metadata"].sum() or 0)
@@ -222,9 +213,6 @@ class MimicCxrAdapter:
                                                   "in mimic-cxr-2.0.0-metadata.csv.gz"))
                 continue
             view = normalize_view(row["view"])
-            if cfg.frontal_only and view not in FRONTAL_VIEWS:
-                discovery.filtered.append(drop("discover", f"not frontal: view {view or 'missing'}"))
-                continue
             if not row["split"]:
                 discovery.quarantined.append(drop("discover", "no split: dicom_id not in the split file"))
                 continue

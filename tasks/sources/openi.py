@@ -28,10 +28,17 @@ from tasks.sources._common import (
     quarantine_unlisted,
     read_csv_strings,
     read_header,
-    require_columns,
-    require_root,
 )
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
+from tasks.sources.base import (
+    BaseAdapter,
+    Candidate,
+    Discovery,
+    Drop,
+    SourceLayoutError,
+    hash_split,
+    make_key,
+    require_columns,
+)
 
 XML_DIR = "ecgen-radiology"
 REPORTS_CSV = "indiana_reports.csv"
@@ -106,7 +113,7 @@ def read_projections(path: Path) -> dict[str, tuple[str, str]]:
 
 
 @dataclass(frozen=True)
-class OpenIAdapter:
+class OpenIAdapter(BaseAdapter):
     name: str = "openi"
     may_leave_premises: bool = True
     licence: str = LICENCE
@@ -118,8 +125,7 @@ class OpenIAdapter:
             return "kaggle"
         raise SourceLayoutError(f"missing {XML_DIR}/ (NLM XML release) or {REPORTS_CSV} (Kaggle release) in {root}")
 
-    def check(self, root: Path) -> None:
-        root = require_root(root)
+    def check_layout(self, root: Path, options: dict | None) -> None:
         if self.variant(root) == "xml":
             if not any((root / XML_DIR).glob("*.xml")):
                 raise SourceLayoutError(f"missing report XML files: {root / XML_DIR}/*.xml")
@@ -132,9 +138,8 @@ class OpenIAdapter:
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
-        self.check(root)
         variant = self.variant(root)
-        out = Discovery(notes={"variant": variant, "view_unknown": 0})
+        out = Discovery(notes={"variant": variant})
         pngs = index_pngs(root)
         projections = read_projections(root / PROJECTIONS_CSV) if (root / PROJECTIONS_CSV).is_file() else {}
         seen: set[str] = set()
@@ -155,10 +160,10 @@ class OpenIAdapter:
         try:
             doc = ET.parse(xml_path).getroot()
         except ET.ParseError as e:
-            out.quarantined.append(Drop(self.name, rel, "discover", f"unparseable report XML: {e}"))
+            self.quarantine(out, rel, f"unparseable report XML: {e}")
             return
         except OSError as e:  # a folder named *.xml, permissions, I/O errors: an input, quarantined
-            out.quarantined.append(Drop(self.name, rel, "discover", f"report XML unreadable: {e.strerror}"))
+            self.quarantine(out, rel, f"report XML unreadable: {e.strerror}")
             return
         raw = {}
         for node in doc.iter("AbstractText"):
@@ -169,7 +174,7 @@ class OpenIAdapter:
         report_id = uid_node.get("id") if uid_node is not None and uid_node.get("id") else f"CXR{xml_path.stem}"
         image_ids = [n.get("id") for n in doc.iter("parentImage") if n.get("id")]
         if not image_ids:
-            out.quarantined.append(Drop(self.name, rel, "discover", "report has no images (no parentImage)"))
+            self.quarantine(out, rel, "report has no images (no parentImage)")
             return
         for image_id in image_ids:
             projection = projections.get(image_id, (None, None))[0]
@@ -186,9 +191,7 @@ class OpenIAdapter:
             known.add(uid)
             images = by_uid.get(uid, [])
             if not images:
-                out.quarantined.append(
-                    Drop(self.name, f"{REPORTS_CSV}:uid={uid}", "discover", f"report has no images (uid absent from {PROJECTIONS_CSV})")
-                )
+                self.quarantine(out, f"{REPORTS_CSV}:uid={uid}", f"report has no images (uid absent from {PROJECTIONS_CSV})")
                 continue
             for image_id, projection in images:
                 self._image(image_id, png_name(image_id, "kaggle"), f"CXR{uid}", row, projection, pngs, cfg, out, seen)
@@ -210,15 +213,9 @@ class OpenIAdapter:
         defect = "image file missing" if path is None else file_defect(path)
         if defect:
             return drop(out.quarantined, defect)
-        view = None
-        if projection is None:
-            out.notes["view_unknown"] += 1
-        elif projection.lower() not in _PROJECTIONS:
+        if projection is not None and projection.lower() not in _PROJECTIONS:
             return drop(out.quarantined, f"projection outside Frontal/Lateral: {projection!r}")
-        else:
-            view = _PROJECTIONS[projection.lower()]
-            if cfg.frontal_only and view == "LATERAL":
-                return drop(out.filtered, "lateral view (frontal_only)")
+        view = None if projection is None else _PROJECTIONS[projection.lower()]
         sections, text = sections_and_text(raw)
         has_text = any(sections.values())
         out.candidates.append(

@@ -26,10 +26,16 @@ from tasks.sources._common import (
     quarantine_unlisted,
     read_csv_strings,
     read_header,
-    require_columns,
-    require_root,
 )
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
+from tasks.sources.base import (
+    BaseAdapter,
+    Candidate,
+    Discovery,
+    SourceLayoutError,
+    hash_split,
+    make_key,
+    require_columns,
+)
 
 CSV_NAME = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
 REQUIRED_COLUMNS = ("ImageID", "ImageDir", "StudyID", "PatientID", "Projection", "Report", "Labels", "Localizations")
@@ -147,13 +153,12 @@ def find_csv(root: Path) -> Path:
 
 
 @dataclass(frozen=True)
-class PadChestAdapter:
+class PadChestAdapter(BaseAdapter):
     name: str = "padchest"
     may_leave_premises: bool = True
     licence: str = LICENCE
 
-    def check(self, root: Path) -> None:
-        root = require_root(root)
+    def check_layout(self, root: Path, options: dict | None) -> None:
         csv_path = find_csv(root)
         require_columns(read_header(csv_path), REQUIRED_COLUMNS, csv_path)
 
@@ -172,7 +177,6 @@ class PadChestAdapter:
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
-        self.check(root)
         csv_path = find_csv(root)
         out = Discovery(notes={"report_language": "es", "translation": TRANSLATION_NOTE})
         seen: set[str] = set()
@@ -194,14 +198,14 @@ class PadChestAdapter:
         image_name = row.get("ImageID") or ""
         folder = (row.get("ImageDir") or "").strip()
         if not image_name.strip():
-            out.quarantined.append(Drop(self.name, where, "discover", "row has no ImageID (no image)"))
+            self.quarantine(out, where, "row has no ImageID (no image)")
             return
         rel = f"{folder}/{image_name}" if folder else image_name
         image_id = image_name.strip().rsplit(".", 1)[0]
         key = make_key(self.name, image_id)
 
         def quarantine(reason: str) -> None:
-            out.quarantined.append(Drop(self.name, rel, "discover", reason, key))
+            self.quarantine(out, rel, reason, key)
 
         if key in seen:
             return quarantine("duplicate row for an ImageID already listed")
@@ -223,18 +227,15 @@ class PadChestAdapter:
         except LiteralError as e:
             return quarantine(str(e))
         if "exclude" in (t.lower() for t in terms):  # the annotators' own "do not use" label
-            out.filtered.append(Drop(self.name, rel, "discover", "Labels mark the image 'exclude'", key))
+            self.filter(out, rel, "Labels mark the image 'exclude'", key)
             return
         projection = (row.get("Projection") or "").strip().upper()
         if projection == "EXCLUDE":
-            out.filtered.append(Drop(self.name, rel, "discover", "projection EXCLUDE (release marks it unusable)", key))
+            self.filter(out, rel, "projection EXCLUDE (release marks it unusable)", key)
             return
         view = _VIEWS.get(projection)
         if view is None:
             return quarantine(f"Projection outside PA/L/AP/AP_horizontal/COSTAL/EXCLUDE: {projection!r}")
-        if cfg.frontal_only and view not in ("PA", "AP"):
-            out.filtered.append(Drop(self.name, rel, "discover", f"{view.lower()} view (frontal_only)", key))
-            return
         subject = (row.get("PatientID") or "").strip() or image_id
         report = (row.get("Report") or "").strip() or None
         out.candidates.append(

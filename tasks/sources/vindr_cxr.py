@@ -32,7 +32,15 @@ from pathlib import Path
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.sources._common import LabelValueError, parse_label_cell, read_csv_strings, read_header
-from tasks.sources.base import Candidate, Discovery, Drop, SourceLayoutError, hash_split, make_key
+from tasks.sources.base import (
+    BaseAdapter,
+    Candidate,
+    Discovery,
+    SourceLayoutError,
+    hash_split,
+    make_key,
+    require_columns,
+)
 
 VINDR_LABELS: tuple[str, ...] = (
     "Aortic enlargement", "Atelectasis", "Calcification", "Cardiomegaly", "Clavicle fracture",
@@ -82,7 +90,7 @@ def to_chexpert(vindr: dict[str, int]) -> dict[str, int | None]:
     return out
 
 
-class VindrCxrAdapter:
+class VindrCxrAdapter(BaseAdapter):
     name = "vindr-cxr"
     may_leave_premises = False  # PhysioNet credentialed access
     licence = "PhysioNet Credentialed Health Data License 1.5.0"
@@ -90,23 +98,17 @@ class VindrCxrAdapter:
     def _parts(self, root: Path) -> list[str]:
         return [p for p in ("train", "test") if (root / p).is_dir()]
 
-    def check(self, root: Path) -> None:
-        root = Path(root)
-        parts = self._parts(root) if root.is_dir() else []
+    def check_layout(self, root: Path, options: dict | None) -> None:
+        parts = self._parts(root)
         if not parts:
             raise SourceLayoutError(f"VinDr-CXR root {root}: missing folder 'train/' (and 'test/')")
         for part in parts:
             columns = [ALIASES.get(c, c) for c in read_header(root / LABEL_FILES[part])]
             needed = ["image_id", *(["rad_id"] if part == "train" else []), *MAPPED_COLUMNS]
-            missing = [c for c in needed if c not in columns]
-            if missing:
-                raise SourceLayoutError(
-                    f"{LABEL_FILES[part]}: missing column(s) {', '.join(repr(c) for c in missing)}"
-                )
+            require_columns(columns, needed, root / LABEL_FILES[part])
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
-        self.check(root)
         fraction = float(cfg.options.get("validate_fraction", 0.05))
         out = Discovery(
             notes={"reader_counts": {}, "duplicate_reader_rows": 0, "unmapped_columns_absent": []}
@@ -134,17 +136,15 @@ class VindrCxrAdapter:
                 rel = f"{part}/{image_id}.dicom"
                 key = make_key(self.name, image_id)
                 if image_id not in files:
-                    out.quarantined.append(Drop(self.name, rel, "discover", "image file missing", key))
+                    self.quarantine(out, rel, "image file missing", key)
                     continue
                 if image_id not in rows:
-                    out.quarantined.append(
-                        Drop(self.name, rel, "discover", f"no rows in {LABEL_FILES[part]}", key)
-                    )
+                    self.quarantine(out, rel, f"no rows in {LABEL_FILES[part]}", key)
                     continue
                 try:
                     votes = {c: [self._vote(r.get(c), c) for r in rows[image_id]] for c in present}
                 except LabelValueError as exc:
-                    out.quarantined.append(Drop(self.name, rel, "discover", str(exc), key))
+                    self.quarantine(out, rel, str(exc), key)
                     continue
                 agreed = {c: consensus(v) for c, v in votes.items()}
                 labels = to_chexpert(agreed)

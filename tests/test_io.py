@@ -1,0 +1,28 @@
+"""tasks/io: the one atomic parquet writer every stage uses."""
+
+from __future__ import annotations
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.io import atomic_write_parquet
+
+
+def test_atomic_parquet_writes_arrow_and_polars_and_leaves_nothing_on_failure(tmp_path):
+    path = tmp_path / "sub" / "t.parquet"
+    atomic_write_parquet(path, pa.table({"a": [1, 2]}))
+    assert pq.read_table(path).column("a").to_pylist() == [1, 2]
+    atomic_write_parquet(path, pl.DataFrame({"a": [3]}))
+    assert pl.read_parquet(path)["a"].to_list() == [3]
+
+    class Broken:
+        def write_parquet(self, tmp):
+            open(tmp, "wb").write(b"PAR1 partial")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_parquet(path, Broken())
+    assert pl.read_parquet(path)["a"].to_list() == [3]  # the old file, whole
+    assert sorted(p.name for p in path.parent.iterdir()) == ["t.parquet"]  # no temporary left behind

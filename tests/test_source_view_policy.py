@@ -1,0 +1,81 @@
+"""frontal_only means one thing for every source: the engine applies it, adapters only report `view`.
+
+An unknown view is kept and counted (notes["view_unknown"]); a stated non-frontal view is filtered with one
+reason text; found = kept + filtered + quarantined either way."""
+
+from __future__ import annotations
+
+import pytest
+from sources_support import config
+
+from fixtures.brax import write_brax
+from fixtures.candid_ptx import write_candid_ptx
+from fixtures.chestxray14 import write_chestxray14
+from fixtures.chexpert import write_chexpert
+from fixtures.mimic_cxr import write_mimic_cxr
+from fixtures.openi import write_openi
+from fixtures.padchest import write_padchest
+from fixtures.vindr_cxr import write_vindr_cxr
+from tasks import ingest
+from tasks.sources import adapters
+from tasks.sources.base import Candidate, Discovery, Drop
+
+WRITERS = {
+    "brax": write_brax,
+    "candid-ptx": write_candid_ptx,
+    "chestxray14": write_chestxray14,
+    "chexpert": write_chexpert,
+    "mimic-cxr": write_mimic_cxr,
+    "openi": write_openi,
+    "padchest": write_padchest,
+    "vindr-cxr": write_vindr_cxr,
+}
+
+
+def test_every_file_source_has_a_fixture_here():
+    assert set(adapters()) - set(WRITERS) <= {"dicomweb", "chexpert-plus"}  # a server / an alias of chexpert
+
+
+class _Planted:
+    """A source whose release gives one film with no view, one lateral and one PA (and one defect)."""
+
+    def __init__(self, name: str, root):
+        self.name, self.root = name, root
+
+    def check(self, root, options=None) -> None:
+        pass
+
+    def discover(self, cfg) -> Discovery:
+        def cand(i: str, view: str | None) -> Candidate:
+            return Candidate(self.name, self.root / f"{i}.png", f"{i}.png", i, "s1", "st1", "train", "png", view=view)
+
+        broken = Drop(self.name, "bad.png", "discover", "image file is empty (0 bytes)", None)
+        return Discovery([cand("u", None), cand("l", "LATERAL"), cand("p", "PA")], quarantined=[broken])
+
+
+@pytest.mark.parametrize("name", sorted(adapters()))
+@pytest.mark.parametrize("frontal_only", [True, False])
+def test_unknown_view_treated_identically_by_every_source(name, frontal_only, tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "get_adapter", lambda _: _Planted(name, tmp_path))
+    d = ingest.discover(config(name, tmp_path, tmp_path / "out", frontal_only=frontal_only))
+    assert d.found == 4 and len(d.quarantined) == 1
+    assert d.notes["view_unknown"] == 1  # kept and counted
+    assert sorted(c.image_id for c in d.candidates) == (["p", "u"] if frontal_only else ["l", "p", "u"])
+    assert [f.reason for f in d.filtered] == (["not frontal: view LATERAL (frontal_only)"] if frontal_only else [])
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_adapters_leave_the_view_policy_to_the_engine(name, tmp_path):
+    """The real adapters on their fixtures: frontal_only does not change what an adapter emits."""
+    WRITERS[name](tmp_path / "root")
+    raw = {}
+    for frontal_only in (True, False):
+        d = adapters()[name].discover(config(name, tmp_path / "root", tmp_path / "out", frontal_only=frontal_only))
+        raw[frontal_only] = ([c.image_key for c in d.candidates], len(d.filtered), len(d.quarantined))
+    assert raw[True] == raw[False]
+    engine = ingest.discover(config(name, tmp_path / "root", tmp_path / "out"))
+    assert engine.found == sum(len(x) if isinstance(x, list) else x for x in raw[True])
+    assert all(c.view in ("AP", "PA", None) for c in engine.candidates)
+    assert engine.notes["view_unknown"] == sum(c.view is None for c in engine.candidates)
+    not_frontal = [f.reason for f in engine.filtered if f.reason.startswith("not frontal")]
+    assert all(r.startswith("not frontal: view ") and r.endswith(" (frontal_only)") for r in not_frontal)
