@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml
 	# the encoder stage's extra without its torchvision requirement, and torchvision (the release built for
 	# torch 2.13) outside site-packages, where transformers cannot import it (training/openclip.py)
 	$(PY) -m pip install -q --no-deps 'open_clip_torch>=3.3,<4' 'timm>=1.0' 'ftfy>=6' wcwidth
-	$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is not None)" && \
-	  $(PY) -m pip install -q --no-deps --target $(VENV)/isolated 'torchvision==0.28.*' || true
+	# (if/then, not `probe && install || true`: a failed install must fail `make install`)
+	if $(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is not None)"; then \
+	  $(PY) -m pip install -q --no-deps --target $(VENV)/isolated 'torchvision==0.28.*'; fi
 	touch $(STAMP)
 
 # PREFECT_HOME under artifacts/: the demo's flow runs stay in that SQLite database, so
