@@ -20,7 +20,7 @@ def _dataset(tmp_path, image_of=None):
     shards = write_train_shards(tmp_path / "shards", n=10, per_shard=4)
     ds = open_shards(read_index(shards, "train"), tmp_path / "wids")
     examples, _ = build_examples(ds, expand_targets=False)
-    data = ExampleDataset(ds, examples, build_tiny_tokenizer(), 2, ImageTransform(32), 4, 256, image_of)
+    data = ExampleDataset(ds, examples, build_tiny_tokenizer(), 2, ImageTransform(32), 4, 256, image_of=image_of)
     return data, examples
 
 
