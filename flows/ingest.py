@@ -125,7 +125,7 @@ def ingest_mixture_flow(mix: MixtureConfig) -> dict:
     create_table_artifact(
         [{"source": name, **{k: s[k] for k in ("found", "kept", "filtered", "quarantined")}}
          for name, s in summary["per_source"].items()],
-        key="ingest-mixture-summary",
+        key=artifact_key("ingest-mixture-summary", ""),
         description="Per-source reconciliation: found = kept + filtered + quarantined",
     )
     print(f"mixture {', '.join(summary['sources'])}: found {summary['found']} = kept {summary['kept']} + "

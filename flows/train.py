@@ -49,7 +49,7 @@ def train_task(cfg: TrainConfig) -> dict:
     training_log = logging.getLogger("cxrflow.training")
     training_log.addHandler(handler)
     training_log.setLevel(logging.INFO)
-    artifact = create_progress_artifact(0.0, key="train-progress", description=f"optimizer steps of {cfg.out}")
+    artifact = create_progress_artifact(0.0, key=artifact_key("train-progress"), description=f"optimizer steps of {cfg.out}")
 
     def on_step(row: dict) -> None:
         progress.notify_step(row)
