@@ -139,14 +139,10 @@ class ImageTransform:
 def shuffled_images(examples: list[Example], seed: int) -> dict[int, int]:
     """The shuffle control: sample index -> index of the sample whose image it is shown with. A fixed
     permutation (by `seed`) of the samples that have examples, so every target of a sample gets the same
-    wrong image and every image is still seen as often as before. A derangement (Sattolo's single cycle): a
-    plain random permutation leaves about one sample with its own image, a true pair inside the control."""
+    wrong image and every image is still seen as often as before."""
     samples = sorted({e.index for e in examples})
     g = torch.Generator().manual_seed(seed * 7_919 + 17)
-    order = list(range(len(samples)))
-    for i in range(len(order) - 1, 0, -1):
-        j = int(torch.randint(i, (1,), generator=g))  # j < i: no element stays in place
-        order[i], order[j] = order[j], order[i]
+    order = torch.randperm(len(samples), generator=g).tolist()
     return {s: samples[j] for s, j in zip(samples, order, strict=True)}
 
 
