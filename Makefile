@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	# the encoder stage's extra without its torchvision requirement, and torchvision (the release built for
-	# torch 2.13) outside site-packages, where transformers cannot import it (training/openclip.py)
+	# the installed torch: 2.N pairs with 0.(N+15)) outside site-packages, where transformers cannot import it
+	# (training/openclip.py). if/then, not `probe && install || true`: a failed install fails `make install`.
 	$(PY) -m pip install -q --no-deps 'open_clip_torch>=3.3,<4' 'timm>=1.0' 'ftfy>=6' wcwidth
-	$(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is not None)" && \
-	  $(PY) -m pip install -q --no-deps --target $(VENV)/isolated 'torchvision==0.28.*' || true
+	if $(PY) -c "import importlib.util as u, sys; sys.exit(u.find_spec('torchvision') is not None)"; then \
+	  tv=$$($(PY) -c "import torch; print('0.%d.*' % (int(torch.__version__.split('.')[1]) + 15))") && \
+	  $(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/isolated "torchvision==$$tv"; fi
 	touch $(STAMP)
 
 # PREFECT_HOME under artifacts/: the demo's flow runs stay in that SQLite database, so

@@ -4,6 +4,7 @@ artifacts. The work itself is tasks/ingest.py; this module only wires it into Pr
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 from prefect import flow, task
@@ -65,7 +66,12 @@ def ingest_flow(cfg: IngestConfig) -> dict:
             pending -= finished
             update_progress_artifact(progress_id, 100.0 * (len(submitted) - len(pending)) / len(submitted))
         progress.notify(engine.progress_done(run_dir), total)  # in-process listeners (CLI bar): no API call
-    results = [f.result() for f in submitted]
+    try:
+        results = [f.result() for f in submitted]
+    except BaseException:  # a failed chunk fails the run: the other chunks' part files go too, once they stop
+        wait(submitted)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     summary = assemble_task(cfg, discovery, results, run_dir, time.perf_counter() - start)
     create_table_artifact(
         [{"measure": k, "value": summary[k]} for k in ("found", "kept", "filtered", "quarantined", "decoded", "reused")]
@@ -119,7 +125,7 @@ def ingest_mixture_flow(mix: MixtureConfig) -> dict:
     create_table_artifact(
         [{"source": name, **{k: s[k] for k in ("found", "kept", "filtered", "quarantined")}}
          for name, s in summary["per_source"].items()],
-        key="ingest-mixture-summary",
+        key=artifact_key("ingest-mixture-summary", ""),
         description="Per-source reconciliation: found = kept + filtered + quarantined",
     )
     print(f"mixture {', '.join(summary['sources'])}: found {summary['found']} = kept {summary['kept']} + "

@@ -17,7 +17,7 @@ def structure_with_progress(cfg: StructureConfig) -> dict:
     from flows import progress
     from flows.progress_artifact import PolledProgress
 
-    with PolledProgress("structure-progress", f"reports structured into {cfg.out}") as artifact:
+    with PolledProgress(artifact_key("structure-progress"), f"reports structured into {cfg.out}") as artifact:
 
         def on_progress(done: int, total: int, cost: float) -> None:
             artifact.set(done, total)

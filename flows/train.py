@@ -52,7 +52,7 @@ def train_task(cfg: TrainConfig) -> dict:
     step_log = logging.getLogger("cxrflow.training.steps")  # quiet mode stops it propagating to the console
     if not step_log.propagate:
         step_log.addHandler(handler)
-    artifact = create_progress_artifact(0.0, key="train-progress", description=f"optimizer steps of {cfg.out}")
+    artifact = create_progress_artifact(0.0, key=artifact_key("train-progress"), description=f"optimizer steps of {cfg.out}")
 
     def on_step(row: dict) -> None:
         progress.notify_step(row)

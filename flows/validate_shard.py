@@ -29,7 +29,7 @@ def shard_task(accepted, params: ValidateShardParams):
     from flows import progress
     from tasks.shard import write_shards
 
-    artifact = create_progress_artifact(0.0, key="shard-progress", description=f"samples sharded into {params.out}")
+    artifact = create_progress_artifact(0.0, key=artifact_key("shard-progress"), description=f"samples sharded into {params.out}")
 
     def on_progress(done: int, total: int) -> None:
         progress.notify(done, total)

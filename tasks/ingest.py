@@ -276,7 +276,13 @@ class Chunk:
 
 
 def new_run_dir(out: Path) -> Path:
-    run_dir = Path(out) / RUNS / uuid.uuid4().hex
+    """A fresh folder for this run's part files. Callers hold the output lock (tasks/lock.py), so any other
+    run folder was left by a run that died before assemble (killed, or a failed chunk): removed here."""
+    runs = Path(out) / RUNS
+    if runs.is_dir():
+        for stale in runs.iterdir():
+            shutil.rmtree(stale, ignore_errors=True)
+    run_dir = runs / uuid.uuid4().hex
     run_dir.mkdir(parents=True)
     return run_dir
 
@@ -401,6 +407,16 @@ def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = 
     cands = discovery.candidates
     plan = plan_chunks(len(cands), workers, cfg.batch_size)
     run_dir = new_run_dir(Path(cfg.out))
+    try:
+        results = _run_chunks(cfg, cands, plan, workers, run_dir, progress)
+    except BaseException:  # a failed chunk fails the run; the finished chunks' part files go with it
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return assemble(cfg, discovery, results, run_dir, time.perf_counter() - start)
+
+
+def _run_chunks(cfg: IngestConfig, cands: list[Candidate], plan: list[tuple[int, int]], workers: int,
+                run_dir: Path, progress: Callable[[int, int], None] | None) -> list[ChunkResult]:
     total = len(cands)
     if workers == 1 or len(plan) <= 1:
         results = []
@@ -417,4 +433,4 @@ def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = 
                 if progress:
                     progress(progress_done(run_dir), total)
             results = [f.result() for f in futures]
-    return assemble(cfg, discovery, results, run_dir, time.perf_counter() - start)
+    return results

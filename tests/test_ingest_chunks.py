@@ -58,3 +58,36 @@ def test_flow_makes_one_task_run_per_chunk(tmp_path, mimic_small, prefect_server
     a = pl.read_parquet(tmp_path / "o" / "manifest.parquet").drop("preprocess")
     b = pl.read_parquet(tmp_path / "bare" / "manifest.parquet").drop("preprocess")
     assert a.equals(b)
+
+
+def test_a_failed_chunk_leaves_no_part_files_behind(tmp_path, mimic_small, monkeypatch):
+    """A chunk that fails (a worker killed, a full disk) fails the run; the chunks that did finish have written
+    row/hash parts, which must not stay in OUT/.cache/runs (nothing else ever removes them)."""
+    import tasks.ingest as engine
+
+    cfg = IngestConfig(
+        root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=1, batch_size=1
+    )
+    real = engine.process_chunk
+
+    def failing(index, chunk, cfg, run_dir):
+        if index == 1:
+            raise OSError(28, "No space left on device")
+        return real(index, chunk, cfg, run_dir)
+
+    monkeypatch.setattr(engine, "process_chunk", failing)
+    monkeypatch.setattr(engine, "CHUNKS_PER_WORKER", 3)  # several chunks with one worker
+    with pytest.raises(OSError, match="No space left"):
+        run_ingest(cfg)
+    assert not list((tmp_path / "o" / RUNS).glob("*/*"))
+
+
+def test_a_run_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path, mimic_small):
+    cfg = IngestConfig(
+        root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=1, batch_size=4
+    )
+    stale = tmp_path / "o" / RUNS / "0123abcd"
+    stale.mkdir(parents=True)
+    (stale / "rows-000000.parquet").write_bytes(b"part of a run that was killed")
+    run_ingest(cfg)
+    assert not any((tmp_path / "o" / RUNS).iterdir())

@@ -74,3 +74,26 @@ def test_not_computed_metrics_collapse_to_one_line_with_reasons():
     )
     assert "\n" not in line
     assert collapse_not_computed({"rouge_l": _m(30.0, (25.0, 35.0))}) is None
+
+
+def test_a_lone_not_computed_metric_is_named_not_its_computed_sibling():
+    """One metric of a family not computed, its sibling computed: the line names the one that is missing."""
+    metrics = {
+        "chexbert_f1_micro_14": _m(40.0, (35.0, 45.0)),
+        "chexbert_f1_macro_14": _m(None, reason="not computed: CheXbert weights not configured (set ...)"),
+    }
+    assert collapse_not_computed(metrics) == (
+        "not computed (1): chexbert_f1_macro_14: no local model weights configured"
+    )
+
+
+def test_one_family_split_over_two_reasons_names_each_missing_metric():
+    metrics = {
+        "chexbert_f1_micro_14": "not computed: CheXbert weights not configured",
+        "chexbert_share_x": "not computed: no LLM judge for this one",
+        "chexbert_f1_macro_14": None,
+    }
+    assert collapse_not_computed(metrics) == (
+        "not computed (2): chexbert_f1_micro_14: no local model weights configured; "
+        "chexbert_share_x: no LLM judge configured"
+    )

@@ -62,7 +62,7 @@ def collapse_not_computed(metrics: dict[str, MetricResult | str | None]) -> str 
     """`not computed (13): chexbert_* x8, radgraph_f1_partial, bertscore_f1: no local model weights
     configured; chexprompt_* x3: no LLM judge configured`, or None when every metric has a value.
     `metrics`: name -> MetricResult, or name -> its not-computed reason (None when computed)."""
-    groups: dict[str, dict[str, int]] = {}
+    groups: dict[str, dict[str, list[str]]] = {}  # reason -> family -> the not-computed names
     for name, m in metrics.items():
         reason = (
             m.not_computed
@@ -74,16 +74,13 @@ def collapse_not_computed(metrics: dict[str, MetricResult | str | None]) -> str 
         if reason is None:
             continue
         family = re.sub(r"_(f1|mean|share).*$", "", name)
-        fam = groups.setdefault(_reason(reason), {})
-        fam[family] = fam.get(family, 0) + 1
+        groups.setdefault(_reason(reason), {}).setdefault(family, []).append(name)
     if not groups:
         return None
-    total = sum(sum(f.values()) for f in groups.values())
+    total = sum(len(n) for f in groups.values() for n in f.values())
     parts = []
     for reason, fams in groups.items():
-        names = [
-            f"{f}_* x{k}" if k > 1 else next(n for n in metrics if n.startswith(f)) for f, k in fams.items()
-        ]
+        names = [f"{f}_* x{len(n)}" if len(n) > 1 else n[0] for f, n in fams.items()]
         parts.append(f"{', '.join(names)}: {reason}")
     return f"not computed ({total}): " + "; ".join(parts)
 
