@@ -27,9 +27,9 @@ def generate_task(params: EvaluateParams) -> dict[str, Any]:
 
     generator = ReportGenerator.from_run(Path(params.run), device=params.device)
     out = Path(params.out) / "predictions.jsonl"
-    from tasks.evaluate.scoring import artifact_slug
+    from schemas.pipeline import slug
 
-    key = f"evaluate-progress-{artifact_slug(params.experiment)}"  # per experiment, like the metrics artifacts
+    key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics artifacts
     artifact = create_progress_artifact(0.0, key=key, description=f"reports generated for {out}")
 
     def on_progress(done: int, total: int) -> None:
