@@ -315,13 +315,17 @@ def _has(col: str, name: str) -> str:
 def gx_frame(samples: pl.DataFrame):
     """The rows as GX sees them: each text column replaced by its length and one flag per PHI pattern
     (Python `re`, as PHI_PATTERNS are written)."""
+    import pandas as pd
+
     texts = [c for c in TEXT_COLUMNS if c in samples.columns]
     pdf = samples.to_pandas()
+    derived = {}  # joined once: column-by-column inserts fragment the frame (pandas PerformanceWarning per column)
     for c in texts:
-        pdf[_chars(c)] = pdf[c].str.len()
+        derived[_chars(c)] = pdf[c].str.len()
+        text = pdf[c].fillna("").astype(str)
         for name, regex in PHI_PATTERNS.items():
-            pdf[_has(c, name)] = pdf[c].fillna("").astype(str).str.contains(regex, regex=True)
-    return pdf.drop(columns=texts)
+            derived[_has(c, name)] = text.str.contains(regex, regex=True)
+    return pd.concat([pdf.drop(columns=texts), pd.DataFrame(derived, index=pdf.index)], axis=1)
 
 
 def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] | None):
