@@ -26,7 +26,7 @@ def ingest(
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality", min=1, max=100)] = 95,
     all_views: Annotated[bool, typer.Option("--all-views", help="keep lateral views too")] = False,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)", min=1)] = None,
-    batch_size: Annotated[int, typer.Option(help="images per task", min=1)] = 32,
+    batch_size: Annotated[int, typer.Option(help="images between progress updates, and the smallest chunk (one task run per chunk)", min=1)] = 32,
     limit: Annotated[int | None, typer.Option(help="cap on candidate images", min=1)] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
     mixture: Annotated[Path | None, typer.Option(help="YAML MixtureConfig: several sources, one manifest")] = None,

@@ -279,7 +279,7 @@ def evaluate_encoder(
 
 def compare_retrieval(a_dir: Path, b_dir: Path, n_resamples: int = 1000) -> dict[str, dict]:
     """Paired test (b - a) of every mixture Recall@K between two retrieval evaluations of the same split,
-    paired by sample key (approximate randomization p-value, paired bootstrap CI; resampling.paired_test)."""
+    paired by sample key (CI and p-value from one paired bootstrap; resampling.paired_test)."""
     import polars as pl
 
     from tasks.evaluate.resampling import paired_test
