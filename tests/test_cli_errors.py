@@ -35,7 +35,8 @@ def cli(monkeypatch, capsys):
     return invoke
 
 
-def _one_line_error(result, *needles: str) -> str:
+def assert_one_line_error(result, *needles: str) -> str:
+    """Asserts exit code 2 and exactly one `error: ...` line on stderr holding every needle; returns it."""
     code, out, err = result
     assert code == 2, (code, out, err)
     lines = err.strip().splitlines()
@@ -47,7 +48,7 @@ def _one_line_error(result, *needles: str) -> str:
 
 
 def test_unknown_source_suggests_the_closest(cli, tmp_path):
-    line = _one_line_error(
+    line = assert_one_line_error(
         cli("ingest", "--source", "mimic", "--root", tmp_path, "--out", tmp_path / "o"),
         "unknown source 'mimic'",
         "did you mean 'mimic-cxr'?",
@@ -58,12 +59,12 @@ def test_unknown_source_suggests_the_closest(cli, tmp_path):
 
 def test_root_that_is_not_the_dataset(cli, tmp_path):
     (tmp_path / "not-mimic").mkdir()
-    _one_line_error(
+    assert_one_line_error(
         cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "not-mimic", "--out", tmp_path / "o"),
         "has no files/ folder",
     )
     (tmp_path / "a-file").write_text("x")
-    _one_line_error(
+    assert_one_line_error(
         cli("ingest", "--source", "mimic-cxr", "--root", tmp_path / "a-file", "--out", tmp_path / "o"),
         "is a file, not a folder",
     )
@@ -71,7 +72,7 @@ def test_root_that_is_not_the_dataset(cli, tmp_path):
 
 def test_out_naming_a_file(cli, tmp_path, mimic_small):
     (tmp_path / "a-file").write_text("x")
-    _one_line_error(
+    assert_one_line_error(
         cli("ingest", "--root", mimic_small, "--out", tmp_path / "a-file"), "is a file, not a folder"
     )
 
@@ -79,17 +80,17 @@ def test_out_naming_a_file(cli, tmp_path, mimic_small):
 def test_config_key_typo_suggests_the_key(cli, tmp_path):
     config = tmp_path / "p.yaml"
     config.write_text("data: {root: /nowhere}\ntrain: {max_step: 3}\n")
-    _one_line_error(
+    assert_one_line_error(
         cli("pipeline", "--config", config),
         "unknown config key 'train.max_step'",
         "did you mean 'max_steps'?",
     )
     # the same through --set, and inside a stage override dict
     config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\n")
-    _one_line_error(
+    assert_one_line_error(
         cli("pipeline", "--config", config, "--set", "trian.max_steps=3"), "did you mean 'train'?"
     )
-    _one_line_error(
+    assert_one_line_error(
         cli("pipeline", "--config", config, "--set", "train.stage1.learning_rate=0.1"),
         "unknown config key 'train.stage1.learning_rate'",
     )
@@ -100,7 +101,7 @@ def test_pipeline_evaluate_split_typo_fails_before_any_stage(cli, tmp_path):
     and training ran; it is a one-line config error now (root /nowhere: no stage could even start)."""
     config = tmp_path / "p.yaml"
     config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\nevaluate: {{split: valid}}\n")
-    _one_line_error(cli("pipeline", "--config", config), "evaluate.split")
+    assert_one_line_error(cli("pipeline", "--config", config), "evaluate.split")
     config.write_text(f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\nevaluate: {{split: validation}}\n")
     assert "evaluate.split" not in cli("pipeline", "--config", config)[2]
 
@@ -112,46 +113,46 @@ def test_pipeline_chexprompt_llm_fields_are_checked_with_the_config(cli, tmp_pat
     config = tmp_path / "p.yaml"
     head = f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\n"
     config.write_text(head + f"evaluate: {{llm: {{backend: openai, base_url: 'http://127.0.0.1:8/v1?key={secret}'}}}}\n")
-    line = _one_line_error(cli("pipeline", "--config", config), "evaluate.llm", "api_key_env")
+    line = assert_one_line_error(cli("pipeline", "--config", config), "evaluate.llm", "api_key_env")
     assert secret not in line
     config.write_text(head + "evaluate: {llm: {backend: openai, bse_url: 'http://127.0.0.1:8/v1'}}\n")
-    _one_line_error(cli("pipeline", "--config", config), "unknown LLM config key 'bse_url'", "base_url")
+    assert_one_line_error(cli("pipeline", "--config", config), "unknown LLM config key 'bse_url'", "base_url")
 
 
 def test_numeric_ranges(cli, tmp_path):
-    _one_line_error(
+    assert_one_line_error(
         cli("train", "--shards", tmp_path, "--out", tmp_path / "r", "--max-steps", "-1"),
         "--max-steps",
         "greater than or equal to 1",
     )
-    _one_line_error(
+    assert_one_line_error(
         cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--jpeg-quality", "101"), "--jpeg-quality"
     )
 
 
 def test_train_on_a_folder_without_shards(cli, tmp_path):
     (tmp_path / "x.txt").write_text("not shards")
-    _one_line_error(
+    assert_one_line_error(
         cli("train", "--shards", tmp_path, "--out", tmp_path / "r"),
         "is not a shard folder: no train.index.json",
     )
 
 
 def test_shard_and_evaluate_check_their_folders(cli, tmp_path):
-    _one_line_error(cli("shard", "--data", tmp_path, "--out", tmp_path / "s"), "holds no manifest.parquet")
-    _one_line_error(
+    assert_one_line_error(cli("shard", "--data", tmp_path, "--out", tmp_path / "s"), "holds no manifest.parquet")
+    assert_one_line_error(
         cli("evaluate", "--run", tmp_path, "--shards", tmp_path, "--out", tmp_path / "e"),
         "is not a training run",
     )
 
 
 def test_bad_choice_and_missing_option_are_one_line(cli, tmp_path):
-    _one_line_error(
+    assert_one_line_error(
         cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--resize", "stretch"),
         "--resize",
         "hint: see `cxrflow ingest --help`",
     )
-    _one_line_error(cli("train", "--out", tmp_path), "--shards")
+    assert_one_line_error(cli("train", "--out", tmp_path), "--shards")
 
 
 def test_version_and_unexpected_errors_keep_their_traceback(cli, monkeypatch):
@@ -212,7 +213,7 @@ def test_a_flow_run_fails_with_the_same_one_line_message(prefect_server, tmp_pat
         state.result()
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     capsys.readouterr()  # the flow run's own log lines
-    line = _one_line_error(cli("train", "--shards", tmp_path, "--out", tmp_path / "run"))
+    line = assert_one_line_error(cli("train", "--shards", tmp_path, "--out", tmp_path / "run"))
     assert line == f"error: {caught.value}"
     assert caught.value.message in state.message
 
