@@ -1,8 +1,8 @@
 """The shard contract (issue 4 writes it; training and evaluation read it) and the validate/shard configs.
 
 A sample with key K (dot-free) is three tar members, in this order: `K.jpg` or `K.png` (the processed
-image), `K.json` (every manifest field plus `targets` and `indication`), `K.txt` (the primary training
-target: findings). Shards are `data/{split}-NNNNN-of-NNNNN.tar` (the Hugging Face Hub layout, so
+image), `K.json` (every manifest field plus `targets` and `indication`, written without nulls:
+schemas/sample_json.py), `K.txt` (the primary training target: findings). Shards are `data/{split}-NNNNN-of-NNNNN.tar` (the Hugging Face Hub layout, so
 `datasets.load_dataset(SHARDS)` and `load_dataset("webdataset", data_dir=SHARDS)` read the tars and nothing
 else); beside `data/`: `{split}.index.json` (wids), `shards.parquet` (key -> shard), `summary.json`. Split
 names in file names are the ones Hugging Face expects (`validation`); the manifest keeps the source's own
@@ -27,8 +27,9 @@ SHARD_SPLITS: dict[str, str] = {"train": "train", "validate": "validation", "tes
 SplitName = Literal["train", "validation", "validate", "test"]
 SHARD_DIR = "data"
 # Bumped when the folder layout changes, so a pipeline does not reuse a shard stage written in another one
-# (2: tars under data/ with Hub names, split `validation`; 3: README.md dataset card declaring the features).
-LAYOUT_VERSION = 3
+# (2: tars under data/ with Hub names, split `validation`; 3: README.md dataset card declaring the features;
+# 4: K.json without nulls, labels in `chexpert_labels`).
+LAYOUT_VERSION = 4
 
 
 def shard_split(split: str) -> str:

@@ -10,7 +10,8 @@ sample (empty shards) and cannot resume; TarWriter gives fixed mtime/user/group/
 tarfile's stream mode, which re-buffers every member in 10 KB records (measured ~0.2x of a plain copy of the
 image bytes here). We write plain ustar members instead: headers from `tarfile.TarInfo.tobuf` (fixed
 mtime/uid/gid/mode/uname/gname), image bytes copied by the kernel (`os.copy_file_range`), and the tarfile
-end-of-archive layout (two zero blocks, padded to 10 KB records). Members per sample: image, .json, .txt.
+end-of-archive layout (two zero blocks, padded to 10 KB records). Members per sample: image, .json, .txt;
+the .json has no nulls (schemas/sample_json.py), so readers that infer types from a few samples get them all.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from schemas.manifest import MANIFEST_SCHEMA
+from schemas.sample_json import encode_sample_json
 from schemas.shards import (
     IMAGE_EXTENSIONS,
     LEGACY_SHARD_NAME_RE,
@@ -101,11 +102,10 @@ def _member_bytes(size: int) -> int:
 
 
 def sample_members(row: dict) -> tuple[bytes, bytes]:
-    """The .json and .txt payloads of one validated sample."""
-    meta = {name: row.get(name) for name in MANIFEST_SCHEMA.names}
-    meta["targets"] = json.loads(row["targets_json"])
-    meta["indication"] = row.get("indication_text")
-    meta["primary_method"] = row["primary_method"]
+    """The .json (null-free, schemas/sample_json.py) and .txt payloads of one validated sample."""
+    meta = encode_sample_json(
+        row, json.loads(row["targets_json"]), row.get("indication_text"), row["primary_method"]
+    )
     js = json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
     return js, row["findings_text"].encode()
 

@@ -4,10 +4,9 @@
   `shardlist` of {url, nsamples, filesize, md5sum}; urls are relative to the index, as wids resolves them).
 - `shards.parquet`: every key -> its shard (SHARD_MAP_SCHEMA).
 - `summary.json`: samples per split, shard count, bytes, filtered/quarantined rows and the reconciliation.
-- `README.md`: a dataset card whose `dataset_info.features` declare every member's type, so
-  `datasets.load_dataset(folder)` does not infer them from the first five samples (a field that is null there,
-  such as an absent report section or an unmentioned label, was inferred as null and the load failed on the
-  first sample that had a value).
+- `README.md`: a dataset card saying what a sample holds and how absence is written in `K.json` (no nulls:
+  `datasets` infers the types from five samples, and a field null in all five was typed null and failed the
+  load at the first sample holding a value; docs/shards.md).
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from schemas.manifest import MANIFEST_SCHEMA
+from schemas.sample_json import LABEL_STATES, SOURCE_LABEL_SEP
 from schemas.shards import IMAGE_EXTENSIONS, SHARD_MAP_SCHEMA, SPLITS, index_name, shard_split
 from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet, quiet_wids
 from tasks.shard import ShardInfo
@@ -150,46 +149,30 @@ def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
     return report
 
 
-def _hf_feature(name: str, typ: pa.DataType) -> dict:
-    """One Hugging Face `features` entry (YAML form of datasets.Features) for an Arrow type of the manifest."""
-    if pa.types.is_list(typ):
-        return {"name": name, "list": _hf_feature("", typ.value_type)["dtype"]}
-    dtype = {pa.string(): "string", pa.bool_(): "bool"}.get(typ, str(typ))  # int8, int32, int64, float64
-    return {"name": name, "dtype": dtype}
+def write_dataset_card(out_dir: Path, accepted: pl.DataFrame) -> Path:
+    """README.md: what a sample holds and how absence is written. It declares no feature types: K.json has
+    no nulls, so the types inferred from any sample are right (schemas/sample_json.py), and
+    `load_dataset(SHARDS)` and `load_dataset("webdataset", data_dir=SHARDS)` read the same types."""
+    formats = accepted.get_column("image_format").unique()
+    exts = sorted({IMAGE_EXTENSIONS.get(str(f).lower(), str(f)) for f in formats})
+    labels = ", ".join(f"{v} = {k}" for k, v in LABEL_STATES.items() if k is not None)
+    body = f"""# Chest X-ray report-generation shards (cxrflow)
 
+WebDataset tars under `data/` (`{{split}}-NNNNN-of-NNNNN.tar`, splits train / validation / test), a wids
+index per split beside them (`{{split}}.index.json`), `shards.parquet` (key -> shard) and `summary.json`.
 
-def shard_features(image_ext: str) -> list[dict]:
-    """The members of every sample as `datasets` types: the .json member is the manifest row (see
-    tasks.shard.sample_members) plus targets, indication and primary_method."""
-    row = [_hf_feature(f.name, f.type) for f in MANIFEST_SCHEMA]
-    row += [
-        {"name": "targets", "list": [{"name": "findings", "dtype": "string"}, {"name": "method", "dtype": "string"}]},
-        {"name": "indication", "dtype": "string"},
-        {"name": "primary_method", "dtype": "string"},
-    ]
-    row.sort(key=lambda f: f["name"])
-    return [
-        {"name": "__key__", "dtype": "string"},
-        {"name": "__url__", "dtype": "string"},
-        {"name": image_ext, "dtype": "image"},
-        {"name": "json", "struct": row},
-        {"name": "txt", "dtype": "string"},
-    ]
+Each sample `K` has three members:
 
+- `K.{"|".join(exts) or "jpg"}`: the processed image;
+- `K.txt`: the primary findings text (the training target);
+- `K.json`: the manifest fields, `targets` (every findings version: `findings`, `method`), `indication` and
+  `primary_method`. Nothing in it is null, so every sample shows every type: absent text is `""`,
+  `source_labels` is one string joined by `{SOURCE_LABEL_SEP}`, and `chexpert_labels` maps each of the 14 CheXpert
+  observations to {labels} or "unmentioned" (the LLaVA-Rad release writes 1.0 / 0.0 / -1.0 / NaN).
 
-def write_dataset_card(out_dir: Path, accepted: pl.DataFrame) -> Path | None:
-    """README.md declaring the features (None when the samples mix image formats: no one schema fits)."""
-    import yaml
-
-    exts = {IMAGE_EXTENSIONS.get(str(f).lower()) for f in accepted.get_column("image_format").unique().to_list()}
+Load with `datasets.load_dataset("<this folder>")` or `datasets.load_dataset("webdataset",
+data_dir="<this folder>")`, or with `webdataset` / `wids` from the index files.
+"""
     path = Path(out_dir) / "README.md"
-    if len(exts) != 1 or None in exts:
-        path.unlink(missing_ok=True)
-        return None
-    meta = yaml.safe_dump({"dataset_info": {"features": shard_features(exts.pop())}}, sort_keys=False)
-    body = (
-        "Chest X-ray report-generation shards written by cxrflow (WebDataset tars under data/, one per "
-        "split and shard; wids indexes beside them).\n"
-    )
-    atomic_write_bytes(path, f"---\n{meta}---\n\n{body}".encode())
+    atomic_write_bytes(path, body.encode())
     return path

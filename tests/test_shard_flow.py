@@ -43,7 +43,7 @@ def test_flow_validates_shards_indexes_and_reconciles(prefect_server, tmp_path):
         "validation.index.json",
     ]
     assert summary["llava_records"]["train"] == 14
-    assert "dataset_info:" in (out / "README.md").read_text()  # the types datasets must not guess
+    assert "unmentioned" in (out / "README.md").read_text()  # the dataset card says how absence is written
     table = _artifact("gx-expectations")
     assert table is not None and "frontal view" in table.data
     docs = _artifact("gx-data-docs")  # the results rendered into the UI, not a file:// link

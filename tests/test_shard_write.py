@@ -255,37 +255,3 @@ def test_llava_image_paths_resolve_from_the_json_folder_or_an_absolute_root(data
     export_llava(accepted, tmp_path / "nan", data_dir=data, nan_labels=True)
     raw = (tmp_path / "nan" / "llava" / "train.json").read_text()
     assert "NaN" in raw and "null," not in raw.split('"chexpert_labels"')[1].split("}")[0]
-
-
-def test_shard_folder_loads_with_hugging_face_datasets(dataset, tmp_path, monkeypatch):
-    """The usual one-call loads work on a shard folder with every sidecar in place (index, map, summary,
-    LLaVA export, validation report): split names train / validation / test."""
-    datasets = pytest.importorskip("datasets")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    data, accepted = dataset
-    # As in real data: a section or label absent from the first samples of a split (datasets infers the
-    # types from five samples: a field null there became type null and the load failed on the first value).
-    rank = pl.col("image_key").rank("ordinal").over("split")
-    accepted = accepted.with_columns(
-        pl.when(rank <= 5).then(None).otherwise(pl.lit("PA and lateral")).alias("technique"),
-        pl.when(rank <= 5).then(None).otherwise(pl.lit(1)).cast(pl.Int8).alias("label_edema"),
-    )
-    out = tmp_path / "s"
-    infos = _write_all(accepted, data, out, CFG)
-    write_summary(out, infos, {})
-    export_llava(accepted, out, data_dir=data)
-    (out / "validation").mkdir()
-    (out / "validation" / "expectations.json").write_text("{}")
-    want = {"train": 20, "validation": 2, "test": 2}
-    assert {s: accepted.filter(pl.col("split") == m).height for s, m in
-            (("train", "train"), ("validation", "validate"), ("test", "test"))} == want
-    # The folder's dataset card declares the types; the packaged builder reads no card, so it takes them
-    # from the folder's builder (docs/datasets.md).
-    features = datasets.load_dataset_builder(str(out), cache_dir=str(tmp_path / "hf-b")).info.features
-    for kwargs in ({"path": "webdataset", "data_dir": str(out), "features": features}, {"path": str(out)}):
-        ds = datasets.load_dataset(**kwargs, cache_dir=str(tmp_path / f"hf-{len(kwargs)}"))
-        assert {k: len(v) for k, v in ds.items()} == want, kwargs
-        row = ds["train"][0]
-        assert {"jpg", "json", "txt", "__key__"} <= set(row) and row["txt"]
-        assert row["json"]["technique"] is None and ds["train"][-1]["json"]["technique"] == "PA and lateral"
-        assert ds["train"][-1]["json"]["label_edema"] == 1

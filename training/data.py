@@ -78,8 +78,11 @@ def _member(sample: dict, ext: str) -> bytes | None:
 
 
 def sample_meta(sample: dict) -> dict:
+    """K.json as the manifest has it (None for absent text: the LLaVA-Rad prompt tests `indication is None`)."""
+    from schemas.sample_json import decode_sample_json
+
     raw = _member(sample, ".json")
-    return json.loads(raw) if raw else {}
+    return decode_sample_json(json.loads(raw)) if raw else {}
 
 
 @dataclass(frozen=True)

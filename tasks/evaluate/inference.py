@@ -18,6 +18,8 @@ from typing import Any
 
 from PIL import Image
 
+from schemas.sample_json import decode_sample_json
+
 IMAGE_MEMBERS = ("jpg", "jpeg", "png")
 
 
@@ -88,7 +90,7 @@ def iter_samples(
             return
         key = sample["__key__"]
         summary.found += 1
-        meta: dict[str, Any] = json.loads(sample["json"]) if "json" in sample else {}
+        meta: dict[str, Any] = decode_sample_json(json.loads(sample["json"])) if "json" in sample else {}
         sid = str(meta.get("key") or key)
         raw = next((sample[m] for m in IMAGE_MEMBERS if m in sample), None)
         text = sample.get("txt")

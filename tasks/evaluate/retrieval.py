@@ -25,6 +25,7 @@ import numpy as np
 
 from schemas.evaluation import EvaluationMetrics, MetricResult
 from schemas.labels import CHEXPERT_LABELS, label_column
+from schemas.sample_json import decode_sample_json
 from tasks.evaluate.resampling import MetricSpec, bootstrap_indices, score
 
 KS = (1, 5, 10)
@@ -65,7 +66,7 @@ def read_split(shards: Path, split: str, limit: int | None = None) -> list[tuple
             img = next((members[e][1] for e in IMAGE_MEMBERS if e in members), None)
             if img is None or "txt" not in members:
                 continue
-            meta = json.loads(members["json"][1]) if "json" in members else {}
+            meta = decode_sample_json(json.loads(members["json"][1])) if "json" in members else {}
             out.append((key, img, members["txt"][1].decode("utf-8"), meta))
             if limit is not None and len(out) >= limit:
                 return out
