@@ -36,7 +36,6 @@ def register(app: typer.Typer) -> None:
         from schemas.errors import UserError
         from schemas.shards import DataParams, ShardConfig
         from tasks import preflight
-        from tasks.validate import ValidationFailed
 
         preflight.check_out_dir(out)
         sources = []
@@ -77,14 +76,7 @@ def register(app: typer.Typer) -> None:
             llm_base_url=base_url,
             shard=ShardConfig(max_samples=max_samples, max_bytes=max_bytes),
         )
-        try:
-            result = data_pipeline(params)
-        except ValidationFailed as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from exc
-        except AnnotationsError as exc:  # an annotations file that exists but cannot be read as the release
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        result = data_pipeline(params)  # an unreadable annotations file inside it is a user error (main.py)
         shards = result["shards"]
         typer.echo(
             json.dumps({"splits": shards["splits"], "reconciliation": shards["reconciliation"]}, indent=2)

@@ -99,16 +99,23 @@ def _user_error(exc: BaseException) -> tuple[str, str | None] | None:
     return None
 
 
+def is_user_error(exc: BaseException) -> bool:
+    """Whether `exc` is a user mistake the CLI reports in one line (cxrflow_cli/quiet.py keeps Prefect's
+    records of it off the console)."""
+    return _user_error(exc) is not None
+
+
 def _environment_errors() -> tuple[type[BaseException], ...]:
     """Refusals caused by the user's setup, not by cxrflow: a held output lock, the data-use guard, PHI
-    settings, a missing key. Imported only once an exception is on its way out (`--help` stays fast)."""
+    settings, a missing key, an annotations file that is not the release's. Imported only once an exception is on its way out (`--help` stays fast)."""
     from tasks.llm.client import MissingKeyError
     from tasks.llm.guard import DataUseError
     from tasks.lock import OutputLocked
     from tasks.phi import PhiConfigError
+    from tasks.reports.annotations import AnnotationsError
     from tasks.sources.base import SourceLayoutError
 
-    return OutputLocked, SourceLayoutError, DataUseError, PhiConfigError, MissingKeyError
+    return OutputLocked, SourceLayoutError, DataUseError, PhiConfigError, MissingKeyError, AnnotationsError
 
 
 def run(argv: list[str] | None = None) -> int:

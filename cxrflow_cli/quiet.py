@@ -2,8 +2,8 @@
 
 Filtered: transformers' FutureWarnings/deprecations and info logs, tqdm bars (transformers, datasets,
 huggingface_hub), wids' per-dataset stderr line (tasks.io.quiet_wids), Prefect's console logs below WARNING,
-and library loggers below WARNING; a failed run's traceback when its error is a UserError (the CLI prints
-that one line). cxrflow's own loggers (`cxrflow.*`) stay at INFO.
+and library loggers below WARNING; Prefect's records of a run that failed on a user error (the CLI prints that
+one line; the records still reach the flow run's logs on the server). cxrflow's own loggers (`cxrflow.*`) stay at INFO.
 """
 
 from __future__ import annotations
@@ -38,17 +38,37 @@ NOISY_LOGGERS = (
 )
 
 
-class UserErrorsInOneLine(logging.Filter):
-    """Prefect logs a failed task or flow run with its traceback; for a UserError (a mistake in what was asked
-    for, which the CLI reports in one line) the message is the whole story, so the traceback is dropped.
-    Any other exception keeps it."""
+class UserErrorsOffTheConsole(logging.Filter):
+    """Prefect logs a failed task or flow run as ERROR records with tracebacks (the task's failure, its final
+    state, the flow's failure, each parent flow's). For a user error (a mistake in what was asked for, which the
+    CLI reports in one line) those records reach the run logger's own handlers (Prefect's API handler: the flow
+    run's logs on the server), without the traceback, and not the console. Any other exception keeps both.
+    Installed on the run loggers, whose records reach the console only by propagating to the root logger."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        super().__init__()
+        self.logger = logger
+        self.seen: set[str] = set()  # names of the user-error types already logged with their exception
+
+    def _is_user_error(self, record: logging.LogRecord) -> bool:
+        from cxrflow_cli.main import is_user_error
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and is_user_error(exc):
+            self.seen.add(type(exc).__name__)
+            record.exc_info, record.exc_text = None, None
+            return True
+        # the final-state record names the exception type only: "... encountered an exception ValidationFailed: ..."
+        message = record.getMessage() if record.levelno >= logging.ERROR else ""
+        return any(f"exception {name}: " in message for name in self.seen)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from schemas.errors import UserError
-
-        if record.exc_info and isinstance(record.exc_info[1], UserError):
-            record.exc_info, record.exc_text = None, None
-        return True
+        if not self._is_user_error(record):
+            return True
+        for handler in self.logger.handlers:
+            if record.levelno >= handler.level:
+                handler.handle(record)
+        return False
 
 
 # The loggers Prefect reports failed runs on (its run loggers are adapters over these).
@@ -64,8 +84,8 @@ def configure(verbose: bool) -> None:
         return
     for name in RUN_LOGGERS:
         logger = logging.getLogger(name)
-        if not any(isinstance(f, UserErrorsInOneLine) for f in logger.filters):
-            logger.addFilter(UserErrorsInOneLine())
+        if not any(isinstance(f, UserErrorsOffTheConsole) for f in logger.filters):
+            logger.addFilter(UserErrorsOffTheConsole(logger))
     os.environ.pop("CXRFLOW_VERBOSE", None)
     for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY"):
         os.environ.setdefault(var, "error")

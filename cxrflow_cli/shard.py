@@ -30,7 +30,6 @@ def register(app: typer.Typer) -> None:
         from schemas.errors import UserError
         from schemas.shards import ShardConfig, ValidateConfig, ValidateShardParams
         from tasks import preflight
-        from tasks.validate import ValidationFailed
 
         preflight.check_data_dir(data)
         preflight.check_out_dir(out)
@@ -46,10 +45,6 @@ def register(app: typer.Typer) -> None:
             llava_image_root=llava_image_root,
             llava_nan_labels=llava_nan,
         )
-        try:
-            with counter("samples sharded"):
-                summary = validate_and_shard(params)
-        except ValidationFailed as exc:
-            typer.echo(str(exc), err=True)
-            raise typer.Exit(2) from exc
+        with counter("samples sharded"):
+            summary = validate_and_shard(params)
         typer.echo(json.dumps({k: summary[k] for k in ("splits", "shards", "reconciliation")}, indent=2))

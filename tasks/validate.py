@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from schemas.errors import UserError
 from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
@@ -65,8 +66,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 ROW_INDEX = "_row"
 
 
-class ValidationFailed(RuntimeError):
-    """A dataset-level defect (split leakage, row-count collapse): the run stops, nothing is sharded."""
+class ValidationFailed(UserError):
+    """A dataset-level defect (split leakage, row-count collapse): the run stops, nothing is sharded. A
+    UserError: the input has to be fixed, so the CLI reports it in one line (exit 2)."""
 
 
 @dataclass
@@ -511,6 +513,9 @@ def run_validation(
     )
     if fatal:
         (vdir / "accepted.parquet").unlink(missing_ok=True)
-        raise ValidationFailed("validation failed: " + " | ".join(fatal))
+        raise ValidationFailed(
+            "validation failed: " + " | ".join(fatal),
+            f"every expectation's result is in {vdir / 'expectations.json'} and the Data Docs",
+        )
     atomic_write_parquet(vdir / "accepted.parquet", accepted)
     return ValidationResult(accepted, filtered, quarantined, records, docs_url, counts)

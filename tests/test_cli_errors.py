@@ -244,3 +244,33 @@ def test_split_is_accepted_in_both_spellings(tmp_path):
     check_shards(tmp_path, "validate")
     with pytest.raises(UserError, match="unknown split 'valid'"):
         check_shards(tmp_path, "valid")
+
+
+@pytest.mark.slow  # ~20 s: the CLI in a subprocess, GX validation in a flow run
+def test_an_error_found_inside_a_flow_is_the_only_output(prefect_server, tmp_path):
+    """Patient-level leakage is found by the flow, after the server is reached: stderr is still the CLI's one
+    line (Prefect's failure records stay in the flow run's logs and state on the server)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL
+    from shard_support import default_rows, write_dataset
+
+    rows = default_rows(12)
+    rows[9]["subject_id"] = rows[0]["subject_id"]  # a patient in the validate and the train split
+    data = write_dataset(tmp_path / "data", rows)
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
+    env.update(PYTHONPATH=str(ROOT), PREFECT_API_URL=PREFECT_API_URL.value())
+    args = ["shard", "--data", str(data), "--out", str(tmp_path / "s"), "--artifacts", str(tmp_path / "a")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxrflow_cli.main", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=300,
+    )
+    line = assert_one_line_error((proc.returncode, proc.stdout, proc.stderr), "patient-level split leakage")
+    assert "(hint: every expectation's result is in " in line and "Traceback" not in proc.stdout
+    with get_client(sync_client=True) as client:
+        runs = [r for r in client.read_flow_runs() if r.parameters.get("params", {}).get("data") == str(data)]
+        assert len(runs) == 1 and runs[0].state.is_failed()
+        assert "patient-level split leakage" in runs[0].state.message
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])))
+    assert any(r.level >= 40 and "patient-level split leakage" in r.message for r in logs), logs
+    assert not any("Traceback" in r.message for r in logs)

@@ -79,3 +79,45 @@ def test_a_failed_run_logs_a_user_error_without_its_traceback(monkeypatch):
         logger.removeHandler(handler)
     assert records[0].exc_info is None and "global batch" in records[0].getMessage()
     assert records[1].exc_info is not None  # an unexpected error keeps its traceback
+
+
+def test_a_user_errors_run_records_reach_the_run_handlers_not_the_console(monkeypatch):
+    """The run logger's own handlers (Prefect's API handler) get every record; the root logger (the console)
+    gets none about the UserError, including the final-state record that names only its type."""
+    import logging
+
+    from cxrflow_cli import quiet
+    from schemas.errors import UserError
+
+    for var in QUIET_ENV:
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    logger = logging.getLogger("prefect.task_runs")
+    monkeypatch.setattr(logger, "filters", list(logger.filters))
+    run_records: list[str] = []
+    console: list[str] = []
+
+    class Keep(logging.Handler):
+        def __init__(self, into):
+            super().__init__()
+            self.into = into
+
+        def emit(self, record):
+            self.into.append(record.getMessage())
+
+    own, root = Keep(run_records), Keep(console)
+    logger.addHandler(own)
+    logging.getLogger().addHandler(root)
+    try:
+        quiet.configure(verbose=False)
+        for exc in (UserError("no shards"), RuntimeError("a bug")):
+            try:
+                raise exc
+            except Exception:
+                logger.error("Task run failed with exception: %r", exc, exc_info=True)
+            logger.error("Finished in state Failed('Task run encountered an exception %s: %s')", type(exc).__name__, exc)
+    finally:
+        logger.removeHandler(own)
+        logging.getLogger().removeHandler(root)
+    assert len(run_records) == 4
+    assert console == [m for m in run_records if "a bug" in m] and len(console) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import polars as pl
 import pytest
@@ -52,8 +53,14 @@ def test_flow_validates_shards_indexes_and_reconciles(prefect_server, tmp_path):
 
 
 @pytest.mark.slow  # ~15 s: GX over shards in a flow run
-def test_leakage_fails_the_flow_and_the_cli(prefect_server, tmp_path):
-    from cxrflow_cli.main import app
+def test_leakage_fails_the_flow_and_the_cli(prefect_server, tmp_path, capsys, monkeypatch):
+    from cxrflow_cli.main import run
+    from cxrflow_cli.quiet import ENV_VARS
+
+    for var in ENV_VARS:  # the CLI's quiet mode sets these: restored after the test
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
     from flows.validate_shard import validate_and_shard
     from tasks.validate import ValidationFailed
 
@@ -64,12 +71,9 @@ def test_leakage_fails_the_flow_and_the_cli(prefect_server, tmp_path):
     with pytest.raises(ValidationFailed, match="leakage"):
         validate_and_shard(params)
     assert not list((tmp_path / "shards").glob("**/*.tar"))
-    result = CliRunner().invoke(
-        app,
-        ["shard", "--data", str(data), "--out", str(tmp_path / "s2"), "--artifacts", str(tmp_path / "a2")],
-    )
-    assert result.exit_code == 2, result.output
-    assert "patient-level split leakage" in result.output
+    code = run(["shard", "--data", str(data), "--out", str(tmp_path / "s2"), "--artifacts", str(tmp_path / "a2")])
+    assert code == 2
+    assert "error: validation failed: patient-level split leakage" in capsys.readouterr().err
     assert not list((tmp_path / "s2").glob("**/*.tar"))
 
 
