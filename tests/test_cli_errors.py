@@ -112,7 +112,9 @@ def test_pipeline_chexprompt_llm_fields_are_checked_with_the_config(cli, tmp_pat
     secret = "sk-proj-SECRETKEY0123456789"
     config = tmp_path / "p.yaml"
     head = f"out: {tmp_path / 'out'}\ndata: {{root: /nowhere}}\n"
-    config.write_text(head + f"evaluate: {{llm: {{backend: openai, base_url: 'http://127.0.0.1:8/v1?key={secret}'}}}}\n")
+    config.write_text(
+        head + f"evaluate: {{llm: {{backend: openai, base_url: 'http://127.0.0.1:8/v1?key={secret}'}}}}\n"
+    )
     line = assert_one_line_error(cli("pipeline", "--config", config), "evaluate.llm", "api_key_env")
     assert secret not in line
     config.write_text(head + "evaluate: {llm: {backend: openai, bse_url: 'http://127.0.0.1:8/v1'}}\n")
@@ -139,7 +141,9 @@ def test_train_on_a_folder_without_shards(cli, tmp_path):
 
 
 def test_shard_and_evaluate_check_their_folders(cli, tmp_path):
-    assert_one_line_error(cli("shard", "--data", tmp_path, "--out", tmp_path / "s"), "holds no manifest.parquet")
+    assert_one_line_error(
+        cli("shard", "--data", tmp_path, "--out", tmp_path / "s"), "holds no manifest.parquet"
+    )
     assert_one_line_error(
         cli("evaluate", "--run", tmp_path, "--shards", tmp_path, "--out", tmp_path / "e"),
         "is not a training run",
@@ -262,7 +266,11 @@ def test_an_error_found_inside_a_flow_is_the_only_output(prefect_server, tmp_pat
     env.update(PYTHONPATH=str(ROOT), PREFECT_API_URL=PREFECT_API_URL.value())
     args = ["shard", "--data", str(data), "--out", str(tmp_path / "s"), "--artifacts", str(tmp_path / "a")]
     proc = subprocess.run(
-        [sys.executable, "-m", "cxrflow_cli.main", *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+        [sys.executable, "-m", "cxrflow_cli.main", *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     line = assert_one_line_error((proc.returncode, proc.stdout, proc.stderr), "patient-level split leakage")

@@ -115,7 +115,11 @@ def test_a_user_errors_run_records_reach_the_run_handlers_not_the_console(monkey
                 raise exc
             except Exception:
                 logger.error("Task run failed with exception: %r", exc, exc_info=True)
-            logger.error("Finished in state Failed('Task run encountered an exception %s: %s')", type(exc).__name__, exc)
+            logger.error(
+                "Finished in state Failed('Task run encountered an exception %s: %s')",
+                type(exc).__name__,
+                exc,
+            )
     finally:
         logger.removeHandler(own)
         logging.getLogger().removeHandler(root)

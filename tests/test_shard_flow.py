@@ -71,7 +71,9 @@ def test_leakage_fails_the_flow_and_the_cli(prefect_server, tmp_path, capsys, mo
     with pytest.raises(ValidationFailed, match="leakage"):
         validate_and_shard(params)
     assert not list((tmp_path / "shards").glob("**/*.tar"))
-    code = run(["shard", "--data", str(data), "--out", str(tmp_path / "s2"), "--artifacts", str(tmp_path / "a2")])
+    code = run(
+        ["shard", "--data", str(data), "--out", str(tmp_path / "s2"), "--artifacts", str(tmp_path / "a2")]
+    )
     assert code == 2
     assert "error: validation failed: patient-level split leakage" in capsys.readouterr().err
     assert not list((tmp_path / "s2").glob("**/*.tar"))
