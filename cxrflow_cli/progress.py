@@ -66,26 +66,40 @@ def training_progress(show_logs: bool = True) -> Iterator[Callable[[dict], None]
 
 @contextmanager
 def counter(description: str, *fields: str) -> Iterator[Callable[[int, int], None]]:
-    """A bar for (done, total) progress (sharding, evaluation, structuring) with its rate; `fields` name
-    extra figures the work reports through flows.progress.notify_fields (e.g. "cost"). Yields update."""
+    """A bar for (done, total) progress (validation, sharding, evaluation, structuring) with its rate; `fields`
+    name extra figures the work reports through flows.progress.notify_fields (e.g. "cost"; "description"
+    renames the bar). A stage the work announces (flows.progress.notify_stage) gets a row of its own. Yields
+    update."""
     from flows import progress as flow_progress
 
     bar = _bar("{task.fields[rate]}", *[f"{f} {{task.fields[{f}]}}" for f in fields])
-    task = bar.add_task(description, total=None, rate="", **dict.fromkeys(fields, "-"))
+    current = [bar.add_task(description, total=None, rate="", **dict.fromkeys(fields, "-"))]
+
+    def task():
+        return next(t for t in bar.tasks if t.id == current[0])
 
     def update(done: int, total: int) -> None:
-        elapsed = bar.tasks[0].elapsed or 0.0
+        elapsed = task().elapsed or 0.0
         rate = f"{done / elapsed:.1f}/s" if elapsed > 0 and done else ""
-        bar.update(task, completed=done, total=total, rate=rate)
+        bar.update(current[0], completed=done, total=total, rate=rate)
 
     def update_fields(values: dict) -> None:
-        bar.update(task, **{k: v for k, v in values.items() if k in fields})
+        shown = {k: v for k, v in values.items() if k in fields or k == "description"}
+        bar.update(current[0], **shown)
+
+    def stage(name: str) -> None:
+        if task().completed == 0 and task().total is None:  # nothing shown yet: this row is the stage's
+            bar.update(current[0], description=name)
+        else:
+            current[0] = bar.add_task(name, total=None, rate="", **dict.fromkeys(fields, "-"))
 
     flow_progress.listeners.append(update)
     flow_progress.field_listeners.append(update_fields)
+    flow_progress.stage_listeners.append(stage)
     try:
         with bar:
             yield update
     finally:
         flow_progress.listeners.remove(update)
         flow_progress.field_listeners.remove(update_fields)
+        flow_progress.stage_listeners.remove(stage)

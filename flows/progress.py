@@ -25,10 +25,19 @@ def notify_step(row: dict) -> None:
         listener(row)
 
 
-# Extra figures for the current bar (e.g. {"cost": "$0.12"}), same pattern.
+# Extra figures for the current bar (e.g. {"cost": "$0.12"}; "description" renames it), same pattern.
 field_listeners: list[Callable[[dict], None]] = []
 
 
 def notify_fields(fields: dict) -> None:
     for listener in field_listeners:
         listener(fields)
+
+
+# A new stage of the same command (validation, then sharding): the CLI starts a new bar row. Same pattern.
+stage_listeners: list[Callable[[str], None]] = []
+
+
+def notify_stage(description: str) -> None:
+    for listener in stage_listeners:
+        listener(description)

@@ -17,9 +17,22 @@ from tasks.lock import holds_output_lock
 
 @task(cache_policy=NO_CACHE)
 def validate_task(params: ValidateShardParams):
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from flows import progress
     from tasks.validate import run_validation
 
-    return run_validation(params.data, params.out, params.artifacts, params.validate_cfg)
+    progress.notify_stage("validation")
+    artifact = create_progress_artifact(
+        0.0, key=artifact_key("validate-progress"), description=f"Great Expectations validation of {params.data}"
+    )
+
+    def on_progress(done: int, total: int, step: str) -> None:
+        progress.notify(done, total)
+        progress.notify_fields({"description": f"validation: {step}"})
+        update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
+
+    return run_validation(params.data, params.out, params.artifacts, params.validate_cfg, progress=on_progress)
 
 
 @task(cache_policy=NO_CACHE)
@@ -29,6 +42,7 @@ def shard_task(accepted, params: ValidateShardParams):
     from flows import progress
     from tasks.shard import write_shards
 
+    progress.notify_stage("samples sharded")
     artifact = create_progress_artifact(0.0, key=artifact_key("shard-progress"), description=f"samples sharded into {params.out}")
 
     def on_progress(done: int, total: int) -> None:

@@ -401,14 +401,29 @@ def _jsonable(v):
 # ---------------------------------------------------------------- the gate
 
 
+VALIDATION_STEPS = (
+    "assembling samples",
+    "GX: patient-level splits",
+    "GX: row count",
+    "GX: sample expectations",
+    "Data Docs",
+)
+
+
 def run_validation(
-    data_dir: Path, out_dir: Path, artifacts_root: Path, cfg: ValidateConfig
+    data_dir: Path, out_dir: Path, artifacts_root: Path, cfg: ValidateConfig, progress=None
 ) -> ValidationResult:
     """Validate DATA; write OUT/validation/{accepted,quarantine,filtered}.parquet and expectations.json.
+    `progress(done, total, step)` is called before each of VALIDATION_STEPS and once all are done (GX runs a
+    suite in one call and reports nothing inside it, so the steps are the grain).
 
     Raises ValidationFailed for leakage or a row-count collapse (after Data Docs are built, so the failing
     expectation can be inspected)."""
     import great_expectations as gx
+
+    def step(i: int) -> None:
+        if progress is not None:
+            progress(i, len(VALIDATION_STEPS), VALIDATION_STEPS[i] if i < len(VALIDATION_STEPS) else "done")
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     vdir = out_dir / "validation"
@@ -417,6 +432,7 @@ def run_validation(
     ingest = read_json(data_dir / "summary.json") if (data_dir / "summary.json").exists() else {}
     found = int(ingest.get("found", manifest_rows))
 
+    step(0)
     samples, filtered = assemble_samples(data_dir, cfg)
     ctx = gx_context(artifacts_root)
     E = gx.expectations
@@ -426,6 +442,7 @@ def run_validation(
     # Patient-level leakage, expressed as uniqueness of subject_id over the distinct (subject, split) pairs.
     manifest = pl.read_parquet(data_dir / "manifest.parquet", columns=["subject_id", "split"])
     pairs = manifest.unique().sort(["subject_id", "split"])
+    step(1)
     res = _run_suite(
         ctx,
         "cxrflow-patient-splits",
@@ -443,6 +460,7 @@ def run_validation(
             )
 
     floor = math.ceil(cfg.min_rows_fraction_of_found * found)
+    step(2)
     res = _run_suite(
         ctx,
         "cxrflow-manifest-table",
@@ -464,6 +482,7 @@ def run_validation(
 
     quarantined: list[dict] = []
     bad: dict[int, list[str]] = {}
+    step(3)
     if len(samples):
         pdf = gx_frame(samples)
         res = _run_suite(
@@ -494,6 +513,7 @@ def run_validation(
     accepted = (
         samples.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX) if len(samples) else samples
     )
+    step(4)
     ctx.build_data_docs()
     docs = ctx.get_docs_sites_urls()
     docs_url = docs[0]["site_url"] if docs else None
@@ -511,6 +531,7 @@ def run_validation(
     atomic_write_json(
         vdir / "expectations.json", {"expectations": records, "counts": counts, "data_docs": docs_url}
     )
+    step(len(VALIDATION_STEPS))
     if fatal:
         (vdir / "accepted.parquet").unlink(missing_ok=True)
         raise ValidationFailed(

@@ -45,6 +45,7 @@ def test_flow_validates_shards_indexes_and_reconciles(prefect_server, tmp_path):
     ]
     assert summary["llava_records"]["train"] == 14
     assert "unmentioned" in (out / "README.md").read_text()  # the dataset card says how absence is written
+    assert _artifact("validate-progress").data == 100.0 and _artifact("shard-progress").data == 100.0
     table = _artifact("gx-expectations")
     assert table is not None and "frontal view" in table.data
     docs = _artifact("gx-data-docs")  # the results rendered into the UI, not a file:// link

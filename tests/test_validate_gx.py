@@ -10,7 +10,7 @@ import pytest
 from shard_support import default_rows, manifest_row, write_dataset
 
 from schemas.shards import ValidateConfig
-from tasks.validate import ValidationFailed, run_validation
+from tasks.validate import VALIDATION_STEPS, ValidationFailed, run_validation
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +138,13 @@ def test_same_patient_in_one_split_is_fine(tmp_path, artifacts):
     rows = default_rows(12)
     rows[1]["subject_id"] = rows[0]["subject_id"]
     data = write_dataset(tmp_path / "data", rows)
-    res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+    steps = []
+    res = run_validation(
+        data, tmp_path / "shards", artifacts, ValidateConfig(), progress=lambda *a: steps.append(a)
+    )
     assert res.accepted.height == 12
+    # progress: every step announced before it runs, then all done
+    assert steps == [(i, len(VALIDATION_STEPS), s) for i, s in enumerate(VALIDATION_STEPS)] + [(5, 5, "done")]
 
 
 def test_row_count_floor_relative_to_found_fails(tmp_path, artifacts):
