@@ -28,6 +28,21 @@ class JudgeBackend(StrEnum):
     openai_compatible = "openai-compatible"
 
 
+class Protocol(StrEnum):  # tasks.evaluate.chexprompt.PROTOCOLS
+    json = "json"
+    original = "original"
+
+
+class BootstrapScheme(StrEnum):  # tasks.evaluate.resampling.SCHEMES
+    cxrflow = "cxrflow"
+    reference = "reference"
+
+
+class PairBy(StrEnum):
+    id = "id"
+    study = "study"
+
+
 class Operation(StrEnum):
     structure = "structure"
     translate = "translate"

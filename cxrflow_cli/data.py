@@ -15,11 +15,15 @@ def register(app: typer.Typer) -> None:
     def data(
         source: str = typer.Option("mimic-cxr", "--source", help=SOURCE_HELP),
         root: Path | None = typer.Option(None, "--root", help="the dataset as released"),
-        mixture: Path | None = typer.Option(None, "--mixture", help="YAML with `sources:` (several into one manifest)"),
+        mixture: Path | None = typer.Option(
+            None, "--mixture", help="YAML with `sources:` (several into one manifest)"
+        ),
         out: Path = typer.Option(..., "--out", help="OUT: data/, shards/, artifacts/"),
         size: int = typer.Option(518, "--size", min=16, max=4096, help="output image side"),
         all_views: bool = typer.Option(False, "--all-views", help="keep lateral views too"),
-        workers: int | None = typer.Option(None, "--workers", min=1, help="ingest processes (default: all cores)"),
+        workers: int | None = typer.Option(
+            None, "--workers", min=1, help="ingest processes (default: all cores)"
+        ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="cap on candidate images"),
         backend: Backend = typer.Option(Backend.rules, "--backend", help="report structuring backend"),
         model: str = typer.Option("gpt-4o", "--model", help="LLM model / deployment"),
@@ -27,8 +31,11 @@ def register(app: typer.Typer) -> None:
         max_samples: int = typer.Option(10_000, "--max-samples", min=1, help="samples per shard"),
         max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", min=4096, help="bytes per shard"),
         annotations: list[Path] | None = typer.Option(
-            None, "--annotations", help="LLaVA-Rad MIMIC-CXR Annotations JSON (file or folder; repeatable): "
-            "the released texts replace report structuring"),
+            None,
+            "--annotations",
+            help="LLaVA-Rad MIMIC-CXR Annotations JSON (file or folder; repeatable): "
+            "the released texts replace report structuring",
+        ),
     ) -> None:
         """Ingest -> structure reports -> validate (Great Expectations) -> shard (WebDataset)."""
         from cxrflow_cli._common import load_yaml_mapping
@@ -55,8 +62,9 @@ def register(app: typer.Typer) -> None:
         from tasks.reports.annotations import AnnotationsError, annotation_files
 
         if annotations and (mixture is not None or source != "mimic-cxr"):
-            raise typer.BadParameter("--annotations (LLaVA-Rad's MIMIC-CXR texts) needs --source mimic-cxr and "
-                                     "no --mixture")
+            raise typer.BadParameter(
+                "--annotations (LLaVA-Rad's MIMIC-CXR texts) needs --source mimic-cxr and no --mixture"
+            )
         try:
             annotation_files(annotations or [])
         except AnnotationsError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cxrflow_cli._common import JudgeBackend, value
+from cxrflow_cli._common import BootstrapScheme, JudgeBackend, PairBy, Protocol, value
 
 
 def _llm_fields(
@@ -25,30 +25,16 @@ def _llm_fields(
     return fields
 
 
-_PROTOCOL_HELP = "CheXprompt protocol: json (cxrflow's structured judge) | original (published five-shot text)"
+_PROTOCOL_HELP = (
+    "CheXprompt protocol: json (cxrflow's structured judge) | original (published five-shot text)"
+)
 _SCHEME_HELP = "bootstrap resamples: cxrflow | reference (the LLaVA-Rad evaluation's draw)"
+_SEED_HELP = "bootstrap seed (default 12345; 3 with --bootstrap-scheme reference)"
 
 
-def _protocol(protocol: str) -> str:
-    from tasks.evaluate.chexprompt import PROTOCOLS
-
-    if protocol not in PROTOCOLS:
-        raise typer.BadParameter(f"--chexprompt-protocol must be one of {', '.join(PROTOCOLS)}")
-    return protocol
-
-
-def _scheme(scheme: str) -> str:
-    from tasks.evaluate.resampling import SCHEMES
-
-    if scheme not in SCHEMES:
-        raise typer.BadParameter(f"--bootstrap-scheme must be one of {', '.join(SCHEMES)}")
-    return scheme
-
-
-def _seed(seed: int | None, scheme: str) -> int:
-    from tasks.evaluate.resampling import REFERENCE_SEED, SEED
-
-    return seed if seed is not None else (REFERENCE_SEED if scheme == "reference" else SEED)
+def _seed(seed: int | None) -> dict:
+    """Only an explicit seed: EvaluateParams picks the scheme's default otherwise."""
+    return {} if seed is None else {"seed": seed}
 
 
 _BACKEND_HELP = (
@@ -70,15 +56,21 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", "--split", help="shard split: train, validation or test"),
         experiment: str | None = typer.Option(None, "--experiment", help="name (default: run dir name)"),
         batch_size: int = typer.Option(8, "--batch-size", min=1, help="images per generation batch"),
-        max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="generation cap (LLaVA-Rad: 256)"),
+        max_new_tokens: int = typer.Option(
+            256, "--max-new-tokens", min=1, help="generation cap (LLaVA-Rad: 256)"
+        ),
         limit: int | None = typer.Option(None, "--limit", min=1, help="first N samples only"),
         device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda"),
         backend: JudgeBackend | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),
-        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint of the judge"),
+        base_url: str | None = typer.Option(
+            None, "--base-url", help="OpenAI-compatible endpoint of the judge"
+        ),
         model: str | None = typer.Option(None, "--model", help="judge model / deployment name"),
-        protocol: str = typer.Option("json", "--chexprompt-protocol", help=_PROTOCOL_HELP),
-        bootstrap_scheme: str = typer.Option("cxrflow", "--bootstrap-scheme", help=_SCHEME_HELP),
-        seed: int | None = typer.Option(None, "--seed", help="bootstrap seed (default 12345; 3 with reference)"),
+        protocol: Protocol = typer.Option(Protocol.json, "--chexprompt-protocol", help=_PROTOCOL_HELP),
+        bootstrap_scheme: BootstrapScheme = typer.Option(
+            BootstrapScheme.cxrflow, "--bootstrap-scheme", help=_SCHEME_HELP
+        ),
+        seed: int | None = typer.Option(None, "--seed", help=_SEED_HELP),
     ) -> None:
         """Generate reports for a shard split with a trained run, then score them (flow `evaluate`)."""
         from flows.evaluate import evaluate
@@ -101,9 +93,9 @@ def register(app: typer.Typer) -> None:
             limit=limit,
             device=device,
             llm=_llm_fields(backend, base_url, model, out / "llm-cache"),
-            chexprompt_protocol=_protocol(protocol),
-            bootstrap_scheme=_scheme(bootstrap_scheme),
-            seed=_seed(seed, bootstrap_scheme),
+            chexprompt_protocol=value(protocol),
+            bootstrap_scheme=value(bootstrap_scheme),
+            **_seed(seed),
         )
         from cxrflow_cli.progress import counter
 
@@ -118,122 +110,88 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path | None = typer.Option(None, "--out", help="EVAL dir (default: next to the predictions)"),
         experiment: str | None = typer.Option(None, "--experiment", help="name (default: the folder's name)"),
-        n_bootstrap: int = typer.Option(500, "--n-bootstrap", min=0, help="bootstrap resamples for the 95% CIs"),
+        n_bootstrap: int = typer.Option(
+            500, "--n-bootstrap", min=0, help="bootstrap resamples for the 95% CIs"
+        ),
         backend: JudgeBackend | None = typer.Option(None, "--chexprompt-backend", help=_BACKEND_HELP),
-        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint of the judge"),
+        base_url: str | None = typer.Option(
+            None, "--base-url", help="OpenAI-compatible endpoint of the judge"
+        ),
         model: str | None = typer.Option(None, "--model", help="judge model / deployment name"),
-        seed: int | None = typer.Option(None, "--seed", help="bootstrap seed (default 12345; 3 with reference)"),
-        bootstrap_scheme: str = typer.Option("cxrflow", "--bootstrap-scheme", help=_SCHEME_HELP),
-        protocol: str = typer.Option("json", "--chexprompt-protocol", help=_PROTOCOL_HELP),
+        seed: int | None = typer.Option(None, "--seed", help=_SEED_HELP),
+        bootstrap_scheme: BootstrapScheme = typer.Option(
+            BootstrapScheme.cxrflow, "--bootstrap-scheme", help=_SCHEME_HELP
+        ),
+        protocol: Protocol = typer.Option(Protocol.json, "--chexprompt-protocol", help=_PROTOCOL_HELP),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
     ) -> None:
         """Score an existing predictions file (no Prefect server needed); a LLaVA-Rad predictions file is read
         as it is written (repeated `<subject>_<study>` ids, one line per image)."""
-        from schemas.llm import LLMConfig
-        from tasks.evaluate.inference import read_predictions
-        from tasks.evaluate.optional_models import MetricModelError
-        from tasks.evaluate.scoring import score_records, write_evaluation
-        from tasks.io import sha256_file
+        from schemas.evaluation import EvaluateParams
+        from tasks.evaluate.scoring import score_predictions
         from tasks.preflight import check_file, check_out_dir
 
-        bootstrap_scheme, protocol = _scheme(bootstrap_scheme), _protocol(protocol)
-        seed = _seed(seed, bootstrap_scheme)
         check_file(predictions, "--predictions", "a predictions.jsonl file")
         out = out or predictions.parent
         check_out_dir(out)
-        backend = value(backend)
-        fields = _llm_fields(backend, base_url, model, out / "llm-cache")
-        try:
-            records = read_predictions(predictions)
-        except (OSError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        try:
-            metrics, frame, notes = score_records(
-                records,
-                experiment=experiment or predictions.parent.name,
-                llm=LLMConfig(**fields) if fields else None,
-                source=source,
-                n_bootstrap=n_bootstrap,
-                seed=seed,
-                bootstrap_scheme=bootstrap_scheme,
-                chexprompt_protocol=protocol,
-                ledger_path=out / "llm-ledger.jsonl",
-            )
-        except MetricModelError as e:  # configured metric weights that cannot be used
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        metrics.predictions_sha256 = sha256_file(predictions)
-        write_evaluation(out, metrics, frame, notes)
-        _print_metrics(metrics)
+        params = EvaluateParams(
+            out=str(out),
+            experiment=experiment or predictions.parent.name,
+            predictions=str(predictions),
+            n_bootstrap=n_bootstrap,
+            bootstrap_scheme=value(bootstrap_scheme),
+            chexprompt_protocol=value(protocol),
+            source=source,
+            llm=_llm_fields(value(backend), base_url, model, out / "llm-cache"),
+            **_seed(seed),
+        )
+        _print_metrics(score_predictions(params, predictions))
         typer.echo(f"wrote {out}/metrics.json and per_report.parquet")
 
     @app.command("chexprompt")
     def chexprompt_cmd(
         input: Path = typer.Option(..., "--input", help="JSONL of {id, reference, candidate}"),
         backend: JudgeBackend = typer.Option(JudgeBackend.openai, "--backend", help="judge backend"),
-        base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint of the judge"),
+        base_url: str | None = typer.Option(
+            None, "--base-url", help="OpenAI-compatible endpoint of the judge"
+        ),
         model: str | None = typer.Option(None, "--model", help="judge model / deployment name"),
         out: Path | None = typer.Option(None, "--out", help="write judgments.jsonl + chexprompt.json here"),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="answer cache (reruns send nothing)"),
-        protocol: str = typer.Option("json", "--protocol", help=_PROTOCOL_HELP),
+        protocol: Protocol = typer.Option(Protocol.json, "--protocol", help=_PROTOCOL_HELP),
     ) -> None:
         """Judge candidate findings against references with the CheXprompt-style LLM judge."""
         from tasks.preflight import check_file
 
         check_file(input, "--input", "a JSONL file of {id, reference, candidate}")
-        backend = value(backend)
         from schemas.llm import LLMConfig
-        from tasks.evaluate.chexprompt import INSIG_COLUMNS, SIG_COLUMNS, judge
+        from tasks.evaluate.chexprompt import judge, write_judgments
         from tasks.evaluate.inference import read_predictions
 
-        protocol = _protocol(protocol)
-        try:
-            records = read_predictions(input)
-        except (OSError, ValueError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from None
-        cfg = LLMConfig(**_llm_fields(backend, base_url, model, cache_dir))
-        outcome = judge(
-            records,
-            cfg,
-            source=source,
-            ledger_path=(out / "llm-ledger.jsonl") if out else None,
-            protocol=protocol,
-        )
+        records = read_predictions(input)
+        cfg = LLMConfig(**_llm_fields(value(backend), base_url, model, cache_dir))
+        ledger = (out / "llm-ledger.jsonl") if out else None
+        outcome = judge(records, cfg, source=source, ledger_path=ledger, protocol=value(protocol))
         typer.echo(f"protocol {outcome.protocol}, prompt version {outcome.prompt_version}")
         for name, m in outcome.metrics.items():
             typer.echo(f"{name:42s} {m.display()}")
         if outcome.reasons:
             typer.echo(f"not judged: {len(outcome.reasons)} (first: {next(iter(outcome.reasons.values()))})")
         if out:
-            out.mkdir(parents=True, exist_ok=True)
-            with open(out / "judgments.jsonl", "w") as f:
-                for i, r in enumerate(records):
-                    row = {"id": r["id"], **{c: outcome.columns[c][i] for c in SIG_COLUMNS + INSIG_COLUMNS}}
-                    row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
-                    row["not_judged"] = outcome.reasons.get(r["id"])
-                    row["protocol"], row["prompt_version"] = outcome.protocol, outcome.prompt_version
-                    f.write(json.dumps(row) + "\n")
-            (out / "chexprompt.json").write_text(
-                json.dumps(
-                    {
-                        "metrics": {k: v.model_dump() for k, v in outcome.metrics.items()},
-                        "summary": outcome.summary,
-                    },
-                    indent=2,
-                    default=str,
-                )
-            )
+            write_judgments(out, records, outcome)
 
     @app.command("compare-evals")
     def compare_cmd(
         a: Path = typer.Argument(..., help="EVAL dir, per_report.parquet or predictions .jsonl of system A"),
         b: Path = typer.Argument(..., help="EVAL dir, per_report.parquet or predictions .jsonl of system B"),
-        n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-bootstrap resamples of report ids"),
-        pair_by: str = typer.Option(
-            "id", "--pair-by", help="id, or study (`<subject>_<study>`: pairs with a LLaVA-Rad predictions file)"
+        n_resamples: int = typer.Option(
+            1000, "--n-resamples", min=1, help="paired-bootstrap resamples of report ids"
+        ),
+        pair_by: PairBy = typer.Option(
+            PairBy.id,
+            "--pair-by",
+            help="id, or study (`<subject>_<study>`: pairs with a LLaVA-Rad predictions file)",
         ),
         out: Path | None = typer.Option(None, "--out", help="write the comparison JSON here"),
     ) -> None:
@@ -244,7 +202,7 @@ def register(app: typer.Typer) -> None:
             if not p.exists():
                 raise typer.BadParameter(f"{p} does not exist")
         try:
-            cmp = compare_evals(a, b, n_resamples=n_resamples, pair_by=pair_by)
+            cmp = compare_evals(a, b, n_resamples=n_resamples, pair_by=value(pair_by))
         except ValueError as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
@@ -265,7 +223,9 @@ def register(app: typer.Typer) -> None:
     def generate_cmd(
         run: Path = typer.Option(..., "--run", help="training run dir"),
         image: Path = typer.Option(..., "--image", help="a DICOM, JPEG or PNG chest X-ray"),
-        indication: str | None = typer.Option(None, "--indication", help="clinical indication for the prompt"),
+        indication: str | None = typer.Option(
+            None, "--indication", help="clinical indication for the prompt"
+        ),
         max_new_tokens: int = typer.Option(256, "--max-new-tokens", min=1, help="generation cap"),
         device: str = typer.Option("cpu", "--device", help="torch device, e.g. cpu or cuda"),
     ) -> None:

@@ -60,8 +60,12 @@ app = CxrflowApp(
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
-    version: bool = typer.Option(False, "--version", help="print the cxrflow version and exit", is_eager=True),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="show library logs and warnings (quiet by default)"),
+    version: bool = typer.Option(
+        False, "--version", help="print the cxrflow version and exit", is_eager=True
+    ),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", help="show library logs and warnings (quiet by default)"
+    ),
 ) -> None:
     if version:
         typer.echo(f"cxrflow {_version()}")
@@ -94,7 +98,9 @@ def _user_error(exc: BaseException) -> tuple[str, str | None] | None:
         return err.message, err.hint
     if isinstance(exc, _CLICK_ERRORS):
         ctx = getattr(exc, "ctx", None)
-        where = f"cxrflow {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "cxrflow"
+        where = (
+            f"cxrflow {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "cxrflow"
+        )
         return exc.format_message(), f"see `{where} --help`"
     return None
 
@@ -107,7 +113,10 @@ def is_user_error(exc: BaseException) -> bool:
 
 def _environment_errors() -> tuple[type[BaseException], ...]:
     """Refusals caused by the user's setup, not by cxrflow: a held output lock, the data-use guard, PHI
-    settings, a missing key, an annotations file that is not the release's. Imported only once an exception is on its way out (`--help` stays fast)."""
+    settings, a missing key, an annotations or predictions file that cannot be read, unusable metric weights.
+    Imported only once an exception is on its way out (`--help` stays fast)."""
+    from tasks.evaluate.inference import PredictionsFileError
+    from tasks.evaluate.optional_models import MetricModelError
     from tasks.llm.client import MissingKeyError
     from tasks.llm.guard import DataUseError
     from tasks.lock import OutputLocked
@@ -115,7 +124,16 @@ def _environment_errors() -> tuple[type[BaseException], ...]:
     from tasks.reports.annotations import AnnotationsError
     from tasks.sources.base import SourceLayoutError
 
-    return OutputLocked, SourceLayoutError, DataUseError, PhiConfigError, MissingKeyError, AnnotationsError
+    return (
+        OutputLocked,
+        SourceLayoutError,
+        DataUseError,
+        PhiConfigError,
+        MissingKeyError,
+        AnnotationsError,
+        PredictionsFileError,
+        MetricModelError,
+    )
 
 
 def run(argv: list[str] | None = None) -> int:

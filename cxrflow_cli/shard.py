@@ -18,11 +18,15 @@ def register(app: typer.Typer) -> None:
         artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="artifacts root (GX context)"),
         frontal_only: bool = typer.Option(True, "--frontal-only/--all-views", help="expect AP/PA views only"),
         llava_image_root: Path = typer.Option(
-            None, "--llava-image-root",
-            help="absolute folder the LLaVA JSON's image paths start with (default: relative to the JSON's folder)"),
+            None,
+            "--llava-image-root",
+            help="absolute folder the LLaVA JSON's image paths start with (default: relative to the JSON's folder)",
+        ),
         llava_nan: bool = typer.Option(
-            False, "--llava-nan/--llava-null",
-            help="unmentioned labels as NaN like the LLaVA-Rad release (not valid JSON) or null (default)"),
+            False,
+            "--llava-nan/--llava-null",
+            help="unmentioned labels as NaN like the LLaVA-Rad release (not valid JSON) or null (default)",
+        ),
     ) -> None:
         """Validate DATA (quarantining failing rows), shard it per split, index and read it back."""
         from cxrflow_cli.progress import counter

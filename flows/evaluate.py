@@ -58,36 +58,9 @@ def generate_task(params: EvaluateParams) -> dict[str, Any]:
 def score_task(
     params: EvaluateParams, predictions: str, inference: dict[str, Any] | None
 ) -> EvaluationMetrics:
-    from schemas.llm import LLMConfig
-    from tasks.evaluate.inference import read_predictions
-    from tasks.evaluate.scoring import score_records, write_evaluation
-    from tasks.io import sha256_file
+    from tasks.evaluate.scoring import score_predictions
 
-    records = read_predictions(Path(predictions))
-    if params.limit is not None:
-        records = records[: params.limit]
-    llm = LLMConfig(**params.llm) if params.llm is not None else None
-    metrics, frame, notes = score_records(
-        records,
-        experiment=params.experiment,
-        paths=params.model_paths,
-        llm=llm,
-        source=params.source,
-        n_bootstrap=params.n_bootstrap,
-        seed=params.seed,
-        bootstrap_scheme=params.bootstrap_scheme,
-        chexprompt_protocol=params.chexprompt_protocol,
-        ledger_path=Path(params.out) / "llm-ledger.jsonl",
-    )
-    metrics.predictions_sha256 = sha256_file(Path(predictions))
-    if params.encoder_metrics is not None:  # the encoder's retrieval metrics sit beside the report metrics
-        enc = EvaluationMetrics.model_validate_json(Path(params.encoder_metrics).read_text())
-        metrics.metrics.update(enc.metrics)
-        notes["encoder_metrics"] = {"path": params.encoder_metrics, "n_queries": enc.n_reports}
-    if inference is not None:
-        notes["inference"] = inference
-    write_evaluation(Path(params.out), metrics, frame, notes)
-    return metrics
+    return score_predictions(params, predictions, inference)
 
 
 @flow(name="evaluate")

@@ -91,11 +91,8 @@ def stage_configs(cfg: PipelineConfig) -> dict[str, Any]:
                                      "stage2": train.stage2.model_copy(update=t.stage2)})
     train = type(train).model_validate(train.model_dump())  # re-validate the overridden stages
     e = cfg.evaluate
-    evaluate = EvaluateParams(out=str(d["evaluate"]), experiment=cfg.name, run=str(d["train"]),
-                              shards=str(d["shard"]), split=e.split, batch_size=e.batch_size,
-                              max_new_tokens=e.max_new_tokens, limit=e.limit, n_bootstrap=e.n_bootstrap,
-                              seed=e.seed, device=e.device, source=binding_source(data.source_names()), llm=e.llm,
-                              bootstrap_scheme=e.bootstrap_scheme, chexprompt_protocol=e.chexprompt_protocol,
+    evaluate = EvaluateParams(**e.model_dump(), out=str(d["evaluate"]), experiment=cfg.name, run=str(d["train"]),
+                              shards=str(d["shard"]), source=binding_source(data.source_names()),
                               encoder_metrics=str(d["encoder"] / "retrieval" / "metrics.json") if encoder else None)
     return {"ingest": ingest, "mixture": mixture, "structure": structure, "shard": shard, "encoder": encoder,
             "train": train, "evaluate": evaluate}

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.llm import LLMFields
+from schemas.shards import SplitName
 
 # The LLaVA-Rad evaluation's bootstrap seed (scipy.stats.bootstrap(random_state=3)): bootstrap_scheme
 # "reference" is that draw only with this seed, so it is the default seed of that scheme.
@@ -22,6 +23,7 @@ def reference_seed_default(data: Any) -> Any:
     if isinstance(data, dict) and data.get("bootstrap_scheme") == "reference" and data.get("seed") is None:
         return {**data, "seed": REFERENCE_SEED}
     return data
+
 
 METRICS_SCHEMA_VERSION = 1
 NOT_COMPUTED_PREFIX = "not computed: "
@@ -70,7 +72,9 @@ class EvaluationMetrics(BaseModel):
     ci_level: float = 0.95
     n_bootstrap: int = 500
     seed: int = 0
-    bootstrap_scheme: str = Field("cxrflow", description="cxrflow | reference (the reference's resample draw)")
+    bootstrap_scheme: str = Field(
+        "cxrflow", description="cxrflow | reference (the reference's resample draw)"
+    )
     predictions_sha256: str | None = None
     metrics: dict[str, MetricResult] = Field(default_factory=dict)
 
@@ -137,17 +141,17 @@ class OptionalModelPaths(BaseModel):
         )
 
 
-class EvaluateParams(BaseModel):
-    """Parameters of the `evaluate` flow. Either `run` + `shards` (generate, then score) or `predictions`."""
+class EvaluationSettings(BaseModel):
+    """How to evaluate: generation, bootstrap and judge settings. The pipeline's `evaluate:` section is these
+    (schemas.pipeline.EvaluateSection); the `evaluate` flow's parameters add where to read and write."""
 
-    model_config = ConfigDict(hide_input_in_errors=True)  # llm may hold a URL with a key (refused, not echoed)
+    model_config = ConfigDict(
+        hide_input_in_errors=True
+    )  # llm may hold a URL with a key (refused, not echoed)
 
-    out: str
-    experiment: str = "default"
-    run: str | None = None
-    shards: str | None = None
-    split: str = "test"
-    predictions: str | None = None
+    split: SplitName = Field(
+        "test", description="shard split to generate on (validation or validate: the same)"
+    )
     batch_size: int = Field(8, ge=1)
     max_new_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1, description="score only the first N samples (smoke runs)")
@@ -158,14 +162,27 @@ class EvaluateParams(BaseModel):
         "cxrflow", description="reference: the LLaVA-Rad evaluation's resample draw (seed 3 unless given)"
     )
     _reference_seed = model_validator(mode="before")(reference_seed_default)
-    source: str = Field("mimic-cxr", description="dataset of the reports, for the LLM data-use guard")
     llm: LLMFields = Field(None, description="LLMConfig fields for the CheXprompt judge; None skips it")
     chexprompt_protocol: Literal["json", "original"] = Field(
-        "json", description="json: cxrflow's structured judge; original: the published five-shot text protocol"
+        "json",
+        description="json: cxrflow's structured judge; original: the published five-shot text protocol",
     )
+
+
+class EvaluateParams(EvaluationSettings):
+    """Parameters of the `evaluate` flow: the settings plus what to read and where to write. Either `run` +
+    `shards` (generate, then score) or `predictions`."""
+
+    out: str
+    experiment: str = "default"
+    run: str | None = None
+    shards: str | None = None
+    predictions: str | None = None
+    source: str = Field("mimic-cxr", description="dataset of the reports, for the LLM data-use guard")
     model_paths: OptionalModelPaths | None = None
     encoder_metrics: str | None = Field(
-        None, description="metrics.json of the encoder stage's retrieval evaluation, merged into this one's")
+        None, description="metrics.json of the encoder stage's retrieval evaluation, merged into this one's"
+    )
 
     @model_validator(mode="after")
     def _inputs(self) -> EvaluateParams:

@@ -23,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.config import ImageConfig, SourceSelection
 from schemas.encoder import EncoderSection
-from schemas.evaluation import reference_seed_default
-from schemas.llm import LLMEndpoint, LLMFields
-from schemas.shards import LAYOUT_VERSION, ShardConfig, SplitName, ValidateConfig
+from schemas.evaluation import EvaluationSettings
+from schemas.llm import LLMEndpoint
+from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
 
@@ -71,20 +71,11 @@ class TrainSection(BaseModel):
     deployment: str = "train/gpu"
 
 
-class EvaluateSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # llm may hold a URL with a key
+class EvaluateSection(EvaluationSettings):
+    """The `evaluate:` section: the evaluate flow's settings (schemas/evaluation.py); where it reads and
+    writes comes from the upstream stages."""
 
-    split: SplitName = "test"
-    batch_size: int = Field(8, ge=1)
-    max_new_tokens: int = Field(256, ge=1)
-    limit: int | None = Field(None, ge=1)
-    n_bootstrap: int = Field(500, ge=0)
-    seed: int = 12345
-    bootstrap_scheme: Literal["cxrflow", "reference"] = "cxrflow"  # reference: seed 3 unless given
-    _reference_seed = model_validator(mode="before")(reference_seed_default)
-    device: str = "cpu"
-    llm: LLMFields = Field(None, description="LLMConfig fields of the CheXprompt judge; None skips it")
-    chexprompt_protocol: Literal["json", "original"] = "json"
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # llm may hold a URL with a key
 
 
 class PipelineConfig(BaseModel):

@@ -157,6 +157,21 @@ def test_bad_choice_and_missing_option_are_one_line(cli, tmp_path):
         "hint: see `cxrflow ingest --help`",
     )
     assert_one_line_error(cli("train", "--out", tmp_path), "--shards")
+    (tmp_path / "p.jsonl").write_text('{"id": "a", "reference": "x", "prediction": "y"}\n')
+    line = assert_one_line_error(
+        cli("score", "--predictions", tmp_path / "p.jsonl", "--bootstrap-scheme", "scipy"),
+        "--bootstrap-scheme",
+    )
+    assert "'cxrflow', 'reference'" in line  # the choices, from the option's Enum
+
+
+def test_a_malformed_predictions_file_is_one_line(cli, tmp_path):
+    (tmp_path / "p.jsonl").write_text('{"id": "a", "reference": "x", "prediction": "y"}\nnot json\n')
+    assert_one_line_error(cli("score", "--predictions", tmp_path / "p.jsonl"), "p.jsonl:2: not JSON")
+    assert_one_line_error(
+        cli("chexprompt", "--input", tmp_path / "p.jsonl", "--backend", "rules"), ":2: not JSON"
+    )
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_version_and_unexpected_errors_keep_their_traceback(cli, monkeypatch):

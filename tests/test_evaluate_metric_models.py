@@ -155,12 +155,19 @@ def test_radgraph_partial_reward_from_a_local_archive_through_the_package(tmp_pa
     assert "not configured" in radgraph_columns(OptionalModelPaths(), REFS, PREDS)[1]
 
 
-def test_cli_score_with_unusable_chexbert_weights_is_a_one_line_error(chexbert_twin, tmp_path, monkeypatch):
+def test_cli_score_with_unusable_chexbert_weights_is_a_one_line_error(
+    chexbert_twin, tmp_path, monkeypatch, capsys
+):
     import json
+    import os
 
-    from typer.testing import CliRunner
+    from cxrflow_cli.main import run
+    from cxrflow_cli.quiet import ENV_VARS
 
-    from cxrflow_cli.main import app
+    for var in ENV_VARS:  # the CLI's quiet mode sets these: restored after the test
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
 
     ckpt, bert = chexbert_twin
     state = torch.load(ckpt, weights_only=True)
@@ -170,8 +177,8 @@ def test_cli_score_with_unusable_chexbert_weights_is_a_one_line_error(chexbert_t
     monkeypatch.setenv("CXRFLOW_CHEXBERT_BERT_DIR", str(bert))
     preds = tmp_path / "p.jsonl"
     preds.write_text(json.dumps({"id": "a", "reference": REFS[1], "prediction": PREDS[1]}) + "\n")
-    res = CliRunner().invoke(app, ["score", "--predictions", str(preds), "--out", str(tmp_path / "e")])
-    assert res.exit_code == 2
-    lines = [x for x in res.output.splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: CheXbert:"), res.output
-    assert "Traceback" not in res.output
+    assert run(["score", "--predictions", str(preds), "--out", str(tmp_path / "e")]) == 2
+    out, err = capsys.readouterr()
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: CheXbert:"), err
+    assert "Traceback" not in out + err

@@ -176,9 +176,16 @@ def test_indication_from_a_structured_report_is_checked_for_phi(tmp_path, artifa
     """An LLM's indication (e.g. translated from a Spanish report) reaches K.json and the LLaVA export."""
     rows = default_rows(12)
     rows[0]["indication"] = None
-    reports = [{"image_key": rows[0]["image_key"], "findings": "Lungs are clear without consolidation.",
-                "indication": "Follow-up of the study from March 3, 2015.", "operation": "structure",
-                "backend": "openai", "model": "gpt-4o-mini"}]
+    reports = [
+        {
+            "image_key": rows[0]["image_key"],
+            "findings": "Lungs are clear without consolidation.",
+            "indication": "Follow-up of the study from March 3, 2015.",
+            "operation": "structure",
+            "backend": "openai",
+            "model": "gpt-4o-mini",
+        }
+    ]
     data = write_dataset(tmp_path / "data", rows, reports=reports)
     res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
     reasons = {q["image_key"]: q["reason"] for q in res.quarantined}
@@ -190,11 +197,24 @@ def test_rules_version_kept_when_the_llm_answer_was_quarantined(tmp_path, artifa
     """The structure stage's rules findings stand on their own: an LLM failure on the row must not drop them."""
     rows = default_rows(12)
     rows[11]["findings"] = None  # test split: only a rule-based version may be used
-    reports = [{"image_key": rows[11]["image_key"], "findings": None, "indication": None,
-                "rule_findings": "Lungs are clear without consolidation.", "status": "quarantined",
-                "operation": "structure", "backend": "openai", "model": "gpt-4o-mini", "method": "openai:gpt-4o-mini"}]
+    reports = [
+        {
+            "image_key": rows[11]["image_key"],
+            "findings": None,
+            "indication": None,
+            "rule_findings": "Lungs are clear without consolidation.",
+            "status": "quarantined",
+            "operation": "structure",
+            "backend": "openai",
+            "model": "gpt-4o-mini",
+            "method": "openai:gpt-4o-mini",
+        }
+    ]
     data = write_dataset(tmp_path / "data", rows, reports=reports)
     res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
     assert not res.filtered and res.accepted.height == 12
     row = res.accepted.filter(pl.col("image_key") == rows[11]["image_key"]).row(0, named=True)
-    assert (row["primary_method"], row["findings_text"]) == ("rule-based", "Lungs are clear without consolidation.")
+    assert (row["primary_method"], row["findings_text"]) == (
+        "rule-based",
+        "Lungs are clear without consolidation.",
+    )

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -317,6 +318,21 @@ def judge(
     summary["judged"] = n - len(reasons)
     summary["protocol"] = protocol
     return JudgeOutcome(nan_cols, metrics, summary, reasons, protocol, op.version)
+
+
+def write_judgments(out: Path, records: Sequence[dict[str, Any]], outcome: JudgeOutcome) -> None:
+    """OUT/judgments.jsonl (per record: the error counts, null where not judged, and why) and
+    OUT/chexprompt.json (the metrics and the run's summary)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "judgments.jsonl", "w") as f:
+        for i, r in enumerate(records):
+            row = {"id": r["id"], **{c: outcome.columns[c][i] for c in SIG_COLUMNS + INSIG_COLUMNS}}
+            row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
+            row["not_judged"] = outcome.reasons.get(r["id"])
+            row["protocol"], row["prompt_version"] = outcome.protocol, outcome.prompt_version
+            f.write(json.dumps(row) + "\n")
+    report = {"metrics": {k: v.model_dump() for k, v in outcome.metrics.items()}, "summary": outcome.summary}
+    (out / "chexprompt.json").write_text(json.dumps(report, indent=2, default=str))
 
 
 def judgment_json(significant: dict[str, int], insignificant: dict[str, int], explanation: str = "") -> str:

@@ -50,8 +50,9 @@ def shard_paths(shards: Path, split: str) -> list[Path]:
     else:
         paths = sorted((shards / SHARD_DIR).glob(f"{shard_split(split)}-*.tar"))
     if not paths and not _split_is_empty(shards, split):
-        raise FileNotFoundError(f"no {split} shards under {shards} ({index.name} or {SHARD_DIR}/"
-                                f"{shard_split(split)}-*.tar)")
+        raise FileNotFoundError(
+            f"no {split} shards under {shards} ({index.name} or {SHARD_DIR}/{shard_split(split)}-*.tar)"
+        )
     return paths
 
 
@@ -154,7 +155,11 @@ def generate_predictions(
             for s, pred in zip(batch, preds, strict=True):
                 rec = {
                     "id": s.id,
-                    "query": query_text(s.indication, getattr(generator, "stage", 2), getattr(generator, "prompt_format", "tiny")),
+                    "query": query_text(
+                        s.indication,
+                        getattr(generator, "stage", 2),
+                        getattr(generator, "prompt_format", "tiny"),
+                    ),
                     "reference": s.reference,
                     "prediction": pred,
                     "indication": s.indication,
@@ -187,6 +192,10 @@ def study_key(subject_id: Any, study_id: Any) -> str | None:
     return f"{str(subject_id).lstrip('p')}_{str(study_id).lstrip('s')}"
 
 
+class PredictionsFileError(ValueError):
+    """A predictions file that cannot be read as records: a one-line user error naming the line."""
+
+
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """predictions.jsonl -> records; each needs id, reference and prediction (or candidate).
 
@@ -203,14 +212,14 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not JSON ({e.msg})") from None
+                raise PredictionsFileError(f"{path}:{line_no}: not JSON ({e.msg})") from None
             if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{line_no}: a record must be a JSON object")
+                raise PredictionsFileError(f"{path}:{line_no}: a record must be a JSON object")
             if "prediction" not in rec and "candidate" in rec:
                 rec["prediction"] = rec["candidate"]
             missing = [k for k in ("id", "reference", "prediction") if rec.get(k) is None]
             if missing:
-                raise ValueError(f"{path}:{line_no}: record lacks {', '.join(missing)}")
+                raise PredictionsFileError(f"{path}:{line_no}: record lacks {', '.join(missing)}")
             rid = str(rec["id"])
             k = seen.get(rid, 0)
             seen[rid] = k + 1
@@ -218,7 +227,7 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
                 rec.setdefault("study", rid)
                 rec["id"] = f"{rid}#{k}"
             elif k:
-                raise ValueError(f"{path}:{line_no}: duplicate id {rid!r}")
+                raise PredictionsFileError(f"{path}:{line_no}: duplicate id {rid!r}")
             else:
                 rec["id"] = rid
             records.append(rec)

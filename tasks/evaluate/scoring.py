@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from schemas.evaluation import EvaluationMetrics, MetricResult, OptionalModelPaths
+from schemas.evaluation import EvaluateParams, EvaluationMetrics, MetricResult, OptionalModelPaths
 from tasks.evaluate.chexprompt import (
     INSIG_COLUMNS,
     SIG_COLUMNS,
@@ -192,3 +192,42 @@ def write_evaluation(
     atomic_write_parquet(out / "per_report.parquet", frame)
     atomic_write_json(out / "notes.json", notes)
     atomic_write_bytes(out / "summary.md", markdown_summary(metrics, notes).encode())
+
+
+def score_predictions(
+    params: EvaluateParams, predictions: Any, inference: dict[str, Any] | None = None
+) -> EvaluationMetrics:
+    """Score a predictions file into params.out (metrics.json, per_report.parquet, notes.json, summary.md): the
+    `evaluate` flow's scoring and `cxrflow score`. `inference`: the generation summary when the flow wrote the
+    file. Returns the EvaluationMetrics."""
+    from pathlib import Path
+
+    from schemas.llm import LLMConfig
+    from tasks.evaluate.inference import read_predictions
+    from tasks.io import sha256_file
+
+    predictions = Path(predictions)
+    records = read_predictions(predictions)
+    if params.limit is not None:
+        records = records[: params.limit]
+    metrics, frame, notes = score_records(
+        records,
+        experiment=params.experiment,
+        paths=params.model_paths,
+        llm=LLMConfig(**params.llm) if params.llm is not None else None,
+        source=params.source,
+        n_bootstrap=params.n_bootstrap,
+        seed=params.seed,
+        bootstrap_scheme=params.bootstrap_scheme,
+        chexprompt_protocol=params.chexprompt_protocol,
+        ledger_path=Path(params.out) / "llm-ledger.jsonl",
+    )
+    metrics.predictions_sha256 = sha256_file(predictions)
+    if params.encoder_metrics is not None:  # the encoder's retrieval metrics sit beside the report metrics
+        enc = EvaluationMetrics.model_validate_json(Path(params.encoder_metrics).read_text())
+        metrics.metrics.update(enc.metrics)
+        notes["encoder_metrics"] = {"path": params.encoder_metrics, "n_queries": enc.n_reports}
+    if inference is not None:
+        notes["inference"] = inference
+    write_evaluation(Path(params.out), metrics, frame, notes)
+    return metrics
