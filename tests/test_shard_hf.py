@@ -120,3 +120,18 @@ def test_dataset_card_explains_the_encoding(shards):
     card = (shards[0] / "README.md").read_text()
     assert "unmentioned" in card and "dataset_info" not in card
     assert pl.read_parquet(shards[0] / "shards.parquet").height == 24
+
+
+def test_training_and_evaluation_read_an_absent_indication_as_none():
+    """The LLaVA-Rad prompt tests `indication is None` ("" would take the indication wording): the readers
+    decode K.json's "" back to None."""
+    import io
+    import json
+
+    from training.data import sample_meta
+
+    row = default_rows(4)[0]
+    for indication in (None, "Cough."):
+        meta = encode_sample_json(row, [{"findings": "x", "method": "rule-based"}], indication, "rule-based")
+        raw = json.dumps(meta).encode()
+        assert sample_meta({".json": io.BytesIO(raw)})["indication"] == indication
