@@ -43,6 +43,11 @@ class PairBy(StrEnum):
     study = "study"
 
 
+class FixtureSize(StrEnum):
+    small = "small"
+    full = "full"
+
+
 class Operation(StrEnum):
     structure = "structure"
     translate = "translate"

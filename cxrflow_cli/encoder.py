@@ -19,20 +19,33 @@ def register(app: typer.Typer) -> None:
         sources: str = typer.Option(
             None, "--sources", help="comma-separated sources to train on (default all)"
         ),
-        epochs: int = typer.Option(1, "--epochs", help="0: export the start model as it is"),
-        batch_size: int = typer.Option(64, "--batch-size", help="per process"),
-        lr: float = typer.Option(5e-4, "--lr"),
-        samples_per_epoch: int = typer.Option(None, "--samples-per-epoch"),
-        nproc: int = typer.Option(1, "--nproc", help="processes (GPUs) under torchrun"),
-        n_bootstrap: int = typer.Option(500, "--n-bootstrap"),
+        epochs: int = typer.Option(1, "--epochs", min=0, help="0: export the start model as it is"),
+        batch_size: int = typer.Option(
+            64, "--batch-size", min=2, help="per process (the contrastive batch is the global one)"
+        ),
+        lr: float = typer.Option(5e-4, "--lr", help="learning rate (open_clip's --lr)"),
+        samples_per_epoch: int = typer.Option(
+            None,
+            "--samples-per-epoch",
+            min=1,
+            help="samples drawn per epoch (default: the train split's size)",
+        ),
+        nproc: int = typer.Option(1, "--nproc", min=1, help="processes (GPUs) under torchrun"),
+        n_bootstrap: int = typer.Option(
+            500, "--n-bootstrap", min=0, help="bootstrap resamples of the retrieval CIs"
+        ),
     ) -> None:
         """Train (or export) an open_clip encoder and evaluate its retrieval on the test split."""
         from pydantic import ValidationError
 
         from flows.encoder import encoder as encoder_flow
         from schemas.encoder import EncoderConfig
+        from schemas.errors import validation_message
+        from tasks import preflight
         from tasks.encoder.train import EncoderTrainingError
 
+        preflight.check_shards(shards, "train")
+        preflight.check_out_dir(out)
         try:
             cfg = EncoderConfig(
                 shards=shards,
@@ -47,7 +60,7 @@ def register(app: typer.Typer) -> None:
                 sources=[s.strip() for s in sources.split(",")] if sources else None,
             )
         except ValidationError as e:
-            raise typer.BadParameter("; ".join(err["msg"] for err in e.errors())) from None
+            raise validation_message(e, EncoderConfig) from None
         try:
             result = encoder_flow(cfg, experiment=out.name)
         except (EncoderTrainingError, FileNotFoundError, ValueError) as e:

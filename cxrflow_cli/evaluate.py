@@ -125,8 +125,9 @@ def register(app: typer.Typer) -> None:
         protocol: Protocol = typer.Option(Protocol.json, "--chexprompt-protocol", help=_PROTOCOL_HELP),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
     ) -> None:
-        """Score an existing predictions file (no Prefect server needed); a LLaVA-Rad predictions file is read
-        as it is written (repeated `<subject>_<study>` ids, one line per image)."""
+        """Score an existing predictions file (no Prefect server needed).
+
+        A LLaVA-Rad predictions file is read as written (repeated `<subject>_<study>` ids, one line per image)."""
         from schemas.evaluation import EvaluateParams
         from tasks.evaluate.scoring import score_predictions
         from tasks.preflight import check_file, check_out_dir

@@ -101,7 +101,8 @@ def _user_error(exc: BaseException) -> tuple[str, str | None] | None:
         where = (
             f"cxrflow {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "cxrflow"
         )
-        return exc.format_message(), f"see `{where} --help`"
+        # typer checks values with pydantic, whose messages start "Value error, "
+        return exc.format_message().replace("Value error, ", ""), f"see `{where} --help`"
     return None
 
 

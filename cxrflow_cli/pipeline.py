@@ -42,7 +42,9 @@ def register(app: typer.Typer) -> None:
     def pipeline_cmd(
         config: Path = typer.Option(..., "--config", help="pipeline YAML (configs/demo.yaml)"),
         set_: list[str] = typer.Option(None, "--set", help="override, e.g. --set train.max_steps=5"),
-        dask: str | None = typer.Option(None, "--dask", help="Dask scheduler address for ingest (tcp://host:8786)"),
+        dask: str | None = typer.Option(
+            None, "--dask", help="Dask scheduler address for ingest (tcp://host:8786)"
+        ),
     ) -> None:
         """ingest -> structure -> validate/shard -> train -> evaluate; unchanged stages are reused."""
         from flows.pipeline import checked_stage_configs, pipeline, render_text
@@ -63,38 +65,61 @@ def register(app: typer.Typer) -> None:
 
     @app.command("ablate")
     def ablate_cmd(
-        spec: Path = typer.Option(..., "--spec", exists=True, help="ablation YAML (configs/ablations/X.yaml)"),
+        spec: Path = typer.Option(
+            ..., "--spec", exists=True, help="ablation YAML (configs/ablations/X.yaml)"
+        ),
         set_: list[str] = typer.Option(None, "--set", help="override on the base config of every variant"),
         deployment: str | None = typer.Option(
-            None, "--deployment", help="run each variant via run_deployment, e.g. pipeline/pipeline"),
-        n_resamples: int = typer.Option(1000, "--n-resamples", help="paired-test resamples vs the baseline"),
+            None, "--deployment", help="run each variant via run_deployment, e.g. pipeline/pipeline"
+        ),
+        n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-test resamples vs the baseline"),
     ) -> None:
         """One flow run per variant (tags ablation:<name>, variant:<name>), then the compare flow."""
         from flows.ablate import run_ablation
         from schemas.pipeline import load_ablation_spec
 
-        result = run_ablation(load_ablation_spec(spec, parse_sets(set_)), deployment=deployment,
-                              n_resamples=n_resamples)
-        typer.echo(json.dumps({"leaderboard": result["compare"]["rows"],
-                               "artifacts": [result["compare"]["leaderboard_key"], result["compare"]["chart_key"]],
-                               "dir": result["compare"]["dir"]}, indent=2))
+        result = run_ablation(
+            load_ablation_spec(spec, parse_sets(set_)), deployment=deployment, n_resamples=n_resamples
+        )
+        typer.echo(
+            json.dumps(
+                {
+                    "leaderboard": result["compare"]["rows"],
+                    "artifacts": [result["compare"]["leaderboard_key"], result["compare"]["chart_key"]],
+                    "dir": result["compare"]["dir"],
+                },
+                indent=2,
+            )
+        )
 
     @app.command("compare")
     def compare_cmd(
         evals: list[str] = typer.Argument(..., help="variant=EVAL_DIR ... (EVAL_DIR holds metrics.json)"),
         name: str = typer.Option("adhoc", "--name", help="ablation name (artifact keys)"),
         baseline: str | None = typer.Option(None, "--baseline", help="default: the first variant"),
-        metrics: str = typer.Option("rouge_l,bleu_4,rule_f1_micro_14,rule_f1_micro_5", "--metrics",
-                                    help="comma-separated metrics to chart and test"),
+        metrics: str = typer.Option(
+            "rouge_l,bleu_4,rule_f1_micro_14,rule_f1_micro_5",
+            "--metrics",
+            help="comma-separated metrics to chart and test",
+        ),
         out: Path = typer.Option(Path("artifacts"), "--out", help="where the comparison is written"),
         n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-test resamples"),
     ) -> None:
         """Leaderboard + CI chart + paired significance of existing evaluations."""
         from flows.compare import compare
+        from schemas.errors import UserError
 
         pairs = dict(e.split("=", 1) for e in evals if "=" in e)
         if len(pairs) != len(evals):
             raise typer.BadParameter("each argument is variant=EVAL_DIR")
-        res = compare(name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out),
-                      n_resamples=n_resamples)
+        for variant, folder in pairs.items():
+            if not (Path(folder) / "metrics.json").is_file():
+                raise UserError(
+                    f"{variant}={folder}: no metrics.json there", "pass EVAL folders of `cxrflow evaluate`"
+                )
+        if baseline is not None and baseline not in pairs:
+            raise UserError(f"--baseline {baseline!r} is not one of the variants: {', '.join(pairs)}")
+        res = compare(
+            name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out), n_resamples=n_resamples
+        )
         typer.echo(json.dumps(res["rows"], indent=2))

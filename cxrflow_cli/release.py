@@ -23,8 +23,9 @@ def register(app: typer.Typer) -> None:
             False, "--allow-pickle", help="unpickle the vision checkpoint fully (a trusted source only)"
         ),
     ) -> None:
-        """Convert the release (LoRA adapter, non_lora_trainables.bin, BiomedCLIP-CXR) into a run dir that
-        `cxrflow generate --run` and `cxrflow evaluate --run` accept."""
+        """Convert the released LLaVA-Rad model into a run dir for `generate` and `evaluate`.
+
+        Reads the LoRA adapter, non_lora_trainables.bin and the BiomedCLIP-CXR vision tower."""
         from training.llava_rad_release import ReleaseFormatError, convert_release
 
         try:

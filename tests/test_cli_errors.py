@@ -297,3 +297,18 @@ def test_an_error_found_inside_a_flow_is_the_only_output(prefect_server, tmp_pat
         logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[runs[0].id])))
     assert any(r.level >= 40 and "patient-level split leakage" in r.message for r in logs), logs
     assert not any("Traceback" in r.message for r in logs)
+
+
+def test_encoder_and_comparisons_check_their_inputs(cli, tmp_path):
+    """Before any flow (a flow would fail on the closed PREFECT_API_URL with a traceback, exit 1)."""
+    assert_one_line_error(
+        cli("encoder", "--shards", tmp_path / "none", "--out", tmp_path / "e"), "is not a folder"
+    )
+    assert_one_line_error(cli("compare", f"a={tmp_path}"), "no metrics.json there")
+    (tmp_path / "metrics.json").write_text("{}")
+    assert_one_line_error(cli("compare", f"a={tmp_path}", "--baseline", "b"), "--baseline 'b' is not one of")
+    assert_one_line_error(cli("compare-evals", tmp_path, tmp_path), "holds no per_report.parquet")
+    line = assert_one_line_error(
+        cli("fixtures", "mimic-cxr", "--out", tmp_path / "f", "--size", "huge"), "--size"
+    )
+    assert "Value error" not in line and "'small', 'full'" in line

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from schemas.errors import UserError
 from schemas.evaluation import NOT_COMPUTED_PREFIX, EvaluationComparison, MetricComparison
 from tasks.evaluate.resampling import SEED, paired_test
 from tasks.evaluate.scoring import all_specs, frame_columns
@@ -33,7 +34,13 @@ def load_per_report(path: Path) -> pl.DataFrame:
 
         _, frame, _ = score_records(read_predictions(path), n_bootstrap=0)
         return frame
-    return pl.read_parquet(per_report_path(path))
+    parquet = per_report_path(path)
+    if not parquet.is_file():
+        raise UserError(
+            f"{path} holds no per_report.parquet",
+            "pass an EVAL folder of `cxrflow evaluate` / `cxrflow score`, its per_report.parquet or a predictions .jsonl",
+        )
+    return pl.read_parquet(parquet)
 
 
 def by_study(frame: pl.DataFrame, name: str) -> pl.DataFrame:
