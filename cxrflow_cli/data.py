@@ -84,7 +84,10 @@ def register(app: typer.Typer) -> None:
             llm_base_url=base_url,
             shard=ShardConfig(max_samples=max_samples, max_bytes=max_bytes),
         )
-        result = data_pipeline(params)  # an unreadable annotations file inside it is a user error (main.py)
+        from cxrflow_cli.progress import counter
+
+        with counter("images ingested"):
+            result = data_pipeline(params)  # an unreadable annotations file inside it is a user error (main.py)
         shards = result["shards"]
         typer.echo(
             json.dumps({"splits": shards["splits"], "reconciliation": shards["reconciliation"]}, indent=2)

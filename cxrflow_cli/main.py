@@ -27,6 +27,7 @@ _CLICK_ERRORS = (click.ClickException, _TyperClickException)
 
 # No telemetry without network (docs/pitfalls.md); set before Prefect is imported anywhere.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")  # the client's own telemetry, and its notice on a terminal
 # The temporary local server migrates a fresh database before answering: 20 s is too short on 2 busy cores.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 

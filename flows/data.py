@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows import progress
 from flows.ingest import default_task_runner, ingest_flow, ingest_mixture_flow
 from flows.structure import structure
 from flows.validate_shard import validate_and_shard
@@ -48,10 +49,12 @@ def mixture_config(p: DataParams) -> MixtureConfig:
 @holds_output_lock("data")
 def data_pipeline(params: DataParams) -> dict:
     ingest_cfg, structure_cfg, shard_params = stage_configs(params)
+    progress.notify_stage("images ingested")  # the CLI's bar: a row per stage
     if params.sources:
         ingest = ingest_mixture_flow(mixture_config(params))
     else:
         ingest = ingest_flow.with_options(task_runner=default_task_runner(ingest_cfg))(ingest_cfg)
+    progress.notify_stage("reports structured")
     struct = structure(structure_cfg)
     shards = validate_and_shard(shard_params)
     return {"ingest": ingest, "structure": struct, "shards": shards}
