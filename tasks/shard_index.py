@@ -156,7 +156,14 @@ def write_dataset_card(out_dir: Path, accepted: pl.DataFrame) -> Path:
     formats = accepted.get_column("image_format").unique()
     exts = sorted({IMAGE_EXTENSIONS.get(str(f).lower(), str(f)) for f in formats})
     labels = ", ".join(f"{v} = {k}" for k, v in LABEL_STATES.items() if k is not None)
-    body = f"""# Chest X-ray report-generation shards (cxrflow)
+    # A metadata block without feature types (datasets warns when a card has none).
+    body = f"""---
+pretty_name: cxrflow chest X-ray report-generation shards
+task_categories:
+- image-to-text
+---
+
+# Chest X-ray report-generation shards (cxrflow)
 
 WebDataset tars under `data/` (`{{split}}-NNNNN-of-NNNNN.tar`, splits train / validation / test), a wids
 index per split beside them (`{{split}}.index.json`), `shards.parquet` (key -> shard) and `summary.json`.
