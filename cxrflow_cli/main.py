@@ -11,7 +11,6 @@ start a Prefect server or any work (tasks/preflight.py).
 
 from __future__ import annotations
 
-import os
 import pkgutil
 import sys
 from importlib import import_module
@@ -19,16 +18,14 @@ from importlib import import_module
 import click
 import typer
 
+from tasks import env as _env  # noqa: F401  (first: the environment Prefect reads when it is imported)
+
 try:  # typer >= 0.2x vendors its own click; usage errors are then its exception classes
     from typer._click.exceptions import ClickException as _TyperClickException
 except ImportError:  # pragma: no cover - typer on the public click
     _TyperClickException = click.ClickException
 _CLICK_ERRORS = (click.ClickException, _TyperClickException)
 
-# No telemetry without network (docs/pitfalls.md); set before Prefect is imported anywhere.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# The temporary local server migrates a fresh database before answering: 20 s is too short on 2 busy cores.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 EXIT_USER_ERROR = 2
 

@@ -71,7 +71,6 @@ def configure(verbose: bool) -> None:
         os.environ.setdefault(var, "error")
     os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm >= 4.66 reads it: no library progress bars
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     # Prefect's per-task chatter ("Created task run", "Finished in state Completed()") and the flows' printed
     # summaries stay in the runs' logs (the UI); the console gets warnings and errors. The commands print
     # their own summary once. Read when prefect is first imported, which commands do lazily, after this.

@@ -8,17 +8,14 @@ chance, trained vs start) and `encoder-run-<experiment>` (data, engine, lineage)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from schemas.encoder import EncoderConfig  # noqa: E402
+from schemas.encoder import EncoderConfig
 
 
 @task(cache_policy=NO_CACHE)

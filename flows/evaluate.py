@@ -4,17 +4,14 @@ EVAL/metrics.json + EVAL/per_report.parquet, and publish a table artifact with a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from schemas.evaluation import EvaluateParams, EvaluationMetrics  # noqa: E402
+from schemas.evaluation import EvaluateParams, EvaluationMetrics
 
 
 @task(cache_policy=NO_CACHE)

@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from prefect import flow, get_run_logger  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-
-from schemas.pipeline import PipelineConfig, slug  # noqa: E402
-from tasks.io import atomic_write_json  # noqa: E402
-from tasks.llm.guard import binding_source  # noqa: E402
+from schemas.pipeline import PipelineConfig, slug
+from tasks.io import atomic_write_json
+from tasks.llm.guard import binding_source
 from tasks.lock import holds_output_lock
 
 MARKER = "_complete.json"

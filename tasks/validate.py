@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,7 +212,6 @@ _CONTEXTS: dict[str, object] = {}
 
 def gx_context(artifacts_root: Path):
     """One file data context per artifacts root (GX is slow to set up; reuse it within a process)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
