@@ -11,80 +11,31 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from schemas.evaluation import EvaluateParams, EvaluationMetrics
+from schemas.evaluation import EvaluateParams
+from tasks.evaluate import stage
 
 
-@task(cache_policy=NO_CACHE)
-def generate_task(params: EvaluateParams) -> dict[str, Any]:
+def generate_with_progress(params: EvaluateParams) -> dict[str, Any]:
+    """tasks/evaluate/stage.generate, driving a progress artifact (per experiment) and the CLI's bar."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     from flows import progress
-    from tasks.evaluate.inference import generate_predictions
-    from training.inference import ReportGenerator
-
-    generator = ReportGenerator.from_run(Path(params.run), device=params.device)
-    out = Path(params.out) / "predictions.jsonl"
     from schemas.pipeline import slug
 
-    key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics artifacts
-    artifact = create_progress_artifact(0.0, key=key, description=f"reports generated for {out}")
+    key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics
+    artifact = create_progress_artifact(
+        0.0, key=key, description=f"reports generated for {Path(params.out) / 'predictions.jsonl'}"
+    )
 
     def on_progress(done: int, total: int) -> None:
         progress.notify(done, total)
         update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
 
-    summary = generate_predictions(
-        generator,
-        Path(params.shards),
-        out,
-        split=params.split,
-        batch_size=params.batch_size,
-        max_new_tokens=params.max_new_tokens,
-        limit=params.limit,
-        progress=on_progress,
-    )
-    return {
-        "predictions": str(out),
-        "found": summary.found,
-        "generated": summary.generated,
-        "skipped": summary.skipped,
-    }
+    return stage.generate(params, progress=on_progress)
 
 
-@task(cache_policy=NO_CACHE)
-def score_task(
-    params: EvaluateParams, predictions: str, inference: dict[str, Any] | None
-) -> EvaluationMetrics:
-    from schemas.llm import LLMConfig
-    from tasks.evaluate.inference import read_predictions
-    from tasks.evaluate.scoring import score_records, write_evaluation
-    from tasks.io import sha256_file
-
-    records = read_predictions(Path(predictions))
-    if params.limit is not None:
-        records = records[: params.limit]
-    llm = LLMConfig(**params.llm) if params.llm is not None else None
-    metrics, frame, notes = score_records(
-        records,
-        experiment=params.experiment,
-        paths=params.model_paths,
-        llm=llm,
-        source=params.source,
-        n_bootstrap=params.n_bootstrap,
-        seed=params.seed,
-        bootstrap_scheme=params.bootstrap_scheme,
-        chexprompt_protocol=params.chexprompt_protocol,
-        ledger_path=Path(params.out) / "llm-ledger.jsonl",
-    )
-    metrics.predictions_sha256 = sha256_file(Path(predictions))
-    if params.encoder_metrics is not None:  # the encoder's retrieval metrics sit beside the report metrics
-        enc = EvaluationMetrics.model_validate_json(Path(params.encoder_metrics).read_text())
-        metrics.metrics.update(enc.metrics)
-        notes["encoder_metrics"] = {"path": params.encoder_metrics, "n_queries": enc.n_reports}
-    if inference is not None:
-        notes["inference"] = inference
-    write_evaluation(Path(params.out), metrics, frame, notes)
-    return metrics
+generate_task = task(generate_with_progress, name="generate", cache_policy=NO_CACHE)
+score_task = task(stage.score, name="score", cache_policy=NO_CACHE)
 
 
 @flow(name="evaluate")

@@ -193,3 +193,18 @@ def write_dataset_card(out_dir: Path, accepted: pl.DataFrame) -> Path | None:
     )
     atomic_write_bytes(path, f"---\n{meta}---\n\n{body}".encode())
     return path
+
+
+def write_indexes(out_dir: Path, data_dir: Path, infos: Sequence[ShardInfo], accepted: pl.DataFrame,
+                  counts: dict) -> dict:
+    """Every file beside the shards (wids index per split, shard map, dataset card, summary); returns the
+    summary with the paper's selection counts (tasks/paper_counts.py)."""
+    from tasks.paper_counts import paper_counts
+
+    for split in SPLITS:
+        write_wids_index(out_dir, split, infos)
+    write_shard_map(out_dir, infos, accepted)
+    write_dataset_card(out_dir, accepted)
+    summary = write_summary(out_dir, infos, counts)
+    summary["paper_counts"] = paper_counts(data_dir, accepted)
+    return summary
