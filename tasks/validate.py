@@ -19,7 +19,7 @@ import polars as pl
 import pyarrow as pa
 
 from schemas.labels import LABEL_COLUMNS
-from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
+from schemas.manifest import DROP_SCHEMA, FRONTAL_VIEWS, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
 from tasks.io import atomic_write_json, atomic_write_parquet, read_json
 from tasks.phi import LEFTOVER_PATTERNS
@@ -250,7 +250,7 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
     if cfg.frontal_only:
         exps.append(
             E.ExpectColumnValuesToBeInSet(
-                column="view", value_set=["AP", "PA"], meta={"check": "frontal view"}
+                column="view", value_set=list(FRONTAL_VIEWS), meta={"check": "frontal view"}
             )
         )
     for col in LABEL_COLUMNS:
