@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.ingest import default_task_runner, ingest_flow, ingest_mixture_flow
+from flows.ingest import ingest_flow, ingest_mixture_flow
+from flows.runners import default_task_runner
 from flows.structure import structure
 from flows.validate_shard import validate_and_shard
 from schemas.shards import DataParams

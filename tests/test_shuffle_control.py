@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from train_support import write_train_shards
 
+from fixtures.train_shards import write_train_shards
 from training.data import (
     ExampleDataset,
     ImageTransform,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_support import write_train_shards
 
+from fixtures.train_shards import write_train_shards
 from schemas.train import TrainConfig, default_config, stage1_defaults, stage2_defaults
 from training.loop import StageTrainer
 from training.run import prepare_data, run_training

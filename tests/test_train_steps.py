@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from train_support import write_train_shards
 
+from fixtures.train_shards import write_train_shards
 from schemas.train import default_config
 from training.loop import planned_steps
 

@@ -244,5 +244,5 @@ class CheXpertAdapter(BaseAdapter):
 
 
 ADAPTER = CheXpertAdapter()
-# Registered through tasks/sources/chexpert_plus.py (one ADAPTER per module).
 PLUS_ADAPTER = CheXpertAdapter(name="chexpert-plus", with_reports=True, licence=PLUS_LICENCE)
+ADAPTERS = (ADAPTER, PLUS_ADAPTER)  # both registered from this module (tasks/sources/__init__.py)
