@@ -9,7 +9,7 @@ import pytest
 
 from fixtures.train_shards import write_train_shards
 from schemas.train import default_config
-from training.loop import planned_steps
+from training.stage import planned_steps
 
 
 def test_planned_steps_max_steps_repeats_epochs_and_epochs_caps(tmp_path):
