@@ -142,7 +142,9 @@ def bench_one(label: str, adapter: str, writer: Writer, images: int, size: int, 
 
     root, out = work / f"{label}-src", work / f"{label}-out"
     writer(root, images, seed, size)
-    cfg = IngestConfig(source=adapter, root=root, out=out, workers=1, image=ImageConfig(size=min(size, 518)))
+    # Open-I's XML form states no view: under frontal_only it would keep nothing (docs/datasets.md, view policy)
+    cfg = IngestConfig(source=adapter, root=root, out=out, workers=1, image=ImageConfig(size=min(size, 518)),
+                       frontal_only=adapter != "openi")
     pixels = source_pixels(discover(cfg))
     times = []
     for _ in range(repeats):  # best of N cold runs: the first also pays imports and first-call setup

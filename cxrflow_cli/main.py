@@ -11,7 +11,6 @@ start a Prefect server or any work (tasks/preflight.py).
 
 from __future__ import annotations
 
-import os
 import pkgutil
 import sys
 from importlib import import_module
@@ -19,17 +18,8 @@ from importlib import import_module
 import click
 import typer
 
-try:  # typer >= 0.2x vendors its own click; usage errors are then its exception classes
-    from typer._click.exceptions import ClickException as _TyperClickException
-except ImportError:  # pragma: no cover - typer on the public click
-    _TyperClickException = click.ClickException
-_CLICK_ERRORS = (click.ClickException, _TyperClickException)
-
-# No telemetry without network (docs/pitfalls.md); set before Prefect is imported anywhere.
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")  # the client's own telemetry, and its notice on a terminal
-# The temporary local server migrates a fresh database before answering: 20 s is too short on 2 busy cores.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+from cxrflow_cli.user_errors import user_error
+from tasks import env as _env  # noqa: F401  (first: the environment Prefect reads when it is imported)
 
 EXIT_USER_ERROR = 2
 
@@ -84,60 +74,6 @@ def one_line(message: str, hint: str | None = None) -> None:
     typer.echo(f"error: {text}" + (f" (hint: {' '.join(hint.split())})" if hint else ""), err=True)
 
 
-def _user_error(exc: BaseException) -> tuple[str, str | None] | None:
-    """(message, hint) when `exc` is a user mistake, else None."""
-    from pydantic import ValidationError
-
-    from schemas.errors import UserError, validation_message
-
-    if isinstance(exc, UserError):
-        return exc.message, exc.hint
-    if isinstance(exc, _environment_errors()):
-        return str(exc), None
-    if isinstance(exc, ValidationError):
-        err = validation_message(exc)
-        return err.message, err.hint
-    if isinstance(exc, _CLICK_ERRORS):
-        ctx = getattr(exc, "ctx", None)
-        where = (
-            f"cxrflow {ctx.command_path.split(' ', 1)[1]}" if ctx and " " in ctx.command_path else "cxrflow"
-        )
-        # typer checks values with pydantic, whose messages start "Value error, "
-        return exc.format_message().replace("Value error, ", ""), f"see `{where} --help`"
-    return None
-
-
-def is_user_error(exc: BaseException) -> bool:
-    """Whether `exc` is a user mistake the CLI reports in one line (cxrflow_cli/quiet.py keeps Prefect's
-    records of it off the console)."""
-    return _user_error(exc) is not None
-
-
-def _environment_errors() -> tuple[type[BaseException], ...]:
-    """Refusals caused by the user's setup, not by cxrflow: a held output lock, the data-use guard, PHI
-    settings, a missing key, an annotations or predictions file that cannot be read, unusable metric weights.
-    Imported only once an exception is on its way out (`--help` stays fast)."""
-    from tasks.evaluate.inference import PredictionsFileError
-    from tasks.evaluate.optional_models import MetricModelError
-    from tasks.llm.client import MissingKeyError
-    from tasks.llm.guard import DataUseError
-    from tasks.lock import OutputLocked
-    from tasks.phi import PhiConfigError
-    from tasks.reports.annotations import AnnotationsError
-    from tasks.sources.base import SourceLayoutError
-
-    return (
-        OutputLocked,
-        SourceLayoutError,
-        DataUseError,
-        PhiConfigError,
-        MissingKeyError,
-        AnnotationsError,
-        PredictionsFileError,
-        MetricModelError,
-    )
-
-
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code. User errors: one line on stderr, exit 2."""
     command = typer.main.get_command(app)
@@ -147,7 +83,7 @@ def run(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return 130
     except Exception as exc:  # noqa: BLE001 - sorted below: user mistakes become one line
-        found = _user_error(exc)
+        found = user_error(exc)
         if found is None:
             raise
         one_line(*found)

@@ -47,7 +47,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """ingest -> structure -> validate/shard -> train -> evaluate; unchanged stages are reused."""
-        from flows.pipeline import checked_stage_configs, pipeline, render_text
+        from flows.pipeline import pipeline
+        from tasks.plan import checked_stage_configs, render_text
 
         overrides = parse_sets(set_)
         if dask:

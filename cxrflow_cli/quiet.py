@@ -51,7 +51,7 @@ class UserErrorsOffTheConsole(logging.Filter):
         self.seen: set[str] = set()  # names of the user-error types already logged with their exception
 
     def _is_user_error(self, record: logging.LogRecord) -> bool:
-        from cxrflow_cli.main import is_user_error
+        from cxrflow_cli.user_errors import is_user_error
 
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and is_user_error(exc):
@@ -91,7 +91,6 @@ def configure(verbose: bool) -> None:
         os.environ.setdefault(var, "error")
     os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm >= 4.66 reads it: no library progress bars
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     # Prefect's per-task chatter ("Created task run", "Finished in state Completed()") and the flows' printed
     # summaries stay in the runs' logs (the UI); the console gets warnings and errors. The commands print
     # their own summary once. Read when prefect is first imported, which commands do lazily, after this.

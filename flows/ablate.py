@@ -9,14 +9,10 @@ stage outputs wherever their configs agree (flows/pipeline.py)."""
 
 from __future__ import annotations
 
-import os
+from prefect import flow
+from prefect.context import TagsContext
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-from prefect import flow  # noqa: E402
-from prefect.context import TagsContext  # noqa: E402
-
-from schemas.pipeline import AblationSpec, slug  # noqa: E402
+from schemas.pipeline import AblationSpec, slug
 
 
 def run_name(spec: AblationSpec, variant: str) -> str:

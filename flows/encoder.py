@@ -8,60 +8,19 @@ chance, trained vs start) and `encoder-run-<experiment>` (data, engine, lineage)
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Literal
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
+from schemas.encoder import EncoderConfig
+from tasks.encoder import report
+from tasks.encoder.train import train_encoder
 
-from schemas.encoder import EncoderConfig  # noqa: E402
-
-
-@task(cache_policy=NO_CACHE)
-def train_encoder_task(cfg: EncoderConfig) -> dict:
-    from tasks.encoder.train import train_encoder
-
-    return train_encoder(cfg)
-
-
-@task(cache_policy=NO_CACHE)
-def retrieval_task(cfg: EncoderConfig, model_dir: Path, out: Path, experiment: str) -> dict:
-    from tasks.evaluate.retrieval import evaluate_encoder
-
-    metrics, notes = evaluate_encoder(
-        model_dir,
-        cfg.shards,
-        cfg.eval_split,
-        out,
-        experiment,
-        n_bootstrap=cfg.n_bootstrap,
-        zero_shot=cfg.zero_shot,
-        init_seed=cfg.seed,
-    )
-    return {"metrics": metrics.model_dump(mode="json"), "notes": notes}
-
-
-def retrieval_rows(trained: dict, start: dict | None) -> list[dict]:
-    from schemas.evaluation import MetricResult
-
-    rows = []
-    for name, raw in trained["metrics"]["metrics"].items():
-        r = MetricResult.model_validate(raw)
-        note = trained["notes"].get("retrieval", {}).get(name, {})
-        row = {
-            "metric": name,
-            "value": r.display(),
-            "chance": round(note["chance"], 2) if note else None,
-            "ratio_to_chance": round(note["ratio_to_chance"], 2) if note else None,
-        }
-        if start is not None and name in start["metrics"]["metrics"]:
-            row["start"] = MetricResult.model_validate(start["metrics"]["metrics"][name]).display()
-        rows.append(row)
-    return rows
+train_encoder_task = task(train_encoder, name="train-encoder", cache_policy=NO_CACHE)
+retrieval_task = task(report.retrieval, name="retrieval", cache_policy=NO_CACHE)
 
 
 def dispatch_to_pool(cfg: EncoderConfig, experiment: str) -> dict:
@@ -101,9 +60,8 @@ def encoder(
 ) -> dict:
     """Train (or, with epochs=0, take as it is) the encoder, export ENC/open_clip, evaluate it."""
     from schemas.encoder import TINY
+    from schemas.pipeline import slug
     from tasks.encoder.prepare import init_model_dir
-    from tasks.encoder.train import RUN_RECORD
-    from tasks.io import atomic_write_json
 
     if dispatch == "deployment" or (dispatch == "auto" and cfg.init != TINY):
         return dispatch_to_pool(cfg, experiment)
@@ -115,11 +73,8 @@ def encoder(
         start = retrieval_task(
             cfg, init_model_dir(cfg.init, cfg.out), cfg.out / "retrieval-start", experiment
         )
-    rows = retrieval_rows(trained, start)
-    record["retrieval"] = {"dir": str(cfg.out / "retrieval"), "samples": trained["notes"].get("samples")}
-    atomic_write_json(cfg.out / RUN_RECORD, record)
-    from schemas.pipeline import slug
-
+    rows = report.retrieval_rows(trained, start)
+    record = report.record_retrieval(cfg, record, trained)
     name = slug(experiment)
     create_table_artifact(
         key=f"encoder-retrieval-{name}",
@@ -127,29 +82,15 @@ def encoder(
         description=f"Encoder of {experiment}: retrieval Recall@K and zero-shot AUROC on "
         f"{cfg.eval_split} (95% CIs), chance, ratio to chance, and the start",
     )
-    data = record["data"]
-    lines = [
-        f"# Encoder `{cfg.out}`",
-        "",
-        f"- start: `{cfg.init}`, epochs {cfg.epochs}, batch {cfg.batch_size} "
-        f"x {cfg.nproc} process(es), lr {cfg.lr}",
-        f"- data: {data['samples']} samples in {data['shards']} shards; by source {data['samples_by_source']};"
-        f" excluded {data['excluded_by_source']}",
-        f"- engine: {record['engine']}",
-        f"- output: `{record['open_clip_dir']}`",
-        "",
-        "Shard index hashes:",
-    ]
-    lines += [f"- `{k}` {v}" for k, v in record["index_sha256"].items()]
     create_markdown_artifact(
         key=f"encoder-run-{name}",
-        markdown="\n".join(lines),
+        markdown=report.run_markdown(cfg, record),
         description=f"Encoder run of {experiment}: data, engine, lineage",
     )
     return {
         "open_clip_dir": record["open_clip_dir"],
         "retrieval_metrics": str(cfg.out / "retrieval" / "metrics.json"),
         "engine": record["engine"],
-        "data": data,
+        "data": record["data"],
         "table": rows,
     }

@@ -4,63 +4,39 @@ EVAL/metrics.json + EVAL/per_report.parquet, and publish a table artifact with a
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
-from prefect import flow, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact, create_table_artifact  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from schemas.evaluation import EvaluateParams, EvaluationMetrics  # noqa: E402
+from schemas.evaluation import EvaluateParams
+from tasks.evaluate import stage
+from tasks.evaluate.scoring import score_predictions
 
 
-@task(cache_policy=NO_CACHE)
-def generate_task(params: EvaluateParams) -> dict[str, Any]:
+def generate_with_progress(params: EvaluateParams) -> dict[str, Any]:
+    """tasks/evaluate/stage.generate, driving a progress artifact (per experiment) and the CLI's bar."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     from flows import progress
-    from tasks.evaluate.inference import generate_predictions
-    from training.inference import ReportGenerator
-
-    generator = ReportGenerator.from_run(Path(params.run), device=params.device)
-    out = Path(params.out) / "predictions.jsonl"
     from schemas.pipeline import slug
 
-    key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics artifacts
-    artifact = create_progress_artifact(0.0, key=key, description=f"reports generated for {out}")
+    key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics
+    artifact = create_progress_artifact(
+        0.0, key=key, description=f"reports generated for {Path(params.out) / 'predictions.jsonl'}"
+    )
 
     def on_progress(done: int, total: int) -> None:
         progress.notify(done, total)
         update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
 
-    summary = generate_predictions(
-        generator,
-        Path(params.shards),
-        out,
-        split=params.split,
-        batch_size=params.batch_size,
-        max_new_tokens=params.max_new_tokens,
-        limit=params.limit,
-        progress=on_progress,
-    )
-    return {
-        "predictions": str(out),
-        "found": summary.found,
-        "generated": summary.generated,
-        "skipped": summary.skipped,
-    }
+    return stage.generate(params, progress=on_progress)
 
 
-@task(cache_policy=NO_CACHE)
-def score_task(
-    params: EvaluateParams, predictions: str, inference: dict[str, Any] | None
-) -> EvaluationMetrics:
-    from tasks.evaluate.scoring import score_predictions
-
-    return score_predictions(params, predictions, inference)
+generate_task = task(generate_with_progress, name="generate", cache_policy=NO_CACHE)
+score_task = task(score_predictions, name="score", cache_policy=NO_CACHE)
 
 
 @flow(name="evaluate")

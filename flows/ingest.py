@@ -15,6 +15,7 @@ from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
 from flows import progress
+from flows.runners import default_task_runner, start_worker_server
 from schemas.config import IngestConfig, MixtureConfig
 from tasks import ingest as engine
 from tasks import mixture
@@ -86,17 +87,9 @@ def ingest_flow(cfg: IngestConfig) -> dict:
     return summary
 
 
-def default_task_runner(cfg: IngestConfig) -> TaskRunner:
-    from flows.runners import PreforkedPoolTaskRunner
-
-    return PreforkedPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
-
-
 def run_ingest_flow(cfg: IngestConfig, task_runner: TaskRunner | None = None) -> dict:
     """Run the flow with a process pool sized by the config (or the runner given, e.g. Dask)."""
     if task_runner is None:
-        from flows.runners import start_worker_server
-
         start_worker_server()  # its imports overlap flow start-up and discovery
     return ingest_flow.with_options(task_runner=task_runner or default_task_runner(cfg))(cfg)
 

@@ -4,6 +4,7 @@ scheduler, otherwise a local process pool whose workers fork from a pre-imported
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
@@ -58,7 +59,10 @@ def dask_runner(address: str | None = None, n_workers: int | None = None) -> Tas
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
-def ingest_runner(cfg: IngestConfig, dask_address: str | None = None) -> TaskRunner:
-    from flows.ingest import default_task_runner
+def default_task_runner(cfg: IngestConfig) -> TaskRunner:
+    """The local pool for ingest's chunks, one process per configured worker (default all cores)."""
+    return PreforkedPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
 
+
+def ingest_runner(cfg: IngestConfig, dask_address: str | None = None) -> TaskRunner:
     return dask_runner(dask_address) if dask_address else default_task_runner(cfg)

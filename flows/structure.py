@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
 from flows.ui import artifact_key
 from schemas.llm import StructureConfig
@@ -27,7 +28,7 @@ def structure_with_progress(cfg: StructureConfig) -> dict:
         return run_structure(cfg, progress=on_progress)
 
 
-structure_task = task(structure_with_progress, name="structure-reports")
+structure_task = task(structure_with_progress, name="structure-reports", cache_policy=NO_CACHE)
 
 _TOTALS = ("reports", "ok", "quarantined", "requests", "http_attempts", "cache_hits", "prompt_tokens",
            "completion_tokens", "estimated_cost_usd")

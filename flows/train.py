@@ -7,7 +7,6 @@ and a metrics table, under stable keys so runs line up in the UI (per experiment
 
 from __future__ import annotations
 
-import base64
 import logging
 from pathlib import Path
 from typing import Literal
@@ -23,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.ui import artifact_key
 from schemas.train import TrainConfig
+from training import plots
 
 MAX_TABLE_ROWS = 200
 
@@ -38,12 +38,12 @@ class _ToRunLogger(logging.Handler):
         self.run_logger.log(record.levelno, record.getMessage())
 
 
-@task(cache_policy=NO_CACHE)
-def train_task(cfg: TrainConfig) -> dict:
+def train_with_progress(cfg: TrainConfig) -> dict:
+    """training/run.run_training, with its log lines on the task run's logger and a progress artifact."""
     from prefect.logging import get_run_logger
 
     from flows import progress
-    from training.run import run_training
+    from training.run import run_training  # torch: imported when a run trains here, not to dispatch one
 
     handler = _ToRunLogger(get_run_logger())
     training_log = logging.getLogger("cxrflow.training")
@@ -52,12 +52,13 @@ def train_task(cfg: TrainConfig) -> dict:
     step_log = logging.getLogger("cxrflow.training.steps")  # quiet mode stops it propagating to the console
     if not step_log.propagate:
         step_log.addHandler(handler)
-    artifact = create_progress_artifact(0.0, key=artifact_key("train-progress"), description=f"optimizer steps of {cfg.out}")
+    artifact = create_progress_artifact(
+        0.0, key=artifact_key("train-progress"), description=f"optimizer steps of {cfg.out}"
+    )
 
     def on_step(row: dict) -> None:
         progress.notify_step(row)
-        stages = len(cfg.stages)
-        done = (sorted(cfg.stages).index(row["stage"]) + row["step"] / row["total_steps"]) / stages
+        done = (sorted(cfg.stages).index(row["stage"]) + row["step"] / row["total_steps"]) / len(cfg.stages)
         update_progress_artifact(artifact, round(100.0 * done, 1))
 
     try:
@@ -65,35 +66,29 @@ def train_task(cfg: TrainConfig) -> dict:
     finally:
         training_log.removeHandler(handler)
         step_log.removeHandler(handler)
-    summary["stages"] = {str(k): {kk: vv for kk, vv in v.items() if kk != "losses"}
-                         for k, v in summary["stages"].items()}
+    summary["stages"] = {
+        str(k): {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in summary["stages"].items()
+    }
     return summary
 
 
-@task(cache_policy=NO_CACHE)
-def publish_task(run_dir: Path, summary: dict) -> None:
-    import json
+def publish(run_dir: Path, summary: dict) -> None:
+    """The metrics table and the loss-curve markdown as artifacts (keys per experiment: flows/ui.py)."""
+    table, stride = plots.metrics_rows(run_dir, MAX_TABLE_ROWS)
+    create_table_artifact(
+        key=artifact_key("train-metrics"),
+        table=table or [{"note": "no steps logged"}],
+        description=f"training metrics of {run_dir} (every {stride}th step)",
+    )
+    create_markdown_artifact(
+        key=artifact_key("train-loss-curve"),
+        markdown=plots.run_markdown(run_dir, summary),
+        description="loss curve, stages and data lineage",
+    )
 
-    from training.plots import read_metrics
 
-    rows = read_metrics(run_dir / "metrics.jsonl")
-    stride = max(1, len(rows) // MAX_TABLE_ROWS)
-    table = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()} for r in rows[::stride]]
-    create_table_artifact(key=artifact_key("train-metrics"), table=table or [{"note": "no steps logged"}],
-                          description=f"training metrics of {run_dir} (every {stride}th step)")
-    png = run_dir / "loss.png"
-    lineage = json.loads((run_dir / "lineage.json").read_text())
-    img = (f"![loss](data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()})"
-           if png.exists() else "loss curve: not drawn (no steps logged)")
-    lines = [f"# Training run `{run_dir}`", "", img, "", "| stage | steps | finished | stopped | resumed from |",
-             "|---|---|---|---|---|"]
-    for st, s in summary["stages"].items():
-        lines.append(f"| {st} | {s.get('steps', '-')} | {s.get('finished', s.get('skipped'))} | "
-                     f"{s.get('stopped', '-')} | {s.get('resumed_from')} |")
-    lines += ["", f"Data: {summary['data']}", "", "Shard index hashes:"]
-    lines += [f"- `{name}` {h}" for name, h in lineage["index_sha256"].items()]
-    create_markdown_artifact(key=artifact_key("train-loss-curve"), markdown="\n".join(lines),
-                             description="loss curve, stages and data lineage")
+train_task = task(train_with_progress, name="train", cache_policy=NO_CACHE)
+publish_task = task(publish, name="publish", cache_policy=NO_CACHE)
 
 
 @flow(name="train", log_prints=True)
@@ -103,10 +98,15 @@ def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "
         from prefect.deployments import run_deployment
 
         # The worker has its own working directory: send absolute paths (RUN and shards on shared storage).
-        paths = {k: Path(v).absolute() for k in ("shards", "out", "vision_path", "lm_path")
-                 if (v := getattr(cfg, k)) is not None}
-        run = run_deployment(name=cfg.deployment, parameters={
-            "cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"})
+        paths = {
+            k: Path(v).absolute()
+            for k in ("shards", "out", "vision_path", "lm_path")
+            if (v := getattr(cfg, k)) is not None
+        }
+        run = run_deployment(
+            name=cfg.deployment,
+            parameters={"cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"},
+        )
         return {"dispatched": cfg.deployment, "flow_run_id": str(run.id), "state": run.state_name}
     from tasks.preflight import check_train_config
 

@@ -5,22 +5,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import polars as pl
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.ui import artifact_key
 from schemas.shards import SPLITS, ValidateShardParams
+from tasks.export_llava import export_llava
 from tasks.io import atomic_write_json
 from tasks.lock import holds_output_lock
+from tasks.shard import ShardInfo, write_shards
+from tasks.shard_index import verify_shards, write_indexes
+from tasks.validate import run_validation
 
 
-@task(cache_policy=NO_CACHE)
-def validate_task(params: ValidateShardParams):
+def validate_with_progress(params: ValidateShardParams):
+    """tasks/validate.run_validation, driving a progress artifact (a step per GX suite) and the CLI's bar."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     from flows import progress
-    from tasks.validate import run_validation
 
     progress.notify_stage("validation")
     artifact = create_progress_artifact(
@@ -35,15 +39,16 @@ def validate_task(params: ValidateShardParams):
     return run_validation(params.data, params.out, params.artifacts, params.validate_cfg, progress=on_progress)
 
 
-@task(cache_policy=NO_CACHE)
-def shard_task(accepted, params: ValidateShardParams):
+def shard_with_progress(accepted: pl.DataFrame, params: ValidateShardParams) -> list[ShardInfo]:
+    """tasks/shard.write_shards, driving a progress artifact and the CLI's bar."""
     from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
     from flows import progress
-    from tasks.shard import write_shards
 
     progress.notify_stage("samples sharded")
-    artifact = create_progress_artifact(0.0, key=artifact_key("shard-progress"), description=f"samples sharded into {params.out}")
+    artifact = create_progress_artifact(
+        0.0, key=artifact_key("shard-progress"), description=f"samples sharded into {params.out}"
+    )
 
     def on_progress(done: int, total: int) -> None:
         progress.notify(done, total)
@@ -52,32 +57,11 @@ def shard_task(accepted, params: ValidateShardParams):
     return write_shards(accepted, params.data, params.out, params.shard, progress=on_progress)
 
 
-@task(cache_policy=NO_CACHE)
-def index_task(infos, accepted, counts: dict, params: ValidateShardParams) -> dict:
-    from tasks.paper_counts import paper_counts
-    from tasks.shard_index import write_dataset_card, write_shard_map, write_summary, write_wids_index
-
-    for split in SPLITS:
-        write_wids_index(params.out, split, infos)
-    write_shard_map(params.out, infos, accepted)
-    write_dataset_card(params.out, accepted)
-    summary = write_summary(params.out, infos, counts)
-    summary["paper_counts"] = paper_counts(params.data, accepted)
-    return summary
-
-
-@task(cache_policy=NO_CACHE)
-def export_task(accepted, params: ValidateShardParams) -> dict:
-    from tasks.export_llava import export_llava
-
-    return export_llava(accepted, params.out, params.data, params.llava_image_root, params.llava_nan_labels)
-
-
-@task(cache_policy=NO_CACHE)
-def verify_task(params: ValidateShardParams, expected: dict[str, int]) -> dict:
-    from tasks.shard_index import verify_shards
-
-    return verify_shards(params.out, expected)
+validate_task = task(validate_with_progress, name="validate", cache_policy=NO_CACHE)
+shard_task = task(shard_with_progress, name="write-shards", cache_policy=NO_CACHE)
+index_task = task(write_indexes, name="write-indexes", cache_policy=NO_CACHE)
+export_task = task(export_llava, name="export-llava", cache_policy=NO_CACHE)
+verify_task = task(verify_shards, name="verify-shards", cache_policy=NO_CACHE)
 
 
 def validation_markdown(report: dict) -> str:
@@ -85,20 +69,30 @@ def validation_markdown(report: dict) -> str:
     does not open from a browser tab served over http)."""
     counts = report.get("counts", {})
     failed = sum(not r["success"] for r in report["expectations"])
-    lines = ["# Great Expectations validation", "",
-             f"{len(report['expectations'])} expectations, {failed} failed. "
-             + ", ".join(f"{k} {v}" for k, v in counts.items()), ""]
+    lines = [
+        "# Great Expectations validation",
+        "",
+        f"{len(report['expectations'])} expectations, {failed} failed. "
+        + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        "",
+    ]
     suites: dict[str, list[dict]] = {}
     for r in report["expectations"]:
         suites.setdefault(r["suite"], []).append(r)
     for suite, rows in suites.items():
-        lines += [f"## `{suite}`", "", "| status | expectation | column | check | unexpected | observed |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"## `{suite}`",
+            "",
+            "| status | expectation | column | check | unexpected | observed |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in rows:
             status = "✅ pass" if r["success"] else "❌ FAIL"
             observed = "" if r.get("observed_value") is None else str(r["observed_value"])
-            lines.append(f"| {status} | `{r['expectation']}` | {r['column'] or ''} | {r['check'] or ''} | "
-                         f"{r['unexpected_count']} | {observed} |")
+            lines.append(
+                f"| {status} | `{r['expectation']}` | {r['column'] or ''} | {r['check'] or ''} | "
+                f"{r['unexpected_count']} | {observed} |"
+            )
         lines.append("")
     if report.get("data_docs"):
         lines.append(f"HTML Data Docs on the machine that ran the validation: `{report['data_docs']}`")
@@ -124,9 +118,14 @@ def _publish_validation(out: Path) -> None:
         }
         for r in report["expectations"]
     ]
-    create_table_artifact(key=artifact_key("gx-expectations"), table=rows, description="Great Expectations results")
-    create_markdown_artifact(key=artifact_key("gx-data-docs"), markdown=validation_markdown(report),
-                             description="GX Data Docs: validation results per suite")
+    create_table_artifact(
+        key=artifact_key("gx-expectations"), table=rows, description="Great Expectations results"
+    )
+    create_markdown_artifact(
+        key=artifact_key("gx-data-docs"),
+        markdown=validation_markdown(report),
+        description="GX Data Docs: validation results per suite",
+    )
 
 
 @flow(name="validate_and_shard")
@@ -141,11 +140,13 @@ def validate_and_shard(params: ValidateShardParams) -> dict:
     finally:
         _publish_validation(params.out)
     infos = shard_task(result.accepted, params)
-    summary = index_task(infos, result.accepted, result.counts, params)
+    summary = index_task(params.out, params.data, infos, result.accepted, result.counts)
     if params.export_llava:
-        summary["llava_records"] = export_task(result.accepted, params)
+        summary["llava_records"] = export_task(
+            result.accepted, params.out, params.data, params.llava_image_root, params.llava_nan_labels
+        )
     expected = {s: result.accepted.filter(result.accepted["split"] == s).height for s in SPLITS}
-    summary["read_back"] = verify_task(params, expected)
+    summary["read_back"] = verify_task(params.out, expected)
     atomic_write_json(params.out / "summary.json", summary)
     rec = summary["reconciliation"]
     if not rec["balanced"]:
@@ -158,5 +159,7 @@ def validate_and_shard(params: ValidateShardParams) -> dict:
         f"found {rec['found']} = sharded {rec['sharded']} + filtered {rec['filtered']} "
         f"+ quarantined {rec['quarantined']}",
     ]
-    create_markdown_artifact(key=artifact_key("shard-summary"), markdown="\n".join(lines), description="WebDataset shards")
+    create_markdown_artifact(
+        key=artifact_key("shard-summary"), markdown="\n".join(lines), description="WebDataset shards"
+    )
     return summary

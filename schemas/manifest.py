@@ -19,6 +19,12 @@ REPORT_SECTIONS: tuple[str, ...] = (
     "impression",
 )
 
+# The `view` column: the film's view as its release states it (AP, PA, LATERAL, LL, ...), FRONTAL where the
+# release says frontal without naming AP or PA, null where it does not say. A frontal film is one whose view
+# is in FRONTAL_VIEWS; a null view is not known to be frontal (docs/datasets.md, the view policy).
+FRONTAL_UNSPECIFIED = "FRONTAL"
+FRONTAL_VIEWS = ("AP", "PA", FRONTAL_UNSPECIFIED)
+
 _ID_FIELDS = [
     # Unique, dot-free sample key ("<source>_<image id>"), safe as a WebDataset key.
     pa.field("image_key", pa.string(), nullable=False),

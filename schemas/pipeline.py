@@ -123,6 +123,9 @@ class PipelineConfig(BaseModel):
         return {s: Path(self.out) / "stages" / f"{s}-{k}" for s, k in self.stage_hashes().items()}
 
 
+# Ours, not OmegaConf.from_dotlist + merge: on the same overrides both give the same values, but OmegaConf
+# silently turns a scalar into a section (`train.preset.x=1` -> preset {"x": 1}) where this names the mistake,
+# and it would be a new dependency for 25 lines (bench/bench_library_checks.py, BENCHMARKS.md).
 def set_dotted(d: dict, key: str, value: Any) -> None:
     """`train.stage2.lora_r` -> d["train"]["stage2"]["lora_r"] = value (creating dicts on the way)."""
     parts = key.split(".")

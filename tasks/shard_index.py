@@ -183,3 +183,18 @@ data_dir="<this folder>")`, or with `webdataset` / `wids` from the index files.
     path = Path(out_dir) / "README.md"
     atomic_write_bytes(path, body.encode())
     return path
+
+
+def write_indexes(out_dir: Path, data_dir: Path, infos: Sequence[ShardInfo], accepted: pl.DataFrame,
+                  counts: dict) -> dict:
+    """Every file beside the shards (wids index per split, shard map, dataset card, summary); returns the
+    summary with the paper's selection counts (tasks/paper_counts.py)."""
+    from tasks.paper_counts import paper_counts
+
+    for split in SPLITS:
+        write_wids_index(out_dir, split, infos)
+    write_shard_map(out_dir, infos, accepted)
+    write_dataset_card(out_dir, accepted)
+    summary = write_summary(out_dir, infos, counts)
+    summary["paper_counts"] = paper_counts(data_dir, accepted)
+    return summary

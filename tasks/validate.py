@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import pyarrow as pa
 
 from schemas.errors import UserError
 from schemas.labels import LABEL_COLUMNS
-from schemas.manifest import DROP_SCHEMA, REPORT_SECTIONS
+from schemas.manifest import DROP_SCHEMA, FRONTAL_VIEWS, REPORT_SECTIONS
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
 from tasks.io import atomic_write_json, atomic_write_parquet, read_json
 from tasks.phi import LEFTOVER_PATTERNS
@@ -215,7 +214,6 @@ _CONTEXTS: dict[str, object] = {}
 
 def gx_context(artifacts_root: Path):
     """One file data context per artifacts root (GX is slow to set up; reuse it within a process)."""
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -254,7 +252,7 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
     if cfg.frontal_only:
         exps.append(
             E.ExpectColumnValuesToBeInSet(
-                column="view", value_set=["AP", "PA"], meta={"check": "frontal view"}
+                column="view", value_set=list(FRONTAL_VIEWS), meta={"check": "frontal view"}
             )
         )
     for col in LABEL_COLUMNS:

@@ -31,8 +31,7 @@ CARDIOMEGALY_TEXT_ANSWER = (
 
 def tiny_trained_run(root: Path, n_train: int = 8, n_test: int = 5, steps: int = 2) -> tuple[Path, Path]:
     """(run_dir, shards_dir): the tiny preset trained a few steps per stage on synthetic shards."""
-    from train_support import write_train_shards
-
+    from fixtures.train_shards import write_train_shards
     from schemas.train import default_config
     from training.run import run_training
 

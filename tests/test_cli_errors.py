@@ -272,7 +272,8 @@ def test_an_error_found_inside_a_flow_is_the_only_output(prefect_server, tmp_pat
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
     from prefect.settings import PREFECT_API_URL
-    from shard_support import default_rows, write_dataset
+
+    from fixtures.shard_manifest import default_rows, write_dataset
 
     rows = default_rows(12)
     rows[9]["subject_id"] = rows[0]["subject_id"]  # a patient in the validate and the train split

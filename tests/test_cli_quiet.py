@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import warnings
 
-from train_support import write_train_shards
-
 from cxrflow_cli.quiet import ENV_VARS as QUIET_ENV
+from fixtures.train_shards import write_train_shards
 
 
 def test_wids_summary_line_is_swallowed_unless_verbose(tmp_path, capfd, monkeypatch):

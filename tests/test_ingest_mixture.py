@@ -30,6 +30,7 @@ WRITERS = {
     "vindr-cxr": lambda root: write_vindr_cxr(root, train=3, test=2, seed=1, defects=True),
     "candid-ptx": lambda root: write_candid_ptx(root, images=4, seed=1, defects=True),
 }
+NO_VIEW = {"openi"}  # Open-I's XML form states no view: under frontal_only it would keep nothing (docs/datasets.md)
 
 
 @pytest.mark.slow
@@ -38,7 +39,8 @@ def test_every_file_source_into_one_manifest_reconciles_per_source(tmp_path):
     for name, write in WRITERS.items():
         write(tmp_path / name)
         policy = "synthesize" if name == "chexpert-plus" else "auto"
-        specs.append(SourceSpec(name=name, root=tmp_path / name, report_policy=policy))
+        specs.append(SourceSpec(name=name, root=tmp_path / name, report_policy=policy,
+                                frontal_only=False if name in NO_VIEW else None))
     cfg = MixtureConfig(sources=specs, out=tmp_path / "out", image=ImageConfig(size=32), workers=1)
     summary = run_mixture(cfg)
     assert set(summary["per_source"]) == set(WRITERS)
@@ -89,7 +91,8 @@ def test_cli_mixture_yaml_without_prefect(tmp_path):
     spec = tmp_path / "mix.yaml"
     spec.write_text(yaml.safe_dump({"image": {"size": 32}, "workers": 1,
                                     "sources": [{"name": "mimic-cxr", "root": str(tmp_path / "m")},
-                                                {"name": "openi", "root": str(tmp_path / "oi")}]}))
+                                                {"name": "openi", "root": str(tmp_path / "oi"),
+                                                 "frontal_only": False}]}))  # its XML states no view
     res = CliRunner().invoke(app, ["ingest", "--mixture", str(spec), "--out", str(tmp_path / "o"), "--no-prefect"])
     assert res.exit_code == 0, res.output
     assert '"per_source"' in res.output
@@ -141,7 +144,9 @@ def test_cxrflow_data_with_every_file_source_reconciles_per_source_and_end_to_en
     for name, write in WRITERS.items():
         write(tmp_path / name)
     spec = tmp_path / "mix.yaml"
-    spec.write_text(yaml.safe_dump({"sources": [{"name": n, "root": str(tmp_path / n)} for n in WRITERS]}))
+    sources = [{"name": n, "root": str(tmp_path / n), **({"frontal_only": False} if n in NO_VIEW else {})}
+               for n in WRITERS]
+    spec.write_text(yaml.safe_dump({"sources": sources}))
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["data", "--mixture", str(spec), "--out", str(out), "--size", "32",
                                    "--workers", "1", "--max-samples", "8"])

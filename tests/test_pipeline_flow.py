@@ -41,7 +41,11 @@ def test_pipeline_runs_end_to_end_then_reuses_everything(prefect_server, workspa
     cfg = tiny_config(root, out, name="e2e", backend="openai", model="m", base_url=llm_server.base_url)
     first = pipeline(cfg)
     assert {s["status"] for s in first["stages"].values()} == {"ran"}
-    assert first["work"]["decoded"] > 0 and first["work"]["llm_requests"] > 0 and first["work"]["train_steps"] > 0
+    assert (
+        first["work"]["decoded"] > 0
+        and first["work"]["llm_requests"] > 0
+        and first["work"]["train_steps"] > 0
+    )
     metrics = json.loads(Path(first["metrics_json"]).read_text())
     assert metrics["experiment"] == "e2e" and metrics["n_reports"] > 0
     assert metrics["metrics"]["rouge_l"]["value"] is not None
@@ -76,29 +80,39 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
     from schemas.pipeline import AblationSpec
 
     root, out = workspace
-    spec = AblationSpec(name="lora-t", base=base_dict(tiny_config(root, out)),
-                        variants={"r64": {}, "r4": {"train.stage2.lora_r": 4, "train.stage2.lora_alpha": 8}},
-                        metrics=["rouge_l", "rule_f1_micro_14"])
+    spec = AblationSpec(
+        name="lora-t",
+        base=base_dict(tiny_config(root, out)),
+        variants={"r64": {}, "r4": {"train.stage2.lora_r": 4, "train.stage2.lora_alpha": 8}},
+        metrics=["rouge_l", "rule_f1_micro_14"],
+    )
     result = ablate(spec, n_resamples=50)
     r64, r4 = result["variants"]["r64"], result["variants"]["r4"]
     # The training-only variant reuses the data outputs of the baseline and trains its own model.
     for stage in ("ingest", "structure", "shard"):
         assert r4["stages"][stage]["status"] == "reused"
         assert r4["stages"][stage]["dir"] == r64["stages"][stage]["dir"]
-    assert r4["stages"]["train"]["status"] == "ran" and r4["stages"]["train"]["dir"] != r64["stages"]["train"]["dir"]
+    assert (
+        r4["stages"]["train"]["status"] == "ran"
+        and r4["stages"]["train"]["dir"] != r64["stages"]["train"]["dir"]
+    )
 
     async def runs(tag: str, flow: str | None = None):
         async with get_client() as client:
             return await client.read_flow_runs(
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow])) if flow else None,
-                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])),
+            )
 
     # The ablation tag finds one row per variant: stage subflows carry stage:/variant: tags instead.
     found = run_coro_as_sync(runs("ablation:lora-t"))
     by_name = {r.name: r for r in found}
     assert set(by_name) == {"lora-t-r64", "lora-t-r4"}
     stage_runs = run_coro_as_sync(runs("variant:r4"))
-    assert {t for r in stage_runs for t in r.tags if t.startswith("stage:")} >= {"stage:train", "stage:evaluate"}
+    assert {t for r in stage_runs for t in r.tags if t.startswith("stage:")} >= {
+        "stage:train",
+        "stage:evaluate",
+    }
     assert not any("ablation:lora-t" in r.tags for r in stage_runs if r.name not in by_name)
     own = {r.name for r in run_coro_as_sync(runs("ablate:lora-t"))}
     assert own == {"lora-t-ablate", "lora-t-compare"} or own == {"lora-t-compare"}  # ablate() called directly
@@ -110,18 +124,30 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
     assert board is not None and board.type == "table"
     rows = json.loads(board.data) if isinstance(board.data, str) else board.data
     assert [(r["variant"], r["metric"]) for r in rows] == [
-        ("r64", "rouge_l"), ("r64", "rule_f1_micro_14"), ("r4", "rouge_l"), ("r4", "rule_f1_micro_14")]
+        ("r64", "rouge_l"),
+        ("r64", "rule_f1_micro_14"),
+        ("r4", "rouge_l"),
+        ("r4", "rule_f1_micro_14"),
+    ]
     r4_rouge = rows[2]
-    assert isinstance(r4_rouge["value"], float) and r4_rouge["ci_low"] <= r4_rouge["value"] <= r4_rouge["ci_high"]
+    assert (
+        isinstance(r4_rouge["value"], float)
+        and r4_rouge["ci_low"] <= r4_rouge["value"] <= r4_rouge["ci_high"]
+    )
     assert r4_rouge["status"] == "compared" and isinstance(r4_rouge["p_value"], float)
-    assert r4_rouge["diff_ci_low"] <= r4_rouge["diff"] <= r4_rouge["diff_ci_high"] and r4_rouge["small_n"] is True
+    assert (
+        r4_rouge["diff_ci_low"] <= r4_rouge["diff"] <= r4_rouge["diff_ci_high"]
+        and r4_rouge["small_n"] is True
+    )
     assert r4_rouge["run"] == f"/runs/flow-run/{r4['flow_run_id']}"
     md = Artifact.get("ablation-lora-t-leaderboard-md")
     assert f"[r4](/runs/flow-run/{r4['flow_run_id']})" in md.data and "⚠" in md.data
     # The reusing variant links to the run that produced its reused stages; per-variant artifact keys.
     stages_md = Artifact.get("pipeline-stages-lora-t-r4").data
     assert f"/runs/flow-run/{r64['flow_run_id']}" in stages_md
-    assert Artifact.get("train-loss-curve-lora-t-r4") is not None and Artifact.get("train-loss-curve-lora-t-r64")
+    assert Artifact.get("train-loss-curve-lora-t-r4") is not None and Artifact.get(
+        "train-loss-curve-lora-t-r64"
+    )
     chart = Artifact.get("ablation-lora-t-chart")
     assert "data:image/png;base64," in chart.data
     assert (Path(result["compare"]["dir"]) / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -153,3 +179,46 @@ def test_cli_pipeline_help_lists_commands():
     assert res.exit_code == 0
     for cmd in ("pipeline", "ablate", "compare", "demo"):
         assert cmd in res.output
+
+
+def test_plan_markers_count_only_for_their_key_and_a_present_output(tmp_path):
+    from tasks.plan import MARKER, read_marker, write_marker
+
+    d = tmp_path / "stages" / "train-abc"
+    write_marker("train", d, "abc", {"stages": {}}, 1.5, ("id-1", "run-1"))
+    assert read_marker("train", d, "abc") is None  # the checkpoint the marker vouches for is missing
+    (d / "final").mkdir()
+    (d / "final" / "stage1-projector.safetensors").write_bytes(b"x")
+    marker = read_marker("train", d, "abc")
+    assert marker["flow_run_id"] == "id-1" and marker["seconds"] == 1.5
+    assert read_marker("train", d, "other-key") is None  # a different config's marker is not this stage's
+    assert (d / MARKER).exists()
+
+
+def test_plan_stage_configs_point_every_stage_at_its_keyed_dir(tmp_path):
+    from schemas.shards import DataParams
+    from tasks.plan import data_stage_configs, stage_configs, work_done
+
+    cfg = tiny_config(tmp_path / "mimic", tmp_path / "out")
+    confs, dirs = stage_configs(cfg), cfg.stage_dirs()
+    assert confs.mixture is None and confs.encoder is None
+    assert (confs.ingest.out, confs.structure.out, confs.shard.out) == (
+        dirs["ingest"],
+        dirs["structure"],
+        dirs["shard"],
+    )
+    assert (
+        confs.structure.manifest == dirs["ingest"] / "manifest.parquet"
+        and confs.shard.data == dirs["structure"]
+    )
+    assert (confs.train.shards, confs.train.out) == (dirs["shard"], dirs["train"])
+    assert (confs.evaluate.run, confs.evaluate.experiment) == (str(dirs["train"]), cfg.name)
+    assert confs.train.max_steps == cfg.train.max_steps
+    data = data_stage_configs(DataParams(root=tmp_path / "mimic", out=tmp_path / "d", image_size=64))
+    assert data.ingest.image.size == 64 and data.structure.out == data.ingest.out == tmp_path / "d" / "data"
+    assert data.shard.out == tmp_path / "d" / "shards" and data.mixture is None
+    assert (
+        work_done("train", {"stages": {1: {"steps": 3}, 2: {"skipped": "already finished"}}})["train_steps"]
+        == 3
+    )
+    assert work_done("ingest", {"decoded": 7}) == {"decoded": 7, "llm_requests": 0, "train_steps": 0}

@@ -57,15 +57,15 @@ def test_dask_runner_gives_the_same_ingest_outputs(prefect_server, mimic_small, 
 def test_pipeline_dask_address_selects_the_dask_runner(tmp_path):
     from prefect_dask import DaskTaskRunner
 
-    from flows.pipeline import stage_configs
     from flows.runners import ingest_runner
     from schemas.pipeline import load_pipeline_config
+    from tasks.plan import stage_configs
 
     cfg = load_pipeline_config(REPO / "configs/demo.yaml", {"dask_address": "tcp://10.0.0.5:8786",
                                                             "out": str(tmp_path)})
-    runner = ingest_runner(stage_configs(cfg)["ingest"], cfg.dask_address)
+    runner = ingest_runner(stage_configs(cfg).ingest, cfg.dask_address)
     assert isinstance(runner, DaskTaskRunner) and runner.address == "tcp://10.0.0.5:8786"
-    assert not isinstance(ingest_runner(stage_configs(cfg)["ingest"], None), DaskTaskRunner)
+    assert not isinstance(ingest_runner(stage_configs(cfg).ingest, None), DaskTaskRunner)
 
 
 @pytest.mark.slow

@@ -262,8 +262,7 @@ def test_report_scrub_keeps_clinical_fractions_and_header_name_particles_out_of_
 @pytest.fixture(scope="module")
 def phi_validation(tmp_path_factory):
     """One GX validation run over rows each carrying one kind of PHI the scrub should have removed."""
-    from shard_support import default_rows, write_dataset
-
+    from fixtures.shard_manifest import default_rows, write_dataset
     from schemas.shards import ValidateConfig
     from tasks.validate import run_validation
 
@@ -311,7 +310,7 @@ def _train_cfg(shards, out, stages):
 
 @pytest.fixture(scope="module")
 def train_shards(tmp_path_factory):
-    from train_support import write_train_shards
+    from fixtures.train_shards import write_train_shards
 
     return write_train_shards(tmp_path_factory.mktemp("rel-train-shards"), n=12, per_shard=5)
 
@@ -551,9 +550,9 @@ def _published_set_consistent(out) -> list[str]:
 
 def test_shard_killed_reshard_never_publishes_stale_indexes(tmp_path, monkeypatch):
     import wids
-    from shard_support import default_rows, write_dataset
 
     import tasks.shard as shard
+    from fixtures.shard_manifest import default_rows, write_dataset
     from schemas.shards import SPLITS, ShardConfig, ValidateConfig
     from tasks.export_llava import export_llava
     from tasks.shard_index import write_shard_map, write_summary, write_wids_index

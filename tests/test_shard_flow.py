@@ -7,9 +7,9 @@ import os
 
 import polars as pl
 import pytest
-from shard_support import default_rows, write_dataset
 from typer.testing import CliRunner
 
+from fixtures.shard_manifest import default_rows, write_dataset
 from schemas.shards import ShardConfig, ValidateShardParams
 
 

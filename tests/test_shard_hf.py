@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import polars as pl
 import pytest
-from shard_support import default_rows, write_dataset
 
+from fixtures.shard_manifest import default_rows, write_dataset
 from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import MANIFEST_SCHEMA
 from schemas.sample_json import decode_sample_json, encode_sample_json

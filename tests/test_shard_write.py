@@ -12,8 +12,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from shard_support import default_rows, write_dataset
 
+from fixtures.shard_manifest import default_rows, write_dataset
 from schemas.labels import CHEXPERT_LABELS
 from schemas.shards import SPLITS, ShardConfig, ValidateConfig
 from tasks.export_llava import export_llava

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-from train_support import write_train_shards
 
+from fixtures.train_shards import write_train_shards
 from training.data import (
     ExampleDataset,
     ImageTransform,
@@ -64,8 +64,8 @@ def test_shuffle_option_changes_the_training_fingerprint(tmp_path):
 
 
 def test_stage_configs_pass_the_option_to_training(tmp_path):
-    from flows.pipeline import stage_configs
     from schemas.pipeline import PipelineConfig
+    from tasks.plan import stage_configs
 
     cfg = PipelineConfig.model_validate({"data": {"root": str(tmp_path)}, "train": {"shuffle_images": True}})
-    assert stage_configs(cfg)["train"].shuffle_images is True
+    assert stage_configs(cfg).train.shuffle_images is True

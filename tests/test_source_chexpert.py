@@ -34,7 +34,8 @@ def test_layout_prefix_split_labels_and_planted_defects(cx):
     values = {v for x in disc.candidates for v in x.labels.values()}
     assert values == {1, 0, -1, None}  # 1.0 / 0.0 / -1.0 / blank
     assert all(x.report_origin == "labels" and x.report_text is None for x in disc.candidates)
-    assert {x.view for x in disc.candidates} <= {"AP", "PA", None}  # LL/blank AP/PA on a frontal -> None
+    # LL/RL/blank AP/PA on a Frontal row: a frontal film without a named projection, kept under frontal_only
+    assert {x.view for x in disc.candidates} == {"AP", "PA", "FRONTAL"}
 
 
 def test_small_release_prefix_and_laterals_kept_without_frontal_only(tmp_path):

@@ -27,11 +27,14 @@ def kaggle_root(tmp_path_factory):
 def test_xml_sections_parent_images_and_planted_defects(xml_root):
     root, facts = xml_root
     assert any("/>" in p.read_text() for p in (root / "ecgen-radiology").glob("*.xml"))  # self-closing sections
-    disc = discover("openi", root)
+    # The XML states no projection: under frontal_only every film is an unknown view and filtered.
+    framed = discover("openi", root)
+    assert not framed.candidates and framed.notes["view_unknown"] == facts["images"]
+    assert {d.reason for d in framed.filtered} == {"not frontal: view unknown (frontal_only)"}
+    disc = discover("openi", root, frontal_only=False)
     assert_planted(disc, facts["quarantine"])
     # Every written image is a candidate, the truncated one too: only decoding finds it.
     assert len(disc.candidates) == facts["images"]
-    assert disc.notes["view_unknown"] == len(disc.candidates)  # XML has no projection: kept, counted
     assert not disc.filtered
     for c in disc.candidates:
         assert c.path.name == f"{c.image_id}.png" and c.image_id.startswith(c.study_id + "_")
@@ -61,7 +64,8 @@ def test_kaggle_variant_projections_and_same_ids(kaggle_root, xml_root):
     assert all(d.reason == "not frontal: view LATERAL (frontal_only)" for d in disc.filtered)
     assert all("." not in c.image_key for c in disc.candidates)  # '1_IM-0001-4001.dcm.png' -> no dots
     assert image_id_from_filename("1_IM-0001-4001.dcm.png") == "CXR1_IM-0001-4001"
-    xml_keys = {c.image_key for c in discover("openi", xml_root[0]).candidates}
+    assert {c.view for c in disc.candidates} == {"FRONTAL"}  # the projections file says Frontal, not AP/PA
+    xml_keys = {c.image_key for c in discover("openi", xml_root[0], frontal_only=False).candidates}
     assert {c.image_key for c in disc.candidates} <= xml_keys  # both releases key images alike
     kept_all = discover("openi", root, frontal_only=False)
     assert sum(c.view == "LATERAL" for c in kept_all.candidates) == facts["lateral"]
@@ -95,7 +99,7 @@ def test_label_value_outside_encoding_and_empty_image(tmp_path):
 
 def test_ingest_reconciles_and_quarantines_truncated_png(xml_root, tmp_path):
     root, facts = xml_root
-    summary = ingest("openi", root, tmp_path / "out")
+    summary = ingest("openi", root, tmp_path / "out", frontal_only=False)  # the XML states no view
     assert summary["quarantined"] == sum(facts["quarantine"].values()) + len(facts["truncated"])
     q = pl.read_parquet(tmp_path / "out" / "quarantine.parquet").filter(pl.col("stage") == "decode")
     assert [p.rsplit("/", 1)[-1] for p in q["source_path"]] == facts["truncated"]

@@ -1,7 +1,8 @@
 """frontal_only means one thing for every source: the engine applies it, adapters only report `view`.
 
-An unknown view is kept and counted (notes["view_unknown"]); a stated non-frontal view is filtered with one
-reason text; found = kept + filtered + quarantined either way."""
+Under frontal_only only a stated frontal view (AP, PA, FRONTAL) is kept; an unknown view is filtered like a
+lateral, with the same reason text (the paper's AP/PA selection: docs/datasets.md). notes["view_unknown"]
+counts the films found without a view; found = kept + filtered + quarantined either way."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def test_every_file_source_has_a_fixture_here():
 
 
 class _Planted:
-    """A source whose release gives one film with no view, one lateral and one PA (and one defect)."""
+    """A source whose release gives one film with no view, one lateral, one PA and one frontal without AP/PA
+    (and one defect)."""
 
     def __init__(self, name: str, root):
         self.name, self.root = name, root
@@ -50,7 +52,8 @@ class _Planted:
             return Candidate(self.name, self.root / f"{i}.png", f"{i}.png", i, "s1", "st1", "train", "png", view=view)
 
         broken = Drop(self.name, "bad.png", "discover", "image file is empty (0 bytes)", None)
-        return Discovery([cand("u", None), cand("l", "LATERAL"), cand("p", "PA")], quarantined=[broken])
+        films = [cand("u", None), cand("l", "LATERAL"), cand("p", "PA"), cand("f", "FRONTAL")]
+        return Discovery(films, quarantined=[broken])
 
 
 @pytest.mark.parametrize("name", sorted(adapters()))
@@ -58,10 +61,11 @@ class _Planted:
 def test_unknown_view_treated_identically_by_every_source(name, frontal_only, tmp_path, monkeypatch):
     monkeypatch.setattr(ingest, "get_adapter", lambda _: _Planted(name, tmp_path))
     d = ingest.discover(config(name, tmp_path, tmp_path / "out", frontal_only=frontal_only))
-    assert d.found == 4 and len(d.quarantined) == 1
-    assert d.notes["view_unknown"] == 1  # kept and counted
-    assert sorted(c.image_id for c in d.candidates) == (["p", "u"] if frontal_only else ["l", "p", "u"])
-    assert [f.reason for f in d.filtered] == (["not frontal: view LATERAL (frontal_only)"] if frontal_only else [])
+    assert d.found == 5 and len(d.quarantined) == 1
+    assert d.notes["view_unknown"] == 1  # counted whether filtered or kept
+    assert sorted(c.image_id for c in d.candidates) == (["f", "p"] if frontal_only else ["f", "l", "p", "u"])
+    expected = ["not frontal: view unknown (frontal_only)", "not frontal: view LATERAL (frontal_only)"]
+    assert [f.reason for f in d.filtered] == (expected if frontal_only else [])
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
@@ -75,7 +79,8 @@ def test_adapters_leave_the_view_policy_to_the_engine(name, tmp_path):
     assert raw[True] == raw[False]
     engine = ingest.discover(config(name, tmp_path / "root", tmp_path / "out"))
     assert engine.found == sum(len(x) if isinstance(x, list) else x for x in raw[True])
-    assert all(c.view in ("AP", "PA", None) for c in engine.candidates)
-    assert engine.notes["view_unknown"] == sum(c.view is None for c in engine.candidates)
+    assert all(c.view in ("AP", "PA", "FRONTAL") for c in engine.candidates)  # no unknown view kept
+    unknown = [f for f in engine.filtered if f.reason == "not frontal: view unknown (frontal_only)"]
+    assert engine.notes["view_unknown"] == len(unknown)
     not_frontal = [f.reason for f in engine.filtered if f.reason.startswith("not frontal")]
     assert all(r.startswith("not frontal: view ") and r.endswith(" (frontal_only)") for r in not_frontal)

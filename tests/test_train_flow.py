@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from train_support import write_train_shards
+
+from fixtures.train_shards import write_train_shards
 
 
 @pytest.mark.slow

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_support import write_train_shards
 
+from fixtures.train_shards import write_train_shards
 from schemas.train import TrainConfig, default_config, stage1_defaults, stage2_defaults
-from training.loop import StageTrainer
+from training.loop import train_stage
 from training.run import prepare_data, run_training
+from training.stage import build_stage
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def uninterrupted(shards, tmp_path_factory) -> tuple[TrainConfig, dict]:
 
 @pytest.mark.slow  # ~15 s on a loaded 2-core machine: 45 optimizer steps of the tiny model
 def test_stage_trainer_loss_falls_on_a_fixed_batch(shards, tmp_path):
-    """StageTrainer itself (its optimizer, accumulation, clipping, schedule) on 4 fixed examples, one global batch
+    """build_stage + train_stage (their optimizer, accumulation, clipping, schedule) on 4 fixed examples, one global batch
     per step: each stage's loss must fall well below its first step's (stage 2 from stage 1's projector)."""
     run = tmp_path / "run"
     run.mkdir()
@@ -51,7 +52,7 @@ def test_stage_trainer_loss_falls_on_a_fixed_batch(shards, tmp_path):
     ds, examples, _ = prepare_data(base, run)
     for stage, steps, factor in ((1, 30, 0.5), (2, 15, 0.2)):
         cfg = base.model_copy(update={"max_steps": steps})
-        result = StageTrainer(cfg, stage, run, (ds, examples[:4])).run()
+        result = train_stage(build_stage(cfg, stage, (ds, examples[:4])))
         assert result["finished"] and result["grad_accum"] == 2
         losses = result["losses"]
         assert len(losses) == steps and losses[-1] < factor * losses[0], (stage, losses)

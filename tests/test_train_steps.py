@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from train_support import write_train_shards
 
+from fixtures.train_shards import write_train_shards
 from schemas.train import default_config
-from training.loop import planned_steps
+from training.stage import planned_steps
 
 
 def test_planned_steps_max_steps_repeats_epochs_and_epochs_caps(tmp_path):

@@ -7,8 +7,8 @@ import json
 
 import polars as pl
 import pytest
-from shard_support import default_rows, manifest_row, write_dataset
 
+from fixtures.shard_manifest import default_rows, manifest_row, write_dataset
 from schemas.shards import ValidateConfig
 from tasks.validate import VALIDATION_STEPS, ValidationFailed, run_validation
 

@@ -1,4 +1,4 @@
-"""One training stage: build, freeze, stream, optimise, checkpoint, resume.
+"""One training stage's loop over the parts training/stage.py builds: resume, step, log, checkpoint, finish.
 
 Resume contract: the state after optimizer step s (trainable weights, AdamW moments, scheduler, RNG, and the
 data position = s, from which DataPlan recomputes the exact remaining order) is all that step s+1 depends
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import resource
 import shutil
@@ -18,29 +17,108 @@ from pathlib import Path
 
 import torch
 
-from schemas.train import TrainConfig
+from schemas.errors import UserError
 from training import checkpoint as ckpt
-from training.data import DataPlan, ExampleDataset, ImageTransform, collate, shuffled_images
-from training.model import (
-    build_model,
-    build_tokenizer,
-    configure_stage,
-    image_size_for,
-    load_projector,
-    load_trainable,
-    max_length_for,
-    n_image_tokens,
-    projector_state,
-    trainable_state,
-)
+from training.data import collate
+from training.model import load_trainable, projector_state, trainable_state
+from training.stage import Stage, final_dir
 
 log = logging.getLogger("cxrflow.training")
 # per-step lines on their own child logger: the CLI hides them in quiet mode (the bar and metrics.jsonl have them)
 step_log = logging.getLogger("cxrflow.training.steps")
 
 
-def final_dir(run_dir: Path) -> Path:
-    return run_dir / "final"
+def train_stage(s: Stage, stop_after: int | None = None, on_step=None) -> dict:
+    """Train to the end of the stage (or until step `stop_after`, which simulates a kill). `on_step(row)` is
+    called after every optimizer step with its metrics (progress bars, flow artifacts)."""
+    acc, model, plan, cfg = s.acc, s.model, s.plan, s.cfg
+    resumed = resume(s)
+    step = resumed or 0
+    set_train_mode(s)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    losses: list[float] = []
+    micro = None
+    while step < s.total:
+        epoch, in_epoch = divmod(step, plan.steps_per_epoch)
+        if micro is None or in_epoch == 0:  # each epoch (and a resume mid-epoch) reads its order from here
+            micro = iter(loader(s, epoch, in_epoch))
+        t0 = time.perf_counter()
+        step_loss, tokens, samples = 0.0, 0, 0
+        for m in range(plan.accum):
+            batch = {k: v.to(acc.device) for k, v in next(micro).items()}
+            last = m == plan.accum - 1  # gradients are all-reduced on the last micro-batch only
+            sync = nullcontext() if last or acc.num_processes == 1 else acc.no_sync(model)
+            with sync, acc.autocast():
+                out = model(**batch)
+                acc.backward(out.loss / plan.accum)
+            step_loss += out.loss.item() / plan.accum
+            tokens += int(batch["attention_mask"].sum())
+            samples += batch["input_ids"].shape[0]
+        acc.clip_grad_norm_(trainable, 1.0)
+        lr = s.scheduler.get_last_lr()[0]
+        s.optimizer.step()
+        s.scheduler.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        step += 1
+        dt = time.perf_counter() - t0
+        losses.append(step_loss)
+        row = {
+            "stage": s.stage,
+            "step": step,
+            "epoch": epoch,
+            "loss": step_loss,
+            "lr": lr,
+            "step_time_s": dt,
+            "samples_per_s": samples * acc.num_processes / dt,
+            "tokens_per_s": tokens * acc.num_processes / dt,
+            "memory_mb": _memory_mb(),
+        }
+        if step % cfg.log_every == 0 or step == s.total:
+            log_row(s, row)
+        if on_step is not None and acc.is_main_process:
+            on_step({**row, "total_steps": s.total})
+        if step % cfg.save_every == 0 or step == s.total:
+            save_checkpoint(s, step)
+        if stop_after is not None and step >= stop_after:
+            break
+    done = step >= s.total
+    if done:
+        write_final(s)
+    stopped = s.stop_reason if done else f"interrupted after step {step} (resume to continue)"
+    return {
+        "stage": s.stage,
+        "steps": step,
+        "total_steps": s.total,
+        "resumed_from": resumed,
+        "losses": losses,
+        "finished": done,
+        "stopped": stopped,
+        "examples": plan.n_examples,
+        "steps_per_epoch": plan.steps_per_epoch,
+        "epochs": round(step / plan.steps_per_epoch, 3),
+        "grad_accum": plan.accum,
+    }
+
+
+def loader(s: Stage, epoch: int, start: int) -> torch.utils.data.DataLoader:
+    """The micro-batches of `epoch` from its step `start` on (DataPlan: the same order on every resume)."""
+    pad = s.tokenizer.pad_token_id
+    return torch.utils.data.DataLoader(
+        s.dataset,
+        batch_sampler=s.plan.batches(epoch, start),
+        num_workers=s.cfg.num_workers,
+        collate_fn=lambda b: collate(b, pad),
+        # own generator: creating the loader must not consume the global RNG (resume equality)
+        generator=torch.Generator().manual_seed(s.cfg.seed + epoch),
+        persistent_workers=False,
+    )
+
+
+def set_train_mode(s: Stage) -> None:
+    s.model.train()
+    inner = s.acc.unwrap_model(s.model)
+    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    inner.model.vision_tower.eval()  # frozen: no dropout/noise from it
 
 
 def _memory_mb() -> float:
@@ -49,252 +127,125 @@ def _memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS (Linux reports KiB)
 
 
-def _scheduler(optimizer, kind: str, warmup: int, total: int):
-    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
-
-    if kind == "cosine":
-        return get_cosine_schedule_with_warmup(optimizer, warmup, total)
-    return get_constant_schedule_with_warmup(optimizer, warmup)
+def _metrics_path(s: Stage) -> Path:
+    return s.run_dir / "metrics.jsonl"
 
 
-def make_accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
-
-    cuda = torch.cuda.is_available()
-    mp = cfg.mixed_precision if cfg.mixed_precision != "auto" else ("bf16" if cuda else "no")
-    if cuda:  # tf32 for the fp32 parts (projector master weights, norms)
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    return Accelerator(mixed_precision=mp, cpu=not cuda)
+def log_row(s: Stage, row: dict) -> None:
+    if s.acc.is_main_process:
+        with open(_metrics_path(s), "a") as f:
+            f.write(json.dumps(row) + "\n")
+        step_log.info("stage %d step %d/%d loss %.4f", s.stage, row["step"], s.total, row["loss"])
 
 
-class StageTrainer:
-    def __init__(self, cfg: TrainConfig, stage: int, run_dir: Path, data, accelerator=None):
-        """`data` = (wids dataset, examples) from training.run.prepare_data."""
-        self.cfg, self.stage, self.run_dir = cfg, stage, run_dir
-        self.scfg = cfg.stage(stage)
-        self.acc = accelerator or make_accelerator(cfg)
-        self.tok = build_tokenizer(cfg, run_dir)
-        base = build_model(cfg, self.tok, run_dir)
-        if stage == 2:
-            proj = final_dir(run_dir) / "stage1-projector.safetensors"
-            if not proj.exists():
-                raise FileNotFoundError(f"stage 2 starts from stage 1's projector: {proj} is missing "
-                                        "(run stage 1 into this run dir first)")
-            from safetensors.torch import load_file
+# ---- checkpoints ------------------------------------------------------------------------------------------
+def _ckpt_root(s: Stage) -> Path:
+    return s.run_dir / "checkpoints"
 
-            load_projector(base, load_file(str(proj)))
-        ckpt.seed_stage(cfg.seed, stage)  # stage 2 must not depend on what ran before it in this process
-        self.model = configure_stage(base, stage, self.scfg)
-        gc = cfg.gradient_checkpointing
-        if gc == "on" or (gc == "auto" and torch.cuda.is_available()):
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        ds, examples = data
-        self.world, self.rank = self.acc.num_processes, self.acc.process_index
-        accum = self.scfg.global_batch_size // (self.scfg.micro_batch_size * self.world)
-        from schemas.errors import UserError  # config/data mistakes: one line at the CLI and in flow states
 
-        if accum < 1 or self.scfg.global_batch_size % (self.scfg.micro_batch_size * self.world):
-            raise UserError(f"global batch {self.scfg.global_batch_size} is not a multiple of micro batch "
-                            f"{self.scfg.micro_batch_size} x {self.world} processes")
-        self.plan = DataPlan(len(examples), self.scfg.micro_batch_size, accum, self.world, self.rank,
-                             cfg.seed)
-        if self.plan.steps_per_epoch == 0:
-            raise UserError(f"{len(examples)} examples do not fill one global batch of "
-                            f"{self.scfg.global_batch_size}: lower global_batch_size")
-        self.total, self.stop_reason = planned_steps(cfg, self.scfg, self.plan.steps_per_epoch)
-        self.dataset = ExampleDataset(ds, examples, self.tok, stage,
-                                      ImageTransform(image_size_for(cfg), cfg.image_resize),
-                                      n_image_tokens(base), max_length_for(cfg), prompt_format=cfg.preset,
-                                      image_of=shuffled_images(examples, cfg.seed) if cfg.shuffle_images else None)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=self.scfg.lr, weight_decay=self.scfg.weight_decay)
-        warmup = math.ceil(self.scfg.warmup_ratio * self.total)
-        self.scheduler = _scheduler(self.optimizer, self.scfg.scheduler, warmup, self.total)
-        self.model, self.optimizer = self.acc.prepare(self.model, self.optimizer)
-        self.step = 0
-        self.ckpt_root = run_dir / "checkpoints"
-        self.metrics_path = run_dir / "metrics.jsonl"
+def _sharded(s: Stage) -> bool:
+    from accelerate.utils import DistributedType
 
-    # ---- checkpoints -------------------------------------------------------------------------------
-    def _sharded(self) -> bool:
-        from accelerate.utils import DistributedType
+    return s.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
-        return self.acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
-    def save_checkpoint(self) -> Path | None:
-        from safetensors.torch import save_file
+def save_checkpoint(s: Stage, step: int) -> Path | None:
+    from safetensors.torch import save_file
 
-        def write(tmp: Path) -> None:
-            if self._sharded():  # optimizer state is sharded: accelerate gathers it (untested here)
-                self.acc.save_state(str(tmp / "accelerate"))
-                return
-            save_file(trainable_state(self.acc.unwrap_model(self.model)), str(tmp / "trainable.safetensors"))
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
-
-        state = {"stage": self.stage, "step": self.step, "epoch": self.step // self.plan.steps_per_epoch,
-                 "data_position": {"seed": self.cfg.seed, "step": self.step,
-                                   "steps_per_epoch": self.plan.steps_per_epoch,
-                                   "n_examples": self.plan.n_examples},
-                 "config_fingerprint": self.cfg.fingerprint(), "total_steps": self.total}
-        path = None
-        if self.acc.is_main_process:
-            path = ckpt.save(self.ckpt_root, self.stage, self.step, write, state, self.cfg.keep_checkpoints)
-        self.acc.wait_for_everyone()
-        return path
-
-    def maybe_resume(self) -> int | None:
-        found = ckpt.list_checkpoints(self.ckpt_root, self.stage)
-        if not found:
-            return None
-        path = found[-1]
-        state = ckpt.load_state(path)
-        if state["config_fingerprint"] != self.cfg.fingerprint():
-            raise ValueError(f"{path} was written with a different training config; use a new run dir")
-        if state["data_position"]["n_examples"] != self.plan.n_examples:
-            raise ValueError(f"{path}: the shards changed since the checkpoint (example count differs)")
-        planned = state.get("total_steps")
-        if planned is not None and planned != self.total:
-            from schemas.errors import UserError
-
-            # max_steps is outside the fingerprint (stages may differ) but sets the schedule's length.
-            raise UserError(
-                f"{path.name}: stage {self.stage} was planned for {planned} optimizer steps and this run plans "
-                f"{self.total} (--max-steps/--epochs changed); resuming would switch learning-rate schedules "
-                "mid-stage", "resume with the same --max-steps/--epochs, or use a new --out",
-            )
-        if (path / "accelerate").exists():
-            self.acc.load_state(str(path / "accelerate"))
-        else:
-            from safetensors.torch import load_file
-
-            load_trainable(self.acc.unwrap_model(self.model), load_file(str(path / "trainable.safetensors")))
-            self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
-            self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
-        ckpt.set_rng_state(torch.load(path / "rng.pt", weights_only=False))
-        self.step = state["step"]
-        self._truncate_metrics(self.step)
-        log.info("stage %d: resumed from %s at step %d", self.stage, path.name, self.step)
-        return self.step
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop rows this stage logged after the checkpoint (they will be recomputed)."""
-        if not self.acc.is_main_process or not self.metrics_path.exists():
+    def write(tmp: Path) -> None:
+        if _sharded(s):  # optimizer state is sharded: accelerate gathers it (untested here)
+            s.acc.save_state(str(tmp / "accelerate"))
             return
-        rows = [json.loads(x) for x in self.metrics_path.read_text().splitlines() if x.strip()]
-        keep = [r for r in rows if not (r.get("stage") == self.stage and r.get("step", 0) > step)]
-        if len(keep) != len(rows):
-            self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        save_file(trainable_state(s.acc.unwrap_model(s.model)), str(tmp / "trainable.safetensors"))
+        torch.save(s.optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(s.scheduler.state_dict(), tmp / "scheduler.pt")
 
-    # ---- training ----------------------------------------------------------------------------------
-    def _loader(self, epoch: int, start: int):
-        batches = self.plan.batches(epoch, start)
-        return torch.utils.data.DataLoader(
-            self.dataset, batch_sampler=batches, num_workers=self.cfg.num_workers,
-            collate_fn=lambda b: collate(b, self.tok.pad_token_id),
-            # own generator: creating the loader must not consume the global RNG (resume equality)
-            generator=torch.Generator().manual_seed(self.cfg.seed + epoch),
-            persistent_workers=False,
+    state = {
+        "stage": s.stage,
+        "step": step,
+        "epoch": step // s.plan.steps_per_epoch,
+        "data_position": {
+            "seed": s.cfg.seed,
+            "step": step,
+            "steps_per_epoch": s.plan.steps_per_epoch,
+            "n_examples": s.plan.n_examples,
+        },
+        "config_fingerprint": s.cfg.fingerprint(),
+        "total_steps": s.total,
+    }
+    path = None
+    if s.acc.is_main_process:
+        path = ckpt.save(_ckpt_root(s), s.stage, step, write, state, s.cfg.keep_checkpoints)
+    s.acc.wait_for_everyone()
+    return path
+
+
+def resume(s: Stage) -> int | None:
+    """Load the stage's newest checkpoint (weights, optimizer, schedule, RNG); its step, or None if none."""
+    found = ckpt.list_checkpoints(_ckpt_root(s), s.stage)
+    if not found:
+        return None
+    path = found[-1]
+    state = ckpt.load_state(path)
+    if state["config_fingerprint"] != s.cfg.fingerprint():
+        raise ValueError(f"{path} was written with a different training config; use a new run dir")
+    if state["data_position"]["n_examples"] != s.plan.n_examples:
+        raise ValueError(f"{path}: the shards changed since the checkpoint (example count differs)")
+    planned = state.get("total_steps")
+    if planned is not None and planned != s.total:
+        # max_steps is outside the fingerprint (stages may differ) but sets the schedule's length.
+        raise UserError(
+            f"{path.name}: stage {s.stage} was planned for {planned} optimizer steps and this run plans "
+            f"{s.total} (--max-steps/--epochs changed); resuming would switch learning-rate schedules "
+            "mid-stage",
+            "resume with the same --max-steps/--epochs, or use a new --out",
         )
+    if (path / "accelerate").exists():
+        s.acc.load_state(str(path / "accelerate"))
+    else:
+        from safetensors.torch import load_file
 
-    def _set_train_mode(self) -> None:
-        self.model.train()
-        vision = self.acc.unwrap_model(self.model)
-        vision = vision.get_base_model() if hasattr(vision, "get_base_model") else vision
-        vision.model.vision_tower.eval()  # frozen: no dropout/noise from it
-
-    def run(self, stop_after: int | None = None, on_step=None) -> dict:
-        """Train to the end of the stage (or until step `stop_after`, which simulates a kill). `on_step(row)`
-        is called after every optimizer step with its metrics (progress bars, flow artifacts)."""
-        resumed = self.maybe_resume()
-        self._set_train_mode()
-        losses: list[float] = []
-        accum = self.plan.accum
-        while self.step < self.total:
-            epoch, in_epoch = divmod(self.step, self.plan.steps_per_epoch)
-            micro = iter(self._loader(epoch, in_epoch))
-            for _ in range(in_epoch, self.plan.steps_per_epoch):
-                t0 = time.perf_counter()
-                step_loss, tokens, samples = 0.0, 0, 0
-                for m in range(accum):
-                    batch = {k: v.to(self.acc.device) for k, v in next(micro).items()}
-                    sync = m == accum - 1
-                    ctx = self.acc.no_sync(self.model) if not sync and self.world > 1 else nullcontext()
-                    with ctx, self.acc.autocast():
-                        out = self.model(**batch)
-                        self.acc.backward(out.loss / accum)
-                    step_loss += out.loss.item() / accum
-                    tokens += int(batch["attention_mask"].sum())
-                    samples += batch["input_ids"].shape[0]
-                self.acc.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
-                lr = self.scheduler.get_last_lr()[0]
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
-                dt = time.perf_counter() - t0
-                losses.append(step_loss)
-                row = {"stage": self.stage, "step": self.step, "epoch": epoch, "loss": step_loss,
-                       "lr": lr, "step_time_s": dt, "samples_per_s": samples * self.world / dt,
-                       "tokens_per_s": tokens * self.world / dt, "memory_mb": _memory_mb()}
-                if self.step % self.cfg.log_every == 0 or self.step == self.total:
-                    self._log(row)
-                if on_step is not None and self.acc.is_main_process:
-                    on_step({**row, "total_steps": self.total})
-                if self.step % self.cfg.save_every == 0 or self.step == self.total:
-                    self.save_checkpoint()
-                if self.step >= self.total or (stop_after is not None and self.step >= stop_after):
-                    break
-            if stop_after is not None and self.step >= stop_after:
-                break
-        done = self.step >= self.total
-        if done:
-            self._write_final()
-        stopped = self.stop_reason if done else f"interrupted after step {self.step} (resume to continue)"
-        return {"stage": self.stage, "steps": self.step, "total_steps": self.total, "resumed_from": resumed,
-                "losses": losses, "finished": done, "stopped": stopped, "examples": self.plan.n_examples,
-                "steps_per_epoch": self.plan.steps_per_epoch, "epochs": round(self.step / self.plan.steps_per_epoch, 3),
-                "grad_accum": accum}
-
-    def _log(self, row: dict) -> None:
-        if self.acc.is_main_process:
-            with open(self.metrics_path, "a") as f:
-                f.write(json.dumps(row) + "\n")
-            step_log.info("stage %d step %d/%d loss %.4f", self.stage, row["step"], self.total, row["loss"])
-
-    def _write_final(self) -> None:
-        """Stage outputs used by the next stage and by inference (trainable weights only)."""
-        from safetensors.torch import save_file
-
-        if not self.acc.is_main_process:
-            return
-        model = self.acc.unwrap_model(self.model)
-        out = final_dir(self.run_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        def save(name: str, sd: dict) -> None:
-            tmp = out / f".{name}.tmp"
-            save_file(sd, str(tmp))
-            tmp.replace(out / f"{name}.safetensors")
-
-        save(f"stage{self.stage}-projector", projector_state(model))
-        if self.stage == 2:  # peft adapter for use outside cxrflow: complete before the stage counts as done
-            adapter = out / "adapter"
-            tmp = out / f".adapter.tmp-{os.getpid()}"  # a killed save's leftover is cleaned by its dead PID
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(str(tmp))
-            shutil.rmtree(adapter, ignore_errors=True)
-            os.replace(tmp, adapter)
-        save(f"stage{self.stage}-trainable", trainable_state(model))  # last: its presence marks the stage finished
+        load_trainable(s.acc.unwrap_model(s.model), load_file(str(path / "trainable.safetensors")))
+        s.optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=False))
+        s.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
+    ckpt.set_rng_state(torch.load(path / "rng.pt", weights_only=False))
+    _truncate_metrics(s, state["step"])
+    log.info("stage %d: resumed from %s at step %d", s.stage, path.name, state["step"])
+    return state["step"]
 
 
-def planned_steps(cfg: TrainConfig, scfg, steps_per_epoch: int) -> tuple[int, str]:
-    """Optimizer steps this stage takes, and why it stops there. max_steps is the number of steps (epochs
-    repeat as needed, as in HF Trainer); an explicit `epochs` caps it; otherwise the recipe's epochs."""
-    epochs = cfg.epochs or scfg.epochs
-    by_epochs = epochs * steps_per_epoch
-    if cfg.max_steps is None:
-        return by_epochs, f"{epochs} epoch(s) done ({steps_per_epoch} steps each)"
-    if cfg.epochs is not None and by_epochs < cfg.max_steps:
-        return by_epochs, f"--epochs {cfg.epochs} reached before --max-steps {cfg.max_steps}"
-    return cfg.max_steps, f"--max-steps {cfg.max_steps} reached ({cfg.max_steps / steps_per_epoch:.2f} epochs)"
+def _truncate_metrics(s: Stage, step: int) -> None:
+    """Drop rows this stage logged after the checkpoint (they will be recomputed)."""
+    path = _metrics_path(s)
+    if not s.acc.is_main_process or not path.exists():
+        return
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    keep = [r for r in rows if not (r.get("stage") == s.stage and r.get("step", 0) > step)]
+    if len(keep) != len(rows):
+        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+
+def write_final(s: Stage) -> None:
+    """Stage outputs used by the next stage and by inference (trainable weights only)."""
+    from safetensors.torch import save_file
+
+    if not s.acc.is_main_process:
+        return
+    model = s.acc.unwrap_model(s.model)
+    out = final_dir(s.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(name: str, sd: dict) -> None:
+        tmp = out / f".{name}.tmp"
+        save_file(sd, str(tmp))
+        tmp.replace(out / f"{name}.safetensors")
+
+    save(f"stage{s.stage}-projector", projector_state(model))
+    if s.stage == 2:  # peft adapter for use outside cxrflow: complete before the stage counts as done
+        adapter = out / "adapter"
+        tmp = out / f".adapter.tmp-{os.getpid()}"  # a killed save's leftover is cleaned by its dead PID
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp))
+        shutil.rmtree(adapter, ignore_errors=True)
+        os.replace(tmp, adapter)
+    save(f"stage{s.stage}-trainable", trainable_state(model))  # last: its presence marks the stage finished

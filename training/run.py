@@ -11,8 +11,9 @@ from schemas.train import TrainConfig
 from tasks.io import atomic_write_json, sha256_file
 from training.checkpoint import clean_stale_temps
 from training.data import Example, build_examples, open_shards, read_index
-from training.loop import StageTrainer, final_dir
+from training.loop import train_stage
 from training.plots import write_loss_curve
+from training.stage import build_stage, final_dir
 
 log = logging.getLogger("cxrflow.training")
 
@@ -87,8 +88,8 @@ def run_training(cfg: TrainConfig, stop_at: tuple[int, int] | None = None, accel
         if stage_done(cfg.out, stage):
             summary["stages"][stage] = {"skipped": "already finished"}
             continue
-        result = StageTrainer(cfg, stage, cfg.out, (ds, examples), accelerator).run(
-            stop_at[1] if stop_at and stop_at[0] == stage else None, on_step)
+        parts = build_stage(cfg, stage, (ds, examples), accelerator)
+        result = train_stage(parts, stop_at[1] if stop_at and stop_at[0] == stage else None, on_step)
         summary["stages"][stage] = result
         log.info("stage %d: %d optimizer steps, stopped: %s", stage, result["steps"], result["stopped"])
         if not result["finished"]:

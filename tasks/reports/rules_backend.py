@@ -108,7 +108,7 @@ TEMPLATES: dict[str, tuple[str, str, str | None, str]] = {
 }
 NO_FINDING_FINDINGS = "The lungs are clear. The cardiomediastinal silhouette is normal. No acute abnormality is seen."
 NO_FINDING_IMPRESSION = "No acute cardiopulmonary process."
-_VIEW_NAMES = {"PA": "PA", "AP": "AP", "LATERAL": "lateral", "LL": "left lateral"}
+_VIEW_NAMES = {"PA": "PA", "AP": "AP", "FRONTAL": "frontal", "LATERAL": "lateral", "LL": "left lateral"}
 
 
 def _labels(payload: dict[str, Any]) -> dict[str, int]:

@@ -1,5 +1,6 @@
-"""Source adapters, one module per dataset. Each module defines ADAPTER (a SourceAdapter with a `name`);
-`get_adapter(name)` finds it, so adding a source means adding a module, not editing a list here."""
+"""Source adapters, one module per dataset. Each module defines ADAPTER (a SourceAdapter with a `name`), or
+ADAPTERS when one release serves several (chexpert: CheXpert and CheXpert-Plus); `get_adapter(name)` finds it,
+so adding a source means adding a module, not editing a list here."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ def adapters() -> dict[str, SourceAdapter]:
     for info in pkgutil.iter_modules(pkg.__path__):
         if info.name == "base" or info.name.startswith("_"):
             continue
-        adapter = getattr(import_module(f"tasks.sources.{info.name}"), "ADAPTER", None)
-        if adapter is not None:
+        module = import_module(f"tasks.sources.{info.name}")
+        for adapter in getattr(module, "ADAPTERS", None) or filter(None, [getattr(module, "ADAPTER", None)]):
             found[adapter.name] = adapter
     return found
 

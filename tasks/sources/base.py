@@ -15,11 +15,11 @@ from typing import Literal, Protocol
 
 from schemas.config import IngestConfig
 from schemas.errors import UserError
+from schemas.manifest import FRONTAL_VIEWS
 
 ImageKind = Literal["dicom", "png", "jpeg"]
 ReportOrigin = Literal["report", "labels", "none"]
 
-FRONTAL_VIEWS = frozenset({"PA", "AP"})
 NOT_FRONTAL = "not frontal"  # the one filter reason category of the view policy
 
 
@@ -168,19 +168,19 @@ def quarantine_key_collisions(discovery: Discovery) -> None:
 def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
     """The one view policy, applied by the engine to every source (adapters only report `view`).
 
-    A film whose release states a view other than AP/PA is filtered under frontal_only, with one reason text.
-    A film whose view is unknown (the release does not say, or says "frontal" without AP/PA) is kept and
-    counted in notes["view_unknown"]: filtering it would empty sources that carry no view (VinDr-CXR, Open-I
-    without its projections file), and validation reads a null view as frontal (docs/datasets.md)."""
+    Under frontal_only a film is kept only when its release states a frontal view (AP, PA, or frontal without
+    AP/PA); every other film, an unknown view included, is filtered with one reason text. This is the paper's
+    selection (LLaVA-Rad keeps MIMIC-CXR rows whose view is AP or PA, so a blank ViewPosition is out:
+    docs/datasets.md). notes["view_unknown"] counts the films found without a view, filtered or kept."""
     kept: list[Candidate] = []
     for c in discovery.candidates:
-        if frontal_only and c.view is not None and c.view not in FRONTAL_VIEWS:
-            reason = f"{NOT_FRONTAL}: view {c.view} (frontal_only)"
+        if frontal_only and c.view not in FRONTAL_VIEWS:
+            reason = f"{NOT_FRONTAL}: view {c.view or 'unknown'} (frontal_only)"
             discovery.filtered.append(Drop(c.source, c.rel_path, "discover", reason, c.image_key))
         else:
             kept.append(c)
+    discovery.notes["view_unknown"] = sum(c.view is None for c in discovery.candidates)
     discovery.candidates = kept
-    discovery.notes["view_unknown"] = sum(c.view is None for c in kept)
 
 
 def hash_split(subject_id: str, ratios: tuple[float, float, float], salt: str = "cxrflow") -> str:

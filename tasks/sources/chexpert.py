@@ -19,7 +19,7 @@ from pathlib import Path
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
-from schemas.manifest import REPORT_SECTIONS
+from schemas.manifest import FRONTAL_UNSPECIFIED, REPORT_SECTIONS
 from tasks.sources._common import (
     ESCAPES_ROOT,
     LabelValueError,
@@ -213,9 +213,8 @@ class CheXpertAdapter(BaseAdapter):
         if fl not in ("Frontal", "Lateral"):
             return quarantine(f"Frontal/Lateral value outside Frontal/Lateral: {fl!r}")
         appa = (row.get("AP/PA") or "").strip().upper()
-        # AP/PA also holds LL/RL and blanks; only AP/PA name a frontal projection. A frontal image without one
-        # gets view None: kept and counted by the engine's view policy (tasks/sources/base.py).
-        view = "LATERAL" if fl == "Lateral" else (appa if appa in ("AP", "PA") else None)
+        # AP/PA also holds LL/RL and blanks on Frontal rows: a frontal film whose projection is not named.
+        view = "LATERAL" if fl == "Lateral" else (appa if appa in ("AP", "PA") else FRONTAL_UNSPECIFIED)
         parts = rel.split("/")  # train/patient00001/study1/view1_frontal.jpg
         subject = parts[1] if len(parts) >= 4 else image_id
         study = f"{subject}_{parts[2]}" if len(parts) >= 4 else image_id
@@ -245,5 +244,5 @@ class CheXpertAdapter(BaseAdapter):
 
 
 ADAPTER = CheXpertAdapter()
-# Registered through tasks/sources/chexpert_plus.py (one ADAPTER per module).
 PLUS_ADAPTER = CheXpertAdapter(name="chexpert-plus", with_reports=True, licence=PLUS_LICENCE)
+ADAPTERS = (ADAPTER, PLUS_ADAPTER)  # both registered from this module (tasks/sources/__init__.py)

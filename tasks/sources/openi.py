@@ -3,7 +3,7 @@
 - NLM XML: one `ecgen-radiology/<n>.xml` per report, with `AbstractText Label="COMPARISON|INDICATION|FINDINGS|
   IMPRESSION"` (often empty or self-closing) and one `<parentImage id="CXR1_1_IM-0001-3001">` per image; PNGs
   named `<id>.png` (NLMCXR_png/). The XML carries no projection: views come from indiana_projections.csv when
-  it sits in the root too, else stay unknown (kept even with frontal_only, counted in notes).
+  it sits in the root too, else stay unknown (filtered under frontal_only: set it false for this form).
 - Kaggle CSVs: `indiana_reports.csv` (uid,MeSH,Problems,image,indication,comparison,findings,impression) and
   `indiana_projections.csv` (uid,filename,projection); files like `1_IM-0001-4001.dcm.png` under
   images/images_normalized/.
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.config import IngestConfig
-from schemas.manifest import REPORT_SECTIONS
+from schemas.manifest import FRONTAL_UNSPECIFIED, REPORT_SECTIONS
 from tasks.sources._common import (
     file_defect,
     quarantine_unlisted,
@@ -50,8 +50,8 @@ SECTION_LABELS = {"INDICATION": "indication", "COMPARISON": "comparison", "FINDI
 REPORT_METHOD = "openi-sections"
 
 _DEID = re.compile(r"[A-Za-z0-9'-]*XXXX[A-Za-z0-9'-]*")
-# Kaggle projections say Frontal without AP/PA: view stays None (validation reads AP/PA or null as frontal).
-_PROJECTIONS = {"frontal": None, "lateral": "LATERAL"}
+# Kaggle projections say Frontal without AP/PA: a stated frontal view; without the file the view is unknown.
+_PROJECTIONS = {"frontal": FRONTAL_UNSPECIFIED, "lateral": "LATERAL"}
 
 
 def normalize_deid(text: str | None) -> str | None:

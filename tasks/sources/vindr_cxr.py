@@ -159,7 +159,7 @@ class VindrCxrAdapter(BaseAdapter):
                         study_id=image_id,
                         split=split,
                         kind="dicom",
-                        view=None,  # not in the label files; the DICOM header has it where present
+                        view="PA",  # the release is PA films only (its publishers: docs/datasets.md)
                         labels=labels,
                         report_text=None,
                         report_origin="labels",
