@@ -27,37 +27,44 @@ from bench.bench_demo import start_server
 BIN = Path(sys.executable).parent
 
 
-def run_cli(args: list[str], env: dict) -> tuple[float, int, int, dict]:
-    """(wall s, peak tree RSS bytes, peak main-process RSS bytes, summary)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        ["nice", "-n", "5", str(BIN / "cxrflow"), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def track_peak_rss(proc: subprocess.Popen) -> tuple[threading.Thread, list[int]]:
+    """Sample a process and all its descendants every 0.1 s while it runs: [peak summed RSS, peak RSS of the
+    process itself] (psutil: getrusage cannot see pool workers forked from a fork server, which are the fork
+    server's children and are never waited for by the process)."""
     peak = [0, 0]
 
     def sample() -> None:
         try:
             root = psutil.Process(proc.pid)
             while proc.poll() is None:
-                procs = [root, *root.children(recursive=True)]
                 rss = []
-                for p in procs:
+                for p in [root, *root.children(recursive=True)]:
                     try:
                         rss.append(p.memory_info().rss)
                     except psutil.Error:
                         rss.append(0)
                 peak[0] = max(peak[0], sum(rss))
-                peak[1] = max(peak[1], rss[0])  # `nice` execs cxrflow: the root is the CLI process
+                peak[1] = max(peak[1], rss[0])
                 time.sleep(0.1)
         except psutil.Error:
             return
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
+    return thread, peak
+
+
+def run_cli(args: list[str], env: dict) -> tuple[float, int, int, dict]:
+    """(wall s, peak tree RSS bytes, peak main-process RSS bytes, summary)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        ["nice", "-n", "5", str(BIN / "cxrflow"), *args],  # `nice` execs cxrflow: the root is the CLI process
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    thread, peak = track_peak_rss(proc)
     out, err = proc.communicate()
     wall = time.perf_counter() - start
     thread.join()
