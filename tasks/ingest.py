@@ -17,10 +17,12 @@ counts; progress travels through small files in the run folder, not through the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -516,7 +518,10 @@ class PoolRunner:
                 results.append(fn(*call))
                 self._report(run_dir, total)
             return results
-        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
+        with (
+            _no_phantom_main(),
+            ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool,
+        ):
             futures = [pool.submit(fn, *call) for call in calls]
             pending = set(futures)
             while pending:
@@ -527,6 +532,22 @@ class PoolRunner:
     def _report(self, run_dir: Path, total: int) -> None:
         if self.progress:
             self.progress(progress_done(run_dir), total)
+
+
+@contextlib.contextmanager
+def _no_phantom_main():
+    """Forked-server workers re-import the caller's __main__ from its file (spawn semantics); a __main__ read
+    from stdin has none ('<stdin>'), which would kill every worker. Hide such a name while workers start."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main.__spec__, "name", None) or os.path.exists(path):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 @holds_output_lock("ingest")

@@ -125,3 +125,23 @@ def test_the_plan_is_written_once_and_runs_on_any_runner(tmp_path, mimic_small):
     assert pl.read_parquet(tmp_path / "r" / "manifest.parquet").equals(
         pl.read_parquet(tmp_path / "pool" / "manifest.parquet")
     )
+
+
+def test_the_pool_runs_from_a_script_read_on_stdin(tmp_path, mimic_small):
+    """Pool workers fork from a fork server and would re-import a __main__ that has no file ('<stdin>')."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from schemas.config import ImageConfig, IngestConfig\n"
+        "from tasks.ingest import run_ingest\n"
+        f"s = run_ingest(IngestConfig(root={str(mimic_small)!r}, out={str(tmp_path / 'o')!r}, workers=2,"
+        " batch_size=1, image=ImageConfig(size=32)))\n"
+        "print('kept', s['kept'])\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "kept" in res.stdout
