@@ -471,6 +471,7 @@ def run_validation(
         res = _run_suite(
             ctx, "cxrflow-samples", pdf, _row_expectations(cfg, samples.columns), [ROW_INDEX, "image_key"]
         )
+        del pdf  # not held through Data Docs and the writes below
         for r in res.results:
             rec = _describe("cxrflow-samples", r, "row")
             records.append(rec)
