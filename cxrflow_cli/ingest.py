@@ -61,7 +61,6 @@ def ingest(
         return
     preflight.check_source(source)
     preflight.check_root(source, root)
-    _start_workers(prefect)
 
     from pydantic import ValidationError
 
@@ -86,6 +85,7 @@ def ingest(
         raise typer.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, ")) from exc
     except AnnotationsError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    _start_workers(prefect)  # the arguments are valid: from here on there is work for the pool
     # No stdout/stderr redirection: the proxies hold locks that cannot travel to worker processes.
     with Progress(transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
         bar_task = bar.add_task(f"ingest {source}", total=None)
