@@ -113,17 +113,16 @@ def ingest_flow(cfg: IngestConfig) -> dict:
 
 
 def default_task_runner(cfg: IngestConfig) -> TaskRunner:
-    from flows.runners import PreforkedPoolTaskRunner
+    """The local process pool. Its fork server starts now, so that its imports overlap flow start-up and
+    discovery (`cxrflow data`, the pipeline, a mixture) instead of delaying the first chunk."""
+    from flows.runners import PreforkedPoolTaskRunner, start_worker_server
 
+    start_worker_server()
     return PreforkedPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
 
 
 def run_ingest_flow(cfg: IngestConfig, task_runner: TaskRunner | None = None) -> dict:
     """Run the flow with a process pool sized by the config (or the runner given, e.g. Dask)."""
-    if task_runner is None:
-        from flows.runners import start_worker_server
-
-        start_worker_server()  # its imports overlap flow start-up and discovery
     return ingest_flow.with_options(task_runner=task_runner or default_task_runner(cfg))(cfg)
 
 
