@@ -11,8 +11,8 @@ from schemas.config import IngestConfig
 from tasks.ingest import start_worker_server as _start_server
 from tasks.ingest import worker_context
 
-# What a Prefect worker needs imported before its first chunk, on top of the engine's own preload (see the
-# module). A module name, so the CLI can start the fork server before it imports Prefect itself.
+# What a Prefect worker needs imported before its first chunk, on top of the engine's own preload (listed in
+# flows/worker_preload.py). A module name, so the CLI can start the fork server before importing Prefect.
 PREFECT_PRELOAD = ("flows.worker_preload",)
 
 
