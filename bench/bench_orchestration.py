@@ -4,7 +4,8 @@ A MIMIC-CXR-JPG fixture (small 208x256 JPGs, the layout as released) of each siz
 `cxrflow ingest --all-views --workers 2` as a CLI process, once with `--no-prefect` (bare process pool) and
 once as a Prefect flow against one local Prefect server started here (neither pays for a temporary server).
 Order alternates per size; the output folder is fresh each time. Peak memory is the summed RSS of the CLI
-process and its children (the pool workers), sampled every 0.1 s; the Prefect server is not counted.
+process and its descendants (the fork server and the pool workers), sampled every 0.1 s; the Prefect server
+is not counted. `--fixtures DIR` reuses DIR/src-N (the same fixture, e.g. kept by `bench_scale --keep`).
 """
 
 from __future__ import annotations
@@ -27,37 +28,44 @@ from bench.bench_demo import start_server
 BIN = Path(sys.executable).parent
 
 
-def run_cli(args: list[str], env: dict) -> tuple[float, int, int, dict]:
-    """(wall s, peak tree RSS bytes, peak main-process RSS bytes, summary)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        ["nice", "-n", "5", str(BIN / "cxrflow"), *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def track_peak_rss(proc: subprocess.Popen) -> tuple[threading.Thread, list[int]]:
+    """Sample a process and all its descendants every 0.1 s while it runs: [peak summed RSS, peak RSS of the
+    process itself] (psutil: getrusage cannot see pool workers forked from a fork server, which are the fork
+    server's children and are never waited for by the process)."""
     peak = [0, 0]
 
     def sample() -> None:
         try:
             root = psutil.Process(proc.pid)
             while proc.poll() is None:
-                procs = [root, *root.children(recursive=True)]
                 rss = []
-                for p in procs:
+                for p in [root, *root.children(recursive=True)]:
                     try:
                         rss.append(p.memory_info().rss)
                     except psutil.Error:
                         rss.append(0)
                 peak[0] = max(peak[0], sum(rss))
-                peak[1] = max(peak[1], rss[0])  # `nice` execs cxrflow: the root is the CLI process
+                peak[1] = max(peak[1], rss[0])
                 time.sleep(0.1)
         except psutil.Error:
             return
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
+    return thread, peak
+
+
+def run_cli(args: list[str], env: dict) -> tuple[float, int, int, dict]:
+    """(wall s, peak tree RSS bytes, peak main-process RSS bytes, summary)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        ["nice", "-n", "5", str(BIN / "cxrflow"), *args],  # `nice` execs cxrflow: the root is the CLI process
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    thread, peak = track_peak_rss(proc)
     out, err = proc.communicate()
     wall = time.perf_counter() - start
     thread.join()
@@ -71,6 +79,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument(
+        "--fixtures",
+        type=Path,
+        help="use FIXTURES/src-N where present (the same fixture, e.g. bench_scale --keep)",
+    )
     args = ap.parse_args()
     from fixtures.mimic_cxr import write_mimic_cxr
 
@@ -86,8 +99,10 @@ def main() -> None:
     rows = []
     try:
         for i, n in enumerate(args.images):
-            root = tmp / f"src-{n}"
-            write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
+            kept_src = args.fixtures / f"src-{n}" if args.fixtures else None
+            root = kept_src if kept_src and kept_src.is_dir() else tmp / f"src-{n}"
+            if root != kept_src:
+                write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
             found = {}
             order = ("bare", "prefect") if i % 2 == 0 else ("prefect", "bare")
             for mode in order:
@@ -109,7 +124,8 @@ def main() -> None:
                 print(
                     f"# {n} {mode}: {found[mode][0]:.1f} s, peak {found[mode][1] / 2**20:.0f} MiB", flush=True
                 )
-            shutil.rmtree(root)
+            if root != kept_src:
+                shutil.rmtree(root)
             kept = found["bare"][3]["kept"]
             assert found["prefect"][3]["kept"] == kept
             rows.append((n, kept, found))

@@ -19,6 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench.bench_orchestration import track_peak_rss
+
 STAGES = {
     "discover": """
 from tasks.ingest import discover
@@ -61,34 +63,48 @@ export_llava(accepted, OUT / "shards")
 }
 
 PRELUDE = """
-import json, resource, sys, time
+import json, sys, time
 from pathlib import Path
 from schemas.config import ImageConfig, IngestConfig
-OUT = Path(sys.argv[1]); DATA = OUT / "data"
+OUT = Path(sys.argv[1]); DATA = Path(sys.argv[3]) if len(sys.argv) > 3 else OUT / "data"
 CFG = IngestConfig(source="mimic-cxr", root=Path(sys.argv[2]), out=DATA, frontal_only=False, workers=2,
                    image=ImageConfig(size=64))
 T0 = time.perf_counter()
 """
 EPILOGUE = """
-wall = time.perf_counter() - T0
-rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
-print(json.dumps({"s": wall, "peak_mib": rss / 1024}))
+print(json.dumps({"s": time.perf_counter() - T0}))
 """
 
 
-def run_stage(name: str, out: Path, root: Path) -> dict:
+def run_stage(name: str, out: Path, root: Path, data: Path | None = None) -> dict:
+    """Seconds of the stage's own work, and peak RSS (MiB) of its process and every process under it (pool
+    workers and their fork server for ingest), sampled every 0.1 s."""
     code = PRELUDE + STAGES[name] + EPILOGUE
-    res = subprocess.run(
-        ["nice", "-n", "5", sys.executable, "-c", code, str(out), str(root)], capture_output=True, text=True
+    proc = subprocess.Popen(
+        ["nice", "-n", "5", sys.executable, "-c", code, str(out), str(root), *([str(data)] if data else [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    if res.returncode:
-        raise RuntimeError(f"{name}: {res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    thread, peak = track_peak_rss(proc)
+    stdout, stderr = proc.communicate()
+    thread.join()
+    if proc.returncode:
+        raise RuntimeError(f"{name}: {stderr[-3000:]}")
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_mib": peak[0] / 2**20}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, nargs=2, default=[2000, 10000])
+    ap.add_argument("--stages", nargs="+", choices=list(STAGES), default=list(STAGES))
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        help="folder with src-N (fixture) and data-N (ingest + structure outputs) of an earlier run: run only "
+        "--stages after structure on them (e.g. re-measure validate, shard, export after a change)",
+    )
+    ap.add_argument("--keep", type=Path, help="move each size's src-N and data-N here (for a later --reuse)")
     args = ap.parse_args()
     from fixtures.mimic_cxr import write_mimic_cxr
 
@@ -97,29 +113,41 @@ def main() -> None:
     try:
         for n in args.images:
             root, out = tmp / f"src-{n}", tmp / f"out-{n}"
-            write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
+            data = None
+            if args.reuse:
+                root, data = args.reuse / f"src-{n}", args.reuse / f"data-{n}"
+            else:
+                write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
             results[n] = {}
-            for name in STAGES:
-                results[n][name] = run_stage(name, out, root)
+            for name in args.stages:
+                results[n][name] = run_stage(name, out, root, data)
                 print(f"# {n} {name}: {results[n][name]}", flush=True)
-            kept = json.loads((out / "data" / "summary.json").read_text())["kept"]
+            kept = json.loads(((data or out / "data") / "summary.json").read_text())["kept"]
             results[n]["kept"] = kept
-            shutil.rmtree(root)
+            if args.keep and not args.reuse:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                shutil.move(root, args.keep / f"src-{n}")
+                shutil.move(out / "data", args.keep / f"data-{n}")
+            elif not args.reuse:
+                shutil.rmtree(root)
             shutil.rmtree(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     a, b = args.images
     ka, kb = results[a]["kept"], results[b]["kept"]
     print(
-        f"\n| stage | {ka} images: s | peak MiB | {kb} images: s | peak MiB | time x (for x{kb / ka:.1f} images) | "
-        f"700K extrapolated s (linear from the larger run) |"
+        f"\n| stage | {ka} images: s | peak MiB | {kb} images: s | peak MiB | marginal ms/image | "
+        f"marginal KiB/image of peak | 700K extrapolated: s | 700K extrapolated: peak GiB |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for name in STAGES:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.stages:
         ra, rb = results[a][name], results[b][name]
+        ms = 1000 * (rb["s"] - ra["s"]) / (kb - ka)
+        kib = 1024 * (rb["peak_mib"] - ra["peak_mib"]) / (kb - ka)
         print(
-            f"| {name} | {ra['s']:.1f} | {ra['peak_mib']:.0f} | {rb['s']:.1f} | {rb['peak_mib']:.0f} | "
-            f"{rb['s'] / ra['s']:.2f} | {rb['s'] * 700_000 / kb:.0f} |"
+            f"| {name} | {ra['s']:.1f} | {ra['peak_mib']:.0f} | {rb['s']:.1f} | {rb['peak_mib']:.0f} | {ms:.2f} | "
+            f"{kib:.2f} | {rb['s'] + ms * (700_000 - kb) / 1000:.0f} | "
+            f"{(rb['peak_mib'] + kib * (700_000 - kb) / 1024) / 1024:.1f} |"
         )
 
 

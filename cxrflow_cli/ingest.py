@@ -20,18 +20,32 @@ def ingest(
     root: Annotated[Path | None, typer.Option(help="the dataset as released")] = None,
     out: Annotated[Path, typer.Option(help="output folder (manifest, images, summary)")] = ...,
     size: Annotated[int, typer.Option(help="output image side in pixels", min=16, max=4096)] = 518,
-    resize: Annotated[Resize, typer.Option(help="crop: shortest side, center crop (LLaVA-Rad); pad: square")] = (
-        Resize.crop),
-    image_format: Annotated[ImageFormat, typer.Option("--format", help="stored image format")] = ImageFormat.jpeg,
+    resize: Annotated[
+        Resize, typer.Option(help="crop: shortest side, center crop (LLaVA-Rad); pad: square")
+    ] = (Resize.crop),
+    image_format: Annotated[
+        ImageFormat, typer.Option("--format", help="stored image format")
+    ] = ImageFormat.jpeg,
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality", min=1, max=100)] = 95,
     all_views: Annotated[bool, typer.Option("--all-views", help="keep lateral views too")] = False,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)", min=1)] = None,
-    batch_size: Annotated[int, typer.Option(help="images between progress updates, and the smallest chunk (one task run per chunk)", min=1)] = 32,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="images between progress updates, and the smallest chunk (one task run per chunk)", min=1
+        ),
+    ] = 32,
     limit: Annotated[int | None, typer.Option(help="cap on candidate images", min=1)] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
-    mixture: Annotated[Path | None, typer.Option(help="YAML MixtureConfig: several sources, one manifest")] = None,
-    annotations: Annotated[list[Path] | None, typer.Option(
-        help="LLaVA-Rad MIMIC-CXR Annotations JSON (file or folder; repeatable): the released texts")] = None,
+    mixture: Annotated[
+        Path | None, typer.Option(help="YAML MixtureConfig: several sources, one manifest")
+    ] = None,
+    annotations: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="LLaVA-Rad MIMIC-CXR Annotations JSON (file or folder; repeatable): the released texts"
+        ),
+    ] = None,
 ) -> None:
     """Ingest a source in its released layout: decode, preprocess, parse reports, write the manifest."""
     from rich.progress import Progress
@@ -54,9 +68,16 @@ def ingest(
 
     try:
         cfg = IngestConfig(
-            source=source, root=root, out=out, frontal_only=not all_views, workers=workers, batch_size=batch_size,
-            limit=limit, image=ImageConfig(size=size, resize=value(resize), format=value(image_format),
-                                           jpeg_quality=jpeg_quality),
+            source=source,
+            root=root,
+            out=out,
+            frontal_only=not all_views,
+            workers=workers,
+            batch_size=batch_size,
+            limit=limit,
+            image=ImageConfig(
+                size=size, resize=value(resize), format=value(image_format), jpeg_quality=jpeg_quality
+            ),
             annotations=annotations or [],
         )
         annotation_files(cfg.annotations)  # a missing file is a user error, before any work
@@ -64,6 +85,7 @@ def ingest(
         raise typer.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, ")) from exc
     except AnnotationsError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    _start_workers(prefect)  # the arguments are valid: from here on there is work for the pool
     # No stdout/stderr redirection: the proxies hold locks that cannot travel to worker processes.
     with Progress(transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
         bar_task = bar.add_task(f"ingest {source}", total=None)
@@ -85,9 +107,32 @@ def ingest(
         except AnnotationsError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-    typer.echo(json.dumps({k: summary[k] for k in ("found", "kept", "filtered", "quarantined",
-                                                   "filtered_by_reason", "quarantined_by_reason",
-                                                   "decoded", "reused")}, indent=2))
+    typer.echo(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in (
+                    "found",
+                    "kept",
+                    "filtered",
+                    "quarantined",
+                    "filtered_by_reason",
+                    "quarantined_by_reason",
+                    "decoded",
+                    "reused",
+                )
+            },
+            indent=2,
+        )
+    )
+
+
+def _start_workers(prefect: bool) -> None:
+    """Start the pool's fork server now: its imports (the engine; Prefect too for a flow) overlap this
+    process's own, before the first chunk needs a worker. Both modes use the same pool."""
+    from tasks.ingest import start_worker_server
+
+    start_worker_server(("flows.worker_preload",) if prefect else ())
 
 
 def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
@@ -96,6 +141,7 @@ def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
 
     mix = MixtureConfig.model_validate({**load_yaml_mapping(path, "--mixture"), "out": out})
     check_sources(mix)
+    _start_workers(prefect)
     if prefect:
         from flows.ingest import ingest_mixture_flow
 
@@ -104,5 +150,8 @@ def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
         from tasks.mixture import run_mixture
 
         summary = run_mixture(mix)
-    typer.echo(json.dumps({k: summary[k] for k in ("found", "kept", "filtered", "quarantined", "per_source")},
-                          indent=2))
+    typer.echo(
+        json.dumps(
+            {k: summary[k] for k in ("found", "kept", "filtered", "quarantined", "per_source")}, indent=2
+        )
+    )

@@ -1,13 +1,14 @@
-"""The `ingest` flow: discover -> process chunks on a task runner -> assemble, with progress and summary
-artifacts. The work itself is tasks/ingest.py; this module only wires it into Prefect."""
+"""The `ingest` flows: tasks/ingest.py's plan (and tasks/mixture.py's) run by a Prefect runner, with
+progress and summary artifacts. The plan and the work are in tasks/; this module only wires them into
+Prefect."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import time
+from collections.abc import Callable
+from functools import cache
 
-from prefect import flow, task
+from prefect import Task, flow, task
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
@@ -15,17 +16,59 @@ from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
 from flows import progress
-from flows.runners import default_task_runner, start_worker_server
-from schemas.config import IngestConfig, MixtureConfig
+from flows.runners import default_task_runner
+from schemas.config import IngestConfig, MixtureConfig, SourceSpec
 from tasks import ingest as engine
 from tasks import mixture
 from tasks.lock import holds_output_lock
 
-# No input hashing and no stored results: the outputs are content-addressed files, the manifest is assembled
-# from part files, and hashing a chunk's candidates would cost per image.
-discover_task = task(engine.discover, name="discover", cache_policy=NO_CACHE, persist_result=False)
-process_chunk_task = task(engine.process_chunk, name="process-chunk", cache_policy=NO_CACHE, persist_result=False)
-assemble_task = task(engine.assemble, name="assemble", cache_policy=NO_CACHE, persist_result=False)
+
+@cache
+def as_task(fn: Callable, name: str) -> Task:
+    """A plan step as a Prefect task. No input hashing and no stored results: the outputs are content-addressed
+    files, the manifest is assembled from part files, and hashing a chunk's candidates would cost per image."""
+    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
+
+
+def run_step(name: str, fn: Callable, *args):
+    return as_task(fn, name)(*args)
+
+
+class PrefectRunner:
+    """Runs tasks/ingest.py's plan inside a flow: one task run per step and per chunk on the flow's task
+    runner; a progress artifact updated per finished chunk, the CLI bar fed from the chunks' progress files."""
+
+    def __init__(self, cfg: IngestConfig):
+        self.source = cfg.source
+
+    def workers(self, cfg: IngestConfig) -> int:
+        return runner_workers(cfg, get_run_context().task_runner)
+
+    step = staticmethod(run_step)
+
+    def map_chunks(self, fn: Callable, calls: list[tuple], run_dir, total: int) -> list:
+        progress_id = create_progress_artifact(
+            0.0,
+            key=artifact_key("ingest-progress", self.source),
+            description=f"images processed of {total}, in {len(calls)} chunks",
+        )
+        submitted = [as_task(fn, "process-chunk").submit(*call) for call in calls]
+        pending = set(submitted)
+        while pending:
+            finished = wait(list(pending), timeout=engine.PROGRESS_EVERY_S).done
+            if finished:
+                pending -= finished
+                update_progress_artifact(
+                    progress_id, 100.0 * (len(submitted) - len(pending)) / len(submitted)
+                )
+            progress.notify(
+                engine.progress_done(run_dir), total
+            )  # in-process listeners (CLI bar): no API call
+        try:
+            return [f.result() for f in submitted]
+        except BaseException:  # the plan removes the run folder: wait until no other chunk still writes to it
+            wait(submitted)
+            raise
 
 
 def artifact_key(prefix: str, source: str) -> str:
@@ -50,47 +93,28 @@ def runner_workers(cfg: IngestConfig, task_runner: TaskRunner | None) -> int:
 @flow(name="ingest", log_prints=True)
 @holds_output_lock("ingest")
 def ingest_flow(cfg: IngestConfig) -> dict:
-    start = time.perf_counter()
     share_api_url()
-    discovery = discover_task(cfg)
-    cands, total = discovery.candidates, len(discovery.candidates)
-    plan = engine.plan_chunks(total, runner_workers(cfg, get_run_context().task_runner), cfg.batch_size)
-    run_dir = engine.new_run_dir(cfg.out)
-    progress_id = create_progress_artifact(0.0, key=artifact_key("ingest-progress", cfg.source),
-                                           description=f"images processed of {total}, in {len(plan)} chunks")
-    # One task run per chunk; engine.Chunk: the candidates are not walked for upstream futures (a cost per image).
-    submitted = [process_chunk_task.submit(i, engine.Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
-    pending = set(submitted)
-    while pending:
-        finished = wait(list(pending), timeout=engine.PROGRESS_EVERY_S).done
-        if finished:
-            pending -= finished
-            update_progress_artifact(progress_id, 100.0 * (len(submitted) - len(pending)) / len(submitted))
-        progress.notify(engine.progress_done(run_dir), total)  # in-process listeners (CLI bar): no API call
-    try:
-        results = [f.result() for f in submitted]
-    except BaseException:  # a failed chunk fails the run: the other chunks' part files go too, once they stop
-        wait(submitted)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    summary = assemble_task(cfg, discovery, results, run_dir, time.perf_counter() - start)
+    summary = engine.ingest(cfg, PrefectRunner(cfg))
     create_table_artifact(
-        [{"measure": k, "value": summary[k]} for k in ("found", "kept", "filtered", "quarantined", "decoded", "reused")]
+        [
+            {"measure": k, "value": summary[k]}
+            for k in ("found", "kept", "filtered", "quarantined", "decoded", "reused")
+        ]
         + [{"measure": f"filtered: {k}", "value": v} for k, v in summary["filtered_by_reason"].items()]
         + [{"measure": f"quarantined: {k}", "value": v} for k, v in summary["quarantined_by_reason"].items()],
         key=artifact_key("ingest-summary", cfg.source),
         description=f"Ingest of {cfg.source}: found = kept + filtered + quarantined",
     )
-    print(f"ingest {cfg.source}: found {summary['found']} = kept {summary['kept']} + filtered "
-          f"{summary['filtered']} + quarantined {summary['quarantined']} (decoded {summary['decoded']}, "
-          f"reused {summary['reused']})")
+    print(
+        f"ingest {cfg.source}: found {summary['found']} = kept {summary['kept']} + filtered "
+        f"{summary['filtered']} + quarantined {summary['quarantined']} (decoded {summary['decoded']}, "
+        f"reused {summary['reused']})"
+    )
     return summary
 
 
 def run_ingest_flow(cfg: IngestConfig, task_runner: TaskRunner | None = None) -> dict:
     """Run the flow with a process pool sized by the config (or the runner given, e.g. Dask)."""
-    if task_runner is None:
-        start_worker_server()  # its imports overlap flow start-up and discovery
     return ingest_flow.with_options(task_runner=task_runner or default_task_runner(cfg))(cfg)
 
 
@@ -110,17 +134,23 @@ def share_api_url() -> None:
 @holds_output_lock("ingest mixture")
 def ingest_mixture_flow(mix: MixtureConfig) -> dict:
     """Several sources, one manifest: every layout checked first, one ingest subflow per source, then merge."""
-    mixture.check_sources(mix)
-    for spec in mix.sources:
-        cfg = mix.ingest_config(spec)
-        ingest_flow.with_options(task_runner=default_task_runner(cfg), flow_run_name=f"ingest-{spec.name}")(cfg)
-    summary = task(mixture.merge, name="merge")(mix)
+
+    def ingest_source(spec: SourceSpec, cfg: IngestConfig) -> dict:
+        return ingest_flow.with_options(
+            task_runner=default_task_runner(cfg), flow_run_name=f"ingest-{spec.name}"
+        )(cfg)
+
+    summary = mixture.ingest_mixture(mix, ingest_source, run_step)
     create_table_artifact(
-        [{"source": name, **{k: s[k] for k in ("found", "kept", "filtered", "quarantined")}}
-         for name, s in summary["per_source"].items()],
+        [
+            {"source": name, **{k: s[k] for k in ("found", "kept", "filtered", "quarantined")}}
+            for name, s in summary["per_source"].items()
+        ],
         key=artifact_key("ingest-mixture-summary", ""),
         description="Per-source reconciliation: found = kept + filtered + quarantined",
     )
-    print(f"mixture {', '.join(summary['sources'])}: found {summary['found']} = kept {summary['kept']} + "
-          f"filtered {summary['filtered']} + quarantined {summary['quarantined']}")
+    print(
+        f"mixture {', '.join(summary['sources'])}: found {summary['found']} = kept {summary['kept']} + "
+        f"filtered {summary['filtered']} + quarantined {summary['quarantined']}"
+    )
     return summary

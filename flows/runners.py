@@ -3,45 +3,40 @@ scheduler, otherwise a local process pool whose workers fork from a pre-imported
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from schemas.config import IngestConfig
+from tasks.ingest import start_worker_server as _start_server
+from tasks.ingest import worker_context
 
-# What a worker needs imported before its first chunk (the engine, its decoders, Prefect's task engine).
-WORKER_PRELOAD = ["tasks.ingest", "prefect.task_engine", "prefect.task_runners", "flows.ingest"]
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """The forkserver context, preloading WORKER_PRELOAD; `start_worker_server()` starts it early."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(WORKER_PRELOAD)
-    return ctx
+# What a Prefect worker needs imported before its first chunk, on top of the engine's own preload (listed in
+# flows/worker_preload.py). A module name, so the CLI can start the fork server before importing Prefect.
+PREFECT_PRELOAD = ("flows.worker_preload",)
 
 
 def start_worker_server() -> None:
-    """Start the fork server now so its imports overlap the caller's own start-up and discovery."""
-    from multiprocessing import forkserver
-
-    worker_context()
-    forkserver.ensure_running()
+    """Start the fork server with Prefect preloaded, so its imports overlap flow start-up and discovery."""
+    _start_server(PREFECT_PRELOAD)
 
 
 class PreforkedPoolTaskRunner(ProcessPoolTaskRunner):
-    """Prefect's process pool, with workers forked from a fork server that has already imported the ingest
-    engine and Prefect, instead of spawned processes that each import them (~2 s per worker on an idle core,
-    ~10 s on a loaded 2-core machine: the fixed cost that made small runs slower on Prefect than bare). The
-    fork server holds no threads, so forking it is safe; it lives as long as the calling process and serves
-    every later flow run (mixtures: one ingest subflow per source)."""
+    """Prefect's process pool, with workers forked from the fork server that the local runner uses too
+    (tasks/ingest.py), instead of spawned processes that each import the engine and Prefect (~2 s per worker
+    on an idle core, ~10 s on a loaded 2-core machine). The fork server lives as long as the calling process
+    and serves every later flow run (mixtures: one ingest subflow per source)."""
 
     def __enter__(self):
         super().__enter__()
         spawned = self._executor  # has not started a process yet: processes start on first submit
-        self._executor = ProcessPoolExecutor(max_workers=self._max_workers, mp_context=worker_context(),
-                                             initializer=spawned._initializer, initargs=spawned._initargs)
+        self._executor = ProcessPoolExecutor(
+            max_workers=self._max_workers,
+            mp_context=worker_context(PREFECT_PRELOAD),
+            initializer=spawned._initializer,
+            initargs=spawned._initargs,
+        )
         spawned.shutdown(wait=False)
         return self
 
@@ -60,7 +55,9 @@ def dask_runner(address: str | None = None, n_workers: int | None = None) -> Tas
 
 
 def default_task_runner(cfg: IngestConfig) -> TaskRunner:
-    """The local pool for ingest's chunks, one process per configured worker (default all cores)."""
+    """The local process pool. Its fork server starts now, so that its imports overlap flow start-up and
+    discovery (`cxrflow data`, the pipeline, a mixture) instead of delaying the first chunk."""
+    start_worker_server()
     return PreforkedPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
 
 

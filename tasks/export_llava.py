@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import polars as pl
 
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.shards import SPLITS, shard_split
-from tasks.io import atomic_write_bytes
 from training.prompts import LLAVA_RAD
 
 
@@ -72,8 +73,13 @@ def image_prefix_for(out: Path, data_dir: Path, image_root: Path | None = None) 
     return "" if rel == "." else rel + "/"
 
 
-def export_llava(accepted: pl.DataFrame, out_dir: Path, data_dir: Path | None = None,
-                 image_root: Path | None = None, nan_labels: bool = False) -> dict[str, int]:
+def export_llava(
+    accepted: pl.DataFrame,
+    out_dir: Path,
+    data_dir: Path | None = None,
+    image_root: Path | None = None,
+    nan_labels: bool = False,
+) -> dict[str, int]:
     """Write OUT/llava/{split}.json (split names as the shards name them: train, validation, test); returns
     records per split. Strict JSON: null for an unmentioned label unless `nan_labels` (the release's NaN).
     `image` resolves against the JSON's folder (from `data_dir`, the folder the manifest paths are relative
@@ -83,8 +89,27 @@ def export_llava(accepted: pl.DataFrame, out_dir: Path, data_dir: Path | None = 
     counts: dict[str, int] = {}
     for split in SPLITS:
         part = accepted.filter(pl.col("split") == split).sort("image_key")
-        records = [r for row in part.iter_rows(named=True) for r in llava_records(row, prefix, nan_labels)]
-        blob = json.dumps(records, ensure_ascii=False, indent=1, allow_nan=nan_labels).encode()
-        atomic_write_bytes(out / f"{shard_split(split)}.json", blob)
-        counts[shard_split(split)] = len(records)
+        records = (r for row in part.iter_rows(named=True) for r in llava_records(row, prefix, nan_labels))
+        counts[shard_split(split)] = _write_json_list(out / f"{shard_split(split)}.json", records, nan_labels)
     return counts
+
+
+def _write_json_list(path: Path, records: Iterable[dict], nan_labels: bool) -> int:
+    """Write `records` as `json.dumps(list(records), ensure_ascii=False, indent=1)` would, byte for byte, one
+    record at a time (a split's records and its JSON text are never held whole: ~GBs at 700K images), to a
+    temporary file renamed into place. Returns the record count."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            for rec in records:
+                text = json.dumps(rec, ensure_ascii=False, indent=1, allow_nan=nan_labels)
+                f.write(("[\n " if n == 0 else ",\n ") + text.replace("\n", "\n "))  # one level deeper
+                n += 1
+            f.write("\n]" if n else "[]")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return n

@@ -5,8 +5,9 @@ source file's sha256 and the preprocessing parameters. A rerun on unchanged inpu
 every output in place and decodes nothing; changing a parameter that alters pixels changes the key, so only
 the images it affects are redone (report or filter changes redo no pixel work at all).
 
-Pure functions, no Prefect: flows/ingest.py maps `process_chunk` over a task runner; `run_ingest` runs the
-same steps with a local process pool (CLI without a server, tests, benchmarks).
+Plain functions, no Prefect. The plan (`ingest`: discover -> chunks -> process -> assemble) is written once
+and run by a `Runner`: `PoolRunner` here (a local process pool: CLI without a server, tests, benchmarks) or
+flows/ingest.py's Prefect runner (a task run per step and per chunk).
 
 Grain (issue 16): the candidates are cut into a few large chunks (about CHUNKS_PER_WORKER per worker, at most
 MAX_CHUNK images), one task run each, so orchestration costs the same at 1K and 700K images. A chunk reads
@@ -16,9 +17,12 @@ counts; progress travels through small files in the run folder, not through the 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import multiprocessing
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections import Counter
@@ -26,6 +30,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 import polars as pl
 import pyarrow as pa
@@ -63,6 +68,7 @@ RUNS = Path(".cache") / "runs"  # per-run part files and progress counters, remo
 CHUNKS_PER_WORKER = 4  # enough to balance cheap and costly films across workers
 MAX_CHUNK = 4096  # images per task run: bounds a worker's memory and the work a failed chunk repeats
 PROGRESS_EVERY_S = 0.5
+T = TypeVar("T")
 
 
 @dataclass
@@ -88,7 +94,9 @@ def discover(cfg: IngestConfig) -> Discovery:
     try:
         discovery = adapter.discover(cfg)
     except OSError as exc:  # adapters quarantine what they expect; anything else is one line naming the path
-        raise SourceLayoutError(f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}") from exc
+        raise SourceLayoutError(
+            f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}"
+        ) from exc
     apply_view_policy(discovery, cfg.frontal_only)  # one meaning of frontal_only for every source
     quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
     if cfg.annotations:
@@ -169,9 +177,15 @@ def _source_hash(path: Path, known: dict[str, tuple[int, int, str]]) -> tuple[st
 
 
 def _report_fields(c: Candidate) -> dict:
-    fields: dict = {"report_text": c.report_text, "report_origin": c.report_origin, "report_method": None,
-                    "has_addendum": None, "report_language": c.report_language, "source_labels": c.source_labels,
-                    **dict.fromkeys(REPORT_SECTIONS)}
+    fields: dict = {
+        "report_text": c.report_text,
+        "report_origin": c.report_origin,
+        "report_method": None,
+        "has_addendum": None,
+        "report_language": c.report_language,
+        "source_labels": c.source_labels,
+        **dict.fromkeys(REPORT_SECTIONS),
+    }
     if c.sections is not None:
         fields.update({s: c.sections.get(s) for s in REPORT_SECTIONS})
         fields["report_method"] = c.report_method or "source-sections"
@@ -184,13 +198,16 @@ def _report_fields(c: Candidate) -> dict:
     return fields
 
 
-def process_candidate(c: Candidate, cfg: IngestConfig, params: str,
-                      known: dict[str, tuple[int, int, str]], result: BatchResult) -> None:
+def process_candidate(
+    c: Candidate, cfg: IngestConfig, params: str, known: dict[str, tuple[int, int, str]], result: BatchResult
+) -> None:
     out = Path(cfg.out)
     try:
         source_sha, stat = _source_hash(c.path, known)
     except OSError as exc:
-        result.quarantined.append(Drop(c.source, c.rel_path, "read", f"unreadable file: {exc.strerror}", c.image_key))
+        result.quarantined.append(
+            Drop(c.source, c.rel_path, "read", f"unreadable file: {exc.strerror}", c.image_key)
+        )
         return
     result.hashes[str(c.path)] = stat
     key = sha256_json([source_sha, params])
@@ -238,7 +255,9 @@ def process_candidate(c: Candidate, cfg: IngestConfig, params: str,
     result.rows.append(row)
 
 
-def process_batch(batch: list[Candidate], cfg: IngestConfig, known: dict[str, tuple[int, int, str]]) -> BatchResult:
+def process_batch(
+    batch: list[Candidate], cfg: IngestConfig, known: dict[str, tuple[int, int, str]]
+) -> BatchResult:
     params = preprocess_params(cfg.image)
     result = BatchResult()
     for c in batch:
@@ -260,6 +279,16 @@ class ChunkResult:
     kept: int = 0
     decoded: int = 0
     reused: int = 0
+
+
+class Sealed(Generic[T]):
+    """One value in an opaque container: task runners that walk task parameters (Prefect looks for upstream
+    futures in every list and dataclass; Dask for keys) see one object, not one per image."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: T):
+        self.value = value
 
 
 class Chunk:
@@ -312,8 +341,9 @@ def process_chunk(index: int, chunk: Chunk, cfg: IngestConfig, run_dir: Path) ->
     if total.hashes:
         hashes_part = f"hashes-{index:06d}.parquet"
         atomic_write_parquet(run_dir / hashes_part, _hash_table(total.hashes))
-    return ChunkResult(index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded,
-                       total.reused)
+    return ChunkResult(
+        index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded, total.reused
+    )
 
 
 def progress_done(run_dir: Path) -> int:
@@ -335,15 +365,22 @@ def _by_reason(drops: Iterable[Drop]) -> dict[str, int]:
     return dict(sorted(Counter(reason_category(d.reason) for d in drops).items()))
 
 
-def assemble(cfg: IngestConfig, discovery: Discovery, results: list[ChunkResult], run_dir: Path,
-             elapsed_s: float) -> dict:
+def assemble(
+    cfg: IngestConfig,
+    sealed_discovery: Sealed[Discovery],
+    sealed_results: Sealed[list[ChunkResult]],
+    run_dir: Path,
+    elapsed_s: float,
+) -> dict:
     """Write manifest (the chunks' row parts, sorted by image_key), quarantine, filtered list, hash cache and
     summary; remove the run folder; return the summary."""
+    discovery, results = sealed_discovery.value, sealed_results.value
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     run_dir = Path(run_dir)
     results = sorted(results, key=lambda r: r.index)
-    parts = [pq.read_table(run_dir / r.rows_part) for r in results if r.rows_part]
+    # ParquetFile.read, not read_table: the latter imports pyarrow.dataset (~0.3 s) for nothing here
+    parts = [pq.ParquetFile(run_dir / r.rows_part).read() for r in results if r.rows_part]
     manifest = pa.concat_tables(parts) if parts else table_from_rows([], MANIFEST_SCHEMA)
     manifest = manifest.sort_by("image_key")
     del parts
@@ -395,42 +432,125 @@ def _drop_rows(drops: list[Drop]) -> list[dict]:
     return sorted((d.as_row() for d in drops), key=lambda r: (r["source_path"], r["reason"]))
 
 
+# ------------------------------------------------------------------------------------------ the plan
+
+
+class Runner(Protocol):
+    """Where the plan's steps run: `PoolRunner` below (a local process pool), or flows/ingest.py's Prefect
+    runner (task runs on the flow's task runner: a process pool or Dask)."""
+
+    def workers(self, cfg: IngestConfig) -> int:
+        """The parallelism the chunks are cut for."""
+
+    def step(self, name: str, fn: Callable[..., T], *args) -> T:
+        """Run one step (discover, assemble) and return its value."""
+
+    def map_chunks(
+        self, fn: Callable[..., ChunkResult], calls: list[tuple], run_dir: Path, total: int
+    ) -> list[ChunkResult]:
+        """fn(*call) for every call, in parallel, results in call order; progress from `progress_done(run_dir)`
+        out of `total` images. A failed call fails the whole map once the others have stopped."""
+
+
+def ingest(cfg: IngestConfig, runner: Runner) -> dict:
+    """The ingest plan, written once: discover -> chunks -> process them -> assemble; returns the summary."""
+    start = time.perf_counter()
+    discovery = runner.step("discover", discover, cfg)
+    cands = discovery.candidates
+    plan = plan_chunks(len(cands), runner.workers(cfg), cfg.batch_size)
+    run_dir = new_run_dir(Path(cfg.out))
+    calls = [(i, Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
+    try:
+        results = runner.map_chunks(process_chunk, calls, run_dir, len(cands))
+    except BaseException:  # a failed chunk fails the run; the finished chunks' part files go with it
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return runner.step(
+        "assemble", assemble, cfg, Sealed(discovery), Sealed(results), run_dir, time.perf_counter() - start
+    )
+
+
 # ------------------------------------------------------------------------------------------ local runner
+
+# Imported once by the fork server, so a forked worker starts with them (pyarrow's from_pylist imports pandas).
+# pyarrow.dataset: reading a chunk's entries of the hash cache (a filtered read_table) imports it.
+WORKER_PRELOAD = ("tasks.ingest", "pandas", "pyarrow.dataset")
+
+
+def worker_context(preload: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
+    """The forkserver context, preloading WORKER_PRELOAD (+ `preload`). The fork server holds no threads, so
+    forking it is safe where forking this process (Prefect's and polars' threads) is not; workers fork in
+    milliseconds with the engine imported instead of importing it each (~2 s per worker idle, ~10 s loaded).
+    The preload list counts only until the server starts (`start_worker_server`); it serves every later pool."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(dict.fromkeys([*WORKER_PRELOAD, *preload])))
+    return ctx
+
+
+def start_worker_server(preload: Iterable[str] = ()) -> None:
+    """Start the fork server now, so its imports overlap the caller's own start-up and discovery."""
+    from multiprocessing import forkserver
+
+    worker_context(preload)
+    forkserver.ensure_running()
+
+
+class PoolRunner:
+    """Steps in this process, chunks on a process pool forked from the fork server (the same pool the
+    Prefect runner's default task runner uses, flows/runners.py)."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None = None):
+        self.progress = progress
+
+    def workers(self, cfg: IngestConfig) -> int:
+        return cfg.workers or os.cpu_count() or 1
+
+    def step(self, name: str, fn: Callable[..., T], *args) -> T:
+        return fn(*args)
+
+    def map_chunks(
+        self, fn: Callable[..., ChunkResult], calls: list[tuple], run_dir: Path, total: int
+    ) -> list[ChunkResult]:
+        workers = min(self.workers(calls[0][2]), len(calls)) if calls else 1
+        if workers == 1:
+            results = []
+            for call in calls:
+                results.append(fn(*call))
+                self._report(run_dir, total)
+            return results
+        with (
+            _no_phantom_main(),
+            ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool,
+        ):
+            futures = [pool.submit(fn, *call) for call in calls]
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+                self._report(run_dir, total)
+            return [f.result() for f in futures]
+
+    def _report(self, run_dir: Path, total: int) -> None:
+        if self.progress:
+            self.progress(progress_done(run_dir), total)
+
+
+@contextlib.contextmanager
+def _no_phantom_main():
+    """Forked-server workers re-import the caller's __main__ from its file (spawn semantics); a __main__ read
+    from stdin has none ('<stdin>'), which would kill every worker. Hide such a name while workers start."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or getattr(main.__spec__, "name", None) or os.path.exists(path):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 @holds_output_lock("ingest")
 def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Ingest one source with a local process pool (no Prefect); returns the summary."""
-    start = time.perf_counter()
-    discovery = discover(cfg)
-    workers = cfg.workers or os.cpu_count() or 1
-    cands = discovery.candidates
-    plan = plan_chunks(len(cands), workers, cfg.batch_size)
-    run_dir = new_run_dir(Path(cfg.out))
-    try:
-        results = _run_chunks(cfg, cands, plan, workers, run_dir, progress)
-    except BaseException:  # a failed chunk fails the run; the finished chunks' part files go with it
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    return assemble(cfg, discovery, results, run_dir, time.perf_counter() - start)
-
-
-def _run_chunks(cfg: IngestConfig, cands: list[Candidate], plan: list[tuple[int, int]], workers: int,
-                run_dir: Path, progress: Callable[[int, int], None] | None) -> list[ChunkResult]:
-    total = len(cands)
-    if workers == 1 or len(plan) <= 1:
-        results = []
-        for i, (a, b) in enumerate(plan):
-            results.append(process_chunk(i, Chunk(cands[a:b]), cfg, run_dir))
-            if progress:
-                progress(b, total)
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(plan))) as pool:
-            futures = [pool.submit(process_chunk, i, Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
-            pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
-                if progress:
-                    progress(progress_done(run_dir), total)
-            results = [f.result() for f in futures]
-    return results
+    """Ingest one source with the local process pool (no Prefect); returns the summary."""
+    return ingest(cfg, PoolRunner(progress))

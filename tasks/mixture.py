@@ -5,11 +5,12 @@ with a per-source and total reconciliation in OUT/summary.json."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
-from schemas.config import MixtureConfig
+from schemas.config import IngestConfig, MixtureConfig, SourceSpec
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA
 from tasks.io import atomic_write_json, atomic_write_parquet, read_json
 from tasks.lock import holds_output_lock
@@ -55,8 +56,10 @@ def merge(cfg: MixtureConfig) -> dict:
     _write(out / "manifest.parquet", manifest, MANIFEST_SCHEMA)
     _write(out / "quarantine.parquet", pl.concat(quarantines), DROP_SCHEMA)
     _write(out / "filtered.parquet", pl.concat(filtered), DROP_SCHEMA)
-    totals = {k: sum(s[k] for s in per_source.values()) for k in ("found", "kept", "filtered", "quarantined",
-                                                                   "decoded", "reused")}
+    totals = {
+        k: sum(s[k] for s in per_source.values())
+        for k in ("found", "kept", "filtered", "quarantined", "decoded", "reused")
+    }
     summary = {
         "sources": [spec.name for spec in cfg.sources],
         **totals,
@@ -64,8 +67,19 @@ def merge(cfg: MixtureConfig) -> dict:
         "quarantined_by_reason": _sum_reasons(per_source, "quarantined_by_reason"),
         "splits": dict(sorted(Counter(manifest["split"].to_list()).items())),
         "per_source": {
-            name: {k: s[k] for k in ("found", "kept", "filtered", "quarantined", "filtered_by_reason",
-                                     "quarantined_by_reason", "decoded", "reused")}
+            name: {
+                k: s[k]
+                for k in (
+                    "found",
+                    "kept",
+                    "filtered",
+                    "quarantined",
+                    "filtered_by_reason",
+                    "quarantined_by_reason",
+                    "decoded",
+                    "reused",
+                )
+            }
             for name, s in per_source.items()
         },
         "report_policy": {spec.name: spec.report_policy for spec in cfg.sources},
@@ -88,12 +102,23 @@ def _write(path: Path, df: pl.DataFrame, schema) -> None:
     atomic_write_parquet(path, df.to_arrow().cast(schema))
 
 
+def ingest_mixture(
+    cfg: MixtureConfig,
+    ingest_source: Callable[[SourceSpec, IngestConfig], dict],
+    step: Callable | None = None,
+) -> dict:
+    """The mixture plan, written once: check every source, ingest each into its own folder, merge.
+    `ingest_source` and `step(name, fn, *args)` say where the work runs (run_mixture below: here, with the
+    local pool; flows/ingest.py: an ingest subflow per source and a merge task run)."""
+    check_sources(cfg)
+    for spec in cfg.sources:
+        ingest_source(spec, cfg.ingest_config(spec))
+    return step("merge", merge, cfg) if step else merge(cfg)
+
+
 @holds_output_lock("ingest mixture")
 def run_mixture(cfg: MixtureConfig) -> dict:
     """Ingest every source with the local process pool (no Prefect), then merge."""
     from tasks.ingest import run_ingest
 
-    check_sources(cfg)
-    for spec in cfg.sources:
-        run_ingest(cfg.ingest_config(spec))
-    return merge(cfg)
+    return ingest_mixture(cfg, lambda spec, source_cfg: run_ingest(source_cfg))

@@ -60,7 +60,7 @@ class PlannedSample:
     image_path: Path
     image_ext: str
     image_size: int
-    row: dict
+    members: tuple[bytes, bytes]  # .json and .txt payloads: all the writer needs, smaller than the row dict
     tar_bytes: int
     digest: str
 
@@ -146,7 +146,7 @@ def plan_shards(accepted: pl.DataFrame, data_dir: Path, cfg: ShardConfig) -> lis
             ):
                 current = PlannedShard("", split)
                 shards.append(current)
-            current.samples.append(PlannedSample(key, path, ext, size, row, tar_bytes, digest))
+            current.samples.append(PlannedSample(key, path, ext, size, (js, txt), tar_bytes, digest))
             current.tar_bytes += tar_bytes
         mine = shards[first:]  # names carry the split's shard count (`-of-N`), known once it is planned
         for i, s in enumerate(mine):
@@ -222,7 +222,7 @@ def _write_one(shard: PlannedShard, out_dir: Path, fault: _Fault) -> str:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         for s in shard.samples:
-            js, txt = sample_members(s.row)
+            js, txt = s.members
             _write_all(fd, _header(f"{s.key}.{s.image_ext}", s.image_size))
             _copy_image(s.image_path, fd, s.image_size)
             tail = [_pad(s.image_size)]

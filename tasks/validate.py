@@ -318,14 +318,18 @@ def gx_frame(samples: pl.DataFrame):
     import pandas as pd
 
     texts = [c for c in TEXT_COLUMNS if c in samples.columns]
-    pdf = samples.to_pandas()
+    # The texts never reach pandas whole: one column at a time becomes its derived columns and is let go
+    # (the whole-frame conversion kept a pandas copy of every report text alive while GX ran).
+    pdf = samples.drop(texts).to_pandas()
     derived = {}  # joined once: column-by-column inserts fragment the frame (pandas PerformanceWarning per column)
     for c in texts:
-        derived[_chars(c)] = pdf[c].str.len()
-        text = pdf[c].fillna("").astype(str)
+        text = samples.get_column(c).to_pandas()
+        derived[_chars(c)] = text.str.len()
+        text = text.fillna("").astype(str)
         for name, regex in PHI_PATTERNS.items():
             derived[_has(c, name)] = text.str.contains(regex, regex=True)
-    return pd.concat([pdf.drop(columns=texts), pd.DataFrame(derived, index=pdf.index)], axis=1)
+        del text
+    return pd.concat([pdf, pd.DataFrame(derived, index=pdf.index)], axis=1)
 
 
 def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] | None):
@@ -486,6 +490,7 @@ def run_validation(
         res = _run_suite(
             ctx, "cxrflow-samples", pdf, _row_expectations(cfg, samples.columns), [ROW_INDEX, "image_key"]
         )
+        del pdf  # not held through Data Docs and the writes below
         for r in res.results:
             rec = _describe("cxrflow-samples", r, "row")
             records.append(rec)

@@ -91,3 +91,57 @@ def test_a_run_folder_left_by_a_killed_run_is_removed_by_the_next(tmp_path, mimi
     (stale / "rows-000000.parquet").write_bytes(b"part of a run that was killed")
     run_ingest(cfg)
     assert not any((tmp_path / "o" / RUNS).iterdir())
+
+
+def test_the_plan_is_written_once_and_runs_on_any_runner(tmp_path, mimic_small):
+    """tasks.ingest.ingest is the one plan; a runner only says where steps and chunks run. A runner that runs
+    the chunks in reverse order (as a cluster may finish them) gives the local pool's manifest."""
+    from tasks.ingest import PoolRunner, ingest
+
+    class Reversed(PoolRunner):
+        def __init__(self):
+            super().__init__()
+            self.steps, self.chunks = [], 0
+
+        def step(self, name, fn, *args):
+            self.steps.append(name)
+            return fn(*args)
+
+        def map_chunks(self, fn, calls, run_dir, total):
+            self.chunks = len(calls)
+            done = {call[0]: fn(*call) for call in reversed(calls)}
+            return [done[call[0]] for call in calls]
+
+    cfg = IngestConfig(
+        root=mimic_small, out=tmp_path / "r", image=ImageConfig(size=32), workers=2, batch_size=1
+    )
+    runner = Reversed()
+    summary = ingest(cfg, runner)
+    assert runner.steps == ["discover", "assemble"] and runner.chunks > 1
+    bare = run_ingest(cfg.model_copy(update={"out": tmp_path / "pool"}))
+    assert {k: summary[k] for k in ("found", "kept", "quarantined", "decoded")} == {
+        k: bare[k] for k in ("found", "kept", "quarantined", "decoded")
+    }
+    assert pl.read_parquet(tmp_path / "r" / "manifest.parquet").equals(
+        pl.read_parquet(tmp_path / "pool" / "manifest.parquet")
+    )
+
+
+def test_the_pool_runs_from_a_script_read_on_stdin(tmp_path, mimic_small):
+    """Pool workers fork from a fork server and would re-import a __main__ that has no file ('<stdin>')."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "from schemas.config import ImageConfig, IngestConfig\n"
+        "from tasks.ingest import run_ingest\n"
+        f"s = run_ingest(IngestConfig(root={str(mimic_small)!r}, out={str(tmp_path / 'o')!r}, workers=2,"
+        " batch_size=1, image=ImageConfig(size=32)))\n"
+        "print('kept', s['kept'])\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-"], input=script, capture_output=True, text=True, env=os.environ.copy()
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "kept" in res.stdout

@@ -23,7 +23,9 @@ def _outputs(out: Path) -> tuple[list[dict], dict[str, bytes]]:
     import polars as pl
 
     manifest = pl.read_parquet(out / "manifest.parquet").sort("image_key").to_dicts()
-    images = {str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "images").rglob("*")) if p.is_file()}
+    images = {
+        str(p.relative_to(out)): p.read_bytes() for p in sorted((out / "images").rglob("*")) if p.is_file()
+    }
     return manifest, images
 
 
@@ -37,7 +39,9 @@ def test_dask_runner_gives_the_same_ingest_outputs(prefect_server, mimic_small, 
     from schemas.config import ImageConfig, IngestConfig
 
     monkeypatch.setenv("PREFECT_API_URL", _api_url())  # Dask worker processes report to the test server
-    cfg = IngestConfig(root=mimic_small, out=tmp_path / "pool", workers=1, batch_size=4, image=ImageConfig(size=48))
+    cfg = IngestConfig(
+        root=mimic_small, out=tmp_path / "pool", workers=1, batch_size=4, image=ImageConfig(size=48)
+    )
     base = run_ingest_flow(cfg)
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster:
         runner = dask_runner(cluster.scheduler_address)
@@ -86,8 +90,14 @@ def test_prefect_yaml_deployments_register(prefect_server, tmp_path):
     run_coro_as_sync(pools())
     env = {**os.environ, "PREFECT_API_URL": _api_url(), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     prefect = Path(sys.executable).with_name("prefect")
-    res = subprocess.run([str(prefect), "--no-prompt", "deploy", "--all"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [str(prefect), "--no-prompt", "deploy", "--all"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
     async def read():
@@ -99,19 +109,57 @@ def test_prefect_yaml_deployments_register(prefect_server, tmp_path):
 
     deps, flows, autos = run_coro_as_sync(read())
     by_name = {f"{flows[d.flow_id]}/{d.name}": d for d in deps}
-    assert {"ingest/nightly", "structure/structure", "train/gpu", "encoder/gpu", "evaluate/after-train", "pipeline/pipeline",
-            "ablate/ablate"} <= set(by_name)
+    assert {
+        "ingest/nightly",
+        "structure/structure",
+        "train/gpu",
+        "encoder/gpu",
+        "evaluate/after-train",
+        "pipeline/pipeline",
+        "ablate/ablate",
+    } <= set(by_name)
     nightly = by_name["ingest/nightly"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
     train = by_name["train/gpu"]
     assert train.work_pool_name == "gpu"
-    limit = train.global_concurrency_limit.limit if train.global_concurrency_limit else train.concurrency_limit
+    limit = (
+        train.global_concurrency_limit.limit if train.global_concurrency_limit else train.concurrency_limit
+    )
     assert limit == 1
-    trigger = [a for a in autos if a.actions and getattr(a.actions[0], "deployment_id", None)
-               == by_name["evaluate/after-train"].id]
+    trigger = [
+        a
+        for a in autos
+        if a.actions and getattr(a.actions[0], "deployment_id", None) == by_name["evaluate/after-train"].id
+    ]
     assert trigger, "evaluate has no deployment trigger"
     assert "prefect.flow-run.Completed" in trigger[0].trigger.expect
     related = trigger[0].trigger.match_related
     related = related if isinstance(related, list) else [related]
-    assert any(r.get("prefect.resource.role") == "deployment" and r.get("prefect.resource.name") == "gpu"
-               for r in (getattr(x, "root", x) for x in related)), "evaluate must fire for train/gpu runs only"
+    assert any(
+        r.get("prefect.resource.role") == "deployment" and r.get("prefect.resource.name") == "gpu"
+        for r in (getattr(x, "root", x) for x in related)
+    ), "evaluate must fire for train/gpu runs only"
+
+
+@pytest.mark.parametrize("n", [0, 1, 3])
+def test_llava_export_streams_the_bytes_a_whole_json_dump_writes(tmp_path, n):
+    """The export writes a split's records one at a time (never the whole list or its text in memory at
+    700K images); the file must be what json.dumps of the whole list writes, NaN labels and non-ASCII too."""
+    import json
+    import math
+
+    from tasks.export_llava import _write_json_list
+
+    records = [
+        {
+            "id": f"s{i}",
+            "chexpert_labels": {"Edema": math.nan, "Pneumonia": i},
+            "nested": [[], {}, [1, {"a": None}]],
+            "conversations": [{"from": "gpt", "value": "Épanchement pleural.\nNo change."}],
+        }
+        for i in range(n)
+    ]
+    path = tmp_path / "train.json"
+    assert _write_json_list(path, iter(records), nan_labels=True) == n
+    assert path.read_bytes() == json.dumps(records, ensure_ascii=False, indent=1, allow_nan=True).encode()
+    assert [p.name for p in tmp_path.iterdir()] == ["train.json"]  # no temporary file left behind
