@@ -98,7 +98,7 @@ def demo(
 
 
 def _comparison_text(r: dict) -> str:
-    from flows.compare import SMALL_N
+    from tasks.evaluate.leaderboard import SMALL_N
 
     def ci(d: dict) -> str:
         return f"{d['value']:.2f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else str(d.get("value"))
