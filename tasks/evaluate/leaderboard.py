@@ -21,7 +21,9 @@ def significance(baseline_dir: Path | str, variant_dir: Path | str, n_resamples:
     from tasks.evaluate.significance import compare_evals
 
     try:
-        return compare_evals(Path(baseline_dir), Path(variant_dir), n_resamples=n_resamples).model_dump(mode="json")
+        return compare_evals(Path(baseline_dir), Path(variant_dir), n_resamples=n_resamples).model_dump(
+            mode="json"
+        )
     except ValueError as exc:
         return {"not_computed": f"not computed: {exc}", "metrics": {}}
 
@@ -30,8 +32,13 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(float(x), 4)
 
 
-def leaderboard_rows(evals: dict[str, str], baseline: str, metrics: list[str], sig: dict[str, dict],
-                     runs: dict[str, str] | None = None) -> list[dict]:
+def leaderboard_rows(
+    evals: dict[str, str],
+    baseline: str,
+    metrics: list[str],
+    sig: dict[str, dict],
+    runs: dict[str, str] | None = None,
+) -> list[dict]:
     """One row per (variant, metric), every statistic in its own numeric column so the UI sorts them:
     value with its 95% bootstrap CI, and vs the baseline the paired difference with its CI and p-value (one
     paired bootstrap, tasks/evaluate/resampling.py). `runs`: variant -> link to its run. `status` says why a
@@ -41,27 +48,53 @@ def leaderboard_rows(evals: dict[str, str], baseline: str, metrics: list[str], s
         m = load_metrics(d)
         for name in metrics:
             r = m.metrics.get(name)
-            row: dict = {"variant": variant, "metric": name, "value": None, "ci_low": None, "ci_high": None,
-                         "diff": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None,
-                         "n": m.n_reports, "small_n": m.n_reports < SMALL_N, "status": "",
-                         "run": (runs or {}).get(variant, "")}
+            row: dict = {
+                "variant": variant,
+                "metric": name,
+                "value": None,
+                "ci_low": None,
+                "ci_high": None,
+                "diff": None,
+                "diff_ci_low": None,
+                "diff_ci_high": None,
+                "p_value": None,
+                "n": m.n_reports,
+                "small_n": m.n_reports < SMALL_N,
+                "status": "",
+                "run": (runs or {}).get(variant, ""),
+            }
             if r is None or r.value is None:
                 row["status"] = r.not_computed if r is not None else "not computed: metric absent"
                 rows.append(row)
                 continue
-            row.update(value=_r(r.value), ci_low=_r(r.ci[0]) if r.ci else None,
-                       ci_high=_r(r.ci[1]) if r.ci else None, n=r.n, small_n=r.n < SMALL_N)
+            row.update(
+                value=_r(r.value),
+                ci_low=_r(r.ci[0]) if r.ci else None,
+                ci_high=_r(r.ci[1]) if r.ci else None,
+                n=r.n,
+                small_n=r.n < SMALL_N,
+            )
             if variant == baseline:
                 row["status"] = "baseline"
             else:
                 c = sig[variant].get("metrics", {}).get(name)
                 if c is None or c.get("not_computed") or c.get("diff") is None:
-                    row["status"] = (c or {}).get("not_computed") or sig[variant].get("not_computed") \
+                    row["status"] = (
+                        (c or {}).get("not_computed")
+                        or sig[variant].get("not_computed")
                         or "not computed: no paired comparison"
+                    )
                 else:
                     lo, hi = c["diff_ci"] or (None, None)
-                    row.update(diff=_r(c["diff"]), diff_ci_low=_r(lo), diff_ci_high=_r(hi),
-                               p_value=_r(c["p_value"]), n=c["n"], small_n=c["n"] < SMALL_N, status="compared")
+                    row.update(
+                        diff=_r(c["diff"]),
+                        diff_ci_low=_r(lo),
+                        diff_ci_high=_r(hi),
+                        p_value=_r(c["p_value"]),
+                        n=c["n"],
+                        small_n=c["n"] < SMALL_N,
+                        status="compared",
+                    )
             rows.append(row)
     return rows
 
@@ -73,23 +106,34 @@ def leaderboard_markdown(name: str, baseline: str, rows: list[dict], links: bool
     def ci(lo, hi) -> str:
         return f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
 
-    lines = [f"# Ablation `{name}`", "",
-             f"Baseline `{baseline}`. Values: 95% bootstrap CI. vs baseline: paired difference (variant - "
-             "baseline) with its 95% CI and two-sided p-value, both from one paired bootstrap over the test "
-             "reports.", "", "| metric | variant | value [95% CI] | vs baseline [95% CI] | p | n |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Ablation `{name}`",
+        "",
+        f"Baseline `{baseline}`. Values: 95% bootstrap CI. vs baseline: paired difference (variant - "
+        "baseline) with its 95% CI and two-sided p-value, both from one paired bootstrap over the test "
+        "reports.",
+        "",
+        "| metric | variant | value [95% CI] | vs baseline [95% CI] | p | n |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         variant = f"[{r['variant']}]({r['run']})" if links and r.get("run") else r["variant"]
         value = f"{r['value']:.2f}{ci(r['ci_low'], r['ci_high'])}" if r["value"] is not None else r["status"]
         if r["diff"] is not None:
             vs, p = f"{r['diff']:+.2f}{ci(r['diff_ci_low'], r['diff_ci_high'])}", f"{r['p_value']:.3f}"
         else:
-            vs, p = ("baseline" if r["status"] == "baseline" else r["status"] if r["value"] is not None else ""), ""
+            vs, p = (
+                ("baseline" if r["status"] == "baseline" else r["status"] if r["value"] is not None else ""),
+                "",
+            )
         n = f"{r['n']} ⚠" if r["small_n"] else str(r["n"])
         lines.append(f"| {r['metric']} | {variant} | {value} | {vs} | {p} | {n} |")
     if any(r["small_n"] for r in rows):
-        lines += ["", f"⚠ fewer than {SMALL_N} test reports: CIs are wide and p-values unreliable; evaluate on "
-                  "more reports before drawing conclusions."]
+        lines += [
+            "",
+            f"⚠ fewer than {SMALL_N} test reports: CIs are wide and p-values unreliable; evaluate on "
+            "more reports before drawing conclusions.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -125,5 +169,7 @@ def chart_markdown(name: str, baseline: str, png: bytes) -> str:
     """The chart inlined as a data URL (an artifact cannot reference a local file)."""
     import base64
 
-    return (f"# Ablation `{name}`\n\nBaseline: `{baseline}`\n\n"
-            f"![metrics with 95% CIs](data:image/png;base64,{base64.b64encode(png).decode()})\n")
+    return (
+        f"# Ablation `{name}`\n\nBaseline: `{baseline}`\n\n"
+        f"![metrics with 95% CIs](data:image/png;base64,{base64.b64encode(png).decode()})\n"
+    )
