@@ -118,3 +118,21 @@ def test_stage_configs_pass_the_option_to_training(tmp_path):
 
     cfg = PipelineConfig.model_validate({"data": {"root": str(tmp_path)}, "train": {"shuffle_images": True}})
     assert stage_configs(cfg)["train"].shuffle_images is True
+
+
+def test_the_cached_example_list_keeps_the_study(tmp_path, monkeypatch):
+    """A resumed run reads its examples from RUN/examples-train.json: the shuffle control must draw the same
+    derangement from them as the first run did."""
+    import training.run as run
+    from schemas.train import default_config
+
+    shards = write_train_shards(tmp_path / "shards", n=6, per_shard=3)
+    cfg = default_config("tiny", shards, tmp_path / "run")
+    built = [Example(i, -1, f"5000000{i // 2}") for i in range(6)]
+    monkeypatch.setattr(run, "build_examples", lambda ds, expand: (built, {"examples": 6}))
+    (tmp_path / "run").mkdir()
+    _, first, _ = run.prepare_data(cfg, tmp_path / "run")
+    monkeypatch.setattr(run, "build_examples", lambda ds, expand: pytest.fail("the cache was not used"))
+    _, cached, _ = run.prepare_data(cfg, tmp_path / "run")
+    assert cached == first == built
+    assert shuffled_images(cached, 0) == shuffled_images(built, 0)
