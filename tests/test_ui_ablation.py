@@ -1,6 +1,7 @@
 """The Prefect UI as a researcher sees it: a real `prefect server start` on loopback with its own PREFECT_HOME,
 a two-variant ablation of the tiny pipeline run against it by the CLI, the runs/parameters/tags/leaderboard
-checked through the REST API, and the leaderboard artifact page rendered by headless Chromium."""
+checked through the REST API, and the Runs page filtered by tag (one row per variant) and the leaderboard
+artifact page rendered by headless Chromium."""
 
 from __future__ import annotations
 
