@@ -88,17 +88,19 @@ def demo(
 
     run_dir = Path(trained["stages"]["train"]["dir"])
     typer.echo(f"\n== what was trained\n  {describe_training(run_dir)}, on CPU; the `shuffled` control is the "
-               "same training with each training image swapped for another sample's (fixed permutation).")
+               "same training with each training image swapped for another study's (a fixed permutation in which no "
+               "sample keeps its own image).")
     typer.echo(f"\n== where\n  learning.json: {out / 'learning.json'}\n  leaderboard:   "
                f"{result['compare']['dir']}\n  fixture:       {root}")
     home = os.environ.get("PREFECT_HOME", "~/.prefect")  # `make demo` keeps the runs in artifacts/prefect
-    typer.echo(f"\n== the UI\n  PREFECT_HOME={home} .venv/bin/prefect server start   (then open "
-               f"http://127.0.0.1:4200)\n  Runs, filter by tag `ablation:{ablation.name}`: one row per variant; "
-               f"Artifacts: `ablation-{ablation.name}-leaderboard` (sortable) and `-leaderboard-md`.")
+    typer.echo(f"\n== the UI\n  PREFECT_HOME={home} .venv/bin/prefect server start\n  then open "
+               f"http://127.0.0.1:4200/runs?tag=ablation:{ablation.name} (Runs filtered by tag "
+               f"`ablation:{ablation.name}`: one row per variant);\n  Artifacts: "
+               f"`ablation-{ablation.name}-leaderboard` (sortable) and `-leaderboard-md`.")
 
 
 def _comparison_text(r: dict) -> str:
-    from flows.compare import SMALL_N
+    from tasks.evaluate.leaderboard import SMALL_N
 
     def ci(d: dict) -> str:
         return f"{d['value']:.2f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else str(d.get("value"))

@@ -1,6 +1,7 @@
 """The Prefect UI as a researcher sees it: a real `prefect server start` on loopback with its own PREFECT_HOME,
 a two-variant ablation of the tiny pipeline run against it by the CLI, the runs/parameters/tags/leaderboard
-checked through the REST API, and the leaderboard artifact page rendered by headless Chromium."""
+checked through the REST API, and the Runs page filtered by tag (one row per variant) and the leaderboard
+artifact page rendered by headless Chromium."""
 
 from __future__ import annotations
 
@@ -104,6 +105,15 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
         assert isinstance(pad_rouge[col], float), (col, pad_rouge)  # numbers, so the UI sorts them
     assert pad_rouge["run"] == f"/runs/flow-run/{variants['ui-demo-pad']['id']}"
 
+    # The Runs page as a researcher opens it, filtered by the tag in its URL (the UI keeps its filter in the
+    # query string: `/runs?tag=<tag>`, prefect/server/ui's Runs page): one row per variant, named after it.
+    listed = _run_rows(f"{url}/runs?tag=ablation:ui-demo", tmp_path)
+    assert sorted(listed.values()) == ["ui-demo-crop", "ui-demo-pad"], listed
+    assert set(listed) == {variants["ui-demo-crop"]["id"], variants["ui-demo-pad"]["id"]}
+    # the same page with the ablate tag lists the other two runs: the rows come from the URL's filter
+    assert sorted(_run_rows(f"{url}/runs?tag=ablate:ui-demo", tmp_path).values()) == [
+        "ui-demo-ablate", "ui-demo-compare"]
+
     # The artifact page as a researcher opens it: numeric columns render as their own headers and cells.
 
     text = _rendered(f"{url}/artifacts/artifact/{arts[0]['id']}", tmp_path)
@@ -123,14 +133,35 @@ def _js(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(x)
 
 
-def _rendered(page: str, tmp_path: Path) -> str:
-    """The page's text after headless Chromium has run the UI's JavaScript."""
-    import re
-
-    dom = subprocess.run(
+def _dom(page: str, tmp_path: Path) -> str:
+    """The page's DOM after headless Chromium has run the UI's JavaScript. A tall window: the Runs list is a
+    virtual scroller that renders only the rows in view."""
+    return subprocess.run(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'chromium'}", "--virtual-time-budget=30000", "--dump-dom", page],
+         f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,3000", "--virtual-time-budget=30000",
+         "--dump-dom", page],
         capture_output=True, text=True, timeout=180,
     ).stdout
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def _text(html: str) -> str:
+    import re
+
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+def _rendered(page: str, tmp_path: Path) -> str:
+    """The page's visible text."""
+    return _text(_dom(page, tmp_path))
+
+
+def _run_rows(page: str, tmp_path: Path) -> dict[str, str]:
+    """The rows of a rendered Runs page: flow run id -> the run name its row shows."""
+    import re
+
+    dom = _dom(page, tmp_path)
+    links = re.findall(r'<a href="/runs/flow-run/([0-9a-f-]+)" class="[^"]*flow-run-bread-crumbs__flow-run-link"'
+                       r"[^>]*>(.*?)</a>", dom, flags=re.S)
+    assert dom.count('class="flow-run-list-item"') == len(links), _text(dom)[-2000:]
+    return {run_id: _text(inner) for run_id, inner in links}

@@ -89,6 +89,7 @@ def sample_meta(sample: dict) -> dict:
 class Example:
     index: int  # sample index in the split
     target: int  # index into K.json "targets", or -1 for K.txt
+    study: str | None = None  # the sample's study_id (the shuffle control never pairs a study with itself)
 
 
 def build_examples(ds, expand_targets: bool) -> tuple[list[Example], dict]:
@@ -101,14 +102,17 @@ def build_examples(ds, expand_targets: bool) -> tuple[list[Example], dict]:
         if not any(ext in sample for ext in IMAGE_EXTS):
             dropped["no image member"] = dropped.get("no image member", 0) + 1
             continue
+        meta = sample_meta(sample)
+        study = meta.get("study_id")
+        study = None if study is None else str(study)
         if expand_targets:
-            targets = sample_meta(sample).get("targets") or []
+            targets = meta.get("targets") or []
             idx = [t for t, tg in enumerate(targets) if (tg.get("findings") or "").strip()]
             if idx:
-                examples += [Example(i, t) for t in idx]
+                examples += [Example(i, t, study) for t in idx]
                 continue
         if (_member(sample, ".txt") or b"").strip():
-            examples.append(Example(i, -1))
+            examples.append(Example(i, -1, study))
         else:
             dropped["empty findings"] = dropped.get("empty findings", 0) + 1
     summary = {"samples_found": len(ds), "examples": len(examples), "samples_dropped_by_reason": dropped}
@@ -140,13 +144,33 @@ class ImageTransform:
 
 
 def shuffled_images(examples: list[Example], seed: int) -> dict[int, int]:
-    """The shuffle control: sample index -> index of the sample whose image it is shown with. A fixed
-    permutation (by `seed`) of the samples that have examples, so every target of a sample gets the same
-    wrong image and every image is still seen as often as before."""
-    samples = sorted({e.index for e in examples})
+    """The shuffle control: sample index -> index of the sample whose image it is shown with. A fixed (by
+    `seed`) permutation of the samples that have examples, in which no sample keeps its own image or gets an
+    image of its own study (a lateral of the same study would still show its findings). Every target of a
+    sample gets the same wrong image, and every image is still seen exactly as often as before.
+
+    Construction: studies in random order, each study's samples contiguous and in random order, then every
+    sample takes the image `k` places further round the cycle, k = the largest study's sample count. A study
+    occupies at most k consecutive places, so the image k places on is another study's whenever k <= n - k."""
+    study_of: dict[int, str] = {}
+    for e in examples:
+        study_of.setdefault(e.index, e.study if e.study is not None else f"\0sample-{e.index}")
+    groups: dict[str, list[int]] = {}
+    for s in sorted(study_of):
+        groups.setdefault(study_of[s], []).append(s)
+    n, k = len(study_of), max((len(g) for g in groups.values()), default=0)
+    if n and 2 * k > n:
+        from schemas.errors import UserError
+
+        raise UserError(f"shuffle control: one study holds {k} of the {n} training samples, so not every "
+                        "sample can get another study's image; the split needs more studies")
     g = torch.Generator().manual_seed(seed * 7_919 + 17)
-    order = torch.randperm(len(samples), generator=g).tolist()
-    return {s: samples[j] for s, j in zip(samples, order, strict=True)}
+    names = sorted(groups)
+    order = []
+    for j in torch.randperm(len(names), generator=g).tolist():
+        members = groups[names[j]]
+        order += [members[m] for m in torch.randperm(len(members), generator=g).tolist()]
+    return {order[i]: order[(i + k) % n] for i in range(n)}
 
 
 class ExampleDataset(torch.utils.data.Dataset):

@@ -47,13 +47,14 @@ def prepare_data(cfg: TrainConfig, run_dir: Path):
     """wids dataset + examples; the example list is cached in the run dir keyed by the index hash."""
     shardlist = read_index(cfg.shards, cfg.split)
     ds = open_shards(shardlist, run_dir / ".wids")
-    key = sha256_file(cfg.shards / index_name(cfg.split))[:16] + f"-{int(cfg.expand_targets)}"
+    # "-s": rows carry the study id (the shuffle control's derangement depends on it); older caches are rebuilt
+    key = sha256_file(cfg.shards / index_name(cfg.split))[:16] + f"-{int(cfg.expand_targets)}-s"
     cache = run_dir / f"examples-{cfg.split}.json"
     if cache.exists() and json.loads(cache.read_text()).get("key") == key:
         data = json.loads(cache.read_text())
         return ds, [Example(*e) for e in data["examples"]], data["summary"]
     examples, summary = build_examples(ds, cfg.expand_targets)
-    rows = [[e.index, e.target] for e in examples]
+    rows = [[e.index, e.target, e.study] for e in examples]
     atomic_write_json(cache, {"key": key, "summary": summary, "examples": rows})
     return ds, examples, summary
 
