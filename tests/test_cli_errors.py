@@ -300,6 +300,40 @@ def test_an_error_found_inside_a_flow_is_the_only_output(prefect_server, tmp_pat
     assert not any("Traceback" in r.message for r in logs)
 
 
+@pytest.mark.slow  # ~20 s: the CLI in a subprocess, a flow run
+def test_a_bug_inside_a_flow_keeps_its_traceback_on_the_console(prefect_server, tmp_path):
+    """The console filter keeps only user errors off the console: an unexpected exception raised inside a
+    flow run's task reaches stderr with its traceback and exit 1, at the default verbosity."""
+    from prefect.settings import PREFECT_API_URL
+
+    from fixtures.shard_manifest import default_rows, write_dataset
+
+    data = write_dataset(tmp_path / "data", default_rows(12))
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
+    env.update(PYTHONPATH=str(ROOT), PREFECT_API_URL=PREFECT_API_URL.value())
+    args = ["shard", "--data", str(data), "--out", str(tmp_path / "s"), "--artifacts", str(tmp_path / "a")]
+    script = (
+        "import sys, tasks.validate as v\n"
+        "def boom(*a, **k):\n    raise RuntimeError('a bug in assembling samples')\n"
+        "v.assemble_samples = boom\n"
+        "from cxrflow_cli.main import run\nsys.exit(run(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" in proc.stderr and "RuntimeError: a bug in assembling samples" in proc.stderr
+    # Prefect's own records of the failed task and flow run (what the filter sees) are on the console too
+    assert "Task run failed with exception: RuntimeError" in proc.stderr
+    assert "Task run encountered an exception RuntimeError" in proc.stderr
+    assert "Encountered exception during execution: RuntimeError" in proc.stderr
+
+
 def test_encoder_and_comparisons_check_their_inputs(cli, tmp_path):
     """Before any flow (a flow would fail on the closed PREFECT_API_URL with a traceback, exit 1)."""
     assert_one_line_error(
