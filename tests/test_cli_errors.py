@@ -347,3 +347,30 @@ def test_encoder_and_comparisons_check_their_inputs(cli, tmp_path):
         cli("fixtures", "mimic-cxr", "--out", tmp_path / "f", "--size", "huge"), "--size"
     )
     assert "Value error" not in line and "'small', 'full'" in line
+
+
+def test_demo_checks_its_out_and_spec_before_writing_the_fixture(cli, tmp_path, monkeypatch):
+    """Each was a traceback, two of them after the 200-study fixture was written."""
+    import cxrflow_cli.demo as demo
+
+    written: list[Path] = []
+    monkeypatch.setattr(demo, "write_demo_fixture", lambda root, *a: written.append(root) or root)
+    (tmp_path / "f").write_text("")
+    assert_one_line_error(cli("demo", "--out", tmp_path / "f"), "--out", "is a file, not a folder")
+    assert_one_line_error(cli("demo", "--out", tmp_path / "o", "--spec", tmp_path / "no.yaml"), "--spec")
+    assert_one_line_error(cli("demo", "--out", tmp_path / "o", "--studies", "0"), "--studies")
+    assert written == []
+
+    import flows.ablate
+
+    class Ran(Exception):
+        pass
+
+    def ran(ablation):
+        raise Ran(ablation.name)
+
+    monkeypatch.setattr(flows.ablate, "run_ablation", ran)
+    monkeypatch.chdir(tmp_path)  # outside the repository: the default spec is the project's own copy
+    with pytest.raises(Ran):
+        cli("demo", "--out", tmp_path / "o")
+    assert written == [tmp_path / "o" / "learnable"]
