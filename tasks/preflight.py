@@ -55,6 +55,31 @@ def check_data_dir(data: Path, flag: str = "--data") -> None:
         raise UserError(
             f"{flag} {data} holds no manifest.parquet", "pass the --out folder of `cxrflow ingest`"
         )
+    check_manifest(data / "manifest.parquet", flag)
+
+
+# Columns every manifest has had (schemas/manifest.py, non-nullable), so a stray Parquet file is told apart.
+MANIFEST_KEY_COLUMNS = ("image_key", "source", "subject_id", "study_id", "split", "image_path")
+
+
+def check_manifest(path: Path, flag: str = "--manifest") -> None:
+    """A manifest.parquet that opens as Parquet and has the manifest's key columns (its footer only is read;
+    a stray file here was a traceback from inside the flow, after the server started)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(
+            f"{flag}: {path} is not a readable Parquet file ({exc})", "pass what `cxrflow ingest` wrote"
+        ) from None
+    missing = [c for c in MANIFEST_KEY_COLUMNS if c not in names]
+    if missing:
+        raise UserError(
+            f"{flag}: {path} is not a manifest (no {', '.join(missing)} column)",
+            "pass what `cxrflow ingest` wrote",
+        )
 
 
 def check_shards(shards: Path, split: str = "train", flag: str = "--shards") -> None:

@@ -150,6 +150,24 @@ def test_shard_and_evaluate_check_their_folders(cli, tmp_path):
     )
 
 
+def test_a_file_that_is_not_a_manifest_is_one_line(cli, tmp_path):
+    """Was a KeyError / ArrowInvalid traceback from inside the flow, after the server started (the API URL is
+    closed here, so reaching the flow would be a connection error, not this line)."""
+    import polars as pl
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "manifest.parquet").write_text("sources: []\n")
+    assert_one_line_error(
+        cli("shard", "--data", tmp_path / "d", "--out", tmp_path / "s"), "not a readable Parquet"
+    )
+    pl.DataFrame({"image_key": ["a"], "shard": ["x"]}).write_parquet(tmp_path / "shards.parquet")
+    line = assert_one_line_error(
+        cli("structure", "--manifest", tmp_path / "shards.parquet", "--out", tmp_path / "o"),
+        "is not a manifest",
+    )
+    assert "no source, subject_id" in line
+
+
 def test_bad_choice_and_missing_option_are_one_line(cli, tmp_path):
     assert_one_line_error(
         cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--resize", "stretch"),
