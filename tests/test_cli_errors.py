@@ -189,6 +189,11 @@ def test_a_malformed_predictions_file_is_one_line(cli, tmp_path):
     assert_one_line_error(
         cli("chexprompt", "--input", tmp_path / "p.jsonl", "--backend", "rules"), ":2: not JSON"
     )
+    (tmp_path / "b.jsonl").write_bytes(b'{"id": "a", "reference": "x", "prediction": "y"}\n\xc7\xff{}\n')
+    assert_one_line_error(cli("score", "--predictions", tmp_path / "b.jsonl"), "b.jsonl:2: not UTF-8")
+    assert_one_line_error(
+        cli("chexprompt", "--input", tmp_path / "b.jsonl", "--backend", "rules"), ":2: not UTF-8"
+    )
     assert not (tmp_path / "metrics.json").exists()
 
 
