@@ -92,7 +92,9 @@ def load_yaml_mapping(path, flag: str) -> dict:
             f"{flag} {path} does not exist" if not path.exists() else f"{flag} {path} is a folder"
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{flag} {path} is not UTF-8 text (expected YAML)") from None
     except yaml.YAMLError as e:
         raise UserError(f"{flag} {path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):

@@ -397,3 +397,17 @@ def test_demo_checks_its_out_and_spec_before_writing_the_fixture(cli, tmp_path, 
     with pytest.raises(Ran):
         cli("demo", "--out", tmp_path / "o")
     assert written == [tmp_path / "o" / "learnable"]
+
+
+def test_config_files_that_are_not_yaml_mappings_are_one_line(cli, tmp_path):
+    """Not UTF-8 and not YAML, for every command reading a YAML file (ablate and a non-UTF-8 mixture were
+    tracebacks; a non-UTF-8 pipeline config did not name the file)."""
+    (tmp_path / "bin.yaml").write_bytes(b"\xfb\xc7\x00garbage")
+    (tmp_path / "bad.yaml").write_text("name: x\nbase: {root: /tmp\n")
+    (tmp_path / "nobase.yaml").write_text(f"name: x\nbase: {tmp_path / 'none.yaml'}\nvariants: {{a: {{}}}}\n")
+    out = ["--out", str(tmp_path / "o")]
+    assert_one_line_error(cli("pipeline", "--config", tmp_path / "bin.yaml"), "bin.yaml is not UTF-8")
+    assert_one_line_error(cli("ingest", "--mixture", tmp_path / "bin.yaml", *out), "bin.yaml is not UTF-8")
+    assert_one_line_error(cli("ablate", "--spec", tmp_path / "bin.yaml"), "bin.yaml is not UTF-8")
+    assert_one_line_error(cli("ablate", "--spec", tmp_path / "bad.yaml"), "bad.yaml is not valid YAML")
+    assert_one_line_error(cli("ablate", "--spec", tmp_path / "nobase.yaml"), "none.yaml does not exist")
