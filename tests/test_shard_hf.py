@@ -160,3 +160,15 @@ def test_training_reads_the_indication_as_the_manifest_has_it():
         meta = encode_sample_json(row, [{"findings": "x", "method": "rule-based"}], indication, "rule-based")
         raw = json.dumps(meta).encode()
         assert sample_meta({".json": io.BytesIO(raw)})["indication"] == indication
+
+
+def test_a_layout_bump_gives_the_shard_stage_and_everything_after_it_new_hashes(monkeypatch):
+    """A pipeline never reuses a shard stage written in another K.json layout (nor training on it)."""
+    import schemas.pipeline as pipeline
+
+    cfg = pipeline.PipelineConfig.model_validate({"out": "/tmp/o", "data": {"root": "/tmp"}})
+    before = cfg.stage_hashes()
+    monkeypatch.setattr(pipeline, "LAYOUT_VERSION", pipeline.LAYOUT_VERSION - 1)
+    after = cfg.stage_hashes()
+    assert before["ingest"] == after["ingest"] and before["structure"] == after["structure"]
+    assert all(before[s] != after[s] for s in ("shard", "train", "evaluate"))
