@@ -411,3 +411,13 @@ def test_config_files_that_are_not_yaml_mappings_are_one_line(cli, tmp_path):
     assert_one_line_error(cli("ablate", "--spec", tmp_path / "bin.yaml"), "bin.yaml is not UTF-8")
     assert_one_line_error(cli("ablate", "--spec", tmp_path / "bad.yaml"), "bad.yaml is not valid YAML")
     assert_one_line_error(cli("ablate", "--spec", tmp_path / "nobase.yaml"), "none.yaml does not exist")
+
+
+@pytest.mark.parametrize("source", ["mimic-cxr", "padchest", "vindr-cxr"])
+def test_fixtures_refuse_a_file_as_out(cli, tmp_path, source):
+    """Was a NotADirectoryError traceback from inside the writer."""
+    (tmp_path / "f").write_text("")
+    assert_one_line_error(
+        cli("fixtures", source, "--out", tmp_path / "f"), "--out", "is a file, not a folder"
+    )
+    assert_one_line_error(cli("fixtures", source, "--out", tmp_path / "f" / "x"), "is a file, not a folder")
