@@ -172,3 +172,37 @@ def test_a_later_unrelated_failure_of_a_same_named_type_reaches_the_console(monk
     finally:
         parent.removeHandler(handler)
     assert len(console) == 2 and "schema 'x' is broken" in console[1], console
+
+
+def test_verbose_keeps_prefect_records_of_a_user_error_with_their_traceback(monkeypatch):
+    import logging
+
+    from cxrflow_cli import quiet
+    from schemas.errors import UserError
+
+    for var in QUIET_ENV:
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    logger = logging.getLogger("prefect.flow_runs")
+    monkeypatch.setattr(logger, "filters", [])
+    monkeypatch.setattr(logger, "propagate", True)
+    steps = logging.getLogger("cxrflow.training.steps")
+    monkeypatch.setattr(steps, "propagate", steps.propagate)
+    console: list[logging.LogRecord] = []
+
+    class Console(logging.Handler):
+        def emit(self, record):
+            console.append(record)
+
+    parent = logging.getLogger("prefect")
+    handler = Console()
+    parent.addHandler(handler)
+    try:
+        quiet.configure(verbose=True)
+        try:
+            raise UserError("11 examples do not fill one global batch")
+        except UserError:
+            logger.error("Encountered exception during execution", exc_info=True)
+    finally:
+        parent.removeHandler(handler)
+    assert len(console) == 1 and console[0].exc_info is not None
