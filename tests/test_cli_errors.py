@@ -281,11 +281,29 @@ def test_split_is_accepted_in_both_spellings(tmp_path):
     from schemas.errors import UserError
     from tasks.preflight import check_shards
 
-    (tmp_path / "validation.index.json").write_text("{}")
+    (tmp_path / "validation.index.json").write_text('{"wids_version": 1, "shardlist": []}')
     check_shards(tmp_path, "validation")
     check_shards(tmp_path, "validate")
     with pytest.raises(UserError, match="unknown split 'valid'"):
         check_shards(tmp_path, "valid")
+
+
+def test_a_broken_or_half_copied_shard_folder_is_one_line(cli, tmp_path):
+    """An index that is not JSON, or that names tars that are not there (a folder copied without data/), was
+    a JSONDecodeError / FileNotFoundError traceback from inside the training flow."""
+    from fixtures.train_shards import write_train_shards
+    from tasks.preflight import check_shards
+
+    shards = write_train_shards(tmp_path / "shards", n=3, per_shard=3)
+    check_shards(shards, "train")  # whole: fine
+    for tar in (shards / "data").glob("*.tar"):
+        tar.unlink()
+    out = ["--out", str(tmp_path / "o")]
+    assert_one_line_error(
+        cli("train", "--shards", shards, *out), "shard(s) train.index.json names are missing"
+    )
+    (shards / "train.index.json").write_text("{not json")
+    assert_one_line_error(cli("train", "--shards", shards, *out), "train.index.json is not a wids index")
 
 
 @pytest.mark.slow  # ~20 s: the CLI in a subprocess, GX validation in a flow run
