@@ -384,6 +384,14 @@ def test_encoder_and_comparisons_check_their_inputs(cli, tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     assert_one_line_error(cli("compare", f"a={tmp_path}", "--baseline", "b"), "--baseline 'b' is not one of")
     assert_one_line_error(cli("compare-evals", tmp_path, tmp_path), "holds no per_report.parquet")
+    (tmp_path / "per_report.parquet").write_bytes(b"not parquet")
+    assert_one_line_error(cli("compare-evals", tmp_path, tmp_path), "is not a readable Parquet file")
+    (tmp_path / "metrics.json").write_text(
+        "{bad"
+    )  # was found inside the compare flow, without the file's name
+    assert_one_line_error(
+        cli("compare", f"a={tmp_path}"), f"a={tmp_path}: metrics.json is not an evaluation's"
+    )
     line = assert_one_line_error(
         cli("fixtures", "mimic-cxr", "--out", tmp_path / "f", "--size", "huge"), "--size"
     )
