@@ -78,6 +78,16 @@ def value(choice):
     return None if choice is None else getattr(choice, "value", choice)
 
 
+def out_folder(out):
+    """Option callback: an output folder, checked as the arguments are parsed (a file there was a traceback
+    after the writer started)."""
+    if out is not None:
+        from tasks.preflight import check_out_dir
+
+        check_out_dir(out)
+    return out
+
+
 def load_yaml_mapping(path, flag: str) -> dict:
     """A YAML file holding a mapping, or a one-line UserError naming the flag."""
     from pathlib import Path
@@ -92,7 +102,9 @@ def load_yaml_mapping(path, flag: str) -> dict:
             f"{flag} {path} does not exist" if not path.exists() else f"{flag} {path} is a folder"
         )
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{flag} {path} is not UTF-8 text (expected YAML)") from None
     except yaml.YAMLError as e:
         raise UserError(f"{flag} {path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):

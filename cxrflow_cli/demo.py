@@ -16,6 +16,8 @@ from typing import Annotated
 import typer
 
 DEMO_SPEC = Path("configs/ablations/learning.yaml")
+# The project's own copy, for a `cxrflow demo` started outside the repository root.
+_PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_STUDIES = 200
 
 
@@ -35,7 +37,7 @@ def write_demo_fixture(root: Path, studies: int = DEMO_STUDIES, seed: int = 0) -
 
 def demo(
     out: Annotated[Path, typer.Option(help="where everything goes")] = Path("artifacts/demo"),
-    studies: Annotated[int, typer.Option(help="fixture studies")] = DEMO_STUDIES,
+    studies: Annotated[int, typer.Option(min=1, help="fixture studies")] = DEMO_STUDIES,
     seed: Annotated[int, typer.Option(help="fixture seed")] = 0,
     spec: Annotated[Path, typer.Option(help="ablation YAML: a `trained` and a `shuffled` variant")] = DEMO_SPEC,
 ) -> None:
@@ -51,9 +53,14 @@ def demo(
         learning_record,
     )
     from tasks.io import atomic_write_json
+    from tasks.preflight import check_file, check_out_dir
 
+    check_out_dir(out)  # before the fixture is written (a file there was a traceback after minutes of work)
+    if spec == DEMO_SPEC and not spec.exists():
+        spec = _PROJECT_ROOT / DEMO_SPEC
+    check_file(spec, "--spec", "an ablation YAML with a `trained` and a `shuffled` variant")
+    ablation = load_ablation_spec(spec, {"data.root": str(out / "learnable"), "out": str(out / "pipeline")})
     root = write_demo_fixture(out / "learnable", studies, seed)
-    ablation = load_ablation_spec(spec, {"data.root": str(root), "out": str(out / "pipeline")})
     result = run_ablation(ablation)
     variants = result["variants"]
     trained = variants["trained"]

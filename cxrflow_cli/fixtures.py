@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cxrflow_cli._common import FixtureSize, value
+from cxrflow_cli._common import FixtureSize, out_folder, value
 
 fixtures_app = typer.Typer(
     help="Write synthetic datasets in their real released layouts.", no_args_is_help=True
@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 @fixtures_app.command("mimic-cxr")
 def mimic_cxr(
-    out: Annotated[Path, typer.Option(help="dataset root to write")] = ...,
+    out: Annotated[Path, typer.Option(help="dataset root to write", callback=out_folder)] = ...,
     studies: Annotated[int, typer.Option(help="number of good studies", min=1)] = 8,
     seed: Annotated[int, typer.Option(help="same seed, same bytes")] = 0,
     jpg: Annotated[bool, typer.Option("--jpg", help="MIMIC-CXR-JPG layout instead of DICOM")] = False,

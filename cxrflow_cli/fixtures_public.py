@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-Out = Annotated[Path, typer.Option(help="dataset root to write")]
+from cxrflow_cli._common import out_folder
+
+Out = Annotated[Path, typer.Option(help="dataset root to write", callback=out_folder)]
 Seed = Annotated[int, typer.Option(help="same seed, same bytes")]
 Size = Annotated[int, typer.Option(help="image side in px")]
 Quirks = Annotated[bool, typer.Option("--defects/--no-defects", help="plant one input per defect kind")]

@@ -108,12 +108,29 @@ def register(app: typer.Typer) -> None:
         if len(pairs) != len(evals):
             raise typer.BadParameter("each argument is variant=EVAL_DIR")
         for variant, folder in pairs.items():
-            if not (Path(folder) / "metrics.json").is_file():
+            path = Path(folder) / "metrics.json"
+            if not path.is_file():
                 raise UserError(
                     f"{variant}={folder}: no metrics.json there", "pass EVAL folders of `cxrflow evaluate`"
                 )
         if baseline is not None and baseline not in pairs:
             raise UserError(f"--baseline {baseline!r} is not one of the variants: {', '.join(pairs)}")
+        from pydantic import ValidationError
+
+        from schemas.evaluation import EvaluationMetrics
+
+        for variant, folder in pairs.items():
+            path = Path(folder) / "metrics.json"
+            try:  # read here, before the flow: a broken file was found inside it, without its name
+                EvaluationMetrics.model_validate_json(path.read_bytes())
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(x) for x in first["loc"])
+                raise UserError(
+                    f"{variant}={folder}: {path.name} is not an evaluation's metrics "
+                    f"({where + ': ' if where else ''}{first['msg']})",
+                    "pass EVAL folders of `cxrflow evaluate`",
+                ) from None
         res = compare(
             name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out), n_resamples=n_resamples
         )

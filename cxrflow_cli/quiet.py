@@ -48,19 +48,27 @@ class UserErrorsOffTheConsole(logging.Filter):
     def __init__(self, logger: logging.Logger) -> None:
         super().__init__()
         self.logger = logger
-        self.seen: set[str] = set()  # names of the user-error types already logged with their exception
+        # "Type: message" of each user error already logged with its exception (Prefect's form, states.py
+        # format_exception); the whole text, not the type name, so a later, unrelated failure of a same-named
+        # type in a long-lived process (a worker, a served flow) still reaches the console.
+        self.seen: set[str] = set()
 
     def _is_user_error(self, record: logging.LogRecord) -> bool:
         from cxrflow_cli.user_errors import is_user_error
 
         exc = record.exc_info[1] if record.exc_info else None
         if exc is not None and is_user_error(exc):
-            self.seen.add(type(exc).__name__)
+            self.seen.add(f"{type(exc).__name__}: {exc}")
             record.exc_info, record.exc_text = None, None
             return True
-        # the final-state record names the exception type only: "... encountered an exception ValidationFailed: ..."
+        if exc is not None:  # any other exception is shown with its traceback
+            return False
+        # the final-state record carries the exception as text only, inside the state's repr:
+        # "Finished in state Failed('Task run encountered an exception ValidationFailed: ...')"
         message = record.getMessage() if record.levelno >= logging.ERROR else ""
-        return any(f"exception {name}: " in message for name in self.seen)
+        return any(
+            f"exception {text}" in message or f"exception {repr(text)[1:-1]}" in message for text in self.seen
+        )
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._is_user_error(record):

@@ -42,6 +42,7 @@ def structure(
     from tasks import preflight
 
     preflight.check_file(manifest, "--manifest", "manifest.parquet from `cxrflow ingest`")
+    preflight.check_manifest(manifest)
     preflight.check_out_dir(out)
     backend, operation = value(backend), value(operation)
     llm = LLMConfig(

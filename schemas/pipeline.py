@@ -191,9 +191,20 @@ class AblationSpec(BaseModel):
 
 
 def load_yaml(path: Path) -> dict:
-    data = yaml.safe_load(Path(path).read_text())
+    """A YAML mapping; a file that is missing, not UTF-8, not YAML or not a mapping is a UserError (one line)."""
+    from schemas.errors import UserError
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise UserError(f"{path} does not exist" if not path.exists() else f"{path} is a folder") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (expected YAML)") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping at the top level")
+        raise UserError(f"{path}: expected a mapping at the top level")
     return data
 
 

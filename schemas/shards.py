@@ -28,8 +28,8 @@ SplitName = Literal["train", "validation", "validate", "test"]
 SHARD_DIR = "data"
 # Bumped when the folder layout changes, so a pipeline does not reuse a shard stage written in another one
 # (2: tars under data/ with Hub names, split `validation`; 3: README.md dataset card declaring the features;
-# 4: K.json without nulls, labels in `chexpert_labels`).
-LAYOUT_VERSION = 4
+# 4: K.json without nulls, labels in `chexpert_labels`; 5: K.json's `absent` names the fields that were null).
+LAYOUT_VERSION = 5
 
 
 def shard_split(split: str) -> str:

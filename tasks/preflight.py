@@ -55,6 +55,31 @@ def check_data_dir(data: Path, flag: str = "--data") -> None:
         raise UserError(
             f"{flag} {data} holds no manifest.parquet", "pass the --out folder of `cxrflow ingest`"
         )
+    check_manifest(data / "manifest.parquet", flag)
+
+
+# Columns every manifest has had (schemas/manifest.py, non-nullable), so a stray Parquet file is told apart.
+MANIFEST_KEY_COLUMNS = ("image_key", "source", "subject_id", "study_id", "split", "image_path")
+
+
+def check_manifest(path: Path, flag: str = "--manifest") -> None:
+    """A manifest.parquet that opens as Parquet and has the manifest's key columns (its footer only is read;
+    a stray file here was a traceback from inside the flow, after the server started)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except (OSError, pa.ArrowException) as exc:
+        raise UserError(
+            f"{flag}: {path} is not a readable Parquet file ({exc})", "pass what `cxrflow ingest` wrote"
+        ) from None
+    missing = [c for c in MANIFEST_KEY_COLUMNS if c not in names]
+    if missing:
+        raise UserError(
+            f"{flag}: {path} is not a manifest (no {', '.join(missing)} column)",
+            "pass what `cxrflow ingest` wrote",
+        )
 
 
 def check_shards(shards: Path, split: str = "train", flag: str = "--shards") -> None:
@@ -76,6 +101,26 @@ def check_shards(shards: Path, split: str = "train", flag: str = "--shards") -> 
         present = sorted(p.name for p in shards.glob("*.index.json"))
         more = f" (it has {', '.join(present)})" if present else ""
         raise UserError(f"{flag} {shards} is not a shard folder: no {index_name(split)}{more}", hint)
+    _check_index(shards / index_name(split), flag)
+
+
+def _check_index(index: Path, flag: str) -> None:
+    """The wids index reads as one and every shard it names is there (urls relative to the index, as wids
+    resolves them): a broken or half-copied shard folder was a traceback from inside the flow."""
+    import json
+
+    try:
+        urls = [str(s["url"]) for s in json.loads(index.read_text(encoding="utf-8"))["shardlist"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"{flag}: {index} is not a wids index ({type(exc).__name__}: {exc})", "re-run `cxrflow shard`"
+        ) from None
+    missing = [u for u in urls if "://" not in u and not (index.parent / u).is_file()]
+    if missing:
+        raise UserError(
+            f"{flag}: {len(missing)} of the {len(urls)} shard(s) {index.name} names are missing (e.g. {missing[0]})",
+            "copy the whole shard folder, or re-run `cxrflow shard`",
+        )
 
 
 def _split_is_empty(shards: Path, split: str) -> bool:

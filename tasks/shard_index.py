@@ -176,6 +176,7 @@ Each sample `K` has three members:
   `primary_method`. Nothing in it is null, so every sample shows every type: absent text is `""`,
   `source_labels` is one string joined by `{SOURCE_LABEL_SEP}`, and `chexpert_labels` maps each of the 14 CheXpert
   observations to {labels} or "unmentioned" (the LLaVA-Rad release writes 1.0 / 0.0 / -1.0 / NaN).
+  `absent` names the fields that were null (joined by `|`), so "" written by a source stays apart from absent.
 
 Load with `datasets.load_dataset("<this folder>")` or `datasets.load_dataset("webdataset",
 data_dir="<this folder>")`, or with `webdataset` / `wids` from the index files.

@@ -21,6 +21,7 @@ import pyarrow as pa
 from schemas.errors import UserError
 from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, FRONTAL_VIEWS, REPORT_SECTIONS
+from schemas.sample_json import SOURCE_LABEL_SEP
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
 from tasks.io import atomic_write_json, atomic_write_parquet, read_json
 from tasks.phi import LEFTOVER_PATTERNS
@@ -63,6 +64,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 )
 
 ROW_INDEX = "_row"
+# K.json joins the source labels with SOURCE_LABEL_SEP (schemas/sample_json.py): a label that is empty or holds
+# it would not split back, so its row is quarantined here rather than stopping the shard stage.
+SOURCE_LABELS_UNJOINABLE = "source_labels__unjoinable"
 
 
 class ValidationFailed(UserError):
@@ -120,12 +124,19 @@ def load_reports(data_dir: Path) -> dict[str, list[dict]]:
             # and the prompt format does the rest); other indications are cleaned
             indication = row.get("indication") if released else _clean(row.get("indication"))
             out.setdefault(row["image_key"], []).append(
-                {"method": _report_method(row), "findings": findings, "indication": indication, "released": released}
+                {
+                    "method": _report_method(row),
+                    "findings": findings,
+                    "indication": indication,
+                    "released": released,
+                }
             )
         # The rules version the structure stage ran beside an LLM (used when the manifest has none).
         rule = _clean(row.get("rule_findings"))
         if rule is not None:
-            out.setdefault(row["image_key"], []).append({"method": RULE_BASED, "findings": rule, "indication": None})
+            out.setdefault(row["image_key"], []).append(
+                {"method": RULE_BASED, "findings": rule, "indication": None}
+            )
     return out
 
 
@@ -262,10 +273,23 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
                     column=col, value_set=[1, 0, -1], meta={"check": f"{col} in 1/0/-1"}
                 )
             )
+    if "source_labels" in columns:  # gx_frame derives SOURCE_LABELS_UNJOINABLE from it
+        exps.append(
+            E.ExpectColumnValuesToBeInSet(
+                column=SOURCE_LABELS_UNJOINABLE,
+                value_set=[False],
+                meta={
+                    "check": "source labels joinable",
+                    "rule": f"none empty, none holding {SOURCE_LABEL_SEP!r}",
+                },
+            )
+        )
     exps.append(E.ExpectColumnValuesToBeUnique(column="image_key", meta={"check": "image_key unique"}))
     exps.append(
         E.ExpectColumnValuesToMatchRegex(
-            column="image_key", regex=r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,89}$", meta={"check": "image_key dot-free"}
+            column="image_key",
+            regex=r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,89}$",
+            meta={"check": "image_key dot-free"},
         )
     )
     exps.append(
@@ -298,7 +322,9 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
         for name, regex in PHI_PATTERNS.items():
             exps.append(
                 E.ExpectColumnValuesToBeInSet(
-                    column=_has(col, name), value_set=[False], meta={"check": f"no {name} in {col}", "regex": regex}
+                    column=_has(col, name),
+                    value_set=[False],
+                    meta={"check": f"no {name} in {col}", "regex": regex},
                 )
             )
     return exps
@@ -322,6 +348,17 @@ def gx_frame(samples: pl.DataFrame):
     # (the whole-frame conversion kept a pandas copy of every report text alive while GX ran).
     pdf = samples.drop(texts).to_pandas()
     derived = {}  # joined once: column-by-column inserts fragment the frame (pandas PerformanceWarning per column)
+    if "source_labels" in samples.columns:
+        derived[SOURCE_LABELS_UNJOINABLE] = (
+            samples.select(
+                pl.col("source_labels")
+                .list.eval(pl.element().str.contains(SOURCE_LABEL_SEP, literal=True) | (pl.element() == ""))
+                .list.any()
+                .fill_null(False)
+            )
+            .to_series()
+            .to_numpy()
+        )
     for c in texts:
         text = samples.get_column(c).to_pandas()
         derived[_chars(c)] = text.str.len()

@@ -150,6 +150,24 @@ def test_shard_and_evaluate_check_their_folders(cli, tmp_path):
     )
 
 
+def test_a_file_that_is_not_a_manifest_is_one_line(cli, tmp_path):
+    """Was a KeyError / ArrowInvalid traceback from inside the flow, after the server started (the API URL is
+    closed here, so reaching the flow would be a connection error, not this line)."""
+    import polars as pl
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "manifest.parquet").write_text("sources: []\n")
+    assert_one_line_error(
+        cli("shard", "--data", tmp_path / "d", "--out", tmp_path / "s"), "not a readable Parquet"
+    )
+    pl.DataFrame({"image_key": ["a"], "shard": ["x"]}).write_parquet(tmp_path / "shards.parquet")
+    line = assert_one_line_error(
+        cli("structure", "--manifest", tmp_path / "shards.parquet", "--out", tmp_path / "o"),
+        "is not a manifest",
+    )
+    assert "no source, subject_id" in line
+
+
 def test_bad_choice_and_missing_option_are_one_line(cli, tmp_path):
     assert_one_line_error(
         cli("ingest", "--root", tmp_path, "--out", tmp_path / "o", "--resize", "stretch"),
@@ -170,6 +188,11 @@ def test_a_malformed_predictions_file_is_one_line(cli, tmp_path):
     assert_one_line_error(cli("score", "--predictions", tmp_path / "p.jsonl"), "p.jsonl:2: not JSON")
     assert_one_line_error(
         cli("chexprompt", "--input", tmp_path / "p.jsonl", "--backend", "rules"), ":2: not JSON"
+    )
+    (tmp_path / "b.jsonl").write_bytes(b'{"id": "a", "reference": "x", "prediction": "y"}\n\xc7\xff{}\n')
+    assert_one_line_error(cli("score", "--predictions", tmp_path / "b.jsonl"), "b.jsonl:2: not UTF-8")
+    assert_one_line_error(
+        cli("chexprompt", "--input", tmp_path / "b.jsonl", "--backend", "rules"), ":2: not UTF-8"
     )
     assert not (tmp_path / "metrics.json").exists()
 
@@ -258,11 +281,29 @@ def test_split_is_accepted_in_both_spellings(tmp_path):
     from schemas.errors import UserError
     from tasks.preflight import check_shards
 
-    (tmp_path / "validation.index.json").write_text("{}")
+    (tmp_path / "validation.index.json").write_text('{"wids_version": 1, "shardlist": []}')
     check_shards(tmp_path, "validation")
     check_shards(tmp_path, "validate")
     with pytest.raises(UserError, match="unknown split 'valid'"):
         check_shards(tmp_path, "valid")
+
+
+def test_a_broken_or_half_copied_shard_folder_is_one_line(cli, tmp_path):
+    """An index that is not JSON, or that names tars that are not there (a folder copied without data/), was
+    a JSONDecodeError / FileNotFoundError traceback from inside the training flow."""
+    from fixtures.train_shards import write_train_shards
+    from tasks.preflight import check_shards
+
+    shards = write_train_shards(tmp_path / "shards", n=3, per_shard=3)
+    check_shards(shards, "train")  # whole: fine
+    for tar in (shards / "data").glob("*.tar"):
+        tar.unlink()
+    out = ["--out", str(tmp_path / "o")]
+    assert_one_line_error(
+        cli("train", "--shards", shards, *out), "shard(s) train.index.json names are missing"
+    )
+    (shards / "train.index.json").write_text("{not json")
+    assert_one_line_error(cli("train", "--shards", shards, *out), "train.index.json is not a wids index")
 
 
 @pytest.mark.slow  # ~20 s: the CLI in a subprocess, GX validation in a flow run
@@ -300,6 +341,40 @@ def test_an_error_found_inside_a_flow_is_the_only_output(prefect_server, tmp_pat
     assert not any("Traceback" in r.message for r in logs)
 
 
+@pytest.mark.slow  # ~20 s: the CLI in a subprocess, a flow run
+def test_a_bug_inside_a_flow_keeps_its_traceback_on_the_console(prefect_server, tmp_path):
+    """The console filter keeps only user errors off the console: an unexpected exception raised inside a
+    flow run's task reaches stderr with its traceback and exit 1, at the default verbosity."""
+    from prefect.settings import PREFECT_API_URL
+
+    from fixtures.shard_manifest import default_rows, write_dataset
+
+    data = write_dataset(tmp_path / "data", default_rows(12))
+    env = {k: v for k, v in os.environ.items() if k not in QUIET_ENV}
+    env.update(PYTHONPATH=str(ROOT), PREFECT_API_URL=PREFECT_API_URL.value())
+    args = ["shard", "--data", str(data), "--out", str(tmp_path / "s"), "--artifacts", str(tmp_path / "a")]
+    script = (
+        "import sys, tasks.validate as v\n"
+        "def boom(*a, **k):\n    raise RuntimeError('a bug in assembling samples')\n"
+        "v.assemble_samples = boom\n"
+        "from cxrflow_cli.main import run\nsys.exit(run(sys.argv[1:]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" in proc.stderr and "RuntimeError: a bug in assembling samples" in proc.stderr
+    # Prefect's own records of the failed task and flow run (what the filter sees) are on the console too
+    assert "Task run failed with exception: RuntimeError" in proc.stderr
+    assert "Task run encountered an exception RuntimeError" in proc.stderr
+    assert "Encountered exception during execution: RuntimeError" in proc.stderr
+
+
 def test_encoder_and_comparisons_check_their_inputs(cli, tmp_path):
     """Before any flow (a flow would fail on the closed PREFECT_API_URL with a traceback, exit 1)."""
     assert_one_line_error(
@@ -309,7 +384,66 @@ def test_encoder_and_comparisons_check_their_inputs(cli, tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     assert_one_line_error(cli("compare", f"a={tmp_path}", "--baseline", "b"), "--baseline 'b' is not one of")
     assert_one_line_error(cli("compare-evals", tmp_path, tmp_path), "holds no per_report.parquet")
+    (tmp_path / "per_report.parquet").write_bytes(b"not parquet")
+    assert_one_line_error(cli("compare-evals", tmp_path, tmp_path), "is not a readable Parquet file")
+    (tmp_path / "metrics.json").write_text(
+        "{bad"
+    )  # was found inside the compare flow, without the file's name
+    assert_one_line_error(
+        cli("compare", f"a={tmp_path}"), f"a={tmp_path}: metrics.json is not an evaluation's"
+    )
     line = assert_one_line_error(
         cli("fixtures", "mimic-cxr", "--out", tmp_path / "f", "--size", "huge"), "--size"
     )
     assert "Value error" not in line and "'small', 'full'" in line
+
+
+def test_demo_checks_its_out_and_spec_before_writing_the_fixture(cli, tmp_path, monkeypatch):
+    """Each was a traceback, two of them after the 200-study fixture was written."""
+    import cxrflow_cli.demo as demo
+
+    written: list[Path] = []
+    monkeypatch.setattr(demo, "write_demo_fixture", lambda root, *a: written.append(root) or root)
+    (tmp_path / "f").write_text("")
+    assert_one_line_error(cli("demo", "--out", tmp_path / "f"), "--out", "is a file, not a folder")
+    assert_one_line_error(cli("demo", "--out", tmp_path / "o", "--spec", tmp_path / "no.yaml"), "--spec")
+    assert_one_line_error(cli("demo", "--out", tmp_path / "o", "--studies", "0"), "--studies")
+    assert written == []
+
+    import flows.ablate
+
+    class Ran(Exception):
+        pass
+
+    def ran(ablation):
+        raise Ran(ablation.name)
+
+    monkeypatch.setattr(flows.ablate, "run_ablation", ran)
+    monkeypatch.chdir(tmp_path)  # outside the repository: the default spec is the project's own copy
+    with pytest.raises(Ran):
+        cli("demo", "--out", tmp_path / "o")
+    assert written == [tmp_path / "o" / "learnable"]
+
+
+def test_config_files_that_are_not_yaml_mappings_are_one_line(cli, tmp_path):
+    """Not UTF-8 and not YAML, for every command reading a YAML file (ablate and a non-UTF-8 mixture were
+    tracebacks; a non-UTF-8 pipeline config did not name the file)."""
+    (tmp_path / "bin.yaml").write_bytes(b"\xfb\xc7\x00garbage")
+    (tmp_path / "bad.yaml").write_text("name: x\nbase: {root: /tmp\n")
+    (tmp_path / "nobase.yaml").write_text(f"name: x\nbase: {tmp_path / 'none.yaml'}\nvariants: {{a: {{}}}}\n")
+    out = ["--out", str(tmp_path / "o")]
+    assert_one_line_error(cli("pipeline", "--config", tmp_path / "bin.yaml"), "bin.yaml is not UTF-8")
+    assert_one_line_error(cli("ingest", "--mixture", tmp_path / "bin.yaml", *out), "bin.yaml is not UTF-8")
+    assert_one_line_error(cli("ablate", "--spec", tmp_path / "bin.yaml"), "bin.yaml is not UTF-8")
+    assert_one_line_error(cli("ablate", "--spec", tmp_path / "bad.yaml"), "bad.yaml is not valid YAML")
+    assert_one_line_error(cli("ablate", "--spec", tmp_path / "nobase.yaml"), "none.yaml does not exist")
+
+
+@pytest.mark.parametrize("source", ["mimic-cxr", "padchest", "vindr-cxr"])
+def test_fixtures_refuse_a_file_as_out(cli, tmp_path, source):
+    """Was a NotADirectoryError traceback from inside the writer."""
+    (tmp_path / "f").write_text("")
+    assert_one_line_error(
+        cli("fixtures", source, "--out", tmp_path / "f"), "--out", "is a file, not a folder"
+    )
+    assert_one_line_error(cli("fixtures", source, "--out", tmp_path / "f" / "x"), "is a file, not a folder")

@@ -124,3 +124,85 @@ def test_a_user_errors_run_records_reach_the_run_handlers_not_the_console(monkey
         logging.getLogger().removeHandler(root)
     assert len(run_records) == 4
     assert console == [m for m in run_records if "a bug" in m] and len(console) == 2
+
+
+def test_a_later_unrelated_failure_of_a_same_named_type_reaches_the_console(monkeypatch):
+    """A long-lived process (a worker, served flows) logs many runs through one filter: after a user error
+    was kept off the console, the final-state record of a different failure (a bug whose exception type has
+    the same name, or the same user-error type with another message) still reaches it."""
+    import logging
+
+    from cxrflow_cli import quiet
+    from tasks.validate import ValidationFailed
+
+    class ValidationFailedBug(Exception):  # a library's own "ValidationFailed", not a user error
+        pass
+
+    ValidationFailedBug.__name__ = "ValidationFailed"
+    for var in QUIET_ENV:
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    logger = logging.getLogger("prefect.task_runs")
+    monkeypatch.setattr(logger, "filters", list(logger.filters))
+    monkeypatch.setattr(logger, "propagate", True)
+    console: list[str] = []
+
+    class Console(logging.Handler):  # what propagates past the run logger: the console's share
+        def emit(self, record):
+            console.append(record.getMessage())
+
+    parent = logging.getLogger("prefect")
+    handler = Console()
+    parent.addHandler(handler)
+
+    def fail(exc: Exception) -> None:
+        try:
+            raise exc
+        except Exception:
+            logger.error("Task run failed with exception: %r", exc, exc_info=True)
+        state = f"Task run encountered an exception {type(exc).__name__}: {exc}"
+        logger.error("Finished in state Failed(%r)", state)
+
+    try:
+        quiet.configure(verbose=False)
+        fail(ValidationFailed("patient-level split leakage: 1 patient", "see expectations.json"))
+        assert console == []  # the user error: the CLI prints its one line
+        fail(ValidationFailedBug("schema 'x' is broken"))
+        fail(ValidationFailed("row-count collapse: 3 of 4 rows", "see quarantine.parquet"))
+    finally:
+        parent.removeHandler(handler)
+    assert len(console) == 2 and "schema 'x' is broken" in console[1], console
+
+
+def test_verbose_keeps_prefect_records_of_a_user_error_with_their_traceback(monkeypatch):
+    import logging
+
+    from cxrflow_cli import quiet
+    from schemas.errors import UserError
+
+    for var in QUIET_ENV:
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    logger = logging.getLogger("prefect.flow_runs")
+    monkeypatch.setattr(logger, "filters", [])
+    monkeypatch.setattr(logger, "propagate", True)
+    steps = logging.getLogger("cxrflow.training.steps")
+    monkeypatch.setattr(steps, "propagate", steps.propagate)
+    console: list[logging.LogRecord] = []
+
+    class Console(logging.Handler):
+        def emit(self, record):
+            console.append(record)
+
+    parent = logging.getLogger("prefect")
+    handler = Console()
+    parent.addHandler(handler)
+    try:
+        quiet.configure(verbose=True)
+        try:
+            raise UserError("11 examples do not fill one global batch")
+        except UserError:
+            logger.error("Encountered exception during execution", exc_info=True)
+    finally:
+        parent.removeHandler(handler)
+    assert len(console) == 1 and console[0].exc_info is not None

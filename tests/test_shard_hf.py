@@ -4,7 +4,10 @@ nullable field null: `datasets` infers the types from five samples, so a null th
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
+import pyarrow as pa
 import pytest
 
 from fixtures.shard_manifest import default_rows, write_dataset
@@ -80,35 +83,58 @@ def test_one_plain_call_loads_the_shard_folder(shards, tmp_path, monkeypatch, ho
             assert meta["source_labels"] == row["source_labels"]
 
 
-def test_sample_json_has_no_nulls_and_decodes_to_the_manifest_row():
-    """Every manifest field, null or not, is written as a typed value and read back as the manifest has it
-    (has_addendum: a null reads back False)."""
-    empty = {f.name: None for f in MANIFEST_SCHEMA if f.nullable}
-    for row in (default_rows(4)[0], {**default_rows(4)[1], **empty}):
-        meta = encode_sample_json(row, [{"findings": "x", "method": "rule-based"}], None, "rule-based")
+def _nulls(v) -> bool:
+    return (
+        v is None
+        or (isinstance(v, dict) and any(_nulls(x) for x in v.values()))
+        or (isinstance(v, list) and (not v or any(_nulls(x) for x in v)))
+    )
 
-        def nulls(v):
-            return (
-                v is None
-                or (isinstance(v, dict) and any(nulls(x) for x in v.values()))
-                or (isinstance(v, list) and (not v or any(nulls(x) for x in v)))
-            )
 
-        assert not [k for k, v in meta.items() if nulls(v)], meta
-        back = decode_sample_json(meta)
-        want = {
-            **row,
-            "has_addendum": bool(row["has_addendum"]),
-            "source_labels": row.get("source_labels") or None,
+@pytest.mark.parametrize("case", ["values", "nulls", "empty"])
+def test_sample_json_has_no_nulls_and_decodes_to_the_manifest_row_exactly(case):
+    """Every manifest field and the indication, null or not, is written as a typed value and read back exactly
+    as the manifest has it: "" apart from absent (a released record's empty reason is an indication to the
+    LLaVA-Rad prompt), has_addendum unknown apart from false, no source labels apart from an empty list, and
+    every label state."""
+    row = dict(default_rows(4)[1])
+    indication: str | None = "Fever, from the structured report."
+    if case == "values":
+        row.update(
+            has_addendum=True, source_labels=["Nodule/Mass", "loc left"], label_edema=1, label_fracture=-1
+        )
+        row.update(label_atelectasis=0, label_pneumonia=None)
+    elif case == "nulls":
+        row.update({f.name: None for f in MANIFEST_SCHEMA if f.nullable})
+        indication = None
+    else:  # present but empty
+        row.update({f.name: "" for f in MANIFEST_SCHEMA if f.nullable and pa.types.is_string(f.type)})
+        row.update(has_addendum=False, source_labels=[])
+        indication = ""
+    meta = encode_sample_json(row, [{"findings": "x", "method": "rule-based"}], indication, "rule-based")
+    assert not [k for k, v in meta.items() if _nulls(v) and k != "targets"], meta
+    back = decode_sample_json(json.loads(json.dumps(meta)))
+    # `indication` is the validated one (the manifest's section, or a structured/released version's reason)
+    fields = [n for n in MANIFEST_SCHEMA.names if n != "indication"]
+    assert {n: back[n] for n in fields} == {n: row.get(n) for n in fields}
+    assert back["indication"] == indication and back["targets"][0]["findings"] == "x"
+    if case == "values":
+        states = {
+            c: back[c] for c in ("label_edema", "label_fracture", "label_atelectasis", "label_pneumonia")
         }
-        assert {n: back[n] for n in MANIFEST_SCHEMA.names} == {n: want.get(n) for n in MANIFEST_SCHEMA.names}
-        assert back["indication"] is None and back["targets"][0]["findings"] == "x"
+        assert states == {
+            "label_edema": 1,
+            "label_fracture": -1,
+            "label_atelectasis": 0,
+            "label_pneumonia": None,
+        }
 
 
-def test_a_source_label_holding_the_separator_is_refused():
-    row = {**default_rows(4)[0], "source_labels": ["a|b"]}
-    with pytest.raises(ValueError, match="source label"):
-        encode_sample_json(row, [], None, "rule-based")
+def test_layout_four_sample_json_still_decodes():
+    """K.json written before `absent` (layout 4): "" reads as absent, as it was written."""
+    meta = encode_sample_json(default_rows(4)[0], [], None, "rule-based")
+    meta.pop("absent")
+    assert decode_sample_json({**meta, "technique": ""})["technique"] is None
 
 
 def test_old_layout_passes_through_decode():
@@ -122,16 +148,27 @@ def test_dataset_card_explains_the_encoding(shards):
     assert pl.read_parquet(shards[0] / "shards.parquet").height == 24
 
 
-def test_training_and_evaluation_read_an_absent_indication_as_none():
-    """The LLaVA-Rad prompt tests `indication is None` ("" would take the indication wording): the readers
-    decode K.json's "" back to None."""
+def test_training_reads_the_indication_as_the_manifest_has_it():
+    """The LLaVA-Rad prompt tests `indication is None` ("" takes the indication wording): training reads an
+    absent indication as None and a released record's empty one as ""."""
     import io
-    import json
 
     from training.data import sample_meta
 
     row = default_rows(4)[0]
-    for indication in (None, "Cough."):
+    for indication in (None, "", "Cough."):
         meta = encode_sample_json(row, [{"findings": "x", "method": "rule-based"}], indication, "rule-based")
         raw = json.dumps(meta).encode()
         assert sample_meta({".json": io.BytesIO(raw)})["indication"] == indication
+
+
+def test_a_layout_bump_gives_the_shard_stage_and_everything_after_it_new_hashes(monkeypatch):
+    """A pipeline never reuses a shard stage written in another K.json layout (nor training on it)."""
+    import schemas.pipeline as pipeline
+
+    cfg = pipeline.PipelineConfig.model_validate({"out": "/tmp/o", "data": {"root": "/tmp"}})
+    before = cfg.stage_hashes()
+    monkeypatch.setattr(pipeline, "LAYOUT_VERSION", pipeline.LAYOUT_VERSION - 1)
+    after = cfg.stage_hashes()
+    assert before["ingest"] == after["ingest"] and before["structure"] == after["structure"]
+    assert all(before[s] != after[s] for s in ("shard", "train", "evaluate"))

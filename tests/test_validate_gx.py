@@ -37,6 +37,9 @@ DEFECTS = {
     15: (lambda r: r.update(report_text="FINDINGS: clear. Seen 2019-03-14."), "no date in report_text"),
     18: (lambda r: r.update(height=9000), "height bounds"),
     19: (lambda r: r.update(history="Call (617) 555-0101."), "no phone in history"),
+    # K.json joins source labels with "|": a label that would not split back is quarantined, not a crash
+    22: (lambda r: r.update(source_labels=["Nodule|Mass"]), "source labels joinable"),
+    23: (lambda r: r.update(source_labels=["Nodule", ""]), "source labels joinable"),
 }
 
 

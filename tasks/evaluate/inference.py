@@ -205,8 +205,12 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
     error."""
     records = []
     seen: dict[str, int] = {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes: a file that is not UTF-8 is named with its line, not a traceback
+        for line_no, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise PredictionsFileError(f"{path}:{line_no}: not UTF-8 text (expected JSON Lines)") from None
             if not line.strip():
                 continue
             try:

@@ -40,7 +40,10 @@ def load_per_report(path: Path) -> pl.DataFrame:
             f"{path} holds no per_report.parquet",
             "pass an EVAL folder of `cxrflow evaluate` / `cxrflow score`, its per_report.parquet or a predictions .jsonl",
         )
-    return pl.read_parquet(parquet)
+    try:
+        return pl.read_parquet(parquet)
+    except (OSError, pl.exceptions.PolarsError) as exc:  # not Parquet (a stray or truncated file)
+        raise UserError(f"{parquet} is not a readable Parquet file ({exc})") from None
 
 
 def by_study(frame: pl.DataFrame, name: str) -> pl.DataFrame:
