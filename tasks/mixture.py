@@ -80,6 +80,7 @@ def merge(cfg: MixtureConfig) -> dict:
                     "reused",
                 )
             }
+            | ({"hint": s["notes"]["hint"]} if s.get("notes", {}).get("hint") else {})
             for name, s in per_source.items()
         },
         "report_policy": {spec.name: spec.report_policy for spec in cfg.sources},

@@ -158,3 +158,11 @@ def test_cxrflow_data_with_every_file_source_reconciles_per_source_and_end_to_en
     rec = json.loads((out / "shards" / "summary.json").read_text())["reconciliation"]
     assert rec["balanced"] and rec["found"] == ingest["found"]
     assert rec["sharded"] > 0
+
+
+def test_a_source_emptied_for_want_of_a_view_carries_its_hint(tmp_path):
+    write_openi(tmp_path / "oi", reports=2, seed=3)
+    cfg = MixtureConfig(sources=[SourceSpec(name="openi", root=tmp_path / "oi")], out=tmp_path / "o",
+                        image=ImageConfig(size=32), workers=1)
+    s = run_mixture(cfg)["per_source"]["openi"]
+    assert s["kept"] == 0 and "frontal_only: false" in s["hint"]
