@@ -166,3 +166,15 @@ def test_a_source_emptied_for_want_of_a_view_carries_its_hint(tmp_path):
                         image=ImageConfig(size=32), workers=1)
     s = run_mixture(cfg)["per_source"]["openi"]
     assert s["kept"] == 0 and "frontal_only: false" in s["hint"]
+
+
+def test_the_mixture_precheck_reads_each_sources_options(tmp_path):
+    """check(root, options): a DICOMweb source configured by its options is checked before any work."""
+    (tmp_path / "dw").mkdir()
+    spec = SourceSpec(name="dicomweb", root=tmp_path / "dw", options={"reports": "reports.csv"})
+    with pytest.raises(SourceLayoutError, match="dicomweb: DICOMweb: no server url"):
+        check_sources(MixtureConfig(sources=[spec], out=tmp_path / "o"))
+    from tasks import preflight
+
+    with pytest.raises(SourceLayoutError, match="no server url"):  # the data command's and pipeline's pre-flight
+        preflight.check_root("dicomweb", tmp_path / "dw", {"reports": "reports.csv"})
