@@ -524,9 +524,13 @@ class PoolRunner:
         ):
             futures = [pool.submit(fn, *call) for call in calls]
             pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
-                self._report(run_dir, total)
+            try:
+                while pending:
+                    _, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+                    self._report(run_dir, total)
+            except BaseException:  # Ctrl-C: the chunks not started are dropped, not run before the pool exits
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             return [f.result() for f in futures]
 
     def _report(self, run_dir: Path, total: int) -> None:

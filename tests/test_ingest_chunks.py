@@ -145,3 +145,29 @@ def test_the_pool_runs_from_a_script_read_on_stdin(tmp_path, mimic_small):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "kept" in res.stdout
+
+
+def _slow_chunk(index, _chunk, _cfg, run_dir):
+    """A chunk that marks its start, then takes a while (a stand-in for a few thousand images)."""
+    import time
+    from pathlib import Path
+
+    (Path(run_dir) / f"started-{index}").touch()
+    time.sleep(0.3)
+    return index
+
+
+def test_an_interrupt_cancels_the_chunks_not_yet_started(tmp_path):
+    """Ctrl-C (here: the progress callback raising it) stops the run; the queued chunks are not run first."""
+    from types import SimpleNamespace
+
+    from tasks.ingest import PoolRunner
+
+    def interrupt(_done, _total):
+        if any(tmp_path.glob("started-*")):
+            raise KeyboardInterrupt
+
+    calls = [(i, None, SimpleNamespace(workers=2), tmp_path) for i in range(12)]
+    with pytest.raises(KeyboardInterrupt):
+        PoolRunner(progress=interrupt).map_chunks(_slow_chunk, calls, tmp_path, len(calls))
+    assert len(list(tmp_path.glob("started-*"))) < len(calls)
