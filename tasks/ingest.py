@@ -28,6 +28,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.config import IngestConfig
+from schemas.errors import UserError
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
@@ -531,7 +533,14 @@ class PoolRunner:
             except BaseException:  # Ctrl-C: the chunks not started are dropped, not run before the pool exits
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-            return [f.result() for f in futures]
+            try:
+                return [f.result() for f in futures]
+            # A worker killed (the OOM killer, kill -9): one line at the CLI, not a traceback.
+            except BrokenProcessPool as exc:
+                raise UserError(
+                    "an ingest worker process died abruptly (killed, e.g. out of memory); no manifest was written",
+                    "rerun with fewer --workers (or more memory); images already processed are reused",
+                ) from exc
 
     def _report(self, run_dir: Path, total: int) -> None:
         if self.progress:

@@ -171,3 +171,25 @@ def test_an_interrupt_cancels_the_chunks_not_yet_started(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         PoolRunner(progress=interrupt).map_chunks(_slow_chunk, calls, tmp_path, len(calls))
     assert len(list(tmp_path.glob("started-*"))) < len(calls)
+
+
+def _dying_chunk(index, _chunk, _cfg, run_dir):
+    """A worker killed mid-chunk (the kernel's OOM killer, a kill -9)."""
+    import os
+
+    if index == 0:
+        os._exit(137)
+    return index
+
+
+def test_a_worker_killed_mid_run_is_one_line_not_a_traceback(tmp_path):
+    from types import SimpleNamespace
+
+    from cxrflow_cli.user_errors import user_error
+    from tasks.ingest import PoolRunner
+
+    calls = [(i, None, SimpleNamespace(workers=2), tmp_path) for i in range(3)]
+    with pytest.raises(Exception) as info:
+        PoolRunner().map_chunks(_dying_chunk, calls, tmp_path, len(calls))
+    message, hint = user_error(info.value)
+    assert "worker" in message and "--workers" in hint
