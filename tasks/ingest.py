@@ -480,8 +480,10 @@ WORKER_PRELOAD = ("tasks.ingest", "pandas", "pyarrow.dataset")
 
 
 def worker_context(preload: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
-    """The forkserver context, preloading WORKER_PRELOAD (+ `preload`). The fork server holds no threads, so
-    forking it is safe where forking this process (Prefect's and polars' threads) is not; workers fork in
+    """The forkserver context, preloading WORKER_PRELOAD (+ `preload`). The fork server runs no Prefect threads
+    and no polars thread pool (its only other threads, measured: jemalloc's background threads, which jemalloc
+    makes fork-safe, and polars' idle spill-cleanup thread), so forking it is safe where forking this process
+    (Prefect's and polars' busy threads) is not; workers use pyarrow, not polars, for that reason; they fork in
     milliseconds with the engine imported instead of importing it each (~2 s per worker idle, ~10 s loaded).
     The preload list counts only until the server starts (`start_worker_server`); it serves every later pool."""
     ctx = multiprocessing.get_context("forkserver")
