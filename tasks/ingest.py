@@ -464,8 +464,14 @@ def ingest(cfg: IngestConfig, runner: Runner) -> dict:
     calls = [(i, Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
     try:
         results = runner.map_chunks(process_chunk, calls, run_dir, len(cands))
-    except BaseException:  # a failed chunk fails the run; the finished chunks' part files go with it
+    except BaseException as exc:  # a failed chunk fails the run; the finished chunks' part files go with it
         shutil.rmtree(run_dir, ignore_errors=True)
+        # A worker killed (OOM killer, kill -9): both runners' pools raise BrokenProcessPool.
+        if isinstance(exc, BrokenProcessPool):
+            raise UserError(
+                "an ingest worker process died abruptly (killed, e.g. out of memory); no manifest was written",
+                "rerun with fewer --workers (or more memory); images already processed are reused",
+            ) from exc
         raise
     return runner.step(
         "assemble", assemble, cfg, Sealed(discovery), Sealed(results), run_dir, time.perf_counter() - start
@@ -535,14 +541,7 @@ class PoolRunner:
             except BaseException:  # Ctrl-C: the chunks not started are dropped, not run before the pool exits
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-            try:
-                return [f.result() for f in futures]
-            # A worker killed (the OOM killer, kill -9): one line at the CLI, not a traceback.
-            except BrokenProcessPool as exc:
-                raise UserError(
-                    "an ingest worker process died abruptly (killed, e.g. out of memory); no manifest was written",
-                    "rerun with fewer --workers (or more memory); images already processed are reused",
-                ) from exc
+            return [f.result() for f in futures]
 
     def _report(self, run_dir: Path, total: int) -> None:
         if self.progress:

@@ -182,14 +182,21 @@ def _dying_chunk(index, _chunk, _cfg, run_dir):
     return index
 
 
-def test_a_worker_killed_mid_run_is_one_line_not_a_traceback(tmp_path):
-    from types import SimpleNamespace
-
+def test_a_worker_killed_mid_run_is_one_line_not_a_traceback(tmp_path, mimic_small):
+    """The plan turns a pool that lost a worker (BrokenProcessPool: the local pool and Prefect's process pool
+    both raise it) into one line with a hint, and leaves no part files."""
     from cxrflow_cli.user_errors import user_error
-    from tasks.ingest import PoolRunner
+    from tasks.ingest import PoolRunner, ingest
 
-    calls = [(i, None, SimpleNamespace(workers=2), tmp_path) for i in range(3)]
+    class Dying(PoolRunner):
+        def map_chunks(self, fn, calls, run_dir, total):
+            return super().map_chunks(_dying_chunk, calls, run_dir, total)
+
+    cfg = IngestConfig(
+        root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=2, batch_size=1
+    )
     with pytest.raises(Exception) as info:
-        PoolRunner().map_chunks(_dying_chunk, calls, tmp_path, len(calls))
+        ingest(cfg, Dying())
     message, hint = user_error(info.value)
     assert "worker" in message and "--workers" in hint
+    assert not list((tmp_path / "o" / RUNS).glob("*/*"))
