@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
             sources = [SourceSpec.model_validate(s) for s in listed]
             for spec in sources:
                 preflight.check_source(spec.name)
-                preflight.check_root(spec.name, spec.root)
+                preflight.check_root(spec.name, spec.root, spec.options)
         else:
             preflight.check_source(source)
             preflight.check_root(source, root)

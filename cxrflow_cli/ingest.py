@@ -125,6 +125,14 @@ def ingest(
             indent=2,
         )
     )
+    _echo_hint(summary)
+
+
+def _echo_hint(summary: dict, name: str | None = None) -> None:
+    """A source's hint (e.g. every film filtered for want of a view: what to pass instead), on stderr."""
+    hint = summary.get("hint") or (summary.get("notes") or {}).get("hint")
+    if hint:
+        typer.echo(f"note: {name or summary.get('source', 'source')}: {hint}", err=True)
 
 
 def _start_workers(prefect: bool) -> None:
@@ -155,3 +163,5 @@ def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
             {k: summary[k] for k in ("found", "kept", "filtered", "quarantined", "per_source")}, indent=2
         )
     )
+    for name, source_summary in summary["per_source"].items():
+        _echo_hint(source_summary, name)

@@ -110,6 +110,8 @@ def ingest_flow(cfg: IngestConfig) -> dict:
         f"{summary['filtered']} + quarantined {summary['quarantined']} (decoded {summary['decoded']}, "
         f"reused {summary['reused']})"
     )
+    if summary["notes"].get("hint"):
+        print(f"note: {cfg.source}: {summary['notes']['hint']}")
     return summary
 
 

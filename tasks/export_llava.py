@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import polars as pl
 
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.shards import SPLITS, shard_split
+from tasks.io import atomic_path
 from training.prompts import LLAVA_RAD
 
 
@@ -98,18 +98,11 @@ def _write_json_list(path: Path, records: Iterable[dict], nan_labels: bool) -> i
     """Write `records` as `json.dumps(list(records), ensure_ascii=False, indent=1)` would, byte for byte, one
     record at a time (a split's records and its JSON text are never held whole: ~GBs at 700K images), to a
     temporary file renamed into place. Returns the record count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            for rec in records:
-                text = json.dumps(rec, ensure_ascii=False, indent=1, allow_nan=nan_labels)
-                f.write(("[\n " if n == 0 else ",\n ") + text.replace("\n", "\n "))  # one level deeper
-                n += 1
-            f.write("\n]" if n else "[]")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+        for rec in records:
+            text = json.dumps(rec, ensure_ascii=False, indent=1, allow_nan=nan_labels)
+            f.write(("[\n " if n == 0 else ",\n ") + text.replace("\n", "\n "))  # one level deeper
+            n += 1
+        f.write("\n]" if n else "[]")
     return n

@@ -28,6 +28,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
@@ -37,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.config import IngestConfig
+from schemas.errors import UserError
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
@@ -462,8 +464,14 @@ def ingest(cfg: IngestConfig, runner: Runner) -> dict:
     calls = [(i, Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
     try:
         results = runner.map_chunks(process_chunk, calls, run_dir, len(cands))
-    except BaseException:  # a failed chunk fails the run; the finished chunks' part files go with it
+    except BaseException as exc:  # a failed chunk fails the run; the finished chunks' part files go with it
         shutil.rmtree(run_dir, ignore_errors=True)
+        # A worker killed (OOM killer, kill -9): both runners' pools raise BrokenProcessPool.
+        if isinstance(exc, BrokenProcessPool):
+            raise UserError(
+                "an ingest worker process died abruptly (killed, e.g. out of memory); no manifest was written",
+                "rerun with fewer --workers (or more memory); images already processed are reused",
+            ) from exc
         raise
     return runner.step(
         "assemble", assemble, cfg, Sealed(discovery), Sealed(results), run_dir, time.perf_counter() - start
@@ -478,8 +486,10 @@ WORKER_PRELOAD = ("tasks.ingest", "pandas", "pyarrow.dataset")
 
 
 def worker_context(preload: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
-    """The forkserver context, preloading WORKER_PRELOAD (+ `preload`). The fork server holds no threads, so
-    forking it is safe where forking this process (Prefect's and polars' threads) is not; workers fork in
+    """The forkserver context, preloading WORKER_PRELOAD (+ `preload`). The fork server runs no Prefect threads
+    and no polars thread pool (its only other threads, measured: jemalloc's background threads, which jemalloc
+    makes fork-safe, and polars' idle spill-cleanup thread), so forking it is safe where forking this process
+    (Prefect's and polars' busy threads) is not; workers use pyarrow, not polars, for that reason; they fork in
     milliseconds with the engine imported instead of importing it each (~2 s per worker idle, ~10 s loaded).
     The preload list counts only until the server starts (`start_worker_server`); it serves every later pool."""
     ctx = multiprocessing.get_context("forkserver")
@@ -524,9 +534,13 @@ class PoolRunner:
         ):
             futures = [pool.submit(fn, *call) for call in calls]
             pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
-                self._report(run_dir, total)
+            try:
+                while pending:
+                    _, pending = wait(pending, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
+                    self._report(run_dir, total)
+            except BaseException:  # Ctrl-C: the chunks not started are dropped, not run before the pool exits
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
             return [f.result() for f in futures]
 
     def _report(self, run_dir: Path, total: int) -> None:

@@ -26,7 +26,7 @@ def check_sources(cfg: MixtureConfig) -> None:
         raise SourceLayoutError(f"source listed more than once in the mixture: {', '.join(repeated)}")
     for spec in cfg.sources:
         try:
-            get_adapter(spec.name).check(Path(spec.root))
+            get_adapter(spec.name).check(Path(spec.root), spec.options or None)
         except SourceLayoutError as exc:
             raise SourceLayoutError(f"{spec.name}: {exc.message}", exc.hint) from exc
 
@@ -80,6 +80,7 @@ def merge(cfg: MixtureConfig) -> dict:
                     "reused",
                 )
             }
+            | ({"hint": s["notes"]["hint"]} if s.get("notes", {}).get("hint") else {})
             for name, s in per_source.items()
         },
         "report_policy": {spec.name: spec.report_policy for spec in cfg.sources},

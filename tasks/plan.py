@@ -243,7 +243,7 @@ def checked_stage_configs(cfg: PipelineConfig) -> StageConfigs:
         check_sources(confs.mixture)
     elif read_marker("ingest", cfg.stage_dirs()["ingest"], cfg.stage_hashes()["ingest"]) is None:
         preflight.check_source(cfg.data.source)  # a reused ingest needs no root
-        preflight.check_root(cfg.data.source, cfg.data.root)
+        preflight.check_root(cfg.data.source, cfg.data.root, cfg.data.options)
     return confs
 
 

@@ -17,15 +17,16 @@ def check_source(name: str) -> None:
     get_adapter(name)  # raises SourceLayoutError (a UserError) with a suggestion
 
 
-def check_root(source: str, root: Path | None) -> None:
-    """The source's adapter recognises `root` as its released layout (the engine's own pre-flight)."""
+def check_root(source: str, root: Path | None, options: dict | None = None) -> None:
+    """The source's adapter recognises `root` (with its `options`) as its released layout (the engine's own
+    pre-flight)."""
     from tasks.sources import get_adapter
 
     if root is None:
         raise UserError("no dataset root given", "pass --root DIR (or --mixture FILE)")
     if Path(root).exists() and not Path(root).is_dir():  # adapters would say "does not exist"
         raise UserError(f"--root {root} is a file, not a folder", "pass the dataset's top folder")
-    get_adapter(source).check(Path(root))
+    get_adapter(source).check(Path(root), options or None)
 
 
 def check_out_dir(out: Path, flag: str = "--out") -> None:

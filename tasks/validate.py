@@ -69,6 +69,15 @@ ROW_INDEX = "_row"
 SOURCE_LABELS_UNJOINABLE = "source_labels__unjoinable"
 
 
+def _ingest_hints(summary: dict) -> list[str]:
+    """The ingest summary's hints (a source emptied by the view policy: why, and what to pass), one source's or
+    a mixture's per source."""
+    hints = [(summary.get("notes") or {}).get("hint")]
+    per_source = (summary.get("per_source") or {}).items()
+    hints += [f"{name}: {s['hint']}" for name, s in per_source if s.get("hint")]
+    return [h for h in hints if h]
+
+
 class ValidationFailed(UserError):
     """A dataset-level defect (split leakage, row-count collapse): the run stops, nothing is sharded. A
     UserError: the input has to be fixed, so the CLI reports it in one line (exit 2)."""
@@ -517,6 +526,7 @@ def run_validation(
             fatal.append(
                 f"row-count collapse: manifest has {manifest_rows} rows, below the floor {floor} "
                 f"({cfg.min_rows_fraction_of_found:.0%} of {found} found at ingest)"
+                + "".join(f"; ingest: {h}" for h in _ingest_hints(ingest))
             )
 
     quarantined: list[dict] = []

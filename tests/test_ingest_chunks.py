@@ -145,3 +145,58 @@ def test_the_pool_runs_from_a_script_read_on_stdin(tmp_path, mimic_small):
     )
     assert res.returncode == 0, res.stderr[-2000:]
     assert "kept" in res.stdout
+
+
+def _slow_chunk(index, _chunk, _cfg, run_dir):
+    """A chunk that marks its start, then takes a while (a stand-in for a few thousand images)."""
+    import time
+    from pathlib import Path
+
+    (Path(run_dir) / f"started-{index}").touch()
+    time.sleep(0.3)
+    return index
+
+
+def test_an_interrupt_cancels_the_chunks_not_yet_started(tmp_path):
+    """Ctrl-C (here: the progress callback raising it) stops the run; the queued chunks are not run first."""
+    from types import SimpleNamespace
+
+    from tasks.ingest import PoolRunner
+
+    def interrupt(_done, _total):
+        if any(tmp_path.glob("started-*")):
+            raise KeyboardInterrupt
+
+    calls = [(i, None, SimpleNamespace(workers=2), tmp_path) for i in range(12)]
+    with pytest.raises(KeyboardInterrupt):
+        PoolRunner(progress=interrupt).map_chunks(_slow_chunk, calls, tmp_path, len(calls))
+    assert len(list(tmp_path.glob("started-*"))) < len(calls)
+
+
+def _dying_chunk(index, _chunk, _cfg, run_dir):
+    """A worker killed mid-chunk (the kernel's OOM killer, a kill -9)."""
+    import os
+
+    if index == 0:
+        os._exit(137)
+    return index
+
+
+def test_a_worker_killed_mid_run_is_one_line_not_a_traceback(tmp_path, mimic_small):
+    """The plan turns a pool that lost a worker (BrokenProcessPool: the local pool and Prefect's process pool
+    both raise it) into one line with a hint, and leaves no part files."""
+    from cxrflow_cli.user_errors import user_error
+    from tasks.ingest import PoolRunner, ingest
+
+    class Dying(PoolRunner):
+        def map_chunks(self, fn, calls, run_dir, total):
+            return super().map_chunks(_dying_chunk, calls, run_dir, total)
+
+    cfg = IngestConfig(
+        root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=2, batch_size=1
+    )
+    with pytest.raises(Exception) as info:
+        ingest(cfg, Dying())
+    message, hint = user_error(info.value)
+    assert "worker" in message and "--workers" in hint
+    assert not list((tmp_path / "o" / RUNS).glob("*/*"))

@@ -158,3 +158,23 @@ def test_cxrflow_data_with_every_file_source_reconciles_per_source_and_end_to_en
     rec = json.loads((out / "shards" / "summary.json").read_text())["reconciliation"]
     assert rec["balanced"] and rec["found"] == ingest["found"]
     assert rec["sharded"] > 0
+
+
+def test_a_source_emptied_for_want_of_a_view_carries_its_hint(tmp_path):
+    write_openi(tmp_path / "oi", reports=2, seed=3)
+    cfg = MixtureConfig(sources=[SourceSpec(name="openi", root=tmp_path / "oi")], out=tmp_path / "o",
+                        image=ImageConfig(size=32), workers=1)
+    s = run_mixture(cfg)["per_source"]["openi"]
+    assert s["kept"] == 0 and "frontal_only: false" in s["hint"]
+
+
+def test_the_mixture_precheck_reads_each_sources_options(tmp_path):
+    """check(root, options): a DICOMweb source configured by its options is checked before any work."""
+    (tmp_path / "dw").mkdir()
+    spec = SourceSpec(name="dicomweb", root=tmp_path / "dw", options={"reports": "reports.csv"})
+    with pytest.raises(SourceLayoutError, match="dicomweb: DICOMweb: no server url"):
+        check_sources(MixtureConfig(sources=[spec], out=tmp_path / "o"))
+    from tasks import preflight
+
+    with pytest.raises(SourceLayoutError, match="no server url"):  # the data command's and pipeline's pre-flight
+        preflight.check_root("dicomweb", tmp_path / "dw", {"reports": "reports.csv"})

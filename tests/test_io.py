@@ -26,3 +26,17 @@ def test_atomic_parquet_writes_arrow_and_polars_and_leaves_nothing_on_failure(tm
         atomic_write_parquet(path, Broken())
     assert pl.read_parquet(path)["a"].to_list() == [3]  # the old file, whole
     assert sorted(p.name for p in path.parent.iterdir()) == ["t.parquet"]  # no temporary left behind
+
+
+def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
+    """The one atomic-write helper (the streamed LLaVA export writes through it too)."""
+    from tasks.io import atomic_path
+
+    target = tmp_path / "d" / "x.json"
+    with atomic_path(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "new" and [p.name for p in target.parent.iterdir()] == ["x.json"]

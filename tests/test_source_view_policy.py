@@ -84,3 +84,28 @@ def test_adapters_leave_the_view_policy_to_the_engine(name, tmp_path):
     assert engine.notes["view_unknown"] == len(unknown)
     not_frontal = [f.reason for f in engine.filtered if f.reason.startswith("not frontal")]
     assert all(r.startswith("not frontal: view ") and r.endswith(" (frontal_only)") for r in not_frontal)
+
+
+def test_a_source_filtered_whole_for_unknown_views_says_what_to_pass(tmp_path):
+    """Open-I's XML form states no view: frontal_only keeps nothing, and the summary says why and what to pass."""
+    write_openi(tmp_path / "root")
+    d = ingest.discover(config("openi", tmp_path / "root", tmp_path / "out"))
+    assert not d.candidates and "--all-views" in d.notes["hint"] and "frontal_only: false" in d.notes["hint"]
+    assert "hint" not in ingest.discover(config("openi", tmp_path / "root", tmp_path / "o2", frontal_only=False)).notes
+
+
+def test_no_hint_while_a_stated_frontal_view_is_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest, "get_adapter", lambda _: _Planted("openi", tmp_path))
+    assert "hint" not in ingest.discover(config("openi", tmp_path, tmp_path / "out")).notes
+
+
+def test_ingest_command_prints_the_hint(tmp_path):
+    from typer.testing import CliRunner
+
+    from cxrflow_cli.main import app
+
+    write_openi(tmp_path / "root")
+    res = CliRunner().invoke(app, ["ingest", "--source", "openi", "--root", str(tmp_path / "root"), "--out",
+                                   str(tmp_path / "out"), "--size", "32", "--workers", "1", "--no-prefect"])
+    assert res.exit_code == 0, res.output
+    assert "note: openi:" in res.stderr and "--all-views" in res.stderr

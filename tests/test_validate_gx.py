@@ -158,6 +158,17 @@ def test_row_count_floor_relative_to_found_fails(tmp_path, artifacts):
         run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
 
 
+def test_a_collapse_repeats_the_ingest_hint(tmp_path, artifacts):
+    """A source emptied by the view policy: the collapse says why and what to pass (`cxrflow data` hides the
+    ingest flow's own note)."""
+    data = write_dataset(tmp_path / "data", default_rows(12), found=1000)
+    summary = json.loads((data / "summary.json").read_text())
+    hint = "5 of 5 films state no view, so frontal_only filtered every film; ingest it with --all-views"
+    (data / "summary.json").write_text(json.dumps({**summary, "notes": {"hint": hint}}))
+    with pytest.raises(ValidationFailed, match="row-count collapse: .*ingest it with --all-views"):
+        run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+
+
 def test_mass_quarantine_is_a_collapse(tmp_path, artifacts):
     rows = default_rows(12)
     for r in rows[:8]:

@@ -179,7 +179,15 @@ def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
             discovery.filtered.append(Drop(c.source, c.rel_path, "discover", reason, c.image_key))
         else:
             kept.append(c)
-    discovery.notes["view_unknown"] = sum(c.view is None for c in discovery.candidates)
+    unknown = sum(c.view is None for c in discovery.candidates)
+    discovery.notes["view_unknown"] = unknown
+    # A whole source gone for want of a view: say why and what to pass.
+    if frontal_only and unknown and not kept:
+        discovery.notes["hint"] = (
+            f"{unknown} of {len(discovery.candidates)} films state no view, so frontal_only filtered every film; "
+            "if this release carries no view (Open-I's XML form), ingest it with --all-views "
+            "(frontal_only: false for this source in a mixture)"
+        )
     discovery.candidates = kept
 
 
