@@ -58,6 +58,20 @@ def test_no_sample_gets_an_image_of_its_own_study():
             assert all(study[k] != study[v] for k, v in perm.items()), (sizes, seed, perm)
 
 
+def test_samples_without_a_study_id_never_keep_their_own_image():
+    """A sample whose shard row has no study_id counts as a study of its own: it never keeps its image, and a
+    study holding exactly half the samples still gets only other samples' images."""
+    for sizes, loose in (([], 2), ([2], 2), ([3, 1], 4), ([1], 5)):
+        examples = _studies(sizes)
+        first = max((e.index for e in examples), default=-1) + 1
+        examples += [Example(first + j, -1, None) for j in range(loose)]
+        study = {e.index: e.study or f"none-{e.index}" for e in examples}
+        for seed in range(20):
+            perm = shuffled_images(examples, seed)
+            assert sorted(perm) == sorted(perm.values()) == sorted(study)
+            assert all(study[k] != study[v] for k, v in perm.items()), (sizes, loose, seed, perm)
+
+
 def test_a_study_holding_most_samples_cannot_be_shuffled_and_says_so():
     from schemas.errors import UserError
 

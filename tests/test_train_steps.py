@@ -87,6 +87,31 @@ def test_plain_entry_point_mistakes_are_one_line(tmp_path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
 
 
+def test_plain_entry_point_data_mistakes_are_one_line(tmp_path, capsys, monkeypatch):
+    """A mistake seen only once the shards are read (here the shuffle control on samples of one study, which
+    no derangement can pair with another study's image) is one line and exit 2 too, not a traceback."""
+    import training.run
+    from schemas.train import stage1_defaults
+    from training.__main__ import main
+    from training.data import Example, build_examples
+
+    def one_study(ds, expand):
+        examples, summary = build_examples(ds, expand)
+        return [Example(e.index, e.target, "50000001") for e in examples], summary
+
+    monkeypatch.setattr(training.run, "build_examples", one_study)
+    shards = write_train_shards(tmp_path / "shards", n=4, per_shard=4)
+    config = tmp_path / "cfg.json"
+    cfg = default_config("tiny", shards, tmp_path / "r", stages=[1], shuffle_images=True,
+                         stage1=stage1_defaults(global_batch_size=2, micro_batch_size=2))  # fmt: skip
+    config.write_text(cfg.model_dump_json())
+    argv = ["--shards", str(shards), "--out", str(tmp_path / "r"), "--config", str(config), "--stage", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].startswith("error: shuffle control: one study holds 4 of the 4"), err
+
+
 @pytest.mark.slow  # both stages, twice: ~10 s on 2 busy cores
 def test_a_kill_while_saving_the_adapter_does_not_mark_stage_2_finished(tmp_path, monkeypatch):
     """The peft adapter was saved after the marker of a finished stage: a kill mid-save left a stage 2 that

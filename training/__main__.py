@@ -58,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a user's mistake is one line and exit 2, as in `cxrflow train`; anything else keeps its traceback
         cfg = config_from_args(args)
         check_train_config(cfg)
+        # and so are mistakes seen only in the data (batch vs examples, the shuffle control's studies)
+        summary = run_training(cfg)
     except ValidationError as e:
         print(f"error: {validation_message(e, TrainConfig)}", file=sys.stderr)
         return 2
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = run_training(cfg)
     stages = {k: {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in summary["stages"].items()}
     print(json.dumps({**summary, "stages": stages}, default=str, indent=2))
     return 0

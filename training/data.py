@@ -147,7 +147,8 @@ def shuffled_images(examples: list[Example], seed: int) -> dict[int, int]:
     """The shuffle control: sample index -> index of the sample whose image it is shown with. A fixed (by
     `seed`) permutation of the samples that have examples, in which no sample keeps its own image or gets an
     image of its own study (a lateral of the same study would still show its findings). Every target of a
-    sample gets the same wrong image, and every image is still seen exactly as often as before.
+    sample gets the same wrong image, and every image goes to exactly one other sample (so it is seen as often
+    as before when samples have equally many targets).
 
     Construction: studies in random order, each study's samples contiguous and in random order, then every
     sample takes the image `k` places further round the cycle, k = the largest study's sample count. A study
