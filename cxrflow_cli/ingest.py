@@ -107,24 +107,9 @@ def ingest(
         except AnnotationsError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-    typer.echo(
-        json.dumps(
-            {
-                k: summary[k]
-                for k in (
-                    "found",
-                    "kept",
-                    "filtered",
-                    "quarantined",
-                    "filtered_by_reason",
-                    "quarantined_by_reason",
-                    "decoded",
-                    "reused",
-                )
-            },
-            indent=2,
-        )
-    )
+    from tasks.mixture import SUMMARY_FIELDS
+
+    typer.echo(json.dumps({k: summary[k] for k in SUMMARY_FIELDS}, indent=2))
     _echo_hint(summary)
 
 

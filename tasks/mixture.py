@@ -17,6 +17,12 @@ from tasks.lock import holds_output_lock
 from tasks.sources import get_adapter
 from tasks.sources.base import SourceLayoutError
 
+# The fields of an ingest summary a user reads first: the accounting (found = kept + filtered + quarantined),
+# by reason, and the work done. The CLI prints these; a mixture's per-source summaries keep them.
+SUMMARY_FIELDS = (
+    "found", "kept", "filtered", "quarantined", "filtered_by_reason", "quarantined_by_reason", "decoded", "reused",
+)
+
 
 def check_sources(cfg: MixtureConfig) -> None:
     """Fail before any work when a source is unknown, repeated, missing or malformed, naming what is wrong."""
@@ -69,16 +75,7 @@ def merge(cfg: MixtureConfig) -> dict:
         "per_source": {
             name: {
                 k: s[k]
-                for k in (
-                    "found",
-                    "kept",
-                    "filtered",
-                    "quarantined",
-                    "filtered_by_reason",
-                    "quarantined_by_reason",
-                    "decoded",
-                    "reused",
-                )
+                for k in SUMMARY_FIELDS
             }
             | ({"hint": s["notes"]["hint"]} if s.get("notes", {}).get("hint") else {})
             for name, s in per_source.items()
