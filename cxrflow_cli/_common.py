@@ -89,24 +89,11 @@ def out_folder(out):
 
 
 def load_yaml_mapping(path, flag: str) -> dict:
-    """A YAML file holding a mapping, or a one-line UserError naming the flag."""
-    from pathlib import Path
-
-    import yaml
-
+    """A YAML file holding a mapping (schemas.pipeline.load_yaml), or a one-line UserError naming the flag."""
     from schemas.errors import UserError
+    from schemas.pipeline import load_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"{flag} {path} does not exist" if not path.exists() else f"{flag} {path} is a folder"
-        )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{flag} {path} is not UTF-8 text (expected YAML)") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{flag} {path} is not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{flag} {path}: expected a mapping at the top level")
-    return data
+        return load_yaml(path)
+    except UserError as e:
+        raise UserError(f"{flag} {e.message}", e.hint) from None

@@ -4,6 +4,7 @@ threads, a private event loop): the work sets (done, total); a background thread
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
@@ -42,3 +43,17 @@ class PolledProgress:
         self._stop.set()
         self._thread.join()
         self._publish()
+
+
+def progress_reporter(key: str, description: str) -> Callable[[int, int], None]:
+    """A (done, total) callback for work running in the flow's own thread: it drives a new progress artifact
+    and the CLI's bar (flows.progress.notify)."""
+    from flows import progress
+
+    artifact = create_progress_artifact(0.0, key=key, description=description)
+
+    def report(done: int, total: int) -> None:
+        progress.notify(done, total)
+        update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
+
+    return report

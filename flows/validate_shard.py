@@ -10,6 +10,7 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.progress_artifact import progress_reporter
 from flows.ui import artifact_key
 from schemas.shards import SPLITS, ValidateShardParams
 from tasks.export_llava import export_llava
@@ -22,39 +23,27 @@ from tasks.validate import run_validation
 
 def validate_with_progress(params: ValidateShardParams):
     """tasks/validate.run_validation, driving a progress artifact (a step per GX suite) and the CLI's bar."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
     from flows import progress
 
     progress.notify_stage("validation")
-    artifact = create_progress_artifact(
-        0.0, key=artifact_key("validate-progress"), description=f"Great Expectations validation of {params.data}"
+    report = progress_reporter(
+        artifact_key("validate-progress"), f"Great Expectations validation of {params.data}"
     )
 
     def on_progress(done: int, total: int, step: str) -> None:
-        progress.notify(done, total)
+        report(done, total)
         progress.notify_fields({"description": f"validation: {step}"})
-        update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
 
     return run_validation(params.data, params.out, params.artifacts, params.validate_cfg, progress=on_progress)
 
 
 def shard_with_progress(accepted: pl.DataFrame, params: ValidateShardParams) -> list[ShardInfo]:
     """tasks/shard.write_shards, driving a progress artifact and the CLI's bar."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
     from flows import progress
 
     progress.notify_stage("samples sharded")
-    artifact = create_progress_artifact(
-        0.0, key=artifact_key("shard-progress"), description=f"samples sharded into {params.out}"
-    )
-
-    def on_progress(done: int, total: int) -> None:
-        progress.notify(done, total)
-        update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
-
-    return write_shards(accepted, params.data, params.out, params.shard, progress=on_progress)
+    report = progress_reporter(artifact_key("shard-progress"), f"samples sharded into {params.out}")
+    return write_shards(accepted, params.data, params.out, params.shard, progress=report)
 
 
 validate_task = task(validate_with_progress, name="validate", cache_policy=NO_CACHE)
