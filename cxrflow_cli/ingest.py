@@ -99,7 +99,10 @@ def ingest(
                 from flows.ingest import run_ingest_flow
 
                 progress.listeners.append(update)
-                summary = run_ingest_flow(cfg)
+                try:
+                    summary = run_ingest_flow(cfg)
+                finally:  # the bar dies with this command: a later run in this process must not drive it
+                    progress.listeners.remove(update)
             else:
                 from tasks.ingest import run_ingest
 
