@@ -48,10 +48,6 @@ class Stage:
     total: int
     stop_reason: str
 
-    @property
-    def scfg(self) -> StageConfig:
-        return self.cfg.stage(self.stage)
-
 
 def make_accelerator(cfg: TrainConfig):
     from accelerate import Accelerator

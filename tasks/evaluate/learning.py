@@ -64,13 +64,7 @@ def collapse_not_computed(metrics: dict[str, MetricResult | str | None]) -> str 
     `metrics`: name -> MetricResult, or name -> its not-computed reason (None when computed)."""
     groups: dict[str, dict[str, list[str]]] = {}  # reason -> family -> the not-computed names
     for name, m in metrics.items():
-        reason = (
-            m.not_computed
-            if isinstance(m, MetricResult) and m.value is None
-            else None
-            if isinstance(m, MetricResult)
-            else m
-        )
+        reason = (m.not_computed if m.value is None else None) if isinstance(m, MetricResult) else m
         if reason is None:
             continue
         family = re.sub(r"_(f1|mean|share).*$", "", name)
