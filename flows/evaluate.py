@@ -18,21 +18,12 @@ from tasks.evaluate.scoring import score_predictions
 
 def generate_with_progress(params: EvaluateParams) -> dict[str, Any]:
     """tasks/evaluate/stage.generate, driving a progress artifact (per experiment) and the CLI's bar."""
-    from prefect.artifacts import create_progress_artifact, update_progress_artifact
-
-    from flows import progress
+    from flows.progress_artifact import progress_reporter
     from schemas.pipeline import slug
 
     key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics
-    artifact = create_progress_artifact(
-        0.0, key=key, description=f"reports generated for {Path(params.out) / 'predictions.jsonl'}"
-    )
-
-    def on_progress(done: int, total: int) -> None:
-        progress.notify(done, total)
-        update_progress_artifact(artifact, round(100.0 * done / max(total, 1), 1))
-
-    return stage.generate(params, progress=on_progress)
+    report = progress_reporter(key, f"reports generated for {Path(params.out) / 'predictions.jsonl'}")
+    return stage.generate(params, progress=report)
 
 
 generate_task = task(generate_with_progress, name="generate", cache_policy=NO_CACHE)
