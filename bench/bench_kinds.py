@@ -32,6 +32,7 @@ import pydicom
 from PIL import Image
 from pydicom.pixels import pixel_array
 
+from bench.bench_ingest import naive  # the naive single-process script, timed in both benchmarks
 from fixtures.dicom import SIZES, DXSpec, picture, uid, write_dx, write_encoded_dx
 from schemas.config import ImageConfig, IngestConfig
 from tasks.images import (
@@ -157,21 +158,6 @@ def per_film(fns: dict, films: list[tuple[Path, str]], repeats: int) -> dict[str
                 fn(path, kind)
                 best[name][i] = min(best[name][i], time.perf_counter() - t0)
     return {name: float(np.mean(v)) for name, v in best.items()}
-
-
-def naive(path: Path) -> None:
-    """The naive script: full decode, float min-max, Lanczos of the whole film, crop, JPEG."""
-    arr = pydicom.dcmread(path).pixel_array.astype(np.float32)
-    arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-6) * 255.0
-    im = Image.fromarray(arr.astype(np.uint8))
-    w, h = im.size
-    scale = CFG.size / min(w, h)
-    im = im.resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS)
-    w, h = im.size
-    left, top = (w - CFG.size) // 2, (h - CFG.size) // 2
-    im.crop((left, top, left + CFG.size, top + CFG.size)).save(
-        io.BytesIO(), format="JPEG", quality=CFG.jpeg_quality
-    )
 
 
 def mix_marginal(tmp: Path, small: int, large: int) -> dict:
