@@ -293,19 +293,6 @@ class Sealed(Generic[T]):
         self.value = value
 
 
-class Chunk:
-    """A chunk's candidates in a plain container: task runners that walk task parameters (Prefect looks for
-    upstream futures in every list and dataclass; Dask for keys) see one object, not thousands."""
-
-    __slots__ = ("candidates",)
-
-    def __init__(self, candidates: list[Candidate]):
-        self.candidates = candidates
-
-    def __len__(self) -> int:
-        return len(self.candidates)
-
-
 def new_run_dir(out: Path) -> Path:
     """A fresh folder for this run's part files. Callers hold the output lock (tasks/lock.py), so any other
     run folder was left by a run that died before assemble (killed, or a failed chunk): removed here."""
@@ -318,9 +305,11 @@ def new_run_dir(out: Path) -> Path:
     return run_dir
 
 
-def process_chunk(index: int, chunk: Chunk, cfg: IngestConfig, run_dir: Path) -> ChunkResult:
+def process_chunk(
+    index: int, chunk: Sealed[list[Candidate]], cfg: IngestConfig, run_dir: Path
+) -> ChunkResult:
     """One task run's work: the chunk's images in batches, progress written to the run folder as it goes."""
-    run_dir, candidates = Path(run_dir), chunk.candidates
+    run_dir, candidates = Path(run_dir), chunk.value
     known = load_hash_cache(Path(cfg.out), (str(c.path) for c in candidates))
     total = BatchResult()
     last = time.monotonic()
@@ -461,7 +450,7 @@ def ingest(cfg: IngestConfig, runner: Runner) -> dict:
     cands = discovery.candidates
     plan = plan_chunks(len(cands), runner.workers(cfg), cfg.batch_size)
     run_dir = new_run_dir(Path(cfg.out))
-    calls = [(i, Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
+    calls = [(i, Sealed(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
     try:
         results = runner.map_chunks(process_chunk, calls, run_dir, len(cands))
     except BaseException as exc:  # a failed chunk fails the run; the finished chunks' part files go with it
