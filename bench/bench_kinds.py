@@ -32,7 +32,7 @@ import pydicom
 from PIL import Image
 from pydicom.pixels import pixel_array
 
-from bench.bench_ingest import naive  # the naive single-process script, timed in both benchmarks
+from bench.bench_ingest import naive, per_image_seconds
 from fixtures.dicom import SIZES, DXSpec, picture, uid, write_dx, write_encoded_dx
 from schemas.config import ImageConfig, IngestConfig
 from tasks.images import (
@@ -148,16 +148,10 @@ def exact_error(films: list[tuple[Path, str]]) -> tuple[float, float, int] | Non
 
 
 def per_film(fns: dict, films: list[tuple[Path, str]], repeats: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn(*films[0])  # imports, page cache
-    best = {name: [float("inf")] * len(films) for name in fns}
-    for _ in range(repeats):
-        for i, (path, kind) in enumerate(films):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                fn(path, kind)
-                best[name][i] = min(best[name][i], time.perf_counter() - t0)
-    return {name: float(np.mean(v)) for name, v in best.items()}
+    """bench_ingest's per-image timing (fastest of `repeats`, alternating) over (path, kind) films."""
+    return per_image_seconds(
+        {name: (lambda film, fn=fn: fn(*film)) for name, fn in fns.items()}, films, repeats
+    )
 
 
 def mix_marginal(tmp: Path, small: int, large: int) -> dict:
