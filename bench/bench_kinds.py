@@ -32,6 +32,7 @@ import pydicom
 from PIL import Image
 from pydicom.pixels import pixel_array
 
+from bench.bench_ingest import naive, per_image_seconds
 from fixtures.dicom import SIZES, DXSpec, picture, uid, write_dx, write_encoded_dx
 from schemas.config import ImageConfig, IngestConfig
 from tasks.images import (
@@ -147,30 +148,9 @@ def exact_error(films: list[tuple[Path, str]]) -> tuple[float, float, int] | Non
 
 
 def per_film(fns: dict, films: list[tuple[Path, str]], repeats: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn(*films[0])  # imports, page cache
-    best = {name: [float("inf")] * len(films) for name in fns}
-    for _ in range(repeats):
-        for i, (path, kind) in enumerate(films):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                fn(path, kind)
-                best[name][i] = min(best[name][i], time.perf_counter() - t0)
-    return {name: float(np.mean(v)) for name, v in best.items()}
-
-
-def naive(path: Path) -> None:
-    """The naive script: full decode, float min-max, Lanczos of the whole film, crop, JPEG."""
-    arr = pydicom.dcmread(path).pixel_array.astype(np.float32)
-    arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-6) * 255.0
-    im = Image.fromarray(arr.astype(np.uint8))
-    w, h = im.size
-    scale = CFG.size / min(w, h)
-    im = im.resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS)
-    w, h = im.size
-    left, top = (w - CFG.size) // 2, (h - CFG.size) // 2
-    im.crop((left, top, left + CFG.size, top + CFG.size)).save(
-        io.BytesIO(), format="JPEG", quality=CFG.jpeg_quality
+    """bench_ingest's per-image timing (fastest of `repeats`, alternating) over (path, kind) films."""
+    return per_image_seconds(
+        {name: (lambda film, fn=fn: fn(*film)) for name, fn in fns.items()}, films, repeats
     )
 
 

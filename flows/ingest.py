@@ -96,10 +96,7 @@ def ingest_flow(cfg: IngestConfig) -> dict:
     share_api_url()
     summary = engine.ingest(cfg, PrefectRunner(cfg))
     create_table_artifact(
-        [
-            {"measure": k, "value": summary[k]}
-            for k in ("found", "kept", "filtered", "quarantined", "decoded", "reused")
-        ]
+        [{"measure": k, "value": summary[k]} for k in mixture.COUNT_FIELDS]
         + [{"measure": f"filtered: {k}", "value": v} for k, v in summary["filtered_by_reason"].items()]
         + [{"measure": f"quarantined: {k}", "value": v} for k, v in summary["quarantined_by_reason"].items()],
         key=artifact_key("ingest-summary", cfg.source),

@@ -115,10 +115,6 @@ def discover(cfg: IngestConfig) -> Discovery:
     return discovery
 
 
-def batches(candidates: list[Candidate], size: int) -> list[list[Candidate]]:
-    return [candidates[i : i + size] for i in range(0, len(candidates), size)]
-
-
 def plan_chunks(n: int, workers: int, batch_size: int) -> list[tuple[int, int]]:
     """[start, stop) ranges of about equal size: CHUNKS_PER_WORKER per worker, none under `batch_size`
     images (unless there are fewer) nor over MAX_CHUNK."""
@@ -257,16 +253,6 @@ def process_candidate(
     result.rows.append(row)
 
 
-def process_batch(
-    batch: list[Candidate], cfg: IngestConfig, known: dict[str, tuple[int, int, str]]
-) -> BatchResult:
-    params = preprocess_params(cfg.image)
-    result = BatchResult()
-    for c in batch:
-        process_candidate(c, cfg, params, known, result)
-    return result
-
-
 # ------------------------------------------------------------------------------------------ chunks
 
 
@@ -293,19 +279,6 @@ class Sealed(Generic[T]):
         self.value = value
 
 
-class Chunk:
-    """A chunk's candidates in a plain container: task runners that walk task parameters (Prefect looks for
-    upstream futures in every list and dataclass; Dask for keys) see one object, not thousands."""
-
-    __slots__ = ("candidates",)
-
-    def __init__(self, candidates: list[Candidate]):
-        self.candidates = candidates
-
-    def __len__(self) -> int:
-        return len(self.candidates)
-
-
 def new_run_dir(out: Path) -> Path:
     """A fresh folder for this run's part files. Callers hold the output lock (tasks/lock.py), so any other
     run folder was left by a run that died before assemble (killed, or a failed chunk): removed here."""
@@ -318,22 +291,20 @@ def new_run_dir(out: Path) -> Path:
     return run_dir
 
 
-def process_chunk(index: int, chunk: Chunk, cfg: IngestConfig, run_dir: Path) -> ChunkResult:
-    """One task run's work: the chunk's images in batches, progress written to the run folder as it goes."""
-    run_dir, candidates = Path(run_dir), chunk.candidates
+def process_chunk(
+    index: int, chunk: Sealed[list[Candidate]], cfg: IngestConfig, run_dir: Path
+) -> ChunkResult:
+    """One task run's work: the chunk's images, progress written to the run folder every batch_size images
+    (at most every PROGRESS_EVERY_S) and at the end."""
+    run_dir, candidates = Path(run_dir), chunk.value
     known = load_hash_cache(Path(cfg.out), (str(c.path) for c in candidates))
+    params = preprocess_params(cfg.image)
     total = BatchResult()
     last = time.monotonic()
-    done = 0
-    for batch in batches(candidates, cfg.batch_size):
-        res = process_batch(batch, cfg, known)
-        total.rows += res.rows
-        total.quarantined += res.quarantined
-        total.hashes.update(res.hashes)
-        total.decoded += res.decoded
-        total.reused += res.reused
-        done += len(batch)
-        if time.monotonic() - last >= PROGRESS_EVERY_S or done == len(candidates):
+    for done, c in enumerate(candidates, 1):
+        process_candidate(c, cfg, params, known, total)
+        due = done % cfg.batch_size == 0 and time.monotonic() - last >= PROGRESS_EVERY_S
+        if due or done == len(candidates):
             atomic_write_bytes(run_dir / f"progress-{index:06d}", str(done).encode())
             last = time.monotonic()
     rows_part = hashes_part = None
@@ -461,7 +432,7 @@ def ingest(cfg: IngestConfig, runner: Runner) -> dict:
     cands = discovery.candidates
     plan = plan_chunks(len(cands), runner.workers(cfg), cfg.batch_size)
     run_dir = new_run_dir(Path(cfg.out))
-    calls = [(i, Chunk(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
+    calls = [(i, Sealed(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
     try:
         results = runner.map_chunks(process_chunk, calls, run_dir, len(cands))
     except BaseException as exc:  # a failed chunk fails the run; the finished chunks' part files go with it

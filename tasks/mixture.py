@@ -22,6 +22,7 @@ from tasks.sources.base import SourceLayoutError
 SUMMARY_FIELDS = (
     "found", "kept", "filtered", "quarantined", "filtered_by_reason", "quarantined_by_reason", "decoded", "reused",
 )
+COUNT_FIELDS = tuple(k for k in SUMMARY_FIELDS if not k.endswith("_by_reason"))  # the counts (summed over sources)
 
 
 def check_sources(cfg: MixtureConfig) -> None:
@@ -62,10 +63,7 @@ def merge(cfg: MixtureConfig) -> dict:
     _write(out / "manifest.parquet", manifest, MANIFEST_SCHEMA)
     _write(out / "quarantine.parquet", pl.concat(quarantines), DROP_SCHEMA)
     _write(out / "filtered.parquet", pl.concat(filtered), DROP_SCHEMA)
-    totals = {
-        k: sum(s[k] for s in per_source.values())
-        for k in ("found", "kept", "filtered", "quarantined", "decoded", "reused")
-    }
+    totals = {k: sum(s[k] for s in per_source.values()) for k in COUNT_FIELDS}
     summary = {
         "sources": [spec.name for spec in cfg.sources],
         **totals,

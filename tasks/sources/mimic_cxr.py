@@ -14,7 +14,7 @@ import polars as pl
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
-from tasks.sources._common import LabelValueError, parse_label_row, read_csv_file
+from tasks.sources._common import LabelValueError, parse_label_row, read_csv_strings, read_header
 from tasks.sources.base import (
     BaseAdapter,
     Candidate,
@@ -40,11 +40,6 @@ def _find_csv(root: Path, kind: str) -> Path | None:
             if path.exists():
                 return path
     return None
-
-
-def _read_csv(path: Path, **kwargs) -> pl.DataFrame:
-    # Every column as text: ids keep their digits and StudyTime its float-looking form.
-    return read_csv_file(path, **kwargs)
 
 
 def _scan(folder: str, problems: list[tuple[Path, str]]) -> list[os.DirEntry]:
@@ -140,20 +135,21 @@ class MimicCxrAdapter(BaseAdapter):
             path = _find_csv(root, kind)
             if path is None:
                 raise SourceLayoutError(f"MIMIC-CXR root {root} is missing mimic-cxr-2.0.0-{kind}.csv.gz")
-            require_columns(_read_csv(path, n_rows=0).columns, columns, path)
+            require_columns(read_header(path), columns, path)
         labels = _find_csv(root, "chexpert")
         if labels is not None:
-            require_columns(_read_csv(labels, n_rows=0).columns, LABEL_KEY_COLUMNS + CHEXPERT_LABELS, labels)
+            require_columns(read_header(labels), LABEL_KEY_COLUMNS + CHEXPERT_LABELS, labels)
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
         reports_root = Path(cfg.options.get("reports_root", root))
         images, layout, unusable = _walk_images(root / "files")
-        metadata = _read_csv(_find_csv(root, "metadata"))
-        split = _read_csv(_find_csv(root, "split")).select("dicom_id", "split")
+        # Every column as text: ids keep their digits and StudyTime its float-looking form.
+        metadata = read_csv_strings(_find_csv(root, "metadata"))
+        split = read_csv_strings(_find_csv(root, "split")).select("dicom_id", "split")
         labels_path = _find_csv(root, "chexpert")
         labels = (
-            _read_csv(labels_path).select("study_id", *CHEXPERT_LABELS).unique("study_id", keep="first")
+            read_csv_strings(labels_path).select("study_id", *CHEXPERT_LABELS).unique("study_id", keep="first")
             if labels_path
             else pl.DataFrame(schema={"study_id": pl.String, **{n: pl.String for n in CHEXPERT_LABELS}})
         )
