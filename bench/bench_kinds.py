@@ -191,9 +191,10 @@ def main() -> None:
         "--mix",
         type=int,
         nargs=2,
-        default=(16, 48),
+        default=(48, 144),
         metavar=("SMALL", "LARGE"),
-        help="images of the two fixture-mix runs (0 0: skip)",
+        # both at least two chunks: a one-chunk run is processed inline, not pooled (tasks.ingest.plan_chunks)
+        help="images of the two fixture-mix runs, each at least 2 chunks (0 0: skip)",
     )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-kinds-") as tmp:

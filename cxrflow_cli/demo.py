@@ -95,8 +95,8 @@ def demo(
 
     run_dir = Path(trained["stages"]["train"]["dir"])
     typer.echo(f"\n== what was trained\n  {describe_training(run_dir)}, on CPU; the `shuffled` control is the "
-               "same training with each training image swapped for another study's (a fixed permutation in which no "
-               "sample keeps its own image).")
+               "same training with each training image swapped for another study's (a fixed derangement: no sample "
+               "keeps its own image or gets one of its own study).")
     typer.echo(f"\n== where\n  learning.json: {out / 'learning.json'}\n  leaderboard:   "
                f"{result['compare']['dir']}\n  fixture:       {root}")
     home = os.environ.get("PREFECT_HOME", "~/.prefect")  # `make demo` keeps the runs in artifacts/prefect
