@@ -209,7 +209,7 @@ def _missing_plugin_reason(ds: pydicom.Dataset) -> str | None:
     return f"unsupported transfer syntax: {ts.name} needs a pixel plugin that is not installed ({missing})"
 
 
-def read_dicom(path: Path) -> pydicom.Dataset:
+def read_dicom(path: Path | io.BytesIO) -> pydicom.Dataset:
     try:
         return pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises several types for bad files
@@ -371,7 +371,7 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
         return None
 
 
-def decode_dicom(path: Path, cfg: ImageConfig) -> Decoded:
+def decode_dicom(path: Path | io.BytesIO, cfg: ImageConfig) -> Decoded:
     ds = read_dicom(path)
     check_pixels(ds)
     fast = reduced_dicom_pixels(ds, cfg)
@@ -388,7 +388,7 @@ def decode_dicom(path: Path, cfg: ImageConfig) -> Decoded:
 # --------------------------------------------------------------------------------------------- PNG / JPEG
 
 
-def decode_raster(path: Path, cfg: ImageConfig) -> Decoded:
+def decode_raster(path: Path | io.BytesIO, cfg: ImageConfig) -> Decoded:
     """8- or 16-bit grayscale PNG/JPEG (RGB/RGBA converted to luminance); 16-bit is min-max scaled."""
     try:
         with Image.open(path) as im:
@@ -414,14 +414,15 @@ def decode_raster(path: Path, cfg: ImageConfig) -> Decoded:
     return Decoded(pixels=reduced, lut=table, lut_offset=lo, decoder=decoder)
 
 
-def decode(path: Path, kind: str, cfg: ImageConfig) -> Decoded:
+def decode(path: Path | io.BytesIO, kind: str, cfg: ImageConfig) -> Decoded:
     if kind == "dicom":
         return decode_dicom(path, cfg)
     return decode_raster(path, cfg)
 
 
-def process(path: Path, kind: str, cfg: ImageConfig) -> tuple[bytes, int, int, str]:
-    """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder)."""
-    decoded = decode(path, kind, cfg)
+def process(path: Path, kind: str, cfg: ImageConfig, data: bytes | None = None) -> tuple[bytes, int, int, str]:
+    """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder). `data`: the
+    file's bytes when the caller already read them (to hash them), so the file is read once."""
+    decoded = decode(path if data is None else io.BytesIO(data), kind, cfg)
     im = finish(decoded.to_uint8(), cfg)
     return encode(im, cfg), im.size[0], im.size[1], decoded.decoder
