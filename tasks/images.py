@@ -35,6 +35,8 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel
 from pydicom.pixels.utils import get_j2k_parameters
 from pydicom.uid import (
     JPEG2000,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
@@ -209,6 +211,13 @@ def _missing_plugin_reason(ds: pydicom.Dataset) -> str | None:
     return f"unsupported transfer syntax: {ts.name} needs a pixel plugin that is not installed ({missing})"
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
+
+
 def read_dicom(path: Path | io.BytesIO) -> pydicom.Dataset:
     try:
         return pydicom.dcmread(path)
@@ -227,9 +236,10 @@ def _header_contradiction(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def check_pixels(ds: pydicom.Dataset) -> None:
-    """The checks every decode path makes first: pixel data present, grayscale, headers that fit the pixels."""
-    if "PixelData" not in ds:
+def check_pixels(ds: pydicom.Dataset, located: bool = False) -> None:
+    """The checks every decode path makes first: pixel data present (`located`: found in the file's bytes,
+    native_pixels), grayscale, headers that fit the pixels."""
+    if not located and "PixelData" not in ds:
         raise ImageDecodeError("DICOM has no Pixel Data element")
     if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageDecodeError(f"not a grayscale radiograph: PhotometricInterpretation {ds.get('PhotometricInterpretation')}")
@@ -371,11 +381,51 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
         return None
 
 
-def decode_dicom(path: Path | io.BytesIO, cfg: ImageConfig) -> Decoded:
-    ds = read_dicom(path)
-    check_pixels(ds)
-    fast = reduced_dicom_pixels(ds, cfg)
-    arr, decoder = fast if fast else (dicom_pixels(ds), decoder_name(ds))
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+
+
+def native_pixels(raw: bytes) -> tuple[pydicom.Dataset, np.ndarray] | None:
+    """(header, stored values) of a single-frame uncompressed little-endian 16-bit film, the values a view of
+    `raw` instead of pydicom's copy (BENCHMARKS.md, issue 28: the read, the copy and the bit masking were half
+    the work on MIMIC-CXR's films); None for anything else, where pydicom's decode decides (errors included).
+    The values are pydicom's pixel_array's: bits above BitsStored masked when any is set (unsigned)."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+        ts = ds.file_meta.get("TransferSyntaxUID")
+        if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) or int(ds.get("BitsAllocated") or 0) != 16:
+            return None
+        if int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1:
+            return None
+        bits, signed = int(ds.get("BitsStored") or 16), int(ds.get("PixelRepresentation") or 0)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception:
+        return None
+    if signed and bits != 16:  # sign extension from a narrower field: pydicom's
+        return None
+    size, header = rows * cols * 2, 12 if ts == ExplicitVRLittleEndian else 8
+    at = len(raw) - size - header  # the element ends the file (anything after it: pydicom's decode)
+    if at < 0 or raw[at : at + 4] != _PIXEL_DATA_TAG or int.from_bytes(raw[at + header - 4 : at + header], "little") != size:
+        return None
+    if header == 12 and raw[at + 4 : at + 8] not in (b"OW\x00\x00", b"OB\x00\x00"):
+        return None
+    arr = np.frombuffer(raw, dtype="<i2" if signed else "<u2", count=rows * cols, offset=at + header).reshape(rows, cols)
+    if not signed and bits < 16 and int(arr.max()) >> bits:
+        arr = arr & np.uint16((1 << bits) - 1)
+    return ds, arr
+
+
+def decode_dicom(src: Path | bytes, cfg: ImageConfig) -> Decoded:
+    raw = src if isinstance(src, bytes) else _read(src)
+    native = native_pixels(raw)
+    if native:
+        ds, arr = native
+        check_pixels(ds, located=True)
+        decoder = decoder_name(ds)
+    else:
+        ds = read_dicom(io.BytesIO(raw))
+        check_pixels(ds)
+        fast = reduced_dicom_pixels(ds, cfg)
+        arr, decoder = fast if fast else (dicom_pixels(ds), decoder_name(ds))
     # Without a VOI the film is min-max scaled over its whole extent (not the kept region), so crop and
     # pad of one film give the same intensities.
     data_lo, data_hi = (0, 0) if has_voi(ds) else (int(arr.min()), int(arr.max()))
@@ -388,10 +438,10 @@ def decode_dicom(path: Path | io.BytesIO, cfg: ImageConfig) -> Decoded:
 # --------------------------------------------------------------------------------------------- PNG / JPEG
 
 
-def decode_raster(path: Path | io.BytesIO, cfg: ImageConfig) -> Decoded:
+def decode_raster(src: Path | bytes, cfg: ImageConfig) -> Decoded:
     """8- or 16-bit grayscale PNG/JPEG (RGB/RGBA converted to luminance); 16-bit is min-max scaled."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
             scale = 1
             if im.format == "JPEG" and not cfg.exact and im.mode in ("L", "RGB"):
                 scale = min(power_of_two_scale(im.height, im.width, cfg), 8)
@@ -414,15 +464,16 @@ def decode_raster(path: Path | io.BytesIO, cfg: ImageConfig) -> Decoded:
     return Decoded(pixels=reduced, lut=table, lut_offset=lo, decoder=decoder)
 
 
-def decode(path: Path | io.BytesIO, kind: str, cfg: ImageConfig) -> Decoded:
+def decode(src: Path | bytes, kind: str, cfg: ImageConfig) -> Decoded:
+    """`src`: the file, or its bytes when already read."""
     if kind == "dicom":
-        return decode_dicom(path, cfg)
-    return decode_raster(path, cfg)
+        return decode_dicom(src, cfg)
+    return decode_raster(src, cfg)
 
 
 def process(path: Path, kind: str, cfg: ImageConfig, data: bytes | None = None) -> tuple[bytes, int, int, str]:
     """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder). `data`: the
     file's bytes when the caller already read them (to hash them), so the file is read once."""
-    decoded = decode(path if data is None else io.BytesIO(data), kind, cfg)
+    decoded = decode(path if data is None else data, kind, cfg)
     im = finish(decoded.to_uint8(), cfg)
     return encode(im, cfg), im.size[0], im.size[1], decoded.decoder

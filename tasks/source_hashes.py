@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.io import atomic_write_parquet, sha256_bytes
+from tasks.io import atomic_path, atomic_write_parquet, sha256_bytes
 
 SUMS_FILE = "SHA256SUMS.txt"
 SUMS_CACHE = Path(".cache") / "sha256sums.parquet"  # the parsed file, keyed by its size and mtime
@@ -48,9 +48,10 @@ Stat = tuple[int, int, str, bool]  # size, mtime_ns, sha256, verified (hashed he
 # ------------------------------------------------------------------------------- SHA256SUMS.txt
 
 
-def parse_sums(path: Path) -> tuple[dict[str, str], int]:
-    """{relative path: sha256} of a checksum file, and the count of lines that are not `<sha256> <path>`."""
-    sums: dict[str, str] = {}
+def iter_sums(path: Path, block: int = 65536) -> Iterator[tuple[list[str], list[str], int]]:
+    """(relative paths, sha256s, malformed line count) of a checksum file, `block` lines at a time."""
+    paths: list[str] = []
+    digests: list[str] = []
     bad = 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -60,7 +61,21 @@ def parse_sums(path: Path) -> tuple[dict[str, str], int]:
             if m is None:
                 bad += 1
                 continue
-            sums[m.group(2).removeprefix("./")] = m.group(1).lower()
+            paths.append(m.group(2).removeprefix("./"))
+            digests.append(m.group(1).lower())
+            if len(paths) >= block:
+                yield paths, digests, bad
+                paths, digests, bad = [], [], 0
+    yield paths, digests, bad
+
+
+def parse_sums(path: Path) -> tuple[dict[str, str], int]:
+    """{relative path: sha256} of a checksum file, and the count of lines that are not `<sha256> <path>`."""
+    sums: dict[str, str] = {}
+    bad = 0
+    for paths, digests, n_bad in iter_sums(path):
+        sums.update(zip(paths, digests, strict=True))
+        bad += n_bad
     return sums, bad
 
 
@@ -76,14 +91,22 @@ def prepare_sums(root: Path, out: Path) -> dict | None:
         return None
     stamp = f"{st.st_size}:{st.st_mtime_ns}".encode()  # the mtime is also what listed files are compared to
     if cache.exists():
-        meta = pq.ParquetFile(cache).schema_arrow.metadata or {}
+        meta = _file_meta(cache)
         if meta.get(b"stamp") == stamp:
             return {"file": SUMS_FILE, "listed": int(meta[b"listed"]), "malformed_lines": int(meta[b"malformed"])}
-    sums, bad = parse_sums(src)
-    table = pa.table({"path": pa.array(list(sums), pa.string()), "sha256": pa.array(list(sums.values()), pa.string())})
-    table = table.replace_schema_metadata({"stamp": stamp, "listed": str(len(sums)), "malformed": str(bad)})
-    atomic_write_parquet(cache, table)
-    return {"file": SUMS_FILE, "listed": len(sums), "malformed_lines": bad}
+    # In blocks: the MIMIC-CXR release lists ~600K files. The count and the stamp go into the metadata last.
+    listed = bad = 0
+    schema = pa.schema([("path", pa.string()), ("sha256", pa.string())])
+    with atomic_path(cache) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for paths, digests, n_bad in iter_sums(src):
+            writer.write_table(pa.table([paths, digests], schema=schema))
+            listed, bad = listed + len(paths), bad + n_bad
+        writer.add_key_value_metadata({"stamp": stamp, "listed": str(listed), "malformed": str(bad)})
+    return {"file": SUMS_FILE, "listed": listed, "malformed_lines": bad}
+
+
+def _file_meta(path: Path) -> dict[bytes, bytes]:
+    return pq.ParquetFile(path).metadata.metadata or {}
 
 
 def _read_filtered(path: Path, column: str, keys: list[str]) -> pa.Table | None:
@@ -101,7 +124,7 @@ def load_sums(out: Path, rel_paths: Iterable[str]) -> tuple[dict[str, str], int]
     table = _read_filtered(Path(out) / SUMS_CACHE, "path", list(rel_paths))
     if table is None:
         return {}, 0
-    mtime_ns = int(table.schema.metadata[b"stamp"].split(b":")[1])
+    mtime_ns = int(_file_meta(Path(out) / SUMS_CACHE)[b"stamp"].split(b":")[1])
     return dict(zip(table.column("path").to_pylist(), table.column("sha256").to_pylist(), strict=True)), mtime_ns
 
 
