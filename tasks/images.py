@@ -68,8 +68,11 @@ class Decoded:
     def to_uint8(self) -> np.ndarray:
         if self.lut is None:
             return self.pixels
-        index = self.pixels if self.lut_offset == 0 else self.pixels.astype(np.int64) - self.lut_offset
-        return self.lut[index]
+        if self.lut_offset == 0:
+            return self.lut[self.pixels]
+        if 0 < self.lut_offset <= 1 << 16:  # no value lies below the offset: pad the table, index directly
+            return np.concatenate([np.zeros(self.lut_offset, np.uint8), self.lut])[self.pixels]
+        return self.lut[self.pixels.astype(np.int64) - self.lut_offset]
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -384,11 +387,20 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
 
 
-def native_pixels(raw: bytes) -> tuple[pydicom.Dataset, np.ndarray] | None:
-    """(header, stored values) of a single-frame uncompressed little-endian 16-bit film, the values a view of
-    `raw` instead of pydicom's copy (BENCHMARKS.md, issue 28: the read, the copy and the bit masking were half
-    the work on MIMIC-CXR's films); None for anything else, where pydicom's decode decides (errors included).
-    The values are pydicom's pixel_array's: bits above BitsStored masked when any is set (unsigned)."""
+def value_range(arr: np.ndarray) -> tuple[int, int]:
+    """(min, max) in one pass (cv2; numpy's min and max are two, and cv2 has no 32-bit unsigned type)."""
+    if arr.dtype == np.uint32 or arr.dtype.itemsize > 4 and arr.dtype.kind in "iu":
+        return int(arr.min()), int(arr.max())
+    lo, hi, _, _ = cv2.minMaxLoc(arr)
+    return int(lo), int(hi)
+
+
+def native_pixels(raw: bytes) -> tuple[pydicom.Dataset, np.ndarray, tuple[int, int]] | None:
+    """(header, stored values, their (min, max)) of a single-frame uncompressed little-endian 16-bit film, the
+    values a view of `raw` instead of pydicom's copy (BENCHMARKS.md, issue 28: the read, the copy and the bit
+    masking were half the work on MIMIC-CXR's films); None for anything else, where pydicom's decode decides
+    (errors included). The values are pydicom's pixel_array's: bits above BitsStored masked when any is set
+    (unsigned)."""
     try:
         ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
         ts = ds.file_meta.get("TransferSyntaxUID")
@@ -409,16 +421,18 @@ def native_pixels(raw: bytes) -> tuple[pydicom.Dataset, np.ndarray] | None:
     if header == 12 and raw[at + 4 : at + 8] not in (b"OW\x00\x00", b"OB\x00\x00"):
         return None
     arr = np.frombuffer(raw, dtype="<i2" if signed else "<u2", count=rows * cols, offset=at + header).reshape(rows, cols)
-    if not signed and bits < 16 and int(arr.max()) >> bits:
+    extent = value_range(arr)
+    if not signed and bits < 16 and extent[1] >> bits:
         arr = arr & np.uint16((1 << bits) - 1)
-    return ds, arr
+        extent = value_range(arr)
+    return ds, arr, extent
 
 
 def decode_dicom(src: Path | bytes, cfg: ImageConfig) -> Decoded:
     raw = src if isinstance(src, bytes) else _read(src)
     native = native_pixels(raw)
     if native:
-        ds, arr = native
+        ds, arr, extent = native
         check_pixels(ds, located=True)
         decoder = decoder_name(ds)
     else:
@@ -426,9 +440,10 @@ def decode_dicom(src: Path | bytes, cfg: ImageConfig) -> Decoded:
         check_pixels(ds)
         fast = reduced_dicom_pixels(ds, cfg)
         arr, decoder = fast if fast else (dicom_pixels(ds), decoder_name(ds))
+        extent = None
     # Without a VOI the film is min-max scaled over its whole extent (not the kept region), so crop and
     # pad of one film give the same intensities.
-    data_lo, data_hi = (0, 0) if has_voi(ds) else (int(arr.min()), int(arr.max()))
+    data_lo, data_hi = (0, 0) if has_voi(ds) else (extent or value_range(arr))
     reduced = area_reduce(arr, cfg)
     lo, hi = _stored_range(ds, reduced)
     lut = dicom_lut(ds, min(lo, data_lo), max(hi, data_hi), data_lo, data_hi)
@@ -458,7 +473,7 @@ def decode_raster(src: Path | bytes, cfg: ImageConfig) -> Decoded:
     decoder = f"pillow/{fmt}/{arr.dtype}"
     if arr.dtype == np.uint8:
         return Decoded(pixels=area_reduce(arr, cfg), lut=None, lut_offset=0, decoder=decoder)
-    lo, hi = int(arr.min()), int(arr.max())  # whole film, as for DICOM without a VOI
+    lo, hi = value_range(arr)  # whole film, as for DICOM without a VOI
     reduced = area_reduce(arr, cfg)
     table = np.rint((np.arange(lo, hi + 1, dtype=np.float64) - lo) / max(hi - lo, 1) * 255.0).astype(np.uint8)
     return Decoded(pixels=reduced, lut=table, lut_offset=lo, decoder=decoder)

@@ -41,7 +41,7 @@ from schemas.errors import UserError
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
-from tasks.candidates import Spill
+from tasks.candidates import Spill, SpillWriter, duplicated_keys, split_by_keys, tail_drops
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
 from tasks.io import (
     atomic_write_bytes,
@@ -107,7 +107,6 @@ def discover(cfg: IngestConfig) -> Discovery:
 def discover_spilled(cfg: IngestConfig, run_dir: Path | None = None) -> Discovery:
     """discover() with the candidates spilled to run_dir/candidates.parquet in bounded batches
     (tasks/candidates.py) as `discovery.spill`; run_dir defaults to a new run folder (new_run_dir)."""
-    from tasks.candidates import SpillWriter
     from tasks.preflight import check_out_dir
 
     check_out_dir(cfg.out, "out")
@@ -143,19 +142,15 @@ def discover_spilled(cfg: IngestConfig, run_dir: Path | None = None) -> Discover
         writer.write(discovery.candidates)
         discovery.candidates, discovery.spill = [], writer.close()
     if cfg.limit is not None and len(discovery.spill) > cfg.limit:
-        from tasks.candidates import Spill, tail_drops
-
         reason = f"over the source cap: limit={cfg.limit}"
         discovery.filtered += tail_drops(discovery.spill, cfg.limit, "discover", reason)
         discovery.spill = Spill(discovery.spill.path, cfg.limit)
     return discovery
 
 
-def _quarantine_collisions(discovery: Discovery, spill, run_dir: Path):
+def _quarantine_collisions(discovery: Discovery, spill: Spill, run_dir: Path) -> Spill:
     """Keys are unique, or the inputs are quarantined (never merged): base.quarantine_key_collisions on the
     colliding rows, the spill rewritten without them."""
-    from tasks.candidates import duplicated_keys, split_by_keys
-
     keys = duplicated_keys(spill)
     if not keys:
         return spill

@@ -187,21 +187,14 @@ def quarantine_key_collisions(discovery: Discovery) -> None:
         discovery.quarantined += [Drop(c.source, c.rel_path, "discover", reason, key) for c in cs]
 
 
-def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
-    """The one view policy, applied by the engine to every source (adapters only report `view`).
+def view_filter(discovery: Discovery, cands: list[Candidate], frontal_only: bool) -> list[Candidate]:
+    """The one view policy, applied by the engine to every source, batch by batch (adapters only report
+    `view`): the kept candidates; the others go to discovery.filtered.
 
     Under frontal_only a film is kept only when its release states a frontal view (AP, PA, or frontal without
     AP/PA); every other film, an unknown view included, is filtered with one reason text. This is the paper's
     selection (LLaVA-Rad keeps MIMIC-CXR rows whose view is AP or PA, so a blank ViewPosition is out:
-    docs/datasets.md). notes["view_unknown"] counts the films found without a view, filtered or kept."""
-    kept = view_filter(discovery, discovery.candidates, frontal_only)
-    view_notes(discovery, sum(c.view is None for c in discovery.candidates), len(discovery.candidates),
-               len(kept), frontal_only)
-    discovery.candidates = kept
-
-
-def view_filter(discovery: Discovery, cands: list[Candidate], frontal_only: bool) -> list[Candidate]:
-    """The view policy on one batch: the kept candidates; the others go to discovery.filtered."""
+    docs/datasets.md). view_notes: notes["view_unknown"] counts the films found without a view."""
     kept: list[Candidate] = []
     for c in cands:
         if frontal_only and c.view not in FRONTAL_VIEWS:
