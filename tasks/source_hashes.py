@@ -20,6 +20,7 @@ pyarrow, not polars, in what chunks call: they run in forked pool workers (tasks
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -29,11 +30,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.io import atomic_path, atomic_write_parquet, sha256_bytes
+from tasks.io import atomic_path, sha256_bytes
 
 SUMS_FILE = "SHA256SUMS.txt"
 SUMS_CACHE = Path(".cache") / "sha256sums.parquet"  # the parsed file, keyed by its size and mtime
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"
+ROW_GROUP = 8192  # rows per row group of the caches: what a chunk reads at least
 VERIFY_SAMPLE = 64  # about 1 in 64 listed files is hashed and compared on its first ingest
 # PhysioNet writes "<hex> <path>" (one space); GNU sha256sum "<hex>  <path>" or "<hex> *<path>" (binary mode).
 _LINE = re.compile(r"^([0-9a-fA-F]{64}) [ *]?(.+?)\r?$")
@@ -48,7 +50,7 @@ Stat = tuple[int, int, str, bool]  # size, mtime_ns, sha256, verified (hashed he
 # ------------------------------------------------------------------------------- SHA256SUMS.txt
 
 
-def iter_sums(path: Path, block: int = 65536) -> Iterator[tuple[list[str], list[str], int]]:
+def iter_sums(path: Path, block: int = ROW_GROUP) -> Iterator[tuple[list[str], list[str], int]]:
     """(relative paths, sha256s, malformed line count) of a checksum file, `block` lines at a time."""
     paths: list[str] = []
     digests: list[str] = []
@@ -110,12 +112,23 @@ def _file_meta(path: Path) -> dict[bytes, bytes]:
 
 
 def _read_filtered(path: Path, column: str, keys: list[str]) -> pa.Table | None:
+    """The rows whose `column` is in `keys`, reading only the row groups whose min/max statistics can hold one
+    of them (a chunk's paths are near each other in sorted order: a few groups of an archive-sized file).
+    Not read_table(filters=): that imports pyarrow.dataset in every worker."""
     if not path.exists():
         return None
-    # ParquetFile.read + a compute filter, not read_table(filters=): the latter imports pyarrow.dataset
     import pyarrow.compute as pc
 
-    table = pq.ParquetFile(path).read()
+    f = pq.ParquetFile(path)
+    at = f.schema_arrow.get_field_index(column)
+    keys = sorted(keys)
+    groups = []
+    for i in range(f.num_row_groups):
+        stats = f.metadata.row_group(i).column(at).statistics
+        j = bisect.bisect_left(keys, stats.min) if stats is not None and stats.has_min_max else 0
+        if stats is None or not stats.has_min_max or (j < len(keys) and keys[j] <= stats.max):
+            groups.append(i)
+    table = f.read_row_groups(groups) if groups else f.schema_arrow.empty_table()
     return table.filter(pc.is_in(table.column(column), value_set=pa.array(keys, pa.string())))
 
 
@@ -173,8 +186,9 @@ def save_hash_cache(out: Path, parts: list[Path]) -> None:
         f if "verified" in f.collect_schema().names() else f.with_columns(pl.lit(True).alias("verified"))
         for f in frames
     ]
-    df = pl.concat(frames).unique(subset="path", keep="last", maintain_order=True).collect()
-    atomic_write_parquet(path, df)
+    df = pl.concat(frames).unique(subset="path", keep="last", maintain_order=True).sort("path").collect()
+    with atomic_path(path) as tmp:  # sorted, in row groups a chunk can skip (_read_filtered)
+        pq.write_table(df.to_arrow(), tmp, row_group_size=ROW_GROUP)
 
 
 # ------------------------------------------------------------------------------- per file
