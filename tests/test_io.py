@@ -1,4 +1,4 @@
-"""tasks/io: the one atomic parquet writer every stage uses."""
+"""cxrio: the atomic writers every stage uses (files, folders, parquet) and their temporary names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.io import atomic_write_parquet
+from cxrio import atomic_write_parquet
 
 
 def test_atomic_parquet_writes_arrow_and_polars_and_leaves_nothing_on_failure(tmp_path):
@@ -30,7 +30,7 @@ def test_atomic_parquet_writes_arrow_and_polars_and_leaves_nothing_on_failure(tm
 
 def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
     """The one atomic-write helper (the streamed LLaVA export writes through it too)."""
-    from tasks.io import atomic_path
+    from cxrio import atomic_path
 
     target = tmp_path / "d" / "x.json"
     with atomic_path(target) as tmp:

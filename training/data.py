@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageOps
 
-from tasks.io import quiet_wids
+from cxrio import quiet_wids
 from training.text import IGNORE, encode_example
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -19,9 +19,9 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxrio import atomic_write_json
 from schemas.encoder import TINY
 from schemas.shards import TAR_GROUP, TAR_MODE, TAR_MTIME, TAR_USER
-from tasks.io import atomic_write_json
 from training.data import CLIP_MEAN, CLIP_STD, read_index
 from training.openclip import TINY_TIMM_VIT, TINY_VIT_ARGS
 

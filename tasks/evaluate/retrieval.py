@@ -242,7 +242,7 @@ def evaluate_encoder(
 ) -> tuple[EvaluationMetrics, dict]:
     """OUT/metrics.json (EvaluationMetrics), OUT/retrieval.json (chance, ratio to chance, per source) and
     OUT/per_query.parquet (the mixture's hit@K per query, by sample key: paired tests between encoders)."""
-    from tasks.io import atomic_write_json, atomic_write_parquet
+    from cxrio import atomic_write_json, atomic_write_parquet
 
     try:
         samples = read_split(shards, split)
