@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from training.text import IGNORE, encode_example
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+IMAGE_MEMBERS = ("jpg", "png", "jpeg")  # image member extensions, in the order a tar copy writes them
 
 
 def read_index(shards: Path, split: str) -> list[dict]:
@@ -43,6 +45,24 @@ def read_index(shards: Path, split: str) -> list[dict]:
     if not out or sum(s["nsamples"] for s in out) == 0:
         raise ValueError(f"{index} lists no samples")
     return out
+
+
+def iter_tar_samples(tar_path: str):
+    """(key, {ext: (TarInfo, bytes)}) per sample of a shard tar read with tarfile, in tar order (members of a
+    key are adjacent): the encoder stage copies whole members, the retrieval evaluation reads them."""
+    with tarfile.open(tar_path) as tf:
+        key, members = None, {}
+        for info in tf:
+            if not info.isfile():
+                continue
+            k, _, ext = info.name.partition(".")
+            if k != key and key is not None:
+                yield key, members
+                members = {}
+            key = k
+            members[ext] = (info, tf.extractfile(info).read())
+        if key is not None:
+            yield key, members
 
 
 def open_shards(shardlist: list[dict], cache_dir: Path):
