@@ -1,9 +1,10 @@
 """Shards -> training examples.
 
 Reading: wids (webdataset's indexed reader) over the `{split}.index.json` shard list, so any sample can be
-fetched by index. Order: a permutation that is a pure function of (seed, epoch); rank r takes every
-world-th micro-batch group, and every rank gets exactly steps_per_epoch steps (the tail that does not fill a
-global batch is dropped). The data position is therefore just the optimizer step, and resuming at step s
+fetched by index. Order: a permutation that is a pure function of (seed, epoch); each optimizer step takes the
+next global batch of it, cut into the same micro-batches at every world size, and rank r takes every world-th
+micro-batch, so a step sees the one-process run's samples, each once (docs/training.md, multi-process). Every
+rank gets exactly steps_per_epoch steps (the tail that does not fill a global batch is dropped). The data position is therefore just the optimizer step, and resuming at step s
 replays nothing and skips nothing (see DataPlan.batches).
 """
 
@@ -281,6 +282,8 @@ class DataPlan:
         out = []
         for step in range(start_step, self.steps_per_epoch):
             chunk = order[step * per_step:(step + 1) * per_step]
-            mine = chunk[self.rank::self.world]  # equal share per rank
-            out += [mine[m * self.micro_batch:(m + 1) * self.micro_batch] for m in range(self.accum)]
+            # The step's micro-batches are the same for every world size (consecutive runs of the order);
+            # rank r takes every world-th one, so the averaged gradient is the one-process run's.
+            micro = [chunk[m:m + self.micro_batch] for m in range(0, per_step, self.micro_batch)]
+            out += micro[self.rank::self.world]
         return out

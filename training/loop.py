@@ -53,6 +53,7 @@ def train_stage(s: Stage, stop_after: int | None = None, on_step=None) -> dict:
             step_loss += out.loss.item() / plan.accum
             tokens += int(batch["attention_mask"].sum())
             samples += batch["input_ids"].shape[0]
+        step_loss = global_mean(acc, step_loss)
         acc.clip_grad_norm_(trainable, 1.0)
         lr = s.scheduler.get_last_lr()[0]
         s.optimizer.step()
@@ -97,6 +98,14 @@ def train_stage(s: Stage, stop_after: int | None = None, on_step=None) -> dict:
         "epochs": round(step / plan.steps_per_epoch, 3),
         "grad_accum": plan.accum,
     }
+
+
+def global_mean(acc, value: float) -> float:
+    """The step's loss over every rank's micro-batches (each rank averaged its own): what a one-process run
+    at the same global batch logs, and the same number on every rank."""
+    if acc.num_processes == 1:
+        return value
+    return acc.reduce(torch.tensor(value, dtype=torch.float64, device=acc.device), reduction="mean").item()
 
 
 def loader(s: Stage, epoch: int, start: int) -> torch.utils.data.DataLoader:
@@ -229,6 +238,7 @@ def write_final(s: Stage) -> None:
     from safetensors.torch import save_file
 
     if not s.acc.is_main_process:
+        s.acc.wait_for_everyone()  # the next stage reads what the main process writes here
         return
     model = s.acc.unwrap_model(s.model)
     out = final_dir(s.run_dir)
@@ -242,3 +252,4 @@ def write_final(s: Stage) -> None:
         with atomic_dir(out / "adapter") as tmp:  # a killed save's leftover is cleaned by its dead PID
             model.save_pretrained(str(tmp))
     save(f"stage{s.stage}-trainable", trainable_state(model))  # last: its presence marks the stage finished
+    s.acc.wait_for_everyone()
