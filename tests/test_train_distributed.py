@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "distributed_train.py"
 # Relative tolerance on each step's loss. Both runs average the same micro-batches' losses and gradients in
 # fp32; only the order of the sums differs (the all-reduce adds two ranks' halves), ~1e-7 relative per step
-# here, growing slowly through AdamW's steps. 1e-5 leaves room for that and is 1000x below what a different
-# grouping of samples into micro-batches moves the loss (~1e-2 here).
+# here, growing slowly through AdamW's steps. 1e-5 leaves room for that and is ~100x below what a different
+# grouping of samples into micro-batches moves the loss (~1e-3 here).
 RTOL = 1e-5
 
 
