@@ -88,9 +88,13 @@ def atomic_dir(path: Path, if_exists: Literal["replace", "keep", "fail"] = "repl
 
 def _publish_dir(tmp: Path, path: Path, if_exists: str) -> None:
     if not path.exists():
-        with contextlib.suppress(OSError):  # another writer may create `path` in between: decided below
+        try:
             os.rename(tmp, path)
             return
+        except OSError:
+            if not path.exists():
+                raise
+            # another writer created `path` in between: decided below
     if if_exists == "fail":
         raise FileExistsError(f"{path} already exists")
     if if_exists == "keep":
@@ -102,7 +106,7 @@ def _publish_dir(tmp: Path, path: Path, if_exists: str) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def remove_path(path: Path) -> None:
+def _remove(path: Path) -> None:
     """Delete a file or a folder tree (missing is fine)."""
     if Path(path).is_dir() and not Path(path).is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -145,7 +149,7 @@ def clean_stale_temps(folder: Path) -> list[Path]:
     for p in sorted(Path(folder).iterdir()):
         m = _TEMP.match(p.name)
         if m and not _alive(int(m[1])):
-            remove_path(p)
+            _remove(p)
             removed.append(p)
     return removed
 
