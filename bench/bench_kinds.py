@@ -36,6 +36,7 @@ from PIL import Image
 from pydicom.pixels import pixel_array
 
 from bench.bench_ingest import naive, per_image_seconds
+from cxrio import sha256_file
 from fixtures.dicom import SIZES, DXSpec, picture, uid, write_dx, write_encoded_dx
 from schemas.config import ImageConfig, IngestConfig
 from tasks.images import (
@@ -48,7 +49,6 @@ from tasks.images import (
     process,
 )
 from tasks.ingest import BatchResult, process_candidate, run_ingest, worker_context
-from tasks.io import sha256_file
 from tasks.source_hashes import SourceHasher
 from tasks.sources.base import Candidate
 

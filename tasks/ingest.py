@@ -36,6 +36,14 @@ from typing import Generic, Protocol, TypeVar
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from cxrio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+    sha256_bytes,
+    sha256_json,
+)
 from schemas.config import IngestConfig
 from schemas.errors import UserError
 from schemas.labels import CHEXPERT_LABELS, label_column
@@ -43,15 +51,6 @@ from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, tabl
 from tasks import __version__
 from tasks.candidates import Spill, SpillWriter, duplicated_keys, split_by_keys, tail_drops
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
-from tasks.io import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-    read_json,
-    reason_category,
-    sha256_bytes,
-    sha256_json,
-)
 from tasks.lock import holds_output_lock
 from tasks.parquet_merge import merge_sorted
 from tasks.reports.sections import PARSER_METHOD, parse_report
@@ -70,6 +69,7 @@ from tasks.sources.base import (
     SourceLayoutError,
     in_batches,
     quarantine_key_collisions,
+    reason_category,
     view_filter,
     view_notes,
 )

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.io import atomic_path
+from cxrio import atomic_path
 
 BLOCK = 16384  # output rows per block (and row group)
 

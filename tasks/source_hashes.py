@@ -30,7 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.io import atomic_path, sha256_bytes
+from cxrio import atomic_path, sha256_bytes
 
 SUMS_FILE = "SHA256SUMS.txt"
 SUMS_CACHE = Path(".cache") / "sha256sums.parquet"  # the parsed file, keyed by its size and mtime
