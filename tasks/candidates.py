@@ -8,7 +8,7 @@ pyarrow, not polars: chunks read it in forked pool workers (tasks/ingest.py, wor
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,10 +73,6 @@ class Spill:
 
     def column(self, name: str) -> pa.ChunkedArray:
         return pq.ParquetFile(self.path).read(columns=[name]).column(name).slice(0, self.count)
-
-    def batches(self, size: int = 8 * ROW_GROUP) -> Iterator[list[Candidate]]:
-        for start in range(0, self.count, size):
-            yield self.read(start, start + size)
 
 
 class SpillWriter:

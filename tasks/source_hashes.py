@@ -150,12 +150,9 @@ def sampled(sha256: str) -> bool:
 # ------------------------------------------------------------------------------- (path, size, mtime) cache
 
 
-def load_hash_cache(out: Path, paths: Iterable[str] | None = None) -> dict[str, Stat]:
-    """The cached source hashes, or only those of `paths` (a chunk reads just its own entries)."""
-    path = Path(out) / HASH_CACHE
-    table = _read_filtered(path, "path", list(paths)) if paths is not None else (
-        pq.ParquetFile(path).read() if path.exists() else None
-    )
+def load_hash_cache(out: Path, paths: Iterable[str]) -> dict[str, Stat]:
+    """The cached source hashes of `paths` (a chunk reads just its own entries)."""
+    table = _read_filtered(Path(out) / HASH_CACHE, "path", list(paths))
     if table is None:
         return {}
     verified = (
