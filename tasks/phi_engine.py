@@ -36,6 +36,7 @@ FLAGGED = (NAME, DATE, CONTACT, ID, ADDRESS, AGE)  # the categories validation q
 # below a few hundred the list is mostly surnames, places and rare forms).
 COMMON_MIN = 300
 _CLINICAL_FILE = Path(__file__).with_name("phi_clinical_words.txt")
+_SECTIONS_FILE = Path(__file__).parent / "reports" / "mimic_cxr_sections.json"
 
 # Words that never read as a name on their own, capitalised or not (a name chain stops at them).
 _FUNCTION_WORDS = set(
@@ -43,14 +44,13 @@ _FUNCTION_WORDS = set(
     within after before during since until as than then there here this that these those it its is are was were
     be been being has have had do does did not no nor yes any all each both either neither some such same other
     per via who whom whose which what when where why how i we you he she they him her them his hers their our
-    your my me us also again still only very more most less least further now please see seen compared""".split()
+    your my me us also again still only very more most less least further now please see seen compared may will
+    can could should would must might shall""".split()
 )
 # Titles: the word after an abbreviated title is a name whatever its case ("dr fairbanks", "Dr. Young"); after a
 # spelled-out one ("the nurse reported"), only a capitalised or unknown word is.
 _TITLES_ABBREV = {"dr", "drs", "mr", "mrs", "ms", "mx", "prof", "messrs", "mssrs"}
-_TITLES_WORD = {"doctor", "doctors", "nurse", "nurses", "professor", "sister", "attending", "resident", "fellow",
-                "technologist", "tech", "rn", "np", "pa-c", "dds", "radiologist", "physician", "surgeon", "midwife",
-                "intern", "registrar", "consultant"}  # fmt: skip
+_TITLES_WORD = {"doctor", "doctors", "nurse", "nurses", "professor", "technologist", "rn", "np", "midwife"}
 _NAME_CUES = {"patient", "pt", "name", "mother", "father", "wife", "husband", "daughter", "son", "spouse",
               "sister", "brother", "guardian", "signed", "dictated", "transcribed", "electronically"}  # fmt: skip
 
@@ -78,21 +78,37 @@ _LABELS = _FUNCTION_WORDS | _TITLES_ABBREV | _TITLES_WORD | _NAME_CUES | _ID_CUE
     "phone", "tel", "telephone", "cell", "mobile", "pager", "fax", "email", "e-mail", "dob", "address", "ext"}
 _FRENCH_NOUNS = {"catheter", "catheters", "tube", "tubes", "drain", "drains", "sheath", "pigtail", "chest",
                  "enteric", "feeding", "nasogastric", "orogastric", "dobhoff", "foley", "line"}  # fmt: skip
-_STREET_SUFFIXES = {"street", "st", "avenue", "ave", "av", "road", "rd", "boulevard", "blvd", "lane", "ln", "drive",
-                    "dr", "court", "ct", "way", "place", "pl", "terrace", "square", "sq", "highway", "hwy", "parkway",
-                    "pkwy", "circle", "cir", "crescent", "close", "row", "mews", "gardens", "grove", "hill", "park",
-                    "plaza", "trail", "alley", "route", "rue", "strasse", "straße", "via", "calle", "avenida",
-                    "apt", "apartment", "suite", "ste", "unit", "floor", "box"}  # fmt: skip
+# Street suffixes (the common ones of USPS Publication 28, and a few of other countries).
+_STREET_SUFFIXES = set(
+    """street st streets avenue ave av road rd roads boulevard blvd lane ln drive dr drives court ct courts way ways
+    place pl terrace ter square sq squares highway hwy parkway pkwy circle cir crescent close row mews gardens
+    garden grove hill hills park parks plaza trail trl alley route rte rue strasse straße via calle avenida apt
+    apartment suite ste unit floor box bypass causeway center centers cliff cliffs club common commons corner
+    corners creek crossing crossroad cove coves dale dam divide estate estates expressway extension extensions
+    falls fall ferry field fields flat flats ford fords forest forge forges fork forks fort freeway gateway glen
+    glens green greens harbor harbors haven heights island islands isle junction junctions key keys knoll knolls
+    lake lakes landing light lights loaf lock locks lodge loop mall manor manors meadow meadows mill mills mission
+    motorway mount mountain mountains neck orchard oval overpass pass passage path pike pine pines plain plains
+    point points port ports prairie radial ranch rapid rapids rest ridge ridges river shoal shoals shore shores
+    skyway spring springs spur station stravenue stream summit throughway trace track trafficway tunnel turnpike
+    underpass union unions valley valleys viaduct view views village villages ville vista walk walks wall well
+    wells""".split()
+)
 _US_STATES = set(
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK "
     "OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR".split()
 )
+# Lower-case particles inside a name ("Morris van Dongen", "Dr. de la Cruz").
+_PARTICLES = {"van", "von", "de", "da", "del", "della", "di", "du", "le", "la", "der", "den", "ten", "ter", "dos",
+              "das", "do", "bin", "ibn", "al", "el", "y", "mac", "ben", "bint", "abu"}  # fmt: skip
 _FRACTION_NOUNS = {"of", "views", "view", "projections", "ribs", "levels"}
 _NUMBER_WORDS_OLD = {"ninety", "hundred"}  # ages of 90 and over, written out
 _NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
                  "ninety", "hundred", "a", "and"}  # fmt: skip
 
-_TOKEN = re.compile(r"\d+(?:[.,:]\d+)+[^\W_]*|[^\W_]+|_+|\S")
+# Letters/digits together ("92F", "MRN4471923", "T8") are one token; so are letters with their combining marks
+# (Devanagari, Thai vowel signs are not \w).
+_TOKEN = re.compile(r"\d+(?:[.,:]\d+)+[^\W_]*|(?:[^\W_]|[\u0300-\u036F\u0900-\u0DFF\u0E00-\u0EFF])+|_+|\S")
 _EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
 _URL = re.compile(
     r"(?i)\b(?:https?://|ftp://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|mil|int|info|io|biz|"
@@ -102,6 +118,7 @@ _UNIT_SUFFIX = re.compile(r"(?i)^(\d+(?:[.,]\d+)?)(cm|mm|ml|cc|mmhg|hu|kv|kvp|ma
 _SPINE_LEVEL = re.compile(r"(?i)^[ctls]\d{1,2}$")
 _ORDINAL = re.compile(r"(?i)^\d{1,2}(?:st|nd|rd|th)$")
 _PLAIN_NUMBER = re.compile(r"^\d+(?:[.,]\d+)?$")
+_TIME = re.compile(r"^(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?$")
 
 
 @dataclass(frozen=True)
@@ -133,6 +150,10 @@ def vocabulary() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         if not line.startswith("#")
         for w in line.lower().split()
     }
+    # the section parser's header names, misspellings included ("IMPRESSON", "COMPARISION")
+    sections = json.loads(_SECTIONS_FILE.read_text())
+    clinical |= {w for h in [*sections["header_names"], *sections["main_sections"], *sections["findings_like"]]
+                 for w in re.findall(r"[a-z]+", h.lower())}
     freq = json.loads(gzip.decompress((Path(spellchecker.__file__).parent / "resources" / "en.json.gz").read_bytes()))
     common = {w for w, n in freq.items() if n >= COMMON_MIN and w.isalpha()}
     census = set()
@@ -143,6 +164,19 @@ def vocabulary() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     return frozenset(clinical), frozenset(common), frozenset(census)
 
 
+@lru_cache(maxsize=1)
+def given_names() -> frozenset[str]:
+    """The census given names (a lower-case one joins a name next to it)."""
+    import names
+
+    return frozenset(
+        line.split()[0].lower()
+        for f in ("dist.female.first", "dist.male.first")
+        for line in (Path(names.__file__).parent / f).read_text().splitlines()
+        if line.strip()
+    )
+
+
 def _tokens(text: str) -> list[_Tok]:
     out: list[_Tok] = []
     prev_end, boundary = 0, True
@@ -151,7 +185,9 @@ def _tokens(text: str) -> list[_Tok]:
         if "\n" in text[prev_end : m.start()]:
             boundary = True
         out.append(_Tok(m.start(), m.end(), t, t.lower(), boundary))
-        boundary = t in {".", ":", ";", "!", "?", "(", "[", "*"} or (boundary and t in {'"', "'"})
+        before = out[-2].text if len(out) > 1 else ""
+        abbreviation = t == "." and ((len(before) == 1 and before.isupper()) or before.lower() in _TITLES_ABBREV)
+        boundary = (t in {".", ":", ";", "!", "?", "(", "[", "*"} and not abbreviation) or (boundary and t in {'"', "'"})
         prev_end = m.end()
     return out
 
@@ -161,11 +197,12 @@ def _is_title(t: str) -> bool:
 
 
 def _is_capital(t: str) -> bool:
-    return t[:1].isupper()
+    """Capitalised, or in a script without case (a Hebrew, Devanagari or Han name reads as capitalised)."""
+    return t[:1].isupper() or (t[:1].isalpha() and t[:1].lower() == t[:1].upper())
 
 
 def _is_word(t: str) -> bool:
-    return t.isalpha()
+    return any(c.isalpha() for c in t) and not any(c.isdigit() for c in t)
 
 
 def _has_digit(t: str) -> bool:
@@ -181,6 +218,7 @@ class _Scan:
 
     def __init__(self, text: str, shielded: list[tuple[int, int]]):
         self.clinical, self.common, self.census = vocabulary()
+        self.given = given_names()
         self.text = text
         self.toks = [t for t in _tokens(text) if not any(s <= t.start < e for s, e in shielded)]
         self.kept: set[int] = set()  # clinical numbers already judged (the second half of a fraction)
@@ -193,7 +231,7 @@ class _Scan:
         return self.toks[i].low if 0 <= i < len(self.toks) else ""
 
     def safe_word(self, low: str) -> bool:
-        return low in self.clinical or low in self.common or low in _LABELS or len(low) == 1
+        return low in self.clinical or low in self.common or low in _LABELS or (len(low) == 1 and low.isascii())
 
     # ---------------------------------------------------------------------------------------------- words
 
@@ -205,7 +243,8 @@ class _Scan:
             if t.low == "dr" and i > 0 and _has_digit(toks[i - 1].text):
                 continue  # "12 Oak Dr" is a street; the address pass takes it
             j = i + 1
-            while j < len(toks) and toks[j].text in {".", ":", "-", ","}:
+            # an abbreviation's dot ("Dr."), a label's colon ("Patient:"); a sentence's end stops the chain
+            while j < len(toks) and toks[j].text in ({".", ":"} if t.low in _TITLES_ABBREV else {":", ","}):
                 j += 1
             taken = 0
             while j < len(toks) and taken < 6:
@@ -217,6 +256,11 @@ class _Scan:
                         j += 1
                         continue
                     break
+                if w.low in _PARTICLES and j + 1 < len(toks) and (
+                        _is_capital(toks[j + 1].text) or toks[j + 1].low in _PARTICLES):
+                    self.mark(j, NAME)  # "Dr. van der Berg"
+                    j += 1
+                    continue
                 first = taken == 0
                 capital = _is_capital(w.text)
                 if t.low in _TITLES_ABBREV and first and not (w.low in _TITLES_WORD):
@@ -235,7 +279,7 @@ class _Scan:
                 j += 1
                 while j < len(toks) and toks[j].text in {".", "'", "-"} and j + 1 < len(toks) and _is_word(
                     toks[j + 1].text
-                ) and (_is_capital(toks[j + 1].text) or toks[j].text == "-"):
+                ) and (toks[j].text != "." or len(w.text) == 1) and (_is_capital(toks[j + 1].text) or toks[j].text == "-"):
                     j += 1  # "J. Smith", "O'Brien", "Garcia-Lopez"
 
     def words(self) -> None:
@@ -254,19 +298,51 @@ class _Scan:
                 and low not in _MONTHS
             ):
                 self.mark(i, NAME if low in self.census else WORD)  # a capitalised word in mid-sentence
-        # A capitalised word (sentence-initial, or a common word) next to a name is part of it: "Rose Hill".
+        # A word next to a name is part of it: "Rose Hill", "Port Karen", an initial ("J. Smith"), a particle
+        # ("van Dongen"), a lower-case given name ("alan shaffer"), an all-capitals name ("MEI-CHEN WANG").
+        mixed_case = sum(t.text.isupper() and len(t.text) > 1 for t in toks) < 0.3 * max(1, len(toks))
         changed = True
         while changed:
             changed = False
             for i, t in enumerate(toks):
-                if t.category is not None or not _is_word(t.text) or not _is_title(t.text):
-                    continue
-                if t.low in self.clinical or t.low in _LABELS or t.low in _MONTHS:
-                    continue
-                near = [toks[k] for k in (i - 1, i + 1) if 0 <= k < len(toks)]
-                if any(n.category == NAME and _is_capital(n.text) for n in near):
+                if t.category is None and _is_word(t.text) and self._joins_name(i, mixed_case):
                     self.mark(i, NAME)
                     changed = True
+
+    def _neighbours(self, i: int) -> list[_Tok]:
+        """The tokens either side, looking past an initial's dot ("J. Swan") and a hyphen ("MEI-CHEN")."""
+        toks, out = self.toks, []
+        for step in (-1, 1):
+            k = i + step
+            if 0 <= k < len(toks) and toks[k].text in {".", "-"} and 0 <= k + step < len(toks):
+                k2 = k + step
+                initial = toks[min(k2, i)] if toks[k].text == "." else None
+                if toks[k].text == "-" or (initial is not None and len(initial.text) == 1 and initial.text.isupper()):
+                    k = k2
+            if 0 <= k < len(toks):
+                out.append(toks[k])
+        return out
+
+    def _joins_name(self, i: int, mixed_case: bool) -> bool:
+        t = self.toks[i]
+        if t.low in _LABELS - _PARTICLES or t.low in _MONTHS:
+            return False
+        near = [n for n in self._neighbours(i) if n.category in (NAME, WORD) and _is_word(n.text)]
+        if not near:
+            return False
+        if len(t.text) == 1 and t.text.isupper():
+            return any(_is_capital(n.text) for n in near)  # an initial
+        if t.low in _PARTICLES:
+            return len(near) == 2 or any(n.category == NAME for n in near)
+        if t.text.isupper() and len(t.text) > 1:  # all capitals in mixed-case text: a census name next to a name
+            return mixed_case and t.low in self.census and t.low not in self.clinical and any(
+                n.text.isupper() for n in near)
+        if _is_title(t.text):
+            if t.low in self.clinical:  # a clinical word joins only a capitalised name in mid-sentence
+                return not t.sentence_start and any(_is_title(n.text) for n in near)
+            return any(_is_capital(n.text) for n in near)
+        # lower case: a census given name next to a lower-case name ("spoke with alan shaffer")
+        return t.low in self.given and t.low not in self.clinical and any(not _is_capital(n.text) for n in near)
 
     # -------------------------------------------------------------------------------------------- numbers
 
@@ -300,6 +376,8 @@ class _Scan:
             return False
         if prev in _ID_CUES or prev2 in _ID_CUES and prev in {":", "#", "."}:
             return False
+        if self._month_near(i):
+            return False  # "December 5 shows", "Jan. 12"
         nxt = self.low(i + 1)
         if nxt in _YEARS or (nxt == "-" and self.low(i + 2) in _YEARS):
             return value is not None and value < 90  # an age under 90 is not PHI
@@ -331,8 +409,8 @@ class _Scan:
             if t.category is not None or not _has_digit(t.text) or i in self.kept:
                 continue
             text = t.text
-            if _SPINE_LEVEL.match(text):
-                continue
+            if _SPINE_LEVEL.match(text) or _TIME.match(text):
+                continue  # a level (T8), a time of day (10:15: not an identifier; a date next to it is)
             if _ORDINAL.match(text):
                 j = self._next_word(i, {"-", ",", "and", "through", "to"} | {
                     x.text for x in toks[i + 1 : i + 6] if _ORDINAL.match(x.text)})  # fmt: skip
@@ -367,15 +445,21 @@ class _Scan:
         toks = self.toks
         lo = hi = i
         seps = {"-", "/", ".", "(", ")", "+", ":"}
-        while lo - 2 >= 0 and toks[lo - 1].text in seps and _has_digit(toks[lo - 2].text) and toks[lo - 2].category is None:
+        def joined(a: _Tok, sep: _Tok, b: _Tok) -> bool:  # "03/14", "555-0143", "(617) 555": not "12. 3"
+            return sep.text in seps and _has_digit(b.text) and (
+                a.end == sep.start and sep.end == b.start or sep.text == ")" and a.end == sep.start)
+
+        while lo - 2 >= 0 and joined(toks[lo - 2], toks[lo - 1], toks[lo]) and toks[lo - 2].category is None:
             lo -= 2
-        while hi + 2 < len(toks) and toks[hi + 1].text in seps | {"_"} and _has_digit(toks[hi + 2].text):
+        while hi + 2 < len(toks) and joined(toks[hi], toks[hi + 1], toks[hi + 2]):
             hi += 2
         # spaced groups of a phone or SSN ("+44 20 7946 0958", "078 05 1120"): digits-only tokens in a row
         while hi + 1 < len(toks) and toks[hi + 1].text.isdigit() and len(toks[hi + 1].text) >= 2 and (
             toks[hi + 1].start - toks[hi].end <= 1
         ):
             hi += 1
+        if lo >= 2 and toks[lo - 1].text == "-" and toks[lo - 2].text.isupper() and toks[lo - 2].end == toks[lo - 1].start:
+            lo -= 2  # a letter prefix of the id ("PT-22817")
         group = toks[lo : hi + 1]
         raw = self.text[group[0].start : group[-1].end]
         digits = sum(c.isdigit() for c in raw)
@@ -404,8 +488,7 @@ class _Scan:
         else:
             category = NUMBER
         for k in range(lo, hi + 1):
-            if _has_digit(toks[k].text) or toks[k].text in seps:
-                self.mark(k, category)
+            self.mark(k, category)
         if plus:
             self.mark(lo - 1, CONTACT)
 
@@ -428,6 +511,8 @@ class _Scan:
                         self.mark(i, DATE)
                         if other.low in _ORDINAL_WORDS:
                             self.mark(k, DATE)
+                            if self.low(k - 1) == "-" and self.low(k - 2) in {"twenty", "thirty"}:
+                                self.mark(k - 2, DATE)  # "twenty-first"
                         if _has_digit(other.text):
                             toks[k].category = DATE
                         break
@@ -449,11 +534,13 @@ class _Scan:
     def addresses(self) -> None:
         toks = self.toks
         for i, t in enumerate(toks):
-            if _has_digit(t.text) and not _UNIT_SUFFIX.match(t.text):
+            if _has_digit(t.text) and not _UNIT_SUFFIX.match(t.text) and not self._unit_after(i):
                 words = []
                 for j in range(i + 1, min(i + 6, len(toks))):
-                    if not _is_word(toks[j].text):
-                        break
+                    w = toks[j]
+                    if not _is_word(w.text) or (w.low not in _STREET_SUFFIXES and (
+                            w.low in self.clinical or w.low in _FUNCTION_WORDS)):
+                        break  # "4 cm beyond the GE junction" is no address
                     words.append(j)
                     if toks[j].low in _STREET_SUFFIXES and len(words) >= 2:
                         for k in [i, *words]:
