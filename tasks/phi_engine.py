@@ -75,7 +75,8 @@ _ID_CUES = {"mrn", "id", "acc", "accession", "ssn", "unit", "number", "no", "rec
 _AGE_CUES = {"age", "aged", "ages"}
 # Labels and titles are not PHI themselves (the value after them is): kept even when capitalised in mid-sentence.
 _LABELS = _FUNCTION_WORDS | _TITLES_ABBREV | _TITLES_WORD | _NAME_CUES | _ID_CUES | _AGE_CUES | {
-    "phone", "tel", "telephone", "cell", "mobile", "pager", "fax", "email", "e-mail", "dob", "address", "ext"}
+    "phone", "tel", "telephone", "cell", "mobile", "pager", "fax", "email", "e-mail", "dob", "address", "ext", "am",
+    "pm"}
 _FRENCH_NOUNS = {"catheter", "catheters", "tube", "tubes", "drain", "drains", "sheath", "pigtail", "chest",
                  "enteric", "feeding", "nasogastric", "orogastric", "dobhoff", "foley", "line"}  # fmt: skip
 # Street suffixes (the common ones of USPS Publication 28, and a few of other countries).
@@ -96,12 +97,13 @@ _STREET_SUFFIXES = set(
 )
 _US_STATES = set(
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK "
-    "OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR".split()
+    "OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR AS GU MP VI FM MH PW AA AE AP".split()
 )
 # Lower-case particles inside a name ("Morris van Dongen", "Dr. de la Cruz").
 _PARTICLES = {"van", "von", "de", "da", "del", "della", "di", "du", "le", "la", "der", "den", "ten", "ter", "dos",
               "das", "do", "bin", "ibn", "al", "el", "y", "mac", "ben", "bint", "abu"}  # fmt: skip
 _FRACTION_NOUNS = {"of", "views", "view", "projections", "ribs", "levels"}
+_UNIT_DESIGNATORS = {"flat", "studio", "apt", "apartment", "suite", "ste", "bldg", "building", "po", "p.o."}
 _NUMBER_WORDS_OLD = {"ninety", "hundred"}  # ages of 90 and over, written out
 _NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
                  "ninety", "hundred", "a", "and"}  # fmt: skip
@@ -338,8 +340,8 @@ class _Scan:
             return mixed_case and t.low in self.census and t.low not in self.clinical and any(
                 n.text.isupper() for n in near)
         if _is_title(t.text):
-            if t.low in self.clinical:  # a clinical word joins only a capitalised name in mid-sentence
-                return not t.sentence_start and any(_is_title(n.text) for n in near)
+            if t.low in self.clinical:  # a clinical word joins only a capitalised name (or initial) in mid-sentence
+                return not t.sentence_start and any(_is_title(n.text) or n.text.isupper() for n in near)
             return any(_is_capital(n.text) for n in near)
         # lower case: a census given name next to a lower-case name ("spoke with alan shaffer")
         return t.low in self.given and t.low not in self.clinical and any(not _is_capital(n.text) for n in near)
@@ -446,7 +448,7 @@ class _Scan:
         lo = hi = i
         seps = {"-", "/", ".", "(", ")", "+", ":"}
         def joined(a: _Tok, sep: _Tok, b: _Tok) -> bool:  # "03/14", "555-0143", "(617) 555": not "12. 3"
-            return sep.text in seps and _has_digit(b.text) and (
+            return sep.text in seps and _has_digit(a.text) and _has_digit(b.text) and (
                 a.end == sep.start and sep.end == b.start or sep.text == ")" and a.end == sep.start)
 
         while lo - 2 >= 0 and joined(toks[lo - 2], toks[lo - 1], toks[lo]) and toks[lo - 2].category is None:
@@ -548,9 +550,24 @@ class _Scan:
                         if j + 1 < len(toks) and toks[j + 1].text == ".":
                             pass
                         break
+            if t.low in _UNIT_DESIGNATORS and i + 1 < len(toks) and _has_digit(toks[i + 1].text):
+                toks[i].category = ADDRESS  # "Flat 41u", "Studio 10", "Apt 3"
+                toks[i + 1].category = ADDRESS
+            if t.low == "address" and self.low(i + 1) == ":":  # a labelled address: to the end of its sentence
+                j = i + 2
+                while j < len(toks) and not (toks[j].text in {".", ";"} and (
+                        j + 1 == len(toks) or toks[j + 1].start > toks[j].end)):
+                    if toks[j].text not in {",", "-", "/", "#"}:
+                        toks[j].category = ADDRESS
+                    j += 1
             if t.text in _US_STATES and i + 1 < len(toks) and re.fullmatch(r"\d{5}", toks[i + 1].text):
                 toks[i].category = ADDRESS
                 toks[i + 1].category = ADDRESS
+                k = i - 1 if self.low(i - 1) == "," else i  # the city before ", ST 12345"
+                for c in range(k - 1, max(k - 4, -1), -1):
+                    if not (_is_word(toks[c].text) and _is_capital(toks[c].text)) or toks[c].low in _LABELS:
+                        break
+                    toks[c].category = ADDRESS
                 if i + 3 < len(toks) and toks[i + 2].text == "-" and re.fullmatch(r"\d{4}", toks[i + 3].text):
                     toks[i + 3].category = ADDRESS
                     toks[i + 2].category = ADDRESS
