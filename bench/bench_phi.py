@@ -63,7 +63,8 @@ def philter_runner() -> tuple[Mask | None, str]:
         # and safe-list filters run unchanged. Figures are labelled with it.
         def stand_in(tokens):
             return [
-                (t, "CD" if re.fullmatch(r"[\d.,/:-]+", t) else "NNP" if t[:1].isupper() else "NN") for t in tokens
+                (t, "CD" if re.fullmatch(r"[\d.,/:-]+", t) else "NNP" if t[:1].isupper() else "NN")
+                for t in tokens
             ]
 
         ph.nltk.pos_tag = stand_in
@@ -165,7 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     ours = score(reports, engine_mask)
     print(f"corpus: seed {args.seed}, {args.reports} reports, PHI tokens per category {ours['tokens']}, "
           f"{ours['clinical_tokens']} clinical tokens")  # fmt: skip
-    print(f"{'':<14} token recall % ({' '.join(f'{c[:6]:>6}' for c in CATEGORIES)}) | span recall % (same order)")
+    print(
+        f"{'':<14} token recall % ({' '.join(f'{c[:6]:>6}' for c in CATEGORIES)}) | span recall % (same order)"
+    )
     print(_row("cxrflow", ours))
     kept, total, lost = fixture_reports_kept(engine_mask)
     print(f"{'cxrflow':<14} fixture reports (fixtures/reports.py): {100 * kept:.2f}% of {total} tokens kept; "

@@ -29,7 +29,8 @@ from functools import lru_cache
 from pathlib import Path
 
 REDACTED = "___"
-NAME, DATE, CONTACT, ID, ADDRESS, AGE, WORD, NUMBER = "name", "date", "contact", "id", "address", "age", "word", "number"
+NAME, DATE, CONTACT, ID, ADDRESS, AGE = "name", "date", "contact", "id", "address", "age"
+WORD, NUMBER = "word", "number"
 FLAGGED = (NAME, DATE, CONTACT, ID, ADDRESS, AGE)  # the categories validation quarantines a row for
 
 # A word counts as common English when pyspellchecker's list has seen it at least this often (its floor is 50;
@@ -69,14 +70,17 @@ _UNITS = {"cm", "mm", "m", "ml", "cc", "l", "mmhg", "hu", "%", "degree", "degree
 _YEARS = {"year", "years", "yr", "yrs", "y", "yo", "yof", "yom", "old"}
 _NUMBER_ANCHORS = {"rib", "ribs", "level", "levels", "grade", "zone", "zones", "type", "stage", "segment",
                    "segments", "lobe", "class", "x", "by", "times", "to", "and", "or", "through"}  # fmt: skip
+_LEVEL_ANCHORS = _NUMBER_ANCHORS - {"x", "by", "times", "to", "and", "or", "through"}
 _ID_CUES = {"mrn", "id", "acc", "accession", "ssn", "unit", "number", "no", "record", "#", "account", "acct",
             "case", "medicare", "medicaid", "insurance", "policy", "member", "encounter", "visit", "fin", "csn",
             "order", "license", "licence", "nhs", "hospital"}  # fmt: skip
 _AGE_CUES = {"age", "aged", "ages"}
 # Labels and titles are not PHI themselves (the value after them is): kept even when capitalised in mid-sentence.
-_LABELS = _FUNCTION_WORDS | _TITLES_ABBREV | _TITLES_WORD | _NAME_CUES | _ID_CUES | _AGE_CUES | {
-    "phone", "tel", "telephone", "cell", "mobile", "pager", "fax", "email", "e-mail", "dob", "address", "ext", "am",
-    "pm"}
+_CONTACT_LABELS = {"phone", "tel", "telephone", "cell", "mobile", "pager", "fax", "email", "e-mail", "dob",
+                   "address", "ext", "am", "pm"}  # fmt: skip
+_LABELS = (
+    _FUNCTION_WORDS | _TITLES_ABBREV | _TITLES_WORD | _NAME_CUES | _ID_CUES | _AGE_CUES | _CONTACT_LABELS
+)
 _FRENCH_NOUNS = {"catheter", "catheters", "tube", "tubes", "drain", "drains", "sheath", "pigtail", "chest",
                  "enteric", "feeding", "nasogastric", "orogastric", "dobhoff", "foley", "line"}  # fmt: skip
 # Street suffixes (the common ones of USPS Publication 28, and a few of other countries).
@@ -100,7 +104,7 @@ _US_STATES = set(
     "OR PA RI SC SD TN TX UT VT VA WA WV WI WY PR AS GU MP VI FM MH PW AA AE AP".split()
 )
 # Lower-case particles inside a name ("Morris van Dongen", "Dr. de la Cruz").
-_PARTICLES = {"van", "von", "de", "da", "del", "della", "di", "du", "le", "la", "der", "den", "ten", "ter", "dos",
+PARTICLES = {"van", "von", "de", "da", "del", "della", "di", "du", "le", "la", "der", "den", "ten", "ter", "dos",
               "das", "do", "bin", "ibn", "al", "el", "y", "mac", "ben", "bint", "abu"}  # fmt: skip
 _FRACTION_NOUNS = {"of", "views", "view", "projections", "ribs", "levels"}
 _UNIT_DESIGNATORS = {"flat", "studio", "apt", "apartment", "suite", "ste", "bldg", "building", "po", "p.o."}
@@ -130,7 +134,7 @@ class PhiSpan:
     category: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tok:
     start: int
     end: int
@@ -154,9 +158,14 @@ def vocabulary() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     }
     # the section parser's header names, misspellings included ("IMPRESSON", "COMPARISION")
     sections = json.loads(_SECTIONS_FILE.read_text())
-    clinical |= {w for h in [*sections["header_names"], *sections["main_sections"], *sections["findings_like"]]
-                 for w in re.findall(r"[a-z]+", h.lower())}
-    freq = json.loads(gzip.decompress((Path(spellchecker.__file__).parent / "resources" / "en.json.gz").read_bytes()))
+    clinical |= {
+        w
+        for h in [*sections["header_names"], *sections["main_sections"], *sections["findings_like"]]
+        for w in re.findall(r"[a-z]+", h.lower())
+    }
+    freq = json.loads(
+        gzip.decompress((Path(spellchecker.__file__).parent / "resources" / "en.json.gz").read_bytes())
+    )
     common = {w for w, n in freq.items() if n >= COMMON_MIN and w.isalpha()}
     census = set()
     for f in ("dist.all.last", "dist.female.first", "dist.male.first"):
@@ -188,8 +197,12 @@ def _tokens(text: str) -> list[_Tok]:
             boundary = True
         out.append(_Tok(m.start(), m.end(), t, t.lower(), boundary))
         before = out[-2].text if len(out) > 1 else ""
-        abbreviation = t == "." and ((len(before) == 1 and before.isupper()) or before.lower() in _TITLES_ABBREV)
-        boundary = (t in {".", ":", ";", "!", "?", "(", "[", "*"} and not abbreviation) or (boundary and t in {'"', "'"})
+        abbreviation = t == "." and (
+            (len(before) == 1 and before.isupper()) or before.lower() in _TITLES_ABBREV
+        )
+        boundary = (t in {".", ":", ";", "!", "?", "(", "[", "*"} and not abbreviation) or (
+            boundary and t in {'"', "'"}
+        )
         prev_end = m.end()
     return out
 
@@ -203,12 +216,16 @@ def _is_capital(t: str) -> bool:
     return t[:1].isupper() or (t[:1].isalpha() and t[:1].lower() == t[:1].upper())
 
 
+_DIGIT = re.compile(r"\d").search
+_LETTER = re.compile(r"[^\W\d_]").search
+
+
 def _is_word(t: str) -> bool:
-    return any(c.isalpha() for c in t) and not any(c.isdigit() for c in t)
+    return t.isalpha() or (_LETTER(t) is not None and _DIGIT(t) is None)
 
 
 def _has_digit(t: str) -> bool:
-    return any(c.isdigit() for c in t)
+    return _DIGIT(t) is not None
 
 
 def _int(t: str) -> int | None:
@@ -233,7 +250,9 @@ class _Scan:
         return self.toks[i].low if 0 <= i < len(self.toks) else ""
 
     def safe_word(self, low: str) -> bool:
-        return low in self.clinical or low in self.common or low in _LABELS or (len(low) == 1 and low.isascii())
+        return (
+            low in self.clinical or low in self.common or low in _LABELS or (len(low) == 1 and low.isascii())
+        )
 
     # ---------------------------------------------------------------------------------------------- words
 
@@ -254,18 +273,25 @@ class _Scan:
                 if not _is_word(w.text) or w.low in _FUNCTION_WORDS - {"and"}:
                     break
                 if w.low == "and":  # "Dr. X and Y": go on only when a name follows
-                    if j + 1 < len(toks) and _is_capital(toks[j + 1].text) and toks[j + 1].low not in self.clinical:
+                    if (
+                        j + 1 < len(toks)
+                        and _is_capital(toks[j + 1].text)
+                        and toks[j + 1].low not in self.clinical
+                    ):
                         j += 1
                         continue
                     break
-                if w.low in _PARTICLES and j + 1 < len(toks) and (
-                        _is_capital(toks[j + 1].text) or toks[j + 1].low in _PARTICLES):
+                if (
+                    w.low in PARTICLES
+                    and j + 1 < len(toks)
+                    and (_is_capital(toks[j + 1].text) or toks[j + 1].low in PARTICLES)
+                ):
                     self.mark(j, NAME)  # "Dr. van der Berg"
                     j += 1
                     continue
                 first = taken == 0
                 capital = _is_capital(w.text)
-                if t.low in _TITLES_ABBREV and first and not (w.low in _TITLES_WORD):
+                if t.low in _TITLES_ABBREV and first and w.low not in _TITLES_WORD:
                     pass  # whatever its case
                 elif not capital and (self.safe_word(w.low)):
                     break
@@ -279,9 +305,14 @@ class _Scan:
                 self.mark(j, NAME)
                 taken += 1
                 j += 1
-                while j < len(toks) and toks[j].text in {".", "'", "-"} and j + 1 < len(toks) and _is_word(
-                    toks[j + 1].text
-                ) and (toks[j].text != "." or len(w.text) == 1) and (_is_capital(toks[j + 1].text) or toks[j].text == "-"):
+                while (
+                    j < len(toks)
+                    and toks[j].text in {".", "'", "-"}
+                    and j + 1 < len(toks)
+                    and _is_word(toks[j + 1].text)
+                    and (toks[j].text != "." or len(w.text) == 1)
+                    and (_is_capital(toks[j + 1].text) or toks[j].text == "-")
+                ):
                     j += 1  # "J. Smith", "O'Brien", "Garcia-Lopez"
 
     def words(self) -> None:
@@ -319,7 +350,9 @@ class _Scan:
             if 0 <= k < len(toks) and toks[k].text in {".", "-"} and 0 <= k + step < len(toks):
                 k2 = k + step
                 initial = toks[min(k2, i)] if toks[k].text == "." else None
-                if toks[k].text == "-" or (initial is not None and len(initial.text) == 1 and initial.text.isupper()):
+                if toks[k].text == "-" or (
+                    initial is not None and len(initial.text) == 1 and initial.text.isupper()
+                ):
                     k = k2
             if 0 <= k < len(toks):
                 out.append(toks[k])
@@ -327,24 +360,32 @@ class _Scan:
 
     def _joins_name(self, i: int, mixed_case: bool) -> bool:
         t = self.toks[i]
-        if t.low in _LABELS - _PARTICLES or t.low in _MONTHS:
+        if t.low in _LABELS - PARTICLES or t.low in _MONTHS:
             return False
         near = [n for n in self._neighbours(i) if n.category in (NAME, WORD) and _is_word(n.text)]
         if not near:
             return False
         if len(t.text) == 1 and t.text.isupper():
             return any(_is_capital(n.text) for n in near)  # an initial
-        if t.low in _PARTICLES:
+        if t.low in PARTICLES:
             return len(near) == 2 or any(n.category == NAME for n in near)
-        if t.text.isupper() and len(t.text) > 1:  # all capitals in mixed-case text: a census name next to a name
-            return mixed_case and t.low in self.census and t.low not in self.clinical and any(
-                n.text.isupper() for n in near)
+        # all capitals in mixed-case text: a census name next to a name
+        if t.text.isupper() and len(t.text) > 1:
+            return (
+                mixed_case
+                and t.low in self.census
+                and t.low not in self.clinical
+                and any(n.text.isupper() for n in near)
+            )
         if _is_title(t.text):
-            if t.low in self.clinical:  # a clinical word joins only a capitalised name (or initial) in mid-sentence
+            # a clinical word joins only a capitalised name (or initial) in mid-sentence
+            if t.low in self.clinical:
                 return not t.sentence_start and any(_is_title(n.text) or n.text.isupper() for n in near)
             return any(_is_capital(n.text) for n in near)
         # lower case: a census given name next to a lower-case name ("spoke with alan shaffer")
-        return t.low in self.given and t.low not in self.clinical and any(not _is_capital(n.text) for n in near)
+        return (
+            t.low in self.given and t.low not in self.clinical and any(not _is_capital(n.text) for n in near)
+        )
 
     # -------------------------------------------------------------------------------------------- numbers
 
@@ -385,7 +426,7 @@ class _Scan:
             return value is not None and value < 90  # an age under 90 is not PHI
         if self._unit_after(i):
             return True
-        if prev in _NUMBER_ANCHORS and prev not in {"x", "by", "to", "and", "or", "through"}:
+        if prev in _LEVEL_ANCHORS:
             return True
         if prev in {"x", "×", "-", "/", "to", "and", "or", "through"}:
             k = i - 2
@@ -393,7 +434,7 @@ class _Scan:
                 return True  # C5/6, T11-12, ribs 4 and 5
         if nxt == "/" and i + 2 < len(toks) and _PLAIN_NUMBER.match(toks[i + 2].text):
             # a fraction or pair: "3/4 views", "1/2 of the left lung", "ribs 4/5"; else a date ("23/11")
-            if self.low(i + 3) in _FRACTION_NOUNS or prev in _NUMBER_ANCHORS - {"x", "by", "to", "and", "or", "through"}:
+            if self.low(i + 3) in _FRACTION_NOUNS or prev in _LEVEL_ANCHORS:
                 self.kept.add(i + 2)
                 return True
             return False
@@ -447,20 +488,33 @@ class _Scan:
         toks = self.toks
         lo = hi = i
         seps = {"-", "/", ".", "(", ")", "+", ":"}
+
         def joined(a: _Tok, sep: _Tok, b: _Tok) -> bool:  # "03/14", "555-0143", "(617) 555": not "12. 3"
-            return sep.text in seps and _has_digit(a.text) and _has_digit(b.text) and (
-                a.end == sep.start and sep.end == b.start or sep.text == ")" and a.end == sep.start)
+            return (
+                sep.text in seps
+                and _has_digit(a.text)
+                and _has_digit(b.text)
+                and (a.end == sep.start and sep.end == b.start or sep.text == ")" and a.end == sep.start)
+            )
 
         while lo - 2 >= 0 and joined(toks[lo - 2], toks[lo - 1], toks[lo]) and toks[lo - 2].category is None:
             lo -= 2
         while hi + 2 < len(toks) and joined(toks[hi], toks[hi + 1], toks[hi + 2]):
             hi += 2
         # spaced groups of a phone or SSN ("+44 20 7946 0958", "078 05 1120"): digits-only tokens in a row
-        while hi + 1 < len(toks) and toks[hi + 1].text.isdigit() and len(toks[hi + 1].text) >= 2 and (
-            toks[hi + 1].start - toks[hi].end <= 1
+        while (
+            hi + 1 < len(toks)
+            and toks[hi + 1].text.isdigit()
+            and len(toks[hi + 1].text) >= 2
+            and (toks[hi + 1].start - toks[hi].end <= 1)
         ):
             hi += 1
-        if lo >= 2 and toks[lo - 1].text == "-" and toks[lo - 2].text.isupper() and toks[lo - 2].end == toks[lo - 1].start:
+        if (
+            lo >= 2
+            and toks[lo - 1].text == "-"
+            and toks[lo - 2].text.isupper()
+            and toks[lo - 2].end == toks[lo - 1].start
+        ):
             lo -= 2  # a letter prefix of the id ("PT-22817")
         group = toks[lo : hi + 1]
         raw = self.text[group[0].start : group[-1].end]
@@ -507,8 +561,10 @@ class _Scan:
                     between = toks[min(i, k) + 1 : max(i, k)]
                     if not all(b.text in {"-", "/", ".", ",", "of", "the"} for b in between):
                         continue
-                    if (other.category is not None and _has_digit(other.text)) or other.low in _ORDINAL_WORDS or (
-                        _ORDINAL.match(other.text)
+                    if (
+                        (other.category is not None and _has_digit(other.text))
+                        or other.low in _ORDINAL_WORDS
+                        or (_ORDINAL.match(other.text))
                     ):
                         self.mark(i, DATE)
                         if other.low in _ORDINAL_WORDS:
@@ -528,7 +584,10 @@ class _Scan:
                 while k < len(toks) and toks[k].low in _NUMBER_WORDS | {"-"}:
                     span.append(k)
                     k += 1
-                if any(toks[m].low in _YEARS for m in range(k, min(k + 3, len(toks)))) or self.low(j - 1) in _AGE_CUES:
+                if (
+                    any(toks[m].low in _YEARS for m in range(k, min(k + 3, len(toks))))
+                    or self.low(j - 1) in _AGE_CUES
+                ):
                     for m in range(j, k):
                         if toks[m].text != "-" and toks[m].low not in {"a", "and"}:
                             self.mark(m, AGE)
@@ -540,8 +599,9 @@ class _Scan:
                 words = []
                 for j in range(i + 1, min(i + 6, len(toks))):
                     w = toks[j]
-                    if not _is_word(w.text) or (w.low not in _STREET_SUFFIXES and (
-                            w.low in self.clinical or w.low in _FUNCTION_WORDS)):
+                    if not _is_word(w.text) or (
+                        w.low not in _STREET_SUFFIXES and (w.low in self.clinical or w.low in _FUNCTION_WORDS)
+                    ):
                         break  # "4 cm beyond the GE junction" is no address
                     words.append(j)
                     if toks[j].low in _STREET_SUFFIXES and len(words) >= 2:
@@ -553,10 +613,12 @@ class _Scan:
             if t.low in _UNIT_DESIGNATORS and i + 1 < len(toks) and _has_digit(toks[i + 1].text):
                 toks[i].category = ADDRESS  # "Flat 41u", "Studio 10", "Apt 3"
                 toks[i + 1].category = ADDRESS
-            if t.low == "address" and self.low(i + 1) == ":":  # a labelled address: to the end of its sentence
+            # a labelled address: to the end of its sentence
+            if t.low == "address" and self.low(i + 1) == ":":
                 j = i + 2
-                while j < len(toks) and not (toks[j].text in {".", ";"} and (
-                        j + 1 == len(toks) or toks[j + 1].start > toks[j].end)):
+                while j < len(toks) and not (
+                    toks[j].text in {".", ";"} and (j + 1 == len(toks) or toks[j + 1].start > toks[j].end)
+                ):
                     if toks[j].text not in {",", "-", "/", "#"}:
                         toks[j].category = ADDRESS
                     j += 1
