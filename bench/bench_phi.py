@@ -43,6 +43,21 @@ def engine_mask(text: str) -> list[bool]:
     return mask
 
 
+def mask_from_scrub(scrub: Callable[[str], str]) -> Mask:
+    """A mask from any text-to-text scrub (tasks.phi.scrub_report, or an older one): the characters of the input
+    that do not survive into its output, aligned with difflib."""
+    from difflib import SequenceMatcher
+
+    def mask(text: str) -> list[bool]:
+        out = [True] * len(text)
+        matcher = SequenceMatcher(None, text, scrub(text), autojunk=False)
+        for block in matcher.get_matching_blocks():
+            out[block.a : block.a + block.size] = [False] * block.size
+        return out
+
+    return mask
+
+
 def philter_runner() -> tuple[Mask | None, str]:
     """philter-lite's default filter set (philter_delta.toml) as a mask function, or (None, why not)."""
     try:

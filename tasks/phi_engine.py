@@ -52,6 +52,8 @@ _FUNCTION_WORDS = set(
 # spelled-out one ("the nurse reported"), only a capitalised or unknown word is.
 _TITLES_ABBREV = {"dr", "drs", "mr", "mrs", "ms", "mx", "prof", "messrs", "mssrs"}
 _TITLES_WORD = {"doctor", "doctors", "nurse", "nurses", "professor", "technologist", "rn", "np", "midwife"}
+_COMMUNICATION = {"spoke", "discussed", "communicated", "called", "paged", "notified", "informed", "relayed",
+                  "conveyed", "telephoned", "phoned", "messaged", "emailed", "d/w", "reviewed"}  # fmt: skip
 _NAME_CUES = {"patient", "pt", "name", "mother", "father", "wife", "husband", "daughter", "son", "spouse",
               "sister", "brother", "guardian", "signed", "dictated", "transcribed", "electronically"}  # fmt: skip
 
@@ -97,7 +99,8 @@ _STREET_SUFFIXES = set(
     point points port ports prairie radial ranch rapid rapids rest ridge ridges river shoal shoals shore shores
     skyway spring springs spur station stravenue stream summit throughway trace track trafficway tunnel turnpike
     underpass union unions valley valleys viaduct view views village villages ville vista walk walks wall well
-    wells""".split()
+    wells brook brooks burg burgs bluff bluffs bottom branch bridge bridges canyon cape camp crest curve inlet run
+    spurs""".split()
 )
 _US_STATES = set(
     "AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH NJ NM NY NC ND OH OK "
@@ -121,6 +124,7 @@ _URL = re.compile(
     r"health|uk|us|ca|au|de|fr|nl|es|it|ie|ch|se|no|dk|fi|nz|in|jp|cn|br|mx)\b(?:/\S*)?"
 )
 _UNIT_SUFFIX = re.compile(r"(?i)^(\d+(?:[.,]\d+)?)(cm|mm|ml|cc|mmhg|hu|kv|kvp|mas|mg|mcg|g|kg|fr|f|%)$")
+_AGE_SUFFIX = re.compile(r"(?i)^(\d{1,3})(?:y|yo|yr|yrs|yof|yom|years?)$")
 _SPINE_LEVEL = re.compile(r"(?i)^[ctls]\d{1,2}$")
 _ORDINAL = re.compile(r"(?i)^\d{1,2}(?:st|nd|rd|th)$")
 _PLAIN_NUMBER = re.compile(r"^\d+(?:[.,]\d+)?$")
@@ -255,6 +259,25 @@ class _Scan:
         )
 
     # ---------------------------------------------------------------------------------------------- words
+
+    def names_after_communication(self) -> None:
+        """The person a finding was communicated to ("spoke with alan shaffer", "paged bud bright"): census
+        names after the verb are names even in lower case (radiology reports document who was told)."""
+        toks = self.toks
+        for i, t in enumerate(toks):
+            if t.low not in _COMMUNICATION:
+                continue
+            j = i + 1
+            if self.low(j) in {"with", "to", "by"}:
+                j += 1
+            taken = 0
+            while j < len(toks) and taken < 3 and _is_word(toks[j].text):
+                w = toks[j]
+                if w.low in self.clinical or w.low in _LABELS or w.low not in self.census:
+                    break
+                self.mark(j, NAME)
+                taken += 1
+                j += 1
 
     def names_after_titles(self) -> None:
         toks = self.toks
@@ -461,6 +484,10 @@ class _Scan:
                     continue  # "left 4th rib", "4th-6th ribs"
                 self.mark(i, DATE if self._month_near(i) else NUMBER)
                 continue
+            age = _AGE_SUFFIX.match(text)
+            if age:  # "97yo", "92y": an age (PHI at 90 and over; any age here is no clinical number)
+                self.mark(i, AGE if int(age.group(1)) >= 90 else NUMBER)
+                continue
             unit = _UNIT_SUFFIX.match(text)
             if unit:
                 if unit.group(2).lower() == "f":  # 14F is a catheter size; 92F an age and sex
@@ -619,7 +646,7 @@ class _Scan:
                 while j < len(toks) and not (
                     toks[j].text in {".", ";"} and (j + 1 == len(toks) or toks[j + 1].start > toks[j].end)
                 ):
-                    if toks[j].text not in {",", "-", "/", "#"}:
+                    if toks[j].text not in {",", "-", "/", "#"} and not toks[j].text.startswith("_"):
                         toks[j].category = ADDRESS
                     j += 1
             if t.text in _US_STATES and i + 1 < len(toks) and re.fullmatch(r"\d{5}", toks[i + 1].text):
@@ -645,6 +672,7 @@ def find_phi(text: str) -> list[PhiSpan]:
                 shielded.append(PhiSpan(m.start(), end, CONTACT))
     scan = _Scan(text, [(s.start, s.end) for s in shielded])
     scan.names_after_titles()
+    scan.names_after_communication()
     scan.addresses()
     scan.numbers()
     scan.dates_and_ages()
