@@ -662,8 +662,11 @@ class _Scan:
                     toks[i + 2].category = ADDRESS
 
 
-def find_phi(text: str) -> list[PhiSpan]:
-    """Spans of `text` to redact, in order, with their categories (adjacent tokens of one category merged)."""
+def find_phi(text: str, english: bool = True) -> list[PhiSpan]:
+    """Spans of `text` to redact, in order, with their categories (adjacent tokens of one category merged).
+
+    The word lists are English. For text in another language (`english=False`: PadChest's Spanish reports)
+    only what does not depend on them runs: titles, numbers, dates, contacts, addresses, ages."""
     shielded: list[PhiSpan] = []
     for pattern in (_EMAIL, _URL):
         for m in pattern.finditer(text):
@@ -672,11 +675,13 @@ def find_phi(text: str) -> list[PhiSpan]:
                 shielded.append(PhiSpan(m.start(), end, CONTACT))
     scan = _Scan(text, [(s.start, s.end) for s in shielded])
     scan.names_after_titles()
-    scan.names_after_communication()
+    if english:
+        scan.names_after_communication()
     scan.addresses()
     scan.numbers()
     scan.dates_and_ages()
-    scan.words()
+    if english:
+        scan.words()
     spans = shielded + [PhiSpan(t.start, t.end, t.category) for t in scan.toks if t.category is not None]
     return _merge(text, sorted(spans, key=lambda s: s.start))
 
@@ -714,6 +719,6 @@ def scrub_text(text: str) -> str:
     return redact(text, find_phi(text))
 
 
-def flagged_categories(text: str) -> set[str]:
+def flagged_categories(text: str, english: bool = True) -> set[str]:
     """The categories validation quarantines a row for (tasks/validate.py's PHI backstop)."""
-    return {s.category for s in find_phi(text) if s.category in FLAGGED}
+    return {s.category for s in find_phi(text, english) if s.category in FLAGGED}

@@ -365,7 +365,12 @@ def gx_frame(samples: pl.DataFrame):
         text = samples.get_column(c).to_pandas()
         derived[_chars(c)] = text.str.len()
         text = text.fillna("").astype(str)
-        found = [flagged_categories(t) if t else set() for t in text]
+        # The engine's word lists are English: a report kept in its own language (PadChest's Spanish
+        # report_text) is checked for the categories that do not depend on them (phi_engine.find_phi).
+        english = [True] * len(text)
+        if c == "report_text" and "report_language" in samples.columns:
+            english = [lang in (None, "en") for lang in samples.get_column("report_language").to_list()]
+        found = [flagged_categories(t, en) if t else set() for t, en in zip(text, english, strict=True)]
         for name in PHI_FLAGGED:
             derived[_has(c, name)] = [name in f for f in found]
         derived[_has(c, "control character")] = text.str.contains(CONTROL_CHARACTERS, regex=True)

@@ -140,3 +140,24 @@ def test_generated_corpus_meets_the_recall_and_kept_targets():
     for category in ("name", "date", "contact", "id"):
         assert res["recall"][category] >= 0.98, (category, res["recall"], res["missed"].most_common(10))
     assert res["clinical_kept"] >= 0.995, res["lost"].most_common(10)
+
+
+def test_backstop_judges_a_spanish_report_only_by_what_needs_no_english_word_list():
+    """PadChest keeps its Spanish report in report_text (report_language "es"): its words are not names, but a
+    date or a titled name in it still is."""
+    import polars as pl
+
+    from tasks.validate import gx_frame
+
+    spanish = "cardiomegalia. derrame pleural bilateral. Campos pulmonares con Flores de Rios. rosa mar paz."
+    samples = pl.DataFrame(
+        {
+            "image_key": ["a", "b", "c"],
+            "report_text": [spanish, spanish + " Informado al Dr. García el 2019-03-14.", spanish],
+            "report_language": ["es", "es", None],
+        }
+    )
+    frame = gx_frame(samples)
+    assert not frame["report_text__has_name"][0] and not frame["report_text__has_date"][0]
+    assert frame["report_text__has_name"][1] and frame["report_text__has_date"][1]
+    assert frame["report_text__has_name"][2]  # no language given: judged as English
