@@ -40,6 +40,7 @@ _CLINICAL_FILE = Path(__file__).with_name("phi_clinical_words.txt")
 _SECTIONS_FILE = Path(__file__).parent / "reports" / "mimic_cxr_sections.json"
 
 # Words that never read as a name on their own, capitalised or not (a name chain stops at them).
+_MODALS = {"may", "will", "can", "could", "should", "would", "must", "might", "shall"}
 _FUNCTION_WORDS = set(
     """a an the and or but nor of to in on at by for from with without into onto over under above below between
     within after before during since until as than then there here this that these those it its is are was were
@@ -52,6 +53,8 @@ _FUNCTION_WORDS = set(
 # spelled-out one ("the nurse reported"), only a capitalised or unknown word is.
 _TITLES_ABBREV = {"dr", "drs", "mr", "mrs", "ms", "mx", "prof", "messrs", "mssrs"}
 _TITLES_WORD = {"doctor", "doctors", "nurse", "nurses", "professor", "technologist", "rn", "np", "midwife"}
+_ROLES = {"physician", "radiologist", "attending", "resident", "fellow", "referring", "ordering", "provider",
+          "reader", "technologist", "surgeon", "clinician", "consultant", "pcp", "by", "to", "cc"}  # fmt: skip
 _COMMUNICATION = {"spoke", "discussed", "communicated", "called", "paged", "notified", "informed", "relayed",
                   "conveyed", "telephoned", "phoned", "messaged", "emailed", "d/w", "reviewed"}  # fmt: skip
 _NAME_CUES = {"patient", "pt", "name", "mother", "father", "wife", "husband", "daughter", "son", "spouse",
@@ -78,10 +81,19 @@ _ID_CUES = {"mrn", "id", "acc", "accession", "ssn", "unit", "number", "no", "rec
             "order", "license", "licence", "nhs", "hospital"}  # fmt: skip
 _AGE_CUES = {"age", "aged", "ages"}
 # Labels and titles are not PHI themselves (the value after them is): kept even when capitalised in mid-sentence.
+_CREDENTIALS = {"md", "do", "phd", "mbbs", "mbchb", "frcr", "frcp", "facr", "dds", "rn", "np", "lpn", "crna", "pa-c",
+                "mph", "msc", "bsc", "rt", "rrt", "jr", "sr", "ii", "iii"}  # fmt: skip
 _CONTACT_LABELS = {"phone", "tel", "telephone", "cell", "mobile", "pager", "fax", "email", "e-mail", "dob",
                    "address", "ext", "am", "pm"}  # fmt: skip
 _LABELS = (
-    _FUNCTION_WORDS | _TITLES_ABBREV | _TITLES_WORD | _NAME_CUES | _ID_CUES | _AGE_CUES | _CONTACT_LABELS
+    _FUNCTION_WORDS
+    | _TITLES_ABBREV
+    | _TITLES_WORD
+    | _NAME_CUES
+    | _ID_CUES
+    | _AGE_CUES
+    | _CONTACT_LABELS
+    | _CREDENTIALS
 )
 _FRENCH_NOUNS = {"catheter", "catheters", "tube", "tubes", "drain", "drains", "sheath", "pigtail", "chest",
                  "enteric", "feeding", "nasogastric", "orogastric", "dobhoff", "foley", "line"}  # fmt: skip
@@ -125,7 +137,7 @@ _URL = re.compile(
 )
 _UNIT_SUFFIX = re.compile(r"(?i)^(\d+(?:[.,]\d+)?)(cm|mm|ml|cc|mmhg|hu|kv|kvp|mas|mg|mcg|g|kg|fr|f|%)$")
 _AGE_SUFFIX = re.compile(r"(?i)^(\d{1,3})(?:y|yo|yr|yrs|yof|yom|years?)$")
-_SPINE_LEVEL = re.compile(r"(?i)^[ctls]\d{1,2}$")
+_SPINE_LEVEL = re.compile(r"(?i)^(?:c[1-8]|t[1-9]|t1[0-2]|l[1-6]|s[1-5])$")  # "S78", "L0" are postcodes
 _ORDINAL = re.compile(r"(?i)^\d{1,2}(?:st|nd|rd|th)$")
 _PLAIN_NUMBER = re.compile(r"^\d+(?:[.,]\d+)?$")
 _TIME = re.compile(r"^(?:[01]?\d|2[0-3]):[0-5]\d(?::[0-5]\d)?$")
@@ -201,9 +213,8 @@ def _tokens(text: str) -> list[_Tok]:
             boundary = True
         out.append(_Tok(m.start(), m.end(), t, t.lower(), boundary))
         before = out[-2].text if len(out) > 1 else ""
-        abbreviation = t == "." and (
-            (len(before) == 1 and before.isupper()) or before.lower() in _TITLES_ABBREV
-        )
+        initial = len(before) == 1 and _is_capital(before)
+        abbreviation = t == "." and (initial or before.lower() in _TITLES_ABBREV)
         boundary = (t in {".", ":", ";", "!", "?", "(", "[", "*"} and not abbreviation) or (
             boundary and t in {'"', "'"}
         )
@@ -213,6 +224,11 @@ def _tokens(text: str) -> list[_Tok]:
 
 def _is_title(t: str) -> bool:
     return t[:1].isupper() and any(c.islower() for c in t[1:])
+
+
+def _same_case(a: str, b: str) -> bool:
+    """Both all capitals, or both capitalised words."""
+    return (a.isupper() and b.isupper()) or (_is_title(a) and _is_title(b))
 
 
 def _is_capital(t: str) -> bool:
@@ -282,7 +298,8 @@ class _Scan:
     def names_after_titles(self) -> None:
         toks = self.toks
         for i, t in enumerate(toks):
-            if not (t.low in _TITLES_ABBREV or t.low in _TITLES_WORD or t.low in _NAME_CUES):
+            role_label = t.low in _ROLES and self.low(i + 1) == ":"  # "Referring physician: Hope Mass"
+            if not (t.low in _TITLES_ABBREV or t.low in _TITLES_WORD or t.low in _NAME_CUES or role_label):
                 continue
             if t.low == "dr" and i > 0 and _has_digit(toks[i - 1].text):
                 continue  # "12 Oak Dr" is a street; the address pass takes it
@@ -290,17 +307,15 @@ class _Scan:
             # an abbreviation's dot ("Dr."), a label's colon ("Patient:"); a sentence's end stops the chain
             while j < len(toks) and toks[j].text in ({".", ":"} if t.low in _TITLES_ABBREV else {":", ","}):
                 j += 1
-            taken = 0
+            taken, last = 0, ""
             while j < len(toks) and taken < 6:
                 w = toks[j]
-                if not _is_word(w.text) or w.low in _FUNCTION_WORDS - {"and"}:
-                    break
+                if not _is_word(w.text) or (
+                    w.low in _FUNCTION_WORDS - {"and"} and not (_is_capital(w.text) and w.low in _MODALS)
+                ):
+                    break  # a capitalised modal is a name here: "PATIENT: WILL MOODY", "Dr. May"
                 if w.low == "and":  # "Dr. X and Y": go on only when a name follows
-                    if (
-                        j + 1 < len(toks)
-                        and _is_capital(toks[j + 1].text)
-                        and toks[j + 1].low not in self.clinical
-                    ):
+                    if j + 1 < len(toks) and _is_capital(toks[j + 1].text) and not toks[j + 1].sentence_start:
                         j += 1
                         continue
                     break
@@ -318,14 +333,17 @@ class _Scan:
                     pass  # whatever its case
                 elif not capital and (self.safe_word(w.low)):
                     break
-                elif capital and w.low in self.clinical and not first:
+                elif capital and w.low in self.clinical and not first and not _same_case(w.text, last):
+                    break  # "PATIENT: RUSTY HEART" goes on; "Dr. Smith. Heart size" does not
+                elif t.low in _NAME_CUES and (not capital or (w.low in self.clinical and first)):
                     break
-                elif t.low in _NAME_CUES and (w.low in self.clinical or not capital):
+                elif role_label and not capital:
                     break
                 if w.low in _TITLES_ABBREV or w.low in _TITLES_WORD:
                     j += 1
                     continue  # "Dr. Prof. X"
                 self.mark(j, NAME)
+                last = w.text
                 taken += 1
                 j += 1
                 while (
@@ -370,9 +388,9 @@ class _Scan:
         toks, out = self.toks, []
         for step in (-1, 1):
             k = i + step
-            if 0 <= k < len(toks) and toks[k].text in {".", "-"} and 0 <= k + step < len(toks):
+            if 0 <= k < len(toks) and toks[k].text in {".", "-", "'"} and 0 <= k + step < len(toks):
                 k2 = k + step
-                initial = toks[min(k2, i)] if toks[k].text == "." else None
+                initial = toks[min(k2, i)] if toks[k].text in {".", "'"} else None
                 if toks[k].text == "-" or (
                     initial is not None and len(initial.text) == 1 and initial.text.isupper()
                 ):
@@ -383,13 +401,14 @@ class _Scan:
 
     def _joins_name(self, i: int, mixed_case: bool) -> bool:
         t = self.toks[i]
-        if t.low in _LABELS - PARTICLES or t.low in _MONTHS:
+        initial = len(t.text) == 1 and t.text.isupper() and self.low(i + 1) in {".", "'", "-"}
+        if (t.low in _LABELS - PARTICLES and not initial) or t.low in _MONTHS:
             return False
         near = [n for n in self._neighbours(i) if n.category in (NAME, WORD) and _is_word(n.text)]
         if not near:
             return False
-        if len(t.text) == 1 and t.text.isupper():
-            return any(_is_capital(n.text) for n in near)  # an initial
+        if len(t.text) == 1 and t.text.isupper():  # an initial, or the first letter of "O'Brien", "S'fiso"
+            return self.low(i + 1) == "'" or any(_is_capital(n.text) for n in near)
         if t.low in PARTICLES:
             return len(near) == 2 or any(n.category == NAME for n in near)
         # all capitals in mixed-case text: a census name next to a name
@@ -424,6 +443,9 @@ class _Scan:
         j = i + 1
         while j < len(self.toks):
             t = self.toks[j]
+            if t.low in {"fr", "french"}:  # a catheter size (3-40 Fr); "44 French Street" is an address
+                value = _int(self.toks[i].text)
+                return value is not None and value <= 40
             if t.low in _UNITS or t.text == "%" or _UNIT_SUFFIX.match(t.text):
                 return True
             if t.low in {"-", "x", "×", "to", "by", "/"} or _PLAIN_NUMBER.match(t.text):
@@ -465,7 +487,7 @@ class _Scan:
             j = self._next_word(i, {"-"})
             if j < len(toks) and toks[j].low in self.clinical and toks[j].low not in _YEARS:
                 return True  # a count of clinical things: "2 views", "3 nodules"
-            if nxt in {".", ")"} and (t.sentence_start or i == 0):
+            if nxt in {".", ")"} and (t.sentence_start or i == 0) and not t.text.startswith("0"):
                 return True  # a list marker
         return False
 
@@ -631,13 +653,24 @@ class _Scan:
                     ):
                         break  # "4 cm beyond the GE junction" is no address
                     words.append(j)
-                    if toks[j].low in _STREET_SUFFIXES and len(words) >= 2:
+                    if (
+                        toks[j].low in _STREET_SUFFIXES or toks[j].low.removesuffix("s") in _STREET_SUFFIXES
+                    ) and len(words) >= 2:
                         for k in [i, *words]:
                             toks[k].category = toks[k].category if toks[k].category in {NAME} else ADDRESS
-                        if j + 1 < len(toks) and toks[j + 1].text == ".":
-                            pass
                         break
-            if t.low in _UNIT_DESIGNATORS and i + 1 < len(toks) and _has_digit(toks[i + 1].text):
+            if (
+                t.low == "box"
+                and self.low(i - 1) == "po"
+                and i + 1 < len(toks)
+                and _has_digit(toks[i + 1].text)
+            ):
+                toks[i - 1].category = ADDRESS  # "PO Box 856"
+            if (
+                (t.low in _UNIT_DESIGNATORS or t.low in {"unit", "box"})
+                and i + 1 < len(toks)
+                and _has_digit(toks[i + 1].text)
+            ):
                 toks[i].category = ADDRESS  # "Flat 41u", "Studio 10", "Apt 3"
                 toks[i + 1].category = ADDRESS
             # a labelled address: to the end of its sentence
