@@ -752,6 +752,7 @@ def scrub_text(text: str) -> str:
     return redact(text, find_phi(text))
 
 
-def flagged_categories(text: str, english: bool = True) -> set[str]:
+@lru_cache(maxsize=4096)  # the images of one study share its report text, and sit next to each other
+def flagged_categories(text: str, english: bool = True) -> frozenset[str]:
     """The categories validation quarantines a row for (tasks/validate.py's PHI backstop)."""
-    return {s.category for s in find_phi(text, english) if s.category in FLAGGED}
+    return frozenset(s.category for s in find_phi(text, english) if s.category in FLAGGED)

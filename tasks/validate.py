@@ -370,7 +370,7 @@ def gx_frame(samples: pl.DataFrame):
         english = [True] * len(text)
         if c == "report_text" and "report_language" in samples.columns:
             english = [lang in (None, "en") for lang in samples.get_column("report_language").to_list()]
-        found = [flagged_categories(t, en) if t else set() for t, en in zip(text, english, strict=True)]
+        found = [flagged_categories(t, en) if t else frozenset() for t, en in zip(text, english, strict=True)]
         for name in PHI_FLAGGED:
             derived[_has(c, name)] = [name in f for f in found]
         derived[_has(c, "control character")] = text.str.contains(CONTROL_CHARACTERS, regex=True)
