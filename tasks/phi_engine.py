@@ -41,13 +41,15 @@ _SECTIONS_FILE = Path(__file__).parent / "reports" / "mimic_cxr_sections.json"
 
 # Words that never read as a name on their own, capitalised or not (a name chain stops at them).
 _MODALS = {"may", "will", "can", "could", "should", "would", "must", "might", "shall"}
-_FUNCTION_WORDS = set(
-    """a an the and or but nor of to in on at by for from with without into onto over under above below between
+_FUNCTION_WORDS = (
+    set(
+        """a an the and or but nor of to in on at by for from with without into onto over under above below between
     within after before during since until as than then there here this that these those it its is are was were
     be been being has have had do does did not no nor yes any all each both either neither some such same other
     per via who whom whose which what when where why how i we you he she they him her them his hers their our
-    your my me us also again still only very more most less least further now please see seen compared may will
-    can could should would must might shall""".split()
+    your my me us also again still only very more most less least further now please see seen compared""".split()
+    )
+    | _MODALS
 )
 # Titles: the word after an abbreviated title is a name whatever its case ("dr fairbanks", "Dr. Young"); after a
 # spelled-out one ("the nurse reported"), only a capitalised or unknown word is.
@@ -120,7 +122,7 @@ _US_STATES = set(
 )
 # Lower-case particles inside a name ("Morris van Dongen", "Dr. de la Cruz").
 PARTICLES = {"van", "von", "de", "da", "del", "della", "di", "du", "le", "la", "der", "den", "ten", "ter", "dos",
-              "das", "do", "bin", "ibn", "al", "el", "y", "mac", "ben", "bint", "abu"}  # fmt: skip
+             "das", "do", "bin", "ibn", "al", "el", "y", "mac", "ben", "bint", "abu"}  # fmt: skip
 _FRACTION_NOUNS = {"of", "views", "view", "projections", "ribs", "levels"}
 _UNIT_DESIGNATORS = {"flat", "studio", "apt", "apartment", "suite", "ste", "bldg", "building", "po", "p.o."}
 _NUMBER_WORDS_OLD = {"ninety", "hundred"}  # ages of 90 and over, written out
@@ -131,9 +133,11 @@ _NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight",
 # (Devanagari, Thai vowel signs are not \w).
 _TOKEN = re.compile(r"\d+(?:[.,:]\d+)+[^\W_]*|(?:[^\W_]|[\u0300-\u036F\u0900-\u0DFF\u0E00-\u0EFF])+|_+|\S")
 _EMAIL = re.compile(r"[\w.%+-]+@[\w-]+(?:\.[\w-]+)+")
+# A bare domain needs a lower-case top-level domain that is no word ("effusion.No", "clear.In" are typos, not
+# links).
 _URL = re.compile(
-    r"(?i)\b(?:https?://|ftp://|www\.)\S+|\b[\w-]+(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|mil|int|info|io|biz|"
-    r"health|uk|us|ca|au|de|fr|nl|es|it|ie|ch|se|no|dk|fi|nz|in|jp|cn|br|mx)\b(?:/\S*)?"
+    r"(?i:\b(?:https?://|ftp://|www\.)\S+)|\b[\w-]{2,}(?:\.[\w-]+)*\.(?:com|org|net|edu|gov|mil|biz|info|uk|au|"
+    r"fr|nl|ch|dk|fi|nz|jp|cn|br|mx)\b(?:/\S*)?"
 )
 _UNIT_SUFFIX = re.compile(r"(?i)^(\d+(?:[.,]\d+)?)(cm|mm|ml|cc|mmhg|hu|kv|kvp|mas|mg|mcg|g|kg|fr|f|%)$")
 _AGE_SUFFIX = re.compile(r"(?i)^(\d{1,3})(?:y|yo|yr|yrs|yof|yom|years?)$")

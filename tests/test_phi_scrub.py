@@ -123,6 +123,8 @@ def test_clinical_text_survives_beside_phi_that_goes():
         assert phrase in out, phrase
     for phi in ("Whitcombe", "14 March", "92F", "078 05 1120", "555-2368"):
         assert phi not in out, (phi, out)
+    typos = "Lungs are clear.No effusion.In addition, the heart.It is normal."  # no space: not a domain
+    assert scrub_report(typos) == typos
 
 
 def test_scrub_is_stable_on_its_own_output():
