@@ -140,18 +140,24 @@ def score(reports: list[Report], mask_fn: Mask) -> dict:
 
 
 def fixture_reports_kept(mask_fn: Mask, n: int = 200) -> tuple[float, int, Counter]:
-    """Share of tokens kept on the project's MIMIC-format fixture reports (no PHI in them but `___`)."""
+    """Share of tokens kept on the project's fixture reports (MIMIC-CXR format, no PHI in them but `___`) and the
+    other sources' fixture sentences, all written before this scrub by other sessions."""
     import random
 
+    from fixtures import chexpert, openi
     from fixtures.reports import make_report
     from schemas.labels import CHEXPERT_LABELS
+    from tasks.reports import rules_backend
 
     rng = random.Random(0)
     total = kept = 0
     lost: Counter = Counter()
-    for _ in range(n):
-        labels = {k: rng.choice([1, 0, -1, None]) for k in CHEXPERT_LABELS}
-        text = make_report(labels, rng, addendum=rng.random() < 0.2).text
+    texts = [make_report({k: rng.choice([1, 0, -1, None]) for k in CHEXPERT_LABELS}, rng, addendum=rng.random() < 0.2).text
+             for _ in range(n)]  # fmt: skip
+    # and the other sources' fixture sentences (Open-I with its XXXX marks, CheXpert Plus in capitals)
+    texts += [*openi.FINDINGS, *openi.IMPRESSIONS, *chexpert.FINDINGS]
+    texts += [rules_backend.NO_FINDING_FINDINGS, rules_backend.NO_FINDING_IMPRESSION]
+    for text in texts:
         mask = mask_fn(text)
         for m in _TOKEN.finditer(text):
             total += 1
@@ -186,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(_row("cxrflow", ours))
     kept, total, lost = fixture_reports_kept(engine_mask)
-    print(f"{'cxrflow':<14} fixture reports (fixtures/reports.py): {100 * kept:.2f}% of {total} tokens kept; "
+    print(f"{'cxrflow':<14} fixture reports (fixtures/reports.py, openi, chexpert): {100 * kept:.2f}% of {total} tokens kept; "
           f"lost: {dict(lost.most_common(8))}")  # fmt: skip
     if args.show_missed:
         print("cxrflow missed:", ours["missed"].most_common(args.show_missed))

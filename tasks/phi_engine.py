@@ -141,6 +141,7 @@ _URL = re.compile(
 )
 _UNIT_SUFFIX = re.compile(r"(?i)^(\d+(?:[.,]\d+)?)(cm|mm|ml|cc|mmhg|hu|kv|kvp|mas|mg|mcg|g|kg|fr|f|%)$")
 _AGE_SUFFIX = re.compile(r"(?i)^(\d{1,3})(?:y|yo|yr|yrs|yof|yom|years?)$")
+_DEID_MARK = re.compile(r"x{2,}")  # Open-I's de-identification mark, "XXXX"
 _SPINE_LEVEL = re.compile(r"(?i)^(?:c[1-8]|t[1-9]|t1[0-2]|l[1-6]|s[1-5])$")  # "S78", "L0" are postcodes
 _ORDINAL = re.compile(r"(?i)^\d{1,2}(?:st|nd|rd|th)$")
 _PLAIN_NUMBER = re.compile(r"^\d+(?:[.,]\d+)?$")
@@ -275,8 +276,16 @@ class _Scan:
 
     def safe_word(self, low: str) -> bool:
         return (
-            low in self.clinical or low in self.common or low in _LABELS or (len(low) == 1 and low.isascii())
+            low in self.clinical
+            or low in self.common
+            or low in _LABELS
+            or (len(low) == 1 and low.isascii())
+            or _DEID_MARK.fullmatch(low) is not None
         )
+
+    def _ordinary(self, low: str) -> bool:
+        """A common word that is no census name (after a cue such as "Patient" it is no name either)."""
+        return low in self.common and low not in self.census
 
     # ---------------------------------------------------------------------------------------------- words
 
@@ -339,8 +348,10 @@ class _Scan:
                     break
                 elif capital and w.low in self.clinical and not first and not _same_case(w.text, last):
                     break  # "PATIENT: RUSTY HEART" goes on; "Dr. Smith. Heart size" does not
-                elif t.low in _NAME_CUES and (not capital or (w.low in self.clinical and first)):
-                    break
+                elif t.low in _NAME_CUES and (
+                    not capital or (first and (w.low in self.clinical or self._ordinary(w.low)))
+                ):
+                    break  # "Patient: WILL MOODY" is a name; "Patient positioning", "Patient Rotated" are not
                 elif role_label and not capital:
                     break
                 if w.low in _TITLES_ABBREV or w.low in _TITLES_WORD:
@@ -367,7 +378,10 @@ class _Scan:
                 continue
             low = t.low
             if not self.safe_word(low):
-                self.mark(i, NAME if low in self.census or _is_capital(t.text) else WORD)
+                # a name (validation flags it) when capitalised in mid-sentence; otherwise an unknown word (a rare
+                # term, a typo, an acronym, a sentence's first word): redacted, not flagged
+                proper = _is_capital(t.text) and not t.sentence_start and not t.text.isupper()
+                self.mark(i, NAME if proper else WORD)
             elif (
                 _is_title(t.text)
                 and not t.sentence_start
