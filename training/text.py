@@ -118,8 +118,19 @@ def encode_prompt(tok, prompt: str, n_image_tokens: int) -> list[int]:
     if not sep:
         raise ValueError("prompt has no image placeholder")
     image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    ids = [tok.bos_token_id] + tok.encode(before, add_special_tokens=False)
-    return ids + [image_id] * n_image_tokens + tok.encode(after, add_special_tokens=False)
+    ids = [tok.bos_token_id] + _encode_chunk(tok, before)
+    return ids + [image_id] * n_image_tokens + _encode_chunk(tok, after)
+
+
+def _encode_chunk(tok, text: str) -> list[int]:
+    """One chunk as the reference's slow LLaMA tokenizer encodes it. sentencepiece adds its dummy-prefix space
+    to every text, also one that starts with a space; the tokenizers-converted LLaMA tokenizer (a Metaspace
+    pre-tokenizer) adds none to such a text, one `▁` fewer (tests/test_train_text_reference.py). Other
+    tokenizers (byte-level BPE) encode the text as it is."""
+    pre = getattr(getattr(tok, "backend_tokenizer", None), "pre_tokenizer", None)
+    if text.startswith(" ") and type(pre).__name__ == "Metaspace" and pre.prepend_scheme != "never":
+        text = " " + text
+    return tok.encode(text, add_special_tokens=False)
 
 
 def encode_example(tok, stage: int, findings: str, indication: str | None, n_image_tokens: int,
