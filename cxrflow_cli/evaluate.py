@@ -222,6 +222,7 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="write the comparison JSON here"),
     ) -> None:
         """Paired significance (paired bootstrap: CI and p of B-A) for every metric on the same ids."""
+        from tasks.evaluate.resampling import p_text
         from tasks.evaluate.significance import compare_evals
 
         for p in (a, b):
@@ -240,7 +241,7 @@ def register(app: typer.Typer) -> None:
             else:
                 typer.echo(
                     f"{name:42s} A {m.a:8.3f}  B {m.b:8.3f}  B-A {m.diff:+8.3f} "
-                    f"[{m.diff_ci[0]:+.3f}, {m.diff_ci[1]:+.3f}]  p={m.p_value:.4f}"
+                    f"[{m.diff_ci[0]:+.3f}, {m.diff_ci[1]:+.3f}]  {p_text(m.p_value, m.p_floor, 4)}"
                 )
         if out:
             out.write_text(cmp.model_dump_json(indent=2))

@@ -87,6 +87,9 @@ class MetricComparison(BaseModel):
     diff: float | None = None  # b - a
     diff_ci: tuple[float, float] | None = None
     p_value: float | None = None
+    # the smallest p the test can give (2/(R+1) for R resamples): p_value == p_floor means no resample crossed
+    # 0, i.e. p < p_floor is all the test can say (tasks/evaluate/resampling.py p_text)
+    p_floor: float | None = None
     n: int = 0
     method: str = ""
     not_computed: str | None = None
