@@ -90,7 +90,10 @@ def test_parser_is_the_published_parser(shape):
             rating_counts(answer)
     else:
         counts = rating_counts(answer)
-        assert counts["rating"] == {"clinically_significant": expected[0], "clinically_insignificant": expected[1]}
+        assert counts["rating"] == {
+            "clinically_significant": expected[0],
+            "clinically_insignificant": expected[1],
+        }
         sig = counts["clinically_significant"]
         assert sig == {t: expected[0].get(ERROR_TYPE_MAP[t], 0) for t in ERROR_TYPE_MAP}
         assert counts["missing_types"]["significant"] == [
@@ -98,7 +101,9 @@ def test_parser_is_the_published_parser(shape):
         ]
 
 
-@pytest.mark.skipif(real_checkout() is None, reason="CXRFLOW_CHEXPROMPT_SRC names no microsoft/chexprompt checkout")
+@pytest.mark.skipif(
+    real_checkout() is None, reason="CXRFLOW_CHEXPROMPT_SRC names no microsoft/chexprompt checkout"
+)
 def test_parser_equals_a_real_checkouts_parser():
     with checkout_modules(real_checkout()) as (_, eval_utils):
         for answer, _expected in SHAPES.values():
@@ -107,7 +112,7 @@ def test_parser_equals_a_real_checkouts_parser():
 
 
 PAIRS = [
-    ("The lungs are clear.  No effusion.\n", "Lungs clear; {braces} and \"quotes\" kept."),
+    ("The lungs are clear.  No effusion.\n", 'Lungs clear; {braces} and "quotes" kept.'),
     ("  Leading and trailing spaces  ", "Small left effusion.\tTabbed."),
 ]
 
@@ -120,7 +125,11 @@ def test_prompt_is_the_checkouts_own_byte_for_byte(checkouts):
         path = root / "src" / "chexprompt" / "evaluator.py"
         assert pub.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
         assert pub.decoding == {
-            "temperature": 0.0, "max_tokens": 128, "top_p": 0.9, "frequency_penalty": 0.0, "presence_penalty": 0.0
+            "temperature": 0.0,
+            "max_tokens": 128,
+            "top_p": 0.9,
+            "frequency_penalty": 0.0,
+            "presence_penalty": 0.0,
         }
 
 
@@ -140,7 +149,9 @@ def test_judge_sends_the_checkouts_messages_and_records_the_hash(checkouts, tmp_
         cfg = LLMConfig(backend="openai", base_url=srv.base_url, model="judge", cache_dir=tmp_path / "c")
         out = judge(PUBLIC_CASES, cfg, n_bootstrap=0, protocol="original", chexprompt_src=root)
     sent = sorted(json.dumps(b["messages"]) for b in seen)  # requests may run concurrently
-    assert sent == sorted(json.dumps(reference_messages(root, c["reference"], c["candidate"])) for c in PUBLIC_CASES)
+    assert sent == sorted(
+        json.dumps(reference_messages(root, c["reference"], c["candidate"])) for c in PUBLIC_CASES
+    )
     for body in seen:
         assert "response_format" not in body and "seed" not in body
         assert (body["temperature"], body["max_tokens"], body["top_p"]) == (0.0, 128, 0.9)
@@ -159,17 +170,40 @@ def test_cli_original_with_and_without_a_checkout(checkouts, tmp_path, capsys):
     assert run([*base, "--base-url", "http://127.0.0.1:9", "--protocol", "original"]) == 2
     err = capsys.readouterr().err
     assert "git clone https://github.com/microsoft/chexprompt" in err and "Traceback" not in err
-    code = run([*base, "--base-url", "http://127.0.0.1:9", "--protocol", "original", "--chexprompt-src", str(tmp_path)])
+    code = run(
+        [
+            *base,
+            "--base-url",
+            "http://127.0.0.1:9",
+            "--protocol",
+            "original",
+            "--chexprompt-src",
+            str(tmp_path),
+        ]
+    )
     assert code == 2 and "src/chexprompt/evaluator.py" in capsys.readouterr().err
     with OpenAIServer(lambda body: _published_answer(0)) as srv:
         res = CliRunner().invoke(
             app,
-            [*base, "--base-url", srv.base_url, "--protocol", "original", "--chexprompt-src", str(checkouts[0]),
-             "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")],
+            [
+                *base,
+                "--base-url",
+                srv.base_url,
+                "--protocol",
+                "original",
+                "--chexprompt-src",
+                str(checkouts[0]),
+                "--out",
+                str(tmp_path / "o"),
+                "--cache-dir",
+                str(tmp_path / "c"),
+            ],
         )
     assert res.exit_code == 0, res.output
     rows = [json.loads(line) for line in (tmp_path / "o" / "judgments.jsonl").read_text().splitlines()]
-    assert {r["protocol"] for r in rows} == {"original"} and all(len(r["chexprompt_src_sha256"]) == 64 for r in rows)
+    assert {r["protocol"] for r in rows} == {"original"} and all(
+        len(r["chexprompt_src_sha256"]) == 64 for r in rows
+    )
 
 
 def test_config_original_needs_a_checkout(checkouts):
@@ -179,7 +213,9 @@ def test_config_original_needs_a_checkout(checkouts):
 
     with pytest.raises(ValidationError, match="chexprompt_src"):
         EvaluateParams(out="x", predictions="p.jsonl", chexprompt_protocol="original")
-    ok = EvaluateParams(out="x", predictions="p.jsonl", chexprompt_protocol="original", chexprompt_src=str(checkouts[0]))
+    ok = EvaluateParams(
+        out="x", predictions="p.jsonl", chexprompt_protocol="original", chexprompt_src=str(checkouts[0])
+    )
     assert ok.chexprompt_src == str(checkouts[0])
 
 

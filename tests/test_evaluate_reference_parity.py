@@ -69,7 +69,7 @@ def test_reference_scheme_bleu_is_sacrebleus_own_bootstrap():
     of its own draw (llava/eval/rrg_eval/run.py bleu1/bleu4); its 'median' is the corpus score."""
     from sacrebleu.metrics import BLEU
 
-    records = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(REFS, PREDS))]
+    records = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(REFS, PREDS, strict=True))]
     metrics, _, _ = score_records(records, paths=OptionalModelPaths(), bootstrap_scheme="reference", seed=3)
     for order, name in ((1, "bleu_1"), (4, "bleu_4")):
         ref = BLEU(max_ngram_order=order).corpus_score(PREDS, [REFS], n_bootstrap=500)
@@ -96,7 +96,7 @@ def test_reference_scheme_rouge_is_the_reference_aggregators_draw():
         ref = agg.aggregate()["rougeL"]
     finally:
         np.random.set_state(state)
-    records = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(REFS, PREDS))]
+    records = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(REFS, PREDS, strict=True))]
     metrics, _, _ = score_records(records, paths=OptionalModelPaths(), bootstrap_scheme="reference", seed=3)
     m = metrics.metrics["rouge_l"]
     assert m.bootstrap_median == pytest.approx(ref.mid.fmeasure * 100, abs=1e-9)

@@ -26,7 +26,9 @@ def test_p_at_the_floor_is_an_upper_bound():
 def _eval(path, value):
     path.mkdir(parents=True)
     m = {"rouge_l": MetricResult(value=value, ci=(value - 2, value + 3), n=50)}
-    path.joinpath("metrics.json").write_text(EvaluationMetrics(experiment=path.name, n_reports=50, metrics=m).model_dump_json())
+    path.joinpath("metrics.json").write_text(
+        EvaluationMetrics(experiment=path.name, n_reports=50, metrics=m).model_dump_json()
+    )
     return str(path)
 
 
@@ -35,7 +37,13 @@ def test_leaderboard_and_demo_write_the_floor_as_a_bound(tmp_path):
 
     evals = {"base": _eval(tmp_path / "base", 40.0), "v": _eval(tmp_path / "v", 45.0)}
     floor = p_floor(1000)
-    sig = {"v": {"metrics": {"rouge_l": {"diff": 5.0, "diff_ci": [1.0, 9.0], "p_value": floor, "p_floor": floor, "n": 50}}}}
+    sig = {
+        "v": {
+            "metrics": {
+                "rouge_l": {"diff": 5.0, "diff_ci": [1.0, 9.0], "p_value": floor, "p_floor": floor, "n": 50}
+            }
+        }
+    }
     md = leaderboard_markdown("t", "base", leaderboard_rows(evals, "base", ["rouge_l"], sig))
     assert "| +5.00 [1.00, 9.00] | < 0.002 | 50 |" in md and "| 0.002 |" not in md
     record = {

@@ -65,8 +65,10 @@ def _tokenizer_image_token(sp, prompt: str) -> list[int]:
 def _reference_v1(sp, findings: str, reason: str | None) -> tuple[list[int], list[int]]:
     # data loader: the human turn; preprocess_multimodal: every <image> out, stripped, one <image>\n in front
     if reason is not None:
-        human = ("<image>\nProvide a description of the findings in the radiology image given the following "
-                 f"indication: {reason.replace(chr(10), ' ')}")
+        human = (
+            "<image>\nProvide a description of the findings in the radiology image given the following "
+            f"indication: {reason.replace(chr(10), ' ')}"
+        )
     else:
         human = "<image>\nProvide a description of the findings in the radiology image."
     human = ("<image>\n" + human.replace("<image>", "").strip()).strip()
@@ -86,7 +88,7 @@ def _reference_v1(sp, findings: str, reason: str | None) -> tuple[list[int], lis
         parts[0] += sep
         round_len = len(_tokenizer_image_token(sp, rou))
         instruction_len = len(_tokenizer_image_token(sp, parts[0])) - 2
-        labels[cur:cur + instruction_len] = [IGNORE] * instruction_len
+        labels[cur : cur + instruction_len] = [IGNORE] * instruction_len
         cur += round_len
     labels[cur:] = [IGNORE] * (len(labels) - cur)
     assert cur == len(ids), "the reference itself would report a tokenization mismatch"
@@ -120,8 +122,13 @@ def test_stage2_ids_and_labels_equal_the_reference(tokenizers, findings):
     sp, tok = tokenizers
     for reason in INDICATIONS:
         enc = encode_example(tok, 2, findings, reason, N_IMAGE, 4096, "llava-rad")
-        assert enc.input_ids.count(tok.convert_tokens_to_ids(IMAGE_TOKEN)) == N_IMAGE  # <image> in a reason: gone
-        assert _as_reference(tok, enc.input_ids, enc.labels) == _reference_v1(sp, findings, reason), (findings, reason)
+        assert (
+            enc.input_ids.count(tok.convert_tokens_to_ids(IMAGE_TOKEN)) == N_IMAGE
+        )  # <image> in a reason: gone
+        assert _as_reference(tok, enc.input_ids, enc.labels) == _reference_v1(sp, findings, reason), (
+            findings,
+            reason,
+        )
 
 
 @pytest.mark.parametrize("findings", FINDINGS)

@@ -83,7 +83,7 @@ def _init_defaults(tree: ast.Module) -> dict[str, Any]:
         if isinstance(node, ast.ClassDef) and node.name == "ReportEvaluator":
             for fn in node.body:
                 if isinstance(fn, ast.FunctionDef) and fn.name == "__init__":
-                    args = fn.args.args[len(fn.args.args) - len(fn.args.defaults):]
+                    args = fn.args.args[len(fn.args.args) - len(fn.args.defaults) :]
                     out = {}
                     for arg, default in zip(args, fn.args.defaults, strict=True):
                         try:
@@ -130,8 +130,11 @@ def load_published(src: Path | str) -> PublishedPrompt:
     defaults = _init_defaults(tree)
     decoding = {k: defaults[k] for k in _DECODING_ARGS if k in defaults}
     if len(decoding) != len(_DECODING_ARGS):
-        raise _source_error(src, f"{EVALUATOR}: ReportEvaluator.__init__ lacks defaults for "
-                            f"{', '.join(k for k in _DECODING_ARGS if k not in decoding)}")
+        raise _source_error(
+            src,
+            f"{EVALUATOR}: ReportEvaluator.__init__ lacks defaults for "
+            f"{', '.join(k for k in _DECODING_ARGS if k not in decoding)}",
+        )
     return PublishedPrompt(
         system=texts["SYSTEM_INSTRUCTIONS"],
         user_template=texts["USER_INSTRUCTIONS"],
@@ -195,8 +198,11 @@ def rating_counts(content: str | None) -> dict[str, Any]:
     which types were left out or keys are unknown. InvalidAnswer where the reference gets None."""
     sig, insig = extract_rating_dicts(content)
     if sig is None or insig is None:
-        which = "no rating" if sig is None and insig is None else (
-            "the clinically significant list" if sig is None else "the clinically insignificant list")
+        which = (
+            "no rating"
+            if sig is None and insig is None
+            else ("the clinically significant list" if sig is None else "the clinically insignificant list")
+        )
         raise InvalidAnswer(f"the published parser rejects this answer ({which} does not parse)", raw=content)
     names = {v: k for k, v in ERROR_TYPE_MAP.items()}
     out: dict[str, Any] = {
