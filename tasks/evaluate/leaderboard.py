@@ -93,7 +93,7 @@ def leaderboard_rows(
                         diff_ci_low=_r(lo),
                         diff_ci_high=_r(hi),
                         p_value=_r(c["p_value"]),
-                        p_floor=c.get("p_floor"),
+                        p_floor=_r(c.get("p_floor")),  # rounded as p is: equal at the floor
                         n=c["n"],
                         small_n=c["n"] < SMALL_N,
                         status="compared",
