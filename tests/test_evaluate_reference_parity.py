@@ -118,6 +118,27 @@ def _llava_rows():
     ]
 
 
+def test_cxrflow_predictions_carry_the_reference_id_and_query():
+    """model_mimic_cxr.py writes `id` = the annotation's `<subject>_<study>` and `query` = the record's user turn
+    as its loader made it (not the chat prompt; the reason's line breaks as spaces, not stripped)."""
+    from PIL import Image
+
+    from tasks.evaluate.inference import TestSample, query_text, record_id
+
+    assert query_text(None, 2, "llava-rad") == (
+        "<image>\nProvide a description of the findings in the radiology image."
+    )
+    assert query_text("Cough,\nfever. ", 2, "llava-rad") == (
+        "<image>\nProvide a description of the findings in the radiology image given the following "
+        "indication: Cough, fever. "
+    )
+    assert "ASSISTANT" not in query_text("x", 2, "tiny") and query_text("x", 2, "tiny").startswith("<image>\n")
+    img = Image.new("RGB", (4, 4))
+    mimic = TestSample("mimic-cxr-abc", img, "ref", None, "10000032_50414267")
+    other = TestSample("openi-CXR1_IM-0001-1001", img, "ref", None, "CXR1_CXR1")
+    assert record_id(mimic) == "10000032_50414267" and record_id(other) == "openi-CXR1_IM-0001-1001"
+
+
 def test_llava_rad_predictions_scored_as_written(tmp_path):
     records = read_predictions(_llava_rad_file(tmp_path / "test.jsonl", _llava_rows()))
     assert [r["id"] for r in records] == [

@@ -79,7 +79,7 @@ def lm_dir_problem(lm_path: Path) -> str | None:
 def load_lm_tokenizer(lm_path: Path):
     """The LM's own tokenizer from a local directory, with <image> added and pad = unk (Vicuna). LLaVA-Rad loads
     Vicuna's with `use_fast=False` (sentencepiece); transformers 5 always builds the tokenizers-backed one,
-    converting `tokenizer.model` (tests/test_llava_rad_import.py checks it tokenizes as sentencepiece does)."""
+    converting `tokenizer.model` (tests/test_train_text_reference.py compares the two on training text)."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(lm_path), local_files_only=True)

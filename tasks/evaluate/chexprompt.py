@@ -9,9 +9,11 @@ plus the same line for `clinically insignificant`, square or round brackets, any
 ignored). An answer missing either line, or any of A-F, is invalid and re-asked by the runner.
 The `rules` backend cannot judge: its metrics are `not computed: needs an LLM backend`.
 
-Two protocols: `json` (cxrflow's zero-shot prompt with a structured answer, above) and `original` (the
-published five-shot text protocol, tasks/evaluate/chexprompt_original.py). Their error rates are not
-interchangeable; every judgment records its protocol and prompt version.
+Three protocols: `json` (cxrflow's zero-shot prompt with a structured answer, above), `original` (the published
+prompt, read from a local microsoft/chexprompt checkout, and its parser: tasks/evaluate/chexprompt_published.py)
+and `fewshot-own` (cxrflow's paraphrase of that request: tasks/evaluate/chexprompt_original.py). Their error
+rates are not interchangeable; every judgment records its protocol and prompt version (and, for `original`, the
+sha256 of the checkout's evaluator.py).
 """
 
 from __future__ import annotations

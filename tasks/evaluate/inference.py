@@ -118,15 +118,20 @@ def iter_samples(
 
 
 def query_text(indication: str | None, stage: int = 2, prompt_format: str = "tiny") -> str:
-    """The user turn the model saw, as the reference's prediction files hold it (model_mimic_cxr.py writes the
-    record's `conversations[0].value`: "<image>\n" + the instruction), not the whole chat prompt. Stage 1 has
-    no user turn: its query is the plain prompt."""
+    """The user turn, as the reference's prediction files hold it, not the whole chat prompt: model_mimic_cxr.py
+    writes the record's `conversations[0].value` as its data loader made it ("<image>\n" + the instruction, the
+    reason's line breaks as spaces, not stripped; the prompt itself is built from the stripped turn). Stage 1
+    has no user turn: its query is the plain prompt."""
+    from training.prompts import IMAGE_TOKEN
     from training.prompts import prompt_format as format_of
     from training.text import prompt_text
 
     if stage == 1:
         return prompt_text(1, indication, prompt_format)
-    return format_of(prompt_format).human_turn(indication)
+    f = format_of(prompt_format)
+    if f.name == "llava-rad" and indication is not None:  # the loader's value, unstripped, as the files hold it
+        return f"{IMAGE_TOKEN}\n" + f.instruction_with_indication.format(indication=indication.replace("\n", " "))
+    return f.human_turn(indication)
 
 
 def record_id(sample: TestSample) -> str:
