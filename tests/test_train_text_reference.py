@@ -2,33 +2,28 @@
 LLaMA-style sentencepiece tokenizer (the release twin's, trained at fixture time like Vicuna's), for findings with
 newlines, tabs and double spaces, and indications holding a literal `<image>`.
 
-The reference side is written here from its code (microsoft/LLaVA-Rad: llava/utils.py
-`data_loader_mimic_reason_findings`, llava/train/train.py `preprocess_multimodal`, `preprocess_v1`,
-`preprocess_plain`, llava/mm_utils.py `tokenizer_image_token`, llava/conversation.py `conv_vicuna_v1`), tokenizing
+The reference side is fixtures/llava_rad_reference.py (its construction written out from its code), tokenizing
 with sentencepiece itself, as its slow LlamaTokenizer (`use_fast=False`) does: BOS + the pieces of each chunk,
-`</s>` as the EOS id. cxrflow's side is its own data path with the tokenizer transformers converts from the same
+`</s>` as the EOS id (bench/reference_tokenizer_check.py runs the same construction under transformers 4.31's
+own slow tokenizer). cxrflow's side is its own data path with the tokenizer transformers converts from the same
 `tokenizer.model` (training/text.py)."""
 
 from __future__ import annotations
 
 import pytest
 
+from fixtures.llava_rad_reference import (
+    FINDINGS,
+    IMAGE_TOKEN_INDEX,
+    INDICATIONS,
+    as_reference,
+    reference_plain,
+    reference_v1,
+)
 from fixtures.llava_rad_release import write_lm_tokenizer
-from training.prompts import LLAVA_RAD
 from training.text import IGNORE, IMAGE_TOKEN, encode_example, load_lm_tokenizer
 
-IMAGE_TOKEN_INDEX = -200  # the reference's placeholder id (llava/constants.py)
 N_IMAGE = 4
-
-FINDINGS = [
-    "The lungs are clear. No effusion.",
-    "Mild cardiomegaly.\nSmall left pleural effusion.",  # a newline
-    "Patchy opacity at the right base.\tAtelectasis.",  # a tab
-    "Heart size is normal.  The lungs are clear.",  # a double space
-    "  Leading spaces, trailing newline.\n",
-    "Line one.\n\nLine three,  with 2 spaces\t and 12 digits.",
-]
-INDICATIONS = [None, "Cough, fever.", "Shortness of\nbreath", "eval <image> for pneumonia", " ", "<image>"]
 
 
 @pytest.fixture(scope="module")
@@ -40,81 +35,24 @@ def tokenizers(tmp_path_factory):
     return spm.SentencePieceProcessor(model_file=str(d / "tokenizer.model")), load_lm_tokenizer(d)
 
 
-def _slow_ids(sp, text: str) -> list[int]:
+def _slow(sp):
     """`tokenizer(text).input_ids` of the slow LLaMA tokenizer: BOS, then sentencepiece on each stretch between
-    special tokens (here only `</s>`)."""
-    ids = [sp.bos_id()]
-    parts = text.split("</s>")
-    for k, part in enumerate(parts):
-        ids += sp.encode(part) if part else []
-        if k < len(parts) - 1:
-            ids.append(sp.eos_id())
-    return ids
+    special tokens (here only `</s>`, which Vicuna's config declares without stripping around it)."""
+
+    def tokenize(text: str) -> list[int]:
+        ids = [sp.bos_id()]
+        parts = text.split("</s>")
+        for k, part in enumerate(parts):
+            ids += sp.encode(part) if part else []
+            if k < len(parts) - 1:
+                ids.append(sp.eos_id())
+        return ids
+
+    return tokenize
 
 
-def _tokenizer_image_token(sp, prompt: str) -> list[int]:
-    chunks = [_slow_ids(sp, c) for c in prompt.split("<image>")]
-    out = [chunks[0][0]]  # the first chunk's BOS; every chunk's own BOS is dropped
-    for k, chunk in enumerate(chunks):
-        if k:
-            out.append(IMAGE_TOKEN_INDEX)
-        out += chunk[1:]
-    return out
-
-
-def _reference_v1(sp, findings: str, reason: str | None) -> tuple[list[int], list[int]]:
-    # data loader: the human turn; preprocess_multimodal: every <image> out, stripped, one <image>\n in front
-    if reason is not None:
-        human = (
-            "<image>\nProvide a description of the findings in the radiology image given the following "
-            f"indication: {reason.replace(chr(10), ' ')}"
-        )
-    else:
-        human = "<image>\nProvide a description of the findings in the radiology image."
-    human = ("<image>\n" + human.replace("<image>", "").strip()).strip()
-    # conv_vicuna_v1 (SeparatorStyle.TWO, sep " ", sep2 "</s>")
-    conversation = f"{LLAVA_RAD.system} USER: {human} ASSISTANT: {findings}</s>"
-    ids = _tokenizer_image_token(sp, conversation)
-    labels = list(ids)
-    sep = " ASSISTANT: "
-    cur = 1
-    labels[:cur] = [IGNORE] * cur
-    for rou in conversation.split("</s>"):
-        if rou == "":
-            break
-        parts = rou.split(sep)
-        if len(parts) != 2:
-            break
-        parts[0] += sep
-        round_len = len(_tokenizer_image_token(sp, rou))
-        instruction_len = len(_tokenizer_image_token(sp, parts[0])) - 2
-        labels[cur : cur + instruction_len] = [IGNORE] * instruction_len
-        cur += round_len
-    labels[cur:] = [IGNORE] * (len(labels) - cur)
-    assert cur == len(ids), "the reference itself would report a tokenization mismatch"
-    return ids, labels
-
-
-def _reference_plain(sp, findings: str) -> tuple[list[int], list[int]]:
-    conversation = "<image>" + findings + "\n"  # preprocess_plain: image, findings, conv_llava_plain's sep
-    ids = _tokenizer_image_token(sp, conversation)
-    n = len(_tokenizer_image_token(sp, "<image>"))
-    return ids, [IGNORE] * n + ids[n:]
-
-
-def _as_reference(tok, ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
-    """cxrflow's expanded image tokens folded back into the reference's one placeholder."""
-    image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
-    out_ids, out_labels = [], []
-    for i, lab in zip(ids, labels, strict=True):
-        if i == image_id:
-            if out_ids and out_ids[-1] == IMAGE_TOKEN_INDEX:
-                continue
-            assert lab == IGNORE
-            i = IMAGE_TOKEN_INDEX
-        out_ids.append(i)
-        out_labels.append(lab)
-    return out_ids, out_labels
+def _ours(tok, enc) -> tuple[list[int], list[int]]:
+    return as_reference(enc.input_ids, enc.labels, tok.convert_tokens_to_ids(IMAGE_TOKEN))
 
 
 @pytest.mark.parametrize("findings", FINDINGS)
@@ -122,20 +60,19 @@ def test_stage2_ids_and_labels_equal_the_reference(tokenizers, findings):
     sp, tok = tokenizers
     for reason in INDICATIONS:
         enc = encode_example(tok, 2, findings, reason, N_IMAGE, 4096, "llava-rad")
-        assert (
-            enc.input_ids.count(tok.convert_tokens_to_ids(IMAGE_TOKEN)) == N_IMAGE
-        )  # <image> in a reason: gone
-        assert _as_reference(tok, enc.input_ids, enc.labels) == _reference_v1(sp, findings, reason), (
-            findings,
-            reason,
-        )
+        # <image> in a reason is gone: the image's tokens once
+        assert enc.input_ids.count(tok.convert_tokens_to_ids(IMAGE_TOKEN)) == N_IMAGE
+        ids, labels, mismatch = reference_v1(_slow(sp), sp.bos_id(), findings, reason)
+        assert not mismatch  # the reference's own length check passes: it trains on this example
+        assert _ours(tok, enc) == (ids, labels), (findings, reason)
+        assert IMAGE_TOKEN_INDEX in ids
 
 
 @pytest.mark.parametrize("findings", FINDINGS)
 def test_stage1_ids_and_labels_equal_the_reference(tokenizers, findings):
     sp, tok = tokenizers
     enc = encode_example(tok, 1, findings, "ignored", N_IMAGE, 4096, "llava-rad")
-    assert _as_reference(tok, enc.input_ids, enc.labels) == _reference_plain(sp, findings)
+    assert _ours(tok, enc) == reference_plain(_slow(sp), sp.bos_id(), findings)
 
 
 def test_answer_keeps_its_whitespace(tokenizers):
