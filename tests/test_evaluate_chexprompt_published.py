@@ -170,6 +170,10 @@ def test_cli_original_with_and_without_a_checkout(checkouts, tmp_path, capsys):
     assert run([*base, "--base-url", "http://127.0.0.1:9", "--protocol", "original"]) == 2
     err = capsys.readouterr().err
     assert "git clone https://github.com/microsoft/chexprompt" in err and "Traceback" not in err
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"id": "a", "reference": "x", "prediction": "y"}) + "\n")
+    assert run(["score", "--predictions", str(preds), "--chexprompt-protocol", "original"]) == 2
+    assert "--chexprompt-src" in capsys.readouterr().err and not (tmp_path / "metrics.json").exists()
     code = run(
         [
             *base,
