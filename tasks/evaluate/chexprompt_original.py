@@ -14,10 +14,9 @@ the instruction wording, the five worked examples and their layout. See docs/met
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from tasks.llm.operation import InvalidAnswer, Operation
+from tasks.evaluate.chexprompt_published import TextProtocolOperation, post_with
 
 PROTOCOL = "fewshot-own"
 SIG_HEAD = "Number of clinically significant errors by type:"
@@ -116,44 +115,10 @@ def render_user(payload: dict[str, Any]) -> str:
     )
 
 
-@dataclass(frozen=True, eq=False)
-class OriginalProtocolOperation(Operation):
-    """Instructions, examples and pair in one user message; a text answer, no response_format."""
-
-    def build_messages(self, payload: dict[str, Any]) -> list[dict[str, str]]:
-        return [
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": self.render_user(payload)},
-        ]
-
-    def parse_answer(
-        self, content: str | None, refusal: str | None, finish_reason: str | None, payload: dict[str, Any]
-    ) -> dict[str, Any]:
-        if refusal:
-            raise InvalidAnswer(f"refusal: {refusal[:200]}", raw=refusal)
-        if not content or not content.strip():
-            raise InvalidAnswer(f"empty answer (finish_reason={finish_reason})", raw=content)
-        # No finish_reason check: the reference accepts any answer whose two lines parse, cut or not.
-        from tasks.evaluate.chexprompt_published import rating_counts
-
-        parsed = rating_counts(content)
-        assert self.postprocess is not None
-        return self.postprocess(parsed, payload)  # type: ignore[arg-type]
-
-
-def post_with(flatten: Any):
-    """The judgment of a text answer: cxrflow's columns plus what the reference's parser made of it."""
-
-    def post(parsed: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-        return {**flatten(parsed), **{k: parsed[k] for k in ("missing_types", "unmapped_keys", "rating")}}
-
-    return post
-
-
-def fewshot_own_operation(response_model: Any, flatten: Any, no_rules: Any) -> OriginalProtocolOperation:
+def fewshot_own_operation(response_model: Any, flatten: Any, no_rules: Any) -> TextProtocolOperation:
     """Built by tasks/evaluate/chexprompt.py (which owns the response model and the output columns)."""
 
-    return OriginalProtocolOperation(
+    return TextProtocolOperation(
         name="chexprompt",
         system_prompt=SYSTEM,
         response_model=response_model,

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import UserError
-from tasks.llm.operation import InvalidAnswer
+from tasks.llm.operation import InvalidAnswer, Operation
 
 EVALUATOR = Path("src/chexprompt/evaluator.py")
 TEXT_NAMES = ("SYSTEM_INSTRUCTIONS", "USER_INSTRUCTIONS", "EXAMPLES_FORMATTED")
@@ -218,17 +218,48 @@ def rating_counts(content: str | None) -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class TextProtocolOperation(Operation):
+    """The published request shape (both text protocols): one system and one user message, a text answer read
+    by the published parser, no response_format."""
+
+    def build_messages(self, payload: dict[str, Any]) -> list[dict[str, str]]:
+        return [
+            {"role": "system", "content": self.system_prompt},
+            {"role": "user", "content": self.render_user(payload)},
+        ]
+
+    def parse_answer(
+        self, content: str | None, refusal: str | None, finish_reason: str | None, payload: dict[str, Any]
+    ) -> dict[str, Any]:
+        if refusal:
+            raise InvalidAnswer(f"refusal: {refusal[:200]}", raw=refusal)
+        if not content or not content.strip():
+            raise InvalidAnswer(f"empty answer (finish_reason={finish_reason})", raw=content)
+        # No finish_reason check: the reference accepts any answer whose two lines parse, cut or not.
+        parsed = rating_counts(content)
+        assert self.postprocess is not None
+        return self.postprocess(parsed, payload)  # type: ignore[arg-type]
+
+
+def post_with(flatten: Any):
+    """The judgment of a text answer: cxrflow's columns plus what the reference's parser made of it."""
+
+    def post(parsed: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        return {**flatten(parsed), **{k: parsed[k] for k in ("missing_types", "unmapped_keys", "rating")}}
+
+    return post
+
+
 def published_operation(src: Path | str, response_model: Any, flatten: Any, no_rules: Any):
     """The `original` protocol's Operation: the checkout's prompt, one system + one user message, a text
     answer, the checkout's decoding defaults, no seed, no response_format."""
-    from tasks.evaluate.chexprompt_original import OriginalProtocolOperation, post_with
-
     pub = load_published(src)
 
     def render_user(payload: dict[str, Any]) -> str:
         return pub.messages(str(payload["reference"]), str(payload["candidate"]))[1]["content"]
 
-    return OriginalProtocolOperation(
+    return TextProtocolOperation(
         name="chexprompt",
         system_prompt=pub.system,
         response_model=response_model,
