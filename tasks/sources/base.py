@@ -217,7 +217,8 @@ def view_notes(discovery: Discovery, unknown: int, total: int, kept: int, fronta
     if frontal_only and unknown and not kept:
         discovery.notes["hint"] = (
             f"{unknown} of {total} films state no view, so frontal_only filtered every film; "
-            "if this release carries no view (Open-I's XML form), ingest it with --all-views "
+            "if this release carries no view (Open-I's XML form: put torchxrayvision's "
+            "nlmcxr_dicom_metadata.csv.gz in its root, docs/datasets.md), or ingest it with --all-views "
             "(frontal_only: false for this source in a mixture)"
         )
 
