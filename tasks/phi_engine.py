@@ -175,9 +175,19 @@ class _Tok:
     category: str | None = None  # set when redacted
 
 
-@lru_cache(maxsize=1)
 def vocabulary() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(clinical, common English, census names), lower case. Loaded once per process."""
+    return _word_lists()[:3]
+
+
+def rare_lower_words() -> frozenset[str]:
+    """Words of the English list below COMMON_MIN that are no census name: safe only in lower case, where they
+    are mostly rarer clinical English ("accentuating", "aerated", "tortuous"); capitalised, they stay suspect."""
+    return _word_lists()[3]
+
+
+@lru_cache(maxsize=1)
+def _word_lists() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
     import names
     import spellchecker
 
@@ -203,20 +213,8 @@ def vocabulary() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         for line in (Path(names.__file__).parent / f).read_text().splitlines():
             if line.strip():
                 census.add(line.split()[0].lower())
-    return frozenset(clinical), frozenset(common), frozenset(census)
-
-
-@lru_cache(maxsize=1)
-def rare_lower_words() -> frozenset[str]:
-    """Words of the English list below COMMON_MIN that are no census name: safe only in lower case, where they
-    are mostly rarer clinical English ("accentuating", "aerated", "tortuous"); capitalised, they stay suspect."""
-    import spellchecker
-
-    freq = json.loads(
-        gzip.decompress((Path(spellchecker.__file__).parent / "resources" / "en.json.gz").read_bytes())
-    )
-    census = vocabulary()[2]
-    return frozenset(w for w, n in freq.items() if n < COMMON_MIN and w.isalpha() and w not in census)
+    rare = {w for w, n in freq.items() if n < COMMON_MIN and w.isalpha() and w not in census}
+    return frozenset(clinical), frozenset(common), frozenset(census), frozenset(rare)
 
 
 # Prefixes of clinical English: a lower-case word is safe when its stem is ("reexpanded", "underinflated",
