@@ -491,6 +491,9 @@ class _Scan:
         if not near:
             return False
         if len(t.text) == 1 and t.text.isupper():  # an initial, or the first letter of "O'Brien", "S'fiso"
+            if t.text in {"A", "I"} and t.sentence_start and self.low(i + 1) not in {".", "'"}:
+                # the article or pronoun opening a sentence, unless a name (not an unknown word) follows
+                return any(n.category == NAME and _is_capital(n.text) for n in near)
             return self.low(i + 1) == "'" or any(_is_capital(n.text) for n in near)
         if t.low in PARTICLES:
             return len(near) == 2 or any(n.category == NAME for n in near)
@@ -505,7 +508,12 @@ class _Scan:
         if _is_title(t.text):
             # a clinical word joins only a capitalised name (or initial) in mid-sentence
             if t.low in self.clinical:
-                return not t.sentence_start and any(_is_title(n.text) or n.text.isupper() for n in near)
+                # before a device noun an unknown word is not enough: "Sengstaken-Blakemore tube" (see _eponym)
+                eponym = self._eponym(i)
+                return not t.sentence_start and any(
+                    (n.category == NAME or not eponym) and (_is_title(n.text) or n.text.isupper())
+                    for n in near
+                )
             return any(_is_capital(n.text) for n in near)
         # lower case: a census given name next to a lower-case name ("spoke with alan shaffer")
         if t.low in self.clinical:
