@@ -220,7 +220,7 @@ def _word_lists() -> tuple[frozenset[str], frozenset[str], frozenset[str], froze
 # Prefixes of clinical English: a lower-case word is safe when its stem is ("reexpanded", "underinflated",
 # "hyperlucency", "nonobstructive").
 _PREFIXES = ("re", "un", "non", "under", "over", "hyper", "hypo", "sub", "intra", "inter", "peri", "para", "post",
-             "pre", "retro", "trans", "supra", "infra", "pseudo", "semi", "multi", "bi")  # fmt: skip
+             "pre", "retro", "trans", "supra", "infra", "pseudo", "semi", "multi", "bi", "mid")  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -314,9 +314,11 @@ class _Scan:
     def safe_lower(self, low: str) -> bool:
         """Safe when written in lower case: a safe word, a rarer English word that is no census name, or a
         clinical prefix on a safe stem."""
-        if self.safe_word(low) or low in self.rare:
-            return True
-        return any(
+        return self.safe_word(low) or low in self.rare or self.prefixed(low)
+
+    def prefixed(self, low: str) -> bool:
+        """A clinical prefix on a safe stem ("biapical", "midlung"); never a census name ("Underwood")."""
+        return low not in self.census and any(
             low.startswith(p) and len(low) - len(p) >= 4 and self.safe_word(low[len(p) :]) for p in _PREFIXES
         )
 
@@ -422,7 +424,12 @@ class _Scan:
             if t.category is not None or not _is_word(t.text):
                 continue
             low = t.low
-            if not (self.safe_word(low) or (not _is_capital(t.text) and self.safe_lower(low))):
+            capital = _is_capital(t.text)
+            if not (
+                self.safe_word(low)
+                or (not capital and self.safe_lower(low))
+                or (t.sentence_start and self.prefixed(low))  # "Biapical pleural thickening"
+            ):
                 # a name (validation flags it) when capitalised in mid-sentence; otherwise an unknown word (a rare
                 # term, a typo, an acronym, a sentence's first word): redacted, not flagged
                 proper = _is_capital(t.text) and not t.sentence_start and not t.text.isupper()

@@ -187,6 +187,7 @@ PUBLIC_SENTENCES = [
     "Right IJ Cordis in place.",
     "Findings suggest Pneumocystis pneumonia in this HIV patient.",
     "Mitral annular calcification. The left lung has reexpanded.",
+    "Biapical pleural thickening. Calcified granuloma in the left midlung zone.",
 ]
 
 
