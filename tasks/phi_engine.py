@@ -61,6 +61,7 @@ _ROLES = {"physician", "radiologist", "attending", "resident", "fellow", "referr
           "reader", "technologist", "surgeon", "clinician", "consultant", "pcp", "by", "to", "cc"}  # fmt: skip
 _COMMUNICATION = {"spoke", "discussed", "communicated", "called", "paged", "notified", "informed", "relayed",
                   "conveyed", "telephoned", "phoned", "messaged", "emailed", "d/w", "reviewed"}  # fmt: skip
+_PERSON_PREPOSITIONS = {"by", "per", "cc"}
 _NAME_CUES = {"patient", "pt", "name", "mother", "father", "wife", "husband", "daughter", "son", "spouse",
               "sister", "brother", "guardian", "signed", "dictated", "transcribed", "electronically"}  # fmt: skip
 
@@ -333,6 +334,21 @@ class _Scan:
         names after the verb are names even in lower case (radiology reports document who was told)."""
         toks = self.toks
         for i, t in enumerate(toks):
+            if t.low in _PERSON_PREPOSITIONS and i + 2 < len(toks):
+                # "read by JAMES WU", "per john smith": a census given name and surname written alike, where the
+                # case cue is missing (an all-capitals report, a lower-case note)
+                a, b = toks[i + 1], toks[i + 2]
+                if (
+                    _is_word(a.text)
+                    and _is_word(b.text)
+                    and a.low in self.given
+                    and b.low in self.census
+                    and not {a.low, b.low} & (self.clinical | _LABELS)
+                    and (a.text.isupper() == b.text.isupper() and a.text.islower() == b.text.islower())
+                ):
+                    self.mark(i + 1, NAME)
+                    self.mark(i + 2, NAME)
+                continue
             if t.low not in _COMMUNICATION:
                 continue
             j = i + 1

@@ -172,6 +172,8 @@ REVIEW_NAMES = [
     ("called dr. o'neil with the results", ["o", "neil"]),  # the rest of a joined name, lower case
     ("Smith, John was scanned portably.", ["Smith", "John"]),  # surname before given name
     ("Spoke with marian baa about the result.", ["marian", "baa"]),  # a rarer word inside a lower-case name
+    ("NO ACUTE PROCESS. DISCUSSED AT 14:32 BY JAMES WU.", ["JAMES", "WU"]),  # all capitals: no case cue
+    ("per john smith the line was pulled", ["john", "smith"]),
 ]
 # Findings text of public (MIMIC-style) reports: kept word for word, and no reason to quarantine.
 PUBLIC_SENTENCES = [
