@@ -217,3 +217,13 @@ def test_an_eponym_before_a_device_noun_is_redacted_but_not_quarantined():
         assert "___" in scrub_report(text)
     assert "name" in flagged_categories("Discussed with Dr. Nissen by phone.")
     assert "name" in flagged_categories("Discussed with Nissen by phone.")
+
+
+def test_rarer_english_is_safe_in_lower_case_but_foreign_names_in_the_word_list_are_not():
+    """The English list's rarer words hold foreign names too ("gustav", "pavarotti"): only those with an English
+    ending are safe in lower case, and none capitalised."""
+    assert scrub_report("streaky opacities accentuating the tortuous aorta.") == (
+        "streaky opacities accentuating the tortuous aorta."
+    )
+    out = scrub_report("film shown to gustav pavarotti today.")
+    assert not _word_in("gustav", out) and not _word_in("pavarotti", out), out
