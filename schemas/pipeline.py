@@ -21,9 +21,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import ImageConfig, SourceSelection
+from schemas.config import ImageConfig, SourceOptions, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
+from schemas.finite import finite_check
 from schemas.llm import LLMEndpoint
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
@@ -42,7 +43,7 @@ class DataSection(SourceSelection):
 
     image: ImageConfig = Field(default_factory=ImageConfig)
     batch_size: int = Field(32, ge=1)
-    options: dict = Field(default_factory=dict, description="source-specific options")
+    options: SourceOptions = Field(default_factory=dict, description="source-specific options")
 
 
 class StructureSection(LLMEndpoint):
@@ -95,6 +96,7 @@ class PipelineConfig(BaseModel):
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     @model_validator(mode="after")
     def _one_vision_tower(self) -> PipelineConfig:
@@ -161,6 +163,7 @@ class AblationSpec(BaseModel):
     unless `baseline` names another."""
 
     model_config = ConfigDict(extra="forbid")
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     name: str
     description: str = ""

@@ -42,7 +42,7 @@ from schemas.errors import UserError
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
-from tasks.images import ImageDecodeError, extension, preprocess_params, process
+from tasks.images import ALLOW_BURNED_IN, ImageDecodeError, extension, preprocess_params, process
 from tasks.io import (
     atomic_write_bytes,
     atomic_write_json,
@@ -216,7 +216,9 @@ def process_candidate(
         result.reused += 1
     else:
         try:
-            data, width, height, decoder = process(c.path, c.kind, cfg.image)
+            data, width, height, decoder = process(
+                c.path, c.kind, cfg.image, c.expected_size, bool(cfg.options.get(ALLOW_BURNED_IN))
+            )
         except ImageDecodeError as exc:
             result.quarantined.append(Drop(c.source, c.rel_path, "decode", str(exc), c.image_key))
             return

@@ -24,6 +24,7 @@ from tasks.llm.guard import DataUseError, check_data_use
 from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost
 from tasks.llm.operation import InvalidAnswer, Operation, RulesUnsupported, WorkItem
 from tasks.llm.ratelimit import RateLimiter
+from tasks.secrets import redact_text
 
 log = logging.getLogger("cxrflow.llm")
 T = TypeVar("T")
@@ -166,6 +167,8 @@ async def run_operation_async(
     log.info("%s: %d items, %d unique inputs, %d cached", op.name, len(items), len(entries) + len(misses), len(entries))
 
     if misses:
+        import openai
+
         own_client = client is None
         if own_client:
             from tasks.llm.client import make_client
@@ -183,6 +186,12 @@ async def run_operation_async(
 
                 tick(0)
                 entries.update(await _run_requests(op, misses, cfg, client, ledger, cache, tick))
+        except DataUseError:
+            raise
+        except openai.APIError as exc:  # refused key, refused redirect, failed batch: one redacted line
+            from tasks.llm.client import service_error
+
+            raise service_error(exc, getattr(client, "api_key", None)) from None
         finally:
             if own_client:
                 await client.close()
@@ -276,7 +285,8 @@ async def _run_requests(
                 raise  # a transport the guard refused fails the run, not one item
             except Exception as e:  # one bad report never fails the batch
                 log.warning("%s item %s: unexpected %s", op.name, item.id, type(e).__name__)
-                done[key] = {"status": "error", "reason": f"unexpected error: {type(e).__name__}: {e}"[:500]}
+                reason = redact_text(f"unexpected error: {type(e).__name__}: {e}", [getattr(client, "api_key", None)])
+                done[key] = {"status": "error", "reason": reason[:500]}
             if tick is not None:
                 tick(len(done))
 

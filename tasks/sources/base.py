@@ -49,6 +49,7 @@ class Candidate:
     sections: dict[str, str | None] | None = None  # pre-split sections (e.g. Open-I XML), else parsed
     report_language: str | None = None  # ISO 639-1 when not English
     source_labels: list[str] | None = None  # the source's own label vocabulary, verbatim
+    expected_size: tuple[int, int] | None = None  # (Rows, Columns) from the source's metadata, checked at decode
 
     @property
     def image_key(self) -> str:
