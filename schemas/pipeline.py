@@ -26,6 +26,7 @@ from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
 from schemas.finite import finite_check
 from schemas.llm import LLMEndpoint
+from schemas.safe_load import load_yaml_text
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
@@ -199,7 +200,7 @@ def load_yaml(path: Path) -> dict:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError):
         raise UserError(f"{path} does not exist" if not path.exists() else f"{path} is a folder") from None
     except UnicodeDecodeError:

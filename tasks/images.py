@@ -239,15 +239,15 @@ def _geometry_mismatch(ds: pydicom.Dataset) -> str | None:
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
         bits = int(ds.BitsAllocated)
     except (AttributeError, TypeError, ValueError) as exc:
-        return f"pixel geometry unreadable: {exc}"
+        return f"pixel geometry mismatch: geometry unreadable ({exc})"
     if rows <= 0 or cols <= 0 or bits <= 0:
-        return f"pixel geometry invalid: Rows {rows}, Columns {cols}, BitsAllocated {bits}"
+        return f"pixel geometry mismatch: Rows {rows}, Columns {cols}, BitsAllocated {bits}"
     pixels = rows * cols * frames * samples
     expected = -(-pixels * bits // 8)
     got = len(ds.PixelData)
     if got not in (expected, expected + (expected % 2)):
-        return (f"Pixel Data is {got} bytes but Rows {rows} x Columns {cols} x {frames} frame(s) x "
-                f"{bits} bits needs {expected}: the header does not describe these pixels")
+        return (f"pixel geometry mismatch: Pixel Data is {got} bytes but Rows {rows} x Columns {cols} x "
+                f"{frames} frame(s) x {bits} bits needs {expected} (the header does not describe these pixels)")
     return None
 
 
@@ -261,11 +261,12 @@ def burned_in_reason(ds: pydicom.Dataset) -> str | None:
     """Why the pixels may show PHI as text: BurnedInAnnotation YES, or absent on a secondary capture."""
     flag = str(ds.get("BurnedInAnnotation") or "").strip().upper()
     if flag == "YES":
-        return f"BurnedInAnnotation YES: the pixels may show PHI as text (set options.{ALLOW_BURNED_IN} to keep)"
+        return (f"burned-in annotation: BurnedInAnnotation YES, the pixels may show PHI as text "
+                f"(set options.{ALLOW_BURNED_IN} to keep)")
     sop = str(ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "") or "")
     if not flag and sop in SECONDARY_CAPTURE_SOP_CLASSES:
-        return ("secondary capture without BurnedInAnnotation: the pixels may show PHI as text "
-                f"(set options.{ALLOW_BURNED_IN} to keep)")
+        return ("burned-in annotation: a secondary capture without BurnedInAnnotation, the pixels may show PHI "
+                f"as text (set options.{ALLOW_BURNED_IN} to keep)")
     return None
 
 
@@ -286,8 +287,8 @@ def check_pixels(
         raise ImageDecodeError(burned)
     if expected is not None and (int(ds.Rows), int(ds.Columns)) != tuple(expected):
         raise ImageDecodeError(
-            f"DICOM Rows x Columns {ds.Rows} x {ds.Columns} contradict the source metadata's "
-            f"{expected[0]} x {expected[1]}"
+            f"metadata geometry mismatch: DICOM Rows x Columns {ds.Rows} x {ds.Columns}, the source's "
+            f"metadata says {expected[0]} x {expected[1]}"
         )
 
 

@@ -63,6 +63,7 @@ from tasks.sources.base import (
     SourceLayoutError,
     apply_view_policy,
     quarantine_key_collisions,
+    quarantine_unusable,
 )
 
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"
@@ -99,6 +100,7 @@ def discover(cfg: IngestConfig) -> Discovery:
         raise SourceLayoutError(
             f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}"
         ) from exc
+    quarantine_unusable(discovery)  # control characters, empty-key ids, absurd reports: rows, never crashes
     apply_view_policy(discovery, cfg.frontal_only)  # one meaning of frontal_only for every source
     quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
     if cfg.annotations:

@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from schemas.safe_load import load_json_text
 from schemas.sample_json import decode_sample_json
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png")
@@ -214,7 +215,7 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = load_json_text(line)
             except json.JSONDecodeError as e:
                 raise PredictionsFileError(f"{path}:{line_no}: not JSON ({e.msg})") from None
             if not isinstance(rec, dict):

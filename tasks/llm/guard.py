@@ -104,6 +104,15 @@ def _host_port(url: str) -> tuple[str, str]:
     return host, f"{host}:{parts.port}" if parts.port else host
 
 
+def canonical_endpoint(url: str) -> str:
+    """scheme://host:port/path, lower-case host, default port filled in, no trailing slash: one server, one
+    spelling (the answer cache keys on it)."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    host, port = _host_and_port(url if "://" in url else f"https://{url}")
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme.lower()}://{host}:{port}{parts.path.rstrip('/')}"
+
+
 def is_public_llm_host(host: str) -> bool:
     host = host.lower().rstrip(".")
     return host in PUBLIC_LLM_HOSTS or any(host == d or host.endswith("." + d) for d in PUBLIC_LLM_DOMAINS)

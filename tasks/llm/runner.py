@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from schemas.llm import LLMConfig
 from tasks.llm.answers import answer_entry, quarantine_entry, request_body
 from tasks.llm.cache import ResponseCache, cache_key
-from tasks.llm.guard import DataUseError, check_data_use
+from tasks.llm.guard import DataUseError, canonical_endpoint, check_data_use, endpoint_url
 from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost
 from tasks.llm.operation import InvalidAnswer, Operation, RulesUnsupported, WorkItem
 from tasks.llm.ratelimit import RateLimiter
@@ -145,10 +145,11 @@ async def run_operation_async(
         return result
 
     cache = ResponseCache(cfg.cache_dir)
+    endpoint = canonical_endpoint(endpoint_url(cfg))
     keys = {
         i.id: cache_key(
             backend=cfg.backend, model=cfg.model, operation=op.name, version=op.version,
-            input_hash=i.input_hash, params=params,
+            input_hash=i.input_hash, params=params, endpoint=endpoint,
         )
         for i in items
     }

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
+from schemas.safe_load import load_json_text
 from tasks.sources.base import Discovery, Drop, make_key
 
 SOURCE = "mimic-cxr"
@@ -123,7 +124,7 @@ def load_records(paths: list[Path]) -> tuple[list[Record], list[Drop]]:
     bad: list[Drop] = []
     for path in annotation_files(paths):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))  # the release writes NaN for unknown labels
+            data = load_json_text(path.read_text(encoding="utf-8"))  # the release writes NaN for unknown labels
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise AnnotationsError(f"annotations file {path} is not JSON: {exc}") from exc
         if not isinstance(data, list):

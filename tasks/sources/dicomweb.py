@@ -21,7 +21,6 @@ PHI policy:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ from pydicom.dataset import Dataset
 
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
+from schemas.safe_load import load_json_text
 from tasks.phi import (
     PhiConfigError,
     context_from_dataset,
@@ -94,7 +94,7 @@ def settings(root: Path, options: dict | None = None) -> dict[str, Any]:
         "timeout_s": 30,
     }
     if (root / DESCRIPTOR).is_file():
-        found.update(json.loads((root / DESCRIPTOR).read_text()))
+        found.update(load_json_text((root / DESCRIPTOR).read_text()))
     found.update({k: v for k, v in (options or {}).items() if k in SETTINGS})
     if isinstance(found["modalities"], str):
         found["modalities"] = [m.strip() for m in found["modalities"].split(",") if m.strip()]
@@ -106,7 +106,7 @@ def load_reports(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise SourceLayoutError(f"report export not found: {path}")
     if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text())
+        data = load_json_text(path.read_text())
         if isinstance(data, dict):
             return {str(k).strip(): str(v) for k, v in data.items() if v}
         if not data:
