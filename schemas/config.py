@@ -145,7 +145,7 @@ class SourceSelection(BaseModel):
 class MixtureConfig(BaseModel):
     """Several sources ingested into one manifest with a `source` column."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
     _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     sources: list[SourceSpec] = Field(min_length=1)

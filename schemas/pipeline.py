@@ -96,7 +96,7 @@ class PipelineConfig(BaseModel):
     train: TrainSection = Field(default_factory=TrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)  # options: never echo
     _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     @model_validator(mode="after")

@@ -246,8 +246,9 @@ def _geometry_mismatch(ds: pydicom.Dataset) -> str | None:
     expected = -(-pixels * bits // 8)
     got = len(ds.PixelData)
     if got not in (expected, expected + (expected % 2)):
-        return (f"pixel geometry mismatch: Pixel Data is {got} bytes but Rows {rows} x Columns {cols} x "
-                f"{frames} frame(s) x {bits} bits needs {expected} (the header does not describe these pixels)")
+        what = "truncated pixel data" if got < expected else "pixel geometry mismatch"
+        return (f"{what}: Pixel Data is {got} bytes but Rows {rows} x Columns {cols} x {frames} frame(s) x "
+                f"{bits} bits needs {expected} (the header does not describe these pixels)")
     return None
 
 
