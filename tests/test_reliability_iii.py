@@ -606,3 +606,35 @@ def test_a_fresh_run_into_a_used_run_dir_does_not_duplicate_metrics(tmp_path):
     assert loop.resume(S()) is None  # no checkpoint: a fresh start of stage 1
     left = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert left == [{"stage": 2, "step": 1}]
+
+
+def test_dicomweb_judges_burned_in_annotation_on_the_full_header(tmp_path):
+    """The PHI-stripped cache keeps no BurnedInAnnotation, so the adapter judges the retrieved header."""
+    import copy
+
+    from fixtures.dicom import DXSpec, dx_dataset, picture, stored_values
+    from schemas.config import IngestConfig
+    from tasks.sources import get_adapter
+    from tasks.sources.base import Discovery
+
+    spec = DXSpec()
+    ds = dx_dataset(stored_values(picture(32, 24), spec), spec, patient_id="P", study_uid="1.2.3",
+                    sop_uid="1.2.3.4", series_uid="1.2.3.5")  # fmt: skip
+    ds.BodyPartExamined, ds.AccessionNumber, ds.BurnedInAnnotation = "CHEST", "A1", "YES"
+
+    class Client:
+        def search_for_instances(self, **kw):
+            return [{"00080018": {"Value": ["1.2.3.4"]}}][kw["offset"]:]
+
+        def retrieve_instance(self, *args, **kw):
+            return copy.deepcopy(ds)
+
+    settings = {"modalities": ["DX"], "body_part": "CHEST", "page_size": 10}
+    series = {"0020000E": {"Value": ["1.2.3.5"]}}
+    for options, kept in (({}, 0), ({"allow_burned_in_annotation": True}, 1)):
+        cfg = IngestConfig(source="dicomweb", root=tmp_path, out=tmp_path / f"o{kept}", options=options)
+        out = Discovery(notes={"cache_hits": 0, "retrieved": 0})
+        get_adapter("dicomweb")._series_instances(Client(), "1.2.3", series, settings, SALT,
+                                                  {"A1": "Clear lungs."}, tmp_path / f"c{kept}", cfg, out)  # fmt: skip
+        assert len(out.candidates) == kept
+        assert [q.reason.split(":")[0] for q in out.quarantined] == ([] if kept else ["burned-in annotation"])

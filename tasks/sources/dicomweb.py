@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from schemas.safe_load import load_json_text
+from tasks.images import ALLOW_BURNED_IN, burned_in_reason
 from tasks.phi import (
     PhiConfigError,
     context_from_dataset,
@@ -274,6 +275,10 @@ class DicomwebAdapter(BaseAdapter):
             reason = self._filter_reason(header, s, cfg)
             if reason:
                 self.filter(out, rel, reason, key)
+                continue
+            burned = None if cfg.options.get(ALLOW_BURNED_IN) else burned_in_reason(header)
+            if burned:  # judged on the full header: the PHI-stripped cache keeps no BurnedInAnnotation
+                self.quarantine(out, rel, burned, key)
                 continue
             accession = str(header.get("AccessionNumber") or "").strip()
             text = reports.get(accession) if accession else None
