@@ -5,6 +5,7 @@ no side doors; no silent wrong output; no crash on input; burned-in pixels are q
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -638,3 +639,24 @@ def test_dicomweb_judges_burned_in_annotation_on_the_full_header(tmp_path):
                                                   {"A1": "Clear lungs."}, tmp_path / f"c{kept}", cfg, out)  # fmt: skip
         assert len(out.candidates) == kept
         assert [q.reason.split(":")[0] for q in out.quarantined] == ([] if kept else ["burned-in annotation"])
+
+
+def test_a_401_on_the_command_line_is_one_line_without_the_key(tmp_path, monkeypatch, capsys, clean_env):
+    from structure_support import small_manifest
+
+    from cxrflow_cli.main import run
+    from cxrflow_cli.quiet import ENV_VARS
+
+    for var in ENV_VARS:  # the CLI's quiet mode sets these: undone after the test
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
+    body = json.dumps({"error": {"message": f"Incorrect API key provided: {KEY}"}}).encode()
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    manifest = small_manifest(tmp_path / "manifest.parquet", n_reports=2, source="openi")
+    with Server(401, body) as srv:
+        code = run(["structure", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--backend", "openai",
+                    "--base-url", f"{srv.url}/v1", "--cache-dir", str(tmp_path / "c"), "--no-prefect"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 2 and err.strip().startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert "refused the API key" in err and KEY not in out + err and "Traceback" not in out + err

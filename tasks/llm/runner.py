@@ -189,7 +189,7 @@ async def run_operation_async(
                 entries.update(await _run_requests(op, misses, cfg, client, ledger, cache, tick))
         except DataUseError:
             raise
-        except openai.APIError as exc:  # refused key, refused redirect, failed batch: one redacted line
+        except (openai.APIError, TimeoutError) as exc:  # refused key or redirect, failed batch: one redacted line
             from tasks.llm.client import service_error
 
             raise service_error(exc, getattr(client, "api_key", None)) from None
