@@ -198,8 +198,8 @@ class PadChestAdapter(BaseAdapter):
 
     def _one(self, row: dict, where: str, root: Path, cfg: IngestConfig, out: Discovery, seen: set) -> None:
         bad = control_char_column(row)
-        if bad:
-            self.quarantine(out, where, f"{CONTROL_CHARS}: column {bad}")
+        if bad is not None:  # the release's first column is unnamed: "" is a column too
+            self.quarantine(out, where, f"{CONTROL_CHARS}: column {bad!r}")
             return
         image_name = row.get("ImageID") or ""
         folder = (row.get("ImageDir") or "").strip()
