@@ -699,3 +699,19 @@ def test_control_characters_in_every_cell_of_a_row_never_crash_an_ingest(source,
     manifest = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
     text = "".join(str(v) for row in manifest.iter_rows() for v in row)
     assert "\x00" not in text and "\x01" not in text
+
+
+def test_a_non_finite_override_on_the_command_line_is_one_line(tmp_path, monkeypatch, capsys):
+    from cxrflow_cli.main import run
+    from cxrflow_cli.quiet import ENV_VARS
+
+    for var in ENV_VARS:
+        monkeypatch.setenv(var, os.environ.get(var, ""))
+        if not os.environ[var]:
+            monkeypatch.delenv(var)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    config = tmp_path / "p.yaml"
+    config.write_text(f"data:\n  source: openi\n  root: {tmp_path}\n")
+    code = run(["pipeline", "--config", str(config), "--set", "train.stage1.lr=.inf"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "error: train.stage1.lr must be a finite number (got inf)", err
