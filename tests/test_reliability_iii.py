@@ -680,7 +680,6 @@ def test_control_characters_in_every_cell_of_a_row_never_crash_an_ingest(source,
     import io
 
     import polars as pl
-
     from sources_support import ingest
 
     module, fn = _WRITERS[source].split(":")
