@@ -137,9 +137,12 @@ def extension(cfg: ImageConfig) -> str:
     return "jpg" if cfg.format == "jpeg" else "png"
 
 
-def preprocess_params(cfg: ImageConfig) -> str:
-    """The JSON recorded in the manifest's lineage and hashed into the cache key."""
-    return json.dumps({**cfg.model_dump(), "pipeline": PIPELINE_VERSION, "resample": "area+bicubic"}, sort_keys=True)
+def preprocess_params(cfg: ImageConfig, allow_burned_in: bool = False) -> str:
+    """The JSON recorded in the manifest's lineage and hashed into the cache key. A run that keeps burned-in
+    films keys its images apart, so a later run without the option never reuses one of them unchecked."""
+    extra = {"burned_in_allowed": True} if allow_burned_in else {}
+    return json.dumps({**cfg.model_dump(), "pipeline": PIPELINE_VERSION, "resample": "area+bicubic", **extra},
+                      sort_keys=True)
 
 
 # --------------------------------------------------------------------------------------------- DICOM

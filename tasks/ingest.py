@@ -302,7 +302,7 @@ def process_chunk(
     (at most every PROGRESS_EVERY_S) and at the end."""
     run_dir, candidates = Path(run_dir), chunk.value
     known = load_hash_cache(Path(cfg.out), (str(c.path) for c in candidates))
-    params = preprocess_params(cfg.image)
+    params = preprocess_params(cfg.image, bool(cfg.options.get(ALLOW_BURNED_IN)))
     total = BatchResult()
     last = time.monotonic()
     for done, c in enumerate(candidates, 1):

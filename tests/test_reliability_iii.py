@@ -714,3 +714,25 @@ def test_a_non_finite_override_on_the_command_line_is_one_line(tmp_path, monkeyp
     code = run(["pipeline", "--config", str(config), "--set", "train.stage1.lr=.inf"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == "error: train.stage1.lr must be a finite number (got inf)", err
+
+
+def test_burned_in_films_in_an_ingest_and_no_unchecked_reuse(tmp_path):
+    import pydicom
+    from sources_support import ingest
+
+    from fixtures.mimic_cxr import write_mimic_cxr
+
+    root = tmp_path / "mimic"
+    write_mimic_cxr(root, studies=3, seed=5, defects=False)
+    for film in root.rglob("*.dcm"):
+        ds = pydicom.dcmread(film)
+        ds.BurnedInAnnotation = "YES"
+        ds.save_as(film)
+    out = tmp_path / "out"
+    first = ingest("mimic-cxr", root, out)
+    n = first["quarantined_by_reason"].get("burned-in annotation")
+    assert n and first["kept"] == 0
+    allowed = ingest("mimic-cxr", root, out, options={"allow_burned_in_annotation": True})
+    assert "burned-in annotation" not in allowed["quarantined_by_reason"] and allowed["kept"] == n
+    again = ingest("mimic-cxr", root, out)  # the films decoded under the option are not reused unchecked
+    assert again["quarantined_by_reason"].get("burned-in annotation") == n and again["kept"] == 0
