@@ -29,7 +29,7 @@ def server():
 
 def cfg_for(srv: OpenAIServer, tmp_path: Path, **kw) -> LLMConfig:
     base = {"backend": "openai", "model": "gpt-4o", "base_url": srv.base_url, "cache_dir": tmp_path / "cache",
-            "timeout_s": 5.0, "max_retries": 3, "concurrency": 4}
+            "timeout_s": 30.0, "max_retries": 3, "concurrency": 4}
     return LLMConfig(**{**base, **kw})
 
 
