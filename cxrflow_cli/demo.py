@@ -42,6 +42,7 @@ def demo(
     spec: Annotated[Path, typer.Option(help="ablation YAML: a `trained` and a `shuffled` variant")] = DEMO_SPEC,
 ) -> None:
     """Run the demo on fixtures and print the summary."""
+    from cxrio import atomic_write_json
     from flows.ablate import run_ablation
     from schemas.evaluation import EvaluationMetrics
     from schemas.pipeline import load_ablation_spec
@@ -52,7 +53,6 @@ def demo(
         learned,
         learning_record,
     )
-    from tasks.io import atomic_write_json
     from tasks.preflight import check_file, check_out_dir
 
     check_out_dir(out)  # before the fixture is written (a file there was a traceback after minutes of work)
@@ -108,13 +108,14 @@ def demo(
 
 def _comparison_text(r: dict) -> str:
     from tasks.evaluate.leaderboard import SMALL_N
+    from tasks.evaluate.resampling import p_text
 
     def ci(d: dict) -> str:
         return f"{d['value']:.2f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else str(d.get("value"))
 
     diff = r["difference"]
     d = ci(diff) if diff.get("value") is not None else diff.get("not_computed", "not computed")
-    p = f"{r['p_value']:.4f}" if r["p_value"] is not None else "not computed"
+    p = p_text(r["p_value"], r.get("p_floor"), 4)  # `p < 0.002` when no resample crossed 0
     small = f"  (small n: fewer than {SMALL_N} test reports, the CIs are wide)" if (r["n"] or 0) < SMALL_N else ""
     return (f"  trained  {ci(r['trained'])}\n  shuffled {ci(r['shuffled'])}\n  trained - shuffled {d}, "
-            f"p = {p} (paired bootstrap over n = {r['n']} test reports){small}")
+            f"{p} (paired bootstrap over n = {r['n']} test reports){small}")

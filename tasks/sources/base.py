@@ -76,6 +76,12 @@ class Drop:
         }
 
 
+def reason_category(reason: str | None) -> str:
+    """What by-reason summaries count: the text before the first colon ("not frontal: view LATERAL" -> "not
+    frontal"), at most 80 characters; "unknown" for a missing reason."""
+    return (reason or "unknown").split(":", 1)[0].strip()[:80]
+
+
 @dataclass
 class Discovery:
     candidates: list[Candidate] = field(default_factory=list)
@@ -220,7 +226,8 @@ def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
     if frontal_only and unknown and not kept:
         discovery.notes["hint"] = (
             f"{unknown} of {len(discovery.candidates)} films state no view, so frontal_only filtered every film; "
-            "if this release carries no view (Open-I's XML form), ingest it with --all-views "
+            "if this release carries no view (Open-I's XML form: put torchxrayvision's "
+            "nlmcxr_dicom_metadata.csv.gz in its root, docs/datasets.md), or ingest it with --all-views "
             "(frontal_only: false for this source in a mixture)"
         )
     discovery.candidates = kept
