@@ -581,6 +581,18 @@ def test_invisible_characters_never_reach_shard_text():
     assert strip_invisible({"a": [text]}) == {"a": ["No effusion. Heart normal."]}
 
 
+def test_invisible_characters_never_reach_the_llava_json():
+    from tasks.export_llava import llava_records
+
+    row = {"targets_json": json.dumps([{"method": "rule-based", "findings": "No\u200b effusion\u202e."}]),
+           "subject_id": "1", "study_id": "2", "image_path": "x.jpg", "image_key": "k",
+           "indication_text": "Cough\u2066."}  # fmt: skip
+    (rec,) = llava_records(row)
+    text = json.dumps(rec, ensure_ascii=False)
+    assert rec["conversations"][1]["value"] == "No effusion." and rec["indication"] == "Cough."
+    assert not any(ch in text for ch in "\u200b\u202e\u2066")
+
+
 def test_an_id_without_key_characters_and_a_huge_report_are_quarantined(tmp_path):
     from tasks.sources.base import MAX_REPORT_BYTES, Candidate, Discovery, quarantine_unusable
 
