@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -13,6 +14,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from schemas.finite import finite_check
 
 DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+# Option names that would hold a secret itself (a `*_secret` option names a Prefect Secret block: allowed).
+_SECRET_KEY = re.compile(r"(?i)(password|passwd|token|api[-_]?key|credentials?)$")
 
 
 def no_secrets_in_options(options: dict) -> dict:
@@ -25,6 +30,11 @@ def no_secrets_in_options(options: dict) -> dict:
             "variable CXRFLOW_PHI_SALT or options.salt_secret (the name of a Prefect Secret block)"
         )
     for key, value in options.items():
+        if _SECRET_KEY.search(str(key)):
+            raise ValueError(
+                f"options.{key} is refused: options are stored with the run's parameters; give the value through "
+                "the environment or name a Prefect Secret block (e.g. options.password_secret)"
+            )
         if isinstance(value, str) and "://" in value and "@" in urlsplit(value).netloc:
             raise ValueError(
                 f"options.{key} is refused: a URL must not carry user:password@ (it would be stored with the "

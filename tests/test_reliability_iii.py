@@ -213,6 +213,7 @@ def test_options_refuse_a_salt_or_a_url_with_credentials(tmp_path):
         lambda: IngestConfig(source="dicomweb", root=tmp_path, out=tmp_path / "o",
                              options={"url": f"http://u:{PASSWORD}@127.0.0.1:8042/dicom-web"}),  # fmt: skip
         lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"salt": SALT}),
+        lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"password": PASSWORD}),
         lambda: PipelineConfig.model_validate({"data": {"source": "dicomweb", "root": str(tmp_path),
                                                         "options": {"salt": SALT}}}),  # fmt: skip
     ]
@@ -221,7 +222,8 @@ def test_options_refuse_a_salt_or_a_url_with_credentials(tmp_path):
             make()
         text = str(info.value) + validation_message(info.value).message
         assert SALT not in text and PASSWORD not in text
-        assert "CXRFLOW_PHI_SALT" in text or "CXRFLOW_DICOMWEB_PASSWORD" in text
+        assert "CXRFLOW_PHI_SALT" in text or "CXRFLOW_DICOMWEB_PASSWORD" in text or "Secret block" in text
+    SourceSpec(name="dicomweb", root=tmp_path, options={"password_secret": "pacs-reader", "salt_secret": "s"})
 
 
 @pytest.mark.slow  # a Prefect test server
