@@ -119,6 +119,29 @@ def test_discover_filters_and_reports(archive, tmp_path):
     }
 
 
+def test_a_retrieve_cleans_what_a_killed_one_left_in_its_study_folder(archive, tmp_path):
+    """A kill mid-retrieve leaves a uniquely named temporary file beside the cached image (cxrio.atomic_path);
+    the next retrieve into that study folder removes those of dead writers, so they do not pile up."""
+    import subprocess
+    import sys
+
+    from cxrio import is_temp
+
+    root, _ = archive
+    engine_discover(_cfg(root, tmp_path))
+    cached = sorted((tmp_path / "cache" / "dicomweb").rglob("*.dcm"))[0]
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    stale = cached.parent / f".{cached.name}.k2j4.tmp-{dead}"
+    live = cached.parent / f".{cached.name}.p9x1.tmp-{os.getpid()}"  # a write in progress: kept
+    stale.write_bytes(cached.read_bytes()[:100])
+    live.write_bytes(b"")
+    cached.unlink()  # the killed retrieve never renamed it in
+    again = engine_discover(_cfg(root, tmp_path))
+    assert again.notes["retrieved"] == 1 and cached.is_file()
+    assert [p.name for p in cached.parent.iterdir() if is_temp(p)] == [live.name]
+
+
 def test_refuses_without_salt_or_server_or_export(archive, tmp_path, monkeypatch):
     root, _ = archive
     monkeypatch.delenv("CXRFLOW_PHI_SALT", raising=False)

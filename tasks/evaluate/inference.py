@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from cxrio import atomic_path
+from cxrio import atomic_path, clean_stale_temps
 from schemas.sample_json import decode_sample_json
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png")
@@ -141,6 +141,7 @@ def generate_predictions(
     total = split_size(shards, split)
     total = min(total, limit) if limit and total is not None else total
     batch: list[TestSample] = []
+    clean_stale_temps(out_path.parent)  # what a run killed mid-generation left (its temporary file)
     with atomic_path(out_path) as tmp, open(tmp, "w") as f:
 
         def flush() -> None:
