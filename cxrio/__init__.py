@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 _CHUNK = 1 << 20
-# A temporary name: hidden, ends in tmp-PID (also the names older versions used, e.g. `.tmp-NAME-PID`).
-_TEMP = re.compile(r"^\..*\.?tmp-(?:.*-)?(\d+)$")
+# A temporary name: hidden, ends in tmp-PID; also the names older versions used and cleaned: `.tmp-NAME-PID`
+# (checkpoints), `.retired-PID` (a retired shard set) and, without a PID, `.NAME.partial` (a shard being
+# written: nothing writes one any more, so any left is stale).
+_TEMP = re.compile(r"^\.(?:.*\.?tmp-(?:.*-)?|retired-)(\d+)$|^\..+\.partial$")
 # renameat2(2), for swapping a folder in: Python has no binding; None off glibc/Linux.
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 try:
@@ -207,7 +209,7 @@ def clean_stale_temps(folder: Path) -> list[Path]:
         return removed
     for p in sorted(Path(folder).iterdir()):
         m = _TEMP.match(p.name)
-        if m and not _alive(int(m[1])):
+        if m and not (m[1] and _alive(int(m[1]))):
             _remove(p)
             removed.append(p)
     return removed

@@ -101,7 +101,13 @@ def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     stale_dir.mkdir()
     live.write_text("in progress")
     (tmp_path / "keep.json").write_text("{}")
-    assert clean_stale_temps(tmp_path) == sorted([stale_dir, stale_file])
+    # what the version before cxrio left and cleaned itself: a retired shard set, a half-written shard
+    legacy = [tmp_path / f".retired-{dead}", tmp_path / ".train-00000-of-00002.tar.partial"]
+    legacy[0].mkdir()
+    legacy[1].write_bytes(b"partial")
+    (tmp_path / f".retired-{os.getpid()}").mkdir()  # live: kept
+    assert clean_stale_temps(tmp_path) == sorted([stale_dir, stale_file, *legacy])
+    (tmp_path / f".retired-{os.getpid()}").rmdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "keep.json"])
     (tmp_path / "set").mkdir()
     retire([tmp_path / "keep.json", tmp_path / "set"], tmp_path)
