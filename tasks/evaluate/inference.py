@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from cxrio import atomic_path
+from cxrio import atomic_path, clean_stale_temps
 from schemas.safe_load import load_json_text
 from schemas.sample_json import decode_sample_json
 
@@ -159,6 +159,7 @@ def generate_predictions(
     total = split_size(shards, split)
     total = min(total, limit) if limit and total is not None else total
     batch: list[TestSample] = []
+    clean_stale_temps(out_path.parent)  # what a run killed mid-generation left (its temporary file)
     with atomic_path(out_path) as tmp, open(tmp, "w") as f:
 
         def flush() -> None:
