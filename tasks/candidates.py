@@ -27,6 +27,7 @@ SCHEMA = pa.schema(
     [(n, pa.string()) for n in _STR]
     + [(f"label:{n}", pa.int8()) for n in CHEXPERT_LABELS]
     + [(n, pa.string()) for n in _JSON]
+    + [("expected_rows", pa.int32()), ("expected_cols", pa.int32())]  # expected_size: metadata Rows/Columns
     + [("image_key", pa.string())]
 )
 
@@ -35,6 +36,7 @@ def to_batch(cands: list[Candidate]) -> pa.RecordBatch:
     cols = [[str(c.path) if n == "path" else getattr(c, n) for c in cands] for n in _STR]
     cols += [[c.labels.get(n) for c in cands] for n in CHEXPERT_LABELS]
     cols += [[None if getattr(c, n) is None else json.dumps(getattr(c, n)) for c in cands] for n in _JSON]
+    cols += [[c.expected_size and c.expected_size[i] for c in cands] for i in (0, 1)]
     cols.append([c.image_key for c in cands])
     return pa.RecordBatch.from_arrays([pa.array(v, f.type) for v, f in zip(cols, SCHEMA, strict=True)], schema=SCHEMA)
 
@@ -44,6 +46,8 @@ def from_table(table: pa.Table) -> list[Candidate]:
     for row in table.to_pylist():
         labels = {n: row.pop(f"label:{n}") for n in CHEXPERT_LABELS}
         row.pop("image_key")
+        size = (row.pop("expected_rows"), row.pop("expected_cols"))
+        row["expected_size"] = None if size[0] is None else size
         for n in _JSON:
             row[n] = None if row[n] is None else json.loads(row[n])
         row["path"] = Path(row["path"])

@@ -50,7 +50,7 @@ from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
 from tasks.candidates import Spill, SpillWriter, duplicated_keys, split_by_keys, tail_drops
-from tasks.images import ImageDecodeError, extension, preprocess_params, process
+from tasks.images import ALLOW_BURNED_IN, ImageDecodeError, extension, preprocess_params, process
 from tasks.lock import holds_output_lock
 from tasks.parquet_merge import merge_sorted
 from tasks.reports.sections import PARSER_METHOD, parse_report
@@ -69,6 +69,7 @@ from tasks.sources.base import (
     SourceLayoutError,
     in_batches,
     quarantine_key_collisions,
+    quarantine_unusable,
     reason_category,
     view_filter,
     view_notes,
@@ -120,8 +121,10 @@ def discover_spilled(cfg: IngestConfig, run_dir: Path | None = None) -> Discover
             discovery, batches = adapter.discover_batches(cfg)
         else:  # an adapter with discover() alone
             discovery, batches = in_batches(adapter.discover(cfg))
-        for batch in batches:  # one meaning of frontal_only for every source, batch by batch
-            unknown += sum(c.view is None for c in batch)
+        for found in batches:
+            # control characters, empty-key ids, absurd reports: quarantine rows, never crashes
+            batch = quarantine_unusable(discovery, found)
+            unknown += sum(c.view is None for c in batch)  # one meaning of frontal_only for every source
             total += len(batch)
             writer.write(view_filter(discovery, batch, cfg.frontal_only))
     except OSError as exc:  # adapters quarantine what they expect; anything else is one line naming the path
@@ -219,7 +222,9 @@ def process_candidate(
         result.reused += 1
     else:
         try:
-            encoded, width, height, decoder = process(c.path, c.kind, cfg.image, data)
+            encoded, width, height, decoder = process(
+                c.path, c.kind, cfg.image, c.expected_size, bool(cfg.options.get(ALLOW_BURNED_IN)), data=data
+            )
         except ImageDecodeError as exc:
             result.quarantined.append(Drop(c.source, c.rel_path, "decode", str(exc), c.image_key))
             return
@@ -305,7 +310,7 @@ def process_chunk(
     hasher = SourceHasher.for_chunk(
         Path(cfg.out), [str(c.path) for c in candidates], [c.rel_path for c in candidates], cfg.verify_checksums
     )
-    params = preprocess_params(cfg.image)
+    params = preprocess_params(cfg.image, bool(cfg.options.get(ALLOW_BURNED_IN)))
     total = BatchResult()
     last = time.monotonic()
     for done, c in enumerate(candidates, 1):

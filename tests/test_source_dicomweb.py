@@ -63,10 +63,13 @@ def test_pseudonyms_keyed_and_salt_required(monkeypatch):
     monkeypatch.delenv("CXRFLOW_PHI_SALT", raising=False)
     with pytest.raises(PhiConfigError, match="no pseudonymisation salt"):
         resolve_salt({})
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", "abc")
     with pytest.raises(PhiConfigError, match="too short"):
-        resolve_salt({"salt": "abc"})
+        resolve_salt({})
     monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT)
     assert resolve_salt({}) == SALT
+    with pytest.raises(PhiConfigError, match="refused"):  # options are flow parameters: never a secret
+        resolve_salt({"salt": SALT})
 
 
 def test_scrub_without_header_context_still_catches_patterns():
@@ -92,11 +95,17 @@ def archive(tmp_path_factory):
         yield root, info
 
 
+@pytest.fixture(autouse=True)
+def _salt_env(monkeypatch):
+    """The salt comes from the environment (options are stored with a run's parameters: never a secret)."""
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT)
+
+
 def _cfg(root: Path, out: Path, **options):
-    return config("dicomweb", root, out, options={"salt": SALT, **options})
+    return config("dicomweb", root, out, options=options)
 
 
-def test_discover_filters_and_reports(archive, tmp_path):
+def test_discover_filters_and_reports(archive, tmp_path, monkeypatch):
     root, info = archive
     expect = info["expect"]
     d = engine_discover(_cfg(root, tmp_path))
@@ -113,10 +122,34 @@ def test_discover_filters_and_reports(archive, tmp_path):
     assert again.notes["cache_hits"] == 4 and again.notes["retrieved"] == 0
     assert [c.image_key for c in again.candidates] == [c.image_key for c in d.candidates]
     # A wider date range finds the 2019 study too; another salt gives other ids.
-    wide = engine_discover(_cfg(root, tmp_path / "wide", date_from="20180101", salt=SALT[::-1]))
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT[::-1])
+    wide = engine_discover(_cfg(root, tmp_path / "wide", date_from="20180101"))
     assert wide.found == 5 and not {c.subject_id for c in wide.candidates} & {
         c.subject_id for c in d.candidates
     }
+
+
+def test_a_retrieve_cleans_what_a_killed_one_left_in_its_study_folder(archive, tmp_path):
+    """A kill mid-retrieve leaves a uniquely named temporary file beside the cached image (cxrio.atomic_path);
+    the next retrieve into that study folder removes those of dead writers, so they do not pile up."""
+    import subprocess
+    import sys
+
+    from cxrio import is_temp
+
+    root, _ = archive
+    engine_discover(_cfg(root, tmp_path))
+    cached = sorted((tmp_path / "cache" / "dicomweb").rglob("*.dcm"))[0]
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    stale = cached.parent / f".{cached.name}.k2j4.tmp-{dead}"
+    live = cached.parent / f".{cached.name}.p9x1.tmp-{os.getpid()}"  # a write in progress: kept
+    stale.write_bytes(cached.read_bytes()[:100])
+    live.write_bytes(b"")
+    cached.unlink()  # the killed retrieve never renamed it in
+    again = engine_discover(_cfg(root, tmp_path))
+    assert again.notes["retrieved"] == 1 and cached.is_file()
+    assert [p.name for p in cached.parent.iterdir() if is_temp(p)] == [live.name]
 
 
 def test_refuses_without_salt_or_server_or_export(archive, tmp_path, monkeypatch):
