@@ -104,6 +104,17 @@ def test_block_chance_equals_brute_force_over_every_order_of_blocks():
                 hits += above < k
                 total += 1
             assert block_chance(sizes, [sizes[i] for i in correct], k) == pytest.approx(hits / total, abs=1e-12)
+    # against the distinct-items formula, averaged over the queries (each text queries its own block): lower
+    # with one large block at R@1 (never higher, there), higher with one large block among small ones at R@5
+    from math import comb
+
+    def both(sizes, k):
+        g = sum(sizes)
+        distinct = sum(s * (1 - comb(g - s, k) / comb(g, k)) for s in sizes) / g
+        return sum(s * block_chance(sizes, [s], k) for s in sizes) / g, distinct
+
+    low, high = both([20, 1, 1, 1], 1), both([1, 20, 3], 5)
+    assert low[0] < low[1] and high[0] > high[1]
 
 
 def test_paired_retrieval_comparison_by_query_key(tmp_path):
