@@ -19,7 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from cxrio import atomic_path
+from cxrio import atomic_path, clean_stale_temps
+from schemas.safe_load import load_json_text
 from schemas.sample_json import decode_sample_json
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png")
@@ -158,6 +159,7 @@ def generate_predictions(
     total = split_size(shards, split)
     total = min(total, limit) if limit and total is not None else total
     batch: list[TestSample] = []
+    clean_stale_temps(out_path.parent)  # what a run killed mid-generation left (its temporary file)
     with atomic_path(out_path) as tmp, open(tmp, "w") as f:
 
         def flush() -> None:
@@ -233,7 +235,7 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = load_json_text(line)
             except json.JSONDecodeError as e:
                 raise PredictionsFileError(f"{path}:{line_no}: not JSON ({e.msg})") from None
             if not isinstance(rec, dict):

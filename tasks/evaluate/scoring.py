@@ -199,10 +199,11 @@ def write_evaluation(
     """EVAL/metrics.json, EVAL/per_report.parquet, EVAL/notes.json, EVAL/summary.md."""
     from pathlib import Path
 
-    from cxrio import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+    from cxrio import atomic_write_bytes, atomic_write_json, atomic_write_parquet, clean_stale_temps
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)  # what a killed run's writes left (unique temporary names do not overwrite)
     atomic_write_bytes(out / "metrics.json", (metrics.model_dump_json(indent=2) + "\n").encode())
     atomic_write_parquet(out / "per_report.parquet", frame)
     atomic_write_json(out / "notes.json", notes)
