@@ -22,13 +22,19 @@ def test_demo_trained_model_beats_the_shuffle_control(prefect_server, tmp_path):
     res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
     assert res.exit_code == 0, res.output[-3000:]
     record = json.loads((tmp_path / "demo" / "learning.json").read_text())
-    assert set(record) >= {"metric", "trained", "shuffled", "difference", "p_value"}
+    assert set(record) >= {"metric", "trained", "shuffled", "difference", "p_value", "baselines", "learned"}
     assert record["metric"] == "rule_f1_micro_14"
-    assert learned(record), record
+    assert set(record["baselines"]) == {"image_blind", "majority_report"}
+    # above the shuffle control and every image-blind baseline, on micro F1 and on macro balanced accuracy
+    assert learned(record) and record["learned"], record
+    assert learned(record["balanced_accuracy"]), record["balanced_accuracy"]
     lo, hi = record["difference"]["ci"]
     assert 0 < lo <= record["difference"]["value"] <= hi and record["p_value"] < 0.05
     out = res.output
     assert "trained - shuffled" in out and "random init" in out and "ablation:learning" in out
+    assert "32 px model input (ingest stored 64 px)" in out
+    assert out.rstrip().splitlines()[-1].endswith("report.html")
+    assert (tmp_path / "demo" / "report.html").read_text().count("<section") == 6
     section = out.split("== metrics per variant", 1)[1].split("== does the model", 1)[0]
     assert sum("not computed" in line for line in section.splitlines()) == 1  # collapsed to one line
 

@@ -125,6 +125,7 @@ def test_report_has_the_six_sections_with_numbers(tmp_path):
     assert "paper (LLaVA-Rad 7B, real MIMIC-CXR)" in gen and "30.6–30.8" in gen  # rouge_l's published figure
     assert "not computed" in gen  # CheXbert etc. without weights, with the reason
     assert "no LLM" in texts["chexprompt"]
+    assert "baseline:image_blind" in texts["ablations"]  # the leaderboard's image-blind rows
     assert "abc123" in texts["lineage"] and "metrics.json" in texts["lineage"]
     # self-contained: nothing fetched from anywhere
     assert not re.search(r"<(script|link)\b|src=['\"]https?:|url\(", page)
