@@ -203,3 +203,16 @@ def test_chromium_renders_every_section_offline(tmp_path):
         assert re.search(r"\d+\.\d\d|\d{2,}", text), sid
     assert "kept 36" in texts["data"] and "ratio to chance" in texts["image-encoder"]
     assert "<img alt=\"forest plot of the paired differences" in res.stdout
+
+
+def test_train_seeds_expand_into_one_variant_per_seed():
+    from schemas.pipeline import load_ablation_spec
+
+    spec = load_ablation_spec(Path("configs/ablations/learning-seeds.yaml"))
+    assert list(spec.variants) == [f"{v}-seed{s}" for v in ("trained", "shuffled") for s in (0, 1, 2)]
+    assert spec.baseline == "shuffled-seed0"
+    cfg = spec.variant_config("shuffled-seed2")
+    assert cfg.train.seed == 2 and cfg.train.shuffle_images
+    # the seed changes training only: every seed shares the data stages
+    keys = [spec.variant_config(v).stage_hashes() for v in spec.variants]
+    assert len({k["shard"] for k in keys}) == 1 and len({k["train"] for k in keys}) == 6

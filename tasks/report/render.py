@@ -283,9 +283,13 @@ def write_report(run, html_path, ablations=None) -> dict[str, Any]:
 
 
 def report_markdown(run, ablations=None) -> str:
-    """The markdown twin of the page for `run` (the pipeline and ablate flows' artifact)."""
+    """The markdown twin of the page for `run` (the pipeline and ablate flows' artifact). A run whose files the
+    report cannot read gets a page that says why, not a failed pipeline: its stages are done."""
     from pathlib import Path
 
     from tasks.report.collect import collect
 
-    return render_markdown(collect(Path(run), [Path(a) for a in ablations] if ablations else None))
+    try:
+        return render_markdown(collect(Path(run), [Path(a) for a in ablations] if ablations else None))
+    except (OSError, ValueError, KeyError) as exc:  # UserError and pydantic's ValidationError are ValueErrors
+        return f"# cxrflow reproduction report\n\nnot rendered: {type(exc).__name__}: {exc}\n"
