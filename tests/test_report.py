@@ -36,10 +36,13 @@ def _stage(out: Path, stage: str, key: str, summary: dict | None = None) -> Path
     return d
 
 
-def _evaluation(out: Path, key: str, preds: list[str]) -> Path:
+def _evaluation(out: Path, key: str, preds: list[str], encoder: Path) -> Path:
+    """Scored as the pipeline's evaluate stage does, the encoder's retrieval metrics merged in."""
     d = _stage(out, "evaluate", key)
     records = [{"id": str(i), "reference": r, "prediction": p} for i, (r, p) in enumerate(zip(REFS, preds, strict=True))]
     metrics, frame, notes = score_records(records, n_bootstrap=50, train_refs=TRAIN, experiment=key)
+    enc = EvaluationMetrics.model_validate_json((encoder / "retrieval" / "metrics.json").read_text())
+    metrics.metrics.update(enc.metrics)
     write_evaluation(d, metrics, frame, notes)
     return d
 
@@ -51,6 +54,12 @@ def _encoder(out: Path, key: str, r5: float) -> Path:
         "zeroshot_auroc_macro": MetricResult.missing("no label has both positive and negative samples")})
     (d / "retrieval").mkdir()
     atomic_write_json(d / "retrieval" / "metrics.json", m.model_dump(mode="json"))
+    import numpy as np
+    import polars as pl
+
+    hits = (np.arange(36) < 36 * r5 / 100).astype(float)  # r5 percent of the queries hit
+    pl.DataFrame({"id": [str(i) for i in range(36)], "source": ["mimic-cxr"] * 36, "retrieval_i2t_r5": hits}
+                 ).write_parquet(d / "retrieval" / "per_query.parquet")
     atomic_write_json(d / "retrieval" / "retrieval.json", {"samples": 36, "retrieval": {
         "retrieval_i2t_r5": {"chance": 13.9, "ratio_to_chance": r5 / 13.9, "gallery": 36}}})
     return d
@@ -73,15 +82,15 @@ def build_run(out: Path, seeds: bool = False) -> Path:
         preds = REFS if good else ["Cardiomegaly."] * len(REFS)
         if good and i % 2:
             preds = REFS[:-3] + ["Cardiomegaly."] * 3
-        ev = _evaluation(out, f"e{i}", preds)
         enc = _encoder(out, f"n{i}", 60.0 if good else 20.0)
+        ev = _evaluation(out, f"e{i}", preds, enc)
         evals[name] = str(ev)
         stages = {s: {"dir": str(d), "key": d.name.split("-", 1)[1]} for s, d in
                   (("ingest", ingest), ("shard", shard), ("encoder", enc), ("evaluate", ev))}
-        atomic_write_json(out / "runs" / f"enc-{name}.json", {"name": f"enc-{name}", "stages": stages})
+        atomic_write_json(out / "runs" / f"enc-{name}.json", {"name": f"image-encoder-{name}", "stages": stages})
     baseline = names[0]
     sig = {v: significance(evals[baseline], d, 200) for v, d in evals.items() if v != baseline}
-    rows = leaderboard_rows(evals, baseline, ["rule_f1_micro_14", "rouge_l"], sig)
+    rows = leaderboard_rows(evals, baseline, ["rule_f1_micro_14", "rouge_l", "retrieval_i2t_r5"], sig)
     atomic_write_json(out / "ablations" / "image-encoder" / "leaderboard.json", rows)
     return out
 
@@ -144,6 +153,9 @@ def test_forest_plot_of_paired_differences_and_seed_spread(tmp_path):
     page = render_html(data)
     assert f"{spread['mean']:.2f} ± {spread['sd']:.2f} (2 seeds)" in page
     assert "forest plot of the paired differences" in page
+    # retrieval: the leaderboard cannot pair it (no per-report columns); the report pairs the encoders' queries
+    r5 = next(r for r in abl["rows"] if r["variant"] == "trained-seed0" and r["metric"] == "retrieval_i2t_r5")
+    assert r5["diff"] == pytest.approx(40.0, abs=3) and r5["diff_ci_low"] > 0 and "paired by query" in r5["status"]
 
 
 def test_cli_report_and_its_errors(tmp_path, capsys):

@@ -199,12 +199,41 @@ def _collect_ablation(d: Path, runs: list[dict], lineage: Lineage) -> dict[str, 
     if not board.exists():
         raise UserError(f"{d} holds no leaderboard.json", "pass OUT/ablations/<name> of `cxrflow ablate`")
     rows = _json(board)
+    _pair_retrieval(d.name, rows, runs)
     for r in rows:
         lineage.add("Ablations", f"{d.name} {r['variant']} {r['metric']} (vs baseline)",
                     "" if r.get("diff") is None else f"{r['diff']:+.2f}", board, None)
     baseline = next((r["variant"] for r in rows if r.get("status") == "baseline"), None)
     return {"name": d.name, "dir": str(d), "file": str(board), "rows": rows, "baseline": baseline,
             "seeds": seed_spread(rows)}
+
+
+def _pair_retrieval(name: str, rows: list[dict], runs: list[dict]) -> None:
+    """Fill the paired difference of each retrieval row from the encoders' per-query hits (the compare flow
+    pairs per_report.parquet, which holds no retrieval columns): tasks/evaluate/retrieval.compare_retrieval
+    against the baseline variant's encoder."""
+    from schemas.pipeline import slug
+    from tasks.evaluate.retrieval import compare_retrieval
+
+    enc = {r["name"]: Path(r["stages"]["encoder"]["dir"]) / "retrieval" for r in runs if "encoder" in r["stages"]}
+    by_variant = {v: enc.get(f"{name}-{slug(v)}") or enc.get(f"{name}-{v}") for v in {r["variant"] for r in rows}}
+    baseline = next((r["variant"] for r in rows if r.get("status") == "baseline"), None)
+    base_dir = by_variant.get(baseline)
+    if base_dir is None or not (base_dir / "per_query.parquet").exists():
+        return
+    paired: dict[str, dict] = {}
+    for r in rows:
+        v_dir = by_variant.get(r["variant"])
+        if (not r["metric"].startswith("retrieval_") or r["variant"] == baseline or r.get("diff") is not None
+                or r.get("value") is None or v_dir is None or not (v_dir / "per_query.parquet").exists()):
+            continue
+        if r["variant"] not in paired:
+            paired[r["variant"]] = compare_retrieval(base_dir, v_dir)
+        c = paired[r["variant"]].get(r["metric"])
+        if c and c.get("diff") is not None:
+            lo, hi = c["diff_ci"]
+            r.update(diff=c["diff"], diff_ci_low=lo, diff_ci_high=hi, p_value=c["p_value"], n=c["n"],
+                     status="compared (paired by query, the encoders' per_query.parquet)")
 
 
 def seed_spread(rows: list[dict]) -> dict[tuple[str, str], dict[str, float]]:
