@@ -142,3 +142,13 @@ def test_training_description_names_the_model_input_size(tmp_path):
 
     assert _model_image_size({"preset": "tiny", "image_size": 0}) == 32
     assert _model_image_size({"preset": "tiny", "image_size": 64}) == 64
+
+
+def test_undefined_rates_collapse_per_family():
+    reason = "not computed: undefined on these 50 reports (no reference report of the class)"
+    metrics = {f"rule_{k}_{o}": reason for k in ("sensitivity", "balanced_accuracy") for o in ("fracture", "edema")}
+    metrics["rule_specificity_fracture"] = None
+    assert collapse_not_computed(metrics) == (
+        "not computed (4): rule_sensitivity_* x2, rule_balanced_accuracy_* x2: undefined on these 50 reports "
+        "(no reference report of the class)"
+    )
