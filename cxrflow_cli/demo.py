@@ -3,8 +3,9 @@ artifacts/. Writes the learnable MIMIC-CXR-JPG fixture (findings drawn into the 
 input per defect kind: fixtures/learnable.py), runs the `learning` ablation (configs/ablations/learning.yaml:
 the tiny model trained on aligned image-report pairs vs the shuffle control, each through ingest -> structure
 -> validate -> shard -> train -> evaluate, the data stages shared), and prints the ingest reconciliation, the
-comparison, what was trained and how to see the runs in the UI. Writes OUT/learning.json. A second
-`make demo` reuses every stage."""
+comparison (against the shuffle control and the image-blind baselines, tasks/evaluate/baselines.py), what was
+trained and how to see the runs in the UI. Writes OUT/learning.json and, last, OUT/report.html (tasks/report).
+A second `make demo` reuses every stage; an OUT holding a fixture of another seed or size is refused."""
 
 from __future__ import annotations
 

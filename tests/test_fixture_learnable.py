@@ -47,6 +47,7 @@ def test_each_finding_is_visible_at_32_pixels():
     train, test = slice(0, 180), slice(180, None)
     for name in learnable.LEARNABLE_LABELS:
         y = np.array([s.labels[name] for s in studies], dtype=np.float64)
+        aligned = 0.0  # the aligned fit's accuracy (the loop's first pass)
         for shuffled in (False, True):
             target = np.random.default_rng(1).permutation(y[train]) if shuffled else y[train]
             w = np.linalg.solve(x[train].T @ x[train] + 1.0 * np.eye(x.shape[1]), x[train].T @ target)

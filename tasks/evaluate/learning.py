@@ -1,6 +1,6 @@
-"""Does the model learn from the images? The trained-vs-shuffled comparison the demo prints and writes as
-learning.json, a one-line account of what was trained, and the metrics that could not be computed collapsed
-into one line that says why."""
+"""Does the model learn from the images? The trained model against the shuffle control and the image-blind
+baselines (tasks/evaluate/baselines.py), as the demo prints it and writes learning.json; a one-line account of
+what was trained; and the metrics that could not be computed collapsed into one line that says why."""
 
 from __future__ import annotations
 
