@@ -30,9 +30,9 @@ def register(app: typer.Typer) -> None:
 def write_demo_fixture(root: Path, studies: int = DEMO_STUDIES, seed: int = 0) -> Path:
     """The learnable MIMIC-CXR-JPG fixture (the configuration BENCHMARKS.md measured learning on, and quicker to
     ingest) with its LLaVA-Rad annotation files (the report-processing ablation reads them)."""
+    from cxrio import atomic_write_json
     from fixtures.mimic_cxr import ANNOTATIONS_DIR, write_mimic_cxr
     from schemas.errors import UserError
-    from tasks.io import atomic_write_json
 
     wanted = {"seed": seed, "studies": studies}
     marker = root / FIXTURE_MARKER

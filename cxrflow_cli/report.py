@@ -20,8 +20,8 @@ def report(
     markdown: Annotated[Path | None, typer.Option("--markdown", help="also write the markdown twin here")] = None,
 ) -> None:
     """Write the report: Data, Image encoder, Report generation, Ablations, CheXprompt, Lineage."""
+    from cxrio import atomic_write_bytes
     from schemas.errors import UserError
-    from tasks.io import atomic_write_bytes
     from tasks.preflight import check_out_dir
     from tasks.report.render import render_markdown, write_report
 

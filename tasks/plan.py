@@ -81,7 +81,7 @@ def write_marker(
 ) -> None:
     """`run`: (id, name) of the pipeline flow run that produced the stage, so reusers can link to it.
     `code_version`: the git revision that produced it (the report's lineage)."""
-    from tasks.report.lineage import code_version
+    from tasks.lineage import code_version
 
     atomic_write_json(
         d / MARKER,

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from cxrio import atomic_write_json
 from schemas.evaluation import EvaluationMetrics, MetricResult
 from tasks.evaluate.leaderboard import leaderboard_rows, significance
 from tasks.evaluate.scoring import score_records, write_evaluation
-from tasks.io import atomic_write_json
 from tasks.plan import MARKER
 from tasks.report.collect import collect
 from tasks.report.render import SECTIONS, render_html, render_markdown

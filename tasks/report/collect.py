@@ -58,7 +58,7 @@ def _short(m: MetricResult | None) -> str:
 
 def collect(run: Path, ablations: list[Path] | None = None) -> dict[str, Any]:
     """Everything the six sections show (render.py), plus `lineage` rows."""
-    from tasks.report.lineage import code_version
+    from tasks.lineage import code_version
 
     run = Path(run)
     out = pipeline_out(run)

@@ -274,7 +274,7 @@ def write_report(run, html_path, ablations=None) -> dict[str, Any]:
     """Collect `run` and write the HTML page to `html_path`; returns the collected data."""
     from pathlib import Path
 
-    from tasks.io import atomic_write_bytes
+    from cxrio import atomic_write_bytes
     from tasks.report.collect import collect
 
     data = collect(Path(run), [Path(a) for a in ablations] if ablations else None)

@@ -1,5 +1,6 @@
-"""Where a number came from: the code version that wrote it (git revision of the checkout) and, per stage,
-the config hash its folder is named by."""
+"""Where a number came from: the code version that wrote it (the git revision of the checkout), recorded in
+every stage marker (tasks/plan.py) and shown per number by the report (tasks/report) beside the stage's config
+hash."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[1]
 
 
 @cache
