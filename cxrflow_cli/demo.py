@@ -147,6 +147,7 @@ def _why_not(r: dict) -> str:
 
 def _comparison_text(r: dict) -> str:
     from tasks.evaluate.leaderboard import SMALL_N
+    from tasks.evaluate.resampling import p_text
 
     def ci(d: dict) -> str:
         if d.get("value") is None:
@@ -155,8 +156,8 @@ def _comparison_text(r: dict) -> str:
 
     diff = r["difference"]
     d = ci(diff) if diff.get("value") is not None else diff.get("not_computed", "not computed")
-    p = f"{r['p_value']:.4f}" if r["p_value"] is not None else "not computed"
+    p = p_text(r["p_value"], r.get("p_floor"), 4)  # `p < 0.002` when no resample crossed 0
     small = f"  (small n: fewer than {SMALL_N} test reports, the CIs are wide)" if (r["n"] or 0) < SMALL_N else ""
     base = "".join(f"\n    {k:<16} {ci(v)}  (image-blind baseline)" for k, v in r.get("baselines", {}).items())
     return (f"    trained          {ci(r['trained'])}\n    shuffled         {ci(r['shuffled'])}{base}\n"
-            f"    trained - shuffled {d}, p = {p} (paired bootstrap over n = {r['n']} test reports){small}")
+            f"    trained - shuffled {d}, {p} (paired bootstrap over n = {r['n']} test reports){small}")

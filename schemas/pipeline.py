@@ -116,7 +116,9 @@ class PipelineConfig(BaseModel):
             # where it runs (the deployment) is not what it produces
             h["encoder"] = config_hash("encoder", h["shard"], self.encoder.model_dump(mode="json", exclude={"deployment"}))
             h["train"] = config_hash("train", h["shard"], h["encoder"], self.train)
-        h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate)
+        # a config without a chexprompt checkout keeps the key it had before that field existed
+        unset = {"chexprompt_src"} if self.evaluate.chexprompt_src is None else set()
+        h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate.model_dump(mode="json", exclude=unset))
         return h
 
     def stage_dirs(self) -> dict[str, Path]:

@@ -232,7 +232,7 @@ def _pair_retrieval(name: str, rows: list[dict], runs: list[dict]) -> None:
         c = paired[r["variant"]].get(r["metric"])
         if c and c.get("diff") is not None:
             lo, hi = c["diff_ci"]
-            r.update(diff=c["diff"], diff_ci_low=lo, diff_ci_high=hi, p_value=c["p_value"], n=c["n"],
+            r.update(diff=c["diff"], diff_ci_low=lo, diff_ci_high=hi, p_value=c["p_value"], p_floor=c.get("p_floor"), n=c["n"],
                      status="compared (paired by query, the encoders' per_query.parquet)")
 
 

@@ -165,6 +165,8 @@ def forest_png(rows: list[dict]) -> bytes | None:
 
 
 def _ablations(data: dict) -> list[Block]:
+    from tasks.evaluate.resampling import p_text
+
     blocks: list[Block] = []
     for a in data["ablations"]:
         blocks.append(("p", f"Ablation {a['name']} (baseline {a['baseline']}): value with its 95% bootstrap CI, "
@@ -182,7 +184,8 @@ def _ablations(data: dict) -> list[Block]:
                                                        r.get("status", "")))
             rows.append([r["variant"], r["metric"], value,
                          f"{spread['mean']:.2f} ± {spread['sd']:.2f} ({spread['n']} seeds)" if spread else "",
-                         diff, "" if r.get("p_value") is None else f"{r['p_value']:.3f}", str(r.get("n", ""))])
+                         diff, "" if r.get("p_value") is None else p_text(r["p_value"], r.get("p_floor")),
+                         str(r.get("n", ""))])
         blocks.append(("table", ["variant", "metric", "value [95% CI]", "across training seeds", "vs baseline [95% CI]",
                                  "p", "n"], rows))
         png = forest_png(a["rows"])

@@ -191,7 +191,8 @@ def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
     if frontal_only and unknown and not kept:
         discovery.notes["hint"] = (
             f"{unknown} of {len(discovery.candidates)} films state no view, so frontal_only filtered every film; "
-            "if this release carries no view (Open-I's XML form), ingest it with --all-views "
+            "if this release carries no view (Open-I's XML form: put torchxrayvision's "
+            "nlmcxr_dicom_metadata.csv.gz in its root, docs/datasets.md), or ingest it with --all-views "
             "(frontal_only: false for this source in a mixture)"
         )
     discovery.candidates = kept

@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 from pydicom.dataset import Dataset
 
-from cxrio import atomic_path
+from cxrio import atomic_path, clean_stale_temps
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.phi import (
@@ -288,6 +288,7 @@ class DicomwebAdapter(BaseAdapter):
             study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
         )  # "*": the stored transfer syntax, no server-side transcoding
         stripped = strip_dataset(ds, salt)
+        clean_stale_temps(target.parent)  # what a killed retrieve left here (a few files: one study's images)
         with atomic_path(target) as tmp:
             stripped.save_as(tmp, enforce_file_format=True)
         out.notes["retrieved"] += 1
