@@ -17,15 +17,6 @@ REPORT_GENERATION: dict[str, str] = {
     "bleu_4": "15.4–16.1",
     "rouge_l": "30.6–30.8",
 }
-# GPT-4-structured vs rule-based Findings on the test split (the paper's check of its report processing)
-STRUCTURING: dict[str, str] = {
-    "bleu_4": "78.8",
-    "rouge_l": "90.9",
-    "chexbert_f1_micro_14": "96.7",
-    "radgraph_f1_partial": "93.2",
-    "chexprompt_mean_total_errors": "0.20",
-    "chexprompt_share_no_error": "82.4",
-}
 
 
 def paper_figure(metric: str) -> str | None:
