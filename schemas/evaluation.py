@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.finite import finite_check
 from schemas.llm import LLMFields
 from schemas.shards import SplitName
 
@@ -163,6 +164,7 @@ class EvaluationSettings(BaseModel):
     model_config = ConfigDict(
         hide_input_in_errors=True
     )  # llm may hold a URL with a key (refused, not echoed)
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     split: SplitName = Field(
         "test", description="shard split to generate on (validation or validate: the same)"
@@ -171,7 +173,7 @@ class EvaluationSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1, description="score only the first N samples (smoke runs)")
     device: str = "cpu"
-    n_bootstrap: int = Field(500, ge=0)
+    n_bootstrap: int = Field(500, ge=0, le=100_000)  # bootstrap memory grows with it: 1e9 is a mistake
     seed: int = 12345
     bootstrap_scheme: Literal["cxrflow", "reference"] = Field(
         "cxrflow", description="reference: the LLaVA-Rad evaluation's resample draw (seed 3 unless given)"

@@ -33,18 +33,22 @@ class PhiConfigError(ValueError):
 
 
 def resolve_salt(options: dict) -> str:
-    """Salt from options["salt"], else env CXRFLOW_PHI_SALT, else the Prefect Secret block named by
-    options["salt_secret"]. Refuses to run without one: an unkeyed hash of an MRN is reversible by
-    enumeration."""
-    salt = options.get("salt") or os.environ.get(SALT_ENV)
+    """Salt from env CXRFLOW_PHI_SALT, else the Prefect Secret block named by options["salt_secret"]. Refuses
+    to run without one (an unkeyed hash of an MRN is reversible by enumeration), and refuses options["salt"]:
+    options are flow parameters, stored in plaintext in Prefect's database."""
+    if options.get("salt"):
+        raise PhiConfigError(
+            f"options['salt'] is refused (options are stored with the run's parameters): set env {SALT_ENV} or "
+            "options['salt_secret'] (a Prefect Secret block name)"
+        )
+    salt = os.environ.get(SALT_ENV)
     if not salt and options.get("salt_secret"):
         from prefect.blocks.system import Secret
 
         salt = Secret.load(options["salt_secret"]).get()
     if not salt:
         raise PhiConfigError(
-            f"no pseudonymisation salt: set options['salt'], env {SALT_ENV}, or options['salt_secret'] "
-            "(a Prefect Secret block name)"
+            f"no pseudonymisation salt: set env {SALT_ENV} or options['salt_secret'] (a Prefect Secret block name)"
         )
     if len(str(salt)) < MIN_SALT_CHARS:
         raise PhiConfigError(f"pseudonymisation salt too short (< {MIN_SALT_CHARS} characters)")

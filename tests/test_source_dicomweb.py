@@ -63,10 +63,13 @@ def test_pseudonyms_keyed_and_salt_required(monkeypatch):
     monkeypatch.delenv("CXRFLOW_PHI_SALT", raising=False)
     with pytest.raises(PhiConfigError, match="no pseudonymisation salt"):
         resolve_salt({})
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", "abc")
     with pytest.raises(PhiConfigError, match="too short"):
-        resolve_salt({"salt": "abc"})
+        resolve_salt({})
     monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT)
     assert resolve_salt({}) == SALT
+    with pytest.raises(PhiConfigError, match="refused"):  # options are flow parameters: never a secret
+        resolve_salt({"salt": SALT})
 
 
 def test_scrub_without_header_context_still_catches_patterns():
@@ -92,11 +95,17 @@ def archive(tmp_path_factory):
         yield root, info
 
 
+@pytest.fixture(autouse=True)
+def _salt_env(monkeypatch):
+    """The salt comes from the environment (options are stored with a run's parameters: never a secret)."""
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT)
+
+
 def _cfg(root: Path, out: Path, **options):
-    return config("dicomweb", root, out, options={"salt": SALT, **options})
+    return config("dicomweb", root, out, options=options)
 
 
-def test_discover_filters_and_reports(archive, tmp_path):
+def test_discover_filters_and_reports(archive, tmp_path, monkeypatch):
     root, info = archive
     expect = info["expect"]
     d = engine_discover(_cfg(root, tmp_path))
@@ -113,7 +122,8 @@ def test_discover_filters_and_reports(archive, tmp_path):
     assert again.notes["cache_hits"] == 4 and again.notes["retrieved"] == 0
     assert [c.image_key for c in again.candidates] == [c.image_key for c in d.candidates]
     # A wider date range finds the 2019 study too; another salt gives other ids.
-    wide = engine_discover(_cfg(root, tmp_path / "wide", date_from="20180101", salt=SALT[::-1]))
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT[::-1])
+    wide = engine_discover(_cfg(root, tmp_path / "wide", date_from="20180101"))
     assert wide.found == 5 and not {c.subject_id for c in wide.candidates} & {
         c.subject_id for c in d.candidates
     }

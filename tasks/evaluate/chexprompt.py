@@ -289,8 +289,9 @@ def judge(
 ) -> JudgeOutcome:
     """Judge `{id, reference, candidate}` records (a `prediction` key is accepted for `candidate`).
 
-    `source` names the records' dataset for the data-use guard (a record's own `source` wins); the default
-    treats them as credentialed MIMIC-CXR data, so public endpoints are refused.
+    `source` names the records' dataset for the data-use guard; a record carrying its own `source` is judged
+    under the stricter of the two (a record cannot loosen the licence the caller named). The default treats
+    them as credentialed MIMIC-CXR data, so public endpoints are refused.
     """
     n = len(records)
     nan_cols = {c: np.full(n, np.nan) for c in SIG_COLUMNS + INSIG_COLUMNS}
@@ -303,6 +304,7 @@ def judge(
         return JudgeOutcome(
             nan_cols, not_computed_metrics(NEEDS_LLM), summary, {}, protocol, op.version, dict(op.extra)
         )
+    from tasks.llm.guard import binding_source
     from tasks.llm.operation import WorkItem
     from tasks.llm.runner import run_operation
 
@@ -314,7 +316,7 @@ def judge(
         items.append(
             WorkItem(
                 id=str(r["id"]),
-                source=str(r.get("source") or source),
+                source=binding_source([source, str(r.get("source") or source)]),
                 payload={"reference": str(r["reference"]), "candidate": str(candidate)},
             )
         )
