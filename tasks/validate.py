@@ -446,6 +446,78 @@ def _jsonable(v):
     return str(v)
 
 
+# ---------------------------------------------------------------- the row suite, in batches
+
+# Rows per GX batch: the derived pandas frame and GX's evaluation of ~50 expectations over it are the stage's
+# peak, so they see a bounded slice of the archive at a time (BENCHMARKS.md, issue 28).
+BATCH_ROWS = 25_000
+
+UNIQUE_IMAGE_KEY = "expect_column_values_to_be_unique"
+UNIQUE_COMPOUND = "expect_compound_columns_to_be_unique"
+
+
+def _duplicate_rows(samples: pl.DataFrame) -> dict[str, set[int]]:
+    """The rows GX's two uniqueness expectations fail over the WHOLE archive, from the key columns alone:
+    a batch sees only its own rows, so a duplicate split across two batches is found here. Same semantics as
+    GX's pandas engine: nulls are skipped by a column's uniqueness, a compound key is skipped only when all
+    its values are missing, and every occurrence of a duplicate fails (`duplicated(keep=False)`)."""
+    keys = ["source", "study_id", "image_id"]
+    all_missing = pl.all_horizontal(pl.col(k).is_null() for k in keys)
+    flags = samples.select(
+        pl.col(ROW_INDEX),
+        (pl.col("image_key").is_not_null() & pl.col("image_key").is_duplicated()).alias("key"),
+        (pl.struct(keys).is_duplicated() & ~all_missing).alias("compound"),
+    )
+    return {
+        UNIQUE_IMAGE_KEY: set(flags.filter(pl.col("key")).get_column(ROW_INDEX).to_list()),
+        UNIQUE_COMPOUND: set(flags.filter(pl.col("compound")).get_column(ROW_INDEX).to_list()),
+    }
+
+
+def _row_suite(ctx, samples: pl.DataFrame, cfg: ValidateConfig) -> tuple[list[dict], dict[int, list[str]]]:
+    """`cxrflow-samples` over BATCH_ROWS rows at a time. Per expectation the batches' unexpected counts add up
+    and it succeeds only if every batch did; the uniqueness expectations take their failing rows from
+    `_duplicate_rows` (whole archive). Returns the records (one per expectation, as one whole-frame run
+    gives) and each failing row's labels, in the suite's order."""
+    expectations = _row_expectations(cfg, samples.columns)
+    duplicates = _duplicate_rows(samples)
+    merged: dict[tuple, dict] = {}  # per expectation, in the suite's order (dicts keep insertion order)
+    failing: dict[tuple, list[int]] = {}
+    for start in range(0, len(samples), BATCH_ROWS):
+        pdf = gx_frame(samples.slice(start, BATCH_ROWS))
+        res = _run_suite(ctx, "cxrflow-samples", pdf, expectations, [ROW_INDEX, "image_key"])
+        del pdf  # not held through the next batch, Data Docs and the writes
+        for r in res.results:
+            rec = _describe("cxrflow-samples", r, "row")
+            key = (rec["expectation"], rec["column"], rec["check"])
+            found = [] if r.success else (r.result.get("unexpected_index_list") or [])
+            rows = [int(d[ROW_INDEX]) for d in found]
+            dup = duplicates.get(rec["expectation"])
+            if dup is not None and not set(rows) <= dup:  # the polars semantics must be GX's own
+                raise RuntimeError(
+                    f"{key}: GX flagged rows {sorted(set(rows) - dup)[:5]} the duplicate scan did not"
+                )
+            if key not in merged:
+                merged[key], failing[key] = rec, rows
+                continue
+            m = merged[key]
+            m["success"] = m["success"] and rec["success"]
+            m["unexpected_count"] += rec["unexpected_count"]
+            if m["observed_value"] != rec["observed_value"]:  # a batch's own observation is not the run's
+                m["observed_value"] = None
+            failing[key].extend(rows)
+    bad: dict[int, list[str]] = {}
+    for key, rec in merged.items():
+        rows = failing[key]
+        if rec["expectation"] in duplicates:
+            rows = sorted(duplicates[rec["expectation"]])
+            rec["unexpected_count"], rec["success"] = len(rows), not rows
+        label = f"{rec['expectation']}({rec['column']})" + (f": {rec['check']}" if rec["check"] else "")
+        for idx in rows:
+            bad.setdefault(idx, []).append(label)
+    return list(merged.values()), bad
+
+
 # ---------------------------------------------------------------- the gate
 
 
@@ -530,35 +602,20 @@ def run_validation(
             )
 
     quarantined: list[dict] = []
-    bad: dict[int, list[str]] = {}
     step(3)
-    if len(samples):
-        pdf = gx_frame(samples)
-        res = _run_suite(
-            ctx, "cxrflow-samples", pdf, _row_expectations(cfg, samples.columns), [ROW_INDEX, "image_key"]
+    row_records, bad = _row_suite(ctx, samples, cfg) if len(samples) else ([], {})
+    records.extend(row_records)
+    if bad:
+        who = samples.filter(pl.col(ROW_INDEX).is_in(list(bad))).select(
+            [ROW_INDEX, "source", "source_path", "image_key"]
         )
-        del pdf  # not held through Data Docs and the writes below
-        for r in res.results:
-            rec = _describe("cxrflow-samples", r, "row")
-            records.append(rec)
-            if r.success:
-                continue
-            label = f"{rec['expectation']}({rec['column']})"
-            if rec["check"]:
-                label += f": {rec['check']}"
-            for d in r.result.get("unexpected_index_list") or []:
-                bad.setdefault(int(d[ROW_INDEX]), []).append(label)
-        by_row = {
-            row[ROW_INDEX]: row
-            for row in samples.select([ROW_INDEX, "source", "source_path", "image_key"]).iter_rows(named=True)
-        }
-        for idx in sorted(bad):
-            quarantined.append(_drop(by_row[idx], "; ".join(bad[idx])))
-        if manifest_rows and len(quarantined) > cfg.max_quarantine_fraction * manifest_rows:
-            fatal.append(
-                f"row-count collapse: {len(quarantined)} of {manifest_rows} rows failed row expectations "
-                f"(limit {cfg.max_quarantine_fraction:.0%}); see {vdir / 'quarantine.parquet'}"
-            )
+        by_row = {row[ROW_INDEX]: row for row in who.iter_rows(named=True)}
+        quarantined = [_drop(by_row[idx], "; ".join(bad[idx])) for idx in sorted(bad)]
+    if len(samples) and manifest_rows and len(quarantined) > cfg.max_quarantine_fraction * manifest_rows:
+        fatal.append(
+            f"row-count collapse: {len(quarantined)} of {manifest_rows} rows failed row expectations "
+            f"(limit {cfg.max_quarantine_fraction:.0%}); see {vdir / 'quarantine.parquet'}"
+        )
 
     accepted = (
         samples.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX) if len(samples) else samples

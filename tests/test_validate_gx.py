@@ -232,3 +232,35 @@ def test_rules_version_kept_when_the_llm_answer_was_quarantined(tmp_path, artifa
         "rule-based",
         "Lungs are clear without consolidation.",
     )
+
+
+def test_row_suite_in_tiny_batches_gives_the_whole_frame_outputs(tmp_path, artifacts, monkeypatch):
+    """The row suite runs BATCH_ROWS rows at a time: 3-row batches give, byte for byte, the outputs of one
+    batch, duplicates split across two batches included (found over the whole archive, not per batch)."""
+    import tasks.validate as validate
+
+    rows = _defective_rows()
+    rows[2]["image_key"] = rows[3]["image_key"]  # rows 2 | 3: a duplicated key across a batch boundary
+    for i in (24, 25):  # the same study+image in two batches (row 16 is filtered, so 24 | 25 straddle one)
+        rows[i].update(study_id="50000077", image_id="dup2")
+    data = write_dataset(tmp_path / "data", rows)
+    batches = []
+    frame = validate.gx_frame
+    monkeypatch.setattr(validate, "gx_frame", lambda s: batches.append(s.height) or frame(s))
+
+    outs = {}
+    for size in (10**6, 3):
+        monkeypatch.setattr(validate, "BATCH_ROWS", size)
+        outs[size] = tmp_path / f"shards-{size}"
+        res = run_validation(data, outs[size], artifacts, ValidateConfig())
+    assert batches[0] > 3 and set(batches[1:]) <= {1, 2, 3} and len(batches) > 10  # one batch, then many
+
+    reasons = {}
+    for q in res.quarantined:
+        reasons.setdefault(q["image_key"], []).append(q["reason"])
+    assert len(reasons[rows[3]["image_key"]]) == 2 and "image_key unique" in reasons[rows[3]["image_key"]][0]
+    assert all("study+image unique" in reasons[rows[i]["image_key"]][0] for i in (24, 25))
+    assert res.accepted.height + len(res.filtered) + len(res.quarantined) == len(rows)
+    for name in ("accepted.parquet", "quarantine.parquet", "filtered.parquet", "expectations.json"):
+        one, many = (outs[s] / "validation" / name for s in (10**6, 3))
+        assert one.read_bytes() == many.read_bytes(), name
