@@ -56,6 +56,11 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 )
 
 ROW_INDEX = "_row"
+# Rows per batch, for assembling the samples and for the GX row suite: the per-row Python objects, the derived
+# pandas frame and GX's evaluation of ~50 expectations were the stage's peak; they now see a bounded slice of
+# the archive at a time (BENCHMARKS.md, issue 28).
+BATCH_ROWS = 25_000
+
 # K.json joins the source labels with SOURCE_LABEL_SEP (schemas/sample_json.py): a label that is empty or holds
 # it would not split back, so its row is quarantined here rather than stopping the shard stage.
 SOURCE_LABELS_UNJOINABLE = "source_labels__unjoinable"
@@ -105,14 +110,25 @@ def _clean(text) -> str | None:
     return text or None
 
 
-def load_reports(data_dir: Path) -> dict[str, list[dict]]:
-    """reports.parquet (structure stage), grouped by image_key; absent file -> no extra versions."""
+def _read_report_rows(data_dir: Path) -> pl.DataFrame | None:
+    """reports.parquet (structure stage) as it is; None when absent (no extra versions)."""
     path = Path(data_dir) / "reports.parquet"
     if not path.exists():
-        return {}
+        return None
     df = pl.read_parquet(path)
     if "image_key" not in df.columns or "findings" not in df.columns:
         raise ValueError(f"{path}: expected columns image_key and findings, got {df.columns}")
+    return df
+
+
+def load_reports(data_dir: Path) -> dict[str, list[dict]]:
+    """reports.parquet (structure stage), grouped by image_key; absent file -> no extra versions."""
+    df = _read_report_rows(data_dir)
+    return {} if df is None else _group_reports(df)
+
+
+def _group_reports(df: pl.DataFrame) -> dict[str, list[dict]]:
+    """reports.parquet's rows as each image's findings versions."""
     out: dict[str, list[dict]] = {}
     for row in df.iter_rows(named=True):
         # A row the structure stage quarantined has no usable answer; its rules version (below) still counts.
@@ -141,15 +157,51 @@ def load_reports(data_dir: Path) -> dict[str, list[dict]]:
     return out
 
 
+EXTRA_SCHEMA = {
+    "targets_json": pl.String,
+    "findings_text": pl.String,
+    "primary_method": pl.String,
+    "other_findings": pl.String,
+    "indication_text": pl.String,
+    "image_file_bytes": pl.Int64,
+}
+
+
 def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame, list[dict]]:
-    """Manifest rows joined with every findings version; rows with none allowed are filtered."""
+    """Manifest rows joined with every findings version; rows with none allowed are filtered. The manifest is
+    walked BATCH_ROWS rows at a time, each slice looking up only its own reports: the Python objects per row
+    (row dicts, versions) live for one slice, not for the archive."""
     data_dir = Path(data_dir)
     manifest = pl.read_parquet(data_dir / "manifest.parquet")
-    reports = load_reports(data_dir)
-    extra_rows: list[dict] = []
+    report_rows = _read_report_rows(data_dir)
+    reports: dict[str, list[dict]] = {}
+    parts: list[pl.DataFrame] = []
     filtered: list[dict] = []
+    for start in range(0, len(manifest), BATCH_ROWS):
+        rows = manifest.slice(start, BATCH_ROWS)
+        if report_rows is not None:
+            reports = _group_reports(
+                report_rows.filter(pl.col("image_key").is_in(rows.get_column("image_key")))
+            )
+        keep, extra = _assemble_slice(rows, reports, data_dir, cfg, filtered)
+        parts.append(pl.concat([rows.filter(pl.Series(keep, dtype=pl.Boolean)), extra], how="horizontal"))
+    if not parts:
+        parts.append(pl.concat([manifest, pl.DataFrame(schema=EXTRA_SCHEMA)], how="horizontal"))
+    return pl.concat(parts, how="vertical").with_row_index(ROW_INDEX), filtered
+
+
+def _assemble_slice(
+    rows: pl.DataFrame,
+    reports: dict[str, list[dict]],
+    data_dir: Path,
+    cfg: ValidateConfig,
+    filtered: list,
+) -> tuple[list[bool], pl.DataFrame]:
+    """One manifest slice: which rows have an allowed findings version (the others go to FILTERED), and the
+    kept rows' derived columns."""
+    extra_rows: list[dict] = []
     keep = []
-    for row in manifest.iter_rows(named=True):
+    for row in rows.iter_rows(named=True):
         versions: list[dict] = []
         own = _clean(row.get("findings"))
         released = [rep for rep in reports.get(row["image_key"], []) if rep.get("released")]
@@ -177,7 +229,6 @@ def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame,
         if not versions:
             filtered.append(_drop(row, NO_FINDINGS))
             keep.append(False)
-            extra_rows.append({})
             continue
         keep.append(True)
         path = data_dir / str(row.get("image_path") or "")
@@ -192,20 +243,7 @@ def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame,
                 "image_file_bytes": size,
             }
         )
-    extra = pl.DataFrame(
-        [e for e, k in zip(extra_rows, keep, strict=True) if k],
-        schema={
-            "targets_json": pl.String,
-            "findings_text": pl.String,
-            "primary_method": pl.String,
-            "other_findings": pl.String,
-            "indication_text": pl.String,
-            "image_file_bytes": pl.Int64,
-        },
-    )
-    kept = manifest.filter(pl.Series(keep, dtype=pl.Boolean)) if len(manifest) else manifest
-    samples = pl.concat([kept, extra], how="horizontal").with_row_index(ROW_INDEX)
-    return samples, filtered
+    return keep, pl.DataFrame(extra_rows, schema=EXTRA_SCHEMA)
 
 
 def _drop(row: dict, reason: str) -> dict:
@@ -447,10 +485,6 @@ def _jsonable(v):
 
 
 # ---------------------------------------------------------------- the row suite, in batches
-
-# Rows per GX batch: the derived pandas frame and GX's evaluation of ~50 expectations over it are the stage's
-# peak, so they see a bounded slice of the archive at a time (BENCHMARKS.md, issue 28).
-BATCH_ROWS = 25_000
 
 UNIQUE_IMAGE_KEY = "expect_column_values_to_be_unique"
 UNIQUE_COMPOUND = "expect_compound_columns_to_be_unique"
