@@ -418,6 +418,16 @@ def gx_frame(samples: pl.DataFrame):
 
 def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] | None):
     """Run one suite through a checkpoint (which stores the validation result for Data Docs)."""
+    return _run_checkpoint(_checkpoint(ctx, name, expectations, index_columns), df)
+
+
+def _run_checkpoint(cp, df):
+    run = cp.run(batch_parameters={"dataframe": df})
+    return next(iter(run.run_results.values()))
+
+
+def _checkpoint(ctx, name: str, expectations: list, index_columns: list[str] | None):
+    """The suite NAME (replaced) and a checkpoint that runs it on a dataframe given at run time."""
     import great_expectations as gx
 
     # Replace rather than add_or_update: the latter diffs expectations pairwise (quadratic, seconds here).
@@ -444,7 +454,7 @@ def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] 
     result_format: dict = {"result_format": "COMPLETE"}
     if index_columns:
         result_format["unexpected_index_column_names"] = index_columns
-    cp = ctx.checkpoints.add_or_update(
+    return ctx.checkpoints.add_or_update(
         gx.Checkpoint(
             name=name,
             validation_definitions=[vd],
@@ -452,8 +462,6 @@ def _run_suite(ctx, name: str, df, expectations: list, index_columns: list[str] 
             result_format=result_format,
         )
     )
-    run = cp.run(batch_parameters={"dataframe": df})
-    return next(iter(run.run_results.values()))
 
 
 def _describe(suite: str, r, scope: str) -> dict:
@@ -513,13 +521,15 @@ def _row_suite(ctx, samples: pl.DataFrame, cfg: ValidateConfig) -> tuple[list[di
     and it succeeds only if every batch did; the uniqueness expectations take their failing rows from
     `_duplicate_rows` (whole archive). Returns the records (one per expectation, as one whole-frame run
     gives) and each failing row's labels, in the suite's order."""
-    expectations = _row_expectations(cfg, samples.columns)
+    cp = _checkpoint(
+        ctx, "cxrflow-samples", _row_expectations(cfg, samples.columns), [ROW_INDEX, "image_key"]
+    )
     duplicates = _duplicate_rows(samples)
     merged: dict[tuple, dict] = {}  # per expectation, in the suite's order (dicts keep insertion order)
     failing: dict[tuple, list[int]] = {}
     for start in range(0, len(samples), BATCH_ROWS):
         pdf = gx_frame(samples.slice(start, BATCH_ROWS))
-        res = _run_suite(ctx, "cxrflow-samples", pdf, expectations, [ROW_INDEX, "image_key"])
+        res = _run_checkpoint(cp, pdf)
         del pdf  # not held through the next batch, Data Docs and the writes
         for r in res.results:
             rec = _describe("cxrflow-samples", r, "row")

@@ -243,7 +243,22 @@ def test_row_suite_in_tiny_batches_gives_the_whole_frame_outputs(tmp_path, artif
     rows[2]["image_key"] = rows[3]["image_key"]  # rows 2 | 3: a duplicated key across a batch boundary
     for i in (24, 25):  # the same study+image in two batches (row 16 is filtered, so 24 | 25 straddle one)
         rows[i].update(study_id="50000077", image_id="dup2")
-    data = write_dataset(tmp_path / "data", rows)
+    reports = [  # LLM versions for rows in later slices (17: its only version; 20: a second one; 39: test split)
+        {
+            "image_key": rows[i]["image_key"],
+            "findings": text,
+            "indication": ind,
+            "operation": "structure",
+            "backend": "openai",
+            "model": "gpt-4o-mini",
+        }
+        for i, text, ind in (
+            (17, "Lungs are clear without focal consolidation.", "Fever."),
+            (20, "Clear lungs; no effusion or pneumothorax.", None),
+            (39, "Heart size normal, lungs clear of disease.", None),
+        )
+    ]
+    data = write_dataset(tmp_path / "data", rows, reports=reports)
     batches = []
     frame = validate.gx_frame
     monkeypatch.setattr(validate, "gx_frame", lambda s: batches.append(s.height) or frame(s))
@@ -261,6 +276,8 @@ def test_row_suite_in_tiny_batches_gives_the_whole_frame_outputs(tmp_path, artif
     assert len(reasons[rows[3]["image_key"]]) == 2 and "image_key unique" in reasons[rows[3]["image_key"]][0]
     assert all("study+image unique" in reasons[rows[i]["image_key"]][0] for i in (24, 25))
     assert res.accepted.height + len(res.filtered) + len(res.quarantined) == len(rows)
+    llm_only = res.accepted.filter(pl.col("image_key") == rows[17]["image_key"]).row(0, named=True)
+    assert (llm_only["primary_method"], llm_only["indication_text"]) == ("openai:gpt-4o-mini", "Fever.")
     for name in ("accepted.parquet", "quarantine.parquet", "filtered.parquet", "expectations.json"):
         one, many = (outs[s] / "validation" / name for s in (10**6, 3))
         assert one.read_bytes() == many.read_bytes(), name
