@@ -195,8 +195,10 @@ class AblationSpec(BaseModel):
             if not seeds:
                 variants[name] = ov
                 continue
-            if not isinstance(seeds, list) or not all(isinstance(x, int) for x in seeds):
+            if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
                 raise ValueError(f"variant {name}: train.seeds must be a list of integers")
+            if len(set(seeds)) < len(seeds):  # a repeated seed would silently collapse into one variant
+                raise ValueError(f"variant {name}: train.seeds repeats a seed ({seeds})")
             for seed in seeds:
                 variants[f"{name}-seed{seed}"] = {**ov, "train.seed": seed}
             firsts[name] = f"{name}-seed{seeds[0]}"

@@ -153,3 +153,14 @@ def test_undefined_rates_collapse_per_family():
         "not computed (4): rule_sensitivity_* x2, rule_balanced_accuracy_* x2: undefined on these 50 reports "
         "(no reference report of the class)"
     )
+
+
+def test_demo_says_which_comparator_was_not_beaten_and_why():
+    """A baseline that could not be computed is named with its reason, not called an overlapping CI."""
+    from cxrflow_cli.demo import _why_not
+
+    cmp = {"diff": 10.0, "diff_ci": (0.0, 20.0), "p_value": 0.1, "n": 50}
+    rec = learning_record("m", _m(60.0, (52.0, 68.0)), _m(50.0, (45.0, 55.0)), cmp, {})
+    why = _why_not(rec)
+    assert "shuffled: the 95% CIs overlap" in why
+    assert "image_blind: no 95% CI (not computed: no such baseline in metrics.json)" in why

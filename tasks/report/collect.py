@@ -21,7 +21,10 @@ SEED_SUFFIX = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
 
 
 def _json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:  # a truncated or hand-edited file: one line, not a traceback
+        raise UserError(f"{path} is not valid JSON ({exc})", "rerun the stage that wrote it") from exc
 
 
 def pipeline_out(run: Path) -> Path:
