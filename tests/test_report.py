@@ -272,3 +272,12 @@ def test_train_seeds_must_not_repeat():
 
     with pytest.raises(ValueError, match="repeats a seed"):
         AblationSpec.model_validate({"name": "s", "base": {}, "variants": {"t": {"train.seeds": [0, 0]}}})
+
+
+def test_lineage_of_an_ablation_number_names_the_variant_evaluate_stage(tmp_path):
+    data = collect(build_run(tmp_path / "out"))
+    rows = [r for r in data["lineage"] if r["section"] == "Ablations"]
+    trained = next(r for r in rows if r["number"] == "image-encoder trained rule_f1_micro_14 (vs baseline)")
+    blind = next(r for r in rows if r["number"].startswith("image-encoder baseline:image_blind"))
+    assert trained["stage"] == "evaluate" and trained["config_hash"] == "e1" and trained["code_version"] == "abc123"
+    assert blind["config_hash"] == "e0"  # the baseline variant's evaluation scored the image-blind rows
