@@ -176,6 +176,8 @@ def test_cli_report_and_its_errors(tmp_path, capsys):
     empty.mkdir()
     assert run(["report", "--run", str(empty), "--html", str(html)]) == 2
     assert "no pipeline run" in capsys.readouterr().err
+    assert run(["report", "--run", str(out), "--html", str(tmp_path)]) == 2  # a folder, not a file
+    assert f"--html {tmp_path} is a folder" in capsys.readouterr().err
 
 
 def test_learning_verdict_against_both_baselines_in_the_report(tmp_path):
