@@ -42,7 +42,7 @@ def write_demo_fixture(root: Path, studies: int = DEMO_STUDIES, seed: int = 0) -
         if written != wanted:
             what = f"seed {written['seed']}, {written['studies']} studies" if written else "an unrecorded seed"
             raise UserError(f"{root} holds a demo fixture of {what}, not seed {seed}, {studies} studies",
-                            f"remove {root} or give another --out")
+                            f"remove {root.parent} (its pipeline stages came from that fixture) or give another --out")
         return root
     write_mimic_cxr(root, studies=studies, seed=seed, jpg=True, learnable=True, annotations=True)
     atomic_write_json(marker, wanted)
@@ -76,6 +76,12 @@ def demo(
         spec = _PROJECT_ROOT / DEMO_SPEC
     check_file(spec, "--spec", "an ablation YAML with a `trained` and a `shuffled` variant")
     ablation = load_ablation_spec(spec, {"data.root": str(out / "learnable"), "out": str(out / "pipeline")})
+    if not (out / "learnable" / FIXTURE_MARKER).exists() and any((out / "pipeline" / "stages").glob("ingest-*")):
+        # stage keys hash the config, not the fixture's files: a new fixture would reuse the old one's stages
+        from schemas.errors import UserError
+
+        raise UserError(f"{out} holds pipeline stages but no record of the demo fixture they were ingested from",
+                        f"remove {out} or give another --out")
     root = write_demo_fixture(out / "learnable", studies, seed)
     result = run_ablation(ablation)
     variants = result["variants"]

@@ -164,3 +164,14 @@ def test_demo_says_which_comparator_was_not_beaten_and_why():
     why = _why_not(rec)
     assert "shuffled: the 95% CIs overlap" in why
     assert "image_blind: no 95% CI (not computed: no such baseline in metrics.json)" in why
+
+
+def test_demo_refuses_stages_whose_fixture_is_gone(tmp_path, capsys):
+    """Stage keys hash the config, not the fixture's files: removing only the fixture and rerunning with
+    another seed would report the old fixture's stages as the new seed's."""
+    from cxrflow_cli.main import run
+
+    (tmp_path / "pipeline" / "stages" / "ingest-abc").mkdir(parents=True)
+    assert run(["demo", "--out", str(tmp_path), "--seed", "1"]) == 2
+    assert "no record of the demo fixture" in capsys.readouterr().err
+    assert not (tmp_path / "learnable").exists()
