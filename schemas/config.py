@@ -33,7 +33,16 @@ class ImageConfig(BaseModel):
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-class IngestConfig(BaseModel):
+class ViewPolicy(BaseModel):
+    """Which views a run keeps: ingest filters by it and validation expects it, so it is set in one place
+    (the data section, a mixture, or a command's --all-views) and derived everywhere else (tasks/plan.py)."""
+
+    frontal_only: bool = Field(
+        True, description="keep AP/PA films only (validation then expects them); false keeps laterals too"
+    )
+
+
+class IngestConfig(ViewPolicy):
     """One source ingested into one manifest."""
 
     model_config = ConfigDict(extra="forbid")
@@ -41,7 +50,6 @@ class IngestConfig(BaseModel):
     source: str = "mimic-cxr"
     root: Path
     out: Path
-    frontal_only: bool = True
     image: ImageConfig = Field(default_factory=ImageConfig)
     workers: int | None = Field(None, ge=1, description="processes; default all cores")
     batch_size: int = Field(
@@ -86,7 +94,7 @@ class SourceSpec(BaseModel):
     options: dict = Field(default_factory=dict, description="adapter options")
 
 
-class SourceSelection(BaseModel):
+class SourceSelection(ViewPolicy):
     """Which data a run reads and which of it it keeps: one source (`source` + `root`) or a mixture (`sources`).
     Shared by the pipeline's `data` section and the `data` flow's parameters."""
 
@@ -97,7 +105,6 @@ class SourceSelection(BaseModel):
     sources: list[SourceSpec] = Field(
         default_factory=list, description="several sources into one manifest (a mixture); replaces source/root"
     )
-    frontal_only: bool = True
     limit: int | None = Field(None, ge=1, description="cap on candidate images")
     annotations: list[Path] = Field(
         default_factory=list,
@@ -115,15 +122,19 @@ class SourceSelection(BaseModel):
         """The sources this selection reads: the mixture's, in order, or the one source."""
         return [s.name for s in self.sources] or [self.source]
 
+    def expects_frontal_only(self) -> bool:
+        """Validation's view policy: frontal only when every source ingested frontal only (a mixture source
+        may keep every view; its laterals must not be quarantined)."""
+        return self.frontal_only and all(s.frontal_only is not False for s in self.sources)
 
-class MixtureConfig(BaseModel):
+
+class MixtureConfig(ViewPolicy):
     """Several sources ingested into one manifest with a `source` column."""
 
     model_config = ConfigDict(extra="forbid")
 
     sources: list[SourceSpec] = Field(min_length=1)
     out: Path
-    frontal_only: bool = True
     image: ImageConfig = Field(default_factory=ImageConfig)
     workers: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ from schemas.config import ImageConfig, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
 from schemas.llm import LLMEndpoint
-from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
+from schemas.shards import LAYOUT_VERSION, ExpectationSettings, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
 
@@ -87,7 +88,9 @@ class PipelineConfig(BaseModel):
     dask_address: str | None = Field(None, description="Dask scheduler for ingest (tcp://host:8786)")
     data: DataSection
     structure: StructureSection = Field(default_factory=StructureSection)
-    validate_cfg: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    validate_cfg: ExpectationSettings = Field(
+        default_factory=ExpectationSettings, alias="validate",
+        description="expectation thresholds; the expected views follow data.frontal_only")
     shard: ShardConfig = Field(default_factory=ShardConfig)
     encoder: EncoderSection | None = Field(
         None, description="contrastive image-encoder training before LLaVA; its output becomes train.vision_path")
@@ -96,6 +99,27 @@ class PipelineConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_view_policy(cls, data: Any) -> Any:
+        """`validate.frontal_only` (before issue 24) is the data section's now: accepted when it agrees."""
+        if not isinstance(data, dict):
+            return data
+        section = data.get("validate", data.get("validate_cfg"))
+        if isinstance(section, dict) and "frontal_only" in section:
+            section = dict(section)
+            given = section.pop("frontal_only")
+            data_section = data.get("data")
+            wanted = data_section.get("frontal_only", True) if isinstance(data_section, dict) else True
+            if given != wanted:
+                raise ValueError(
+                    f"validate.frontal_only: {given} contradicts data.frontal_only: {wanted}; the views "
+                    "validation expects follow data.frontal_only (set it there only)")
+            warnings.warn("validate.frontal_only is deprecated: data.frontal_only sets the view policy",
+                          DeprecationWarning, stacklevel=2)
+            data = {**data, ("validate" if "validate" in data else "validate_cfg"): section}
+        return data
+
     @model_validator(mode="after")
     def _one_vision_tower(self) -> PipelineConfig:
         if self.encoder is not None and self.train.vision_path is not None:
@@ -103,13 +127,17 @@ class PipelineConfig(BaseModel):
                              "train.vision_path, not both")
         return self
 
+    def validation(self) -> ValidateConfig:
+        """What the shard stage validates against: the `validate:` thresholds + the data's view policy."""
+        return ValidateConfig.for_data(self.data, self.validate_cfg)
+
     def stage_hashes(self) -> dict[str, str]:
         """Each stage's key: its own section + every upstream key. `out`, `name`, `workers`, `dask_address`
         change where or how fast, not what, so they are left out."""
         h: dict[str, str] = {}
         h["ingest"] = config_hash("ingest", self.data)
         h["structure"] = config_hash("structure", h["ingest"], self.structure)
-        h["shard"] = config_hash("shard", LAYOUT_VERSION, h["structure"], self.validate_cfg, self.shard)
+        h["shard"] = config_hash("shard", LAYOUT_VERSION, h["structure"], self.validation(), self.shard)
         if self.encoder is None:  # configs without an encoder keep the keys they always had
             h["train"] = config_hash("train", h["shard"], self.train)
         else:

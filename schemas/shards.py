@@ -18,7 +18,7 @@ from typing import Literal
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.config import DEFAULT_ARTIFACTS, SourceSelection
+from schemas.config import DEFAULT_ARTIFACTS, SourceSelection, ViewPolicy
 from schemas.llm import EndpointURL
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
@@ -87,12 +87,12 @@ SHARD_MAP_SCHEMA = pa.schema(
 )
 
 
-class ValidateConfig(BaseModel):
-    """Expectations on the manifest and the structured reports."""
+class ExpectationSettings(BaseModel):
+    """The thresholds of the expectations on the manifest and the structured reports: the pipeline's
+    `validate:` section. Which views to expect is not here: it follows the data (ValidateConfig)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    frontal_only: bool = Field(True, description="expect view in {AP, PA}")
     findings_min_chars: int = Field(10, ge=1)
     findings_max_chars: int = Field(4000, ge=1)
     min_side: int = Field(16, ge=1, description="smallest allowed image width/height in pixels")
@@ -110,6 +110,20 @@ class ValidateConfig(BaseModel):
         None, description="findings versions allowed on train/validate (None: all; the report-processing "
         "ablation trains on one kind, e.g. [gpt4] or [rule-based])"
     )
+
+
+class ValidateConfig(ExpectationSettings, ViewPolicy):
+    """What validation checks: the thresholds plus the run's view policy (expect view in {AP, PA} under
+    frontal_only), which is derived from the data section here, never from a second setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def for_data(cls, sel: SourceSelection, expectations: ExpectationSettings | None = None) -> ValidateConfig:
+        """The one place validation's view policy is derived: from the data it validates (frontal only when
+        every source ingested frontal only; a mixture source that keeps every view keeps its laterals)."""
+        base = expectations.model_dump() if expectations is not None else {}
+        return cls(**base, frontal_only=sel.expects_frontal_only())
 
 
 class ShardConfig(BaseModel):

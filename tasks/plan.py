@@ -188,7 +188,7 @@ def stage_configs(cfg: PipelineConfig) -> StageConfigs:
         data=d["structure"],
         out=d["shard"],
         artifacts=out / "artifacts",
-        validate_cfg=cfg.validate_cfg,
+        validate_cfg=cfg.validation(),
         shard=cfg.shard,
     )
     encoder = None
@@ -259,7 +259,7 @@ def data_stage_configs(p: DataParams) -> DataStageConfigs:
         data=data,
         out=p.out / "shards",
         artifacts=artifacts,
-        validate_cfg=ValidateConfig(frontal_only=p.frontal_only),
+        validate_cfg=ValidateConfig.for_data(p),
         shard=p.shard,
     )
     return DataStageConfigs(ingest=ingest, mixture=mixture, structure=structure, shard=shard)
