@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from cxrflow_cli._common import SOURCE_HELP, ImageFormat, Resize, load_yaml_mapping, value
+from cxrflow_cli._common import (
+    IMAGE_SIZE,
+    SOURCE_HELP,
+    ImageFormat,
+    Resize,
+    default,
+    load_yaml_mapping,
+    value,
+)
+from schemas.config import ImageConfig, IngestConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -19,14 +28,15 @@ def ingest(
     source: Annotated[str, typer.Option(help=SOURCE_HELP)] = "mimic-cxr",
     root: Annotated[Path | None, typer.Option(help="the dataset as released")] = None,
     out: Annotated[Path, typer.Option(help="output folder (manifest, images, summary)")] = ...,
-    size: Annotated[int, typer.Option(help="output image side in pixels", min=16, max=4096)] = 518,
+    size: Annotated[int, typer.Option(help="output image side in pixels", min=16, max=4096)] = IMAGE_SIZE,
     resize: Annotated[
         Resize, typer.Option(help="crop: shortest side, center crop (LLaVA-Rad); pad: square")
-    ] = (Resize.crop),
+    ] = Resize(default(ImageConfig, "resize")),
     image_format: Annotated[
         ImageFormat, typer.Option("--format", help="stored image format")
-    ] = ImageFormat.jpeg,
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality", min=1, max=100)] = 95,
+    ] = ImageFormat(default(ImageConfig, "format")),
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality", min=1, max=100)] = default(
+        ImageConfig, "jpeg_quality"),
     all_views: Annotated[bool, typer.Option("--all-views", help="keep lateral views too")] = False,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)", min=1)] = None,
     batch_size: Annotated[
@@ -34,7 +44,7 @@ def ingest(
         typer.Option(
             help="images between progress updates, and the smallest chunk (one task run per chunk)", min=1
         ),
-    ] = 32,
+    ] = default(IngestConfig, "batch_size"),
     limit: Annotated[int | None, typer.Option(help="cap on candidate images", min=1)] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
     mixture: Annotated[
@@ -50,7 +60,6 @@ def ingest(
     """Ingest a source in its released layout: decode, preprocess, parse reports, write the manifest."""
     from rich.progress import Progress
 
-    from schemas.config import ImageConfig, IngestConfig
     from tasks import preflight
 
     preflight.check_out_dir(out)

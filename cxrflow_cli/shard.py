@@ -13,8 +13,10 @@ def register(app: typer.Typer) -> None:
     def shard(
         data: Path = typer.Option(..., "--data", help="folder with manifest.parquet (+ reports.parquet)"),
         out: Path = typer.Option(..., "--out", help="SHARDS folder"),
-        max_samples: int = typer.Option(10_000, "--max-samples", min=1, help="samples per shard"),
-        max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", min=4096, help="bytes per shard"),
+        max_samples: int | None = typer.Option(
+            None, "--max-samples", min=1, help="samples per shard (default: ShardConfig's, 10000)"),
+        max_bytes: int | None = typer.Option(
+            None, "--max-bytes", min=4096, help="bytes per shard (default: ShardConfig's, 1 GB)"),
         artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="artifacts root (GX context)"),
         frontal_only: bool = typer.Option(True, "--frontal-only/--all-views", help="expect AP/PA views only"),
         llava_image_root: Path = typer.Option(
@@ -29,6 +31,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Validate DATA (quarantining failing rows), shard it per split, index and read it back."""
+        from cxrflow_cli._common import given
         from cxrflow_cli.progress import counter
         from flows.validate_shard import validate_and_shard
         from schemas.errors import UserError
@@ -45,7 +48,7 @@ def register(app: typer.Typer) -> None:
             out=out,
             artifacts=artifacts,
             validate_cfg=ValidateConfig(frontal_only=frontal_only),
-            shard=ShardConfig(max_samples=max_samples, max_bytes=max_bytes),
+            shard=ShardConfig(**given(max_samples=max_samples, max_bytes=max_bytes)),
             llava_image_root=llava_image_root,
             llava_nan_labels=llava_nan,
         )

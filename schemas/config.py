@@ -35,44 +35,64 @@ class ImageConfig(BaseModel):
 
 class ViewPolicy(BaseModel):
     """Which views a run keeps: ingest filters by it and validation expects it, so it is set in one place
-    (the data section, a mixture, or a command's --all-views) and derived everywhere else (tasks/plan.py)."""
+    (the data section, a mixture, or a command's --all-views) and derived everywhere else
+    (schemas/shards.py, ValidateConfig.for_data)."""
 
     frontal_only: bool = Field(
         True, description="keep AP/PA films only (validation then expects them); false keeps laterals too"
     )
 
 
-class IngestConfig(ViewPolicy):
-    """One source ingested into one manifest."""
+class Parallelism(BaseModel):
+    """How fast, not what: never part of a stage key."""
 
-    model_config = ConfigDict(extra="forbid")
+    workers: int | None = Field(None, ge=1, description="ingest processes; default all cores")
+
+
+class SourceSettings(BaseModel):
+    """Which source and how much of it (one source; a mixture lists SourceSpecs instead)."""
 
     source: str = "mimic-cxr"
-    root: Path
-    out: Path
-    image: ImageConfig = Field(default_factory=ImageConfig)
-    workers: int | None = Field(None, ge=1, description="processes; default all cores")
-    batch_size: int = Field(
-        32, ge=1, description="images between progress updates inside a chunk, and the smallest chunk (one task "
-        "run per chunk, a few chunks per worker: tasks/ingest.py)"
-    )
     limit: int | None = Field(None, ge=1, description="cap on candidate images (mixtures, smoke runs)")
-    split_ratios: tuple[float, float, float] = Field(
-        (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"
-    )
     options: dict = Field(default_factory=dict, description="source-specific options")
     annotations: list[Path] = Field(
         default_factory=list,
         description="LLaVA-Rad MIMIC-CXR Annotations JSON files (or folders of them): the released report texts "
-        "replace report structuring (mimic-cxr only)",
+        "replace report structuring (mimic-cxr only; the report-processing ablation's GPT-4 arm)",
     )
 
     @model_validator(mode="after")
-    def _annotations_for_mimic(self) -> IngestConfig:
+    def _annotations_for_mimic(self) -> SourceSettings:
         if self.annotations and self.source != "mimic-cxr":
             raise ValueError(f"annotations are LLaVA-Rad's MIMIC-CXR texts; source is {self.source!r}")
         return self
 
+
+class IngestSettings(ViewPolicy):
+    """How any source is ingested (views, pixels, batching, splits): one model shared by IngestConfig,
+    MixtureConfig, the pipeline's `data` section and the `data` flow's parameters."""
+
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    batch_size: int = Field(
+        32, ge=1, description="images between progress updates inside a chunk, and the smallest chunk (one task "
+        "run per chunk, a few chunks per worker: tasks/ingest.py)"
+    )
+    split_ratios: tuple[float, float, float] = Field(
+        (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"
+    )
+
+    def ingest_settings(self) -> dict:
+        """These settings as keyword arguments of another ingest model (the one way they are passed on)."""
+        return {k: getattr(self, k) for k in IngestSettings.model_fields}
+
+
+class IngestConfig(SourceSettings, IngestSettings, Parallelism):
+    """One source ingested into one manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path
+    out: Path
 
 ReportPolicy = Literal["auto", "structure", "synthesize"]
 
@@ -94,22 +114,15 @@ class SourceSpec(BaseModel):
     options: dict = Field(default_factory=dict, description="adapter options")
 
 
-class SourceSelection(ViewPolicy):
+class SourceSelection(SourceSettings, ViewPolicy):
     """Which data a run reads and which of it it keeps: one source (`source` + `root`) or a mixture (`sources`).
     Shared by the pipeline's `data` section and the `data` flow's parameters."""
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = "mimic-cxr"
     root: Path | None = Field(None, description="the source as released; omit when `sources` lists a mixture")
     sources: list[SourceSpec] = Field(
         default_factory=list, description="several sources into one manifest (a mixture); replaces source/root"
-    )
-    limit: int | None = Field(None, ge=1, description="cap on candidate images")
-    annotations: list[Path] = Field(
-        default_factory=list,
-        description="LLaVA-Rad MIMIC-CXR Annotations JSON files/folders: the released texts replace report "
-        "structuring (the report-processing ablation's GPT-4 arm)",
     )
 
     @model_validator(mode="after")
@@ -128,31 +141,25 @@ class SourceSelection(ViewPolicy):
         return self.frontal_only and all(s.frontal_only is not False for s in self.sources)
 
 
-class MixtureConfig(ViewPolicy):
+class MixtureConfig(IngestSettings, Parallelism):
     """Several sources ingested into one manifest with a `source` column."""
 
     model_config = ConfigDict(extra="forbid")
 
     sources: list[SourceSpec] = Field(min_length=1)
     out: Path
-    image: ImageConfig = Field(default_factory=ImageConfig)
-    workers: int | None = Field(None, ge=1)
-    batch_size: int = Field(32, ge=1)
-    split_ratios: tuple[float, float, float] = (0.9, 0.05, 0.05)
 
     def source_out(self, spec: SourceSpec) -> Path:
         return self.out / "sources" / spec.name
 
     def ingest_config(self, spec: SourceSpec) -> IngestConfig:
+        view = {} if spec.frontal_only is None else {"frontal_only": spec.frontal_only}
         return IngestConfig(
+            **{**self.ingest_settings(), **view},
+            workers=self.workers,
             source=spec.name,
             root=spec.root,
             out=self.source_out(spec),
-            frontal_only=self.frontal_only if spec.frontal_only is None else spec.frontal_only,
-            image=self.image,
-            workers=self.workers,
-            batch_size=self.batch_size,
             limit=spec.cap,
-            split_ratios=self.split_ratios,
             options=spec.options,
         )

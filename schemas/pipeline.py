@@ -17,16 +17,17 @@ import json
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import ImageConfig, SourceSelection
+from schemas.config import IngestSettings, Parallelism, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
-from schemas.llm import LLMEndpoint
+from schemas.llm import LLMEndpoint, StructureSettings
 from schemas.shards import LAYOUT_VERSION, ExpectationSettings, ShardConfig, ValidateConfig
+from schemas.train import TrainConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
 
@@ -38,38 +39,56 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class DataSection(SourceSelection):
-    """Which source, which views and how pixels become training images (ingest)."""
-
-    image: ImageConfig = Field(default_factory=ImageConfig)
-    batch_size: int = Field(32, ge=1)
-    options: dict = Field(default_factory=dict, description="source-specific options")
-
-
-class StructureSection(LLMEndpoint):
-    """Report processing: rule-based (`rules`) or an LLM backend (the endpoint fields are LLMConfig's)."""
-
-    compare_rules: bool = True
-
-
-class TrainSection(BaseModel):
-    """Training run on top of the preset's defaults; stage1/stage2 are partial StageConfig overrides."""
+class DataSection(SourceSelection, IngestSettings):
+    """Which source, which views and how pixels become training images (ingest): the selection plus the one
+    ingest settings model (schemas/config.py); nothing declared here."""
 
     model_config = ConfigDict(extra="forbid")
 
-    preset: Literal["tiny", "llava-rad"] = "tiny"
-    stages: list[Literal[1, 2]] = Field(default_factory=lambda: [1, 2])
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps per stage (epochs repeat as needed)")
-    epochs: int | None = Field(None, ge=1, description="epochs per stage instead of the recipe's; caps max_steps")
-    seed: int = 0
-    image_size: int = Field(0, ge=0)
-    image_resize: Literal["crop", "pad"] = "crop"
-    shuffle_images: bool = Field(False, description="control: train on images permuted across samples")
-    stage1: dict[str, Any] = Field(default_factory=dict)
-    stage2: dict[str, Any] = Field(default_factory=dict)
-    vision_path: Path | None = None
-    lm_path: Path | None = None
-    deployment: str = "train/gpu"
+
+class StructureSection(LLMEndpoint, StructureSettings):
+    """Report processing: rule-based (`rules`) or an LLM backend (the endpoint fields are LLMConfig's)."""
+
+
+# TrainConfig fields the pipeline sets itself: where training reads and writes (the stage dirs), and the
+# resize, which is the data section's (ingested images are square, so it only names what ingest did).
+TRAIN_DERIVED: tuple[str, ...] = ("shards", "out", "image_resize")
+# Kept as TrainConfig declares them (a value, not "the preset's"): which model and which stages.
+_TRAIN_KEPT = ("preset", "stages")
+
+
+def _train_section() -> type[BaseModel]:
+    """TrainSection = TrainConfig minus TRAIN_DERIVED, derived (not re-declared): every other field optional,
+    None meaning the preset's default (schemas/train.py, default_config); stage1/stage2 partial StageConfig
+    overrides; image_size None: train at the ingested size (data.image.size), 0: the preset's native size."""
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {}
+    for name, f in TrainConfig.model_fields.items():
+        if name in TRAIN_DERIVED:
+            continue
+        if name in _TRAIN_KEPT:
+            fields[name] = (f.annotation, f)
+        elif name in ("stage1", "stage2"):
+            fields[name] = (dict[str, Any], Field(default_factory=dict, description=f"partial StageConfig over "
+                                                  f"the preset's {name}"))
+        else:
+            meta = f.metadata
+            ann = Annotated[(f.annotation, *meta)] if meta else f.annotation
+            note = "unset: the ingested size (data.image.size)" if name == "image_size" else "unset: the preset's"
+            fields[name] = (ann | None, Field(None, description=f"{f.description or name} ({note})"))
+    return create_model(
+        "TrainSection",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="The `train:` section: TrainConfig minus what the pipeline derives (TRAIN_DERIVED).",
+        __module__=__name__,
+        **fields,
+    )
+
+
+TrainSection = _train_section()
+# Models generated from another (their fields are the origin's declarations, not new ones).
+DERIVED_MODELS: dict[type[BaseModel], type[BaseModel]] = {TrainSection: TrainConfig}
 
 
 class EvaluateSection(EvaluationSettings):
@@ -79,12 +98,18 @@ class EvaluateSection(EvaluationSettings):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # llm may hold a URL with a key
 
 
-class PipelineConfig(BaseModel):
+# Old key -> (the one setting it follows now, that setting's default). Documented in README (stage map).
+DERIVED_KEYS: dict[tuple[str, str], tuple[str, Any]] = {
+    ("validate", "frontal_only"): ("data.frontal_only", True),
+    ("train", "image_resize"): ("data.image.resize", "crop"),
+}
+
+
+class PipelineConfig(Parallelism):
     """Parameters of the `pipeline` flow (shown and validated by the Prefect UI)."""
 
     name: str = Field("default", description="experiment name (artifact keys, run names)")
     out: Path = Field(Path("artifacts/pipeline"), description="OUT: stages/<stage>-<hash>, llm-cache, gx")
-    workers: int | None = Field(None, ge=1, description="ingest processes (default all cores)")
     dask_address: str | None = Field(None, description="Dask scheduler for ingest (tcp://host:8786)")
     data: DataSection
     structure: StructureSection = Field(default_factory=StructureSection)
@@ -101,23 +126,29 @@ class PipelineConfig(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _one_view_policy(cls, data: Any) -> Any:
-        """`validate.frontal_only` (before issue 24) is the data section's now: accepted when it agrees."""
+    def _derived_keys(cls, data: Any) -> Any:
+        """Keys that were settings before issue 24 and are derived now (DERIVED_KEYS): an old config still
+        loads when its value agrees with the one place that sets it (with a DeprecationWarning), and a
+        contradiction is named."""
         if not isinstance(data, dict):
             return data
-        section = data.get("validate", data.get("validate_cfg"))
-        if isinstance(section, dict) and "frontal_only" in section:
-            section = dict(section)
-            given = section.pop("frontal_only")
-            data_section = data.get("data")
-            wanted = data_section.get("frontal_only", True) if isinstance(data_section, dict) else True
+        data = dict(data)
+        for (section, key), (path, default) in DERIVED_KEYS.items():
+            name = section if section in data else {"validate": "validate_cfg"}.get(section, section)
+            given_section = data.get(name)
+            if not isinstance(given_section, dict) or key not in given_section:
+                continue
+            rest = dict(given_section)
+            given = rest.pop(key)
+            wanted: Any = data
+            for part in path.split("."):
+                wanted = wanted.get(part, {}) if isinstance(wanted, dict) else {}
+            wanted = default if wanted == {} else wanted
             if given != wanted:
-                raise ValueError(
-                    f"validate.frontal_only: {given} contradicts data.frontal_only: {wanted}; the views "
-                    "validation expects follow data.frontal_only (set it there only)")
-            warnings.warn("validate.frontal_only is deprecated: data.frontal_only sets the view policy",
-                          DeprecationWarning, stacklevel=2)
-            data = {**data, ("validate" if "validate" in data else "validate_cfg"): section}
+                raise ValueError(f"{section}.{key}: {given} contradicts {path}: {wanted}; {section}.{key} "
+                                 f"follows {path} now (set it there only)")
+            warnings.warn(f"{section}.{key} is deprecated: {path} sets it", DeprecationWarning, stacklevel=2)
+            data[name] = rest
         return data
 
     @model_validator(mode="after")

@@ -12,13 +12,14 @@ names in file names are the ones Hugging Face expects (`validation`); the manife
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import DEFAULT_ARTIFACTS, SourceSelection, ViewPolicy
+from schemas.config import DEFAULT_ARTIFACTS, IngestSettings, Parallelism, SourceSelection, ViewPolicy
 from schemas.llm import EndpointURL
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
@@ -155,17 +156,26 @@ class ValidateShardParams(BaseModel):
     llava_nan_labels: bool = Field(False, description="NaN for unmentioned labels as the release (invalid JSON)")
 
 
-class DataParams(SourceSelection):
-    """Parameters of the `data` flow: ingest -> structure -> validate_and_shard, all under one OUT folder."""
+class DataParams(SourceSelection, IngestSettings, Parallelism):
+    """Parameters of the `data` flow: ingest -> structure -> validate_and_shard, all under one OUT folder.
+    The source and ingest settings are the pipeline data section's models (schemas/config.py)."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a URL may hold a key
 
     out: Path = Field(
         description="OUT/data (manifest, images, reports), OUT/shards, OUT/artifacts (GX, LLM cache)"
     )
-    image_size: int = Field(518, ge=16, le=4096)
-    workers: int | None = Field(None, ge=1)
     llm_backend: str = Field("rules", description="structure backend: rules (default), openai or azure")
     llm_model: str = "gpt-4o"
     llm_base_url: EndpointURL | None = None
     shard: ShardConfig = Field(default_factory=ShardConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_size_alias(cls, data: Any) -> Any:
+        """`image_size` (before issue 24): the image model's `size`, the one name of the stored side."""
+        if isinstance(data, dict) and "image_size" in data:
+            data = dict(data)
+            warnings.warn("DataParams.image_size is deprecated: use image.size", DeprecationWarning, stacklevel=2)
+            data["image"] = {**dict(data.get("image") or {}), "size": data.pop("image_size")}
+        return data

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.config import ImageConfig, IngestConfig, MixtureConfig, SourceSelection
+from schemas.config import IngestConfig, IngestSettings, MixtureConfig, SourceSelection, SourceSettings
 from schemas.encoder import EncoderConfig
 from schemas.evaluation import EvaluateParams
 from schemas.llm import LLMConfig, LLMEndpoint, StructureConfig
@@ -106,62 +106,27 @@ def work_done(stage: str, summary: dict) -> dict[str, int]:
 
 
 def ingest_configs(
-    sel: SourceSelection,
-    out: Path,
-    image: ImageConfig,
-    workers: int | None,
-    batch_size: int = 32,
-    options: dict | None = None,
+    sel: SourceSelection, settings: IngestSettings, out: Path, workers: int | None
 ) -> tuple[IngestConfig, MixtureConfig | None]:
     """One source's IngestConfig, and the MixtureConfig when the selection lists several sources (the
-    IngestConfig's root is then unused)."""
-    ingest = IngestConfig(
-        source=sel.source,
-        root=sel.root or out,
-        out=out,
-        frontal_only=sel.frontal_only,
-        image=image,
-        workers=workers,
-        batch_size=batch_size,
-        limit=sel.limit,
-        options=options or {},
-        annotations=sel.annotations,
-    )
-    mixture = (
-        MixtureConfig(
-            sources=sel.sources,
-            out=out,
-            frontal_only=sel.frontal_only,
-            image=image,
-            workers=workers,
-            batch_size=batch_size,
-        )
-        if sel.sources
-        else None
-    )
+    IngestConfig's root is then unused). The one place a selection + ingest settings become stage configs."""
+    common = {**settings.ingest_settings(), "frontal_only": sel.frontal_only, "workers": workers, "out": out}
+    one = sel.model_dump(include=set(SourceSettings.model_fields))
+    ingest = IngestConfig(**common, **one, root=sel.root or out)
+    mixture = MixtureConfig(**common, sources=sel.sources) if sel.sources else None
     return ingest, mixture
 
 
 def train_config(cfg: PipelineConfig, shards: Path, out: Path, vision_path: Path | None) -> TrainConfig:
-    """The preset's TrainConfig with the pipeline's train section on top (stage overrides re-validated)."""
+    """The preset's TrainConfig with the pipeline's train section on top (stage overrides re-validated); the
+    image size and resize follow the data section unless the section pins a size (0: the preset's native)."""
     from schemas.train import default_config
 
-    t = cfg.train
-    train = default_config(
-        t.preset,
-        shards,
-        out,
-        stages=t.stages,
-        max_steps=t.max_steps,
-        epochs=t.epochs,
-        seed=t.seed,
-        image_size=t.image_size,
-        image_resize=t.image_resize,
-        shuffle_images=t.shuffle_images,
-        vision_path=vision_path,
-        lm_path=t.lm_path,
-        deployment=t.deployment,
-    )
+    t, image = cfg.train, cfg.data.image
+    given = t.model_dump(exclude_none=True, exclude={"preset", "stage1", "stage2"})
+    given["image_size"] = image.size if t.image_size is None else t.image_size
+    given["image_resize"] = image.resize
+    train = default_config(t.preset, shards, out, **{**given, "vision_path": vision_path or t.vision_path})
     train = train.model_copy(
         update={
             "stage1": train.stage1.model_copy(update=t.stage1),
@@ -176,9 +141,7 @@ def stage_configs(cfg: PipelineConfig) -> StageConfigs:
     from tasks.llm.guard import binding_source
 
     d, out, data = cfg.stage_dirs(), Path(cfg.out), cfg.data
-    ingest, mixture = ingest_configs(
-        data, d["ingest"], data.image, cfg.workers, data.batch_size, data.options
-    )
+    ingest, mixture = ingest_configs(data, data, d["ingest"], cfg.workers)
     s = cfg.structure
     llm = LLMConfig(**s.model_dump(include=set(LLMEndpoint.model_fields)), cache_dir=out / "llm-cache")
     structure = StructureConfig(
@@ -250,7 +213,7 @@ def checked_stage_configs(cfg: PipelineConfig) -> StageConfigs:
 def data_stage_configs(p: DataParams) -> DataStageConfigs:
     """The `data` flow's stages: OUT/data (manifest, images, reports), OUT/shards, OUT/artifacts."""
     data, artifacts = p.out / "data", p.out / "artifacts"
-    ingest, mixture = ingest_configs(p, data, ImageConfig(size=p.image_size), p.workers)
+    ingest, mixture = ingest_configs(p, p, data, p.workers)
     llm = LLMConfig(
         backend=p.llm_backend, model=p.llm_model, base_url=p.llm_base_url, cache_dir=artifacts / "llm-cache"
     )

@@ -214,7 +214,7 @@ def test_plan_stage_configs_point_every_stage_at_its_keyed_dir(tmp_path):
     assert (confs.train.shards, confs.train.out) == (dirs["shard"], dirs["train"])
     assert (confs.evaluate.run, confs.evaluate.experiment) == (str(dirs["train"]), cfg.name)
     assert confs.train.max_steps == cfg.train.max_steps
-    data = data_stage_configs(DataParams(root=tmp_path / "mimic", out=tmp_path / "d", image_size=64))
+    data = data_stage_configs(DataParams(root=tmp_path / "mimic", out=tmp_path / "d", image={"size": 64}))
     assert data.ingest.image.size == 64 and data.structure.out == data.ingest.out == tmp_path / "d" / "data"
     assert data.shard.out == tmp_path / "d" / "shards" and data.mixture is None
     assert (
