@@ -61,10 +61,7 @@ class FixtureSize(StrEnum):
     full = "full"
 
 
-class Stage(StrEnum):
-    one = "1"
-    two = "2"
-    both = "both"
+Stage = StrEnum("Stage", {"one": "1", "two": "2", "both": "both"})  # schemas/train.py STAGE_CHOICES
 
 
 # Listed for --help without importing the adapters (that imports polars/pydicom); the registry in

@@ -66,9 +66,10 @@ def train_with_progress(cfg: TrainConfig) -> dict:
     finally:
         training_log.removeHandler(handler)
         step_log.removeHandler(handler)
-    summary["stages"] = {
-        str(k): {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in summary["stages"].items()
-    }
+    from training.run import summary_without_losses
+
+    summary = summary_without_losses(summary)
+    summary["stages"] = {str(k): v for k, v in summary["stages"].items()}
     return summary
 
 

@@ -102,6 +102,22 @@ class TrainConfig(BaseModel):
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
+STAGE_CHOICES: tuple[str, ...] = ("1", "2", "both")  # --stage of both training CLIs
+
+
+def config_from_options(shards: Path, out: Path, preset: str = "tiny", stage: str = "both",
+                        config: Path | None = None, **overrides) -> TrainConfig:
+    """The one way both training CLIs (`cxrflow train`, `python -m training`) turn their flags into a
+    TrainConfig: a TrainConfig JSON (`config`) or the preset's defaults, then every flag given (None: not
+    given) on top."""
+    over = {"stages": [1, 2] if stage == "both" else [int(stage)],
+            **{k: v for k, v in overrides.items() if v is not None}}
+    if config is None:
+        return default_config(preset, shards, out, **over)
+    base = json.loads(Path(config).read_text())
+    return TrainConfig.model_validate({**base, "shards": str(shards), "out": str(out), "preset": preset, **over})
+
+
 def default_config(preset: str, shards: Path, out: Path, **overrides) -> TrainConfig:
     """Recipe defaults; `tiny` shrinks batches (a fixture has tens of samples, not 400K)."""
     kw: dict = {"shards": shards, "out": out, "preset": preset}
