@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
+from flows.tasking import as_task
 from schemas.pipeline import slug
 from tasks.evaluate import leaderboard as lb
 from tasks.io import atomic_write_bytes, atomic_write_json
 
-significance_task = task(lb.significance, cache_policy=NO_CACHE)
+significance_task = as_task(lb.significance, "significance")
 
 
 @flow(name="compare", log_prints=True)

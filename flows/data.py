@@ -7,7 +7,7 @@ from prefect import flow
 
 from flows import progress
 from flows.ingest import ingest_flow, ingest_mixture_flow
-from flows.runners import default_task_runner
+from flows.runners import runner_for
 from flows.structure import structure
 from flows.validate_shard import validate_and_shard
 from schemas.shards import DataParams
@@ -23,7 +23,7 @@ def data_pipeline(params: DataParams) -> dict:
     if confs.mixture is not None:
         ingest = ingest_mixture_flow(confs.mixture)
     else:
-        ingest = ingest_flow.with_options(task_runner=default_task_runner(confs.ingest))(confs.ingest)
+        ingest = ingest_flow.with_options(task_runner=runner_for(confs.ingest))(confs.ingest)
     progress.notify_stage("reports structured")
     struct = structure(confs.structure)
     shards = validate_and_shard(confs.shard)

@@ -11,43 +11,36 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
+from flows.tasking import as_task
 from schemas.encoder import EncoderConfig
 from tasks.encoder import report
 from tasks.encoder.train import train_encoder
 
-train_encoder_task = task(train_encoder, name="train-encoder", cache_policy=NO_CACHE)
-retrieval_task = task(report.retrieval, name="retrieval", cache_policy=NO_CACHE)
+train_encoder_task = as_task(train_encoder, "train-encoder")
+retrieval_task = as_task(report.retrieval, "retrieval")
 
 
 def dispatch_to_pool(cfg: EncoderConfig, experiment: str) -> dict:
     """Run this flow on the GPU pool with absolute paths (the worker has its own working directory)."""
-    from prefect.deployments import run_deployment
-
+    from flows.tasking import dispatch
     from schemas.encoder import TINY
     from tasks.encoder.train import RUN_RECORD
 
     paths = {"shards": cfg.shards.absolute(), "out": cfg.out.absolute()}
     if cfg.init != TINY:
         paths["init"] = str(Path(cfg.init).absolute())
-    run = run_deployment(
-        name=cfg.deployment,
-        parameters={
-            "cfg": cfg.model_copy(update=paths).model_dump(mode="json"),
-            "experiment": experiment,
-            "dispatch": "local",
-        },
-    )
-    if run.state_name != "Completed":
-        raise RuntimeError(f"encoder run {run.id} on {cfg.deployment} ended {run.state_name}")
+    parameters = {
+        "cfg": cfg.model_copy(update=paths).model_dump(mode="json"),
+        "experiment": experiment,
+        "dispatch": "local",
+    }
+    run = dispatch(cfg.deployment, parameters, "encoder run")
     record = json.loads((cfg.out / RUN_RECORD).read_text())
     return {
-        "dispatched": cfg.deployment,
-        "flow_run_id": str(run.id),
-        "state": run.state_name,
+        **run,
         "open_clip_dir": record["open_clip_dir"],
         "engine": record["engine"],
         "data": record["data"],

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
+from flows.tasking import as_task
 from schemas.evaluation import EvaluateParams
 from tasks.evaluate import stage
 from tasks.evaluate.scoring import score_predictions
@@ -26,8 +26,8 @@ def generate_with_progress(params: EvaluateParams) -> dict[str, Any]:
     return stage.generate(params, progress=report)
 
 
-generate_task = task(generate_with_progress, name="generate", cache_policy=NO_CACHE)
-score_task = task(score_predictions, name="score", cache_policy=NO_CACHE)
+generate_task = as_task(generate_with_progress, "generate")
+score_task = as_task(score_predictions, "score")
 
 
 @flow(name="evaluate")

@@ -6,32 +6,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import cache
 
-from prefect import Task, flow, task
+from prefect import flow
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.context import get_run_context
 from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
 from flows import progress
-from flows.runners import default_task_runner
+from flows.runners import runner_for, runner_workers
+from flows.tasking import as_task, run_step
 from schemas.config import IngestConfig, MixtureConfig, SourceSpec
 from tasks import ingest as engine
 from tasks import mixture
 from tasks.lock import holds_output_lock
-
-
-@cache
-def as_task(fn: Callable, name: str) -> Task:
-    """A plan step as a Prefect task. No input hashing and no stored results: the outputs are content-addressed
-    files, the manifest is assembled from part files, and hashing a chunk's candidates would cost per image."""
-    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
-
-
-def run_step(name: str, fn: Callable, *args):
-    return as_task(fn, name)(*args)
 
 
 class PrefectRunner:
@@ -39,12 +27,16 @@ class PrefectRunner:
     runner; a progress artifact updated per finished chunk, the CLI bar fed from the chunks' progress files."""
 
     def __init__(self, cfg: IngestConfig):
+        from tasks.sources import get_adapter
+
         self.source = cfg.source
+        self.remote = getattr(get_adapter(cfg.source), "remote", False)  # fetches over the network: retried
 
     def workers(self, cfg: IngestConfig) -> int:
         return runner_workers(cfg, get_run_context().task_runner)
 
-    step = staticmethod(run_step)
+    def step(self, name: str, fn: Callable, *args):
+        return run_step(name, fn, *args, flaky=self.remote and name == "discover")
 
     def map_chunks(self, fn: Callable, calls: list[tuple], run_dir, total: int) -> list:
         progress_id = create_progress_artifact(
@@ -79,17 +71,6 @@ def artifact_key(prefix: str, source: str) -> str:
     return scoped("-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-"))))
 
 
-def runner_workers(cfg: IngestConfig, task_runner: TaskRunner | None) -> int:
-    """The parallelism the chunks are cut for: a Dask cluster's worker count, else the process pool's size."""
-    client = getattr(task_runner, "_client", None)  # a started DaskTaskRunner
-    if client is not None:
-        try:
-            return max(1, len(client.scheduler_info()["workers"]))
-        except Exception:  # scheduler not answering yet: size by the config
-            pass
-    return cfg.workers or getattr(task_runner, "_max_workers", None) or os.cpu_count() or 1
-
-
 @flow(name="ingest", log_prints=True)
 @holds_output_lock("ingest")
 def ingest_flow(cfg: IngestConfig) -> dict:
@@ -113,8 +94,8 @@ def ingest_flow(cfg: IngestConfig) -> dict:
 
 
 def run_ingest_flow(cfg: IngestConfig, task_runner: TaskRunner | None = None) -> dict:
-    """Run the flow with a process pool sized by the config (or the runner given, e.g. Dask)."""
-    return ingest_flow.with_options(task_runner=task_runner or default_task_runner(cfg))(cfg)
+    """Run the flow on the config's runner (flows/runners.py runner_for), or the runner given."""
+    return ingest_flow.with_options(task_runner=task_runner or runner_for(cfg))(cfg)
 
 
 def share_api_url() -> None:
@@ -136,7 +117,7 @@ def ingest_mixture_flow(mix: MixtureConfig) -> dict:
 
     def ingest_source(spec: SourceSpec, cfg: IngestConfig) -> dict:
         return ingest_flow.with_options(
-            task_runner=default_task_runner(cfg), flow_run_name=f"ingest-{spec.name}"
+            task_runner=runner_for(cfg), flow_run_name=f"ingest-{spec.name}"  # the mixture's dask_address too
         )(cfg)
 
     summary = mixture.ingest_mixture(mix, ingest_source, run_step)

@@ -35,7 +35,7 @@ from tasks.plan import (
 def _run_stage(stage: str, cfg: PipelineConfig, confs: StageConfigs) -> Any:
     from flows.evaluate import evaluate
     from flows.ingest import ingest_flow, ingest_mixture_flow
-    from flows.runners import ingest_runner
+    from flows.runners import runner_for
     from flows.structure import structure
     from flows.train import train
     from flows.validate_shard import validate_and_shard
@@ -44,8 +44,7 @@ def _run_stage(stage: str, cfg: PipelineConfig, confs: StageConfigs) -> Any:
     if stage == "ingest" and confs.mixture is not None:
         return ingest_mixture_flow.with_options(**name)(confs.mixture)
     if stage == "ingest":
-        runner = ingest_runner(confs.ingest, cfg.dask_address)
-        return ingest_flow.with_options(task_runner=runner, **name)(confs.ingest)
+        return ingest_flow.with_options(task_runner=runner_for(confs.ingest), **name)(confs.ingest)
     if stage == "structure":
         link_ingest_outputs(confs.ingest.out, confs.structure.out)
         return structure.with_options(**name)(confs.structure)

@@ -3,10 +3,10 @@ totals and the rules-vs-LLM comparison as table artifacts. The work itself is ta
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
+from flows.tasking import as_task
 from flows.ui import artifact_key
 from schemas.llm import StructureConfig
 from tasks.lock import holds_output_lock
@@ -28,7 +28,9 @@ def structure_with_progress(cfg: StructureConfig) -> dict:
         return run_structure(cfg, progress=on_progress)
 
 
-structure_task = task(structure_with_progress, name="structure-reports", cache_policy=NO_CACHE)
+structure_task = as_task(structure_with_progress, "structure-reports")
+# LLM structuring, retried: a retry re-asks only what the LLM cache lacks (rules send nothing: not retried)
+structure_llm_task = as_task(structure_with_progress, "structure-reports", flaky=True)
 
 _TOTALS = ("reports", "ok", "quarantined", "requests", "http_attempts", "cache_hits", "prompt_tokens",
            "completion_tokens", "estimated_cost_usd")
@@ -53,7 +55,7 @@ def structure(cfg: StructureConfig) -> dict:
 
     preflight.check_file(cfg.manifest, "manifest", "manifest.parquet from `cxrflow ingest`")  # as the CLI does
     preflight.check_out_dir(cfg.out, "out")
-    summary = structure_task(cfg)
+    summary = (structure_task if cfg.llm.backend == "rules" else structure_llm_task)(cfg)
     backend = summary["backend"] if summary["backend"] == "rules" else f"{summary['backend']}:{summary['model']}"
     create_table_artifact(
         totals_table(summary), key=artifact_key("structure-run-totals"),

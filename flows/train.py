@@ -11,15 +11,15 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.cache_policies import NO_CACHE
 
+from flows.tasking import as_task
 from flows.ui import artifact_key
 from schemas.train import TrainConfig
 from training import plots
@@ -88,15 +88,15 @@ def publish(run_dir: Path, summary: dict) -> None:
     )
 
 
-train_task = task(train_with_progress, name="train", cache_policy=NO_CACHE)
-publish_task = task(publish, name="publish", cache_policy=NO_CACHE)
+train_task = as_task(train_with_progress, "train")
+publish_task = as_task(publish, "publish")
 
 
 @flow(name="train", log_prints=True)
 def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "auto") -> dict:
     """Train stage 1 and/or 2 of the LLaVA-style model from shards into cfg.out."""
     if dispatch == "deployment" or (dispatch == "auto" and cfg.preset != "tiny"):
-        from prefect.deployments import run_deployment
+        from flows.tasking import dispatch as dispatch_run
 
         # The worker has its own working directory: send absolute paths (RUN and shards on shared storage).
         paths = {
@@ -104,11 +104,9 @@ def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "
             for k in ("shards", "out", "vision_path", "lm_path")
             if (v := getattr(cfg, k)) is not None
         }
-        run = run_deployment(
-            name=cfg.deployment,
-            parameters={"cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"},
-        )
-        return {"dispatched": cfg.deployment, "flow_run_id": str(run.id), "state": run.state_name}
+        parameters = {"cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"}
+        # the caller decides what a non-Completed run means (the pipeline fails on it)
+        return dispatch_run(cfg.deployment, parameters, "training", require_completed=False)
     from tasks.preflight import check_train_config
 
     # The CLI's checks, where the data must be (here, or on the GPU worker that runs the dispatched run):

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import polars as pl
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from flows.progress_artifact import progress_reporter
+from flows.tasking import as_task
 from flows.ui import artifact_key
 from schemas.shards import SPLITS, ValidateShardParams
 from tasks.export_llava import export_llava
@@ -46,11 +46,11 @@ def shard_with_progress(accepted: pl.DataFrame, params: ValidateShardParams) -> 
     return write_shards(accepted, params.data, params.out, params.shard, progress=report)
 
 
-validate_task = task(validate_with_progress, name="validate", cache_policy=NO_CACHE)
-shard_task = task(shard_with_progress, name="write-shards", cache_policy=NO_CACHE)
-index_task = task(write_indexes, name="write-indexes", cache_policy=NO_CACHE)
-export_task = task(export_llava, name="export-llava", cache_policy=NO_CACHE)
-verify_task = task(verify_shards, name="verify-shards", cache_policy=NO_CACHE)
+validate_task = as_task(validate_with_progress, "validate")
+shard_task = as_task(shard_with_progress, "write-shards")
+index_task = as_task(write_indexes, "write-indexes")
+export_task = as_task(export_llava, "export-llava")
+verify_task = as_task(verify_shards, "verify-shards")
 
 
 def validation_markdown(report: dict) -> str:

@@ -44,9 +44,14 @@ class ViewPolicy(BaseModel):
 
 
 class Parallelism(BaseModel):
-    """How fast, not what: never part of a stage key."""
+    """Where and how fast ingest runs, not what it produces: never part of a stage key. Every entry point
+    (pipeline, data flow, ingest, mixtures) picks its task runner from these by flows/runners.py runner_for."""
 
     workers: int | None = Field(None, ge=1, description="ingest processes; default all cores")
+    dask_address: str | None = Field(None, description="Dask scheduler for ingest's chunks (tcp://host:8786)")
+
+    def parallelism(self) -> dict:
+        return {k: getattr(self, k) for k in Parallelism.model_fields}
 
 
 class SourceSettings(BaseModel):
@@ -156,7 +161,7 @@ class MixtureConfig(IngestSettings, Parallelism):
         view = {} if spec.frontal_only is None else {"frontal_only": spec.frontal_only}
         return IngestConfig(
             **{**self.ingest_settings(), **view},
-            workers=self.workers,
+            **self.parallelism(),
             source=spec.name,
             root=spec.root,
             out=self.source_out(spec),

@@ -110,7 +110,6 @@ class PipelineConfig(Parallelism):
 
     name: str = Field("default", description="experiment name (artifact keys, run names)")
     out: Path = Field(Path("artifacts/pipeline"), description="OUT: stages/<stage>-<hash>, llm-cache, gx")
-    dask_address: str | None = Field(None, description="Dask scheduler for ingest (tcp://host:8786)")
     data: DataSection
     structure: StructureSection = Field(default_factory=StructureSection)
     validate_cfg: ExpectationSettings = Field(
@@ -163,8 +162,8 @@ class PipelineConfig(Parallelism):
         return ValidateConfig.for_data(self.data, self.validate_cfg)
 
     def stage_hashes(self) -> dict[str, str]:
-        """Each stage's key: its own section + every upstream key. `out`, `name`, `workers`, `dask_address`
-        change where or how fast, not what, so they are left out."""
+        """Each stage's key: its own section + every upstream key. `out`, `name` and the Parallelism fields
+        (`workers`, `dask_address`) change where or how fast, not what, so they are left out."""
         h: dict[str, str] = {}
         h["ingest"] = config_hash("ingest", self.data)
         h["structure"] = config_hash("structure", h["ingest"], self.structure)

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from schemas.config import IngestConfig, IngestSettings, MixtureConfig, SourceSelection, SourceSettings
+from schemas.config import (
+    IngestConfig,
+    IngestSettings,
+    MixtureConfig,
+    Parallelism,
+    SourceSelection,
+    SourceSettings,
+)
 from schemas.encoder import EncoderConfig
 from schemas.evaluation import EvaluateParams
 from schemas.llm import LLMConfig, LLMEndpoint, StructureConfig
@@ -106,11 +113,11 @@ def work_done(stage: str, summary: dict) -> dict[str, int]:
 
 
 def ingest_configs(
-    sel: SourceSelection, settings: IngestSettings, out: Path, workers: int | None
+    sel: SourceSelection, settings: IngestSettings, out: Path, run: Parallelism
 ) -> tuple[IngestConfig, MixtureConfig | None]:
     """One source's IngestConfig, and the MixtureConfig when the selection lists several sources (the
     IngestConfig's root is then unused). The one place a selection + ingest settings become stage configs."""
-    common = {**settings.ingest_settings(), "frontal_only": sel.frontal_only, "workers": workers, "out": out}
+    common = {**settings.ingest_settings(), **run.parallelism(), "frontal_only": sel.frontal_only, "out": out}
     one = sel.model_dump(include=set(SourceSettings.model_fields))
     ingest = IngestConfig(**common, **one, root=sel.root or out)
     mixture = MixtureConfig(**common, sources=sel.sources) if sel.sources else None
@@ -141,7 +148,7 @@ def stage_configs(cfg: PipelineConfig) -> StageConfigs:
     from tasks.llm.guard import binding_source
 
     d, out, data = cfg.stage_dirs(), Path(cfg.out), cfg.data
-    ingest, mixture = ingest_configs(data, data, d["ingest"], cfg.workers)
+    ingest, mixture = ingest_configs(data, data, d["ingest"], cfg)
     s = cfg.structure
     llm = LLMConfig(**s.model_dump(include=set(LLMEndpoint.model_fields)), cache_dir=out / "llm-cache")
     structure = StructureConfig(
@@ -213,7 +220,7 @@ def checked_stage_configs(cfg: PipelineConfig) -> StageConfigs:
 def data_stage_configs(p: DataParams) -> DataStageConfigs:
     """The `data` flow's stages: OUT/data (manifest, images, reports), OUT/shards, OUT/artifacts."""
     data, artifacts = p.out / "data", p.out / "artifacts"
-    ingest, mixture = ingest_configs(p, p, data, p.workers)
+    ingest, mixture = ingest_configs(p, p, data, p)
     llm = LLMConfig(
         backend=p.llm_backend, model=p.llm_model, base_url=p.llm_base_url, cache_dir=artifacts / "llm-cache"
     )

@@ -149,6 +149,7 @@ def _paged(search, page_size: int, **kwargs) -> list[dict]:
 class DicomwebAdapter(BaseAdapter):
     name = "dicomweb"
     may_leave_premises = False  # a hospital's own patients: nothing leaves the premises
+    remote = True  # QIDO/WADO fetches in discover: retried as a task (idempotent: retrieved files are cached)
     licence = "institutional data: governed by the hospital's data-use approval"
 
     def check_layout(self, root: Path, options: dict | None) -> None:
