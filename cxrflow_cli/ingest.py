@@ -58,8 +58,6 @@ def ingest(
     ] = None,
 ) -> None:
     """Ingest a source in its released layout: decode, preprocess, parse reports, write the manifest."""
-    from rich.progress import Progress
-
     from tasks import preflight
 
     preflight.check_out_dir(out)
@@ -95,23 +93,15 @@ def ingest(
     except AnnotationsError as exc:
         raise typer.BadParameter(str(exc)) from exc
     _start_workers(prefect)  # the arguments are valid: from here on there is work for the pool
-    # No stdout/stderr redirection: the proxies hold locks that cannot travel to worker processes.
-    with Progress(transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
-        bar_task = bar.add_task(f"ingest {source}", total=None)
+    from cxrflow_cli.progress import counter
 
-        def update(done: int, total: int) -> None:
-            bar.update(bar_task, completed=done, total=total)
-
+    # The board hears the flow through flows/progress.py's listeners, the local run through `update`.
+    with counter(f"ingest {source}") as update:
         try:  # an annotations file that exists but is not the release's JSON is found only when read
             if prefect:
-                from flows import progress
                 from flows.ingest import run_ingest_flow
 
-                progress.listeners.append(update)
-                try:
-                    summary = run_ingest_flow(cfg)
-                finally:  # the bar dies with this command: a later run in this process must not drive it
-                    progress.listeners.remove(update)
+                summary = run_ingest_flow(cfg)
             else:
                 from tasks.ingest import run_ingest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows import progress
+from flows import progress  # the CLI board: a row per stage
 from flows.ingest import ingest_flow, ingest_mixture_flow
 from flows.runners import runner_for
 from flows.structure import structure

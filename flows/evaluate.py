@@ -18,12 +18,12 @@ from tasks.evaluate.scoring import score_predictions
 
 def generate_with_progress(params: EvaluateParams) -> dict[str, Any]:
     """tasks/evaluate/stage.generate, driving a progress artifact (per experiment) and the CLI's bar."""
-    from flows.progress_artifact import progress_reporter
+    from flows.progress import Reporter
     from schemas.pipeline import slug
 
     key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics
-    report = progress_reporter(key, f"reports generated for {Path(params.out) / 'predictions.jsonl'}")
-    return stage.generate(params, progress=report)
+    with Reporter(key, f"reports generated for {Path(params.out) / 'predictions.jsonl'}") as report:
+        return stage.generate(params, progress=report)
 
 
 generate_task = as_task(generate_with_progress, "generate")

@@ -8,12 +8,12 @@ import os
 from collections.abc import Callable
 
 from prefect import flow
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import create_table_artifact
 from prefect.context import get_run_context
 from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
-from flows import progress
+from flows.progress import Reporter
 from flows.runners import runner_for, runner_workers
 from flows.tasking import as_task, run_step
 from schemas.config import IngestConfig, MixtureConfig, SourceSpec
@@ -39,23 +39,13 @@ class PrefectRunner:
         return run_step(name, fn, *args, flaky=self.remote and name == "discover")
 
     def map_chunks(self, fn: Callable, calls: list[tuple], run_dir, total: int) -> list:
-        progress_id = create_progress_artifact(
-            0.0,
-            key=artifact_key("ingest-progress", self.source),
-            description=f"images processed of {total}, in {len(calls)} chunks",
-        )
         submitted = [as_task(fn, "process-chunk").submit(*call) for call in calls]
         pending = set(submitted)
-        while pending:
-            finished = wait(list(pending), timeout=engine.PROGRESS_EVERY_S).done
-            if finished:
-                pending -= finished
-                update_progress_artifact(
-                    progress_id, 100.0 * (len(submitted) - len(pending)) / len(submitted)
-                )
-            progress.notify(
-                engine.progress_done(run_dir), total
-            )  # in-process listeners (CLI bar): no API call
+        with Reporter(artifact_key("ingest-progress", self.source),
+                      f"images processed of {total}, in {len(calls)} chunks") as report:
+            while pending:
+                pending -= wait(list(pending), timeout=engine.PROGRESS_EVERY_S).done
+                report(engine.progress_done(run_dir), total)  # the chunks' progress files
         try:
             return [f.result() for f in submitted]
         except BaseException:  # the plan removes the run folder: wait until no other chunk still writes to it

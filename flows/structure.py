@@ -15,15 +15,13 @@ from tasks.reports.structure import run_structure
 
 def structure_with_progress(cfg: StructureConfig) -> dict:
     """run_structure, driving a progress artifact and the CLI's bar (reports done, estimated cost so far)."""
-    from flows import progress
-    from flows.progress_artifact import PolledProgress
+    from flows.progress import Reporter
 
-    with PolledProgress(artifact_key("structure-progress"), f"reports structured into {cfg.out}") as artifact:
+    with Reporter(artifact_key("structure-progress"), f"reports structured into {cfg.out}") as report:
 
         def on_progress(done: int, total: int, cost: float) -> None:
-            artifact.set(done, total)
-            progress.notify(done, total)
-            progress.notify_fields({"cost": f"${cost:.4f}"})
+            report(done, total)
+            report.fields({"cost": f"${cost:.4f}"})
 
         return run_structure(cfg, progress=on_progress)
 

@@ -12,12 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from prefect import flow
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.tasking import as_task
 from flows.ui import artifact_key
@@ -42,7 +37,7 @@ def train_with_progress(cfg: TrainConfig) -> dict:
     """training/run.run_training, with its log lines on the task run's logger and a progress artifact."""
     from prefect.logging import get_run_logger
 
-    from flows import progress
+    from flows.progress import Reporter
     from training.run import run_training  # torch: imported when a run trains here, not to dispatch one
 
     handler = _ToRunLogger(get_run_logger())
@@ -52,17 +47,14 @@ def train_with_progress(cfg: TrainConfig) -> dict:
     step_log = logging.getLogger("cxrflow.training.steps")  # quiet mode stops it propagating to the console
     if not step_log.propagate:
         step_log.addHandler(handler)
-    artifact = create_progress_artifact(
-        0.0, key=artifact_key("train-progress"), description=f"optimizer steps of {cfg.out}"
-    )
-
-    def on_step(row: dict) -> None:
-        progress.notify_step(row)
-        done = (sorted(cfg.stages).index(row["stage"]) + row["step"] / row["total_steps"]) / len(cfg.stages)
-        update_progress_artifact(artifact, round(100.0 * done, 1))
-
     try:
-        summary = run_training(cfg, on_step=on_step)
+        with Reporter(artifact_key("train-progress"), f"optimizer steps of {cfg.out}") as report:
+
+            def on_step(row: dict) -> None:
+                stage_index = sorted(cfg.stages).index(row["stage"])
+                report.step(row, (stage_index + row["step"] / row["total_steps"]) / len(cfg.stages))
+
+            summary = run_training(cfg, on_step=on_step)
     finally:
         training_log.removeHandler(handler)
         step_log.removeHandler(handler)

@@ -9,7 +9,7 @@ import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.progress_artifact import progress_reporter
+from flows.progress import Reporter
 from flows.tasking import as_task
 from flows.ui import artifact_key
 from schemas.shards import SPLITS, ValidateShardParams
@@ -23,27 +23,21 @@ from tasks.validate import run_validation
 
 def validate_with_progress(params: ValidateShardParams):
     """tasks/validate.run_validation, driving a progress artifact (a step per GX suite) and the CLI's bar."""
-    from flows import progress
+    with Reporter(artifact_key("validate-progress"), f"Great Expectations validation of {params.data}",
+                  stage="validation") as report:
 
-    progress.notify_stage("validation")
-    report = progress_reporter(
-        artifact_key("validate-progress"), f"Great Expectations validation of {params.data}"
-    )
+        def on_progress(done: int, total: int, step: str) -> None:
+            report(done, total)
+            report.fields({"description": f"validation: {step}"})
 
-    def on_progress(done: int, total: int, step: str) -> None:
-        report(done, total)
-        progress.notify_fields({"description": f"validation: {step}"})
-
-    return run_validation(params.data, params.out, params.artifacts, params.validate_cfg, progress=on_progress)
+        return run_validation(params.data, params.out, params.artifacts, params.validate_cfg, progress=on_progress)
 
 
 def shard_with_progress(accepted: pl.DataFrame, params: ValidateShardParams) -> list[ShardInfo]:
     """tasks/shard.write_shards, driving a progress artifact and the CLI's bar."""
-    from flows import progress
-
-    progress.notify_stage("samples sharded")
-    report = progress_reporter(artifact_key("shard-progress"), f"samples sharded into {params.out}")
-    return write_shards(accepted, params.data, params.out, params.shard, progress=report)
+    with Reporter(artifact_key("shard-progress"), f"samples sharded into {params.out}",
+                  stage="samples sharded") as report:
+        return write_shards(accepted, params.data, params.out, params.shard, progress=report)
 
 
 validate_task = as_task(validate_with_progress, "validate")

@@ -14,7 +14,7 @@ PUBLISHERS = {
     "create_table_artifact",
     "create_markdown_artifact",
     "create_link_artifact",
-    "PolledProgress",
+    "Reporter",
 }
 
 
@@ -27,7 +27,7 @@ def _fixed_keys(path: Path) -> list[str]:
         if name not in PUBLISHERS:
             continue
         key = next((k.value for k in node.keywords if k.arg == "key"), None)
-        if key is None and name == "PolledProgress" and node.args:
+        if key is None and name == "Reporter" and node.args:
             key = node.args[0]
         if isinstance(key, ast.Constant):
             found.append(f"{path.relative_to(ROOT)}:{node.lineno} {key.value!r}")
