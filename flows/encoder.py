@@ -15,6 +15,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.tasking import as_task
+from flows.ui import artifact_key
 from schemas.encoder import EncoderConfig
 from tasks.encoder import report
 from tasks.encoder.train import train_encoder
@@ -70,13 +71,13 @@ def encoder(
     record = report.record_retrieval(cfg, record, trained)
     name = slug(experiment)
     create_table_artifact(
-        key=f"encoder-retrieval-{name}",
+        key=artifact_key("encoder-retrieval", name, scoped=False),
         table=rows,
         description=f"Encoder of {experiment}: retrieval Recall@K and zero-shot AUROC on "
         f"{cfg.eval_split} (95% CIs), chance, ratio to chance, and the start",
     )
     create_markdown_artifact(
-        key=f"encoder-run-{name}",
+        key=artifact_key("encoder-run", name, scoped=False),
         markdown=report.run_markdown(cfg, record),
         description=f"Encoder run of {experiment}: data, engine, lineage",
     )

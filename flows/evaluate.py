@@ -11,6 +11,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.tasking import as_task
+from flows.ui import artifact_key
 from schemas.evaluation import EvaluateParams
 from tasks.evaluate import stage
 from tasks.evaluate.scoring import score_predictions
@@ -21,7 +22,8 @@ def generate_with_progress(params: EvaluateParams) -> dict[str, Any]:
     from flows.progress import Reporter
     from schemas.pipeline import slug
 
-    key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics
+    # per experiment, like the metrics (the key names it: not suffixed again inside a pipeline)
+    key = artifact_key("evaluate-progress", slug(params.experiment, empty="default"), scoped=False)
     with Reporter(key, f"reports generated for {Path(params.out) / 'predictions.jsonl'}") as report:
         return stage.generate(params, progress=report)
 
@@ -47,19 +49,19 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     metrics = score_task(params, predictions, inference)
     name = slug(params.experiment, empty="default")
     create_table_artifact(
-        key=f"evaluation-{name}",
+        key=artifact_key("evaluation", name, scoped=False),
         table=metric_rows(metrics),
         description=f"Metrics of experiment {params.experiment} ({metrics.n_reports} reports)",
     )
     create_markdown_artifact(
-        key=f"evaluation-summary-{name}",
+        key=artifact_key("evaluation-summary", name, scoped=False),
         markdown=markdown_summary(metrics, {"inference": inference} if inference else None),
         description=f"Evaluation summary of {params.experiment}",
     )
     return {
         "out": params.out,
         "n_reports": metrics.n_reports,
-        "artifact_key": f"evaluation-{name}",
+        "artifact_key": artifact_key("evaluation", name, scoped=False),
         "metrics": {
             k: v.value if v.value is not None else v.not_computed for k, v in metrics.metrics.items()
         },

@@ -16,9 +16,12 @@ from prefect.task_runners import TaskRunner
 from flows.progress import Reporter
 from flows.runners import runner_for, runner_workers
 from flows.tasking import as_task, run_step
+from flows.ui import artifact_key
 from schemas.config import IngestConfig, MixtureConfig, SourceSpec
+from schemas.stages import IngestSummary, MixtureSummary
 from tasks import ingest as engine
 from tasks import mixture
+from tasks import stage_reports as reports
 from tasks.lock import holds_output_lock
 
 
@@ -53,12 +56,6 @@ class PrefectRunner:
             raise
 
 
-def artifact_key(prefix: str, source: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only (docs/pitfalls.md); inside a pipeline run
-    the experiment follows (flows/ui.py)."""
-    from flows.ui import artifact_key as scoped
-
-    return scoped("-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-"))))
 
 
 @flow(name="ingest", log_prints=True)
@@ -66,20 +63,13 @@ def artifact_key(prefix: str, source: str) -> str:
 def ingest_flow(cfg: IngestConfig) -> dict:
     share_api_url()
     summary = engine.ingest(cfg, PrefectRunner(cfg))
+    s = IngestSummary.model_validate(summary)
     create_table_artifact(
-        [{"measure": k, "value": summary[k]} for k in mixture.COUNT_FIELDS]
-        + [{"measure": f"filtered: {k}", "value": v} for k, v in summary["filtered_by_reason"].items()]
-        + [{"measure": f"quarantined: {k}", "value": v} for k, v in summary["quarantined_by_reason"].items()],
+        reports.ingest_rows(s),
         key=artifact_key("ingest-summary", cfg.source),
         description=f"Ingest of {cfg.source}: found = kept + filtered + quarantined",
     )
-    print(
-        f"ingest {cfg.source}: found {summary['found']} = kept {summary['kept']} + filtered "
-        f"{summary['filtered']} + quarantined {summary['quarantined']} (decoded {summary['decoded']}, "
-        f"reused {summary['reused']})"
-    )
-    if summary["notes"].get("hint"):
-        print(f"note: {cfg.source}: {summary['notes']['hint']}")
+    print("\n".join(reports.ingest_lines(s)))
     return summary
 
 
@@ -111,16 +101,11 @@ def ingest_mixture_flow(mix: MixtureConfig) -> dict:
         )(cfg)
 
     summary = mixture.ingest_mixture(mix, ingest_source, run_step)
+    s = MixtureSummary.model_validate(summary)
     create_table_artifact(
-        [
-            {"source": name, **{k: s[k] for k in ("found", "kept", "filtered", "quarantined")}}
-            for name, s in summary["per_source"].items()
-        ],
+        reports.mixture_rows(s),
         key=artifact_key("ingest-mixture-summary", ""),
         description="Per-source reconciliation: found = kept + filtered + quarantined",
     )
-    print(
-        f"mixture {', '.join(summary['sources'])}: found {summary['found']} = kept {summary['kept']} + "
-        f"filtered {summary['filtered']} + quarantined {summary['quarantined']}"
-    )
+    print(reports.mixture_line(s))
     return summary

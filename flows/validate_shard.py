@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
@@ -12,12 +11,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.progress import Reporter
 from flows.tasking import as_task
 from flows.ui import artifact_key
-from schemas.shards import SPLITS, ValidateShardParams
+from schemas.shards import ValidateShardParams
+from tasks import stage_reports as reports
 from tasks.export_llava import export_llava
-from tasks.io import atomic_write_json
 from tasks.lock import holds_output_lock
 from tasks.shard import ShardInfo, write_shards
-from tasks.shard_index import verify_shards, write_indexes
+from tasks.shard_index import split_counts, verify_shards, write_indexes
 from tasks.validate import run_validation
 
 
@@ -45,68 +44,22 @@ shard_task = as_task(shard_with_progress, "write-shards")
 index_task = as_task(write_indexes, "write-indexes")
 export_task = as_task(export_llava, "export-llava")
 verify_task = as_task(verify_shards, "verify-shards")
-
-
-def validation_markdown(report: dict) -> str:
-    """The validation results as Data Docs show them, rendered into the UI (a file:// link to the HTML site
-    does not open from a browser tab served over http)."""
-    counts = report.get("counts", {})
-    failed = sum(not r["success"] for r in report["expectations"])
-    lines = [
-        "# Great Expectations validation",
-        "",
-        f"{len(report['expectations'])} expectations, {failed} failed. "
-        + ", ".join(f"{k} {v}" for k, v in counts.items()),
-        "",
-    ]
-    suites: dict[str, list[dict]] = {}
-    for r in report["expectations"]:
-        suites.setdefault(r["suite"], []).append(r)
-    for suite, rows in suites.items():
-        lines += [
-            f"## `{suite}`",
-            "",
-            "| status | expectation | column | check | unexpected | observed |",
-            "|---|---|---|---|---|---|",
-        ]
-        for r in rows:
-            status = "✅ pass" if r["success"] else "❌ FAIL"
-            observed = "" if r.get("observed_value") is None else str(r["observed_value"])
-            lines.append(
-                f"| {status} | `{r['expectation']}` | {r['column'] or ''} | {r['check'] or ''} | "
-                f"{r['unexpected_count']} | {observed} |"
-            )
-        lines.append("")
-    if report.get("data_docs"):
-        lines.append(f"HTML Data Docs on the machine that ran the validation: `{report['data_docs']}`")
-    return "\n".join(lines)
+finish_task = as_task(reports.finish_shards, "shard-summary")
 
 
 def _publish_validation(out: Path) -> None:
     """Table of every expectation + the Data Docs results rendered as markdown (also on failure, so the cause
     is one click away)."""
-    path = Path(out) / "validation" / "expectations.json"
-    if not path.exists():
+    report = reports.read_validation(out)
+    if report is None:
         return
-    report = json.loads(path.read_text())
-    rows = [
-        {
-            "suite": r["suite"],
-            "expectation": r["expectation"],
-            "column": r["column"] or "",
-            "check": r["check"] or "",
-            "scope": r["scope"],
-            "result": "pass" if r["success"] else "FAIL",
-            "unexpected": r["unexpected_count"],
-        }
-        for r in report["expectations"]
-    ]
     create_table_artifact(
-        key=artifact_key("gx-expectations"), table=rows, description="Great Expectations results"
+        key=artifact_key("gx-expectations"), table=reports.expectation_rows(report),
+        description="Great Expectations results",
     )
     create_markdown_artifact(
         key=artifact_key("gx-data-docs"),
-        markdown=validation_markdown(report),
+        markdown=reports.validation_markdown(report),
         description="GX Data Docs: validation results per suite",
     )
 
@@ -124,25 +77,14 @@ def validate_and_shard(params: ValidateShardParams) -> dict:
         _publish_validation(params.out)
     infos = shard_task(result.accepted, params)
     summary = index_task(params.out, params.data, infos, result.accepted, result.counts)
+    llava = None
     if params.export_llava:
-        summary["llava_records"] = export_task(
+        llava = export_task(
             result.accepted, params.out, params.data, params.llava_image_root, params.llava_nan_labels
         )
-    expected = {s: result.accepted.filter(result.accepted["split"] == s).height for s in SPLITS}
-    summary["read_back"] = verify_task(params.out, expected)
-    atomic_write_json(params.out / "summary.json", summary)
-    rec = summary["reconciliation"]
-    if not rec["balanced"]:
-        raise RuntimeError(f"counts do not reconcile: {rec}")
-    lines = [
-        "| split | samples | shards | bytes |",
-        "|---|---|---|---|",
-        *[f"| {s} | {v['samples']} | {v['shards']} | {v['bytes']} |" for s, v in summary["splits"].items()],
-        "",
-        f"found {rec['found']} = sharded {rec['sharded']} + filtered {rec['filtered']} "
-        f"+ quarantined {rec['quarantined']}",
-    ]
+    read_back = verify_task(params.out, split_counts(result.accepted))
+    shards = finish_task(params.out, summary, llava, read_back)  # raises unless the counts reconcile
     create_markdown_artifact(
-        key=artifact_key("shard-summary"), markdown="\n".join(lines), description="WebDataset shards"
+        key=artifact_key("shard-summary"), markdown=reports.shard_markdown(shards), description="WebDataset shards"
     )
-    return summary
+    return shards.model_dump(mode="json")

@@ -28,6 +28,7 @@ from schemas.evaluation import EvaluateParams
 from schemas.llm import LLMConfig, LLMEndpoint, StructureConfig
 from schemas.pipeline import PipelineConfig
 from schemas.shards import DataParams, ValidateConfig, ValidateShardParams
+from schemas.stages import Counts, PipelineResult, StructureSummary, TrainSummary, Work
 from schemas.train import TrainConfig
 from tasks.io import atomic_write_json
 
@@ -42,7 +43,8 @@ REQUIRED = {
     "evaluate": "metrics.json",
 }
 # What each stage's summary counts as work done (a rerun that reuses everything does none).
-WORK = ("decoded", "llm_requests", "train_steps")
+WORK = tuple(Work.model_fields)
+DATA_STAGES: tuple[str, ...] = ("ingest", "structure", "shard")  # the `data` flow's, in order
 
 
 @dataclass(frozen=True)
@@ -102,14 +104,17 @@ def write_marker(
 
 def work_done(stage: str, summary: dict) -> dict[str, int]:
     """Images decoded, LLM requests sent and training steps taken, as the stage's summary reports them."""
-    work = dict.fromkeys(WORK, 0)
-    if stage == "ingest":
-        work["decoded"] = int(summary.get("decoded", 0))
-    elif stage == "structure":
-        work["llm_requests"] = int(summary.get("requests", 0))
-    elif stage == "train":
-        work["train_steps"] = sum(int(s.get("steps", 0)) for s in summary.get("stages", {}).values())
-    return work
+    return stage_work(stage, summary).model_dump()
+
+
+def stage_work(stage: str, summary: dict) -> Work:
+    if stage == "ingest":  # one source or a mixture: both count decoded images
+        return Work(decoded=Counts.model_validate(summary).decoded)
+    if stage == "structure":
+        return Work(llm_requests=StructureSummary.model_validate(summary).requests)
+    if stage == "train":
+        return Work(train_steps=TrainSummary.model_validate(summary).steps)
+    return Work()
 
 
 def ingest_configs(
@@ -265,27 +270,27 @@ def metrics_table(eval_dir: Path) -> list[dict]:
     ]
 
 
-def render_text(result: dict) -> str:
+def render_text(result: dict | PipelineResult) -> str:
     """The pipeline result for terminals: the metrics table and where everything is; metrics that could not be
     computed collapse into one line that says why."""
     from tasks.evaluate.learning import collapse_not_computed
 
-    width = max((len(r["metric"]) for r in result["metrics"]), default=6)
-    lines = [f"pipeline {result['name']}: metrics", f"{'metric':<{width}}  value [95% CI]"]
-    lines += [f"{r['metric']:<{width}}  {r['display']}" for r in result["metrics"] if r["value"] is not None]
+    r = PipelineResult.model_validate(result)
+    width = max((len(m["metric"]) for m in r.metrics), default=6)
+    lines = [f"pipeline {r.name}: metrics", f"{'metric':<{width}}  value [95% CI]"]
+    lines += [f"{m['metric']:<{width}}  {m['display']}" for m in r.metrics if m["value"] is not None]
     missing = collapse_not_computed(
-        {r["metric"]: None if r["value"] is not None else r["display"] for r in result["metrics"]}
+        {m["metric"]: None if m["value"] is not None else m["display"] for m in r.metrics}
     )
     lines += [missing] if missing else []
     lines += ["", "stages:"]
-    lines += [f"  {s:<9} {v['status']:<6} {v['dir']}" for s, v in result["stages"].items()]
-    w = result["work"]
+    lines += [f"  {s:<9} {v.status:<6} {v.dir}" for s, v in r.stages.items()]
+    w = r.work
     lines += [
         "",
-        f"work: {w['decoded']} images decoded, {w['llm_requests']} LLM requests, "
-        f"{w['train_steps']} training steps",
-        f"metrics:    {result['metrics_json']}",
-        f"checkpoint: {result['checkpoint']}",
-        f"shards:     {result['shards']}",
+        f"work: {w.decoded} images decoded, {w.llm_requests} LLM requests, {w.train_steps} training steps",
+        f"metrics:    {r.metrics_json}",
+        f"checkpoint: {r.checkpoint}",
+        f"shards:     {r.shards}",
     ]
     return "\n".join(lines)

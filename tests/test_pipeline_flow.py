@@ -221,4 +221,5 @@ def test_plan_stage_configs_point_every_stage_at_its_keyed_dir(tmp_path):
         work_done("train", {"stages": {1: {"steps": 3}, 2: {"skipped": "already finished"}}})["train_steps"]
         == 3
     )
-    assert work_done("ingest", {"decoded": 7}) == {"decoded": 7, "llm_requests": 0, "train_steps": 0}
+    ingest = {"found": 9, "kept": 7, "filtered": 1, "quarantined": 1, "decoded": 7}
+    assert work_done("ingest", ingest) == {"decoded": 7, "llm_requests": 0, "train_steps": 0}

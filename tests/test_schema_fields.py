@@ -73,6 +73,8 @@ def declarations() -> dict[str, set[str]]:
 
     found: dict[str, set[str]] = defaultdict(set)
     for info in pkgutil.iter_modules(schemas.__path__):
+        if info.name == "stages":  # stage summaries: results that count things, not settings
+            continue
         module = importlib.import_module(f"schemas.{info.name}")
         for cls in vars(module).values():
             if not (inspect.isclass(cls) and issubclass(cls, BaseModel) and cls.__module__ == module.__name__):
