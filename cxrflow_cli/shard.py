@@ -33,9 +33,9 @@ def register(app: typer.Typer) -> None:
         """Validate DATA (quarantining failing rows), shard it per split, index and read it back."""
         from cxrflow_cli._common import given
         from cxrflow_cli.progress import counter
-        from flows.validate_shard import validate_and_shard
+        from flows.shard import shard as shard_flow
         from schemas.errors import UserError
-        from schemas.shards import ShardConfig, ValidateConfig, ValidateShardParams
+        from schemas.shards import ShardConfig, ShardParams, ValidateConfig
         from tasks import preflight
 
         preflight.check_data_dir(data)
@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
         preflight.check_out_dir(artifacts, "--artifacts")
         if llava_image_root is not None and not llava_image_root.is_absolute():
             raise UserError(f"--llava-image-root {llava_image_root} is not an absolute path")
-        params = ValidateShardParams(
+        params = ShardParams(
             data=data,
             out=out,
             artifacts=artifacts,
@@ -53,5 +53,5 @@ def register(app: typer.Typer) -> None:
             llava_nan_labels=llava_nan,
         )
         with counter("samples sharded"):
-            summary = validate_and_shard(params)
+            summary = shard_flow(params)
         typer.echo(json.dumps({k: summary[k] for k in ("splits", "shards", "reconciliation")}, indent=2))

@@ -1,4 +1,4 @@
-"""Flow `data`: ingest -> structure (rules by default) -> validate_and_shard, as subflows under one OUT
+"""Flow `data`: ingest -> structure (rules by default) -> shard, as subflows under one OUT
 (the stage configs: tasks/plan.py; the stages' flows: flows/stages.py)."""
 
 from __future__ import annotations

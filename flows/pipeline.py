@@ -1,4 +1,4 @@
-"""Flow `pipeline`: ingest -> structure -> validate_and_shard -> [encoder] -> train -> evaluate, each stage a
+"""Flow `pipeline`: ingest -> structure -> shard (validate + shard) -> [encoder] -> train -> evaluate, each stage a
 subflow (flows/stages.py). The optional encoder stage trains the image encoder contrastively on the shards
 (flows/encoder.py); its open_clip dir is then the LLaVA run's vision tower and its retrieval metrics join the
 evaluation's.

@@ -27,9 +27,9 @@ def _structure(confs, opts: dict, experiment: str) -> dict:
 
 
 def _shard(confs, opts: dict, experiment: str) -> dict:
-    from flows.validate_shard import validate_and_shard
+    from flows.shard import shard as shard_flow
 
-    return validate_and_shard.with_options(**opts)(confs.shard)
+    return shard_flow.with_options(**opts)(confs.shard)
 
 
 def _encoder(confs, opts: dict, experiment: str) -> dict:

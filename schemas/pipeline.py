@@ -26,7 +26,7 @@ from schemas.config import IngestSettings, Parallelism, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
 from schemas.llm import LLMEndpoint, StructureSettings
-from schemas.shards import LAYOUT_VERSION, ExpectationSettings, ShardConfig, ValidateConfig
+from schemas.shards import LAYOUT_VERSION, ShardSection, ValidateConfig
 from schemas.train import TrainConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
@@ -100,9 +100,15 @@ class EvaluateSection(EvaluationSettings):
 
 # Old key -> (the one setting it follows now, that setting's default). Documented in README (stage map).
 DERIVED_KEYS: dict[tuple[str, str], tuple[str, Any]] = {
-    ("validate", "frontal_only"): ("data.frontal_only", True),
+    ("shard.validate", "frontal_only"): ("data.frontal_only", True),
     ("train", "image_resize"): ("data.image.resize", "crop"),
 }
+
+
+def _get(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 class PipelineConfig(Parallelism):
@@ -112,10 +118,9 @@ class PipelineConfig(Parallelism):
     out: Path = Field(Path("artifacts/pipeline"), description="OUT: stages/<stage>-<hash>, llm-cache, gx")
     data: DataSection
     structure: StructureSection = Field(default_factory=StructureSection)
-    validate_cfg: ExpectationSettings = Field(
-        default_factory=ExpectationSettings, alias="validate",
-        description="expectation thresholds; the expected views follow data.frontal_only")
-    shard: ShardConfig = Field(default_factory=ShardConfig)
+    shard: ShardSection = Field(
+        default_factory=ShardSection,
+        description="the shard stage: layout + `validate:` thresholds (expected views follow data.frontal_only)")
     encoder: EncoderSection | None = Field(
         None, description="contrastive image-encoder training before LLaVA; its output becomes train.vision_path")
     train: TrainSection = Field(default_factory=TrainSection)
@@ -131,23 +136,28 @@ class PipelineConfig(Parallelism):
         contradiction is named."""
         if not isinstance(data, dict):
             return data
-        data = dict(data)
+        data = copy.deepcopy(data)
+        old = data.pop("validate", data.pop("validate_cfg", None))  # top-level before issue 24
+        if old is not None:
+            warnings.warn("`validate:` is the shard stage's section now: write it as shard.validate",
+                          DeprecationWarning, stacklevel=2)
+            shard = data.setdefault("shard", {})
+            if isinstance(shard, dict) and isinstance(old, dict):
+                key = "validate_cfg" if "validate_cfg" in shard else "validate"
+                shard[key] = {**old, **(shard.get(key) or {})}
         for (section, key), (path, default) in DERIVED_KEYS.items():
-            name = section if section in data else {"validate": "validate_cfg"}.get(section, section)
-            given_section = data.get(name)
+            given_section = _get(data, section)
+            if given_section is None and section == "shard.validate":
+                given_section = _get(data, "shard.validate_cfg")
             if not isinstance(given_section, dict) or key not in given_section:
                 continue
-            rest = dict(given_section)
-            given = rest.pop(key)
-            wanted: Any = data
-            for part in path.split("."):
-                wanted = wanted.get(part, {}) if isinstance(wanted, dict) else {}
-            wanted = default if wanted == {} else wanted
+            given = given_section.pop(key)
+            wanted = _get(data, path)
+            wanted = default if wanted is None else wanted
             if given != wanted:
                 raise ValueError(f"{section}.{key}: {given} contradicts {path}: {wanted}; {section}.{key} "
                                  f"follows {path} now (set it there only)")
             warnings.warn(f"{section}.{key} is deprecated: {path} sets it", DeprecationWarning, stacklevel=2)
-            data[name] = rest
         return data
 
     @model_validator(mode="after")
@@ -159,7 +169,7 @@ class PipelineConfig(Parallelism):
 
     def validation(self) -> ValidateConfig:
         """What the shard stage validates against: the `validate:` thresholds + the data's view policy."""
-        return ValidateConfig.for_data(self.data, self.validate_cfg)
+        return ValidateConfig.for_data(self.data, self.shard.validate_cfg)
 
     def stage_hashes(self) -> dict[str, str]:
         """Each stage's key: its own section + every upstream key. `out`, `name` and the Parallelism fields
@@ -167,7 +177,7 @@ class PipelineConfig(Parallelism):
         h: dict[str, str] = {}
         h["ingest"] = config_hash("ingest", self.data)
         h["structure"] = config_hash("structure", h["ingest"], self.structure)
-        h["shard"] = config_hash("shard", LAYOUT_VERSION, h["structure"], self.validation(), self.shard)
+        h["shard"] = config_hash("shard", LAYOUT_VERSION, h["structure"], self.validation(), self.shard.layout())
         if self.encoder is None:  # configs without an encoder keep the keys they always had
             h["train"] = config_hash("train", h["shard"], self.train)
         else:

@@ -137,8 +137,8 @@ class ShardConfig(BaseModel):
     )
 
 
-class ValidateShardParams(BaseModel):
-    """Parameters of the `validate_and_shard` flow."""
+class ShardParams(BaseModel):
+    """Parameters of the `shard` flow (validate, then shard)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -156,8 +156,23 @@ class ValidateShardParams(BaseModel):
     llava_nan_labels: bool = Field(False, description="NaN for unmentioned labels as the release (invalid JSON)")
 
 
+ValidateShardParams = ShardParams  # the name before issue 24
+
+
+class ShardSection(ShardConfig):
+    """The pipeline's `shard:` section: the shard layout plus `validate:`, the thresholds of the validation
+    the stage runs first (its view policy follows data.frontal_only)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    validate_cfg: ExpectationSettings = Field(default_factory=ExpectationSettings, alias="validate")
+
+    def layout(self) -> ShardConfig:
+        return ShardConfig(**self.model_dump(exclude={"validate_cfg"}))
+
+
 class DataParams(SourceSelection, IngestSettings, Parallelism):
-    """Parameters of the `data` flow: ingest -> structure -> validate_and_shard, all under one OUT folder.
+    """Parameters of the `data` flow: ingest -> structure -> shard, all under one OUT folder.
     The source and ingest settings are the pipeline data section's models (schemas/config.py)."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a URL may hold a key

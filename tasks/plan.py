@@ -27,7 +27,7 @@ from schemas.encoder import EncoderConfig
 from schemas.evaluation import EvaluateParams
 from schemas.llm import LLMConfig, LLMEndpoint, StructureConfig
 from schemas.pipeline import PipelineConfig
-from schemas.shards import DataParams, ValidateConfig, ValidateShardParams
+from schemas.shards import DataParams, ShardParams, ValidateConfig
 from schemas.stages import Counts, PipelineResult, StructureSummary, TrainSummary, Work
 from schemas.train import TrainConfig
 from tasks.io import atomic_write_json
@@ -55,7 +55,7 @@ class StageConfigs:
     ingest: IngestConfig
     mixture: MixtureConfig | None
     structure: StructureConfig
-    shard: ValidateShardParams
+    shard: ShardParams
     encoder: EncoderConfig | None
     train: TrainConfig
     evaluate: EvaluateParams
@@ -68,7 +68,7 @@ class DataStageConfigs:
     ingest: IngestConfig
     mixture: MixtureConfig | None
     structure: StructureConfig
-    shard: ValidateShardParams
+    shard: ShardParams
 
 
 def read_marker(stage: str, d: Path, key: str) -> dict | None:
@@ -159,12 +159,12 @@ def stage_configs(cfg: PipelineConfig) -> StageConfigs:
     structure = StructureConfig(
         manifest=d["ingest"] / "manifest.parquet", out=d["structure"], llm=llm, compare_rules=s.compare_rules
     )
-    shard = ValidateShardParams(
+    shard = ShardParams(
         data=d["structure"],
         out=d["shard"],
         artifacts=out / "artifacts",
         validate_cfg=cfg.validation(),
-        shard=cfg.shard,
+        shard=cfg.shard.layout(),
     )
     encoder = None
     if cfg.encoder is not None:
@@ -230,7 +230,7 @@ def data_stage_configs(p: DataParams) -> DataStageConfigs:
         backend=p.llm_backend, model=p.llm_model, base_url=p.llm_base_url, cache_dir=artifacts / "llm-cache"
     )
     structure = StructureConfig(manifest=data / "manifest.parquet", out=data, llm=llm)
-    shard = ValidateShardParams(
+    shard = ShardParams(
         data=data,
         out=p.out / "shards",
         artifacts=artifacts,
@@ -241,7 +241,7 @@ def data_stage_configs(p: DataParams) -> DataStageConfigs:
 
 
 def link_ingest_outputs(ingest_dir: Path, structure_dir: Path) -> None:
-    """validate_and_shard reads one data dir (manifest, ingest summary, images, reports): give the structure
+    """the shard stage reads one data dir (manifest, ingest summary, images, reports): give the structure
     dir relative links to the ingest outputs instead of copying images."""
     structure_dir.mkdir(parents=True, exist_ok=True)
     for name in ("manifest.parquet", "summary.json", "images", "sources"):

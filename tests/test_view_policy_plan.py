@@ -67,8 +67,11 @@ def test_old_validate_frontal_only_loads_when_it_agrees_and_names_the_conflict_o
     import pytest
 
     raw = tiny_config(tmp_path, tmp_path / "out").model_dump(mode="json", by_alias=True, exclude_unset=True)
+    old = {k: v for k, v in raw.items() if k != "shard"}
     with pytest.warns(DeprecationWarning, match="data.frontal_only"):
-        cfg = PipelineConfig.model_validate({**raw, "validate": {**raw["validate"], "frontal_only": True}})
-    assert cfg.validation().frontal_only is True
+        cfg = PipelineConfig.model_validate({**old, "validate": {"min_rows_fraction_of_found": 0.1,
+                                                                 "frontal_only": True}})
+    assert cfg.validation().frontal_only is True and cfg.validation().min_rows_fraction_of_found == 0.1
+    assert cfg.stage_hashes() == PipelineConfig.model_validate(raw).stage_hashes()  # the old layout: same keys
     with pytest.raises(ValueError, match="contradicts data.frontal_only"):
-        PipelineConfig.model_validate({**raw, "validate": {"frontal_only": False}})
+        PipelineConfig.model_validate({**old, "shard": {"validate": {"frontal_only": False}}})

@@ -1,4 +1,6 @@
-"""Flow `validate_and_shard`: GX gate -> WebDataset shards -> indexes -> LLaVA export -> read-back check."""
+"""Flow `shard` (the stage that validates and shards; `cxrflow shard`, pipeline stage `shard`, config section
+`shard:` with its `validate:` thresholds): GX gate -> WebDataset shards -> indexes -> LLaVA export ->
+read-back check."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.progress import Reporter
 from flows.tasking import as_task
 from flows.ui import artifact_key
-from schemas.shards import ValidateShardParams
+from schemas.shards import ShardParams
 from tasks import stage_reports as reports
 from tasks.export_llava import export_llava
 from tasks.lock import holds_output_lock
@@ -20,7 +22,7 @@ from tasks.shard_index import split_counts, verify_shards, write_indexes
 from tasks.validate import run_validation
 
 
-def validate_with_progress(params: ValidateShardParams):
+def validate_with_progress(params: ShardParams):
     """tasks/validate.run_validation, driving a progress artifact (a step per GX suite) and the CLI's bar."""
     with Reporter(artifact_key("validate-progress"), f"Great Expectations validation of {params.data}",
                   stage="validation") as report:
@@ -32,7 +34,7 @@ def validate_with_progress(params: ValidateShardParams):
         return run_validation(params.data, params.out, params.artifacts, params.validate_cfg, progress=on_progress)
 
 
-def shard_with_progress(accepted: pl.DataFrame, params: ValidateShardParams) -> list[ShardInfo]:
+def shard_with_progress(accepted: pl.DataFrame, params: ShardParams) -> list[ShardInfo]:
     """tasks/shard.write_shards, driving a progress artifact and the CLI's bar."""
     with Reporter(artifact_key("shard-progress"), f"samples sharded into {params.out}",
                   stage="samples sharded") as report:
@@ -64,9 +66,9 @@ def _publish_validation(out: Path) -> None:
     )
 
 
-@flow(name="validate_and_shard")
-@holds_output_lock("validate and shard")
-def validate_and_shard(params: ValidateShardParams) -> dict:
+@flow(name="shard")
+@holds_output_lock("shard")
+def shard(params: ShardParams) -> dict:
     from tasks import preflight
 
     preflight.check_data_dir(params.data, "data")  # the CLI's checks, so a deployment run fails the same way
@@ -88,3 +90,6 @@ def validate_and_shard(params: ValidateShardParams) -> dict:
         key=artifact_key("shard-summary"), markdown=reports.shard_markdown(shards), description="WebDataset shards"
     )
     return shards.model_dump(mode="json")
+
+
+validate_and_shard = shard  # the stage's name before issue 24 (flow `validate_and_shard`): kept for callers
