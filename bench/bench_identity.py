@@ -145,7 +145,8 @@ def compare(a: dict[str, str], b: dict[str, str], scope: str) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rev", default="f4387b3", help="git revision to compare the working tree against")
+    ap.add_argument("--rev", default="f4387b3", help="git revision to compare against")
+    ap.add_argument("--against", help="a second git revision instead of the working tree (e.g. HEAD)")
     ap.add_argument("--images", type=int, default=12, help="about this many fixture images per source")
     ap.add_argument("--studies", type=int, default=24, help="demo fixture studies")
     ap.add_argument("--no-pipeline", action="store_true", help="skip the demo pipeline (Prefect) run")
@@ -156,7 +157,8 @@ def main() -> int:
     ok = True
     with tempfile.TemporaryDirectory(prefix="bench-identity-") as tmp:
         tmp = Path(tmp)
-        trees = {"rev": extract(args.rev, tmp / "rev-tree"), "tree": REPO}
+        trees = {"rev": extract(args.rev, tmp / "rev-tree"),
+                 "tree": extract(args.against, tmp / "against-tree") if args.against else REPO}
         work, src = tmp / "work", tmp / "src"  # the same absolute paths for both sides; inputs written once
         sources = [str(work), str(src), str(args.images), *args.only]
         jobs = [] if args.no_sources else [("sources", SOURCES_DRIVER, sources)]
