@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cxrio import atomic_write_json
 from schemas.config import (
     IngestConfig,
     IngestSettings,
@@ -30,7 +31,6 @@ from schemas.pipeline import PipelineConfig
 from schemas.shards import DataParams, ShardParams, ValidateConfig
 from schemas.stages import Counts, PipelineResult, StructureSummary, TrainSummary, Work
 from schemas.train import TrainConfig
-from tasks.io import atomic_write_json
 
 MARKER = "_complete.json"
 # A marker only counts when the stage's main output is still there.

@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from cxrio import atomic_write_json
 from schemas.stages import (
     IngestSummary,
     MixtureSummary,
@@ -18,7 +19,6 @@ from schemas.stages import (
     StructureSummary,
     Work,
 )
-from tasks.io import atomic_write_json
 
 # ------------------------------------------------------------------------------------------ ingest
 
@@ -191,7 +191,7 @@ def write_result(out: Path, slug_name: str, result: PipelineResult) -> dict:
 
 def write_comparison(out_dir: Path, png: bytes, rows: list[dict], significance: dict) -> Path:
     """An ablation's comparison files: chart.png, leaderboard.json, significance.json."""
-    from tasks.io import atomic_write_bytes
+    from cxrio import atomic_write_bytes
 
     atomic_write_bytes(out_dir / "chart.png", png)
     atomic_write_json(out_dir / "leaderboard.json", rows)
