@@ -13,7 +13,9 @@ then compares the outputs byte for byte:
   Compared: the ingest manifest and images, the shards, the trained weights (`final/*.safetensors`).
 
 Stage folder names carry config hashes, which a reshape may change (issue 24 changed the ingest and train
-keys), so stage folders are matched by stage name. Not compared (they hold timings, run ids or absolute
+keys), so stage folders are matched by stage name, and in text files (JSON, markdown) a path into a stage
+folder is compared without its key (a run's config.json, the LoRA adapter's base path, the LLaVA export's
+image paths name them); binary files (tars, parquet, images, weights) byte for byte. Not compared (they hold timings, run ids or absolute
 hashes of their own): summary.json, _complete.json, ledgers, GX stores, metrics.jsonl, loss.png.
 Prints one row per compared file group and exits 1 on any difference."""
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +82,8 @@ sys.exit(run(["pipeline", "--config", "configs/demo.yaml", "--set", f"out={out /
 '''
 
 # Run records: timings, pids, wall-clock stamps.
+STAGE_KEY = re.compile(rb"stages/([a-z]+)-[0-9a-f]{16}")
+TEXT_SUFFIXES = {".json", ".jsonl", ".md", ".txt"}
 SKIP_NAMES = {"summary.json", "_complete.json", "ledger.jsonl", "metrics.jsonl", "loss.png", "lineage.json",
               ".cxrflow.lock", "source-hashes.parquet", "structure-summary.json"}
 
@@ -108,9 +113,13 @@ def digests(root: Path) -> dict[str, str]:
         ):
             continue
         rel = list(p.relative_to(root).parts)
-        if len(rel) > 1 and rel[0] == "stages":
-            rel[1] = rel[1].rsplit("-", 1)[0]
-        out["/".join(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        if "stages" in rel[:-1]:  # stages/<stage>-<key> -> stages/<stage>
+            i = rel.index("stages") + 1
+            rel[i] = rel[i].rsplit("-", 1)[0]
+        data = p.read_bytes()
+        if p.suffix in TEXT_SUFFIXES:  # paths into stage folders name their keys: compare without them
+            data = STAGE_KEY.sub(rb"stages/\1", data)
+        out["/".join(rel)] = hashlib.sha256(data).hexdigest()
     return out
 
 
@@ -173,7 +182,8 @@ def main() -> int:
                 results[side] = digests(work)
                 if args.keep:
                     shutil.copytree(work, args.keep / scope.replace(" ", "-") / side, symlinks=True)
-            same = compare(results["rev"], results["tree"], f"{scope}: {args.rev} vs working tree")
+            same = compare(results["rev"], results["tree"],
+                           f"{scope}: {args.rev} vs {args.against or 'the working tree'}")
             ok = ok and same
     print("\nidentical" if ok else "\nDIFFERENT")
     return 0 if ok else 1

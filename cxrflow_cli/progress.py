@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from flows.progress import Listener, listening
 
 PROGRESS_LINE_EVERY_S = 30.0
+PROGRESS_PREFIX = "progress: "  # so a log reader (or a test) can tell the lines from the command's output
 
 
 def _bar(*fields: str):
@@ -106,7 +107,8 @@ class Board(Listener):
         elapsed = self.clock() - r["start"]
         rate = f", {r['done'] / elapsed:.1f}/s" if elapsed > 0 and r["done"] else ""
         shown = "".join(f", {k} {v}" for k, v in r["fields"].items() if v != "-")
-        return f"{r['description']}: {r['done']}/{r['total'] or '?'}{rate}{shown}, {elapsed:.0f}s"
+        return (f"{PROGRESS_PREFIX}{r['description']}: {r['done']}/{r['total'] or '?'}{rate}{shown}, "
+                f"{elapsed:.0f}s")
 
     def tick(self) -> None:
         """Off a terminal: a line when PROGRESS_LINE_EVERY_S has passed since the last (or since the start)."""

@@ -2,8 +2,8 @@
 
 A stage's task function still returns (and writes) its JSON summary with every field it has; these models
 name the fields the wiring reads (counts, reconciliation, work done) and keep the rest (`extra="allow"`), so
-`Model.model_validate(summary).model_dump()` is the summary unchanged. The stage table itself (stage ->
-params model, flow, output folder, summary model) is tasks/stages.py."""
+`Model.model_validate(summary).model_dump()` is the summary unchanged. The stage table: README (stage map);
+a stage's flow: flows/stages.py; its config and required output: tasks/plan.py."""
 
 from __future__ import annotations
 

@@ -45,12 +45,12 @@ def test_off_a_terminal_a_long_stage_prints_a_line_at_least_every_30_s():
         clock.now = float(t)
         board.tick()
     assert len(lines) == 4 and PROGRESS_LINE_EVERY_S == 30.0  # at 30, 60, 90, 120 s
-    assert lines[0].startswith("validation: 1/5") and lines[-1].endswith("120s")
+    assert lines[0].startswith("progress: validation: 1/5") and lines[-1].endswith("120s")
     board.stage("samples sharded")
     board.update(7, 10)
     clock.now = 150.0
     board.tick()
-    assert lines[-1].startswith("samples sharded: 7/10")
+    assert lines[-1].startswith("progress: samples sharded: 7/10")
 
 
 def test_training_steps_reach_the_board_as_lines_off_a_terminal():
@@ -61,7 +61,7 @@ def test_training_steps_reach_the_board_as_lines_off_a_terminal():
     for step in range(1, 4):
         clock.now = 31.0 * step
         board.step({"stage": 1, "step": step, "total_steps": 3, "loss": 1.5, "samples_per_s": 2.0})
-    assert len(lines) == 3 and lines[-1].startswith("stage 1: 3/3") and "loss 1.5000" in lines[-1]
+    assert len(lines) == 3 and lines[-1].startswith("progress: stage 1: 3/3") and "loss 1.5000" in lines[-1]
 
 
 def test_one_listener_list():
