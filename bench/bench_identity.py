@@ -82,7 +82,7 @@ sys.exit(run(["pipeline", "--config", "configs/demo.yaml", "--set", f"out={out /
 '''
 
 # Run records: timings, pids, wall-clock stamps.
-STAGE_KEY = re.compile(rb"stages/([a-z]+)-[0-9a-f]{16}")
+STAGE_KEY = re.compile(rb"\b(ingest|structure|shard|encoder|train|evaluate)-[0-9a-f]{16}\b")
 TEXT_SUFFIXES = {".json", ".jsonl", ".md", ".txt"}
 SKIP_NAMES = {"summary.json", "_complete.json", "ledger.jsonl", "metrics.jsonl", "loss.png", "lineage.json",
               ".cxrflow.lock", "source-hashes.parquet", "structure-summary.json"}
@@ -118,7 +118,7 @@ def digests(root: Path) -> dict[str, str]:
             rel[i] = rel[i].rsplit("-", 1)[0]
         data = p.read_bytes()
         if p.suffix in TEXT_SUFFIXES:  # paths into stage folders name their keys: compare without them
-            data = STAGE_KEY.sub(rb"stages/\1", data)
+            data = STAGE_KEY.sub(rb"\1", data)
         out["/".join(rel)] = hashlib.sha256(data).hexdigest()
     return out
 
