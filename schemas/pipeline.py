@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from schemas.config import IngestSettings, Parallelism, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
+from schemas.finite import finite_check
 from schemas.llm import LLMEndpoint, StructureSettings
+from schemas.safe_load import load_yaml_text
 from schemas.shards import LAYOUT_VERSION, ShardSection, ValidateConfig
 from schemas.train import TrainConfig
 
@@ -43,7 +45,7 @@ class DataSection(SourceSelection, IngestSettings):
     """Which source, which views and how pixels become training images (ingest): the selection plus the one
     ingest settings model (schemas/config.py); nothing declared here."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
 
 
 class StructureSection(LLMEndpoint, StructureSettings):
@@ -126,7 +128,8 @@ class PipelineConfig(Parallelism):
     train: TrainSection = Field(default_factory=TrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)  # options: never echo
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     @model_validator(mode="before")
     @classmethod
@@ -184,7 +187,9 @@ class PipelineConfig(Parallelism):
             # where it runs (the deployment) is not what it produces
             h["encoder"] = config_hash("encoder", h["shard"], self.encoder.model_dump(mode="json", exclude={"deployment"}))
             h["train"] = config_hash("train", h["shard"], h["encoder"], self.train)
-        h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate)
+        # a config without a chexprompt checkout keeps the key it had before that field existed
+        unset = {"chexprompt_src"} if self.evaluate.chexprompt_src is None else set()
+        h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate.model_dump(mode="json", exclude=unset))
         return h
 
     def stage_dirs(self) -> dict[str, Path]:
@@ -229,6 +234,7 @@ class AblationSpec(BaseModel):
     unless `baseline` names another."""
 
     model_config = ConfigDict(extra="forbid")
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     name: str
     description: str = ""
@@ -264,7 +270,7 @@ def load_yaml(path: Path) -> dict:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError):
         raise UserError(f"{path} does not exist" if not path.exists() else f"{path} is a folder") from None
     except UnicodeDecodeError:

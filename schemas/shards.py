@@ -20,6 +20,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from schemas.config import DEFAULT_ARTIFACTS, IngestSettings, Parallelism, SourceSelection, ViewPolicy
+from schemas.finite import finite_check
 from schemas.llm import EndpointURL
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
@@ -141,6 +142,7 @@ class ShardParams(BaseModel):
     """Parameters of the `shard` flow (validate, then shard)."""
 
     model_config = ConfigDict(extra="forbid")
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     data: Path = Field(description="folder with manifest.parquet (+ reports.parquet, summary.json)")
     out: Path = Field(description="SHARDS folder")

@@ -55,6 +55,32 @@ def test_recall_counts_ties_against_the_query_and_chance_is_exact():
     assert not const.any()
 
 
+def test_chance_with_repeated_texts_is_what_a_random_encoder_scores():
+    """Identical texts get identical embeddings, so they rank as one block: 5 texts x 8 copies give i2t chance
+    20% at R@1 and R@5 (the block formula), not 20% and 69% (the formula for distinct items). Checked against
+    200 seeded random encoders, and against 1 - C(G-m, K)/C(G, K) where every item is distinct."""
+    from math import comb
+
+    from tasks.evaluate.retrieval import block_chance, hits_and_chance
+
+    texts = np.repeat(np.arange(5), 8)
+    same = texts[:, None] == texts[None, :]
+    rng = np.random.default_rng(0)
+    got = {1: [], 5: []}
+    chance = None
+    for _ in range(200):
+        img = rng.normal(size=(40, 16))
+        txt = rng.normal(size=(5, 16))[texts]  # one embedding per distinct text
+        hits, chance = hits_and_chance(img @ txt.T, same, ks=(1, 5), blocks=texts)
+        for k in got:
+            got[k].append(hits[k].mean())
+    assert chance[1] == pytest.approx(0.2) and chance[5] == pytest.approx(0.2)
+    assert np.mean(got[1]) == pytest.approx(0.2, abs=0.03) and np.mean(got[5]) == pytest.approx(0.2, abs=0.03)
+    assert 1 - comb(32, 5) / comb(40, 5) > 0.69  # what the distinct-items formula would have claimed
+    for g, m, k in ((12, 3, 1), (12, 3, 5), (74, 2, 10)):
+        assert block_chance([1] * g, [1] * m, k) == pytest.approx(1 - comb(g - m, k) / comb(g, k))
+
+
 def test_paired_retrieval_comparison_by_query_key(tmp_path):
     import polars as pl
 

@@ -39,6 +39,7 @@ def learning_record(metric: str, trained: MetricResult, shuffled: MetricResult, 
         "shuffled": {"value": val(shuffled.value), "ci": ci(shuffled.ci)},
         "difference": difference,
         "p_value": None if p is None else round(p, 6),
+        "p_floor": comparison.get("p_floor"),  # p at the floor: no resample crossed 0 (`p < floor`)
         "n": comparison.get("n") or trained.n,
     }
 
