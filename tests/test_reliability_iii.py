@@ -313,9 +313,11 @@ def test_the_output_lock_covers_nested_outputs(held, wanted, tmp_path):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout.readline().strip() == "locked"  # blocks until the holder has it: no sleeps
+        fresh = not (tmp_path / wanted).exists()
         with pytest.raises(OutputLocked, match="overlaps"):
             with output_lock(tmp_path / wanted, "campaign"):
                 pass
+        assert (tmp_path / wanted).exists() is not fresh  # the refused run leaves no folder (and lock) behind
         with output_lock(tmp_path / "E", "a sibling"):  # unrelated folders are not affected
             pass
     finally:
@@ -657,6 +659,39 @@ def test_dicomweb_judges_burned_in_annotation_on_the_full_header(tmp_path):
                                                   {"A1": "Clear lungs."}, tmp_path / f"c{kept}", cfg, out)  # fmt: skip
         assert len(out.candidates) == kept
         assert [q.reason.split(":")[0] for q in out.quarantined] == ([] if kept else ["burned-in annotation"])
+
+
+def test_a_dicomweb_secondary_capture_marked_no_is_kept_through_decode(tmp_path):
+    """A secondary capture whose header says BurnedInAnnotation NO passes discovery; its PHI-stripped cache
+    file must say so too, or decode judges it 'a secondary capture without BurnedInAnnotation'."""
+    import copy
+
+    from fixtures.dicom import DXSpec, dx_dataset, picture, stored_values
+    from schemas.config import IngestConfig, ImageConfig
+    from tasks.images import process
+    from tasks.sources import get_adapter
+    from tasks.sources.base import Discovery
+
+    spec = DXSpec()
+    ds = dx_dataset(stored_values(picture(32, 24), spec), spec, patient_id="P", study_uid="1.2.3",
+                    sop_uid="1.2.3.4", series_uid="1.2.3.5")  # fmt: skip
+    ds.BodyPartExamined, ds.AccessionNumber, ds.BurnedInAnnotation = "CHEST", "A1", "NO"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+
+    class Client:
+        def search_for_instances(self, **kw):
+            return [{"00080018": {"Value": ["1.2.3.4"]}}][kw["offset"]:]
+
+        def retrieve_instance(self, *args, **kw):
+            return copy.deepcopy(ds)
+
+    cfg = IngestConfig(source="dicomweb", root=tmp_path, out=tmp_path / "o")
+    out = Discovery(notes={"cache_hits": 0, "retrieved": 0})
+    get_adapter("dicomweb")._series_instances(Client(), "1.2.3", {"0020000E": {"Value": ["1.2.3.5"]}},
+                                              {"modalities": ["DX"], "body_part": "CHEST", "page_size": 10}, SALT,
+                                              {"A1": "Clear lungs."}, tmp_path / "c", cfg, out)  # fmt: skip
+    [c] = out.candidates
+    assert process(c.path, c.kind, ImageConfig(size=16))[1:3] == (16, 16)  # not refused as burned-in
 
 
 def test_a_401_on_the_command_line_is_one_line_without_the_key(tmp_path, monkeypatch, capsys, clean_env):

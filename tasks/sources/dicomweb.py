@@ -278,7 +278,7 @@ class DicomwebAdapter(BaseAdapter):
                 self.filter(out, rel, reason, key)
                 continue
             burned = None if cfg.options.get(ALLOW_BURNED_IN) else burned_in_reason(header)
-            if burned:  # judged on the full header: the PHI-stripped cache keeps no BurnedInAnnotation
+            if burned:  # judged on the full header (the cache keeps BurnedInAnnotation too, for decode)
                 self.quarantine(out, rel, burned, key)
                 continue
             accession = str(header.get("AccessionNumber") or "").strip()
