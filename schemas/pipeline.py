@@ -26,7 +26,7 @@ from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
 from schemas.finite import finite_check
 from schemas.llm import LLMEndpoint
-from schemas.safe_load import load_yaml_text
+from schemas.safe_load import MAX_DEPTH, load_yaml_text
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
@@ -134,6 +134,8 @@ class PipelineConfig(BaseModel):
 def set_dotted(d: dict, key: str, value: Any) -> None:
     """`train.stage2.lora_r` -> d["train"]["stage2"]["lora_r"] = value (creating dicts on the way)."""
     parts = key.split(".")
+    if len(parts) > MAX_DEPTH:  # the nesting cap the YAML/JSON loaders apply, for a dotted key too
+        raise ValueError(f"override key nested deeper than {MAX_DEPTH} levels")
     cur = d
     for p in parts[:-1]:
         nxt = cur.get(p)

@@ -753,7 +753,13 @@ def test_control_characters_in_every_cell_of_a_row_never_crash_an_ingest(source,
     assert "\x00" not in text and "\x01" not in text
 
 
-def test_a_non_finite_override_on_the_command_line_is_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "override,message",
+    [("train.stage1.lr=.inf", "train.stage1.lr must be a finite number (got inf)"),
+     # a dotted key is nesting too: 3000 levels ended in a RecursionError traceback
+     ("data.options." + ".".join(["a"] * 3000) + "=1", "override key nested deeper than 64 levels")],
+)  # fmt: skip
+def test_a_bad_override_on_the_command_line_is_one_line(override, message, tmp_path, monkeypatch, capsys):
     from cxrflow_cli.main import run
     from cxrflow_cli.quiet import ENV_VARS
 
@@ -764,9 +770,9 @@ def test_a_non_finite_override_on_the_command_line_is_one_line(tmp_path, monkeyp
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     config = tmp_path / "p.yaml"
     config.write_text(f"data:\n  source: openi\n  root: {tmp_path}\n")
-    code = run(["pipeline", "--config", str(config), "--set", "train.stage1.lr=.inf"])
+    code = run(["pipeline", "--config", str(config), "--set", override])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == "error: train.stage1.lr must be a finite number (got inf)", err
+    assert code == 2 and err == f"error: {message}", err
 
 
 def test_burned_in_films_in_an_ingest_and_no_unchecked_reuse(tmp_path):
