@@ -119,7 +119,9 @@ def test_a_record_cannot_loosen_the_licence_the_caller_named(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("host", ["eu.api.openai.com", "us.api.openai.com", "api.openai.com.", "openai.com",
-                                  "models.inference.ai.azure.com"])  # fmt: skip
+                                  "models.inference.ai.azure.com",
+                                  # IDNA spellings httpx maps to api.openai.com (ideographic and fullwidth dots)
+                                  "api.openai\u3002com", "api.openai\uff61com", "api.openai.com\uff0e"])  # fmt: skip
 def test_public_llm_hosts_cannot_be_allow_listed(host, tmp_path, clean_env):
     cfg = _llm(f"https://{host}/v1", tmp_path, allow_endpoints=[host, host.rstrip("."), f"{host}:443"])
     with pytest.raises(DataUseError, match="public LLM service"):
@@ -667,7 +669,7 @@ def test_a_dicomweb_secondary_capture_marked_no_is_kept_through_decode(tmp_path)
     import copy
 
     from fixtures.dicom import DXSpec, dx_dataset, picture, stored_values
-    from schemas.config import IngestConfig, ImageConfig
+    from schemas.config import ImageConfig, IngestConfig
     from tasks.images import process
     from tasks.sources import get_adapter
     from tasks.sources.base import Discovery
