@@ -181,6 +181,23 @@ def test_a_401_quoting_the_key_is_one_redacted_line(tmp_path, monkeypatch, clean
     assert "\n" not in str(err)
 
 
+@pytest.mark.parametrize(
+    "text,secret",
+    [("Incorrect API key provided: sk-proj-abcDEF123_-xyz.", "sk-proj-abcDEF123_-xyz"),
+     ("invalid subscription key 0123456789abcdef0123456789ABCDEF", "0123456789abcdef0123456789ABCDEF"),
+     ("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc", "eyJhbGciOiJIUzI1NiJ9"),
+     # found in review: a password holding "@", a Basic header, an Azure 84-character key after its label
+     ("GET https://user:p@ss-Word9@pacs.lab/dicom-web failed", "ss-Word9"),
+     ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA"),
+     ("api-key: " + "7Xy9AbCdEfGhIjKl" * 5 + "MnOp", "7Xy9AbCdEfGhIjKl"),
+     ("password=hunter2-horse", "hunter2-horse")],
+)  # fmt: skip
+def test_redact_text_removes_key_shapes(text, secret):
+    from tasks.secrets import redact_text
+
+    assert secret not in redact_text(text) and "***" in redact_text(text)
+
+
 def test_batch_mode_and_a_redirect_is_one_line(tmp_path, monkeypatch, clean_env):
     from cxrflow_cli.user_errors import is_user_error
 
