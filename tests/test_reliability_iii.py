@@ -775,6 +775,10 @@ def test_control_characters_in_every_cell_of_a_row_never_crash_an_ingest(source,
 @pytest.mark.parametrize(
     "override,message",
     [("train.stage1.lr=.inf", "train.stage1.lr must be a finite number (got inf)"),
+     # strings in YAML 1.1, kept as text by the section's override dict, refused once the stage is built (the
+     # message read "train.: stage1.lr ...")
+     ("train.stage1.lr=1e999", "train: stage1.lr must be a finite number (got inf)"),
+     ("train.stage2.lr=NaN", "train.stage2.lr: Input should be greater than 0 (got 'NaN')"),
      # a dotted key is nesting too: 3000 levels ended in a RecursionError traceback
      ("data.options." + ".".join(["a"] * 3000) + "=1", "override key nested deeper than 64 levels")],
 )  # fmt: skip
