@@ -9,11 +9,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from http_support import Recorder
 from pydantic import ValidationError
 
 from schemas.llm import LLMConfig
@@ -25,6 +24,7 @@ KEY = "sk-proj-CAMPAIGNKEY0123456789abcdef"
 SALT = "campaign-salt-0123456789abcdef"
 PASSWORD = "pw-Campaign-Secret-77"
 REPORT = "FINDINGS: Small left effusion. IMPRESSION: Effusion."
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -53,43 +53,6 @@ def no_connections(monkeypatch):
 def _llm(url: str, tmp_path, **kw) -> LLMConfig:
     return LLMConfig(backend="openai", base_url=url, cache_dir=tmp_path / "cache", max_retries=0,
                      invalid_answer_retries=0, **kw)  # fmt: skip
-
-
-class Server:
-    """A loopback HTTP server answering every request with `status`, `body` and `headers`."""
-
-    def __init__(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(n)
-                server.requests.append(self.path)
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 # --- item 2: the stricter licence of record and flag wins -------------------------------------------------------
@@ -172,7 +135,7 @@ def test_a_401_quoting_the_key_is_one_redacted_line(tmp_path, monkeypatch, clean
                                             "https://platform.openai.com/account/api-keys.",
                                  "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()  # fmt: skip
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    with Server(401, body) as srv:
+    with Recorder(401, JSON, body) as srv:
         with pytest.raises(Exception) as info:
             run_operation(STRUCTURE, [WorkItem("a", "openi", {"report_text": REPORT})], _llm(f"{srv.url}/v1", tmp_path))
     err = info.value
@@ -202,7 +165,7 @@ def test_batch_mode_and_a_redirect_is_one_line(tmp_path, monkeypatch, clean_env)
     from cxrflow_cli.user_errors import is_user_error
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    with Server(307, headers={"Location": "http://127.0.0.1:9/v1/files"}) as srv:
+    with Recorder(307, {"Location": "http://127.0.0.1:9/v1/files", **JSON}) as srv:
         with pytest.raises(Exception) as info:
             run_operation(STRUCTURE, [WorkItem("a", "openi", {"report_text": REPORT})],
                           _llm(f"{srv.url}/v1", tmp_path, batch=True))  # fmt: skip
@@ -299,7 +262,7 @@ def test_a_rejected_key_is_not_stored_by_prefect(prefect_server, tmp_path, monke
     def ask(url: str) -> None:
         run_operation(STRUCTURE, [WorkItem("a", "openi", {"report_text": REPORT})], _llm(url, tmp_path))
 
-    with Server(401, body) as srv:
+    with Recorder(401, JSON, body) as srv:
         with pytest.raises(Exception, match="refused the API key"):
             ask(f"{srv.url}/v1")
     APILogWorker.drain_all(timeout=120)
@@ -726,7 +689,7 @@ def test_a_401_on_the_command_line_is_one_line_without_the_key(tmp_path, monkeyp
     body = json.dumps({"error": {"message": f"Incorrect API key provided: {KEY}"}}).encode()
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     manifest = small_manifest(tmp_path / "manifest.parquet", n_reports=2, source="openi")
-    with Server(401, body) as srv:
+    with Recorder(401, JSON, body) as srv:
         code = run(["structure", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--backend", "openai",
                     "--base-url", f"{srv.url}/v1", "--cache-dir", str(tmp_path / "c"), "--no-prefect"])  # fmt: skip
     out, err = capsys.readouterr()
