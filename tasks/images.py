@@ -296,6 +296,13 @@ def check_pixels(
         )
 
 
+def _decoder_failure(exc: BaseException) -> bool:
+    """An error of the decoder on this file: any Exception, and the PanicException of Rust-based plugins
+    (pylibjpeg-rle panics on a header whose Rows is smaller than its frame), which derives from BaseException
+    so that `except Exception` misses it. Interrupts and exits still propagate."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
 def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     """Stored values of the first frame, with a precise reason when that is impossible."""
     check_pixels(ds)
@@ -305,7 +312,9 @@ def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     try:
         plugin = preferred_plugin(ds)
         arr = pixel_array(ds, decoding_plugin=plugin) if plugin else ds.pixel_array
-    except Exception as exc:
+    except BaseException as exc:
+        if not _decoder_failure(exc):
+            raise
         msg = str(exc)
         if "less than" in msg or "truncat" in msg.lower() or "expected" in msg:
             raise ImageDecodeError(f"truncated pixel data: {msg}") from exc
@@ -425,7 +434,9 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
             return None
         arr = j2k_stored_values(ds, frame, reduce)
         return arr, f"pillow-{Image.__version__}/{ts.name}/reduce-{reduce}"
-    except Exception:  # any surprise: the full decode decides
+    except BaseException as exc:  # any surprise: the full decode decides
+        if not _decoder_failure(exc):
+            raise
         return None
 
 
