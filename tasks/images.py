@@ -423,6 +423,9 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
         if scale == 1:
             return None
         frame = first_frame(ds)
+        with Image.open(io.BytesIO(frame)) as im:  # the header only
+            if im.size != (int(ds.Columns), int(ds.Rows)):
+                return None  # the DICOM header and the codestream disagree: the full decode refuses it
         if ts == JPEGBaseline8Bit:
             if int(ds.get("BitsAllocated", 8)) != 8 or int(ds.get("PixelRepresentation", 0)):
                 return None

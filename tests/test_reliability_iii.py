@@ -343,22 +343,26 @@ def test_dicom_geometry_must_match_the_pixel_data(rows, what, tmp_path):
     process(_dicom(tmp_path / "ok.dcm"), "dicom", ImageConfig(size=16))  # a consistent one decodes
 
 
-@pytest.mark.parametrize("rows", [16, 64])
-def test_a_compressed_dicom_whose_rows_lie_is_a_quarantine_row(rows, tmp_path):
-    """Compressed films skip the length check (the codestream decides); a halved Rows made pylibjpeg-rle
-    panic with a PanicException (a BaseException: past `except Exception`, it aborted the whole ingest)."""
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+@pytest.mark.parametrize("rows", [32, 128])
+def test_a_compressed_dicom_whose_rows_lie_is_a_quarantine_row(syntax, rows, tmp_path):
+    """Compressed films skip the length check (the codestream decides). Found in review: a halved Rows made
+    pylibjpeg-rle panic with a PanicException (a BaseException: past `except Exception`, it aborted the whole
+    ingest), and the reduced JPEG 2000 decode kept a film whose header disagreed with its codestream (the
+    exact decode refused it)."""
     import pydicom
-    from pydicom.uid import RLELossless
+    from pydicom import uid
 
     from schemas.config import ImageConfig
     from tasks.images import ImageDecodeError, process
 
-    ds = pydicom.dcmread(_dicom(tmp_path / "a.dcm"))
-    ds.compress(RLELossless)
+    ds = pydicom.dcmread(_dicom(tmp_path / "a.dcm", rows=64, cols=48))
+    ds.compress(getattr(uid, syntax))
     ds.Rows = rows
     ds.save_as(tmp_path / "a.dcm")
-    with pytest.raises(ImageDecodeError):
-        process(tmp_path / "a.dcm", "dicom", ImageConfig(size=16))
+    for exact in (False, True):
+        with pytest.raises(ImageDecodeError):
+            process(tmp_path / "a.dcm", "dicom", ImageConfig(size=16, exact=exact))
 
 
 def test_dicom_geometry_is_checked_against_the_metadata_csv(tmp_path):
