@@ -196,6 +196,9 @@ def test_options_refuse_a_salt_or_a_url_with_credentials(tmp_path):
                              options={"url": f"http://u:{PASSWORD}@127.0.0.1:8042/dicom-web"}),  # fmt: skip
         lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"salt": SALT}),
         lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"password": PASSWORD}),
+        # found in review: a salt under another spelling was not used, but still stored with the parameters
+        lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"SALT": SALT}),
+        lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"phi_salt": SALT}),
         lambda: PipelineConfig.model_validate({"data": {"source": "dicomweb", "root": str(tmp_path),
                                                         "options": {"salt": SALT}}}),  # fmt: skip
     ]
