@@ -22,6 +22,7 @@ PHI policy:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -96,10 +97,24 @@ def settings(root: Path, options: dict | None = None) -> dict[str, Any]:
         "timeout_s": 30,
     }
     if (root / DESCRIPTOR).is_file():
-        found.update(load_json_text((root / DESCRIPTOR).read_text()))
+        try:
+            described = load_json_text((root / DESCRIPTOR).read_text())
+        except ValueError as exc:  # not JSON, or nested too deep
+            raise SourceLayoutError(f"{root / DESCRIPTOR} is not usable JSON: {exc}") from None
+        if not isinstance(described, dict):
+            raise SourceLayoutError(f"{root / DESCRIPTOR} must hold one JSON object of settings")
+        found.update(described)
     found.update({k: v for k, v in (options or {}).items() if k in SETTINGS})
     if isinstance(found["modalities"], str):
         found["modalities"] = [m.strip() for m in found["modalities"].split(",") if m.strip()]
+    for name, kind in (("page_size", int), ("timeout_s", float)):  # a wrong one crashed a request, later
+        try:
+            value = kind(found[name])
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise SourceLayoutError(f"DICOMweb: {name} must be a positive number (got {found[name]!r})")
+        found[name] = value
     return found
 
 
