@@ -54,14 +54,18 @@ _FUNCTION_WORDS = (
 # Titles: the word after an abbreviated title is a name whatever its case ("dr fairbanks", "Dr. Young"); after a
 # spelled-out one ("the nurse reported"), only a capitalised or unknown word is.
 _TITLES_ABBREV = {"dr", "drs", "mr", "mrs", "ms", "mx", "prof", "messrs", "mssrs"}
+# "St. Mary's", "Mt. Sinai": the dot does not end a sentence, so the name after it reads as mid-sentence.
+_PLACE_ABBREV = {"st", "mt", "ft"}
 _TITLES_WORD = {"doctor", "doctors", "nurse", "nurses", "professor", "technologist", "rn", "np", "midwife"}
 _ROLES = {"physician", "radiologist", "attending", "resident", "fellow", "referring", "ordering", "provider",
           "reader", "technologist", "surgeon", "clinician", "consultant", "pcp", "by", "to", "cc"}  # fmt: skip
 _COMMUNICATION = {"spoke", "discussed", "communicated", "called", "paged", "notified", "informed", "relayed",
                   "conveyed", "telephoned", "phoned", "messaged", "emailed", "d/w", "reviewed"}  # fmt: skip
+_PERSON_PREPOSITIONS = {"by", "per", "cc"}
 _NAME_CUES = {"patient", "pt", "name", "mother", "father", "wife", "husband", "daughter", "son", "spouse",
               "sister", "brother", "guardian", "signed", "dictated", "transcribed", "electronically"}  # fmt: skip
 
+_ABBREV_CUES = {"pt"}  # a cue written with a dot ("Pt. Garcia")
 _MONTHS = {
     "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november",
     "december", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
@@ -77,6 +81,13 @@ _UNITS = {"cm", "mm", "m", "ml", "cc", "l", "mmhg", "hu", "%", "degree", "degree
 _YEARS = {"year", "years", "yr", "yrs", "y", "yo", "yof", "yom", "old"}
 _NUMBER_ANCHORS = {"rib", "ribs", "level", "levels", "grade", "zone", "zones", "type", "stage", "segment",
                    "segments", "lobe", "class", "x", "by", "times", "to", "and", "or", "through"}  # fmt: skip
+_EPONYM_NOUNS = {"catheter", "catheters", "tube", "tubes", "filter", "filters", "drain", "drains", "valve", "valves",
+                 "stent", "stents", "pump", "device", "devices", "clip", "clips", "port", "shunt", "sheath", "line",
+                 "lines", "lead", "leads", "pacemaker", "reservoir", "fundoplication", "procedure", "repair",
+                 "operation", "resection", "sign", "signs", "hump", "syndrome", "disease", "hernia", "tumor",
+                 "tumour", "sarcoma", "lymphoma", "diverticulum", "fracture", "deformity", "ring"}  # fmt: skip
+_ORDINAL_ANCHORS = {"rib", "ribs", "intercostal", "ics", "level", "levels", "digit", "finger", "toe"}
+_DAY_ANCHORS = {"day", "pod", "week"}  # "post-op day 2", "hospital day 5": a course of care, not a date
 _LEVEL_ANCHORS = _NUMBER_ANCHORS - {"x", "by", "times", "to", "and", "or", "through"}
 _ID_CUES = {"mrn", "id", "acc", "accession", "ssn", "unit", "number", "no", "record", "#", "account", "acct",
             "case", "medicare", "medicaid", "insurance", "policy", "member", "encounter", "visit", "fin", "csn",
@@ -165,9 +176,28 @@ class _Tok:
     category: str | None = None  # set when redacted
 
 
-@lru_cache(maxsize=1)
 def vocabulary() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(clinical, common English, census names), lower case. Loaded once per process."""
+    return _word_lists()[:3]
+
+
+# The rarer part of the English list also holds foreign given names and surnames ("gustav", "pavarotti": ~1% of
+# Faker's name parts across 15 locales); with an English derivational ending it is ordinary English (0.07%).
+_ENGLISH_SUFFIX = re.compile(
+    r"(?:ing|ings|ed|ion|ions|ity|ities|ive|ment|ments|ness|ous|ular|ic|ical|ally|ly|ance|ence|ancy|ency|ant|ent"
+    r"|ism|able|ible|ize|ized|ise|ised|ary|ory|ure|ures|ated|ates|ative|al|osis|itis|ies|ses)$"
+)
+
+
+def rare_lower_words() -> frozenset[str]:
+    """Words of the English list below COMMON_MIN with an English ending that are no census name: safe only in
+    lower case, where they are rarer clinical English ("accentuating", "aerated", "tortuous"); capitalised, they
+    stay suspect."""
+    return _word_lists()[3]
+
+
+@lru_cache(maxsize=1)
+def _word_lists() -> tuple[frozenset[str], frozenset[str], frozenset[str], frozenset[str]]:
     import names
     import spellchecker
 
@@ -193,7 +223,18 @@ def vocabulary() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
         for line in (Path(names.__file__).parent / f).read_text().splitlines():
             if line.strip():
                 census.add(line.split()[0].lower())
-    return frozenset(clinical), frozenset(common), frozenset(census)
+    rare = {
+        w
+        for w, n in freq.items()
+        if n < COMMON_MIN and w.isalpha() and w not in census and len(w) >= 5 and _ENGLISH_SUFFIX.search(w)
+    }
+    return frozenset(clinical), frozenset(common), frozenset(census), frozenset(rare)
+
+
+# Prefixes of clinical English: a lower-case word is safe when its stem is ("reexpanded", "underinflated",
+# "hyperlucency", "nonobstructive").
+_PREFIXES = ("re", "un", "non", "under", "over", "hyper", "hypo", "sub", "intra", "inter", "peri", "para", "post",
+             "pre", "retro", "trans", "supra", "infra", "pseudo", "semi", "multi", "bi", "mid")  # fmt: skip
 
 
 @lru_cache(maxsize=1)
@@ -219,7 +260,7 @@ def _tokens(text: str) -> list[_Tok]:
         out.append(_Tok(m.start(), m.end(), t, t.lower(), boundary))
         before = out[-2].text if len(out) > 1 else ""
         initial = len(before) == 1 and _is_capital(before)
-        abbreviation = t == "." and (initial or before.lower() in _TITLES_ABBREV)
+        abbreviation = t == "." and (initial or before.lower() in _TITLES_ABBREV | _PLACE_ABBREV)
         boundary = (t in {".", ":", ";", "!", "?", "(", "[", "*"} and not abbreviation) or (
             boundary and t in {'"', "'"}
         )
@@ -263,6 +304,7 @@ class _Scan:
     def __init__(self, text: str, shielded: list[tuple[int, int]]):
         self.clinical, self.common, self.census = vocabulary()
         self.given = given_names()
+        self.rare = rare_lower_words()
         self.text = text
         self.toks = [t for t in _tokens(text) if not any(s <= t.start < e for s, e in shielded)]
         self.kept: set[int] = set()  # clinical numbers already judged (the second half of a fraction)
@@ -283,6 +325,17 @@ class _Scan:
             or _DEID_MARK.fullmatch(low) is not None
         )
 
+    def safe_lower(self, low: str) -> bool:
+        """Safe when written in lower case: a safe word, a rarer English word that is no census name, or a
+        clinical prefix on a safe stem."""
+        return self.safe_word(low) or low in self.rare or self.prefixed(low)
+
+    def prefixed(self, low: str) -> bool:
+        """A clinical prefix on a safe stem ("biapical", "midlung"); never a census name ("Underwood")."""
+        return low not in self.census and any(
+            low.startswith(p) and len(low) - len(p) >= 4 and self.safe_word(low[len(p) :]) for p in _PREFIXES
+        )
+
     def _ordinary(self, low: str) -> bool:
         """A common word that is no census name (after a cue such as "Patient" it is no name either)."""
         return low in self.common and low not in self.census
@@ -294,6 +347,21 @@ class _Scan:
         names after the verb are names even in lower case (radiology reports document who was told)."""
         toks = self.toks
         for i, t in enumerate(toks):
+            if t.low in _PERSON_PREPOSITIONS and i + 2 < len(toks):
+                # "read by JAMES WU", "per john smith": a census given name and surname written alike, where the
+                # case cue is missing (an all-capitals report, a lower-case note)
+                a, b = toks[i + 1], toks[i + 2]
+                if (
+                    _is_word(a.text)
+                    and _is_word(b.text)
+                    and a.low in self.given
+                    and b.low in self.census
+                    and not {a.low, b.low} & (self.clinical | _LABELS)
+                    and (a.text.isupper() == b.text.isupper() and a.text.islower() == b.text.islower())
+                ):
+                    self.mark(i + 1, NAME)
+                    self.mark(i + 2, NAME)
+                continue
             if t.low not in _COMMUNICATION:
                 continue
             j = i + 1
@@ -318,7 +386,8 @@ class _Scan:
                 continue  # "12 Oak Dr" is a street; the address pass takes it
             j = i + 1
             # an abbreviation's dot ("Dr."), a label's colon ("Patient:"); a sentence's end stops the chain
-            while j < len(toks) and toks[j].text in ({".", ":"} if t.low in _TITLES_ABBREV else {":", ","}):
+            abbrev = t.low in _TITLES_ABBREV or t.low in _ABBREV_CUES
+            while j < len(toks) and toks[j].text in ({".", ":"} if abbrev else {":", ","}):
                 j += 1
             taken, last = 0, ""
             while j < len(toks) and taken < 6:
@@ -367,9 +436,16 @@ class _Scan:
                     and j + 1 < len(toks)
                     and _is_word(toks[j + 1].text)
                     and (toks[j].text != "." or len(w.text) == 1)
-                    and (_is_capital(toks[j + 1].text) or toks[j].text == "-")
+                    and (_is_capital(toks[j + 1].text) or toks[j].text == "-" or len(w.text) == 1)
                 ):
-                    j += 1  # "J. Smith", "O'Brien", "Garcia-Lopez"
+                    j += 1  # "J. Smith", "O'Brien", "Garcia-Lopez", "o'neil"
+                    if (
+                        toks[j - 1].text in {"'", "-"}
+                        and toks[j - 1].start == toks[j - 2].end == toks[j].start - 1
+                    ):
+                        self.mark(j, NAME)  # the rest of a joined name, whatever its case
+                        last = toks[j].text
+                        j += 1
 
     def words(self) -> None:
         toks = self.toks
@@ -377,11 +453,16 @@ class _Scan:
             if t.category is not None or not _is_word(t.text):
                 continue
             low = t.low
-            if not self.safe_word(low):
+            capital = _is_capital(t.text)
+            if not (
+                self.safe_word(low)
+                or (not capital and self.safe_lower(low))
+                or (t.sentence_start and self.prefixed(low))  # "Biapical pleural thickening"
+            ):
                 # a name (validation flags it) when capitalised in mid-sentence; otherwise an unknown word (a rare
                 # term, a typo, an acronym, a sentence's first word): redacted, not flagged
                 proper = _is_capital(t.text) and not t.sentence_start and not t.text.isupper()
-                self.mark(i, NAME if proper else WORD)
+                self.mark(i, NAME if proper and not self._eponym(i) else WORD)
             elif (
                 _is_title(t.text)
                 and not t.sentence_start
@@ -389,7 +470,8 @@ class _Scan:
                 and low not in _LABELS
                 and low not in _MONTHS
             ):
-                self.mark(i, NAME if low in self.census else WORD)  # a capitalised word in mid-sentence
+                # a capitalised word in mid-sentence
+                self.mark(i, NAME if low in self.census and not self._eponym(i) else WORD)
         # A word next to a name is part of it: "Rose Hill", "Port Karen", an initial ("J. Smith"), a particle
         # ("van Dongen"), a lower-case given name ("alan shaffer"), an all-capitals name ("MEI-CHEN WANG").
         mixed_case = sum(t.text.isupper() and len(t.text) > 1 for t in toks) < 0.3 * max(1, len(toks))
@@ -400,6 +482,15 @@ class _Scan:
                 if t.category is None and _is_word(t.text) and self._joins_name(i, mixed_case):
                     self.mark(i, NAME)
                     changed = True
+
+    def _eponym(self, i: int) -> bool:
+        """A capitalised word right before a device, procedure or sign noun ("Foley catheter", "Nissen
+        fundoplication", "Sengstaken-Blakemore tube"): an eponym or brand. Still redacted when unknown, but as a
+        word, not a name: public reports write such eponyms and validation should not quarantine them."""
+        j = i + 1
+        while self.low(j) == "-" and j + 1 < len(self.toks) and _is_word(self.toks[j + 1].text):
+            j += 2
+        return self.low(j) in _EPONYM_NOUNS
 
     def _neighbours(self, i: int) -> list[_Tok]:
         """The tokens either side, looking past an initial's dot ("J. Swan") and a hyphen ("MEI-CHEN")."""
@@ -423,9 +514,22 @@ class _Scan:
         if (t.low in _LABELS - PARTICLES and not initial) or t.low in _MONTHS:
             return False
         near = [n for n in self._neighbours(i) if n.category in (NAME, WORD) and _is_word(n.text)]
+        if (
+            _is_title(t.text)
+            and t.low in self.census
+            and t.low not in self.clinical
+            and self.low(i + 1) == ","
+            and i + 2 < len(self.toks)
+            and self.toks[i + 2].category == NAME
+            and _is_title(self.toks[i + 2].text)
+        ):
+            return True  # a surname before its given name: "Smith, John"
         if not near:
             return False
         if len(t.text) == 1 and t.text.isupper():  # an initial, or the first letter of "O'Brien", "S'fiso"
+            if t.text in {"A", "I"} and t.sentence_start and self.low(i + 1) not in {".", "'"}:
+                # the article or pronoun opening a sentence, unless a name (not an unknown word) follows
+                return any(n.category == NAME and _is_capital(n.text) for n in near)
             return self.low(i + 1) == "'" or any(_is_capital(n.text) for n in near)
         if t.low in PARTICLES:
             return len(near) == 2 or any(n.category == NAME for n in near)
@@ -440,12 +544,20 @@ class _Scan:
         if _is_title(t.text):
             # a clinical word joins only a capitalised name (or initial) in mid-sentence
             if t.low in self.clinical:
-                return not t.sentence_start and any(_is_title(n.text) or n.text.isupper() for n in near)
+                # before a device noun an unknown word is not enough: "Sengstaken-Blakemore tube" (see _eponym)
+                eponym = self._eponym(i)
+                return not t.sentence_start and any(
+                    (n.category == NAME or not eponym) and (_is_title(n.text) or n.text.isupper())
+                    for n in near
+                )
             return any(_is_capital(n.text) for n in near)
         # lower case: a census given name next to a lower-case name ("spoke with alan shaffer")
-        return (
-            t.low in self.given and t.low not in self.clinical and any(not _is_capital(n.text) for n in near)
-        )
+        if t.low in self.clinical:
+            return False
+        if t.low in self.given and any(not _is_capital(n.text) for n in near):
+            return True
+        # a rarer word that is safe only in lower case ("marian baa") is part of a lower-case name next to it
+        return not self.safe_word(t.low) and any(n.category == NAME and not _is_capital(n.text) for n in near)
 
     # -------------------------------------------------------------------------------------------- numbers
 
@@ -491,6 +603,8 @@ class _Scan:
             return True
         if prev in _LEVEL_ANCHORS:
             return True
+        if prev in _DAY_ANCHORS and value is not None and value <= 60 and prev2 not in _MONTHS:
+            return True
         if prev in {"x", "×", "-", "/", "to", "and", "or", "through"}:
             k = i - 2
             if 0 <= k and (_SPINE_LEVEL.match(toks[k].text) or self.low(k - 1) in _NUMBER_ANCHORS):
@@ -522,6 +636,10 @@ class _Scan:
                     x.text for x in toks[i + 1 : i + 6] if _ORDINAL.match(x.text)})  # fmt: skip
                 if j < len(toks) and toks[j].low in self.clinical and toks[j].low not in _MONTHS:
                     continue  # "left 4th rib", "4th-6th ribs"
+                if not self._month_near(i) and any(
+                    x.low in _ORDINAL_ANCHORS for x in toks[max(0, i - 6) : i]
+                ):
+                    continue  # "rib fractures, 5th through 8th", "ribs 4th and 5th"
                 self.mark(i, DATE if self._month_near(i) else NUMBER)
                 continue
             age = _AGE_SUFFIX.match(text)
