@@ -804,5 +804,7 @@ def test_burned_in_films_in_an_ingest_and_no_unchecked_reuse(tmp_path):
     assert n and first["kept"] == 0
     allowed = ingest("mimic-cxr", root, out, options={"allow_burned_in_annotation": True})
     assert "burned-in annotation" not in allowed["quarantined_by_reason"] and allowed["kept"] == n
+    # the summary's lineage says so (found in review: it recorded the image parameters without the option)
+    assert allowed["image"].get("burned_in_allowed") is True and "burned_in_allowed" not in first["image"]
     again = ingest("mimic-cxr", root, out)  # the films decoded under the option are not reused unchecked
     assert again["quarantined_by_reason"].get("burned-in annotation") == n and again["kept"] == 0
