@@ -316,6 +316,9 @@ def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
         if not _decoder_failure(exc):
             raise
         msg = str(exc)
+        if "could not broadcast" in msg:  # the decoded frame is not Rows x Columns: the header lies
+            raise ImageDecodeError(f"pixel geometry mismatch: the compressed frame is not Rows {ds.Rows} x "
+                                   f"Columns {ds.Columns} ({msg})") from exc
         if "less than" in msg or "truncat" in msg.lower() or "expected" in msg:
             raise ImageDecodeError(f"truncated pixel data: {msg}") from exc
         raise ImageDecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {msg}") from exc
