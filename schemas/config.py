@@ -93,6 +93,10 @@ class IngestConfig(BaseModel):
         description="LLaVA-Rad MIMIC-CXR Annotations JSON files (or folders of them): the released report texts "
         "replace report structuring (mimic-cxr only)",
     )
+    verify_checksums: bool = Field(
+        False, description="hash every file the root's SHA256SUMS.txt lists and compare (default: a fixed sample "
+        "of about 1 in 64; tasks/source_hashes.py); a mismatch is quarantined"
+    )
 
     @model_validator(mode="after")
     def _annotations_for_mimic(self) -> IngestConfig:
@@ -165,6 +169,7 @@ class MixtureConfig(BaseModel):
     workers: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1)
     split_ratios: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    verify_checksums: bool = False
 
     def source_out(self, spec: SourceSpec) -> Path:
         return self.out / "sources" / spec.name
@@ -181,4 +186,5 @@ class MixtureConfig(BaseModel):
             limit=spec.cap,
             split_ratios=self.split_ratios,
             options=spec.options,
+            verify_checksums=self.verify_checksums,
         )

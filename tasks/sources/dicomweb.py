@@ -346,7 +346,7 @@ class DicomwebAdapter(BaseAdapter):
     @staticmethod
     def _filter_reason(ds: Dataset, s: dict, cfg: IngestConfig) -> str | None:
         """Client-side re-check of the search filters (a server may ignore some); the view policy is the
-        engine's (tasks/sources/base.py `apply_view_policy`)."""
+        engine's (tasks/sources/base.py `view_filter`)."""
         modality = str(ds.get("Modality") or "")
         if s["modalities"] and modality not in s["modalities"]:
             return f"modality {modality or 'missing'} not in {','.join(s['modalities'])}"
