@@ -75,5 +75,10 @@ def pipeline(cfg: PipelineConfig) -> dict:
         metrics_json=str(dirs["evaluate"] / "metrics.json"), checkpoint=str(dirs["train"] / "final"),
         shards=str(dirs["shard"]), metrics=table,
     )
+    data = reports.write_result(cfg.out, name, result)
+    from tasks.report.render import report_markdown
+
+    create_markdown_artifact(key=artifact_key("pipeline-report", name), markdown=report_markdown(cfg.out),
+                             description=f"Pipeline {cfg.name}: the reproduction report of {cfg.out}")
     print(render_text(result))
-    return reports.write_result(cfg.out, name, result)
+    return data
