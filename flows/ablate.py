@@ -63,8 +63,10 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
             runs={v: r.get("flow_run_id") for v, r in results.items()})
     from prefect.artifacts import create_markdown_artifact
 
+    from flows.ui import artifact_key
     from tasks.report.render import report_markdown
 
-    create_markdown_artifact(key=f"ablation-{slug(spec.name)}-report", markdown=report_markdown(out),
+    create_markdown_artifact(key=artifact_key("ablation", spec.name, "report", scoped=False),
+                             markdown=report_markdown(out),
                              description=f"Ablation {spec.name}: the reproduction report (cxrflow report --html)")
     return {"name": spec.name, "variants": results, "compare": summary}

@@ -58,8 +58,9 @@ ALLOWED: dict[str, tuple[set[str], str]] = {
     "bootstrap_scheme": ({"evaluation.EvaluationMetrics", "evaluation.EvaluationSettings"}, _RECORD),
     "n_bootstrap": ({"encoder.EncoderSection", "evaluation.EvaluationMetrics", "evaluation.EvaluationSettings"},
                     "encoder retrieval CIs vs evaluation CIs; " + _RECORD),
-    "metrics": ({"evaluation.EvaluationMetrics", "evaluation.EvaluationComparison", "pipeline.AblationSpec"},
-                "result tables vs the metric names an ablation charts"),
+    "metrics": ({"evaluation.EvaluationMetrics", "evaluation.EvaluationComparison", "evaluation.BaselineResult",
+                 "pipeline.AblationSpec"}, "result tables vs the metric names an ablation charts"),
+    "description": ({"evaluation.BaselineResult", "pipeline.AblationSpec"}, "free text about different things"),
     **{f: ({"evaluation.MetricResult", "evaluation.MetricComparison"}, _RECORD)
        for f in ("method", "n", "not_computed")},
     **{f: ({"evaluation.MetricComparison", "evaluation.EvaluationComparison"}, "the two sides of a comparison")
