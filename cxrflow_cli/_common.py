@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import typing
 from enum import StrEnum
 
-
-class Resize(StrEnum):
-    crop = "crop"
-    pad = "pad"
-
-
-class ImageFormat(StrEnum):
-    jpeg = "jpeg"
-    png = "png"
+from schemas.config import ImageConfig
+from schemas.llm import Backend as _Backend
+from schemas.llm import OperationName
+from schemas.train import TrainConfig
 
 
-class Backend(StrEnum):
-    rules = "rules"
-    openai = "openai"
-    azure = "azure"
+def literal_choices(name: str, literal) -> type[StrEnum]:
+    """An option's choices generated from the schema's Literal, so --help and the schema cannot drift."""
+    return StrEnum(name, {str(v).replace("-", "_"): str(v) for v in typing.get_args(literal)})
+
+
+def default(model, field: str):
+    """An option's default read from the schema (the one place it is written)."""
+    return model.model_fields[field].default
+
+
+Resize = literal_choices("Resize", ImageConfig.model_fields["resize"].annotation)
+ImageFormat = literal_choices("ImageFormat", ImageConfig.model_fields["format"].annotation)
+Backend = literal_choices("Backend", _Backend)
+Operation = literal_choices("Operation", OperationName)
+Preset = literal_choices("Preset", TrainConfig.model_fields["preset"].annotation)
+IMAGE_SIZE = default(ImageConfig, "size")  # 518: LLaVA-Rad's side, written once in schemas/config.py
+
+
+def given(**options) -> dict:
+    """The options the user gave (None: not given), so an unset option takes the schema's default."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 class JudgeBackend(StrEnum):
@@ -49,21 +62,7 @@ class FixtureSize(StrEnum):
     full = "full"
 
 
-class Operation(StrEnum):
-    structure = "structure"
-    translate = "translate"
-    synthesize = "synthesize"
-
-
-class Preset(StrEnum):
-    tiny = "tiny"
-    llava_rad = "llava-rad"
-
-
-class Stage(StrEnum):
-    one = "1"
-    two = "2"
-    both = "both"
+Stage = StrEnum("Stage", {"one": "1", "two": "2", "both": "both"})  # schemas/train.py STAGE_CHOICES
 
 
 # Listed for --help without importing the adapters (that imports polars/pydicom); the registry in

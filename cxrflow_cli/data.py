@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cxrflow_cli._common import SOURCE_HELP, Backend, value
+from cxrflow_cli._common import IMAGE_SIZE, SOURCE_HELP, Backend, given, value
 
 
 def register(app: typer.Typer) -> None:
@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
             None, "--mixture", help="YAML with `sources:` (several into one manifest)"
         ),
         out: Path = typer.Option(..., "--out", help="OUT: data/, shards/, artifacts/"),
-        size: int = typer.Option(518, "--size", min=16, max=4096, help="output image side"),
+        size: int = typer.Option(IMAGE_SIZE, "--size", min=16, max=4096, help="output image side"),
         all_views: bool = typer.Option(False, "--all-views", help="keep lateral views too"),
         workers: int | None = typer.Option(
             None, "--workers", min=1, help="ingest processes (default: all cores)"
@@ -28,8 +28,10 @@ def register(app: typer.Typer) -> None:
         backend: Backend = typer.Option(Backend.rules, "--backend", help="report structuring backend"),
         model: str = typer.Option("gpt-4o", "--model", help="LLM model / deployment"),
         base_url: str | None = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint"),
-        max_samples: int = typer.Option(10_000, "--max-samples", min=1, help="samples per shard"),
-        max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", min=4096, help="bytes per shard"),
+        max_samples: int | None = typer.Option(
+            None, "--max-samples", min=1, help="samples per shard (default: ShardConfig's, 10000)"),
+        max_bytes: int | None = typer.Option(
+            None, "--max-bytes", min=4096, help="bytes per shard (default: ShardConfig's, 1 GB)"),
         annotations: list[Path] | None = typer.Option(
             None,
             "--annotations",
@@ -40,6 +42,7 @@ def register(app: typer.Typer) -> None:
         """Ingest -> structure reports -> validate (Great Expectations) -> shard (WebDataset)."""
         from cxrflow_cli._common import load_yaml_mapping
         from flows.data import data_pipeline
+        from schemas.config import ImageConfig
         from schemas.errors import UserError
         from schemas.shards import DataParams, ShardConfig
         from tasks import preflight
@@ -76,13 +79,13 @@ def register(app: typer.Typer) -> None:
             sources=sources,
             out=out,
             frontal_only=not all_views,
-            image_size=size,
+            image=ImageConfig(size=size),
             workers=workers,
             limit=limit,
             llm_backend=value(backend),
             llm_model=model,
             llm_base_url=base_url,
-            shard=ShardConfig(max_samples=max_samples, max_bytes=max_bytes),
+            shard=ShardConfig(**given(max_samples=max_samples, max_bytes=max_bytes)),
         )
         from cxrflow_cli.progress import counter
 

@@ -42,7 +42,7 @@ def write_demo_fixture(root: Path, studies: int = DEMO_STUDIES, seed: int = 0) -
         if written != wanted:
             what = f"seed {written['seed']}, {written['studies']} studies" if written else "an unrecorded seed"
             raise UserError(f"{root} holds a demo fixture of {what}, not seed {seed}, {studies} studies",
-                            f"remove {root} or give another --out")
+                            f"remove {root.parent} (its pipeline stages came from that fixture) or give another --out")
         return root
     write_mimic_cxr(root, studies=studies, seed=seed, jpg=True, learnable=True, annotations=True)
     atomic_write_json(marker, wanted)
@@ -76,6 +76,12 @@ def demo(
         spec = _PROJECT_ROOT / DEMO_SPEC
     check_file(spec, "--spec", "an ablation YAML with a `trained` and a `shuffled` variant")
     ablation = load_ablation_spec(spec, {"data.root": str(out / "learnable"), "out": str(out / "pipeline")})
+    if not (out / "learnable" / FIXTURE_MARKER).exists() and any((out / "pipeline" / "stages").glob("ingest-*")):
+        # stage keys hash the config, not the fixture's files: a new fixture would reuse the old one's stages
+        from schemas.errors import UserError
+
+        raise UserError(f"{out} holds pipeline stages but no record of the demo fixture they were ingested from",
+                        f"remove {out} or give another --out")
     root = write_demo_fixture(out / "learnable", studies, seed)
     result = run_ablation(ablation)
     variants = result["variants"]
@@ -139,23 +145,22 @@ def demo(
 
 
 def _why_not(r: dict) -> str:
-    t = r["trained"]["ci"]
-    beaten = [("shuffled", r["shuffled"]), *r.get("baselines", {}).items()]
-    lost = [k for k, v in beaten if not (t and v.get("ci") and t[0] > v["ci"][1])]
-    return "the 95% CI overlaps (or lies below) " + ", ".join(lost)
+    """Which comparators the trained model did not beat, and why (overlap, or no CI to compare)."""
+    from tasks.evaluate.learning import not_beaten, value_ci_text
+
+    if not r["trained"]["ci"]:
+        return "the trained model has no 95% CI"
+    others = {"shuffled": r["shuffled"], **r.get("baselines", {})}
+    return "; ".join(f"{k}: the 95% CIs overlap (or trained lies below)" if others[k].get("ci") else
+                     f"{k}: no 95% CI ({value_ci_text(others[k])})" for k in not_beaten(r))
 
 
 def _comparison_text(r: dict) -> str:
     from tasks.evaluate.leaderboard import SMALL_N
+    from tasks.evaluate.learning import value_ci_text as ci
     from tasks.evaluate.resampling import p_text
 
-    def ci(d: dict) -> str:
-        if d.get("value") is None:
-            return d.get("not_computed", "not computed")
-        return f"{d['value']:.2f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else str(d.get("value"))
-
-    diff = r["difference"]
-    d = ci(diff) if diff.get("value") is not None else diff.get("not_computed", "not computed")
+    d = ci(r["difference"])
     p = p_text(r["p_value"], r.get("p_floor"), 4)  # `p < 0.002` when no resample crossed 0
     small = f"  (small n: fewer than {SMALL_N} test reports, the CIs are wide)" if (r["n"] or 0) < SMALL_N else ""
     base = "".join(f"\n    {k:<16} {ci(v)}  (image-blind baseline)" for k, v in r.get("baselines", {}).items())

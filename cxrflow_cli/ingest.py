@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from cxrflow_cli._common import SOURCE_HELP, ImageFormat, Resize, load_yaml_mapping, value
+from cxrflow_cli._common import (
+    IMAGE_SIZE,
+    SOURCE_HELP,
+    ImageFormat,
+    Resize,
+    default,
+    load_yaml_mapping,
+    value,
+)
+from schemas.config import ImageConfig, IngestConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -19,14 +28,15 @@ def ingest(
     source: Annotated[str, typer.Option(help=SOURCE_HELP)] = "mimic-cxr",
     root: Annotated[Path | None, typer.Option(help="the dataset as released")] = None,
     out: Annotated[Path, typer.Option(help="output folder (manifest, images, summary)")] = ...,
-    size: Annotated[int, typer.Option(help="output image side in pixels", min=16, max=4096)] = 518,
+    size: Annotated[int, typer.Option(help="output image side in pixels", min=16, max=4096)] = IMAGE_SIZE,
     resize: Annotated[
         Resize, typer.Option(help="crop: shortest side, center crop (LLaVA-Rad); pad: square")
-    ] = (Resize.crop),
+    ] = Resize(default(ImageConfig, "resize")),
     image_format: Annotated[
         ImageFormat, typer.Option("--format", help="stored image format")
-    ] = ImageFormat.jpeg,
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality", min=1, max=100)] = 95,
+    ] = ImageFormat(default(ImageConfig, "format")),
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality", min=1, max=100)] = default(
+        ImageConfig, "jpeg_quality"),
     all_views: Annotated[bool, typer.Option("--all-views", help="keep lateral views too")] = False,
     workers: Annotated[int | None, typer.Option(help="processes (default: all cores)", min=1)] = None,
     batch_size: Annotated[
@@ -34,7 +44,7 @@ def ingest(
         typer.Option(
             help="images between progress updates, and the smallest chunk (one task run per chunk)", min=1
         ),
-    ] = 32,
+    ] = default(IngestConfig, "batch_size"),
     limit: Annotated[int | None, typer.Option(help="cap on candidate images", min=1)] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
     verify_checksums: Annotated[
@@ -55,9 +65,6 @@ def ingest(
     ] = None,
 ) -> None:
     """Ingest a source in its released layout: decode, preprocess, parse reports, write the manifest."""
-    from rich.progress import Progress
-
-    from schemas.config import ImageConfig, IngestConfig
     from tasks import preflight
 
     preflight.check_out_dir(out)
@@ -94,23 +101,15 @@ def ingest(
     except AnnotationsError as exc:
         raise typer.BadParameter(str(exc)) from exc
     _start_workers(prefect)  # the arguments are valid: from here on there is work for the pool
-    # No stdout/stderr redirection: the proxies hold locks that cannot travel to worker processes.
-    with Progress(transient=True, redirect_stdout=False, redirect_stderr=False) as bar:
-        bar_task = bar.add_task(f"ingest {source}", total=None)
+    from cxrflow_cli.progress import counter
 
-        def update(done: int, total: int) -> None:
-            bar.update(bar_task, completed=done, total=total)
-
+    # The board hears the flow through flows/progress.py's listeners, the local run through `update`.
+    with counter(f"ingest {source}") as update:
         try:  # an annotations file that exists but is not the release's JSON is found only when read
             if prefect:
-                from flows import progress
                 from flows.ingest import run_ingest_flow
 
-                progress.listeners.append(update)
-                try:
-                    summary = run_ingest_flow(cfg)
-                finally:  # the bar dies with this command: a later run in this process must not drive it
-                    progress.listeners.remove(update)
+                summary = run_ingest_flow(cfg)
             else:
                 from tasks.ingest import run_ingest
 

@@ -31,6 +31,8 @@ def report(
         if not (a / "leaderboard.json").is_file():
             raise UserError(f"--ablations {a} holds no leaderboard.json", "pass OUT/ablations/<name>")
     check_out_dir(html.parent, "--html")
+    if html.is_dir():
+        raise UserError(f"--html {html} is a folder", "give the HTML file to write, e.g. --html report.html")
     data = write_report(run, html, ablations)
     if markdown is not None:
         atomic_write_bytes(markdown, render_markdown(data).encode())

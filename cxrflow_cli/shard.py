@@ -13,8 +13,10 @@ def register(app: typer.Typer) -> None:
     def shard(
         data: Path = typer.Option(..., "--data", help="folder with manifest.parquet (+ reports.parquet)"),
         out: Path = typer.Option(..., "--out", help="SHARDS folder"),
-        max_samples: int = typer.Option(10_000, "--max-samples", min=1, help="samples per shard"),
-        max_bytes: int = typer.Option(1_000_000_000, "--max-bytes", min=4096, help="bytes per shard"),
+        max_samples: int | None = typer.Option(
+            None, "--max-samples", min=1, help="samples per shard (default: ShardConfig's, 10000)"),
+        max_bytes: int | None = typer.Option(
+            None, "--max-bytes", min=4096, help="bytes per shard (default: ShardConfig's, 1 GB)"),
         artifacts: Path = typer.Option(Path("artifacts"), "--artifacts", help="artifacts root (GX context)"),
         frontal_only: bool = typer.Option(True, "--frontal-only/--all-views", help="expect AP/PA views only"),
         llava_image_root: Path = typer.Option(
@@ -29,10 +31,11 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Validate DATA (quarantining failing rows), shard it per split, index and read it back."""
+        from cxrflow_cli._common import given
         from cxrflow_cli.progress import counter
-        from flows.validate_shard import validate_and_shard
+        from flows.shard import shard as shard_flow
         from schemas.errors import UserError
-        from schemas.shards import ShardConfig, ValidateConfig, ValidateShardParams
+        from schemas.shards import ShardConfig, ShardParams, ValidateConfig
         from tasks import preflight
 
         preflight.check_data_dir(data)
@@ -40,15 +43,15 @@ def register(app: typer.Typer) -> None:
         preflight.check_out_dir(artifacts, "--artifacts")
         if llava_image_root is not None and not llava_image_root.is_absolute():
             raise UserError(f"--llava-image-root {llava_image_root} is not an absolute path")
-        params = ValidateShardParams(
+        params = ShardParams(
             data=data,
             out=out,
             artifacts=artifacts,
             validate_cfg=ValidateConfig(frontal_only=frontal_only),
-            shard=ShardConfig(max_samples=max_samples, max_bytes=max_bytes),
+            shard=ShardConfig(**given(max_samples=max_samples, max_bytes=max_bytes)),
             llava_image_root=llava_image_root,
             llava_nan_labels=llava_nan,
         )
         with counter("samples sharded"):
-            summary = validate_and_shard(params)
+            summary = shard_flow(params)
         typer.echo(json.dumps({k: summary[k] for k in ("splits", "shards", "reconciliation")}, indent=2))

@@ -44,13 +44,11 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
     for variant in spec.variants:
         cfg = spec.variant_config(variant)
         if deployment:
-            from prefect.deployments import run_deployment
+            from flows.tasking import dispatch
 
-            run = run_deployment(name=deployment, parameters={"cfg": cfg.model_dump(mode="json")},
-                                 flow_run_name=run_name(spec, variant), tags=variant_tags(spec, variant))
-            if run.state_name != "Completed":
-                raise RuntimeError(f"variant {variant}: flow run {run.id} ended {run.state_name}")
-            results[variant] = {"flow_run_id": str(run.id), "eval_dir": str(cfg.stage_dirs()["evaluate"])}
+            run = dispatch(deployment, {"cfg": cfg.model_dump(mode="json")}, f"variant {variant}",
+                           flow_run_name=run_name(spec, variant), tags=variant_tags(spec, variant))
+            results[variant] = {"flow_run_id": run["flow_run_id"], "eval_dir": str(cfg.stage_dirs()["evaluate"])}
             continue
         # replace (not add to) the ablate run's tags: the variant rows are what `ablation:<name>` finds
         with TagsContext(current_tags=set(variant_tags(spec, variant))):
@@ -65,8 +63,10 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
             runs={v: r.get("flow_run_id") for v, r in results.items()})
     from prefect.artifacts import create_markdown_artifact
 
+    from flows.ui import artifact_key
     from tasks.report.render import report_markdown
 
-    create_markdown_artifact(key=f"ablation-{slug(spec.name)}-report", markdown=report_markdown(out),
+    create_markdown_artifact(key=artifact_key("ablation", spec.name, "report", scoped=False),
+                             markdown=report_markdown(out),
                              description=f"Ablation {spec.name}: the reproduction report (cxrflow report --html)")
     return {"name": spec.name, "variants": results, "compare": summary}

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
-from cxrio import atomic_write_bytes, atomic_write_json
+from flows.tasking import as_task
 from schemas.pipeline import slug
+from tasks import stage_reports as reports
 from tasks.evaluate import leaderboard as lb
 
-significance_task = task(lb.significance, cache_policy=NO_CACHE)
+significance_task = as_task(lb.significance, "significance")
+write_task = as_task(reports.write_comparison, "write-comparison")
 
 
 @flow(name="compare", log_prints=True)
@@ -28,25 +29,22 @@ def compare(name: str, evals: dict[str, str], baseline: str, metrics: list[str],
             n_resamples: int = 1000, runs: dict[str, str] | None = None) -> dict:
     """`evals`: variant -> EVAL dir (metrics.json + per_report.parquet); `runs`: variant -> the flow run id
     that produced it (links in the leaderboard)."""
-    from flows.ui import run_path
+    from flows.ui import artifact_key, run_path
 
     if baseline not in evals:
         raise ValueError(f"baseline {baseline!r} is not among the variants {sorted(evals)}")
     sig = {v: significance_task(evals[baseline], d, n_resamples) for v, d in evals.items() if v != baseline}
     links = {v: run_path(r) for v, r in (runs or {}).items() if r}
     rows = lb.leaderboard_rows(evals, baseline, metrics, sig, links)
-    key = f"ablation-{slug(name)}-leaderboard"
+    key = artifact_key("ablation", name, "leaderboard", scoped=False)
     create_table_artifact(key=key, table=rows,
                           description=f"Ablation {name}: value with 95% CI per variant and metric; vs baseline "
                           f"{baseline}: paired difference, its 95% CI and p-value from one paired bootstrap")
-    create_markdown_artifact(key=f"{key}-md", markdown=lb.leaderboard_markdown(name, baseline, rows),
+    create_markdown_artifact(key=artifact_key(key, "md", scoped=False), markdown=lb.leaderboard_markdown(name, baseline, rows),
                              description=f"Ablation {name}: the leaderboard to read, variants linked to their runs")
     png = lb.chart_png(evals, metrics)
-    out_dir = Path(out) / "ablations" / slug(name)
-    atomic_write_bytes(out_dir / "chart.png", png)
-    atomic_write_json(out_dir / "leaderboard.json", rows)
-    atomic_write_json(out_dir / "significance.json", sig)
-    chart_key = f"ablation-{slug(name)}-chart"
+    out_dir = write_task(Path(out) / "ablations" / slug(name), png, rows, sig)
+    chart_key = artifact_key("ablation", name, "chart", scoped=False)
     create_markdown_artifact(key=chart_key, markdown=lb.chart_markdown(name, baseline, png),
                              description=f"Ablation {name}: each metric with 95% CIs across variants")
     print(lb.leaderboard_markdown(name, baseline, rows, links=False))

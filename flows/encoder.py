@@ -11,43 +11,37 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
+from flows.tasking import as_task
+from flows.ui import artifact_key
 from schemas.encoder import EncoderConfig
 from tasks.encoder import report
 from tasks.encoder.train import train_encoder
 
-train_encoder_task = task(train_encoder, name="train-encoder", cache_policy=NO_CACHE)
-retrieval_task = task(report.retrieval, name="retrieval", cache_policy=NO_CACHE)
+train_encoder_task = as_task(train_encoder, "train-encoder")
+retrieval_task = as_task(report.retrieval, "retrieval")
 
 
 def dispatch_to_pool(cfg: EncoderConfig, experiment: str) -> dict:
     """Run this flow on the GPU pool with absolute paths (the worker has its own working directory)."""
-    from prefect.deployments import run_deployment
-
+    from flows.tasking import dispatch
     from schemas.encoder import TINY
     from tasks.encoder.train import RUN_RECORD
 
     paths = {"shards": cfg.shards.absolute(), "out": cfg.out.absolute()}
     if cfg.init != TINY:
         paths["init"] = str(Path(cfg.init).absolute())
-    run = run_deployment(
-        name=cfg.deployment,
-        parameters={
-            "cfg": cfg.model_copy(update=paths).model_dump(mode="json"),
-            "experiment": experiment,
-            "dispatch": "local",
-        },
-    )
-    if run.state_name != "Completed":
-        raise RuntimeError(f"encoder run {run.id} on {cfg.deployment} ended {run.state_name}")
+    parameters = {
+        "cfg": cfg.model_copy(update=paths).model_dump(mode="json"),
+        "experiment": experiment,
+        "dispatch": "local",
+    }
+    run = dispatch(cfg.deployment, parameters, "encoder run")
     record = json.loads((cfg.out / RUN_RECORD).read_text())
     return {
-        "dispatched": cfg.deployment,
-        "flow_run_id": str(run.id),
-        "state": run.state_name,
+        **run,
         "open_clip_dir": record["open_clip_dir"],
         "engine": record["engine"],
         "data": record["data"],
@@ -77,13 +71,13 @@ def encoder(
     record = report.record_retrieval(cfg, record, trained)
     name = slug(experiment)
     create_table_artifact(
-        key=f"encoder-retrieval-{name}",
+        key=artifact_key("encoder-retrieval", name, scoped=False),
         table=rows,
         description=f"Encoder of {experiment}: retrieval Recall@K and zero-shot AUROC on "
         f"{cfg.eval_split} (95% CIs), chance, ratio to chance, and the start",
     )
     create_markdown_artifact(
-        key=f"encoder-run-{name}",
+        key=artifact_key("encoder-run", name, scoped=False),
         markdown=report.run_markdown(cfg, record),
         description=f"Encoder run of {experiment}: data, engine, lineage",
     )

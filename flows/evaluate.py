@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
+from flows.tasking import as_task
+from flows.ui import artifact_key
 from schemas.evaluation import EvaluateParams
 from tasks.evaluate import stage
 from tasks.evaluate.scoring import score_predictions
@@ -18,16 +19,17 @@ from tasks.evaluate.scoring import score_predictions
 
 def generate_with_progress(params: EvaluateParams) -> dict[str, Any]:
     """tasks/evaluate/stage.generate, driving a progress artifact (per experiment) and the CLI's bar."""
-    from flows.progress_artifact import progress_reporter
+    from flows.progress import Reporter
     from schemas.pipeline import slug
 
-    key = f"evaluate-progress-{slug(params.experiment, empty='default')}"  # per experiment, like the metrics
-    report = progress_reporter(key, f"reports generated for {Path(params.out) / 'predictions.jsonl'}")
-    return stage.generate(params, progress=report)
+    # per experiment, like the metrics (the key names it: not suffixed again inside a pipeline)
+    key = artifact_key("evaluate-progress", slug(params.experiment, empty="default"), scoped=False)
+    with Reporter(key, f"reports generated for {Path(params.out) / 'predictions.jsonl'}") as report:
+        return stage.generate(params, progress=report)
 
 
-generate_task = task(generate_with_progress, name="generate", cache_policy=NO_CACHE)
-score_task = task(score_predictions, name="score", cache_policy=NO_CACHE)
+generate_task = as_task(generate_with_progress, "generate")
+score_task = as_task(score_predictions, "score")
 
 
 @flow(name="evaluate")
@@ -47,19 +49,19 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     metrics = score_task(params, predictions, inference)
     name = slug(params.experiment, empty="default")
     create_table_artifact(
-        key=f"evaluation-{name}",
+        key=artifact_key("evaluation", name, scoped=False),
         table=metric_rows(metrics),
         description=f"Metrics of experiment {params.experiment} ({metrics.n_reports} reports)",
     )
     create_markdown_artifact(
-        key=f"evaluation-summary-{name}",
+        key=artifact_key("evaluation-summary", name, scoped=False),
         markdown=markdown_summary(metrics, {"inference": inference} if inference else None),
         description=f"Evaluation summary of {params.experiment}",
     )
     return {
         "out": params.out,
         "n_reports": metrics.n_reports,
-        "artifact_key": f"evaluation-{name}",
+        "artifact_key": artifact_key("evaluation", name, scoped=False),
         "metrics": {
             k: v.value if v.value is not None else v.not_computed for k, v in metrics.metrics.items()
         },

@@ -6,32 +6,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import cache
 
-from prefect import Task, flow, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
+from prefect.artifacts import create_table_artifact
 from prefect.context import get_run_context
 from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
-from flows import progress
-from flows.runners import default_task_runner
+from flows.progress import Reporter
+from flows.runners import runner_for, runner_workers
+from flows.tasking import as_task, run_step
+from flows.ui import artifact_key
 from schemas.config import IngestConfig, MixtureConfig, SourceSpec
+from schemas.stages import IngestSummary, MixtureSummary
 from tasks import ingest as engine
 from tasks import mixture
+from tasks import stage_reports as reports
 from tasks.lock import holds_output_lock
-
-
-@cache
-def as_task(fn: Callable, name: str) -> Task:
-    """A plan step as a Prefect task. No input hashing and no stored results: the outputs are content-addressed
-    files, the manifest is assembled from part files, and hashing a chunk's candidates would cost per image."""
-    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
-
-
-def run_step(name: str, fn: Callable, *args):
-    return as_task(fn, name)(*args)
 
 
 class PrefectRunner:
@@ -39,31 +30,25 @@ class PrefectRunner:
     runner; a progress artifact updated per finished chunk, the CLI bar fed from the chunks' progress files."""
 
     def __init__(self, cfg: IngestConfig):
+        from tasks.sources import get_adapter
+
         self.source = cfg.source
+        self.remote = getattr(get_adapter(cfg.source), "remote", False)  # fetches over the network: retried
 
     def workers(self, cfg: IngestConfig) -> int:
         return runner_workers(cfg, get_run_context().task_runner)
 
-    step = staticmethod(run_step)
+    def step(self, name: str, fn: Callable, *args):
+        return run_step(name, fn, *args, flaky=self.remote and name == "discover")
 
     def map_chunks(self, fn: Callable, calls: list[tuple], run_dir, total: int) -> list:
-        progress_id = create_progress_artifact(
-            0.0,
-            key=artifact_key("ingest-progress", self.source),
-            description=f"images processed of {total}, in {len(calls)} chunks",
-        )
         submitted = [as_task(fn, "process-chunk").submit(*call) for call in calls]
         pending = set(submitted)
-        while pending:
-            finished = wait(list(pending), timeout=engine.PROGRESS_EVERY_S).done
-            if finished:
-                pending -= finished
-                update_progress_artifact(
-                    progress_id, 100.0 * (len(submitted) - len(pending)) / len(submitted)
-                )
-            progress.notify(
-                engine.progress_done(run_dir), total
-            )  # in-process listeners (CLI bar): no API call
+        with Reporter(artifact_key("ingest-progress", self.source),
+                      f"images processed of {total}, in {len(calls)} chunks") as report:
+            while pending:
+                pending -= wait(list(pending), timeout=engine.PROGRESS_EVERY_S).done
+                report(engine.progress_done(run_dir), total)  # the chunks' progress files
         try:
             return [f.result() for f in submitted]
         except BaseException:  # the plan removes the run folder: wait until no other chunk still writes to it
@@ -71,23 +56,6 @@ class PrefectRunner:
             raise
 
 
-def artifact_key(prefix: str, source: str) -> str:
-    """Artifact keys allow lowercase letters, digits and dashes only (docs/pitfalls.md); inside a pipeline run
-    the experiment follows (flows/ui.py)."""
-    from flows.ui import artifact_key as scoped
-
-    return scoped("-".join(filter(None, (prefix + "-" + source).lower().replace("_", "-").split("-"))))
-
-
-def runner_workers(cfg: IngestConfig, task_runner: TaskRunner | None) -> int:
-    """The parallelism the chunks are cut for: a Dask cluster's worker count, else the process pool's size."""
-    client = getattr(task_runner, "_client", None)  # a started DaskTaskRunner
-    if client is not None:
-        try:
-            return max(1, len(client.scheduler_info()["workers"]))
-        except Exception:  # scheduler not answering yet: size by the config
-            pass
-    return cfg.workers or getattr(task_runner, "_max_workers", None) or os.cpu_count() or 1
 
 
 @flow(name="ingest", log_prints=True)
@@ -95,26 +63,19 @@ def runner_workers(cfg: IngestConfig, task_runner: TaskRunner | None) -> int:
 def ingest_flow(cfg: IngestConfig) -> dict:
     share_api_url()
     summary = engine.ingest(cfg, PrefectRunner(cfg))
+    s = IngestSummary.model_validate(summary)
     create_table_artifact(
-        [{"measure": k, "value": summary[k]} for k in mixture.COUNT_FIELDS]
-        + [{"measure": f"filtered: {k}", "value": v} for k, v in summary["filtered_by_reason"].items()]
-        + [{"measure": f"quarantined: {k}", "value": v} for k, v in summary["quarantined_by_reason"].items()],
+        reports.ingest_rows(s),
         key=artifact_key("ingest-summary", cfg.source),
         description=f"Ingest of {cfg.source}: found = kept + filtered + quarantined",
     )
-    print(
-        f"ingest {cfg.source}: found {summary['found']} = kept {summary['kept']} + filtered "
-        f"{summary['filtered']} + quarantined {summary['quarantined']} (decoded {summary['decoded']}, "
-        f"reused {summary['reused']})"
-    )
-    if summary["notes"].get("hint"):
-        print(f"note: {cfg.source}: {summary['notes']['hint']}")
+    print("\n".join(reports.ingest_lines(s)))
     return summary
 
 
 def run_ingest_flow(cfg: IngestConfig, task_runner: TaskRunner | None = None) -> dict:
-    """Run the flow with a process pool sized by the config (or the runner given, e.g. Dask)."""
-    return ingest_flow.with_options(task_runner=task_runner or default_task_runner(cfg))(cfg)
+    """Run the flow on the config's runner (flows/runners.py runner_for), or the runner given."""
+    return ingest_flow.with_options(task_runner=task_runner or runner_for(cfg))(cfg)
 
 
 def share_api_url() -> None:
@@ -136,20 +97,15 @@ def ingest_mixture_flow(mix: MixtureConfig) -> dict:
 
     def ingest_source(spec: SourceSpec, cfg: IngestConfig) -> dict:
         return ingest_flow.with_options(
-            task_runner=default_task_runner(cfg), flow_run_name=f"ingest-{spec.name}"
+            task_runner=runner_for(cfg), flow_run_name=f"ingest-{spec.name}"  # the mixture's dask_address too
         )(cfg)
 
     summary = mixture.ingest_mixture(mix, ingest_source, run_step)
+    s = MixtureSummary.model_validate(summary)
     create_table_artifact(
-        [
-            {"source": name, **{k: s[k] for k in ("found", "kept", "filtered", "quarantined")}}
-            for name, s in summary["per_source"].items()
-        ],
+        reports.mixture_rows(s),
         key=artifact_key("ingest-mixture-summary", ""),
         description="Per-source reconciliation: found = kept + filtered + quarantined",
     )
-    print(
-        f"mixture {', '.join(summary['sources'])}: found {summary['found']} = kept {summary['kept']} + "
-        f"filtered {summary['filtered']} + quarantined {summary['quarantined']}"
-    )
+    print(reports.mixture_line(s))
     return summary

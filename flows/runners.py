@@ -1,5 +1,9 @@
-"""Task runners for scale-out: ingest's chunks on a Dask cluster (prefect-dask) when the config names a
-scheduler, otherwise a local process pool whose workers fork from a pre-imported server."""
+"""Task runners, chosen one way for every entry point (pipeline, `data`, `ingest`, mixtures): ingest's
+chunks on a Dask cluster (prefect-dask) when the config names a scheduler, otherwise a local process pool
+whose workers fork from a pre-imported server.
+
+The only module that reaches into Prefect's private attributes (`_executor`, `_max_workers`, `_client`);
+tests/test_prefect_internals.py pins them to the installed Prefect version."""
 
 from __future__ import annotations
 
@@ -8,13 +12,15 @@ from concurrent.futures import ProcessPoolExecutor
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
-from schemas.config import IngestConfig
+from schemas.config import Parallelism
 from tasks.ingest import start_worker_server as _start_server
 from tasks.ingest import worker_context
 
 # What a Prefect worker needs imported before its first chunk, on top of the engine's own preload (listed in
 # flows/worker_preload.py). A module name, so the CLI can start the fork server before importing Prefect.
 PREFECT_PRELOAD = ("flows.worker_preload",)
+# The Prefect release whose private attributes this module uses (checked by tests/test_prefect_internals.py).
+PREFECT_VERSION = "3.8.8"
 
 
 def start_worker_server() -> None:
@@ -54,12 +60,24 @@ def dask_runner(address: str | None = None, n_workers: int | None = None) -> Tas
     return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs=kwargs)
 
 
-def default_task_runner(cfg: IngestConfig) -> TaskRunner:
+def default_task_runner(cfg: Parallelism) -> TaskRunner:
     """The local process pool. Its fork server starts now, so that its imports overlap flow start-up and
     discovery (`cxrflow data`, the pipeline, a mixture) instead of delaying the first chunk."""
     start_worker_server()
     return PreforkedPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
 
 
-def ingest_runner(cfg: IngestConfig, dask_address: str | None = None) -> TaskRunner:
-    return dask_runner(dask_address) if dask_address else default_task_runner(cfg)
+def runner_for(cfg: Parallelism) -> TaskRunner:
+    """The task runner of an ingest run: Dask at cfg.dask_address, else the local pool of cfg.workers."""
+    return dask_runner(cfg.dask_address) if cfg.dask_address else default_task_runner(cfg)
+
+
+def runner_workers(cfg: Parallelism, task_runner: TaskRunner | None) -> int:
+    """The parallelism the chunks are cut for: a Dask cluster's worker count, else the process pool's size."""
+    client = getattr(task_runner, "_client", None)  # a started DaskTaskRunner
+    if client is not None:
+        try:
+            return max(1, len(client.scheduler_info()["workers"]))
+        except Exception:  # scheduler not answering yet: size by the config
+            pass
+    return cfg.workers or getattr(task_runner, "_max_workers", None) or os.cpu_count() or 1

@@ -11,15 +11,10 @@ import logging
 from pathlib import Path
 from typing import Literal
 
-from prefect import flow, task
-from prefect.artifacts import (
-    create_markdown_artifact,
-    create_progress_artifact,
-    create_table_artifact,
-    update_progress_artifact,
-)
-from prefect.cache_policies import NO_CACHE
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.tasking import as_task
 from flows.ui import artifact_key
 from schemas.train import TrainConfig
 from training import plots
@@ -42,7 +37,7 @@ def train_with_progress(cfg: TrainConfig) -> dict:
     """training/run.run_training, with its log lines on the task run's logger and a progress artifact."""
     from prefect.logging import get_run_logger
 
-    from flows import progress
+    from flows.progress import Reporter
     from training.run import run_training  # torch: imported when a run trains here, not to dispatch one
 
     handler = _ToRunLogger(get_run_logger())
@@ -52,23 +47,21 @@ def train_with_progress(cfg: TrainConfig) -> dict:
     step_log = logging.getLogger("cxrflow.training.steps")  # quiet mode stops it propagating to the console
     if not step_log.propagate:
         step_log.addHandler(handler)
-    artifact = create_progress_artifact(
-        0.0, key=artifact_key("train-progress"), description=f"optimizer steps of {cfg.out}"
-    )
-
-    def on_step(row: dict) -> None:
-        progress.notify_step(row)
-        done = (sorted(cfg.stages).index(row["stage"]) + row["step"] / row["total_steps"]) / len(cfg.stages)
-        update_progress_artifact(artifact, round(100.0 * done, 1))
-
     try:
-        summary = run_training(cfg, on_step=on_step)
+        with Reporter(artifact_key("train-progress"), f"optimizer steps of {cfg.out}") as report:
+
+            def on_step(row: dict) -> None:
+                stage_index = sorted(cfg.stages).index(row["stage"])
+                report.step(row, (stage_index + row["step"] / row["total_steps"]) / len(cfg.stages))
+
+            summary = run_training(cfg, on_step=on_step)
     finally:
         training_log.removeHandler(handler)
         step_log.removeHandler(handler)
-    summary["stages"] = {
-        str(k): {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in summary["stages"].items()
-    }
+    from training.run import summary_without_losses
+
+    summary = summary_without_losses(summary)
+    summary["stages"] = {str(k): v for k, v in summary["stages"].items()}
     return summary
 
 
@@ -87,15 +80,15 @@ def publish(run_dir: Path, summary: dict) -> None:
     )
 
 
-train_task = task(train_with_progress, name="train", cache_policy=NO_CACHE)
-publish_task = task(publish, name="publish", cache_policy=NO_CACHE)
+train_task = as_task(train_with_progress, "train")
+publish_task = as_task(publish, "publish")
 
 
 @flow(name="train", log_prints=True)
 def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "auto") -> dict:
     """Train stage 1 and/or 2 of the LLaVA-style model from shards into cfg.out."""
     if dispatch == "deployment" or (dispatch == "auto" and cfg.preset != "tiny"):
-        from prefect.deployments import run_deployment
+        from flows.tasking import dispatch as dispatch_run
 
         # The worker has its own working directory: send absolute paths (RUN and shards on shared storage).
         paths = {
@@ -103,11 +96,9 @@ def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "
             for k in ("shards", "out", "vision_path", "lm_path")
             if (v := getattr(cfg, k)) is not None
         }
-        run = run_deployment(
-            name=cfg.deployment,
-            parameters={"cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"},
-        )
-        return {"dispatched": cfg.deployment, "flow_run_id": str(run.id), "state": run.state_name}
+        parameters = {"cfg": cfg.model_copy(update=paths).model_dump(mode="json"), "dispatch": "local"}
+        # the caller decides what a non-Completed run means (the pipeline fails on it)
+        return dispatch_run(cfg.deployment, parameters, "training", require_completed=False)
     from tasks.preflight import check_train_config
 
     # The CLI's checks, where the data must be (here, or on the GPU worker that runs the dispatched run):

@@ -20,10 +20,12 @@ from schemas.pipeline import slug
 _SUFFIX: ContextVar[str | None] = ContextVar("cxrflow_artifact_suffix", default=None)
 
 
-def artifact_key(prefix: str) -> str:
-    """`prefix` alone, or `prefix-<experiment>` inside a pipeline run (lowercase, digits, dashes)."""
-    suffix = _SUFFIX.get()
-    return f"{prefix}-{slug(suffix)}" if suffix else prefix
+def artifact_key(*parts: str, scoped: bool = True) -> str:
+    """The one artifact-key function: `parts` slugged (lowercase, digits, dashes) and joined by dashes, empty
+    parts dropped; inside a pipeline run's stage scope `-<experiment>` follows, unless the key names its
+    experiment itself (`scoped=False`)."""
+    suffix = _SUFFIX.get() if scoped else None
+    return "-".join(slug(p) for p in (*parts, suffix) if p)
 
 
 @contextmanager

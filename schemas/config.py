@@ -17,14 +17,14 @@ DEFAULT_ARTIFACTS = Path("artifacts")
 
 
 # Option names that would hold a secret itself (a `*_secret` option names a Prefect Secret block: allowed).
-_SECRET_KEY = re.compile(r"(?i)(password|passwd|token|api[-_]?key|credentials?)$")
+_SECRET_KEY = re.compile(r"(?i)(password|passwd|token|api[-_]?key|credentials?|salt)$")
 
 
 def no_secrets_in_options(options: dict) -> dict:
     """Source options are flow parameters (stored in Prefect's database, shown in its UI): a salt or a URL
     carrying user:password@ must come from the environment or a Prefect Secret block instead. The value is
     never echoed."""
-    if "salt" in options:
+    if any(str(k).lower() == "salt" for k in options):  # "Salt" too: unused, it would still be stored
         raise ValueError(
             "options.salt is refused: options are stored with the run's parameters; set the environment "
             "variable CXRFLOW_PHI_SALT or options.salt_secret (the name of a Prefect Secret block)"
@@ -67,42 +67,76 @@ class ImageConfig(BaseModel):
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
 
 
-class IngestConfig(BaseModel):
-    """One source ingested into one manifest."""
+class ViewPolicy(BaseModel):
+    """Which views a run keeps: ingest filters by it and validation expects it, so it is set in one place
+    (the data section, a mixture, or a command's --all-views) and derived everywhere else
+    (schemas/shards.py, ValidateConfig.for_data)."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
-    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
+    frontal_only: bool = Field(
+        True, description="keep AP/PA films only (validation then expects them); false keeps laterals too"
+    )
+
+
+class Parallelism(BaseModel):
+    """Where and how fast ingest runs, not what it produces: never part of a stage key. Every entry point
+    (pipeline, data flow, ingest, mixtures) picks its task runner from these by flows/runners.py runner_for."""
+
+    workers: int | None = Field(None, ge=1, description="ingest processes; default all cores")
+    dask_address: str | None = Field(None, description="Dask scheduler for ingest's chunks (tcp://host:8786)")
+
+    def parallelism(self) -> dict:
+        return {k: getattr(self, k) for k in Parallelism.model_fields}
+
+
+class SourceSettings(BaseModel):
+    """Which source and how much of it (one source; a mixture lists SourceSpecs instead)."""
 
     source: str = "mimic-cxr"
-    root: Path
-    out: Path
-    frontal_only: bool = True
-    image: ImageConfig = Field(default_factory=ImageConfig)
-    workers: int | None = Field(None, ge=1, description="processes; default all cores")
-    batch_size: int = Field(
-        32, ge=1, description="images between progress updates inside a chunk, and the smallest chunk (one task "
-        "run per chunk, a few chunks per worker: tasks/ingest.py)"
-    )
     limit: int | None = Field(None, ge=1, description="cap on candidate images (mixtures, smoke runs)")
-    split_ratios: tuple[float, float, float] = Field(
-        (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"
-    )
     options: SourceOptions = Field(default_factory=dict, description="source-specific options")
     annotations: list[Path] = Field(
         default_factory=list,
         description="LLaVA-Rad MIMIC-CXR Annotations JSON files (or folders of them): the released report texts "
-        "replace report structuring (mimic-cxr only)",
+        "replace report structuring (mimic-cxr only; the report-processing ablation's GPT-4 arm)",
+    )
+
+    @model_validator(mode="after")
+    def _annotations_for_mimic(self) -> SourceSettings:
+        if self.annotations and self.source != "mimic-cxr":
+            raise ValueError(f"annotations are LLaVA-Rad's MIMIC-CXR texts; source is {self.source!r}")
+        return self
+
+
+class IngestSettings(ViewPolicy):
+    """How any source is ingested (views, pixels, batching, splits): one model shared by IngestConfig,
+    MixtureConfig, the pipeline's `data` section and the `data` flow's parameters."""
+
+    image: ImageConfig = Field(default_factory=ImageConfig)
+    batch_size: int = Field(
+        32, ge=1, description="images between progress updates inside a chunk, and the smallest chunk (one task "
+        "run per chunk, a few chunks per worker: tasks/ingest.py)"
+    )
+    split_ratios: tuple[float, float, float] = Field(
+        (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"
     )
     verify_checksums: bool = Field(
         False, description="hash every file the root's SHA256SUMS.txt lists and compare (default: a fixed sample "
         "of about 1 in 64; tasks/source_hashes.py); a mismatch is quarantined"
     )
 
-    @model_validator(mode="after")
-    def _annotations_for_mimic(self) -> IngestConfig:
-        if self.annotations and self.source != "mimic-cxr":
-            raise ValueError(f"annotations are LLaVA-Rad's MIMIC-CXR texts; source is {self.source!r}")
-        return self
+    def ingest_settings(self) -> dict:
+        """These settings as keyword arguments of another ingest model (the one way they are passed on)."""
+        return {k: getattr(self, k) for k in IngestSettings.model_fields}
+
+
+class IngestConfig(SourceSettings, IngestSettings, Parallelism):
+    """One source ingested into one manifest."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
+
+    root: Path
+    out: Path
 
 
 ReportPolicy = Literal["auto", "structure", "synthesize"]
@@ -125,24 +159,16 @@ class SourceSpec(BaseModel):
     options: SourceOptions = Field(default_factory=dict, description="adapter options")
 
 
-class SourceSelection(BaseModel):
+class SourceSelection(SourceSettings, ViewPolicy):
     """Which data a run reads and which of it it keeps: one source (`source` + `root`) or a mixture (`sources`).
     Shared by the pipeline's `data` section and the `data` flow's parameters."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
     _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
-    source: str = "mimic-cxr"
     root: Path | None = Field(None, description="the source as released; omit when `sources` lists a mixture")
     sources: list[SourceSpec] = Field(
         default_factory=list, description="several sources into one manifest (a mixture); replaces source/root"
-    )
-    frontal_only: bool = True
-    limit: int | None = Field(None, ge=1, description="cap on candidate images")
-    annotations: list[Path] = Field(
-        default_factory=list,
-        description="LLaVA-Rad MIMIC-CXR Annotations JSON files/folders: the released texts replace report "
-        "structuring (the report-processing ablation's GPT-4 arm)",
     )
 
     @model_validator(mode="after")
@@ -155,8 +181,13 @@ class SourceSelection(BaseModel):
         """The sources this selection reads: the mixture's, in order, or the one source."""
         return [s.name for s in self.sources] or [self.source]
 
+    def expects_frontal_only(self) -> bool:
+        """Validation's view policy: frontal only when every source ingested frontal only (a mixture source
+        may keep every view; its laterals must not be quarantined)."""
+        return self.frontal_only and all(s.frontal_only is not False for s in self.sources)
 
-class MixtureConfig(BaseModel):
+
+class MixtureConfig(IngestSettings, Parallelism):
     """Several sources ingested into one manifest with a `source` column."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
@@ -164,27 +195,18 @@ class MixtureConfig(BaseModel):
 
     sources: list[SourceSpec] = Field(min_length=1)
     out: Path
-    frontal_only: bool = True
-    image: ImageConfig = Field(default_factory=ImageConfig)
-    workers: int | None = Field(None, ge=1)
-    batch_size: int = Field(32, ge=1)
-    split_ratios: tuple[float, float, float] = (0.9, 0.05, 0.05)
-    verify_checksums: bool = False
 
     def source_out(self, spec: SourceSpec) -> Path:
         return self.out / "sources" / spec.name
 
     def ingest_config(self, spec: SourceSpec) -> IngestConfig:
+        view = {} if spec.frontal_only is None else {"frontal_only": spec.frontal_only}
         return IngestConfig(
+            **{**self.ingest_settings(), **view},
+            **self.parallelism(),
             source=spec.name,
             root=spec.root,
             out=self.source_out(spec),
-            frontal_only=self.frontal_only if spec.frontal_only is None else spec.frontal_only,
-            image=self.image,
-            workers=self.workers,
-            batch_size=self.batch_size,
             limit=spec.cap,
-            split_ratios=self.split_ratios,
             options=spec.options,
-            verify_checksums=self.verify_checksums,
         )

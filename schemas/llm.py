@@ -133,7 +133,14 @@ def checked_llm_fields(fields: dict | None) -> dict | None:
 LLMFields = Annotated[dict | None, AfterValidator(checked_llm_fields)]
 
 
-class StructureConfig(BaseModel):
+class StructureSettings(BaseModel):
+    """Report-processing settings beyond the endpoint: shared by the pipeline's `structure` section and
+    StructureConfig (declared once)."""
+
+    compare_rules: bool = Field(True, description="also run rules `structure` and compare findings with the LLM")
+
+
+class StructureConfig(StructureSettings):
     """One manifest through one report operation."""
 
     model_config = ConfigDict(extra="forbid")
@@ -143,7 +150,6 @@ class StructureConfig(BaseModel):
     out: Path
     operation: OperationName | None = Field(None, description="None: per row (labels -> synthesize, else structure)")
     llm: LLMConfig = Field(default_factory=LLMConfig)
-    compare_rules: bool = Field(True, description="also run rules `structure` and compare findings with the LLM")
 
 
 # DIR/reports.parquet: one row per manifest row, the original text beside the structured fields.

@@ -15,19 +15,21 @@ import copy
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import ImageConfig, SourceOptions, SourceSelection
+from schemas.config import IngestSettings, Parallelism, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
 from schemas.finite import finite_check
-from schemas.llm import LLMEndpoint
-from schemas.safe_load import load_yaml_text
-from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
+from schemas.llm import LLMEndpoint, StructureSettings
+from schemas.safe_load import MAX_DEPTH, load_yaml_text
+from schemas.shards import LAYOUT_VERSION, ShardSection, ValidateConfig
+from schemas.train import TrainConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
 
@@ -39,38 +41,56 @@ def config_hash(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class DataSection(SourceSelection):
-    """Which source, which views and how pixels become training images (ingest)."""
+class DataSection(SourceSelection, IngestSettings):
+    """Which source, which views and how pixels become training images (ingest): the selection plus the one
+    ingest settings model (schemas/config.py); nothing declared here."""
 
-    image: ImageConfig = Field(default_factory=ImageConfig)
-    batch_size: int = Field(32, ge=1)
-    options: SourceOptions = Field(default_factory=dict, description="source-specific options")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
 
 
-class StructureSection(LLMEndpoint):
+class StructureSection(LLMEndpoint, StructureSettings):
     """Report processing: rule-based (`rules`) or an LLM backend (the endpoint fields are LLMConfig's)."""
 
-    compare_rules: bool = True
+
+# TrainConfig fields the pipeline sets itself: where training reads and writes (the stage dirs), and the
+# resize, which is the data section's (ingested images are square, so it only names what ingest did).
+TRAIN_DERIVED: tuple[str, ...] = ("shards", "out", "image_resize")
+# Kept as TrainConfig declares them (a value, not "the preset's"): which model and which stages.
+_TRAIN_KEPT = ("preset", "stages")
 
 
-class TrainSection(BaseModel):
-    """Training run on top of the preset's defaults; stage1/stage2 are partial StageConfig overrides."""
+def _train_section() -> type[BaseModel]:
+    """TrainSection = TrainConfig minus TRAIN_DERIVED, derived (not re-declared): every other field optional,
+    None meaning the preset's default (schemas/train.py, default_config); stage1/stage2 partial StageConfig
+    overrides; image_size None: train at the ingested size (data.image.size), 0: the preset's native size."""
+    from pydantic import create_model
 
-    model_config = ConfigDict(extra="forbid")
+    fields: dict[str, Any] = {}
+    for name, f in TrainConfig.model_fields.items():
+        if name in TRAIN_DERIVED:
+            continue
+        if name in _TRAIN_KEPT:
+            fields[name] = (f.annotation, f)
+        elif name in ("stage1", "stage2"):
+            fields[name] = (dict[str, Any], Field(default_factory=dict, description=f"partial StageConfig over "
+                                                  f"the preset's {name}"))
+        else:
+            meta = f.metadata
+            ann = Annotated[(f.annotation, *meta)] if meta else f.annotation
+            note = "unset: the ingested size (data.image.size)" if name == "image_size" else "unset: the preset's"
+            fields[name] = (ann | None, Field(None, description=f"{f.description or name} ({note})"))
+    return create_model(
+        "TrainSection",
+        __config__=ConfigDict(extra="forbid"),
+        __doc__="The `train:` section: TrainConfig minus what the pipeline derives (TRAIN_DERIVED).",
+        __module__=__name__,
+        **fields,
+    )
 
-    preset: Literal["tiny", "llava-rad"] = "tiny"
-    stages: list[Literal[1, 2]] = Field(default_factory=lambda: [1, 2])
-    max_steps: int | None = Field(None, ge=1, description="optimizer steps per stage (epochs repeat as needed)")
-    epochs: int | None = Field(None, ge=1, description="epochs per stage instead of the recipe's; caps max_steps")
-    seed: int = 0
-    image_size: int = Field(0, ge=0)
-    image_resize: Literal["crop", "pad"] = "crop"
-    shuffle_images: bool = Field(False, description="control: train on images permuted across samples")
-    stage1: dict[str, Any] = Field(default_factory=dict)
-    stage2: dict[str, Any] = Field(default_factory=dict)
-    vision_path: Path | None = None
-    lm_path: Path | None = None
-    deployment: str = "train/gpu"
+
+TrainSection = _train_section()
+# Models generated from another (their fields are the origin's declarations, not new ones).
+DERIVED_MODELS: dict[type[BaseModel], type[BaseModel]] = {TrainSection: TrainConfig}
 
 
 class EvaluateSection(EvaluationSettings):
@@ -80,17 +100,29 @@ class EvaluateSection(EvaluationSettings):
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # llm may hold a URL with a key
 
 
-class PipelineConfig(BaseModel):
+# Old key -> (the one setting it follows now, that setting's default). Documented in README (stage map).
+DERIVED_KEYS: dict[tuple[str, str], tuple[str, Any]] = {
+    ("shard.validate", "frontal_only"): ("data.frontal_only", True),
+    ("train", "image_resize"): ("data.image.resize", "crop"),
+}
+
+
+def _get(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+class PipelineConfig(Parallelism):
     """Parameters of the `pipeline` flow (shown and validated by the Prefect UI)."""
 
     name: str = Field("default", description="experiment name (artifact keys, run names)")
     out: Path = Field(Path("artifacts/pipeline"), description="OUT: stages/<stage>-<hash>, llm-cache, gx")
-    workers: int | None = Field(None, ge=1, description="ingest processes (default all cores)")
-    dask_address: str | None = Field(None, description="Dask scheduler for ingest (tcp://host:8786)")
     data: DataSection
     structure: StructureSection = Field(default_factory=StructureSection)
-    validate_cfg: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
-    shard: ShardConfig = Field(default_factory=ShardConfig)
+    shard: ShardSection = Field(
+        default_factory=ShardSection,
+        description="the shard stage: layout + `validate:` thresholds (expected views follow data.frontal_only)")
     encoder: EncoderSection | None = Field(
         None, description="contrastive image-encoder training before LLaVA; its output becomes train.vision_path")
     train: TrainSection = Field(default_factory=TrainSection)
@@ -99,6 +131,38 @@ class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)  # options: never echo
     _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_keys(cls, data: Any) -> Any:
+        """Keys that were settings before issue 24 and are derived now (DERIVED_KEYS): an old config still
+        loads when its value agrees with the one place that sets it (with a DeprecationWarning), and a
+        contradiction is named."""
+        if not isinstance(data, dict):
+            return data
+        data = copy.deepcopy(data)
+        old = data.pop("validate", data.pop("validate_cfg", None))  # top-level before issue 24
+        if old is not None:
+            warnings.warn("`validate:` is the shard stage's section now: write it as shard.validate",
+                          DeprecationWarning, stacklevel=2)
+            shard = data.setdefault("shard", {})
+            if isinstance(shard, dict) and isinstance(old, dict):
+                key = "validate_cfg" if "validate_cfg" in shard else "validate"
+                shard[key] = {**old, **(shard.get(key) or {})}
+        for (section, key), (path, default) in DERIVED_KEYS.items():
+            given_section = _get(data, section)
+            if given_section is None and section == "shard.validate":
+                given_section = _get(data, "shard.validate_cfg")
+            if not isinstance(given_section, dict) or key not in given_section:
+                continue
+            given = given_section.pop(key)
+            wanted = _get(data, path)
+            wanted = default if wanted is None else wanted
+            if given != wanted:
+                raise ValueError(f"{section}.{key}: {given} contradicts {path}: {wanted}; {section}.{key} "
+                                 f"follows {path} now (set it there only)")
+            warnings.warn(f"{section}.{key} is deprecated: {path} sets it", DeprecationWarning, stacklevel=2)
+        return data
+
     @model_validator(mode="after")
     def _one_vision_tower(self) -> PipelineConfig:
         if self.encoder is not None and self.train.vision_path is not None:
@@ -106,13 +170,17 @@ class PipelineConfig(BaseModel):
                              "train.vision_path, not both")
         return self
 
+    def validation(self) -> ValidateConfig:
+        """What the shard stage validates against: the `validate:` thresholds + the data's view policy."""
+        return ValidateConfig.for_data(self.data, self.shard.validate_cfg)
+
     def stage_hashes(self) -> dict[str, str]:
-        """Each stage's key: its own section + every upstream key. `out`, `name`, `workers`, `dask_address`
-        change where or how fast, not what, so they are left out."""
+        """Each stage's key: its own section + every upstream key. `out`, `name` and the Parallelism fields
+        (`workers`, `dask_address`) change where or how fast, not what, so they are left out."""
         h: dict[str, str] = {}
         h["ingest"] = config_hash("ingest", self.data)
         h["structure"] = config_hash("structure", h["ingest"], self.structure)
-        h["shard"] = config_hash("shard", LAYOUT_VERSION, h["structure"], self.validate_cfg, self.shard)
+        h["shard"] = config_hash("shard", LAYOUT_VERSION, h["structure"], self.validation(), self.shard.layout())
         if self.encoder is None:  # configs without an encoder keep the keys they always had
             h["train"] = config_hash("train", h["shard"], self.train)
         else:
@@ -134,6 +202,8 @@ class PipelineConfig(BaseModel):
 def set_dotted(d: dict, key: str, value: Any) -> None:
     """`train.stage2.lora_r` -> d["train"]["stage2"]["lora_r"] = value (creating dicts on the way)."""
     parts = key.split(".")
+    if len(parts) > MAX_DEPTH:  # the nesting cap the YAML/JSON loaders apply, for a dotted key too
+        raise ValueError(f"override key nested deeper than {MAX_DEPTH} levels")
     cur = d
     for p in parts[:-1]:
         nxt = cur.get(p)
@@ -195,8 +265,10 @@ class AblationSpec(BaseModel):
             if not seeds:
                 variants[name] = ov
                 continue
-            if not isinstance(seeds, list) or not all(isinstance(x, int) for x in seeds):
+            if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
                 raise ValueError(f"variant {name}: train.seeds must be a list of integers")
+            if len(set(seeds)) < len(seeds):  # a repeated seed would silently collapse into one variant
+                raise ValueError(f"variant {name}: train.seeds repeats a seed ({seeds})")
             for seed in seeds:
                 variants[f"{name}-seed{seed}"] = {**ov, "train.seed": seed}
             firsts[name] = f"{name}-seed{seeds[0]}"

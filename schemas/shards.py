@@ -12,13 +12,14 @@ names in file names are the ones Hugging Face expects (`validation`); the manife
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import DEFAULT_ARTIFACTS, SourceSelection
+from schemas.config import DEFAULT_ARTIFACTS, IngestSettings, Parallelism, SourceSelection, ViewPolicy
 from schemas.finite import finite_check
 from schemas.llm import EndpointURL
 
@@ -88,12 +89,12 @@ SHARD_MAP_SCHEMA = pa.schema(
 )
 
 
-class ValidateConfig(BaseModel):
-    """Expectations on the manifest and the structured reports."""
+class ExpectationSettings(BaseModel):
+    """The thresholds of the expectations on the manifest and the structured reports: the pipeline's
+    `validate:` section. Which views to expect is not here: it follows the data (ValidateConfig)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    frontal_only: bool = Field(True, description="expect view in {AP, PA}")
     findings_min_chars: int = Field(10, ge=1)
     findings_max_chars: int = Field(4000, ge=1)
     min_side: int = Field(16, ge=1, description="smallest allowed image width/height in pixels")
@@ -113,6 +114,20 @@ class ValidateConfig(BaseModel):
     )
 
 
+class ValidateConfig(ExpectationSettings, ViewPolicy):
+    """What validation checks: the thresholds plus the run's view policy (expect view in {AP, PA} under
+    frontal_only), which is derived from the data section here, never from a second setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def for_data(cls, sel: SourceSelection, expectations: ExpectationSettings | None = None) -> ValidateConfig:
+        """The one place validation's view policy is derived: from the data it validates (frontal only when
+        every source ingested frontal only; a mixture source that keeps every view keeps its laterals)."""
+        base = expectations.model_dump() if expectations is not None else {}
+        return cls(**base, frontal_only=sel.expects_frontal_only())
+
+
 class ShardConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -123,8 +138,8 @@ class ShardConfig(BaseModel):
     )
 
 
-class ValidateShardParams(BaseModel):
-    """Parameters of the `validate_and_shard` flow."""
+class ShardParams(BaseModel):
+    """Parameters of the `shard` flow (validate, then shard)."""
 
     model_config = ConfigDict(extra="forbid")
     _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
@@ -143,17 +158,41 @@ class ValidateShardParams(BaseModel):
     llava_nan_labels: bool = Field(False, description="NaN for unmentioned labels as the release (invalid JSON)")
 
 
-class DataParams(SourceSelection):
-    """Parameters of the `data` flow: ingest -> structure -> validate_and_shard, all under one OUT folder."""
+ValidateShardParams = ShardParams  # the name before issue 24
+
+
+class ShardSection(ShardConfig):
+    """The pipeline's `shard:` section: the shard layout plus `validate:`, the thresholds of the validation
+    the stage runs first (its view policy follows data.frontal_only)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    validate_cfg: ExpectationSettings = Field(default_factory=ExpectationSettings, alias="validate")
+
+    def layout(self) -> ShardConfig:
+        return ShardConfig(**self.model_dump(exclude={"validate_cfg"}))
+
+
+class DataParams(SourceSelection, IngestSettings, Parallelism):
+    """Parameters of the `data` flow: ingest -> structure -> shard, all under one OUT folder.
+    The source and ingest settings are the pipeline data section's models (schemas/config.py)."""
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a URL may hold a key
 
     out: Path = Field(
         description="OUT/data (manifest, images, reports), OUT/shards, OUT/artifacts (GX, LLM cache)"
     )
-    image_size: int = Field(518, ge=16, le=4096)
-    workers: int | None = Field(None, ge=1)
     llm_backend: str = Field("rules", description="structure backend: rules (default), openai or azure")
     llm_model: str = "gpt-4o"
     llm_base_url: EndpointURL | None = None
     shard: ShardConfig = Field(default_factory=ShardConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_size_alias(cls, data: Any) -> Any:
+        """`image_size` (before issue 24): the image model's `size`, the one name of the stored side."""
+        if isinstance(data, dict) and "image_size" in data:
+            data = dict(data)
+            warnings.warn("DataParams.image_size is deprecated: use image.size", DeprecationWarning, stacklevel=2)
+            data["image"] = {**dict(data.get("image") or {}), "size": data.pop("image_size")}
+        return data

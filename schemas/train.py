@@ -52,7 +52,7 @@ class TrainConfig(BaseModel):
     out: Path = Field(description="run dir: config.json, lineage.json, metrics.jsonl, checkpoints/, loss.png")
     preset: Literal["tiny", "llava-rad"] = "tiny"
     stages: list[Literal[1, 2]] = Field(default_factory=lambda: [1, 2])
-    split: str = "train"
+    split: str = Field("train", description="the shard split trained on")
     stage1: StageConfig = Field(default_factory=stage1_defaults)
     stage2: StageConfig = Field(default_factory=stage2_defaults)
     max_steps: int | None = Field(
@@ -62,10 +62,9 @@ class TrainConfig(BaseModel):
         None, ge=1, description="epochs per stage, replacing the recipe's (stage1/stage2.epochs); with "
         "max_steps, a cap: whichever ends first")
     save_every: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end)")
-    keep_checkpoints: int = Field(2, ge=1)
-    seed: int = 0
-    # Images: what the encoder expects. 0 = the preset's native size.
-    image_size: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(2, ge=1, description="checkpoints kept besides the final weights")
+    seed: int = Field(0, description="every random stream of the run derives from it (training/seeds.py)")
+    image_size: int = Field(0, ge=0, description="side of the image the encoder sees; 0 = the preset's native")
     image_resize: Literal["crop", "pad"] = Field(
         "crop", description="crop: shortest side then center crop (LLaVA-Rad); pad: pad to square first"
     )
@@ -75,15 +74,15 @@ class TrainConfig(BaseModel):
         False, description="control: each training sample gets another sample's image (a fixed permutation "
         "of the split by `seed`), so image and report no longer match; evaluation still sees the true images"
     )
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="data loader processes")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field("auto", description="auto: bf16 on CUDA")
     gradient_checkpointing: Literal["auto", "on", "off"] = Field("auto", description="auto: on with CUDA")
-    log_every: int = Field(1, ge=1)
+    log_every: int = Field(1, ge=1, description="a metrics.jsonl row every N optimizer steps")
     # Real presets load from local directories only (never downloads).
     vision_path: Path | None = Field(None, description="HF CLIP vision dir, or open_clip dir (BiomedCLIP)")
     lm_path: Path | None = Field(None, description="causal LM dir (Vicuna-7B v1.5)")
-    # GPU work pool deployment the `train` flow hands real presets to.
-    deployment: str = "train/gpu"
+    deployment: str = Field("train/gpu", description="GPU work pool deployment the `train` flow hands real "
+                            "presets to")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -104,6 +103,22 @@ class TrainConfig(BaseModel):
         d = self.model_dump(mode="json", exclude={"out", "stages", "max_steps", "save_every", "keep_checkpoints",
                                                   "log_every", "num_workers", "deployment"})
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+STAGE_CHOICES: tuple[str, ...] = ("1", "2", "both")  # --stage of both training CLIs
+
+
+def config_from_options(shards: Path, out: Path, preset: str = "tiny", stage: str = "both",
+                        config: Path | None = None, **overrides) -> TrainConfig:
+    """The one way both training CLIs (`cxrflow train`, `python -m training`) turn their flags into a
+    TrainConfig: a TrainConfig JSON (`config`) or the preset's defaults, then every flag given (None: not
+    given) on top."""
+    over = {"stages": [1, 2] if stage == "both" else [int(stage)],
+            **{k: v for k, v in overrides.items() if v is not None}}
+    if config is None:
+        return default_config(preset, shards, out, **over)
+    base = json.loads(Path(config).read_text())
+    return TrainConfig.model_validate({**base, "shards": str(shards), "out": str(out), "preset": preset, **over})
 
 
 def default_config(preset: str, shards: Path, out: Path, **overrides) -> TrainConfig:

@@ -311,6 +311,13 @@ def check_pixels(
         )
 
 
+def _decoder_failure(exc: BaseException) -> bool:
+    """An error of the decoder on this file: any Exception, and the PanicException of Rust-based plugins
+    (pylibjpeg-rle panics on a header whose Rows is smaller than its frame), which derives from BaseException
+    so that `except Exception` misses it. Interrupts and exits still propagate."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
 def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     """Stored values of the first frame, with a precise reason when that is impossible."""
     check_pixels(ds)
@@ -320,8 +327,13 @@ def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     try:
         plugin = preferred_plugin(ds)
         arr = pixel_array(ds, decoding_plugin=plugin) if plugin else ds.pixel_array
-    except Exception as exc:
+    except BaseException as exc:
+        if not _decoder_failure(exc):
+            raise
         msg = str(exc)
+        if "could not broadcast" in msg:  # the decoded frame is not Rows x Columns: the header lies
+            raise ImageDecodeError(f"pixel geometry mismatch: the compressed frame is not Rows {ds.Rows} x "
+                                   f"Columns {ds.Columns} ({msg})") from exc
         if "less than" in msg or "truncat" in msg.lower() or "expected" in msg:
             raise ImageDecodeError(f"truncated pixel data: {msg}") from exc
         raise ImageDecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {msg}") from exc
@@ -429,6 +441,9 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
         if scale == 1:
             return None
         frame = first_frame(ds)
+        with Image.open(io.BytesIO(frame)) as im:  # the header only
+            if im.size != (int(ds.Columns), int(ds.Rows)):
+                return None  # the DICOM header and the codestream disagree: the full decode refuses it
         if ts == JPEGBaseline8Bit:
             if int(ds.get("BitsAllocated", 8)) != 8 or int(ds.get("PixelRepresentation", 0)):
                 return None
@@ -440,7 +455,9 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
             return None
         arr = j2k_stored_values(ds, frame, reduce)
         return arr, f"pillow-{Image.__version__}/{ts.name}/reduce-{reduce}"
-    except Exception:  # any surprise: the full decode decides
+    except BaseException as exc:  # any surprise: the full decode decides
+        if not _decoder_failure(exc):
+            raise
         return None
 
 

@@ -390,7 +390,7 @@ def assemble(
         "source_hashes": _hashing_summary(discovery, results),
         "splits": dict(sorted(splits.items())),
         "notes": discovery.notes,
-        "image": json.loads(preprocess_params(cfg.image)),
+        "image": json.loads(preprocess_params(cfg.image, bool(cfg.options.get(ALLOW_BURNED_IN)))),  # as keyed
         "frontal_only": cfg.frontal_only,
         "cxrflow_version": __version__,
         "elapsed_s": round(elapsed_s, 3),

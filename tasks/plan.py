@@ -16,12 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from cxrio import atomic_write_json
-from schemas.config import ImageConfig, IngestConfig, MixtureConfig, SourceSelection
+from schemas.config import (
+    IngestConfig,
+    IngestSettings,
+    MixtureConfig,
+    Parallelism,
+    SourceSelection,
+    SourceSettings,
+)
 from schemas.encoder import EncoderConfig
 from schemas.evaluation import EvaluateParams
 from schemas.llm import LLMConfig, LLMEndpoint, StructureConfig
 from schemas.pipeline import PipelineConfig
-from schemas.shards import DataParams, ValidateConfig, ValidateShardParams
+from schemas.shards import DataParams, ShardParams, ValidateConfig
+from schemas.stages import Counts, PipelineResult, StructureSummary, TrainSummary, Work
 from schemas.train import TrainConfig
 
 MARKER = "_complete.json"
@@ -35,7 +43,8 @@ REQUIRED = {
     "evaluate": "metrics.json",
 }
 # What each stage's summary counts as work done (a rerun that reuses everything does none).
-WORK = ("decoded", "llm_requests", "train_steps")
+WORK = tuple(Work.model_fields)
+DATA_STAGES: tuple[str, ...] = ("ingest", "structure", "shard")  # the `data` flow's, in order
 
 
 @dataclass(frozen=True)
@@ -46,7 +55,7 @@ class StageConfigs:
     ingest: IngestConfig
     mixture: MixtureConfig | None
     structure: StructureConfig
-    shard: ValidateShardParams
+    shard: ShardParams
     encoder: EncoderConfig | None
     train: TrainConfig
     evaluate: EvaluateParams
@@ -59,7 +68,7 @@ class DataStageConfigs:
     ingest: IngestConfig
     mixture: MixtureConfig | None
     structure: StructureConfig
-    shard: ValidateShardParams
+    shard: ShardParams
 
 
 def read_marker(stage: str, d: Path, key: str) -> dict | None:
@@ -99,73 +108,41 @@ def write_marker(
 
 def work_done(stage: str, summary: dict) -> dict[str, int]:
     """Images decoded, LLM requests sent and training steps taken, as the stage's summary reports them."""
-    work = dict.fromkeys(WORK, 0)
-    if stage == "ingest":
-        work["decoded"] = int(summary.get("decoded", 0))
-    elif stage == "structure":
-        work["llm_requests"] = int(summary.get("requests", 0))
-    elif stage == "train":
-        work["train_steps"] = sum(int(s.get("steps", 0)) for s in summary.get("stages", {}).values())
-    return work
+    return stage_work(stage, summary).model_dump()
+
+
+def stage_work(stage: str, summary: dict) -> Work:
+    if stage == "ingest":  # one source or a mixture: both count decoded images
+        return Work(decoded=Counts.model_validate(summary).decoded)
+    if stage == "structure":
+        return Work(llm_requests=StructureSummary.model_validate(summary).requests)
+    if stage == "train":
+        return Work(train_steps=TrainSummary.model_validate(summary).steps)
+    return Work()
 
 
 def ingest_configs(
-    sel: SourceSelection,
-    out: Path,
-    image: ImageConfig,
-    workers: int | None,
-    batch_size: int = 32,
-    options: dict | None = None,
+    sel: SourceSelection, settings: IngestSettings, out: Path, run: Parallelism
 ) -> tuple[IngestConfig, MixtureConfig | None]:
     """One source's IngestConfig, and the MixtureConfig when the selection lists several sources (the
-    IngestConfig's root is then unused)."""
-    ingest = IngestConfig(
-        source=sel.source,
-        root=sel.root or out,
-        out=out,
-        frontal_only=sel.frontal_only,
-        image=image,
-        workers=workers,
-        batch_size=batch_size,
-        limit=sel.limit,
-        options=options or {},
-        annotations=sel.annotations,
-    )
-    mixture = (
-        MixtureConfig(
-            sources=sel.sources,
-            out=out,
-            frontal_only=sel.frontal_only,
-            image=image,
-            workers=workers,
-            batch_size=batch_size,
-        )
-        if sel.sources
-        else None
-    )
+    IngestConfig's root is then unused). The one place a selection + ingest settings become stage configs."""
+    common = {**settings.ingest_settings(), **run.parallelism(), "frontal_only": sel.frontal_only, "out": out}
+    one = sel.model_dump(include=set(SourceSettings.model_fields))
+    ingest = IngestConfig(**common, **one, root=sel.root or out)
+    mixture = MixtureConfig(**common, sources=sel.sources) if sel.sources else None
     return ingest, mixture
 
 
 def train_config(cfg: PipelineConfig, shards: Path, out: Path, vision_path: Path | None) -> TrainConfig:
-    """The preset's TrainConfig with the pipeline's train section on top (stage overrides re-validated)."""
+    """The preset's TrainConfig with the pipeline's train section on top (stage overrides re-validated); the
+    image size and resize follow the data section unless the section pins a size (0: the preset's native)."""
     from schemas.train import default_config
 
-    t = cfg.train
-    train = default_config(
-        t.preset,
-        shards,
-        out,
-        stages=t.stages,
-        max_steps=t.max_steps,
-        epochs=t.epochs,
-        seed=t.seed,
-        image_size=t.image_size,
-        image_resize=t.image_resize,
-        shuffle_images=t.shuffle_images,
-        vision_path=vision_path,
-        lm_path=t.lm_path,
-        deployment=t.deployment,
-    )
+    t, image = cfg.train, cfg.data.image
+    given = t.model_dump(exclude_none=True, exclude={"preset", "stage1", "stage2"})
+    given["image_size"] = image.size if t.image_size is None else t.image_size
+    given["image_resize"] = image.resize
+    train = default_config(t.preset, shards, out, **{**given, "vision_path": vision_path or t.vision_path})
     train = train.model_copy(
         update={
             "stage1": train.stage1.model_copy(update=t.stage1),
@@ -180,20 +157,18 @@ def stage_configs(cfg: PipelineConfig) -> StageConfigs:
     from tasks.llm.guard import binding_source
 
     d, out, data = cfg.stage_dirs(), Path(cfg.out), cfg.data
-    ingest, mixture = ingest_configs(
-        data, d["ingest"], data.image, cfg.workers, data.batch_size, data.options
-    )
+    ingest, mixture = ingest_configs(data, data, d["ingest"], cfg)
     s = cfg.structure
     llm = LLMConfig(**s.model_dump(include=set(LLMEndpoint.model_fields)), cache_dir=out / "llm-cache")
     structure = StructureConfig(
         manifest=d["ingest"] / "manifest.parquet", out=d["structure"], llm=llm, compare_rules=s.compare_rules
     )
-    shard = ValidateShardParams(
+    shard = ShardParams(
         data=d["structure"],
         out=d["shard"],
         artifacts=out / "artifacts",
-        validate_cfg=cfg.validate_cfg,
-        shard=cfg.shard,
+        validate_cfg=cfg.validation(),
+        shard=cfg.shard.layout(),
     )
     encoder = None
     if cfg.encoder is not None:
@@ -254,23 +229,23 @@ def checked_stage_configs(cfg: PipelineConfig) -> StageConfigs:
 def data_stage_configs(p: DataParams) -> DataStageConfigs:
     """The `data` flow's stages: OUT/data (manifest, images, reports), OUT/shards, OUT/artifacts."""
     data, artifacts = p.out / "data", p.out / "artifacts"
-    ingest, mixture = ingest_configs(p, data, ImageConfig(size=p.image_size), p.workers)
+    ingest, mixture = ingest_configs(p, p, data, p)
     llm = LLMConfig(
         backend=p.llm_backend, model=p.llm_model, base_url=p.llm_base_url, cache_dir=artifacts / "llm-cache"
     )
     structure = StructureConfig(manifest=data / "manifest.parquet", out=data, llm=llm)
-    shard = ValidateShardParams(
+    shard = ShardParams(
         data=data,
         out=p.out / "shards",
         artifacts=artifacts,
-        validate_cfg=ValidateConfig(frontal_only=p.frontal_only),
+        validate_cfg=ValidateConfig.for_data(p),
         shard=p.shard,
     )
     return DataStageConfigs(ingest=ingest, mixture=mixture, structure=structure, shard=shard)
 
 
 def link_ingest_outputs(ingest_dir: Path, structure_dir: Path) -> None:
-    """validate_and_shard reads one data dir (manifest, ingest summary, images, reports): give the structure
+    """the shard stage reads one data dir (manifest, ingest summary, images, reports): give the structure
     dir relative links to the ingest outputs instead of copying images."""
     structure_dir.mkdir(parents=True, exist_ok=True)
     for name in ("manifest.parquet", "summary.json", "images", "sources"):
@@ -299,27 +274,27 @@ def metrics_table(eval_dir: Path) -> list[dict]:
     ]
 
 
-def render_text(result: dict) -> str:
+def render_text(result: dict | PipelineResult) -> str:
     """The pipeline result for terminals: the metrics table and where everything is; metrics that could not be
     computed collapse into one line that says why."""
     from tasks.evaluate.learning import collapse_not_computed
 
-    width = max((len(r["metric"]) for r in result["metrics"]), default=6)
-    lines = [f"pipeline {result['name']}: metrics", f"{'metric':<{width}}  value [95% CI]"]
-    lines += [f"{r['metric']:<{width}}  {r['display']}" for r in result["metrics"] if r["value"] is not None]
+    r = PipelineResult.model_validate(result)
+    width = max((len(m["metric"]) for m in r.metrics), default=6)
+    lines = [f"pipeline {r.name}: metrics", f"{'metric':<{width}}  value [95% CI]"]
+    lines += [f"{m['metric']:<{width}}  {m['display']}" for m in r.metrics if m["value"] is not None]
     missing = collapse_not_computed(
-        {r["metric"]: None if r["value"] is not None else r["display"] for r in result["metrics"]}
+        {m["metric"]: None if m["value"] is not None else m["display"] for m in r.metrics}
     )
     lines += [missing] if missing else []
     lines += ["", "stages:"]
-    lines += [f"  {s:<9} {v['status']:<6} {v['dir']}" for s, v in result["stages"].items()]
-    w = result["work"]
+    lines += [f"  {s:<9} {v.status:<6} {v.dir}" for s, v in r.stages.items()]
+    w = r.work
     lines += [
         "",
-        f"work: {w['decoded']} images decoded, {w['llm_requests']} LLM requests, "
-        f"{w['train_steps']} training steps",
-        f"metrics:    {result['metrics_json']}",
-        f"checkpoint: {result['checkpoint']}",
-        f"shards:     {result['shards']}",
+        f"work: {w.decoded} images decoded, {w.llm_requests} LLM requests, {w.train_steps} training steps",
+        f"metrics:    {r.metrics_json}",
+        f"checkpoint: {r.checkpoint}",
+        f"shards:     {r.shards}",
     ]
     return "\n".join(lines)

@@ -107,6 +107,11 @@ def write_summary(out_dir: Path, infos: Sequence[ShardInfo], counts: dict, write
     return summary
 
 
+def split_counts(accepted) -> dict[str, int]:
+    """Samples per manifest split of the accepted rows: what verify_shards must read back."""
+    return {s: accepted.filter(accepted["split"] == s).height for s in SPLITS}
+
+
 def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
     """Read every shard back with webdataset.WebDataset and with wids; counts must match `expected`
     (samples per split from the accepted manifest). Returns per-split counts; raises on any mismatch."""

@@ -21,7 +21,7 @@ def tiny_config(root: Path, out: Path, name: str = "t", **structure) -> Pipeline
         "name": name, "out": str(out), "workers": 1,
         "data": {"source": "mimic-cxr", "root": str(root), "image": {"size": 32}},
         "structure": {"backend": "rules", **structure},
-        "validate": {"min_rows_fraction_of_found": 0.1},
+        "shard": {"validate": {"min_rows_fraction_of_found": 0.1}},
         "train": {"preset": "tiny", "max_steps": 2, "stage1": small, "stage2": small},
         "evaluate": {"batch_size": 4, "max_new_tokens": 4, "n_bootstrap": 20},
     })

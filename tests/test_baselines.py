@@ -116,3 +116,23 @@ def test_every_observation_has_rates():
     for obs in CHEXPERT_LABELS:
         key = obs.lower().replace(" ", "_")
         assert {f"rule_{k}_{key}" for k in ("sensitivity", "specificity", "balanced_accuracy")} <= names
+
+
+def test_large_training_split_scores_prefixes_only_and_still_finds_the_best(monkeypatch):
+    """Above EXHAUSTIVE_CELLS the search scores the k + 1 prefixes by training positives (not 2^k constants,
+    minutes on a real training split) and still returns the constant the exhaustive search would."""
+    from dataclasses import replace
+
+    from tasks.evaluate import baselines
+
+    rng = random.Random(3)
+    prevalence = {o: rng.uniform(0.05, 0.6) for o in baselines.POSITIVE_SENTENCES}
+    refs = _refs(rng, 150, prevalence)
+    spec = F1["rule_f1_micro_14"]
+    calls = []
+    counting = replace(spec, aggregate=lambda cols: calls.append(1) or spec.aggregate(cols))
+    monkeypatch.setattr(baselines, "EXHAUSTIVE_CELLS", 1000)
+    text, value = best_constant(refs, counting)
+    assert len(calls) <= len(baselines.POSITIVE_SENTENCES) + 2
+    monkeypatch.setattr(baselines, "EXHAUSTIVE_CELLS", 10**12)
+    assert best_constant(refs, spec) == (text, pytest.approx(value))

@@ -37,9 +37,12 @@ def cli(monkeypatch, capsys):
 
 def assert_one_line_error(result, *needles: str) -> str:
     """Asserts exit code 2 and exactly one `error: ...` line on stderr holding every needle; returns it."""
+    from cxrflow_cli.progress import PROGRESS_PREFIX
+
     code, out, err = result
     assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
+    # a slow (loaded) run may print progress lines off a terminal before the error (cxrflow_cli/progress.py)
+    lines = [line for line in err.strip().splitlines() if not line.startswith(PROGRESS_PREFIX)]
     assert len(lines) == 1, err
     assert lines[0].startswith("error: "), lines
     for needle in needles:

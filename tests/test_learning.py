@@ -153,3 +153,25 @@ def test_undefined_rates_collapse_per_family():
         "not computed (4): rule_sensitivity_* x2, rule_balanced_accuracy_* x2: undefined on these 50 reports "
         "(no reference report of the class)"
     )
+
+
+def test_demo_says_which_comparator_was_not_beaten_and_why():
+    """A baseline that could not be computed is named with its reason, not called an overlapping CI."""
+    from cxrflow_cli.demo import _why_not
+
+    cmp = {"diff": 10.0, "diff_ci": (0.0, 20.0), "p_value": 0.1, "n": 50}
+    rec = learning_record("m", _m(60.0, (52.0, 68.0)), _m(50.0, (45.0, 55.0)), cmp, {})
+    why = _why_not(rec)
+    assert "shuffled: the 95% CIs overlap" in why
+    assert "image_blind: no 95% CI (not computed: no such baseline in metrics.json)" in why
+
+
+def test_demo_refuses_stages_whose_fixture_is_gone(tmp_path, capsys):
+    """Stage keys hash the config, not the fixture's files: removing only the fixture and rerunning with
+    another seed would report the old fixture's stages as the new seed's."""
+    from cxrflow_cli.main import run
+
+    (tmp_path / "pipeline" / "stages" / "ingest-abc").mkdir(parents=True)
+    assert run(["demo", "--out", str(tmp_path), "--seed", "1"]) == 2
+    assert "no record of the demo fixture" in capsys.readouterr().err
+    assert not (tmp_path / "learnable").exists()

@@ -216,11 +216,12 @@ def test_plan_stage_configs_point_every_stage_at_its_keyed_dir(tmp_path):
     assert (confs.train.shards, confs.train.out) == (dirs["shard"], dirs["train"])
     assert (confs.evaluate.run, confs.evaluate.experiment) == (str(dirs["train"]), cfg.name)
     assert confs.train.max_steps == cfg.train.max_steps
-    data = data_stage_configs(DataParams(root=tmp_path / "mimic", out=tmp_path / "d", image_size=64))
+    data = data_stage_configs(DataParams(root=tmp_path / "mimic", out=tmp_path / "d", image={"size": 64}))
     assert data.ingest.image.size == 64 and data.structure.out == data.ingest.out == tmp_path / "d" / "data"
     assert data.shard.out == tmp_path / "d" / "shards" and data.mixture is None
     assert (
         work_done("train", {"stages": {1: {"steps": 3}, 2: {"skipped": "already finished"}}})["train_steps"]
         == 3
     )
-    assert work_done("ingest", {"decoded": 7}) == {"decoded": 7, "llm_requests": 0, "train_steps": 0}
+    ingest = {"found": 9, "kept": 7, "filtered": 1, "quarantined": 1, "decoded": 7}
+    assert work_done("ingest", ingest) == {"decoded": 7, "llm_requests": 0, "train_steps": 0}

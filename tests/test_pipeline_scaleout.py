@@ -61,15 +61,16 @@ def test_dask_runner_gives_the_same_ingest_outputs(prefect_server, mimic_small, 
 def test_pipeline_dask_address_selects_the_dask_runner(tmp_path):
     from prefect_dask import DaskTaskRunner
 
-    from flows.runners import ingest_runner
+    from flows.runners import runner_for
     from schemas.pipeline import load_pipeline_config
     from tasks.plan import stage_configs
 
     cfg = load_pipeline_config(REPO / "configs/demo.yaml", {"dask_address": "tcp://10.0.0.5:8786",
                                                             "out": str(tmp_path)})
-    runner = ingest_runner(stage_configs(cfg).ingest, cfg.dask_address)
+    runner = runner_for(stage_configs(cfg).ingest)
     assert isinstance(runner, DaskTaskRunner) and runner.address == "tcp://10.0.0.5:8786"
-    assert not isinstance(ingest_runner(stage_configs(cfg).ingest, None), DaskTaskRunner)
+    local = stage_configs(cfg).ingest.model_copy(update={"dask_address": None})
+    assert not isinstance(runner_for(local), DaskTaskRunner)
 
 
 @pytest.mark.slow

@@ -176,6 +176,8 @@ def test_cli_report_and_its_errors(tmp_path, capsys):
     empty.mkdir()
     assert run(["report", "--run", str(empty), "--html", str(html)]) == 2
     assert "no pipeline run" in capsys.readouterr().err
+    assert run(["report", "--run", str(out), "--html", str(tmp_path)]) == 2  # a folder, not a file
+    assert f"--html {tmp_path} is a folder" in capsys.readouterr().err
 
 
 def test_learning_verdict_against_both_baselines_in_the_report(tmp_path):
@@ -228,3 +230,56 @@ def test_train_seeds_expand_into_one_variant_per_seed():
     # the seed changes training only: every seed shares the data stages
     keys = [spec.variant_config(v).stage_hashes() for v in spec.variants]
     assert len({k["shard"] for k in keys}) == 1 and len({k["train"] for k in keys}) == 6
+
+
+def test_sections_without_evaluation_say_not_computed(tmp_path):
+    """A run whose evaluate stage left no metrics.json (and no learning.json): Report generation says so
+    instead of showing the paper's figures alone."""
+    out = build_run(tmp_path / "out")
+    for p in (out / "stages").glob("evaluate-*/metrics.json"):
+        p.unlink()
+    texts = _section_texts(render_html(collect(out)))
+    assert list(texts) == [s.lower().replace(" ", "-") for s in SECTIONS]
+    assert "not computed: no evaluation output" in texts["report-generation"]
+    assert "not computed" in texts["chexprompt"]
+
+
+def test_values_from_data_are_escaped(tmp_path):
+    """Run names and reasons come from files: they reach the page as text, never as markup."""
+    out = build_run(tmp_path / "out")
+    run_file = out / "runs" / "enc-trained.json"
+    rec = json.loads(run_file.read_text())
+    atomic_write_json(run_file, {**rec, "name": "<script>alert(1)</script>"})
+    marker = out / "stages" / "ingest-i1" / MARKER
+    m = json.loads(marker.read_text())
+    m["summary"]["filtered_by_reason"] = {"<img src=x onerror=alert(2)>": 3}
+    atomic_write_json(marker, m)
+    page = render_html(collect(out))
+    assert "<script" not in page and "<img src=x" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x onerror=alert(2)&gt;" in page
+
+
+def test_cli_report_on_an_unreadable_run_file_is_one_line(tmp_path, capsys):
+    from cxrflow_cli.main import run
+
+    out = build_run(tmp_path / "out")
+    (out / "runs" / "enc-trained.json").write_text('{"name": ')  # truncated
+    assert run(["report", "--run", str(out), "--html", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert "enc-trained.json is not valid JSON" in err and "Traceback" not in err
+
+
+def test_train_seeds_must_not_repeat():
+    from schemas.pipeline import AblationSpec
+
+    with pytest.raises(ValueError, match="repeats a seed"):
+        AblationSpec.model_validate({"name": "s", "base": {}, "variants": {"t": {"train.seeds": [0, 0]}}})
+
+
+def test_lineage_of_an_ablation_number_names_the_variant_evaluate_stage(tmp_path):
+    data = collect(build_run(tmp_path / "out"))
+    rows = [r for r in data["lineage"] if r["section"] == "Ablations"]
+    trained = next(r for r in rows if r["number"] == "image-encoder trained rule_f1_micro_14 (vs baseline)")
+    blind = next(r for r in rows if r["number"].startswith("image-encoder baseline:image_blind"))
+    assert trained["stage"] == "evaluate" and trained["config_hash"] == "e1" and trained["code_version"] == "abc123"
+    assert blind["config_hash"] == "e0"  # the baseline variant's evaluation scored the image-blind rows

@@ -1,4 +1,4 @@
-"""The `validate_and_shard` and `data` flows and their CLI commands, on the session's Prefect test server."""
+"""The `shard` and `data` flows and their CLI commands, on the session's Prefect test server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fixtures.shard_manifest import default_rows, write_dataset
-from schemas.shards import ShardConfig, ValidateShardParams
+from schemas.shards import ShardConfig, ShardParams
 
 
 def _artifact(key: str):
@@ -21,15 +21,15 @@ def _artifact(key: str):
 
 @pytest.mark.slow  # ~15 s: GX over shards in a flow run
 def test_flow_validates_shards_indexes_and_reconciles(prefect_server, tmp_path):
-    from flows.validate_shard import validate_and_shard
+    from flows.shard import shard as shard_flow
 
     rows = default_rows(20)
     rows[3]["view"] = "LATERAL"  # quarantined
     rows[4]["findings"] = None  # filtered: no findings
     data = write_dataset(tmp_path / "data", rows, found=23)  # ingest dropped 3 (in its summary)
     out = tmp_path / "shards"
-    summary = validate_and_shard(
-        ValidateShardParams(
+    summary = shard_flow(
+        ShardParams(
             data=data, out=out, artifacts=tmp_path / "artifacts", shard=ShardConfig(max_samples=5)
         )
     )
@@ -62,15 +62,15 @@ def test_leakage_fails_the_flow_and_the_cli(prefect_server, tmp_path, capsys, mo
         monkeypatch.setenv(var, os.environ.get(var, ""))
         if not os.environ[var]:
             monkeypatch.delenv(var)
-    from flows.validate_shard import validate_and_shard
+    from flows.shard import shard as shard_flow
     from tasks.validate import ValidationFailed
 
     rows = default_rows(12)
     rows[9]["subject_id"] = rows[0]["subject_id"]  # validate split and train split
     data = write_dataset(tmp_path / "data", rows)
-    params = ValidateShardParams(data=data, out=tmp_path / "shards", artifacts=tmp_path / "artifacts")
+    params = ShardParams(data=data, out=tmp_path / "shards", artifacts=tmp_path / "artifacts")
     with pytest.raises(ValidationFailed, match="leakage"):
-        validate_and_shard(params)
+        shard_flow(params)
     assert not list((tmp_path / "shards").glob("**/*.tar"))
     code = run(
         ["shard", "--data", str(data), "--out", str(tmp_path / "s2"), "--artifacts", str(tmp_path / "a2")]

@@ -38,7 +38,7 @@ def _rows() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """What the validate_and_shard flow writes, through its task functions (no Prefect server)."""
+    """What the shard flow writes, through its task functions (no Prefect server)."""
     from tasks.export_llava import export_llava
     from tasks.shard import write_shards
     from tasks.shard_index import write_dataset_card, write_shard_map, write_summary, write_wids_index

@@ -78,3 +78,28 @@ def test_dispatch_to_the_gpu_pool_sends_absolute_paths(tmp_path, monkeypatch):
     for key, rel in (("shards", "shards"), ("out", "runs/r1"), ("vision_path", "models/vit"),
                      ("lm_path", "models/vicuna")):
         assert sent[key] == str(tmp_path / rel), key
+
+
+def test_both_training_clis_take_the_same_flags():
+    """`cxrflow train` and `python -m training` (no Prefect) are one CLI: the same flags, one config builder."""
+    import typer
+
+    from cxrflow_cli._common import Stage
+    from cxrflow_cli.main import app
+    from schemas.train import STAGE_CHOICES
+    from training.__main__ import parser
+
+    typer_flags = {o for p in typer.main.get_command(app).commands["train"].params for o in p.opts}
+    parser_flags = {o for a in parser()._actions for o in a.option_strings} - {"-h", "--help"}
+    assert typer_flags - {"--prefect"} == parser_flags, (typer_flags ^ parser_flags)
+    assert {s.value for s in Stage} == set(STAGE_CHOICES)
+
+
+def test_seed_flag_reaches_the_config_in_both_clis(tmp_path):
+    from schemas.train import config_from_options
+    from training.__main__ import config_from_args, parse_args
+
+    a = parse_args(["--shards", str(tmp_path), "--out", str(tmp_path / "r"), "--seed", "7", "--stage", "1"])
+    cfg = config_from_args(a)
+    assert (cfg.seed, cfg.stages) == (7, [1])
+    assert cfg == config_from_options(tmp_path, tmp_path / "r", "tiny", "1", seed=7)

@@ -1,5 +1,8 @@
 """Plain entry point, no Prefect: `python -m training --shards DIR --out RUN [--preset tiny] [--stage both]`
-or, multi-GPU, `accelerate launch --config_file training/launch/fsdp.yaml -m training ...` / torchrun."""
+or, multi-GPU, `accelerate launch --config_file training/launch/fsdp.yaml -m training ...` / torchrun.
+
+The same flags as `cxrflow train` (tests/test_train_flow.py checks both lists): both build the config with
+schemas/train.py config_from_options."""
 
 from __future__ import annotations
 
@@ -8,41 +11,41 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import get_args
+
+from schemas.train import STAGE_CHOICES, TrainConfig
+
+
+def parser() -> argparse.ArgumentParser:
+    f = TrainConfig.model_fields
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    p.add_argument("--shards", type=Path, required=True, help=f["shards"].description)
+    p.add_argument("--out", type=Path, required=True, help=f["out"].description)
+    p.add_argument("--preset", choices=get_args(f["preset"].annotation), default=f["preset"].default)
+    p.add_argument("--stage", choices=STAGE_CHOICES, default="both")
+    p.add_argument("--max-steps", type=int, default=None, help=f["max_steps"].description)
+    p.add_argument("--epochs", type=int, default=None, help=f["epochs"].description)
+    p.add_argument("--config", type=Path, default=None, help="TrainConfig JSON; flags override it")
+    p.add_argument("--vision-path", type=Path, default=None, help=f["vision_path"].description)
+    p.add_argument("--lm-path", type=Path, default=None, help=f["lm_path"].description)
+    p.add_argument("--image-resize", choices=get_args(f["image_resize"].annotation), default=None)
+    p.add_argument("--save-every", type=int, default=None, help=f["save_every"].description)
+    p.add_argument("--seed", type=int, default=None, help=f["seed"].description)
+    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
-    p.add_argument("--shards", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--preset", choices=["tiny", "llava-rad"], default="tiny")
-    p.add_argument("--stage", choices=["1", "2", "both"], default="both")
-    p.add_argument("--max-steps", type=int, default=None,
-                   help="optimizer steps per stage (epochs repeat as needed; --epochs caps it)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per stage instead of the recipe's")
-    p.add_argument("--config", type=Path, default=None, help="TrainConfig JSON; flags override it")
-    p.add_argument("--vision-path", type=Path, default=None)
-    p.add_argument("--lm-path", type=Path, default=None)
-    p.add_argument("--image-resize", choices=["crop", "pad"], default=None)
-    p.add_argument("--save-every", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    return p.parse_args(argv)
+    return parser().parse_args(argv)
 
 
-def stages_of(stage: str) -> list[int]:
-    return [1, 2] if stage == "both" else [int(stage)]
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    from schemas.train import config_from_options
 
-
-def config_from_args(a: argparse.Namespace):
-    from schemas.train import TrainConfig, default_config
-
-    over = {"stages": stages_of(a.stage), "max_steps": a.max_steps, "epochs": a.epochs, "vision_path": a.vision_path,
-            "lm_path": a.lm_path, "image_resize": a.image_resize, "save_every": a.save_every, "seed": a.seed}
-    if a.config:
-        base = json.loads(a.config.read_text())
-        base.update({"shards": str(a.shards), "out": str(a.out), "preset": a.preset})
-        base.update({k: v for k, v in over.items() if v is not None})
-        return TrainConfig.model_validate(base)
-    return default_config(a.preset, a.shards, a.out, **over)
+    return config_from_options(
+        a.shards, a.out, a.preset, a.stage, a.config, max_steps=a.max_steps, epochs=a.epochs,
+        vision_path=a.vision_path, lm_path=a.lm_path, image_resize=a.image_resize, save_every=a.save_every,
+        seed=a.seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,9 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from schemas.errors import UserError, validation_message
-    from schemas.train import TrainConfig
     from tasks.preflight import check_train_config
-    from training.run import run_training
+    from training.run import run_training, summary_without_losses
 
     args = parse_args(argv)
     try:  # a user's mistake is one line and exit 2, as in `cxrflow train`; anything else keeps its traceback
@@ -66,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    stages = {k: {kk: vv for kk, vv in v.items() if kk != "losses"} for k, v in summary["stages"].items()}
-    print(json.dumps({**summary, "stages": stages}, default=str, indent=2))
+    print(json.dumps(summary_without_losses(summary), default=str, indent=2))
     return 0
 
 

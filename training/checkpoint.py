@@ -37,9 +37,9 @@ def seed_stage(seed: int, stage: int) -> None:
     """Seed every global RNG from (seed, stage) before a stage builds its trainable parts (LoRA init, dropout).
     A stage then starts from the same RNG state whether an earlier stage ran in this process, in another
     one, or was killed right after it finished."""
-    import hashlib
+    from training.seeds import derive
 
-    derived = int.from_bytes(hashlib.sha256(f"cxrflow-stage:{seed}:{stage}".encode()).digest()[:4], "big")
+    derived = derive(seed, "stage", stage)
     random.seed(derived)
     np.random.seed(derived)
     torch.manual_seed(derived)  # also seeds every CUDA device

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 from cxrio import quiet_wids
+from training.seeds import derive
 from training.text import IGNORE, encode_example
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -186,7 +187,7 @@ def shuffled_images(examples: list[Example], seed: int) -> dict[int, int]:
 
         raise UserError(f"shuffle control: one study holds {k} of the {n} training samples, so not every "
                         "sample can get another study's image; the split needs more studies")
-    g = torch.Generator().manual_seed(seed * 7_919 + 17)
+    g = torch.Generator().manual_seed(derive(seed, "shuffle_images"))
     names = sorted(groups)
     order = []
     for j in torch.randperm(len(names), generator=g).tolist():
@@ -276,7 +277,7 @@ class DataPlan:
     def batches(self, epoch: int, start_step: int = 0) -> list[list[int]]:
         """This rank's micro-batches (example indices) of `epoch`, from optimizer step `start_step` on."""
         # Own sampler rather than DistributedSampler: it must start mid-epoch at an exact step.
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(derive(self.seed, "order", epoch))
         order = torch.randperm(self.n_examples, generator=g).tolist()
         per_step = self.micro_batch * self.accum * self.world
         out = []

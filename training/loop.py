@@ -21,6 +21,7 @@ from schemas.errors import UserError
 from training import checkpoint as ckpt
 from training.data import collate
 from training.model import load_trainable, projector_state, trainable_state
+from training.seeds import derive
 from training.stage import Stage, final_dir
 
 log = logging.getLogger("cxrflow.training")
@@ -121,7 +122,7 @@ def loader(s: Stage, epoch: int, start: int) -> torch.utils.data.DataLoader:
         num_workers=s.cfg.num_workers,
         collate_fn=lambda b: collate(b, pad),
         # own generator: creating the loader must not consume the global RNG (resume equality)
-        generator=torch.Generator().manual_seed(s.cfg.seed + epoch),
+        generator=torch.Generator().manual_seed(derive(s.cfg.seed, "loader", epoch)),
         persistent_workers=False,
     )
 

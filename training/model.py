@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from training.checkpoint import save_pretrained_atomically
+from training.seeds import derive
 from training.text import IMAGE_TOKEN, build_tiny_tokenizer, load_lm_tokenizer
 
 # Tiny really is tiny: 32 px / patch 8 -> 16 image tokens; 2-layer encoder and LM.
@@ -91,7 +92,7 @@ def build_model(cfg, tok, run_dir: Path):
         if (base / "config.json").exists():
             model = LlavaForConditionalGeneration.from_pretrained(str(base))
         else:
-            torch.manual_seed(cfg.seed)
+            torch.manual_seed(derive(cfg.seed, "init"))
             model = LlavaForConditionalGeneration(tiny_config(tok, image_size_for(cfg), vision_config))
             save_pretrained_atomically(model, base)
         if tower is not None:

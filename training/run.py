@@ -100,7 +100,11 @@ def run_training(cfg: TrainConfig, stop_at: tuple[int, int] | None = None, accel
         for k, v in summary["stages"].items()}
     png = write_loss_curve(cfg.out / "metrics.jsonl", cfg.out / "loss.png")
     summary["loss_png"] = str(png) if png else None
-    atomic_write_json(cfg.out / "summary.json",
-                      {**summary, "stages": {k: {kk: vv for kk, vv in v.items() if kk != "losses"}
-                                             for k, v in summary["stages"].items()}})
+    atomic_write_json(cfg.out / "summary.json", summary_without_losses(summary))
     return summary
+
+
+def summary_without_losses(summary: dict) -> dict:
+    """The run summary as reported (summary.json, the CLIs, the flow): per-step losses are metrics.jsonl's."""
+    return {**summary, "stages": {k: {kk: vv for kk, vv in v.items() if kk != "losses"}
+                                  for k, v in summary["stages"].items()}}

@@ -76,11 +76,25 @@ def _above(t: list | None, other: dict) -> bool:
     return bool(t and other.get("ci") and t[0] > other["ci"][1])
 
 
+def not_beaten(record: dict) -> list[str]:
+    """The comparators (the shuffle control, each image-blind baseline in the record) whose 95% CI the trained
+    model's does not lie above; one that could not be computed is not beaten."""
+    t = record["trained"]["ci"]
+    others = [("shuffled", record["shuffled"]), *record.get("baselines", {}).items()]
+    return [k for k, v in others if not _above(t, v)]
+
+
 def learned(record: dict) -> bool:
     """Trained beats the shuffle control and every image-blind baseline in the record with non-overlapping
     95% CIs (a baseline that could not be computed is not beaten: no verdict without it)."""
-    t = record["trained"]["ci"]
-    return _above(t, record["shuffled"]) and all(_above(t, b) for b in record.get("baselines", {}).values())
+    return not not_beaten(record)
+
+
+def value_ci_text(d: dict | None) -> str:
+    """`12.34 [10.00, 15.00]` of a learning.json entry, or its not-computed reason."""
+    if not d or d.get("value") is None:
+        return (d or {}).get("not_computed") or "not computed"
+    return f"{d['value']:.2f}" + (f" [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else "")
 
 
 def best_baseline(record: dict) -> str | None:

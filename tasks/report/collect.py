@@ -17,11 +17,15 @@ from schemas.evaluation import EvaluationMetrics, MetricResult
 from tasks.plan import MARKER
 
 NOT_RECORDED = "not recorded (the stage was written before markers carried it)"
+NOT_A_STAGE = "no stage found: a file written from the stages' outputs (leaderboard, learning.json)"
 SEED_SUFFIX = re.compile(r"^(?P<variant>.+)-seed(?P<seed>\d+)$")
 
 
 def _json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:  # a truncated or hand-edited file: one line, not a traceback
+        raise UserError(f"{path} is not valid JSON ({exc})", "rerun the stage that wrote it") from exc
 
 
 def pipeline_out(run: Path) -> Path:
@@ -43,7 +47,7 @@ class Lineage:
         self.rows.append({
             "section": section, "number": name, "value": value, "file": str(file),
             "stage": (stage or {}).get("stage", ""), "config_hash": (stage or {}).get("key", ""),
-            "code_version": (stage or {}).get("code_version") or NOT_RECORDED,
+            "code_version": (stage or {}).get("code_version") or (NOT_RECORDED if stage else NOT_A_STAGE),
         })
 
 
@@ -198,12 +202,18 @@ def _collect_ablation(d: Path, runs: list[dict], lineage: Lineage) -> dict[str, 
     board = d / "leaderboard.json"
     if not board.exists():
         raise UserError(f"{d} holds no leaderboard.json", "pass OUT/ablations/<name> of `cxrflow ablate`")
+    from schemas.pipeline import slug
+
     rows = _json(board)
     _pair_retrieval(d.name, rows, runs)
-    for r in rows:
-        lineage.add("Ablations", f"{d.name} {r['variant']} {r['metric']} (vs baseline)",
-                    "" if r.get("diff") is None else f"{r['diff']:+.2f}", board, None)
     baseline = next((r["variant"] for r in rows if r.get("status") == "baseline"), None)
+    evaluate = {r["name"]: r["stages"]["evaluate"] for r in runs if "evaluate" in r["stages"]}
+    for r in rows:
+        # the variant's evaluate stage scored the number (a `baseline:<name>` row: the baseline variant's)
+        v = baseline if str(r["variant"]).startswith("baseline:") else r["variant"]
+        stage = evaluate.get(f"{d.name}-{slug(str(v))}") or evaluate.get(f"{d.name}-{v}")
+        lineage.add("Ablations", f"{d.name} {r['variant']} {r['metric']} (vs baseline)",
+                    "" if r.get("diff") is None else f"{r['diff']:+.2f}", board, stage)
     return {"name": d.name, "dir": str(d), "file": str(board), "rows": rows, "baseline": baseline,
             "seeds": seed_spread(rows)}
 

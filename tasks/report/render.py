@@ -9,6 +9,7 @@ import io
 from typing import Any
 
 from schemas.evaluation import MetricResult
+from tasks.evaluate.learning import value_ci_text as _vci
 from tasks.report import paper
 
 SECTIONS = ("Data", "Image encoder", "Report generation", "Ablations", "CheXprompt", "Lineage")
@@ -22,12 +23,6 @@ def _ci(m: MetricResult | None) -> str:
     if m.value is None:
         return str(m.not_computed)
     return f"{m.value:.2f}" + (f" [{m.ci[0]:.2f}, {m.ci[1]:.2f}]" if m.ci else "")
-
-
-def _vci(d: dict | None) -> str:
-    if not d or d.get("value") is None:
-        return (d or {}).get("not_computed") or "not computed"
-    return f"{d['value']:.2f}" + (f" [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else "")
 
 
 def sections(data: dict[str, Any]) -> dict[str, list[Block]]:
@@ -45,6 +40,9 @@ def _data(data: dict) -> list[Block]:
     blocks: list[Block] = []
     for d in data["data"]:
         s = d["ingest"]
+        if not s:
+            blocks.append(("p", f"Ingest `{d['dir']}`: not computed: its stage marker holds no summary"))
+            continue
         blocks.append(("p", f"Ingest `{d['dir']}` (source {s.get('source', 'mixture')}): found {s.get('found')} = "
                             f"kept {s.get('kept')} + filtered {s.get('filtered')} + quarantined "
                             f"{s.get('quarantined')}."))
@@ -133,6 +131,9 @@ def _generation(data: dict) -> list[Block]:
         if finding_rows:
             blocks.append(("table", ["finding (rule-based labels)", "sensitivity", "specificity",
                                      "balanced accuracy"], finding_rows))
+    if not blocks:  # the paper's figures alone are no section of this run
+        blocks.append(("p", "not computed: no evaluation output in this run (no run has an evaluate stage with "
+                            "metrics.json) and no learning.json"))
     blocks.append(("p", f"Paper figures: {paper.SOURCE}; {paper.CITATION}. They are the paper's, on real data with "
                         "CheXbert and RadGraph; rule-based label F1 is cxrflow's offline stand-in and has no paper "
                         "figure."))
@@ -219,6 +220,8 @@ def _chexprompt(data: dict) -> list[Block]:
 def _lineage(data: dict) -> list[Block]:
     rows = [[r["section"], r["number"], r["value"], r["file"], r["stage"], r["config_hash"], r["code_version"]]
             for r in data["lineage"]]
+    if not rows:
+        rows = [["", "not computed: no number above came from a run's file", "", "", "", "", ""]]
     return [("p", f"Report written by code version {data['code_version']} from `{data['run']}`. Each number: the "
                   "file it came from, the config hash of the stage that wrote it (its folder's name) and the code "
                   "version that stage ran."),

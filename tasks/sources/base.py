@@ -144,6 +144,7 @@ class BaseAdapter:
     name: str
     may_leave_premises: bool
     licence: str
+    remote: bool = False  # discover fetches over the network: the flow retries it (flows/tasking.py)
 
     def check(self, root: Path, options: dict | None = None) -> None:
         self.check_layout(require_root(root), options)

@@ -1,0 +1,81 @@
+"""The Prefect wiring of issue 24: one task wrapper with retries where the world is flaky, one runner choice
+(Dask for mixtures too), Prefect's private attributes pinned to the installed version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_prefect_private_attributes_match_the_installed_version():
+    """flows/runners.py reaches into ProcessPoolTaskRunner and DaskTaskRunner; a Prefect upgrade must revisit
+    it (this test then names the module)."""
+    import prefect
+    from prefect.task_runners import ProcessPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import PREFECT_VERSION
+
+    assert prefect.__version__ == PREFECT_VERSION, "Prefect changed: recheck the private attributes in flows/runners.py"
+    runner = ProcessPoolTaskRunner(max_workers=2)
+    assert runner._max_workers == 2
+    with runner:
+        assert hasattr(runner._executor, "_initializer") and hasattr(runner._executor, "_initargs")
+    assert "_client" in vars(DaskTaskRunner(address="tcp://127.0.0.1:1"))
+
+
+def test_only_flows_runners_touches_prefect_privates():
+    private = ("._executor", "._max_workers", "._client")
+    hits = [str(p.relative_to(REPO)) for p in (REPO / "flows").rglob("*.py")
+            if any(a in p.read_text() or f'"{a[1:]}"' in p.read_text() for a in private)]
+    assert hits == ["flows/runners.py"], hits
+
+
+def test_retries_are_declared_where_the_world_is_flaky(tmp_path):
+    from flows.ingest import PrefectRunner
+    from flows.structure import structure_llm_task, structure_task
+    from flows.tasking import FLAKY_RETRIES, _run_deployment, as_task
+    from schemas.config import IngestConfig
+
+    assert structure_llm_task.retries == FLAKY_RETRIES["retries"] == 3 and structure_task.retries == 0
+    assert as_task(_run_deployment, "dispatch", flaky=True).retries == 3
+    delays = as_task(_run_deployment, "dispatch", flaky=True).retry_delay_seconds
+    assert list(delays) == [10, 20, 40]  # exponential backoff
+    assert PrefectRunner(IngestConfig(source="dicomweb", root=tmp_path, out=tmp_path)).remote
+    assert not PrefectRunner(IngestConfig(source="mimic-cxr", root=tmp_path, out=tmp_path)).remote
+
+
+def test_dask_address_reaches_every_source_of_a_mixture(tmp_path):
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import runner_for
+    from schemas.pipeline import load_ablation_spec
+    from tasks.plan import stage_configs
+
+    spec = load_ablation_spec(REPO / "configs/ablations/source-mixture.yaml",
+                              {"dask_address": "tcp://10.0.0.5:8786", "out": str(tmp_path)})
+    mix = stage_configs(spec.variant_config("mimic-chexpert")).mixture
+    for s in mix.sources:
+        runner = runner_for(mix.ingest_config(s))
+        assert isinstance(runner, DaskTaskRunner) and runner.address == "tcp://10.0.0.5:8786"
+
+
+def test_a_transient_failure_is_retried(prefect_server):
+    from prefect import flow
+
+    from flows.tasking import as_task
+
+    calls = []
+
+    def fetch() -> str:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("server restarting")
+        return "ok"
+
+    @flow
+    def run() -> str:
+        return as_task(fetch, "fetch", flaky=True).with_options(retry_delay_seconds=0)()
+
+    assert run() == "ok" and len(calls) == 2
