@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,8 +41,12 @@ run_structure(StructureConfig(manifest=DATA / "manifest.parquet", out=DATA, llm=
               cache_dir=OUT / "llm-cache")))
 """,
     "validate": """
+import os
 from schemas.shards import ValidateConfig
+import tasks.validate
 from tasks.validate import run_validation
+if os.environ.get("BENCH_VALIDATE_BATCH_ROWS"):  # --validate-batch-rows (code without batches ignores it)
+    tasks.validate.BATCH_ROWS = int(os.environ["BENCH_VALIDATE_BATCH_ROWS"])
 run_validation(DATA, OUT / "shards", OUT / "artifacts", ValidateConfig(frontal_only=False))
 """,
     "shard": """
@@ -114,7 +119,15 @@ def main() -> None:
         help="folder of src-N fixtures to read (each written there first if missing, and kept): every stage "
         "runs afresh on them (e.g. the same archive under two versions of the code)",
     )
+    ap.add_argument(
+        "--validate-batch-rows",
+        type=int,
+        help="rows per validation batch (tasks/validate.BATCH_ROWS): below the smaller size's row count, both "
+        "sizes run full batches, so their peaks compare the part that still grows with the archive",
+    )
     args = ap.parse_args()
+    if args.validate_batch_rows:
+        os.environ["BENCH_VALIDATE_BATCH_ROWS"] = str(args.validate_batch_rows)
     from fixtures.mimic_cxr import write_mimic_cxr
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
@@ -128,7 +141,9 @@ def main() -> None:
             elif args.fixtures:
                 root = args.fixtures / f"src-{n}"
                 if not root.exists():
-                    write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
+                    write_mimic_cxr(
+                        root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False
+                    )
             else:
                 write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
             results[n] = {}
