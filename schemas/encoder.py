@@ -49,7 +49,7 @@ class EncoderSection(BaseModel):
     )
     seed: int = 0
     deployment: str = Field(
-        "encoder/gpu", description="GPU work pool deployment a non-tiny encoder is handed to"
+        "encoder/encoder-gpu", description="GPU work pool deployment a non-tiny encoder is handed to"
     )
     eval_split: str = "test"
     n_bootstrap: int = Field(500, ge=0)

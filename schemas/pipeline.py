@@ -68,7 +68,7 @@ class TrainSection(BaseModel):
     stage2: dict[str, Any] = Field(default_factory=dict)
     vision_path: Path | None = None
     lm_path: Path | None = None
-    deployment: str = "train/gpu"
+    deployment: str = "train/train-gpu"
 
 
 class EvaluateSection(EvaluationSettings):

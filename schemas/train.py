@@ -80,7 +80,7 @@ class TrainConfig(BaseModel):
     vision_path: Path | None = Field(None, description="HF CLIP vision dir, or open_clip dir (BiomedCLIP)")
     lm_path: Path | None = Field(None, description="causal LM dir (Vicuna-7B v1.5)")
     # GPU work pool deployment the `train` flow hands real presets to.
-    deployment: str = "train/gpu"
+    deployment: str = "train/train-gpu"
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
