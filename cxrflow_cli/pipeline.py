@@ -68,14 +68,19 @@ def register(app: typer.Typer) -> None:
             None, "--deployment", help="run each variant via run_deployment, e.g. pipeline/pipeline"
         ),
         n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-test resamples vs the baseline"),
+        as_json: bool = typer.Option(False, "--json", help="print the leaderboard rows as JSON instead"),
     ) -> None:
-        """One flow run per variant (tags ablation:<name>, variant:<name>), then the compare flow."""
+        """One flow run per variant (tags ablation:<name>, variant:<name>), then the compare flow. Prints the
+        comparison (value [CI], difference vs the baseline [CI], p, n), the Runs page and the folders."""
+        from cxrflow_cli._ablation_text import render
         from flows.ablate import run_ablation
         from schemas.pipeline import load_ablation_spec
 
-        result = run_ablation(
-            load_ablation_spec(spec, parse_sets(set_)), deployment=deployment, n_resamples=n_resamples
-        )
+        ablation = load_ablation_spec(spec, parse_sets(set_))
+        result = run_ablation(ablation, deployment=deployment, n_resamples=n_resamples)
+        if not as_json:
+            typer.echo(render(result, ablation.baseline))
+            return
         typer.echo(
             json.dumps(
                 {
@@ -131,7 +136,10 @@ def register(app: typer.Typer) -> None:
                     f"({where + ': ' if where else ''}{first['msg']})",
                     "pass EVAL folders of `cxrflow evaluate`",
                 ) from None
+        from tasks.variants import producing_run
+
         res = compare(
-            name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out), n_resamples=n_resamples
+            name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out), n_resamples=n_resamples,
+            runs={v: producing_run(folder) for v, folder in pairs.items()},  # the pipeline runs that wrote them
         )
         typer.echo(json.dumps(res["rows"], indent=2))

@@ -139,7 +139,7 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
         r4_rouge["diff_ci_low"] <= r4_rouge["diff"] <= r4_rouge["diff_ci_high"]
         and r4_rouge["small_n"] is True
     )
-    assert r4_rouge["run"] == f"/runs/flow-run/{r4['flow_run_id']}"
+    assert r4_rouge["run"] == f"[r4](/runs/flow-run/{r4['flow_run_id']})"  # markdown: a link in the UI
     md = Artifact.get("ablation-lora-t-leaderboard-md")
     assert f"[r4](/runs/flow-run/{r4['flow_run_id']})" in md.data and "⚠" in md.data
     # The reusing variant links to the run that produced its reused stages; per-variant artifact keys.
@@ -151,6 +151,24 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
     chart = Artifact.get("ablation-lora-t-chart")
     assert "data:image/png;base64," in chart.data
     assert (Path(result["compare"]["dir"]) / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Each variant's run carries its headline metric (the spec's first metric) as a tag: the filtered Runs page
+    # says which is better.
+    from tasks.evaluate.leaderboard import load_metrics
+
+    tagged = {r.name: r.tags for r in run_coro_as_sync(runs("ablation:lora-t"))}
+    for variant in ("r64", "r4"):
+        rouge = load_metrics(result["variants"][variant]["eval_dir"]).metrics["rouge_l"]
+        head = f"metric rouge_l {rouge.value:.2f} [{rouge.ci[0]:.2f}, {rouge.ci[1]:.2f}]"
+        assert result["variants"][variant]["headline"] == head and head in tagged[f"lora-t-{variant}"]
+    # A rerun with nothing changed creates no new variant run: still one row per variant, the same runs.
+    again = ablate(spec, n_resamples=50)
+    assert all(v.get("reused") for v in again["variants"].values())
+    after = run_coro_as_sync(runs("ablation:lora-t"))
+    assert sorted(str(r.id) for r in after) == sorted(str(r.id) for r in found)
+    assert {v: r["flow_run_id"] for v, r in again["variants"].items()} == {
+        "r64": r64["flow_run_id"], "r4": r4["flow_run_id"]}
+    assert all(sum(t.startswith("metric rouge_l ") for t in r.tags) == 1 for r in after)
 
 
 def test_ablation_spec_overrides_and_errors(tmp_path):
