@@ -37,6 +37,22 @@ def load_config(path: Path, overrides: dict):
         raise UserError(str(exc)) from None
 
 
+def check_variants(ablation, spec: Path) -> None:
+    """Every variant's config and data root, before the first run starts; a missing fixture is named with the
+    command in the spec's (or its base file's) header."""
+    from cxrflow_cli._common import load_yaml_mapping
+    from cxrflow_cli._headers import with_fixture_hint
+    from tasks.plan import checked_stage_configs
+
+    base = load_yaml_mapping(spec, "--spec").get("base")
+    headers = [spec] + ([spec.parent / base, Path(base)] if isinstance(base, str) else [])
+    for variant in ablation.variants:
+        try:
+            checked_stage_configs(ablation.variant_config(variant))
+        except Exception as exc:
+            raise with_fixture_hint(exc, headers) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("pipeline")
     def pipeline_cmd(
@@ -54,7 +70,12 @@ def register(app: typer.Typer) -> None:
         if dask:
             overrides["dask_address"] = dask
         cfg = load_config(config, overrides)
-        checked_stage_configs(cfg)  # before the flow (and its server) starts
+        try:
+            checked_stage_configs(cfg)  # before the flow (and its server) starts
+        except Exception as exc:  # a missing fixture: the header's command that writes it
+            from cxrflow_cli._headers import with_fixture_hint
+
+            raise with_fixture_hint(exc, [config]) from None
         result = pipeline(cfg)  # a user error found inside (an unreadable annotations file...): one line, main.py
         typer.echo(render_text(result))
 
@@ -77,6 +98,7 @@ def register(app: typer.Typer) -> None:
         from schemas.pipeline import load_ablation_spec
 
         ablation = load_ablation_spec(spec, parse_sets(set_))
+        check_variants(ablation, spec)
         result = run_ablation(ablation, deployment=deployment, n_resamples=n_resamples)
         if not as_json:
             typer.echo(render(result, ablation.baseline))

@@ -40,6 +40,7 @@ def server(tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     env.pop("PREFECT_RESULTS_LOCAL_STORAGE_PATH", None)
+    env.pop("PREFECT_LOGGING_LEVEL", None)  # the CLI as a user runs it (conftest quiets the in-process runs)
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -126,6 +127,22 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
     md = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["ablation-ui-demo-leaderboard-md"]}}}).json()
     assert f"(/runs/flow-run/{variants['ui-demo-pad']['id']})" in md[0]["data"]
     assert "pad" in _rendered(f"{url}/artifacts/artifact/{md[0]['id']}", tmp_path)
+
+
+    # A default `cxrflow pipeline` run (the crop variant's config: every stage reused) prints its run's link,
+    # and its page in the UI shows its logs (Prefect's console is quiet, not its API handler).
+    cfg_path = tmp_path / "crop.yaml"
+    cfg_path.write_text(yaml.safe_dump(spec["base"]))
+    res = subprocess.run([str(BIN / "cxrflow"), "pipeline", "--config", str(cfg_path)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    link = [line for line in res.stderr.splitlines() if line.startswith(f"run: {url}/runs/flow-run/")]
+    assert len(link) == 1, res.stderr[-3000:]
+    run_id = link[0].split("/runs/flow-run/", 1)[1].split()[0]
+    logs = api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}).json()
+    assert any("ingest: reused" in r["message"] for r in logs), [r["message"] for r in logs]
+    page = _rendered(f"{url}/runs/flow-run/{run_id}", tmp_path)
+    assert "ingest: reused" in page and "didn't generate logs" not in page, page[-3000:]
 
 
 def _js(x: float) -> str:
