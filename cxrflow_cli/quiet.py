@@ -87,6 +87,12 @@ class UserErrorsOffTheConsole(logging.Filter):
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
+def _to_console(line: str) -> None:
+    """stderr, not print(): inside a flow with log_prints, print() becomes a run log record (off the console)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 class RunLink(logging.Filter):
     """Prints the UI link of each top-level flow run this process starts (Prefect's "View at" line is INFO, so
     the quiet console drops it, and a temporary server has no UI URL at all). Subflows log "Beginning subflow
@@ -97,7 +103,7 @@ class RunLink(logging.Filter):
         if run_id and str(record.msg).startswith("Beginning flow run"):
             from cxrflow_cli._links import ui_link
 
-            print(f"run: {ui_link(f'/runs/flow-run/{run_id}')}", file=sys.stderr, flush=True)
+            _to_console(f"run: {ui_link(f'/runs/flow-run/{run_id}')}")
         return True
 
 
@@ -111,7 +117,7 @@ class CxrflowInfoToConsole(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.levelno < logging.WARNING:
-            print(self.format(record), file=sys.stderr, flush=True)
+            _to_console(self.format(record))
 
 
 def configure(verbose: bool) -> None:

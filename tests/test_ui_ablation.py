@@ -111,6 +111,11 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
     listed = _run_rows(f"{url}/runs?tag=ablation:ui-demo", tmp_path)
     assert sorted(listed.values()) == ["ui-demo-crop", "ui-demo-pad"], listed
     assert set(listed) == {variants["ui-demo-crop"]["id"], variants["ui-demo-pad"]["id"]}
+    # each row shows its variant's headline metric (a tag on the run): the page answers which is better
+    heads = {name: [t for t in r["tags"] if t.startswith("metric rouge_l ")] for name, r in variants.items()}
+    assert all(len(h) == 1 for h in heads.values()), heads
+    page = _rendered(f"{url}/runs?tag=ablation:ui-demo", tmp_path)
+    assert all(h[0] in page for h in heads.values()), (heads, page[-3000:])
     # the same page with the ablate tag lists the other two runs: the rows come from the URL's filter
     assert sorted(_run_rows(f"{url}/runs?tag=ablate:ui-demo", tmp_path).values()) == [
         "ui-demo-ablate", "ui-demo-compare"]
