@@ -177,11 +177,11 @@ def test_deployments_run_on_workers_and_triggers_fire_once(site, tmp_path):
     # the server has seen the encoder run complete (the event its trigger would have reacted to)
     _wait("the encoder's Completed event",
           lambda: site.events("prefect.flow-run.Completed", f"prefect.flow-run.{enc}"), site.logs)
-    small = {"global_batch_size": 2, "micro_batch_size": 2}
-    train_out = tmp_path / "train-run"
-    train = site.run("train/train-gpu", {"dispatch": "local", "cfg": {
-        "shards": shards, "out": str(train_out), "preset": "tiny", "max_steps": 1, "stage1": small,
-        "stage2": small}})
+    from tasks.plan import stage_configs
+
+    train_out = tmp_path / "train-run"  # the pipeline's own training config, one step per stage, elsewhere
+    train_cfg = stage_configs(cfg).train.model_copy(update={"out": train_out, "max_steps": 1})
+    train = site.run("train/train-gpu", {"dispatch": "local", "cfg": train_cfg.model_dump(mode="json")})
     train_run = site.finished(train)
     assert train_run["work_pool_name"] == "gpu"
     evaluation = _wait("the after-train evaluation", lambda: site.runs_of(after_train["id"]), site.logs)
