@@ -52,7 +52,7 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
         if deployment:
             from prefect.deployments import run_deployment
 
-            run = run_deployment(name=deployment, parameters={"cfg": cfg.model_dump(mode="json")},
+            run = run_deployment(name=deployment, parameters={"cfg": cfg.model_dump(mode="json", by_alias=True)},
                                  flow_run_name=run_name(spec, variant), tags=variant_tags(spec, variant))
             if run.state_name != "Completed":
                 raise RuntimeError(f"variant {variant}: flow run {run.id} ended {run.state_name}")

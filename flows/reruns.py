@@ -15,6 +15,14 @@ from tasks.variants import finished_variant, headline, with_headline
 def reusable_variant(cfg: PipelineConfig, tags: list[str]) -> dict | None:
     """The finished variant's result (tasks/variants.finished_variant) when its run is on this server."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.sorting import FlowRunSort
     from prefect.exceptions import ObjectNotFound
 
     done = finished_variant(cfg)
@@ -23,11 +31,19 @@ def reusable_variant(cfg: PipelineConfig, tags: list[str]) -> dict | None:
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(UUID(done["flow_run_id"]))
-        except ObjectNotFound:  # another server's database: run the pipeline (it reuses every stage)
-            return None
-    if not set(tags) <= set(run.tags or []) or run.state is None or not run.state.is_completed():
-        return None
-    return done
+        except ObjectNotFound:  # another server's database
+            run = None
+        if run is None or not set(tags) <= set(run.tags or []) or not (run.state and run.state.is_completed()):
+            # the evaluation came from another run (a plain pipeline run, another variant with the same
+            # config): this variant's row is its own latest completed run, if it has one
+            completed = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.COMPLETED]))
+            found = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=tags), state=completed),
+                sort=FlowRunSort.START_TIME_DESC, limit=1)
+            if not found:
+                return None  # run the pipeline once (it reuses every stage): the variant gets its row
+            run = found[0]
+    return {**done, "flow_run_id": str(run.id), "flow_run_name": run.name}
 
 
 def tag_headline(flow_run_id: str, eval_dir: str, metric: str) -> str:

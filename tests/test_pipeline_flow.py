@@ -70,7 +70,8 @@ def test_pipeline_runs_end_to_end_then_reuses_everything(prefect_server, workspa
 
 
 @pytest.mark.slow
-def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefect_server, workspace):
+def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefect_server, workspace, capsys,
+                                                                          monkeypatch):
     from prefect.artifacts import Artifact
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
@@ -169,6 +170,24 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
     assert {v: r["flow_run_id"] for v, r in again["variants"].items()} == {
         "r64": r64["flow_run_id"], "r4": r4["flow_run_id"]}
     assert all(sum(t.startswith("metric rouge_l ") for t in r.tags) == 1 for r in after)
+
+    # `cxrflow compare` of the two evaluations links each row to the pipeline run that wrote it.
+    from cxrflow_cli.main import run as cli
+    from cxrflow_cli.quiet import ENV_VARS
+
+    for var in ENV_VARS:  # recorded, so what the CLI's quiet mode sets is undone after the test
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    capsys.readouterr()
+    code = cli(["compare", f"r64={r64['eval_dir']}", f"r4={r4['eval_dir']}", "--name", "lora-t-cli", "--out",
+                str(out), "--metrics", "rouge_l", "--n-resamples", "20"])
+    rows = json.loads(capsys.readouterr().out)
+    from tasks.variants import producing_run
+
+    # r4's evaluation ran in r4's run; r64's may come from an earlier run of the same config (the marker's)
+    assert code == 0 and {r["variant"]: r["run"] for r in rows} == {
+        "r4": f"[r4](/runs/flow-run/{r4['flow_run_id']})",
+        "r64": f"[r64](/runs/flow-run/{producing_run(r64['eval_dir'])})"}
 
 
 def test_ablation_spec_overrides_and_errors(tmp_path):
