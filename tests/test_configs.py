@@ -20,7 +20,6 @@ from cxrflow_cli._headers import run_commands, smoke_options, with_smoke
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
 BIN = Path(sys.executable).parent
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +39,7 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
                           timeout=1800)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_runs_with_its_header_commands(config, clone):
     root, env, done = clone
@@ -82,3 +82,16 @@ def _roots_here(path: Path) -> bool:
     text = yaml.safe_load(path.read_text())
     roots = [s.get("root") for s in text.get("sources", [])] if "sources" in text else []
     return not roots or not all(str(r).startswith("/") for r in roots)
+
+
+def test_a_missing_fixture_is_named_with_the_headers_command(tmp_path):
+    """A fresh clone without the fixture: one line, exit 2, the exact command of the config's header."""
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    fixture = next(c for c in run_commands(REPO / "configs/demo.yaml") if c[:2] == ["cxrflow", "fixtures"])
+    for cmd in (["cxrflow", "pipeline", "--config", "configs/demo.yaml"],
+                ["cxrflow", "ablate", "--spec", "configs/ablations/lora-rank.yaml"]):
+        res = _run(cmd, tmp_path, {**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})  # never reached
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+        assert "source root does not exist: artifacts/demo/mimic-cxr" in lines[0]
+        assert f"`{' '.join(fixture)}`" in lines[0], lines[0]
