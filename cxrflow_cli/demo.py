@@ -41,6 +41,7 @@ def demo(
     spec: Annotated[Path, typer.Option(help="ablation YAML: a `trained` and a `shuffled` variant")] = DEMO_SPEC,
 ) -> None:
     """Run the demo on fixtures and print the summary."""
+    from cxrio import atomic_write_json
     from flows.ablate import run_ablation
     from schemas.evaluation import EvaluationMetrics
     from schemas.pipeline import load_ablation_spec
@@ -51,7 +52,6 @@ def demo(
         learned,
         learning_record,
     )
-    from tasks.io import atomic_write_json
     from tasks.preflight import check_file, check_out_dir
 
     check_out_dir(out)  # before the fixture is written (a file there was a traceback after minutes of work)

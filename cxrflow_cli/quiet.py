@@ -1,7 +1,7 @@
 """Quiet by default: third-party chatter that tells a user nothing is filtered; `cxrflow --verbose` keeps it.
 
 Filtered: transformers' FutureWarnings/deprecations and info logs, tqdm bars (transformers, datasets,
-huggingface_hub), wids' per-dataset stderr line (tasks.io.quiet_wids), Prefect's console handler below WARNING
+huggingface_hub), wids' per-dataset stderr line (cxrio.quiet_wids), Prefect's console handler below WARNING
 (its level, not the loggers': every run record still reaches Prefect's API handler, so the UI shows the runs'
 logs), and library loggers below WARNING; Prefect's records of a run that failed on a user error (the CLI prints
 that one line; the records still reach the flow run's logs on the server). cxrflow's own loggers (`cxrflow.*`)

@@ -16,9 +16,9 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from cxrio import atomic_write_bytes, atomic_write_json
 from schemas.pipeline import slug
 from tasks.evaluate import leaderboard as lb
-from tasks.io import atomic_write_bytes, atomic_write_json
 
 significance_task = task(lb.significance, cache_policy=NO_CACHE)
 

@@ -16,8 +16,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from cxrio import atomic_write_json
 from schemas.pipeline import PipelineConfig, slug
-from tasks.io import atomic_write_json
 from tasks.lock import holds_output_lock
 from tasks.plan import (
     WORK,

@@ -10,11 +10,11 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from cxrio import atomic_write_json
 from flows.progress_artifact import progress_reporter
 from flows.ui import artifact_key
 from schemas.shards import SPLITS, ValidateShardParams
 from tasks.export_llava import export_llava
-from tasks.io import atomic_write_json
 from tasks.lock import holds_output_lock
 from tasks.shard import ShardInfo, write_shards
 from tasks.shard_index import verify_shards, write_indexes

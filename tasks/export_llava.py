@@ -12,9 +12,9 @@ from pathlib import Path
 
 import polars as pl
 
+from cxrio import atomic_path
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.shards import SPLITS, shard_split
-from tasks.io import atomic_path
 from training.prompts import LLAVA_RAD
 
 

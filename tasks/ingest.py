@@ -37,22 +37,21 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cxrio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+    sha256_bytes,
+    sha256_file,
+    sha256_json,
+)
 from schemas.config import IngestConfig
 from schemas.errors import UserError
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
 from tasks.images import ImageDecodeError, extension, preprocess_params, process
-from tasks.io import (
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_parquet,
-    read_json,
-    reason_category,
-    sha256_bytes,
-    sha256_file,
-    sha256_json,
-)
 from tasks.lock import holds_output_lock
 from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.sources import get_adapter
@@ -63,6 +62,7 @@ from tasks.sources.base import (
     SourceLayoutError,
     apply_view_policy,
     quarantine_key_collisions,
+    reason_category,
 )
 
 HASH_CACHE = Path(".cache") / "source-hashes.parquet"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import polars as pl
 
+from cxrio import atomic_write_json, atomic_write_parquet, read_json
 from schemas.config import IngestConfig, MixtureConfig, SourceSpec
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA
-from tasks.io import atomic_write_json, atomic_write_parquet, read_json
 from tasks.lock import holds_output_lock
 from tasks.sources import get_adapter
 from tasks.sources.base import SourceLayoutError

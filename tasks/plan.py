@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cxrio import atomic_write_json
 from schemas.config import ImageConfig, IngestConfig, MixtureConfig, SourceSelection
 from schemas.encoder import EncoderConfig
 from schemas.evaluation import EvaluateParams
@@ -22,7 +23,6 @@ from schemas.llm import LLMConfig, LLMEndpoint, StructureConfig
 from schemas.pipeline import PipelineConfig
 from schemas.shards import DataParams, ValidateConfig, ValidateShardParams
 from schemas.train import TrainConfig
-from tasks.io import atomic_write_json
 
 MARKER = "_complete.json"
 # A marker only counts when the stage's main output is still there.

@@ -2,8 +2,8 @@
 
 Shard boundaries are planned up front from member sizes (sorted keys per split, at most `max_samples`
 samples and `max_bytes` tar bytes per shard), so a rerun knows which shards already exist and writes only
-the missing ones, and shards can be written in parallel threads. Each shard goes to a hidden
-`.NAME.partial` file and is renamed when complete; a crash leaves no partial shard under a shard name.
+the missing ones, and shards can be written in parallel threads. Each shard goes to a hidden temporary file
+(cxrio.atomic_path) and is renamed when complete; a crash leaves no partial shard under a shard name.
 
 Why not webdataset's writers: ShardWriter decides boundaries while writing, opens a shard before the first
 sample (empty shards) and cannot resume; TarWriter gives fixed mtime/user/group/mode but writes through
@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from cxrio import atomic_path, atomic_write_json, clean_stale_temps, read_json
 from schemas.sample_json import encode_sample_json
 from schemas.shards import (
     IMAGE_EXTENSIONS,
@@ -42,7 +43,6 @@ from schemas.shards import (
     ShardConfig,
     shard_name,
 )
-from tasks.io import atomic_write_json, read_json
 from tasks.shard_publish import retire_published_set
 
 PLAN_FILE = "_shard_plan.json"
@@ -217,29 +217,25 @@ class _Fault:
 
 
 def _write_one(shard: PlannedShard, out_dir: Path, fault: _Fault) -> str:
-    final = out_dir / shard.name
-    tmp = final.parent / f".{final.name}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for s in shard.samples:
-            js, txt = s.members
-            _write_all(fd, _header(f"{s.key}.{s.image_ext}", s.image_size))
-            _copy_image(s.image_path, fd, s.image_size)
-            tail = [_pad(s.image_size)]
-            for ext, data in (("json", js), ("txt", txt)):
-                tail += [_header(f"{s.key}.{ext}", len(data)), data, _pad(len(data))]
-            _write_all(fd, b"".join(tail))
-            fault.tick()
-        _write_all(fd, b"\0" * (shard.filesize - shard.tar_bytes))  # end blocks + record padding
-    finally:
-        os.close(fd)
-    size = tmp.stat().st_size
-    if size != shard.filesize:
-        tmp.unlink()
-        raise RuntimeError(f"{shard.name}: wrote {size} bytes, planned {shard.filesize} (input changed?)")
-    md5 = _md5_file(tmp)
-    os.replace(tmp, final)
-    return md5
+    with atomic_path(out_dir / shard.name) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            for s in shard.samples:
+                js, txt = s.members
+                _write_all(fd, _header(f"{s.key}.{s.image_ext}", s.image_size))
+                _copy_image(s.image_path, fd, s.image_size)
+                tail = [_pad(s.image_size)]
+                for ext, data in (("json", js), ("txt", txt)):
+                    tail += [_header(f"{s.key}.{ext}", len(data)), data, _pad(len(data))]
+                _write_all(fd, b"".join(tail))
+                fault.tick()
+            _write_all(fd, b"\0" * (shard.filesize - shard.tar_bytes))  # end blocks + record padding
+        finally:
+            os.close(fd)
+        size = tmp.stat().st_size
+        if size != shard.filesize:
+            raise RuntimeError(f"{shard.name}: wrote {size} bytes, planned {shard.filesize} (input changed?)")
+        return _md5_file(tmp)
 
 
 def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: ShardConfig,
@@ -249,8 +245,7 @@ def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: Sha
     the process SIGKILLs itself after that many samples (the crash-recovery test)."""
     out_dir = Path(out_dir)
     (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
-    for stale in (out_dir / SHARD_DIR).glob(".*.partial"):
-        stale.unlink()
+    clean_stale_temps(out_dir / SHARD_DIR)  # what a killed run was writing
     shards = plan_shards(accepted, data_dir, cfg)
     plan_path = out_dir / PLAN_FILE
     old = read_json(plan_path).get("shards", {}) if plan_path.exists() else {}

@@ -18,9 +18,9 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from cxrio import atomic_write_bytes, atomic_write_json, atomic_write_parquet, quiet_wids
 from schemas.sample_json import LABEL_STATES, SOURCE_LABEL_SEP
 from schemas.shards import IMAGE_EXTENSIONS, SHARD_MAP_SCHEMA, SPLITS, index_name, shard_split
-from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet, quiet_wids
 from tasks.shard import ShardInfo
 
 

@@ -8,9 +8,9 @@ new tars: never an index naming a missing tar or a summary with another run's co
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
+
+from cxrio import clean_stale_temps, retire
 
 SIDECARS = ("shards.parquet", "summary.json", "README.md", "llava")  # published beside the indexes
 
@@ -24,14 +24,8 @@ def published_paths(out_dir: Path) -> list[Path]:
 def retire_published_set(out_dir: Path) -> list[str]:
     """Move the published set out of the readers' way (one rename per path), then delete it."""
     out_dir = Path(out_dir)
-    for old in out_dir.glob(".retired-*"):  # left by a run killed while deleting
-        shutil.rmtree(old, ignore_errors=True)
+    clean_stale_temps(out_dir)  # a run killed while deleting left its retired set in a temporary folder
     paths = published_paths(out_dir)
-    if not paths:
-        return []
-    trash = out_dir / f".retired-{os.getpid()}"
-    trash.mkdir(exist_ok=True)
-    for p in paths:
-        os.replace(p, trash / p.name)
-    shutil.rmtree(trash, ignore_errors=True)
+    if paths:
+        retire(paths, out_dir)
     return [p.name for p in paths]

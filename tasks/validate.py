@@ -18,12 +18,12 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
+from cxrio import atomic_write_json, atomic_write_parquet, read_json
 from schemas.errors import UserError
 from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, FRONTAL_VIEWS, REPORT_SECTIONS
 from schemas.sample_json import SOURCE_LABEL_SEP
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
-from tasks.io import atomic_write_json, atomic_write_parquet, read_json
 from tasks.phi import LEFTOVER_PATTERNS
 from tasks.reports.sections import PARSER_METHOD
 

@@ -77,7 +77,8 @@ def test_paired_retrieval_comparison_by_query_key(tmp_path):
 
 
 def test_source_selection_copies_only_the_selected_samples(tmp_path):
-    from tasks.encoder.prepare import iter_samples, training_data
+    from tasks.encoder.prepare import training_data
+    from training.data import iter_tar_samples
 
     shards = _write_mixed_shards(tmp_path / "shards")
     everything = training_data(shards, None, tmp_path / "enc")
@@ -89,8 +90,8 @@ def test_source_selection_copies_only_the_selected_samples(tmp_path):
         and mimic.excluded_by_source == {"chexpert": 4}
     )
     assert mimic.summary()["found"] == 8
-    original = dict(iter_samples(str(shards / "train-000000.tar")))
-    subset = dict(iter_samples(mimic.urls[0]))
+    original = dict(iter_tar_samples(str(shards / "train-000000.tar")))
+    subset = dict(iter_tar_samples(mimic.urls[0]))
     assert sorted(subset) == ["k000", "k002", "k004", "k006"]
     for key, members in subset.items():  # member bytes unchanged: open_clip reads the same image and text
         assert {e: m[1] for e, m in members.items()} == {e: m[1] for e, m in original[key].items()}

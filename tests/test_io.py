@@ -1,4 +1,4 @@
-"""tasks/io: the one atomic parquet writer every stage uses."""
+"""cxrio: the atomic writers every stage uses (files, folders, parquet) and their temporary names."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.io import atomic_write_parquet
+from cxrio import atomic_write_parquet
 
 
 def test_atomic_parquet_writes_arrow_and_polars_and_leaves_nothing_on_failure(tmp_path):
@@ -30,7 +30,7 @@ def test_atomic_parquet_writes_arrow_and_polars_and_leaves_nothing_on_failure(tm
 
 def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
     """The one atomic-write helper (the streamed LLaVA export writes through it too)."""
-    from tasks.io import atomic_path
+    from cxrio import atomic_path
 
     target = tmp_path / "d" / "x.json"
     with atomic_path(target) as tmp:
@@ -40,3 +40,69 @@ def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path):
         tmp.write_text("partial")
         raise RuntimeError("killed mid-write")
     assert target.read_text() == "new" and [p.name for p in target.parent.iterdir()] == ["x.json"]
+
+
+def test_temporary_names_are_unique_and_outputs_keep_plain_permissions(tmp_path):
+    """Two writers of one target (threads, ranks) never share a temporary name; what lands has the mode a plain
+    write gives it (mkstemp/mkdtemp alone would leave 0600/0700)."""
+    import os
+
+    from cxrio import atomic_dir, atomic_path, is_temp
+
+    target = tmp_path / "x.bin"
+    with atomic_path(target) as a, atomic_path(target) as b:
+        assert a != b and is_temp(a) and is_temp(b) and a.parent == target.parent
+        a.write_bytes(b"a")
+        b.write_bytes(b"b")
+    assert target.read_bytes() == b"a"  # the outer block ends last
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    with atomic_dir(tmp_path / "d") as d:
+        (d / "f").write_text("1")
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "x.bin"]
+
+
+def test_atomic_dir_replaces_keeps_or_refuses_an_existing_folder_and_leaves_nothing_on_error(tmp_path):
+    from cxrio import atomic_dir
+
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as d:
+        (d / "a").write_text("old")
+    with pytest.raises(RuntimeError), atomic_dir(target) as d:
+        (d / "a").write_text("partial")
+        raise RuntimeError("killed mid-save")
+    assert (target / "a").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    with atomic_dir(target) as d:  # replace (default): the new folder, whole
+        (d / "b").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    with atomic_dir(target, if_exists="keep") as d:  # another rank saved it first: its copy stays
+        (d / "c").write_text("late")
+    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    with pytest.raises(FileExistsError), atomic_dir(target, if_exists="fail") as d:
+        (d / "c").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from cxrio import clean_stale_temps, retire
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    stale_file = tmp_path / f".x.json.abc123.tmp-{dead}"
+    stale_dir = tmp_path / f".ckpt.k9q.tmp-{dead}"
+    live = tmp_path / f".y.json.def456.tmp-{os.getpid()}"
+    stale_file.write_text("partial")
+    stale_dir.mkdir()
+    live.write_text("in progress")
+    (tmp_path / "keep.json").write_text("{}")
+    assert clean_stale_temps(tmp_path) == sorted([stale_dir, stale_file])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "keep.json"])
+    (tmp_path / "set").mkdir()
+    retire([tmp_path / "keep.json", tmp_path / "set"], tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [live.name]

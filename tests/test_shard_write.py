@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from cxrio import is_temp
 from fixtures.shard_manifest import default_rows, write_dataset
 from schemas.labels import CHEXPERT_LABELS
 from schemas.shards import SPLITS, ShardConfig, ValidateConfig
@@ -131,11 +132,11 @@ def test_killed_mid_shard_leaves_no_partial_and_rerun_completes(dataset, tmp_pat
     first = sorted(p.name for p in (ref / "data").glob("train-00000-of-*.tar"))[0]
     assert list(visible) == [first]  # shard 1 was half-written when the process died
     assert visible[first] == (ref / "data" / first).read_bytes()
-    assert list(out.glob("data/.*.partial"))  # the half-written one only exists under its hidden temporary name
+    assert [p for p in (out / "data").iterdir() if is_temp(p)]  # the half-written one, under a temporary name
     infos = _write_all(accepted, data, out, CFG)
     assert [i.reused for i in infos][:2] == [True, False]
     assert _tars(out) == _tars(ref)
-    assert not list(out.glob("data/.*.partial"))
+    assert not [p for p in (out / "data").iterdir() if is_temp(p)]
     assert json.loads((out / PLAN_FILE).read_text())["shards"].keys() == {i.name for i in infos}
 
 

@@ -4,7 +4,6 @@ directory and renamed into place, so a kill mid-write never leaves a checkpoint 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -12,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from cxrio import atomic_dir
+from cxrio import clean_stale_temps as clean_temps_in
 
 _NAME = re.compile(r"^stage(\d)-step-(\d{7})$")
 
@@ -58,17 +60,11 @@ def list_checkpoints(root: Path, stage: int) -> list[Path]:
 
 def save(root: Path, stage: int, step: int, write_fn, state: dict, keep: int) -> Path:
     """write_fn(tmp_dir) writes the payload; state.json goes last, then one atomic rename."""
-    root.mkdir(parents=True, exist_ok=True)
     final = checkpoint_dir(root, stage, step)
-    tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    write_fn(tmp)
-    torch.save(rng_state(), tmp / "rng.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    with atomic_dir(final) as tmp:
+        write_fn(tmp)
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True))
     for old in list_checkpoints(root, stage)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -76,45 +72,17 @@ def save(root: Path, stage: int, step: int, write_fn, state: dict, keep: int) ->
 
 def save_pretrained_atomically(obj, path: Path) -> None:
     """`obj.save_pretrained` into a temporary sibling, then one rename: a kill mid-save never leaves a `path`
-    that looks complete (a 0-byte base/config.json used to fail every rerun)."""
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    obj.save_pretrained(str(tmp))
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        if not path.exists():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another process (a rank) saved the same thing first
-
-
-_TEMP = re.compile(r"^\..*\.?tmp-(?:.*-)?(\d+)$")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    return True
+    that looks complete (a 0-byte base/config.json used to fail every rerun). Where another process (a rank)
+    saved the same thing first, its copy is kept."""
+    with atomic_dir(path, if_exists="keep") as tmp:
+        obj.save_pretrained(str(tmp))
 
 
 def clean_stale_temps(run_dir: Path) -> list[Path]:
-    """Remove temporary folders a killed save left behind (checkpoints, base model, tokenizer, the stage-2
-    adapter): those whose writer PID is gone. A save in progress in a live process is left alone. Returns what
-    was removed."""
-    removed = []
-    for parent in (run_dir, run_dir / "checkpoints", run_dir / "final"):
-        if not parent.is_dir():
-            continue
-        for p in parent.iterdir():
-            m = _TEMP.match(p.name)
-            if m and p.is_dir() and not _alive(int(m[1])):
-                shutil.rmtree(p, ignore_errors=True)
-                removed.append(p)
-    return removed
+    """Remove temporary files and folders a killed save left behind (checkpoints, base model, tokenizer, the
+    stage-2 adapter): those whose writer PID is gone. A save in progress in a live process is left alone.
+    Returns what was removed."""
+    return [p for parent in (run_dir, run_dir / "checkpoints", run_dir / "final") for p in clean_temps_in(parent)]
 
 
 def load_state(path: Path) -> dict:

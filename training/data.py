@@ -1,9 +1,10 @@
 """Shards -> training examples.
 
 Reading: wids (webdataset's indexed reader) over the `{split}.index.json` shard list, so any sample can be
-fetched by index. Order: a permutation that is a pure function of (seed, epoch); rank r takes every
-world-th micro-batch group, and every rank gets exactly steps_per_epoch steps (the tail that does not fill a
-global batch is dropped). The data position is therefore just the optimizer step, and resuming at step s
+fetched by index. Order: a permutation that is a pure function of (seed, epoch); each optimizer step takes the
+next global batch of it, cut into the same micro-batches at every world size, and rank r takes every world-th
+micro-batch, so a step sees the one-process run's samples, each once (docs/training.md, multi-process). Every
+rank gets exactly steps_per_epoch steps (the tail that does not fill a global batch is dropped). The data position is therefore just the optimizer step, and resuming at step s
 replays nothing and skips nothing (see DataPlan.batches).
 """
 
@@ -12,18 +13,20 @@ from __future__ import annotations
 import io
 import json
 import os
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageOps
 
-from tasks.io import quiet_wids
+from cxrio import quiet_wids
 from training.text import IGNORE, encode_example
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
+IMAGE_MEMBERS = ("jpg", "png", "jpeg")  # image member extensions, in the order a tar copy writes them
 
 
 def read_index(shards: Path, split: str) -> list[dict]:
@@ -43,6 +46,24 @@ def read_index(shards: Path, split: str) -> list[dict]:
     if not out or sum(s["nsamples"] for s in out) == 0:
         raise ValueError(f"{index} lists no samples")
     return out
+
+
+def iter_tar_samples(tar_path: str):
+    """(key, {ext: (TarInfo, bytes)}) per sample of a shard tar read with tarfile, in tar order (members of a
+    key are adjacent): the encoder stage copies whole members, the retrieval evaluation reads them."""
+    with tarfile.open(tar_path) as tf:
+        key, members = None, {}
+        for info in tf:
+            if not info.isfile():
+                continue
+            k, _, ext = info.name.partition(".")
+            if k != key and key is not None:
+                yield key, members
+                members = {}
+            key = k
+            members[ext] = (info, tf.extractfile(info).read())
+        if key is not None:
+            yield key, members
 
 
 def open_shards(shardlist: list[dict], cache_dir: Path):
@@ -261,6 +282,8 @@ class DataPlan:
         out = []
         for step in range(start_step, self.steps_per_epoch):
             chunk = order[step * per_step:(step + 1) * per_step]
-            mine = chunk[self.rank::self.world]  # equal share per rank
-            out += [mine[m * self.micro_batch:(m + 1) * self.micro_batch] for m in range(self.accum)]
+            # The step's micro-batches are the same for every world size (consecutive runs of the order);
+            # rank r takes every world-th one, so the averaged gradient is the one-process run's.
+            micro = [chunk[m:m + self.micro_batch] for m in range(0, per_step, self.micro_batch)]
+            out += micro[self.rank::self.world]
         return out

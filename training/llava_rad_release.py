@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import pickle
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -279,8 +278,8 @@ def convert_release(
     tensors and plain containers (only for a checkpoint from a trusted source)."""
     from safetensors.torch import save_file
 
+    from cxrio import atomic_dir, sha256_file
     from schemas.train import TrainConfig, stage2_defaults
-    from tasks.io import sha256_file
     from training.model import build_tokenizer
 
     src, lm_path, out = Path(src), Path(lm_path), Path(out)
@@ -329,9 +328,7 @@ def convert_release(
     trainable.update({f"base_model.model.model.multi_modal_projector.{k}": v for k, v in projector.items()})
     _match(trainable, expected_trainable(lm_config, vision_width, image_size, patch_size, stage2))
 
-    tmp = out.with_name(f".{out.name}.importing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir(out, if_exists="fail") as tmp:  # nothing half-written is left behind
         (tmp / "final").mkdir(parents=True)
         (tmp / "vision").mkdir()
         (tmp / "vision" / "open_clip_config.json").write_text(
@@ -384,8 +381,4 @@ def convert_release(
             "dropped": "text.transformer.pooler.* of the open_clip checkpoint (not built by current open_clip)",
         }
         (tmp / "import.json").write_text(json.dumps(receipt, indent=2))
-    except BaseException:  # nothing half-written is left behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    tmp.rename(out)
     return receipt

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import resource
-import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
+from cxrio import atomic_dir, atomic_path, atomic_write_bytes
 from schemas.errors import UserError
 from training import checkpoint as ckpt
 from training.data import collate
@@ -54,6 +53,7 @@ def train_stage(s: Stage, stop_after: int | None = None, on_step=None) -> dict:
             step_loss += out.loss.item() / plan.accum
             tokens += int(batch["attention_mask"].sum())
             samples += batch["input_ids"].shape[0]
+        step_loss = global_mean(acc, step_loss)
         acc.clip_grad_norm_(trainable, 1.0)
         lr = s.scheduler.get_last_lr()[0]
         s.optimizer.step()
@@ -98,6 +98,14 @@ def train_stage(s: Stage, stop_after: int | None = None, on_step=None) -> dict:
         "epochs": round(step / plan.steps_per_epoch, 3),
         "grad_accum": plan.accum,
     }
+
+
+def global_mean(acc, value: float) -> float:
+    """The step's loss over every rank's micro-batches (each rank averaged its own): what a one-process run
+    at the same global batch logs, and the same number on every rank."""
+    if acc.num_processes == 1:
+        return value
+    return acc.reduce(torch.tensor(value, dtype=torch.float64, device=acc.device), reduction="mean").item()
 
 
 def loader(s: Stage, epoch: int, start: int) -> torch.utils.data.DataLoader:
@@ -222,7 +230,7 @@ def _truncate_metrics(s: Stage, step: int) -> None:
     rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     keep = [r for r in rows if not (r.get("stage") == s.stage and r.get("step", 0) > step)]
     if len(keep) != len(rows):
-        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        atomic_write_bytes(path, "".join(json.dumps(r) + "\n" for r in keep).encode())
 
 
 def write_final(s: Stage) -> None:
@@ -230,22 +238,18 @@ def write_final(s: Stage) -> None:
     from safetensors.torch import save_file
 
     if not s.acc.is_main_process:
+        s.acc.wait_for_everyone()  # the next stage reads what the main process writes here
         return
     model = s.acc.unwrap_model(s.model)
     out = final_dir(s.run_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     def save(name: str, sd: dict) -> None:
-        tmp = out / f".{name}.tmp"
-        save_file(sd, str(tmp))
-        tmp.replace(out / f"{name}.safetensors")
+        with atomic_path(out / f"{name}.safetensors") as tmp:
+            save_file(sd, str(tmp))
 
     save(f"stage{s.stage}-projector", projector_state(model))
     if s.stage == 2:  # peft adapter for use outside cxrflow: complete before the stage counts as done
-        adapter = out / "adapter"
-        tmp = out / f".adapter.tmp-{os.getpid()}"  # a killed save's leftover is cleaned by its dead PID
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp))
-        shutil.rmtree(adapter, ignore_errors=True)
-        os.replace(tmp, adapter)
+        with atomic_dir(out / "adapter") as tmp:  # a killed save's leftover is cleaned by its dead PID
+            model.save_pretrained(str(tmp))
     save(f"stage{s.stage}-trainable", trainable_state(model))  # last: its presence marks the stage finished
+    s.acc.wait_for_everyone()

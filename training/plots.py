@@ -6,6 +6,8 @@ import base64
 import json
 from pathlib import Path
 
+from cxrio import atomic_path
+
 
 def read_metrics(path: Path) -> list[dict]:
     if not path.exists():
@@ -32,10 +34,9 @@ def write_loss_curve(metrics_path: Path, png: Path) -> Path | None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(png)
     return png
 
 

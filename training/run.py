@@ -6,9 +6,9 @@ import json
 import logging
 from pathlib import Path
 
+from cxrio import atomic_write_json, sha256_file
 from schemas.shards import index_name
 from schemas.train import TrainConfig
-from tasks.io import atomic_write_json, sha256_file
 from training.checkpoint import clean_stale_temps
 from training.data import Example, build_examples, open_shards, read_index
 from training.loop import train_stage

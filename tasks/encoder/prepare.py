@@ -19,15 +19,14 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cxrio import atomic_write_json
 from schemas.encoder import TINY
 from schemas.shards import TAR_GROUP, TAR_MODE, TAR_MTIME, TAR_USER
-from tasks.io import atomic_write_json
-from training.data import CLIP_MEAN, CLIP_STD, read_index
+from training.data import CLIP_MEAN, CLIP_STD, IMAGE_MEMBERS, iter_tar_samples, read_index
 from training.openclip import TINY_TIMM_VIT, TINY_VIT_ARGS
 
 CONFIG = "open_clip_config.json"
 WEIGHTS = "open_clip_pytorch_model.bin"
-IMAGE_MEMBERS = ("jpg", "png", "jpeg")
 SUBSET_PER_SHARD = 10_000
 
 
@@ -84,23 +83,6 @@ class TrainingData:
         }
 
 
-def iter_samples(tar_path: str):
-    """(key, {ext: (TarInfo, bytes)}) per sample, in tar order (members of a key are adjacent)."""
-    with tarfile.open(tar_path) as tf:
-        key, members = None, {}
-        for info in tf:
-            if not info.isfile():
-                continue
-            k, _, ext = info.name.partition(".")
-            if k != key and key is not None:
-                yield key, members
-                members = {}
-            key = k
-            members[ext] = (info, tf.extractfile(info).read())
-        if key is not None:
-            yield key, members
-
-
 def _add(tw: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), TAR_MTIME, TAR_MODE
@@ -130,7 +112,7 @@ def training_data(shards: Path, sources: list[str] | None, out: Path, split: str
     urls: list[str] = []
     tw, n_in_shard = None, 0
     for s in shardlist:
-        for key, members in iter_samples(s["url"]):
+        for key, members in iter_tar_samples(s["url"]):
             meta = json.loads(members["json"][1]) if "json" in members else {}
             src = str(meta.get("source", "unknown"))
             if src not in keep:

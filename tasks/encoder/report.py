@@ -28,8 +28,8 @@ def retrieval(cfg: EncoderConfig, model_dir: Path, out: Path, experiment: str) -
 
 def record_retrieval(cfg: EncoderConfig, record: dict, trained: dict) -> dict:
     """The run record (ENC/encoder-run.json) with where the trained model's retrieval metrics are."""
+    from cxrio import atomic_write_json
     from tasks.encoder.train import RUN_RECORD
-    from tasks.io import atomic_write_json
 
     record = {
         **record,

@@ -16,9 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cxrio import atomic_dir, atomic_write_json, sha256_file
 from schemas.encoder import EncoderConfig
 from tasks.encoder.prepare import CONFIG, WEIGHTS, TrainingData, init_model_dir, training_data
-from tasks.io import atomic_write_json, sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_NAME = "run"
@@ -118,13 +118,9 @@ def export(cfg: EncoderConfig, model_dir: Path, state: dict) -> Path:
     import torch
 
     out = cfg.out / "open_clip"
-    tmp = cfg.out / ".open_clip.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    shutil.copy2(model_dir / CONFIG, tmp / CONFIG)
-    torch.save(state, tmp / WEIGHTS)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        shutil.copy2(model_dir / CONFIG, tmp / CONFIG)
+        torch.save(state, tmp / WEIGHTS)
     return out
 
 

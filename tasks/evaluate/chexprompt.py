@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from cxrio import atomic_path, atomic_write_bytes
 from schemas.evaluation import MetricResult
 from tasks.evaluate.resampling import Columns, MetricSpec, bootstrap_indices, score
 from tasks.llm.operation import InvalidAnswer, Operation, RulesUnsupported
@@ -323,8 +324,7 @@ def judge(
 def write_judgments(out: Path, records: Sequence[dict[str, Any]], outcome: JudgeOutcome) -> None:
     """OUT/judgments.jsonl (per record: the error counts, null where not judged, and why) and
     OUT/chexprompt.json (the metrics and the run's summary)."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "judgments.jsonl", "w") as f:
+    with atomic_path(out / "judgments.jsonl") as tmp, open(tmp, "w") as f:
         for i, r in enumerate(records):
             row = {"id": r["id"], **{c: outcome.columns[c][i] for c in SIG_COLUMNS + INSIG_COLUMNS}}
             row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
@@ -332,7 +332,7 @@ def write_judgments(out: Path, records: Sequence[dict[str, Any]], outcome: Judge
             row["protocol"], row["prompt_version"] = outcome.protocol, outcome.prompt_version
             f.write(json.dumps(row) + "\n")
     report = {"metrics": {k: v.model_dump() for k, v in outcome.metrics.items()}, "summary": outcome.summary}
-    (out / "chexprompt.json").write_text(json.dumps(report, indent=2, default=str))
+    atomic_write_bytes(out / "chexprompt.json", json.dumps(report, indent=2, default=str).encode())
 
 
 def judgment_json(significant: dict[str, int], insignificant: dict[str, int], explanation: str = "") -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from cxrio import atomic_path
 from schemas.sample_json import decode_sample_json
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png")
@@ -139,10 +140,8 @@ def generate_predictions(
     summary = InferenceSummary()
     total = split_size(shards, split)
     total = min(total, limit) if limit and total is not None else total
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
     batch: list[TestSample] = []
-    with open(tmp, "w") as f:
+    with atomic_path(out_path) as tmp, open(tmp, "w") as f:
 
         def flush() -> None:
             preds = generator.generate(
@@ -177,7 +176,6 @@ def generate_predictions(
                 flush()
         if batch:
             flush()
-    tmp.replace(out_path)
     return summary
 
 

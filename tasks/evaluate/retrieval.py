@@ -57,12 +57,11 @@ def load_encoder(open_clip_dir: Path, seed: int = 0, device: str = "cpu"):
 
 def read_split(shards: Path, split: str, limit: int | None = None) -> list[tuple[str, bytes, str, dict]]:
     """(key, image bytes, text, K.json) of every sample of the split, in shard order."""
-    from tasks.encoder.prepare import IMAGE_MEMBERS, iter_samples
-    from training.data import read_index
+    from training.data import IMAGE_MEMBERS, iter_tar_samples, read_index
 
     out = []
     for s in read_index(shards, split):
-        for key, members in iter_samples(s["url"]):
+        for key, members in iter_tar_samples(s["url"]):
             img = next((members[e][1] for e in IMAGE_MEMBERS if e in members), None)
             if img is None or "txt" not in members:
                 continue
@@ -242,7 +241,7 @@ def evaluate_encoder(
 ) -> tuple[EvaluationMetrics, dict]:
     """OUT/metrics.json (EvaluationMetrics), OUT/retrieval.json (chance, ratio to chance, per source) and
     OUT/per_query.parquet (the mixture's hit@K per query, by sample key: paired tests between encoders)."""
-    from tasks.io import atomic_write_json, atomic_write_parquet
+    from cxrio import atomic_write_json, atomic_write_parquet
 
     try:
         samples = read_split(shards, split)

@@ -184,7 +184,7 @@ def write_evaluation(
     """EVAL/metrics.json, EVAL/per_report.parquet, EVAL/notes.json, EVAL/summary.md."""
     from pathlib import Path
 
-    from tasks.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+    from cxrio import atomic_write_bytes, atomic_write_json, atomic_write_parquet
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,9 +202,9 @@ def score_predictions(
     file. Returns the EvaluationMetrics."""
     from pathlib import Path
 
+    from cxrio import sha256_file
     from schemas.llm import LLMConfig
     from tasks.evaluate.inference import read_predictions
-    from tasks.io import sha256_file
 
     predictions = Path(predictions)
     records = read_predictions(predictions)

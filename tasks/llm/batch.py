@@ -14,8 +14,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from cxrio import atomic_write_json, read_json, sha256_bytes
 from schemas.llm import LLMConfig
-from tasks.io import atomic_write_json, read_json, sha256_bytes
 from tasks.llm.answers import answer_entry, quarantine_entry, request_body
 from tasks.llm.cache import ResponseCache
 from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.io import atomic_write_bytes, sha256_json
+from cxrio import atomic_write_bytes, sha256_json
 
 
 def cache_key(*, backend: str, model: str, operation: str, version: str, input_hash: str, params: dict) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from tasks.io import sha256_json
+from cxrio import sha256_json
 
 
 class InvalidAnswer(ValueError):

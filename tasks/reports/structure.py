@@ -15,14 +15,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from cxrio import atomic_write_json, atomic_write_parquet
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.llm import REPORTS_SCHEMA, LLMConfig, StructureConfig
-from tasks.io import atomic_write_json, atomic_write_parquet, reason_category
 from tasks.llm.ledger import Ledger
 from tasks.llm.operation import WorkItem
 from tasks.llm.runner import ItemResult, RunResult, run_operation
 from tasks.lock import holds_output_lock
 from tasks.reports.operations import STRUCTURE, get_operation
+from tasks.sources.base import reason_category
 
 log = logging.getLogger("cxrflow.structure")
 _OUTPUT_FIELDS = ("examination", "indication", "findings", "impression", "translation", "comparison_sentences_removed")

@@ -75,6 +75,12 @@ class Drop:
         }
 
 
+def reason_category(reason: str | None) -> str:
+    """What by-reason summaries count: the text before the first colon ("not frontal: view LATERAL" -> "not
+    frontal"), at most 80 characters; "unknown" for a missing reason."""
+    return (reason or "unknown").split(":", 1)[0].strip()[:80]
+
+
 @dataclass
 class Discovery:
     candidates: list[Candidate] = field(default_factory=list)

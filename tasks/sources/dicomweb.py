@@ -27,6 +27,7 @@ from typing import Any
 import polars as pl
 from pydicom.dataset import Dataset
 
+from cxrio import atomic_path
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.phi import (
@@ -287,10 +288,8 @@ class DicomwebAdapter(BaseAdapter):
             study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
         )  # "*": the stored transfer syntax, no server-side transcoding
         stripped = strip_dataset(ds, salt)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        stripped.save_as(tmp, enforce_file_format=True)
-        tmp.replace(target)
+        with atomic_path(target) as tmp:
+            stripped.save_as(tmp, enforce_file_format=True)
         out.notes["retrieved"] += 1
         return ds
 

@@ -1,0 +1,192 @@
+"""The bottom layer every writer uses: content hashes, atomic writes of files and whole folders, JSON.
+
+Readers never see a partial output: a file or folder is written under a temporary name beside its target and
+renamed onto it when complete. Temporary names are unique (mkstemp/mkdtemp: two threads, ranks or runs writing
+the same target never share one) and end in `.tmp-PID`, so `clean_stale_temps` can remove what a killed
+writer left without touching a save in progress. Nothing else in the project renames into place
+(tests/test_atomic_writes.py), and this package imports nothing of the project (tests/test_import_graph.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+_CHUNK = 1 << 20
+# open()'s and mkdir()'s modes under the process umask (mkstemp/mkdtemp create 0600/0700): outputs keep the
+# permissions a plain write gives them. Read once, at import (os.umask can only be read by setting it).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+# A temporary name: hidden, ends in tmp-PID (also the names older versions used, e.g. `.tmp-NAME-PID`).
+_TEMP = re.compile(r"^\..*\.?tmp-(?:.*-)?(\d+)$")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _suffix() -> str:
+    return f".tmp-{os.getpid()}"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A unique temporary file in `path`'s folder to write; renamed onto `path` when the block ends, removed if
+    it raises, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_suffix())
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path, if_exists: Literal["replace", "keep", "fail"] = "replace") -> Iterator[Path]:
+    """A fresh temporary folder beside `path` to fill; renamed onto `path` when the block ends, removed if it
+    raises, so a kill mid-write never leaves a `path` that looks complete. When `path` already exists:
+    "replace" moves the old folder aside first (readers see the old or the new one, never a half-deleted
+    one), "keep" keeps it and drops the new one (another rank saved the same thing first), "fail" raises
+    FileExistsError."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=_suffix()))
+    try:
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        yield tmp
+        _publish_dir(tmp, path, if_exists)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _publish_dir(tmp: Path, path: Path, if_exists: str) -> None:
+    if not path.exists():
+        try:
+            os.rename(tmp, path)
+            return
+        except OSError:
+            if not path.exists():
+                raise
+            # another writer created `path` in between: decided below
+    if if_exists == "fail":
+        raise FileExistsError(f"{path} already exists")
+    if if_exists == "keep":
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.", suffix=_suffix()))
+    os.replace(path, aside / path.name)
+    os.rename(tmp, path)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """Delete a file or a folder tree (missing is fine)."""
+    if Path(path).is_dir() and not Path(path).is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        Path(path).unlink(missing_ok=True)
+
+
+def retire(paths: Iterable[Path], folder: Path) -> None:
+    """Move `paths` out of the readers' way (one rename each, into a temporary folder in `folder`, on the same
+    file system), then delete them."""
+    trash = Path(tempfile.mkdtemp(dir=folder, prefix=".retired.", suffix=_suffix()))
+    try:
+        for p in paths:
+            os.replace(p, trash / Path(p).name)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def is_temp(path: Path) -> bool:
+    """Whether `path` is named as a temporary output of this module (or of the versions before it)."""
+    return _TEMP.match(Path(path).name) is not None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def clean_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temporary files and folders a killed writer left in `folder`: those whose writer PID is
+    gone. A write in progress in a live process is left alone. Returns what was removed."""
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for p in sorted(Path(folder).iterdir()):
+        m = _TEMP.match(p.name)
+        if m and not _alive(int(m[1])):
+            _remove(p)
+            removed.append(p)
+    return removed
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see a partial file."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_parquet(path: Path, data: Any) -> None:
+    """A pyarrow Table (pyarrow's writer: safe in forked pool workers) or a polars DataFrame (its own writer),
+    written to a temporary file in the same folder and renamed, so readers never see a partial file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        if isinstance(data, pa.Table):
+            pq.write_table(data, tmp)
+        else:
+            data.write_parquet(tmp)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+@contextlib.contextmanager
+def quiet_wids():
+    """wids prints a summary line to stderr for every dataset it opens, unconditionally: swallow it unless
+    CXRFLOW_VERBOSE is set (`cxrflow --verbose`)."""
+    if os.environ.get("CXRFLOW_VERBOSE") == "1":
+        yield
+        return
+    with contextlib.redirect_stderr(io.StringIO()):
+        yield
