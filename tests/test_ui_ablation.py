@@ -104,7 +104,8 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
     pad_rouge = rows[2]
     for col in ("value", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_value"):
         assert isinstance(pad_rouge[col], float), (col, pad_rouge)  # numbers, so the UI sorts them
-    assert pad_rouge["run"] == f"/runs/flow-run/{variants['ui-demo-pad']['id']}"
+    # a markdown link: the UI renders a table artifact's text cells as markdown
+    assert pad_rouge["run"] == f"[pad](/runs/flow-run/{variants['ui-demo-pad']['id']})"
 
     # The Runs page as a researcher opens it, filtered by the tag in its URL (the UI keeps its filter in the
     # query string: `/runs?tag=<tag>`, prefect/server/ui's Runs page): one row per variant, named after it.
@@ -122,8 +123,11 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
 
     # The artifact page as a researcher opens it: numeric columns render as their own headers and cells.
 
-    text = _rendered(f"{url}/artifacts/artifact/{arts[0]['id']}", tmp_path)
+    dom = _dom(f"{url}/artifacts/artifact/{arts[0]['id']}", tmp_path)
+    text = _text(dom)
     assert "ablation-ui-demo-leaderboard" in text, text[-2000:]
+    # the run cells are links to the variants' run pages
+    assert f'href="/runs/flow-run/{variants["ui-demo-pad"]["id"]}"' in dom, dom[-3000:]
     header = text.split("p_value", 1)
     assert len(header) == 2 and all(c in header[0] for c in ("ci_low", "ci_high", "diff_ci_low", "diff_ci_high"))
     cells = " ".join(_js(pad_rouge[c]) for c in ("value", "ci_low", "ci_high", "diff"))
