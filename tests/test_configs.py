@@ -70,7 +70,8 @@ def test_config_runs_with_its_header_commands(config, clone):
         cfg = yaml.safe_load((REPO / config).read_text())
         result = json.loads((root / cfg["out"] / "runs" / f"{cfg['name']}.json").read_text())
         n = json.loads((root / result["metrics_json"]).read_text())["n_reports"]
-        assert n >= 20, f"{config}: {n} test reports, too few to compare"
+        if not any(words[0] == "fixtures" for words, _ in smoke):  # the documented fixture size
+            assert n >= 20, f"{config}: {n} test reports, too few to compare"
     if last[1] == "ablate":
         assert "vs baseline" in res.stdout and "/runs?tag=ablation:" in res.stdout, res.stdout[-3000:]
 
