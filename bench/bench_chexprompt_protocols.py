@@ -2,16 +2,17 @@
 
     python -m bench.bench_chexprompt_protocols [--pairs 60] [--base-url URL --model NAME]
 
-Every pair is judged twice, under `protocol: json` (cxrflow's structured prompt) and `protocol: original` (the
-published five-shot text protocol), through the real client, runner, cache and parsers. Reported: the share of
+Every pair is judged twice, under `protocol: json` (cxrflow's structured prompt) and a five-shot text protocol
+(`fewshot-own`, cxrflow's paraphrase; `original`, the published prompt, with --chexprompt-src), through the real
+client, runner, cache and parsers. Reported: the share of
 pairs whose 12 counts agree exactly, whose significant-error totals agree, and whose "no significant error" flag
-agrees; the mean significant errors under each protocol; and the prompt size of `original` as a ratio of
+agrees; the mean significant errors under each protocol; and the prompt size of the text protocol as a ratio of
 `json`'s (what the five shots cost per request).
 
 Without --base-url a local OpenAI-compatible server (fixtures/openai_server.py) answers as one deterministic
 judge would under both protocols: error counts from cxrflow's rule-based labeler (false findings A, omissions
-B), written as JSON for `json` and in the published text format for `original`, rotating through the answer
-styles the original parser must accept (square or round brackets, partial lists, a trailing explanation).
+B), written as JSON for `json` and in the published text format for the text protocol, rotating through the answer
+styles the published parser accepts (square or round brackets, partial lists, a trailing explanation).
 Against that server, agreement below 100% is a defect of the protocol plumbing, not of a model. With --base-url
 the same run measures a real model's agreement with itself across the two protocols.
 """
@@ -96,7 +97,7 @@ def responder(body: dict) -> dict | str:
             "clinically_significant": {t: sig.get(t, 0) for t in ERROR_TYPES},
             "clinically_insignificant": {t: insig.get(t, 0) for t in ERROR_TYPES},
         }
-    blocks = re.findall(r'Reference findings: """(.*?)"""\nCandidate findings: """(.*?)"""', text, re.S)
+    blocks = re.findall(r'Reference findings: """(.*?)"""\n+Candidate findings: """(.*?)"""', text, re.S | re.I)
     ref, cand = blocks[-1]  # the pair after the five worked examples
     sig, insig = _rule_counts(ref, cand)
     style = _STYLES[int.from_bytes(ref.encode()[:4].ljust(4, b"\0"), "little") % len(_STYLES)]
@@ -104,19 +105,21 @@ def responder(body: dict) -> dict | str:
     return _text(sig, insig, style)
 
 
-def run(pairs: list[dict], base_url: str, model: str, cache: Path) -> dict:
+def run(pairs: list[dict], base_url: str, model: str, cache: Path, chexprompt_src: Path | None = None) -> dict:
+    """`original` (the published prompt) with a checkout, else `fewshot-own`, against `json`."""
+    text = "original" if chexprompt_src is not None else "fewshot-own"
     out = {}
-    for protocol in ("json", "original"):
+    for protocol in ("json", text):
         cfg = LLMConfig(backend="openai", base_url=base_url, model=model, cache_dir=cache / protocol)
-        out[protocol] = judge(pairs, cfg, n_bootstrap=0, protocol=protocol)
-    j, o = out["json"], out["original"]
+        out[protocol] = judge(pairs, cfg, n_bootstrap=0, protocol=protocol, chexprompt_src=chexprompt_src)
+    j, o = out["json"], out[text]
     cols = SIG_COLUMNS + INSIG_COLUMNS
     a = np.stack([j.columns[c] for c in cols], 1)
     b = np.stack([o.columns[c] for c in cols], 1)
     ok = ~np.isnan(a).any(1) & ~np.isnan(b).any(1)
     sig_a, sig_b = a[ok, :6].sum(1), b[ok, :6].sum(1)
     prompt = {
-        p: len(json.dumps(chexprompt_operation(p).build_messages(pairs[0]))) for p in ("json", "original")
+        p: len(json.dumps(chexprompt_operation(p, chexprompt_src).build_messages(pairs[0]))) for p in ("json", text)
     }
     return {
         "pairs": len(pairs),
@@ -126,9 +129,10 @@ def run(pairs: list[dict], base_url: str, model: str, cache: Path) -> dict:
         "agreement_no_significant_error": float(((sig_a == 0) == (sig_b == 0)).mean()),
         "mean_significant_json": float(sig_a.mean()),
         "mean_significant_original": float(sig_b.mean()),
-        "prompt_chars_original_over_json": prompt["original"] / prompt["json"],
+        "text_protocol": text,
+        "prompt_chars_original_over_json": prompt[text] / prompt["json"],
         "answer_styles_served": dict(STYLES_SERVED),
-        "prompt_versions": {"json": j.prompt_version, "original": o.prompt_version},
+        "prompt_versions": {"json": j.prompt_version, text: o.prompt_version},
     }
 
 
@@ -140,14 +144,15 @@ def main() -> None:
     )
     ap.add_argument("--model", default="judge")
     ap.add_argument("--latency", type=float, default=0.0, help="local server latency per request (s)")
+    ap.add_argument("--chexprompt-src", type=Path, default=None, help="microsoft/chexprompt checkout: `original`")
     args = ap.parse_args()
     pairs = make_pairs(args.pairs)
     with tempfile.TemporaryDirectory() as tmp:
         if args.base_url:
-            result = run(pairs, args.base_url, args.model, Path(tmp))
+            result = run(pairs, args.base_url, args.model, Path(tmp), args.chexprompt_src)
         else:
             with OpenAIServer(responder, latency=args.latency) as srv:
-                result = run(pairs, srv.base_url, args.model, Path(tmp))
+                result = run(pairs, srv.base_url, args.model, Path(tmp), args.chexprompt_src)
     print(json.dumps(result, indent=2))
 
 

@@ -31,6 +31,7 @@ class JudgeBackend(StrEnum):
 class Protocol(StrEnum):  # tasks.evaluate.chexprompt.PROTOCOLS
     json = "json"
     original = "original"
+    fewshot_own = "fewshot-own"
 
 
 class BootstrapScheme(StrEnum):  # tasks.evaluate.resampling.SCHEMES

@@ -109,13 +109,14 @@ def demo(
 
 def _comparison_text(r: dict) -> str:
     from tasks.evaluate.leaderboard import SMALL_N
+    from tasks.evaluate.resampling import p_text
 
     def ci(d: dict) -> str:
         return f"{d['value']:.2f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else str(d.get("value"))
 
     diff = r["difference"]
     d = ci(diff) if diff.get("value") is not None else diff.get("not_computed", "not computed")
-    p = f"{r['p_value']:.4f}" if r["p_value"] is not None else "not computed"
+    p = p_text(r["p_value"], r.get("p_floor"), 4)  # `p < 0.002` when no resample crossed 0
     small = f"  (small n: fewer than {SMALL_N} test reports, the CIs are wide)" if (r["n"] or 0) < SMALL_N else ""
     return (f"  trained  {ci(r['trained'])}\n  shuffled {ci(r['shuffled'])}\n  trained - shuffled {d}, "
-            f"p = {p} (paired bootstrap over n = {r['n']} test reports){small}")
+            f"{p} (paired bootstrap over n = {r['n']} test reports){small}")

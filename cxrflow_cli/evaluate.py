@@ -26,8 +26,18 @@ def _llm_fields(
 
 
 _PROTOCOL_HELP = (
-    "CheXprompt protocol: json (cxrflow's structured judge) | original (published five-shot text)"
+    "CheXprompt protocol: json (cxrflow's structured judge) | original (the published prompt, read from "
+    "--chexprompt-src) | fewshot-own (cxrflow's paraphrase of the published request; not comparable)"
 )
+_SRC_HELP = "local checkout of microsoft/chexprompt (--protocol original reads its prompt there)"
+
+
+def _chexprompt_src(protocol, src: Path | None) -> dict:
+    """Checks the protocol/checkout pair before any work (one-line errors); the params' field."""
+    from tasks.evaluate.chexprompt_published import check_protocol_source
+
+    check_protocol_source(value(protocol), src)
+    return {} if src is None else {"chexprompt_src": str(src)}
 _SCHEME_HELP = "bootstrap resamples: cxrflow | reference (the LLaVA-Rad evaluation's draw)"
 _SEED_HELP = "bootstrap seed (default 12345; 3 with --bootstrap-scheme reference)"
 
@@ -71,6 +81,7 @@ def register(app: typer.Typer) -> None:
             BootstrapScheme.cxrflow, "--bootstrap-scheme", help=_SCHEME_HELP
         ),
         seed: int | None = typer.Option(None, "--seed", help=_SEED_HELP),
+        chexprompt_src: Path | None = typer.Option(None, "--chexprompt-src", help=_SRC_HELP),
     ) -> None:
         """Generate reports for a shard split with a trained run, then score them (flow `evaluate`)."""
         from flows.evaluate import evaluate
@@ -80,6 +91,7 @@ def register(app: typer.Typer) -> None:
         preflight.check_run_dir(run)
         preflight.check_shards(shards, split)
         preflight.check_out_dir(out)
+        src = _chexprompt_src(protocol, chexprompt_src)
         backend = value(backend)
 
         params = EvaluateParams(
@@ -96,6 +108,7 @@ def register(app: typer.Typer) -> None:
             chexprompt_protocol=value(protocol),
             bootstrap_scheme=value(bootstrap_scheme),
             **_seed(seed),
+            **src,
         )
         from cxrflow_cli.progress import counter
 
@@ -124,6 +137,7 @@ def register(app: typer.Typer) -> None:
         ),
         protocol: Protocol = typer.Option(Protocol.json, "--chexprompt-protocol", help=_PROTOCOL_HELP),
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
+        chexprompt_src: Path | None = typer.Option(None, "--chexprompt-src", help=_SRC_HELP),
     ) -> None:
         """Score an existing predictions file (no Prefect server needed).
 
@@ -135,6 +149,7 @@ def register(app: typer.Typer) -> None:
         check_file(predictions, "--predictions", "a predictions.jsonl file")
         out = out or predictions.parent
         check_out_dir(out)
+        src = _chexprompt_src(protocol, chexprompt_src)
         params = EvaluateParams(
             out=str(out),
             experiment=experiment or predictions.parent.name,
@@ -145,6 +160,7 @@ def register(app: typer.Typer) -> None:
             source=source,
             llm=_llm_fields(value(backend), base_url, model, out / "llm-cache"),
             **_seed(seed),
+            **src,
         )
         _print_metrics(score_predictions(params, predictions))
         typer.echo(f"wrote {out}/metrics.json and per_report.parquet")
@@ -161,11 +177,13 @@ def register(app: typer.Typer) -> None:
         source: str = typer.Option("mimic-cxr", "--source", help="dataset of the reports (data-use guard)"),
         cache_dir: Path | None = typer.Option(None, "--cache-dir", help="answer cache (reruns send nothing)"),
         protocol: Protocol = typer.Option(Protocol.json, "--protocol", help=_PROTOCOL_HELP),
+        chexprompt_src: Path | None = typer.Option(None, "--chexprompt-src", help=_SRC_HELP),
     ) -> None:
         """Judge candidate findings against references with the CheXprompt-style LLM judge."""
         from tasks.preflight import check_file
 
         check_file(input, "--input", "a JSONL file of {id, reference, candidate}")
+        _chexprompt_src(protocol, chexprompt_src)
         from schemas.llm import LLMConfig
         from tasks.evaluate.chexprompt import judge, write_judgments
         from tasks.evaluate.inference import read_predictions
@@ -173,7 +191,14 @@ def register(app: typer.Typer) -> None:
         records = read_predictions(input)
         cfg = LLMConfig(**_llm_fields(value(backend), base_url, model, cache_dir))
         ledger = (out / "llm-ledger.jsonl") if out else None
-        outcome = judge(records, cfg, source=source, ledger_path=ledger, protocol=value(protocol))
+        outcome = judge(
+            records,
+            cfg,
+            source=source,
+            ledger_path=ledger,
+            protocol=value(protocol),
+            chexprompt_src=chexprompt_src,
+        )
         typer.echo(f"protocol {outcome.protocol}, prompt version {outcome.prompt_version}")
         for name, m in outcome.metrics.items():
             typer.echo(f"{name:42s} {m.display()}")
@@ -197,6 +222,7 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", help="write the comparison JSON here"),
     ) -> None:
         """Paired significance (paired bootstrap: CI and p of B-A) for every metric on the same ids."""
+        from tasks.evaluate.resampling import p_text
         from tasks.evaluate.significance import compare_evals
 
         for p in (a, b):
@@ -215,7 +241,7 @@ def register(app: typer.Typer) -> None:
             else:
                 typer.echo(
                     f"{name:42s} A {m.a:8.3f}  B {m.b:8.3f}  B-A {m.diff:+8.3f} "
-                    f"[{m.diff_ci[0]:+.3f}, {m.diff_ci[1]:+.3f}]  p={m.p_value:.4f}"
+                    f"[{m.diff_ci[0]:+.3f}, {m.diff_ci[1]:+.3f}]  {p_text(m.p_value, m.p_floor, 4)}"
                 )
         if out:
             out.write_text(cmp.model_dump_json(indent=2))

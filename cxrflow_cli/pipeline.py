@@ -12,12 +12,17 @@ def parse_sets(sets: list[str] | None) -> dict:
     """`--set train.max_steps=5` -> {"train.max_steps": 5} (values parsed as YAML scalars)."""
     import yaml
 
+    from schemas.safe_load import load_yaml_text
+
     out = {}
     for item in sets or []:
         if "=" not in item:
             raise typer.BadParameter(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            out[k.strip()] = load_yaml_text(v)
+        except yaml.YAMLError as e:
+            raise typer.BadParameter(f"--set {k.strip()}: {' '.join(str(e).split())}") from None
     return out
 
 

@@ -48,7 +48,7 @@ def _environment_errors() -> tuple[type[BaseException], ...]:
     Imported only once an exception is on its way out (`--help` stays fast)."""
     from tasks.evaluate.inference import PredictionsFileError
     from tasks.evaluate.optional_models import MetricModelError
-    from tasks.llm.client import MissingKeyError
+    from tasks.llm.client import LLMServiceError, MissingKeyError
     from tasks.llm.guard import DataUseError
     from tasks.lock import OutputLocked
     from tasks.phi import PhiConfigError
@@ -61,6 +61,7 @@ def _environment_errors() -> tuple[type[BaseException], ...]:
         DataUseError,
         PhiConfigError,
         MissingKeyError,
+        LLMServiceError,
         AnnotationsError,
         PredictionsFileError,
         MetricModelError,

@@ -10,6 +10,8 @@ writer left without touching a save in progress. Nothing else in the project ren
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import io
 import json
@@ -22,12 +24,37 @@ from pathlib import Path
 from typing import Any, Literal
 
 _CHUNK = 1 << 20
+# A temporary name: hidden, ends in tmp-PID; also the names older versions used and cleaned: `.tmp-NAME-PID`
+# (checkpoints), `.retired-PID` (a retired shard set) and, without a PID, `.NAME.partial` (a shard being
+# written: nothing writes one any more, so any left is stale).
+_TEMP = re.compile(r"^\.(?:.*\.?tmp-(?:.*-)?|retired-)(\d+)$|^\..+\.partial$")
+# renameat2(2), for swapping a folder in: Python has no binding; None off glibc/Linux.
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+try:
+    _RENAMEAT2 = ctypes.CDLL(None, use_errno=True).renameat2
+    _RENAMEAT2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+except (AttributeError, OSError, TypeError):
+    _RENAMEAT2 = None
+
+
+def _read_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask can only read it by setting
+    it, which for a moment gives files another thread creates the wrong mode)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # the strictest for the moment it is set
+    os.umask(mask)
+    return mask
+
+
 # open()'s and mkdir()'s modes under the process umask (mkstemp/mkdtemp create 0600/0700): outputs keep the
-# permissions a plain write gives them. Read once, at import (os.umask can only be read by setting it).
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
-# A temporary name: hidden, ends in tmp-PID (also the names older versions used, e.g. `.tmp-NAME-PID`).
-_TEMP = re.compile(r"^\..*\.?tmp-(?:.*-)?(\d+)$")
+# permissions a plain write gives them. Read once, at import.
+_UMASK = _read_umask()
 
 
 def sha256_file(path: Path) -> str:
@@ -71,8 +98,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
 def atomic_dir(path: Path, if_exists: Literal["replace", "keep", "fail"] = "replace") -> Iterator[Path]:
     """A fresh temporary folder beside `path` to fill; renamed onto `path` when the block ends, removed if it
     raises, so a kill mid-write never leaves a `path` that looks complete. When `path` already exists:
-    "replace" moves the old folder aside first (readers see the old or the new one, never a half-deleted
-    one), "keep" keeps it and drops the new one (another rank saved the same thing first), "fail" raises
+    "replace" swaps the new folder in and deletes the old one (readers see the old or the new one, never
+    a half-deleted one, and on Linux never none), "keep" keeps it and drops the new one (another rank saved the same thing first), "fail" raises
     FileExistsError."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -100,10 +127,44 @@ def _publish_dir(tmp: Path, path: Path, if_exists: str) -> None:
     if if_exists == "keep":
         shutil.rmtree(tmp, ignore_errors=True)
         return
+    if _exchange(tmp, path):  # one step: `path` is the old folder, then the new one, never missing
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
+        return
+    # Two renames (no exchange here): `path` is missing in between; the old folder goes back on failure.
     aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old.", suffix=_suffix()))
-    os.replace(path, aside / path.name)
-    os.rename(tmp, path)
-    shutil.rmtree(aside, ignore_errors=True)
+    try:
+        os.replace(path, aside / path.name)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            os.rename(aside / path.name, path)
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2 RENAME_EXCHANGE, in the C library since
+    glibc 2.28); False where the system or the file system cannot (the caller falls back to two renames)."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # unsupported here
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _exchange_supported(folder: Path) -> bool:
+    """Whether `folder`'s file system swaps folders in one step (tests)."""
+    a = Path(tempfile.mkdtemp(dir=folder, suffix=_suffix()))
+    b = Path(tempfile.mkdtemp(dir=folder, suffix=_suffix()))
+    try:
+        return _exchange(a, b)
+    finally:
+        a.rmdir()
+        b.rmdir()
 
 
 def _remove(path: Path) -> None:
@@ -148,7 +209,7 @@ def clean_stale_temps(folder: Path) -> list[Path]:
         return removed
     for p in sorted(Path(folder).iterdir()):
         m = _TEMP.match(p.name)
-        if m and not _alive(int(m[1])):
+        if m and not (m[1] and _alive(int(m[1]))):
             _remove(p)
             removed.append(p)
     return removed

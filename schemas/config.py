@@ -4,12 +4,46 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from schemas.finite import finite_check
 
 DEFAULT_ARTIFACTS = Path("artifacts")
+
+
+# Option names that would hold a secret itself (a `*_secret` option names a Prefect Secret block: allowed).
+_SECRET_KEY = re.compile(r"(?i)(password|passwd|token|api[-_]?key|credentials?)$")
+
+
+def no_secrets_in_options(options: dict) -> dict:
+    """Source options are flow parameters (stored in Prefect's database, shown in its UI): a salt or a URL
+    carrying user:password@ must come from the environment or a Prefect Secret block instead. The value is
+    never echoed."""
+    if "salt" in options:
+        raise ValueError(
+            "options.salt is refused: options are stored with the run's parameters; set the environment "
+            "variable CXRFLOW_PHI_SALT or options.salt_secret (the name of a Prefect Secret block)"
+        )
+    for key, value in options.items():
+        if _SECRET_KEY.search(str(key)):
+            raise ValueError(
+                f"options.{key} is refused: options are stored with the run's parameters; give the value through "
+                "the environment or name a Prefect Secret block (e.g. options.password_secret)"
+            )
+        if isinstance(value, str) and "://" in value and "@" in urlsplit(value).netloc:
+            raise ValueError(
+                f"options.{key} is refused: a URL must not carry user:password@ (it would be stored with the "
+                "run's parameters); set CXRFLOW_DICOMWEB_USER and CXRFLOW_DICOMWEB_PASSWORD instead"
+            )
+    return options
+
+
+SourceOptions = Annotated[dict, AfterValidator(no_secrets_in_options)]
 
 
 class ImageConfig(BaseModel):
@@ -36,7 +70,8 @@ class ImageConfig(BaseModel):
 class IngestConfig(BaseModel):
     """One source ingested into one manifest."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     source: str = "mimic-cxr"
     root: Path
@@ -52,7 +87,7 @@ class IngestConfig(BaseModel):
     split_ratios: tuple[float, float, float] = Field(
         (0.9, 0.05, 0.05), description="train/validate/test for sources without an official split"
     )
-    options: dict = Field(default_factory=dict, description="source-specific options")
+    options: SourceOptions = Field(default_factory=dict, description="source-specific options")
     annotations: list[Path] = Field(
         default_factory=list,
         description="LLaVA-Rad MIMIC-CXR Annotations JSON files (or folders of them): the released report texts "
@@ -72,7 +107,7 @@ ReportPolicy = Literal["auto", "structure", "synthesize"]
 class SourceSpec(BaseModel):
     """One source of a mixture."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
 
     name: str = Field(description="registered adapter name, e.g. mimic-cxr, chexpert, padchest")
     root: Path
@@ -83,14 +118,15 @@ class SourceSpec(BaseModel):
         description="auto: structure free-text reports, synthesize for label-only rows; synthesize: write reports "
         "from labels even where text exists (the text is kept); structure: as auto",
     )
-    options: dict = Field(default_factory=dict, description="adapter options")
+    options: SourceOptions = Field(default_factory=dict, description="adapter options")
 
 
 class SourceSelection(BaseModel):
     """Which data a run reads and which of it it keeps: one source (`source` + `root`) or a mixture (`sources`).
     Shared by the pipeline's `data` section and the `data` flow's parameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     source: str = "mimic-cxr"
     root: Path | None = Field(None, description="the source as released; omit when `sources` lists a mixture")
@@ -119,7 +155,8 @@ class SourceSelection(BaseModel):
 class MixtureConfig(BaseModel):
     """Several sources ingested into one manifest with a `source` column."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # options: never echo
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     sources: list[SourceSpec] = Field(min_length=1)
     out: Path

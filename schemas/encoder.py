@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.finite import finite_check
+
 TINY = "tiny"
 
 
@@ -20,6 +22,7 @@ class EncoderSection(BaseModel):
     """The pipeline's `encoder:` section (omit it: the LLaVA stages use the preset's own vision tower)."""
 
     model_config = ConfigDict(extra="forbid")
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     init: str = Field(
         TINY,
@@ -52,7 +55,7 @@ class EncoderSection(BaseModel):
         "encoder/encoder-gpu", description="GPU work pool deployment a non-tiny encoder is handed to"
     )
     eval_split: str = "test"
-    n_bootstrap: int = Field(500, ge=0)
+    n_bootstrap: int = Field(500, ge=0, le=100_000)  # bootstrap memory grows with it: 1e9 is a mistake
     zero_shot: bool = True
 
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.finite import finite_check
 from schemas.llm import LLMFields
 from schemas.shards import SplitName
 
@@ -87,6 +88,9 @@ class MetricComparison(BaseModel):
     diff: float | None = None  # b - a
     diff_ci: tuple[float, float] | None = None
     p_value: float | None = None
+    # the smallest p the test can give (2/(R+1) for R resamples): p_value == p_floor means no resample crossed
+    # 0, i.e. p < p_floor is all the test can say (tasks/evaluate/resampling.py p_text)
+    p_floor: float | None = None
     n: int = 0
     method: str = ""
     not_computed: str | None = None
@@ -148,6 +152,7 @@ class EvaluationSettings(BaseModel):
     model_config = ConfigDict(
         hide_input_in_errors=True
     )  # llm may hold a URL with a key (refused, not echoed)
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     split: SplitName = Field(
         "test", description="shard split to generate on (validation or validate: the same)"
@@ -156,17 +161,30 @@ class EvaluationSettings(BaseModel):
     max_new_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1, description="score only the first N samples (smoke runs)")
     device: str = "cpu"
-    n_bootstrap: int = Field(500, ge=0)
+    n_bootstrap: int = Field(500, ge=0, le=100_000)  # bootstrap memory grows with it: 1e9 is a mistake
     seed: int = 12345
     bootstrap_scheme: Literal["cxrflow", "reference"] = Field(
         "cxrflow", description="reference: the LLaVA-Rad evaluation's resample draw (seed 3 unless given)"
     )
     _reference_seed = model_validator(mode="before")(reference_seed_default)
     llm: LLMFields = Field(None, description="LLMConfig fields for the CheXprompt judge; None skips it")
-    chexprompt_protocol: Literal["json", "original"] = Field(
+    chexprompt_protocol: Literal["json", "original", "fewshot-own"] = Field(
         "json",
-        description="json: cxrflow's structured judge; original: the published five-shot text protocol",
+        description="json: cxrflow's structured judge; original: the published prompt, read from "
+        "chexprompt_src; fewshot-own: cxrflow's paraphrase of the published request (not comparable)",
     )
+    chexprompt_src: str | None = Field(
+        None, description="local checkout of microsoft/chexprompt (protocol original reads its prompt there)"
+    )
+
+    @model_validator(mode="after")
+    def _original_needs_source(self) -> EvaluationSettings:
+        if self.chexprompt_protocol == "original" and self.chexprompt_src is None:
+            raise ValueError(
+                "chexprompt_protocol original reads the published prompt from a microsoft/chexprompt checkout: "
+                "set chexprompt_src (git clone https://github.com/microsoft/chexprompt), or use fewshot-own"
+            )
+        return self
 
 
 class EvaluateParams(EvaluationSettings):

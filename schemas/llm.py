@@ -14,6 +14,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from schemas.config import DEFAULT_ARTIFACTS
+from schemas.finite import finite_check
 
 Backend = Literal["rules", "openai", "azure"]
 OperationName = Literal["structure", "translate", "synthesize"]
@@ -29,6 +30,8 @@ def no_credentials_in_url(url: str | None) -> str | None:
     the URL. OpenAI-compatible and Azure endpoints need no query: the client adds api-version itself."""
     if not url:
         return url
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):  # a tab or newline: no client accepts it
+        raise ValueError("endpoint URL must not contain whitespace or control characters")
     parts = urlsplit(url if "://" in url else f"//{url}")
     # Percent-decoded, and split at path parameters too (";api-key=...", "/key=..." and "%2D" spellings).
     path = unquote(parts.path)
@@ -53,6 +56,7 @@ class LLMEndpoint(BaseModel):
 
     # A rejected value is not echoed in the error: it may be a URL someone put a key into.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     backend: Backend = "rules"
     model: str = Field("gpt-4o", description="model name (openai) or deployment name (azure)")
@@ -133,6 +137,7 @@ class StructureConfig(BaseModel):
     """One manifest through one report operation."""
 
     model_config = ConfigDict(extra="forbid")
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     manifest: Path
     out: Path

@@ -21,10 +21,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.config import ImageConfig, SourceSelection
+from schemas.config import ImageConfig, SourceOptions, SourceSelection
 from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
+from schemas.finite import finite_check
 from schemas.llm import LLMEndpoint
+from schemas.safe_load import load_yaml_text
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
@@ -42,7 +44,7 @@ class DataSection(SourceSelection):
 
     image: ImageConfig = Field(default_factory=ImageConfig)
     batch_size: int = Field(32, ge=1)
-    options: dict = Field(default_factory=dict, description="source-specific options")
+    options: SourceOptions = Field(default_factory=dict, description="source-specific options")
 
 
 class StructureSection(LLMEndpoint):
@@ -94,7 +96,8 @@ class PipelineConfig(BaseModel):
     train: TrainSection = Field(default_factory=TrainSection)
     evaluate: EvaluateSection = Field(default_factory=EvaluateSection)
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, hide_input_in_errors=True)  # options: never echo
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     @model_validator(mode="after")
     def _one_vision_tower(self) -> PipelineConfig:
@@ -116,7 +119,9 @@ class PipelineConfig(BaseModel):
             # where it runs (the deployment) is not what it produces
             h["encoder"] = config_hash("encoder", h["shard"], self.encoder.model_dump(mode="json", exclude={"deployment"}))
             h["train"] = config_hash("train", h["shard"], h["encoder"], self.train)
-        h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate)
+        # a config without a chexprompt checkout keeps the key it had before that field existed
+        unset = {"chexprompt_src"} if self.evaluate.chexprompt_src is None else set()
+        h["evaluate"] = config_hash("evaluate", h["train"], self.evaluate.model_dump(mode="json", exclude=unset))
         return h
 
     def stage_dirs(self) -> dict[str, Path]:
@@ -161,6 +166,7 @@ class AblationSpec(BaseModel):
     unless `baseline` names another."""
 
     model_config = ConfigDict(extra="forbid")
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     name: str
     description: str = ""
@@ -196,7 +202,7 @@ def load_yaml(path: Path) -> dict:
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, IsADirectoryError):
         raise UserError(f"{path} does not exist" if not path.exists() else f"{path} is a folder") from None
     except UnicodeDecodeError:

@@ -19,6 +19,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.config import DEFAULT_ARTIFACTS, SourceSelection
+from schemas.finite import finite_check
 from schemas.llm import EndpointURL
 
 SPLITS: tuple[str, ...] = ("train", "validate", "test")  # manifest `split` values
@@ -126,6 +127,7 @@ class ValidateShardParams(BaseModel):
     """Parameters of the `validate_and_shard` flow."""
 
     model_config = ConfigDict(extra="forbid")
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     data: Path = Field(description="folder with manifest.parquet (+ reports.parquet, summary.json)")
     out: Path = Field(description="SHARDS folder")

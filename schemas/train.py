@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.finite import finite_check
+
 
 class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -44,6 +46,7 @@ class TrainConfig(BaseModel):
     """One training run: one or both stages, written under `out`."""
 
     model_config = ConfigDict(extra="forbid")
+    _finite = finite_check  # no inf/nan anywhere in the config (schemas/finite.py)
 
     shards: Path = Field(description="SHARDS dir of the shard contract ({split}.index.json + tars)")
     out: Path = Field(description="run dir: config.json, lineage.json, metrics.jsonl, checkpoints/, loss.png")

@@ -15,6 +15,7 @@ import polars as pl
 from cxrio import atomic_path
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.shards import SPLITS, shard_split
+from tasks.shard import strip_invisible
 from training.prompts import LLAVA_RAD
 
 
@@ -58,7 +59,7 @@ def llava_records(row: dict, image_prefix: str = "", nan_labels: bool = False) -
                 ],
             }
         )
-    return records
+    return strip_invisible(records)  # the shards' text rule: no bidi/zero-width characters
 
 
 def image_prefix_for(out: Path, data_dir: Path, image_root: Path | None = None) -> str:

@@ -137,9 +137,12 @@ def extension(cfg: ImageConfig) -> str:
     return "jpg" if cfg.format == "jpeg" else "png"
 
 
-def preprocess_params(cfg: ImageConfig) -> str:
-    """The JSON recorded in the manifest's lineage and hashed into the cache key."""
-    return json.dumps({**cfg.model_dump(), "pipeline": PIPELINE_VERSION, "resample": "area+bicubic"}, sort_keys=True)
+def preprocess_params(cfg: ImageConfig, allow_burned_in: bool = False) -> str:
+    """The JSON recorded in the manifest's lineage and hashed into the cache key. A run that keeps burned-in
+    films keys its images apart, so a later run without the option never reuses one of them unchecked."""
+    extra = {"burned_in_allowed": True} if allow_burned_in else {}
+    return json.dumps({**cfg.model_dump(), "pipeline": PIPELINE_VERSION, "resample": "area+bicubic", **extra},
+                      sort_keys=True)
 
 
 # --------------------------------------------------------------------------------------------- DICOM
@@ -227,15 +230,70 @@ def _header_contradiction(ds: pydicom.Dataset) -> str | None:
     return None
 
 
-def check_pixels(ds: pydicom.Dataset) -> None:
-    """The checks every decode path makes first: pixel data present, grayscale, headers that fit the pixels."""
+def _geometry_mismatch(ds: pydicom.Dataset) -> str | None:
+    """Native (uncompressed) Pixel Data must be exactly Rows x Columns x frames x samples of BitsAllocated
+    (plus one pad byte to an even length). Longer is not harmless padding: a header whose Rows was halved
+    would otherwise decode as the top half of the film, silently."""
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        frames = int(ds.get("NumberOfFrames") or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        bits = int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError) as exc:
+        return f"pixel geometry mismatch: geometry unreadable ({exc})"
+    if rows <= 0 or cols <= 0 or bits <= 0:
+        return f"pixel geometry mismatch: Rows {rows}, Columns {cols}, BitsAllocated {bits}"
+    pixels = rows * cols * frames * samples
+    expected = -(-pixels * bits // 8)
+    got = len(ds.PixelData)
+    if got not in (expected, expected + (expected % 2)):
+        what = "truncated pixel data" if got < expected else "pixel geometry mismatch"
+        return (f"{what}: Pixel Data is {got} bytes but Rows {rows} x Columns {cols} x {frames} frame(s) x "
+                f"{bits} bits needs {expected} (the header does not describe these pixels)")
+    return None
+
+
+# Secondary Capture Image Storage and its multi-frame variants: screenshots and scanned films, which often
+# carry burned-in text (names, dates) even when BurnedInAnnotation is absent.
+SECONDARY_CAPTURE_SOP_CLASSES = frozenset(f"1.2.840.10008.5.1.4.1.1.7{s}" for s in ("", ".1", ".2", ".3", ".4"))
+ALLOW_BURNED_IN = "allow_burned_in_annotation"  # the ingest option that keeps such films
+
+
+def burned_in_reason(ds: pydicom.Dataset) -> str | None:
+    """Why the pixels may show PHI as text: BurnedInAnnotation YES, or absent on a secondary capture."""
+    flag = str(ds.get("BurnedInAnnotation") or "").strip().upper()
+    if flag == "YES":
+        return (f"burned-in annotation: BurnedInAnnotation YES, the pixels may show PHI as text "
+                f"(set options.{ALLOW_BURNED_IN} to keep)")
+    sop = str(ds.get("SOPClassUID") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", "") or "")
+    if not flag and sop in SECONDARY_CAPTURE_SOP_CLASSES:
+        return ("burned-in annotation: a secondary capture without BurnedInAnnotation, the pixels may show PHI "
+                f"as text (set options.{ALLOW_BURNED_IN} to keep)")
+    return None
+
+
+def check_pixels(
+    ds: pydicom.Dataset, expected: tuple[int, int] | None = None, allow_burned_in: bool = True
+) -> None:
+    """The checks every decode path makes first: pixel data present, grayscale, headers that fit the pixels,
+    and (`expected`: the source's metadata CSV Rows/Columns) a header that agrees with the source's metadata."""
     if "PixelData" not in ds:
         raise ImageDecodeError("DICOM has no Pixel Data element")
     if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageDecodeError(f"not a grayscale radiograph: PhotometricInterpretation {ds.get('PhotometricInterpretation')}")
-    contradiction = _header_contradiction(ds)
+    contradiction = _header_contradiction(ds) or _geometry_mismatch(ds)
     if contradiction:
         raise ImageDecodeError(contradiction)
+    burned = None if allow_burned_in else burned_in_reason(ds)
+    if burned:
+        raise ImageDecodeError(burned)
+    if expected is not None and (int(ds.Rows), int(ds.Columns)) != tuple(expected):
+        raise ImageDecodeError(
+            f"metadata geometry mismatch: DICOM Rows x Columns {ds.Rows} x {ds.Columns}, the source's "
+            f"metadata says {expected[0]} x {expected[1]}"
+        )
 
 
 def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
@@ -371,9 +429,11 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
         return None
 
 
-def decode_dicom(path: Path, cfg: ImageConfig) -> Decoded:
+def decode_dicom(
+    path: Path, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+) -> Decoded:
     ds = read_dicom(path)
-    check_pixels(ds)
+    check_pixels(ds, expected, allow_burned_in)
     fast = reduced_dicom_pixels(ds, cfg)
     arr, decoder = fast if fast else (dicom_pixels(ds), decoder_name(ds))
     # Without a VOI the film is min-max scaled over its whole extent (not the kept region), so crop and
@@ -414,14 +474,20 @@ def decode_raster(path: Path, cfg: ImageConfig) -> Decoded:
     return Decoded(pixels=reduced, lut=table, lut_offset=lo, decoder=decoder)
 
 
-def decode(path: Path, kind: str, cfg: ImageConfig) -> Decoded:
+def decode(
+    path: Path, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+) -> Decoded:
     if kind == "dicom":
-        return decode_dicom(path, cfg)
+        return decode_dicom(path, cfg, expected, allow_burned_in)
     return decode_raster(path, cfg)
 
 
-def process(path: Path, kind: str, cfg: ImageConfig) -> tuple[bytes, int, int, str]:
-    """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder)."""
-    decoded = decode(path, kind, cfg)
+def process(
+    path: Path, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+) -> tuple[bytes, int, int, str]:
+    """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder).
+    `expected`: (Rows, Columns) from the source's metadata, checked against a DICOM's header; a DICOM whose
+    pixels may show burned-in PHI is refused unless `allow_burned_in`."""
+    decoded = decode(path, kind, cfg, expected, allow_burned_in)
     im = finish(decoded.to_uint8(), cfg)
     return encode(im, cfg), im.size[0], im.size[1], decoded.decoder

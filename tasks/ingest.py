@@ -51,7 +51,7 @@ from schemas.errors import UserError
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
-from tasks.images import ImageDecodeError, extension, preprocess_params, process
+from tasks.images import ALLOW_BURNED_IN, ImageDecodeError, extension, preprocess_params, process
 from tasks.lock import holds_output_lock
 from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.sources import get_adapter
@@ -62,6 +62,7 @@ from tasks.sources.base import (
     SourceLayoutError,
     apply_view_policy,
     quarantine_key_collisions,
+    quarantine_unusable,
     reason_category,
 )
 
@@ -99,6 +100,7 @@ def discover(cfg: IngestConfig) -> Discovery:
         raise SourceLayoutError(
             f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}"
         ) from exc
+    quarantine_unusable(discovery)  # control characters, empty-key ids, absurd reports: rows, never crashes
     apply_view_policy(discovery, cfg.frontal_only)  # one meaning of frontal_only for every source
     quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
     if cfg.annotations:
@@ -216,7 +218,9 @@ def process_candidate(
         result.reused += 1
     else:
         try:
-            data, width, height, decoder = process(c.path, c.kind, cfg.image)
+            data, width, height, decoder = process(
+                c.path, c.kind, cfg.image, c.expected_size, bool(cfg.options.get(ALLOW_BURNED_IN))
+            )
         except ImageDecodeError as exc:
             result.quarantined.append(Drop(c.source, c.rel_path, "decode", str(exc), c.image_key))
             return
@@ -298,7 +302,7 @@ def process_chunk(
     (at most every PROGRESS_EVERY_S) and at the end."""
     run_dir, candidates = Path(run_dir), chunk.value
     known = load_hash_cache(Path(cfg.out), (str(c.path) for c in candidates))
-    params = preprocess_params(cfg.image)
+    params = preprocess_params(cfg.image, bool(cfg.options.get(ALLOW_BURNED_IN)))
     total = BatchResult()
     last = time.monotonic()
     for done, c in enumerate(candidates, 1):

@@ -4,6 +4,11 @@
 stale lock never blocks a rerun and no PID check can race. The file also records the holder's PID and what it
 runs, for the refusal message. Re-entrant within one process (a flow and the task runner it calls lock the
 same folder); two runs inside one process are not told apart.
+
+Outputs nest (`cxrflow data --out D` writes D/data, D/shards; a pipeline writes OUT/stages/...): a run on D and
+another on D/data would interleave their files, so a lock also refuses while another process holds an
+ancestor of its folder or a folder below it (NEST_DEPTH levels). Each run takes its own lock first and then
+looks at the others, so of two racing nested runs at least one sees the other.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_NAME = ".cxrflow.lock"
+NEST_DEPTH = 3  # OUT/stages/<stage>-<hash>, OUT/sources/<name>, OUT/data: the deepest nesting cxrflow writes
 _held: dict[str, tuple[int, int]] = {}  # resolved folder -> (fd, depth)
 _guard = threading.Lock()
 
@@ -51,7 +57,13 @@ def output_lock(folder: Path, what: str) -> Iterator[None]:
             fd, depth = _held[key]
             _held[key] = (fd, depth + 1)
         else:
-            _held[key] = (_acquire(folder, what), 1)
+            fd = _acquire(folder, what)
+            try:
+                _refuse_nested(folder.resolve())
+            except OutputLocked:
+                os.close(fd)
+                raise
+            _held[key] = (fd, 1)
     try:
         yield
     finally:
@@ -96,6 +108,50 @@ def _acquire(folder: Path, what: str) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"pid {os.getpid()}, {what}".encode(), 0)
     return fd
+
+
+def _locked_by_another(path: Path) -> str | None:
+    """The holder's note when another process holds the lock file at `path`, else None (a probe: a shared
+    lock taken and dropped at once)."""
+    if str(path.parent) in _held:  # this process: a flow and the stage it runs
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+    finally:
+        os.close(fd)  # drops the probe's shared lock
+    return None
+
+
+def _nested_locks(folder: Path, depth: int) -> Iterator[Path]:
+    if depth == 0:
+        return
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            sub = Path(e.path)
+            if (sub / LOCK_NAME).exists():
+                yield sub / LOCK_NAME
+            yield from _nested_locks(sub, depth - 1)
+
+
+def _refuse_nested(folder: Path) -> None:
+    nearby = [p / LOCK_NAME for p in folder.parents] + list(_nested_locks(folder, NEST_DEPTH))
+    for lock in nearby:
+        holder = _locked_by_another(lock)
+        if holder is not None:
+            raise OutputLocked(
+                f"{folder} overlaps {lock.parent}, in use by another cxrflow run ({holder}); nested output "
+                "folders would mix their files: wait for it to finish or choose a separate output folder"
+            )
 
 
 def holds_output_lock(what: str) -> Callable:

@@ -3,9 +3,10 @@
 Three tools, used by the DICOMweb source before anything is written or logged:
 - `pseudonym`: keyed, salted hash (HMAC-SHA256) of an identifier. The salt is a secret: the same salt gives
   the same ids across runs (so re-ingests join), and without it ids cannot be linked back to patients.
-- `scrub_report`: removes dates, names (taken from the DICOM header, each part of compound names, and any
-  capitalised name after a title such as Dr./Ms.), phone numbers, e-mail addresses, SSNs, street addresses, MRN-like numbers,
-  accession numbers, institution names and ages over 89 from report text, writing `___` as MIMIC-CXR does.
+- `scrub_report`: removes the names, ids and institution of the study's own DICOM header (each part of
+  compound names), then everything the allow-list engine (tasks/phi_engine.py) does not know to be safe: names,
+  dates, phones, e-mail addresses, URLs, street addresses, ids and ages of 90+ in any shape, writing `___` as
+  MIMIC-CXR does.
 - `strip_dataset`: copies only an allow-list of pixel/geometry attributes into a new dataset with
   pseudonymous UIDs. An allow-list, not a deny-list, because private tags and free-text attributes can
   carry PHI that no deny-list anticipates.
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset, FileMetaDataset
 
-REDACTED = "___"
+from tasks.phi_engine import PARTICLES, REDACTED, scrub_text
+
 SALT_ENV = "CXRFLOW_PHI_SALT"
 MIN_SALT_CHARS = 16
 
@@ -31,18 +33,22 @@ class PhiConfigError(ValueError):
 
 
 def resolve_salt(options: dict) -> str:
-    """Salt from options["salt"], else env CXRFLOW_PHI_SALT, else the Prefect Secret block named by
-    options["salt_secret"]. Refuses to run without one: an unkeyed hash of an MRN is reversible by
-    enumeration."""
-    salt = options.get("salt") or os.environ.get(SALT_ENV)
+    """Salt from env CXRFLOW_PHI_SALT, else the Prefect Secret block named by options["salt_secret"]. Refuses
+    to run without one (an unkeyed hash of an MRN is reversible by enumeration), and refuses options["salt"]:
+    options are flow parameters, stored in plaintext in Prefect's database."""
+    if options.get("salt"):
+        raise PhiConfigError(
+            f"options['salt'] is refused (options are stored with the run's parameters): set env {SALT_ENV} or "
+            "options['salt_secret'] (a Prefect Secret block name)"
+        )
+    salt = os.environ.get(SALT_ENV)
     if not salt and options.get("salt_secret"):
         from prefect.blocks.system import Secret
 
         salt = Secret.load(options["salt_secret"]).get()
     if not salt:
         raise PhiConfigError(
-            f"no pseudonymisation salt: set options['salt'], env {SALT_ENV}, or options['salt_secret'] "
-            "(a Prefect Secret block name)"
+            f"no pseudonymisation salt: set env {SALT_ENV} or options['salt_secret'] (a Prefect Secret block name)"
         )
     if len(str(salt)) < MIN_SALT_CHARS:
         raise PhiConfigError(f"pseudonymisation salt too short (< {MIN_SALT_CHARS} characters)")
@@ -61,75 +67,6 @@ def pseudonymous_uid(salt: str, kind: str, value: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ text
-
-_MONTH = (
-    r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|"
-    r"Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?)"
-)
-_DATE_PATTERNS = [
-    r"\b\d{1,2}[/.-]\d{1,2}[/.-]\d{2,4}\b",  # 03/14/1958, 14.03.58
-    r"\b\d{4}[/.-]\d{1,2}[/.-]\d{1,2}(?!\d)",  # 1958-03-14, 2024-03-14T10:00
-    rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}}\b",  # March 14, 1958
-    rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+(?:of\s+)?{_MONTH}\.?,?\s+\d{{4}}\b",  # 14 March 1958
-    rf"\b{_MONTH}\.?\s+\d{{1,2}}(?:st|nd|rd|th)?\b",  # March 14
-    rf"\b{_MONTH}\.?,?\s+\d{{4}}\b",  # March 1958
-    rf"\b\d{{1,2}}[\s/.-]{_MONTH}[\s/.-]\d{{2,4}}\b",  # 14-Mar-2024, 14 Mar 24
-    rf"\b\d{{1,2}}(?:st|nd|rd|th)?\s+of\s+{_MONTH}\b",  # 2nd of April
-    rf"\b\d{{1,2}}(?:st|nd|rd|th)\s+{_MONTH}\b",  # 2nd April
-    # 3/14 (month/day, no year), unless it reads as a fraction or a count: "1/2 of the lung", "3/4 views",
-    # "ribs 4/5", "levels 10/11" (scrubbing those would destroy clinical text).
-    # "C5/6" is a spine level, not a date ("the 12/5 film" is one).
-    r"(?<!ribs\s)(?<!rib\s)(?<!levels\s)(?<!level\s)(?<!grade\s)(?<!views\s)(?<![\w/.])"
-    r"(?:0?[1-9]|1[0-2])/(?:0?[1-9]|[12]\d|3[01])(?![\d/])"
-    r"(?!\s+(?:of|views?|projections?|ribs?|lobes?|levels?|vertebrae|strength|power)\b)",
-]
-_PHONE = (
-    r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"  # (555) 867-5309, 555.867.5309
-)
-# A label followed by an identifier: keep the label, drop the value.
-_LABELLED_ID = (
-    r"(?i)\b(MRN|MR\s?#|medical\s+record(?:\s+(?:number|no\.?))?|acc(?:ession)?(?:\s*(?:number|no\.?|#))?|"
-    r"patient\s+id|hospital\s+number)\b(\s*[:#]?\s*)(?=[A-Z0-9-]*\d)[A-Z0-9][A-Z0-9-]{3,}"
-)
-_ID_LIKE = r"\b[A-Za-z]{0,4}\d{6,}\b"  # MRN-like: 6+ digits, optionally after a short letter prefix
-_OLD_AGE = r"(?i)\b(?:9\d|1[01]\d)(?=[\s-]*(?:years?|yrs?|y/?o|year-old)\b)"
-_LABELLED_AGE = r"(?i)\b(age[ds]?\s*[:=]?\s*)(?:9\d|1[01]\d)\b"  # "Age 93": keep the label
-_SSN = r"\b\d{3}-\d{2}-\d{4}\b"
-_EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
-# A personal title and the capitalised words after it ("Dr. Whitcombe", "Ms. Garcia-Lopez"): keep the title.
-# A title in any case when it has its dot ("DR. SMITH", "Dr.Smith"); names may hold lower-case particles
-# ("Dr. de la Cruz", "Dr. van der Berg") and non-ASCII letters ("Dr. Émile Zola").
-_PARTICLE = r"(?:de|la|le|du|da|di|del|della|der|den|van|von|ten|ter|dos|das|do|bin|ibn|al|el|y)"
-_NAME_WORD = r"[^\W\d_][\w'-]*"
-_CAP_WORD = r"(?=[^\W\d_])(?-i:[^\W\d_a-z])[\w'-]*"
-_TITLED_NAME = (
-    rf"\b((?:(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+|(?i:dr|mr|mrs|ms|prof)\.\s*))"
-    rf"(?:{_PARTICLE}\s+){{0,3}}{_CAP_WORD}(?:\s+(?:{_PARTICLE}\s+){{0,3}}{_CAP_WORD}){{0,2}}"
-)
-_STREET = (
-    r"\b\d{1,5}\s+(?:[A-Z][A-Za-z]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|"
-    r"Court|Ct|Way|Place|Pl|Terrace|Square|Sq)\b\.?"
-)
-
-_COMPILED_DATES = [re.compile(p, re.IGNORECASE) for p in _DATE_PATTERNS]
-_COMPILED_PHONE = re.compile(_PHONE)
-_COMPILED_LABELLED = re.compile(_LABELLED_ID)
-_COMPILED_ID = re.compile(_ID_LIKE)
-_COMPILED_AGE = re.compile(_OLD_AGE)
-_COMPILED_LABELLED_AGE = re.compile(_LABELLED_AGE)
-_COMPILED_SSN = re.compile(_SSN)
-_COMPILED_EMAIL = re.compile(_EMAIL)
-_COMPILED_TITLED = re.compile(_TITLED_NAME)
-_COMPILED_STREET = re.compile(_STREET)
-
-# What must not be left in text after the scrub (validation rejects rows matching these; `re` syntax).
-LEFTOVER_PATTERNS: dict[str, str] = {
-    "ssn": _SSN,
-    "old age": r"(?i)\bage[ds]?\s*[:=]?\s*(?:9\d|1[01]\d)\b|\b(?:9\d|1[01]\d)[\s-]*(?:years?|yrs?|y/?o)\b",
-    "titled name": r"\b(?:Dr|Mr|Mrs|Ms|Miss|Prof)\.?\s+[A-Z][a-z]{2,}",
-    "street address": _STREET,
-    "day-month date": rf"\b\d{{1,2}}(?:st|nd|rd|th)?(?:\s+of\s+|[\s/.-]){_MONTH}\b",
-}
 
 _NAME_KEYWORDS = (
     "PatientName",
@@ -182,8 +119,11 @@ def context_from_dataset(ds: Dataset) -> PhiContext:
             components = [c.strip(". ") for c in re.split(r"[\^=]+", person)]
             parts = re.split(r"[\^=,\s]+", person) + re.split(r"[\^=,\s'-]+", person)
             particles = {
-                p.lower() for c in components if len(c.split()) > 1
-                for p in c.split() if re.fullmatch(_PARTICLE, p, re.IGNORECASE)
+                p.lower()
+                for c in components
+                if len(c.split()) > 1
+                for p in c.split()
+                if p.lower() in PARTICLES
             }
             for part in components + parts:
                 part = part.strip(". ")
@@ -223,26 +163,15 @@ def _place_words(places: set[str]) -> set[str]:
 
 
 def scrub_report(text: str, ctx: PhiContext | None = None) -> str:
-    """Replace PHI in report text with `___`. Header-derived strings go first (exact, case-insensitive),
-    then the generic patterns (dates, phones, labelled and MRN-like ids, ages over 89)."""
+    """Replace PHI in report text with `___`: first the strings of the study's own header (exact,
+    case-insensitive, each part of a compound name), then the allow-list engine (tasks/phi_engine.py), which
+    keeps only clinical and common words and clinical numbers."""
     ctx = ctx or PhiContext()
     places = (_literal(ctx.places), _literal(_place_words(ctx.places)))
-    literals = (*places, _literal(ctx.identifiers), _literal(ctx.names))
-    text = _COMPILED_EMAIL.sub(REDACTED, text)  # whole, before a name inside it is cut out
-    for pattern in literals:
+    for pattern in (*places, _literal(ctx.identifiers), _literal(ctx.names)):
         if pattern is not None:
             text = pattern.sub(REDACTED, text)
-    for pattern in _COMPILED_DATES:
-        text = pattern.sub(REDACTED, text)
-    text = _COMPILED_SSN.sub(REDACTED, text)  # before phones: 078-05-1120 is not a phone but overlaps
-    text = _COMPILED_STREET.sub(REDACTED, text)
-    text = _COMPILED_TITLED.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
-    text = _COMPILED_PHONE.sub(REDACTED, text)
-    text = _COMPILED_LABELLED.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _COMPILED_ID.sub(REDACTED, text)
-    text = _COMPILED_AGE.sub(REDACTED, text)
-    text = _COMPILED_LABELLED_AGE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
-    return text
+    return scrub_text(text)
 
 
 # ------------------------------------------------------------------------------------------------ DICOM

@@ -152,6 +152,20 @@ def check_train_config(cfg) -> None:
     for flag, path in (("--vision-path", cfg.vision_path), ("--lm-path", cfg.lm_path)):
         if path is not None and not Path(path).is_dir():
             raise UserError(f"{flag} {path} is not a folder", "models load from local folders only")
+    if cfg.preset == "llava-rad" and cfg.lm_path is not None:
+        from training.text import lm_dir_problem
+
+        problem = lm_dir_problem(Path(cfg.lm_path))  # config, weights, tokenizer and its packages
+        if problem:
+            raise UserError(f"--lm-path {problem}", "pass a local Vicuna-7B v1.5 directory")
+    if cfg.vision_path is not None:
+        v = Path(cfg.vision_path)
+        if not ((v / "open_clip_config.json").is_file() or (v / "config.json").is_file()):
+            raise UserError(
+                f"--vision-path {v}: neither an open_clip dir (open_clip_config.json) nor a transformers "
+                "CLIP dir (config.json)",
+                "pass `cxrflow encoder`'s open_clip folder or a local CLIP vision model",
+            )
     config = Path(cfg.out) / "config.json"
     if config.is_file():
         from schemas.train import TrainConfig

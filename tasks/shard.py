@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import tarfile
 import threading
@@ -101,13 +102,30 @@ def _member_bytes(size: int) -> int:
     return _BLOCK + -(-size // _BLOCK) * _BLOCK
 
 
+# Bidirectional overrides/isolates, zero-width characters, word joiners and BOMs: invisible, they make one text
+# read (and tokenize) differently from how it looks, and can reorder what a reader sees.
+_INVISIBLE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def strip_invisible(value):
+    """`value` with invisible formatting characters removed from every string in it."""
+    if isinstance(value, str):
+        return _INVISIBLE.sub("", value)
+    if isinstance(value, dict):
+        return {k: strip_invisible(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [strip_invisible(v) for v in value]
+    return value
+
+
 def sample_members(row: dict) -> tuple[bytes, bytes]:
-    """The .json (null-free, schemas/sample_json.py) and .txt payloads of one validated sample."""
+    """The .json (null-free, schemas/sample_json.py) and .txt payloads of one validated sample, without
+    invisible formatting characters (strip_invisible)."""
     meta = encode_sample_json(
         row, json.loads(row["targets_json"]), row.get("indication_text"), row["primary_method"]
     )
-    js = json.dumps(meta, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
-    return js, row["findings_text"].encode()
+    js = json.dumps(strip_invisible(meta), ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()
+    return js, strip_invisible(row["findings_text"]).encode()
 
 
 def check_key(key: str) -> None:

@@ -71,8 +71,10 @@ def write_shard_map(out_dir: Path, infos: Sequence[ShardInfo], accepted: pl.Data
     return path
 
 
-def write_summary(out_dir: Path, infos: Sequence[ShardInfo], counts: dict) -> dict:
-    """counts: validation counts (ingest_found/filtered/quarantined, filtered, quarantined, accepted)."""
+def write_summary(out_dir: Path, infos: Sequence[ShardInfo], counts: dict, write: bool = True) -> dict:
+    """counts: validation counts (ingest_found/filtered/quarantined, filtered, quarantined, accepted).
+    write=False: only build it (the flow writes summary.json once, complete, after the read-back: a killed run
+    must not leave an intermediate one)."""
     per_split = {  # keyed by the shard split names (validation), like the files
         shard_split(s): {
             "samples": sum(i.nsamples for i in infos if i.split == s),
@@ -100,7 +102,8 @@ def write_summary(out_dir: Path, infos: Sequence[ShardInfo], counts: dict) -> di
             "balanced": found == sharded + filtered + quarantined,
         },
     }
-    atomic_write_json(Path(out_dir) / "summary.json", summary)
+    if write:
+        atomic_write_json(Path(out_dir) / "summary.json", summary)
     return summary
 
 
@@ -196,6 +199,6 @@ def write_indexes(out_dir: Path, data_dir: Path, infos: Sequence[ShardInfo], acc
         write_wids_index(out_dir, split, infos)
     write_shard_map(out_dir, infos, accepted)
     write_dataset_card(out_dir, accepted)
-    summary = write_summary(out_dir, infos, counts)
+    summary = write_summary(out_dir, infos, counts, write=False)
     summary["paper_counts"] = paper_counts(data_dir, accepted)
     return summary

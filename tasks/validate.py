@@ -24,26 +24,18 @@ from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, FRONTAL_VIEWS, REPORT_SECTIONS
 from schemas.sample_json import SOURCE_LABEL_SEP
 from schemas.shards import RULE_BASED, SPLITS, SYNTHESIZED, ValidateConfig, target_rank
-from tasks.phi import LEFTOVER_PATTERNS
+from tasks.phi_engine import FLAGGED as PHI_FLAGGED
+from tasks.phi_engine import flagged_categories
 from tasks.reports.sections import PARSER_METHOD
 
 STAGE = "validate"
 NO_FINDINGS = "no findings"
 
-# PHI-like leftovers. Python `re` syntax (GX's pandas backend uses str.contains, i.e. search semantics).
-PHI_PATTERNS: dict[str, str] = {
-    "date": (
-        r"(?i)\b\d{1,2}[/-]\d{1,2}[/-](?:\d{4}|\d{2})\b|\b(?:19|20)\d{2}-\d{1,2}-\d{1,2}\b"
-        r"|\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+"
-        r"(?:19|20)\d{2}\b"
-    ),
-    "phone": r"(?:\(\d{3}\)\s*|\b\d{3}[-.\s])\d{3}[-.]\d{4}\b",
-    "mrn": r"\b\d{7,}\b",
-    "email": r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",
-    **LEFTOVER_PATTERNS,  # what the report scrub removes (SSNs, titled names, addresses, old ages, dates)
-    # Not PHI but checked the same way: NUL and other control bytes must not reach a shard's .txt.
-    "control character": r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]",
-}
+# The PHI backstop is the report scrub's own engine (tasks/phi_engine.py), run again on every text column: a row
+# is quarantined for each category it still finds (docs/reports.md). Beside it, not PHI but checked the same way:
+# NUL and other control bytes must not reach a shard's .txt (a regex, Python `re`).
+CONTROL_CHARACTERS = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+PHI_CHECKS: tuple[str, ...] = (*PHI_FLAGGED, "control character")
 
 # Text that ends up in shards (the .txt and every field of the .json, incl. a structured report's indication).
 TEXT_COLUMNS: tuple[str, ...] = ("findings_text", "other_findings", "indication_text", "report_text") + tuple(
@@ -328,12 +320,13 @@ def _row_expectations(cfg: ValidateConfig, columns: list[str]) -> list:
     for col in TEXT_COLUMNS:
         if col not in columns:
             continue
-        for name, regex in PHI_PATTERNS.items():
+        for name in PHI_CHECKS:
+            found_by = CONTROL_CHARACTERS if name == "control character" else "tasks/phi_engine.py"
             exps.append(
                 E.ExpectColumnValuesToBeInSet(
                     column=_has(col, name),
                     value_set=[False],
-                    meta={"check": f"no {name} in {col}", "regex": regex},
+                    meta={"check": f"no {name} in {col}", "found by": found_by},
                 )
             )
     return exps
@@ -348,8 +341,8 @@ def _has(col: str, name: str) -> str:
 
 
 def gx_frame(samples: pl.DataFrame):
-    """The rows as GX sees them: each text column replaced by its length and one flag per PHI pattern
-    (Python `re`, as PHI_PATTERNS are written)."""
+    """The rows as GX sees them: each text column replaced by its length and one flag per PHI category the
+    engine still finds (and one for control characters)."""
     import pandas as pd
 
     texts = [c for c in TEXT_COLUMNS if c in samples.columns]
@@ -372,9 +365,16 @@ def gx_frame(samples: pl.DataFrame):
         text = samples.get_column(c).to_pandas()
         derived[_chars(c)] = text.str.len()
         text = text.fillna("").astype(str)
-        for name, regex in PHI_PATTERNS.items():
-            derived[_has(c, name)] = text.str.contains(regex, regex=True)
-        del text
+        # The engine's word lists are English: a report kept in its own language (PadChest's Spanish
+        # report_text) is checked for the categories that do not depend on them (phi_engine.find_phi).
+        english = [True] * len(text)
+        if c == "report_text" and "report_language" in samples.columns:
+            english = [lang in (None, "en") for lang in samples.get_column("report_language").to_list()]
+        found = [flagged_categories(t, en) if t else frozenset() for t, en in zip(text, english, strict=True)]
+        for name in PHI_FLAGGED:
+            derived[_has(c, name)] = [name in f for f in found]
+        derived[_has(c, "control character")] = text.str.contains(CONTROL_CHARACTERS, regex=True)
+        del text, found
     return pd.concat([pdf, pd.DataFrame(derived, index=pdf.index)], axis=1)
 
 

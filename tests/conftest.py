@@ -23,7 +23,7 @@ def prefect_server():
     """One Prefect test server for the whole session; request it in any test that runs a flow."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=600):
         yield
 
 

@@ -55,6 +55,68 @@ def test_recall_counts_ties_against_the_query_and_chance_is_exact():
     assert not const.any()
 
 
+def test_chance_with_repeated_texts_is_what_a_random_encoder_scores():
+    """Identical texts get identical embeddings, so they rank as one block: 5 texts x 8 copies give i2t chance
+    20% at R@1 and R@5 (the block formula), not 20% and 69% (the formula for distinct items). Checked against
+    200 seeded random encoders, and against 1 - C(G-m, K)/C(G, K) where every item is distinct."""
+    from math import comb
+
+    from tasks.evaluate.retrieval import block_chance, hits_and_chance
+
+    texts = np.repeat(np.arange(5), 8)
+    same = texts[:, None] == texts[None, :]
+    rng = np.random.default_rng(0)
+    got = {1: [], 5: []}
+    chance = None
+    for _ in range(200):
+        img = rng.normal(size=(40, 16))
+        txt = rng.normal(size=(5, 16))[texts]  # one embedding per distinct text
+        hits, chance = hits_and_chance(img @ txt.T, same, ks=(1, 5), blocks=texts)
+        for k in got:
+            got[k].append(hits[k].mean())
+    assert chance[1] == pytest.approx(0.2) and chance[5] == pytest.approx(0.2)
+    assert np.mean(got[1]) == pytest.approx(0.2, abs=0.03) and np.mean(got[5]) == pytest.approx(0.2, abs=0.03)
+    assert 1 - comb(32, 5) / comb(40, 5) > 0.69  # what the distinct-items formula would have claimed
+    for g, m, k in ((12, 3, 1), (12, 3, 5), (74, 2, 10)):
+        assert block_chance([1] * g, [1] * m, k) == pytest.approx(1 - comb(g - m, k) / comb(g, k))
+
+
+def test_block_chance_equals_brute_force_over_every_order_of_blocks():
+    """block_chance against enumeration of every order of the blocks: mixed block sizes, one or several correct
+    blocks, K below, within and above the sizes."""
+    import itertools
+    import random
+
+    from tasks.evaluate.retrieval import block_chance
+
+    rng = random.Random(1)
+    for _ in range(25):
+        sizes = [rng.randint(1, 4) for _ in range(rng.randint(1, 6))]
+        correct = set(rng.sample(range(len(sizes)), rng.randint(1, min(3, len(sizes)))))
+        for k in (1, 2, 3, 5, 8, 20):
+            hits = total = 0
+            for order in itertools.permutations(range(len(sizes))):
+                above = 0
+                for b in order:
+                    if b in correct:
+                        break
+                    above += sizes[b]
+                hits += above < k
+                total += 1
+            assert block_chance(sizes, [sizes[i] for i in correct], k) == pytest.approx(hits / total, abs=1e-12)
+    # against the distinct-items formula, averaged over the queries (each text queries its own block): lower
+    # with one large block at R@1 (never higher, there), higher with one large block among small ones at R@5
+    from math import comb
+
+    def both(sizes, k):
+        g = sum(sizes)
+        distinct = sum(s * (1 - comb(g - s, k) / comb(g, k)) for s in sizes) / g
+        return sum(s * block_chance(sizes, [s], k) for s in sizes) / g, distinct
+
+    low, high = both([20, 1, 1, 1], 1), both([1, 20, 3], 5)
+    assert low[0] < low[1] and high[0] > high[1]
+
+
 def test_paired_retrieval_comparison_by_query_key(tmp_path):
     import polars as pl
 

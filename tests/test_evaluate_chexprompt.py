@@ -91,7 +91,7 @@ def llm(tmp_path, monkeypatch):
             model="judge-test",
             cache_dir=tmp_path / "cache",
             max_retries=0,
-            timeout_s=10,
+            timeout_s=60,  # generous: a loaded machine must not time a local answer out
         )
 
     return make

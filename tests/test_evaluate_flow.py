@@ -25,6 +25,7 @@ def test_tiny_model_evaluated_end_to_end(tmp_path, tiny_run, prefect_server, mon
     from flows.evaluate import evaluate
     from schemas.evaluation import EvaluateParams, EvaluationMetrics
     from tasks.evaluate.chexprompt import judgment_json
+    from tasks.evaluate.inference import read_predictions
 
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     run, shards = tiny_run
@@ -55,7 +56,11 @@ def test_tiny_model_evaluated_end_to_end(tmp_path, tiny_run, prefect_server, mon
     assert metrics.metrics["chexprompt_mean_total_errors"].value == pytest.approx(2.0)
     assert metrics.metrics["bertscore_f1"].not_computed.startswith("not computed: ")
     per_report = pl.read_parquet(out / "per_report.parquet")
-    assert per_report.height == 5 and per_report["id"].to_list() == [p["id"] for p in preds]
+    # the file holds the reference's ids (`<subject>_<study>`, repeated per image); each row is its image's key
+    assert per_report.height == 5 and per_report["id"].to_list() == [
+        r["id"] for r in read_predictions(out / "predictions.jsonl")
+    ]
+    assert all(p["query"].startswith("<image>\n") and "ASSISTANT" not in p["query"] for p in preds)
     assert result["artifact_key"] == "evaluation-tiny-run-1"
     art = Artifact.get("evaluation-tiny-run-1")
     assert art is not None and art.type == "table"

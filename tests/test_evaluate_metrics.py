@@ -191,6 +191,37 @@ def test_split_without_samples_scores_nothing_and_says_why(tmp_path):
         generate_predictions(NoCalls(), tmp_path, tmp_path / "p2.jsonl", split="validate")
 
 
+def test_evaluation_writers_clean_what_a_killed_run_left(tmp_path):
+    """Each write goes to a unique temporary name (cxrio.atomic_path); a kill mid-generation leaves one behind,
+    and the next run into the folder removes those of dead writers instead of letting them pile up."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from cxrio import is_temp
+    from tasks.evaluate.inference import generate_predictions, read_predictions
+    from tasks.evaluate.scoring import write_evaluation
+
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    shards, out = tmp_path / "shards", tmp_path / "eval"
+    shards.mkdir()
+    out.mkdir()
+    (shards / "summary.json").write_text(json.dumps({"splits": {"test": {"samples": 0}}}))
+    live = out / f".metrics.json.q1w2.tmp-{os.getpid()}"  # a write in progress in a live process: kept
+    live.write_text("")
+    for name in ("predictions.jsonl", "metrics.json"):
+        (out / f".{name}.a8s7.tmp-{dead}").write_text("partial")
+        if name == "predictions.jsonl":
+            generate_predictions(None, shards, out / name, split="test")
+        else:
+            metrics, frame, notes = score_records(read_predictions(out / "predictions.jsonl"),
+                                                  paths=OptionalModelPaths())
+            write_evaluation(out, metrics, frame, notes)
+        assert [p.name for p in out.iterdir() if is_temp(p)] == [live.name], name
+
+
 def test_gpu_generation_bench_script_smoke(capsys, monkeypatch):
     """The 7B generation benchmark's code path at tiny shape on CPU (figures on a GPU only)."""
     import sys

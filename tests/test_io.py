@@ -101,8 +101,71 @@ def test_stale_temps_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
     stale_dir.mkdir()
     live.write_text("in progress")
     (tmp_path / "keep.json").write_text("{}")
-    assert clean_stale_temps(tmp_path) == sorted([stale_dir, stale_file])
+    # what the version before cxrio left and cleaned itself: a retired shard set, a half-written shard
+    legacy = [tmp_path / f".retired-{dead}", tmp_path / ".train-00000-of-00002.tar.partial"]
+    legacy[0].mkdir()
+    legacy[1].write_bytes(b"partial")
+    (tmp_path / f".retired-{os.getpid()}").mkdir()  # live: kept
+    assert clean_stale_temps(tmp_path) == sorted([stale_dir, stale_file, *legacy])
+    (tmp_path / f".retired-{os.getpid()}").rmdir()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "keep.json"])
     (tmp_path / "set").mkdir()
     retire([tmp_path / "keep.json", tmp_path / "set"], tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == [live.name]
+
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replacing_a_folder_never_leaves_the_target_missing_when_the_new_one_cannot_go_in(
+        tmp_path, monkeypatch, exchange):
+    """"replace" swaps the new folder in (one rename exchange, Linux): moving the old folder aside and then
+    failing to rename the new one in used to leave no folder at the target (a crash there lost the last
+    complete checkpoint) and the old one in a temporary folder. Without the exchange (another system or file
+    system), the old folder is put back."""
+    import os
+    from pathlib import Path
+
+    import cxrio
+    from cxrio import atomic_dir
+
+    target = tmp_path / "ckpt"
+    with atomic_dir(target) as d:
+        (d / "a").write_text("old")
+    real_rename = os.rename
+
+    def failing_rename(src, dst, *a, **k):  # the new folder (not the old one, put back) cannot go in
+        if Path(dst) == target and ".old." not in str(src):
+            raise OSError(5, "I/O error")
+        return real_rename(src, dst, *a, **k)
+
+    monkeypatch.setattr(cxrio.os, "rename", failing_rename)
+    if not exchange:
+        monkeypatch.setattr(cxrio, "_exchange", lambda a, b: False, raising=False)
+    elif not cxrio._exchange_supported(tmp_path):
+        pytest.skip("no renameat2(RENAME_EXCHANGE) here")
+    try:
+        with atomic_dir(target) as d:
+            (d / "b").write_text("new")
+    except OSError:
+        assert not exchange
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # nothing left aside
+    assert sorted(p.name for p in target.iterdir()) == (["b"] if exchange else ["a"])
+
+
+def test_the_umask_is_read_without_setting_it(monkeypatch):
+    """os.umask can only read the mask by setting another one, which for that moment gives files created by
+    other threads (a pool writing images) the wrong mode; Linux shows it in /proc/self/status."""
+    import os
+
+    import cxrio
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+
+    def setting(_):
+        raise AssertionError("the umask was changed to read it")
+
+    monkeypatch.setattr(cxrio.os, "umask", setting)
+    if not os.path.exists("/proc/self/status"):
+        pytest.skip("no /proc here")
+    assert cxrio._read_umask() == mask

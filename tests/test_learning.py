@@ -38,7 +38,7 @@ def _m(value, ci=None, reason=None):
 
 
 def test_learning_record_shape_and_verdict():
-    cmp = {"a": 20.0, "b": 60.0, "diff": 40.0, "diff_ci": (30.0, 50.0), "p_value": 0.002, "n": 50}
+    cmp = {"a": 20.0, "b": 60.0, "diff": 40.0, "diff_ci": (30.0, 50.0), "p_value": 0.002, "p_floor": 0.002, "n": 50}
     rec = learning_record("rule_f1_micro_14", _m(60.0, (52.0, 68.0)), _m(20.0, (14.0, 27.0)), cmp)
     assert rec == {
         "metric": "rule_f1_micro_14",
@@ -46,6 +46,7 @@ def test_learning_record_shape_and_verdict():
         "shuffled": {"value": 20.0, "ci": [14.0, 27.0]},
         "difference": {"value": 40.0, "ci": [30.0, 50.0]},
         "p_value": 0.002,
+        "p_floor": 0.002,
         "n": 50,
     }
     assert learned(rec)

@@ -358,3 +358,68 @@ def test_vision_checkpoint_with_pickled_objects_needs_allow_pickle(twin, tmp_pat
     res = CliRunner().invoke(app, base)
     assert res.exit_code == 2 and "--allow-pickle" in res.output
     assert CliRunner().invoke(app, [*base, "--allow-pickle"]).exit_code == 0
+
+
+def test_lm_tokenizer_is_vicunas_sentencepiece_model(twin):
+    """The twin's LM ships what lmsys/vicuna-7b-v1.5 ships (a sentencepiece tokenizer.model, `legacy: false`,
+    no tokenizer.json), so the import above went through the real conversion."""
+    _, _, lm = twin
+    assert (lm / "tokenizer.model").is_file() and not (lm / "tokenizer.json").exists()
+    assert json.loads((lm / "tokenizer_config.json").read_text())["legacy"] is False
+
+
+def _lm_copy(lm, tmp_path, drop=()):
+    copy = tmp_path / "vicuna"
+    shutil.copytree(lm, copy)
+    for name in drop:
+        (copy / name).unlink()
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("drop", "absent", "message"),
+    [
+        (("tokenizer.model",), (), "no tokenizer (tokenizer.json or tokenizer.model)"),
+        ((), ("sentencepiece",), "tokenizer.model needs the sentencepiece package(s)"),
+        ((), ("sentencepiece", "google.protobuf"), "needs the sentencepiece and protobuf package(s)"),
+        (("model.safetensors",), (), "no weights"),
+    ],
+)
+def test_lm_dir_is_checked_before_anything_is_written(twin, tmp_path, monkeypatch, drop, absent, message):
+    """A Vicuna dir the import cannot use (no tokenizer, or the packages its tokenizer.model needs missing) is one
+    line naming what is missing, before any file of the run is written."""
+    import importlib.util
+
+    from cxrflow_cli.main import app
+
+    _, src, lm = twin
+    bad = _lm_copy(lm, tmp_path, drop)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in absent else real(name, *a))
+    res = CliRunner().invoke(
+        app, ["import-llava-rad", "--from", str(src), "--lm-path", str(bad), "--out", str(tmp_path / "run")]
+    )
+    assert res.exit_code == 2, res.output
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0] and "tiktoken" not in lines[0], res.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / ".run.importing").exists()
+
+
+def test_llava_rad_training_checks_the_lm_dir_first(twin, tmp_path):
+    from schemas.errors import UserError
+    from schemas.train import TrainConfig
+    from tasks.preflight import check_train_config
+
+    _, _, lm = twin
+    bad = _lm_copy(lm, tmp_path, ("tokenizer.model",))
+    shards = tmp_path / "shards"
+    cfg = TrainConfig.model_construct(
+        shards=shards, out=tmp_path / "out", preset="llava-rad", split="train", vision_path=tmp_path, lm_path=bad
+    )
+    import tasks.preflight as preflight
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(preflight, "check_shards", lambda *a: None)
+        with pytest.raises(UserError, match="no tokenizer"):
+            check_train_config(cfg)
+    assert not (tmp_path / "out").exists()

@@ -42,7 +42,7 @@ def _make_install(
     py.write_text(fake)
     py.chmod(0o755)
     proc = subprocess.run(
-        ["make", "-s", "-C", str(ROOT), "install", f"VENV={venv}"], capture_output=True, text=True, timeout=60
+        ["make", "-s", "-C", str(ROOT), "install", f"VENV={venv}"], capture_output=True, text=True, timeout=600
     )
     return proc, log.read_text()
 

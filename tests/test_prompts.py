@@ -27,7 +27,8 @@ def test_llava_rad_strings_are_the_reference_strings():
     )
     # stage 1 "plain": the image token, the findings, the separator "\n"; no end-of-sequence token
     assert prompt_text(1, "Cough.", "llava-rad") == "<image>"
-    assert answer_text(1, "Lungs  clear.", "llava-rad") == ("Lungs clear.\n", False)
+    # the findings as written: the reference trains on its texts verbatim (double spaces, newlines, tabs)
+    assert answer_text(1, "Lungs  clear.\n\tNo effusion.", "llava-rad") == ("Lungs  clear.\n\tNo effusion.\n", False)
     # stage 2: "ASSISTANT: <findings></s>"
     assert answer_text(2, "Lungs clear.", "llava-rad") == (" Lungs clear.", True)
     # the reference tests `reason is not None`: an empty reason still takes the indication wording; its
@@ -36,6 +37,11 @@ def test_llava_rad_strings_are_the_reference_strings():
     assert prompt_text(2, "", "llava-rad").endswith("given the following indication: ASSISTANT:")
     assert prompt_text(2, "Cough.\n", "llava-rad").endswith("indication: Cough. ASSISTANT:")
     assert prompt_text(2, "\nCough. ", "llava-rad").endswith("indication:  Cough. ASSISTANT:")
+    # a literal <image> in an indication is removed, as preprocess_multimodal and model_mimic_cxr.py remove every
+    # <image> of the human turn before putting one back in front
+    assert prompt_text(2, "eval <image> cough", "llava-rad").endswith("indication: eval  cough ASSISTANT:")
+    assert prompt_text(2, "<image>", "llava-rad").endswith("given the following indication: ASSISTANT:")
+    assert prompt_text(2, "cough <image>", "tiny").count("<image>") == 1
 
 
 def test_tiny_keeps_cxrflow_wording():

@@ -269,15 +269,22 @@ def phi_validation(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("phi-validation")
     rows = default_rows(24)
     planted = {
-        1: ("findings", "No effusion. SSN 078-05-1120 on file.", "no ssn in findings_text"),
-        2: ("findings", "No effusion. Discussed with Dr. Whitcombe.", "no titled name in findings_text"),
-        3: ("findings", "No effusion. Home at 221 Baker Street.", "no street address in findings_text"),
-        4: ("findings", "No effusion in this patient, age 93.", "no old age in findings_text"),
-        5: ("findings", "No effusion since 14-Mar-2024 film.", "no day-month date in findings_text"),
-        6: ("findings", "No effusion. Email jdoe.planted@hospital.org now.", "no email in findings_text"),
-        7: ("findings", "No effusion. Phone (617) 555-0101 for results.", "no phone in findings_text"),
-        8: ("findings", "No effusion. Record 99887766 reviewed today.", "no mrn in findings_text"),
+        1: ("findings", "No effusion. SSN 078-05-1120 on file.", "no id in findings_text"),
+        2: ("findings", "No effusion. Discussed with Dr. Whitcombe.", "no name in findings_text"),
+        3: ("findings", "No effusion. Home at 221 Baker Street.", "no address in findings_text"),
+        4: ("findings", "No effusion in this patient, age 93.", "no age in findings_text"),
+        5: ("findings", "No effusion since 14-Mar-2024 film.", "no date in findings_text"),
+        6: ("findings", "No effusion. Email jdoe.planted@hospital.org now.", "no contact in findings_text"),
+        7: ("findings", "No effusion. Phone (617) 555-0101 for results.", "no contact in findings_text"),
+        8: ("findings", "No effusion. Record 99887766 reviewed today.", "no id in findings_text"),
         9: ("findings", "No effusion.\x00\x00 Lungs clear.", "no control character in findings_text"),
+        # shapes the old backstop's patterns missed (issue 23)
+        10: ("findings", "No effusion. Seen by dr fairbanks and nurse Henrietta Vandersloot.", "no name in findings_text"),
+        11: ("findings", "No effusion. Call +44 20 7946 0958.", "no contact in findings_text"),
+        12: ("findings", "No effusion on Mar-14-2024.", "no date in findings_text"),
+        13: ("findings", "No effusion. 92F with cough.", "no age in findings_text"),
+        14: ("findings", "No effusion. Lives at 12 main street, MA 02115.", "no address in findings_text"),
+        15: ("findings", "No effusion. Unit number 48213.", "no id in findings_text"),
     }
     for i, (col, text, _) in planted.items():
         rows[i][col] = text

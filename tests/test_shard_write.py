@@ -126,7 +126,7 @@ def test_killed_mid_shard_leaves_no_partial_and_rerun_completes(dataset, tmp_pat
         "ShardConfig(max_samples=4, workers=1), kill_after_samples=6)"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=600)
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     visible = _tars(out)
     first = sorted(p.name for p in (ref / "data").glob("train-00000-of-*.tar"))[0]

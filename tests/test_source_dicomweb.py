@@ -63,10 +63,13 @@ def test_pseudonyms_keyed_and_salt_required(monkeypatch):
     monkeypatch.delenv("CXRFLOW_PHI_SALT", raising=False)
     with pytest.raises(PhiConfigError, match="no pseudonymisation salt"):
         resolve_salt({})
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", "abc")
     with pytest.raises(PhiConfigError, match="too short"):
-        resolve_salt({"salt": "abc"})
+        resolve_salt({})
     monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT)
     assert resolve_salt({}) == SALT
+    with pytest.raises(PhiConfigError, match="refused"):  # options are flow parameters: never a secret
+        resolve_salt({"salt": SALT})
 
 
 def test_scrub_without_header_context_still_catches_patterns():
@@ -92,11 +95,17 @@ def archive(tmp_path_factory):
         yield root, info
 
 
+@pytest.fixture(autouse=True)
+def _salt_env(monkeypatch):
+    """The salt comes from the environment (options are stored with a run's parameters: never a secret)."""
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT)
+
+
 def _cfg(root: Path, out: Path, **options):
-    return config("dicomweb", root, out, options={"salt": SALT, **options})
+    return config("dicomweb", root, out, options=options)
 
 
-def test_discover_filters_and_reports(archive, tmp_path):
+def test_discover_filters_and_reports(archive, tmp_path, monkeypatch):
     root, info = archive
     expect = info["expect"]
     d = engine_discover(_cfg(root, tmp_path))
@@ -113,10 +122,34 @@ def test_discover_filters_and_reports(archive, tmp_path):
     assert again.notes["cache_hits"] == 4 and again.notes["retrieved"] == 0
     assert [c.image_key for c in again.candidates] == [c.image_key for c in d.candidates]
     # A wider date range finds the 2019 study too; another salt gives other ids.
-    wide = engine_discover(_cfg(root, tmp_path / "wide", date_from="20180101", salt=SALT[::-1]))
+    monkeypatch.setenv("CXRFLOW_PHI_SALT", SALT[::-1])
+    wide = engine_discover(_cfg(root, tmp_path / "wide", date_from="20180101"))
     assert wide.found == 5 and not {c.subject_id for c in wide.candidates} & {
         c.subject_id for c in d.candidates
     }
+
+
+def test_a_retrieve_cleans_what_a_killed_one_left_in_its_study_folder(archive, tmp_path):
+    """A kill mid-retrieve leaves a uniquely named temporary file beside the cached image (cxrio.atomic_path);
+    the next retrieve into that study folder removes those of dead writers, so they do not pile up."""
+    import subprocess
+    import sys
+
+    from cxrio import is_temp
+
+    root, _ = archive
+    engine_discover(_cfg(root, tmp_path))
+    cached = sorted((tmp_path / "cache" / "dicomweb").rglob("*.dcm"))[0]
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+    stale = cached.parent / f".{cached.name}.k2j4.tmp-{dead}"
+    live = cached.parent / f".{cached.name}.p9x1.tmp-{os.getpid()}"  # a write in progress: kept
+    stale.write_bytes(cached.read_bytes()[:100])
+    live.write_bytes(b"")
+    cached.unlink()  # the killed retrieve never renamed it in
+    again = engine_discover(_cfg(root, tmp_path))
+    assert again.notes["retrieved"] == 1 and cached.is_file()
+    assert [p.name for p in cached.parent.iterdir() if is_temp(p)] == [live.name]
 
 
 def test_refuses_without_salt_or_server_or_export(archive, tmp_path, monkeypatch):
@@ -148,6 +181,7 @@ def _leaks(text: str, patterns: list[re.Pattern]) -> list[str]:
 @pytest.mark.slow
 def test_no_planted_phi_reaches_outputs_shards_or_logs(archive, tmp_path, caplog, capfd):
     from schemas.shards import ShardConfig, ValidateConfig
+    from tasks.export_llava import export_llava
     from tasks.ingest import run_ingest
     from tasks.shard import write_shards
     from tasks.validate import assemble_samples
@@ -163,12 +197,21 @@ def test_no_planted_phi_reaches_outputs_shards_or_logs(archive, tmp_path, caplog
     shard_dir = tmp_path / "shards"
     infos = write_shards(samples, out, shard_dir, ShardConfig())
     assert sum(i.nsamples for i in infos) == 2
+    assert sum(export_llava(samples, shard_dir, data_dir=out).values()) == 2
 
-    # Manifest, quarantine, filtered: every value of every column.
-    for name in ("manifest.parquet", "quarantine.parquet", "filtered.parquet"):
-        df = pl.read_parquet(out / name)
+    # Every parquet file the ingest wrote (manifest, quarantine, filtered, structured reports, ...): every value.
+    parquets = sorted(out.rglob("*.parquet"))
+    assert {"manifest.parquet", "quarantine.parquet", "filtered.parquet"} <= {p.name for p in parquets}
+    for path in parquets:
+        df = pl.read_parquet(path)
         text = "\n".join(str(v) for row in df.iter_rows() for v in row)
-        assert not _leaks(text, patterns), (name, _leaks(text, patterns))
+        assert not _leaks(text, patterns), (path.name, _leaks(text, patterns))
+    # The LLaVA export (llava/train.json, ...): the text a model is trained on.
+    exports = sorted((shard_dir / "llava").glob("*.json"))
+    assert exports
+    for path in exports:
+        assert not _leaks(path.read_text(), patterns), (path.name, _leaks(path.read_text(), patterns))
+
     manifest = pl.read_parquet(out / "manifest.parquet")
     assert manifest["report_text"].str.contains("___", literal=True).all()  # the scrub ran
     assert manifest["findings"].str.contains("lungs are clear").all()  # clinical text kept

@@ -126,3 +126,43 @@ def test_png_not_referenced_by_any_report_is_accounted(tmp_path, variant):
     disc = discover("openi", tmp_path)
     assert disc.found == before + 1
     assert count_reason(disc.quarantined, "not listed in") == 1
+
+
+def test_xml_release_with_dicom_metadata_keeps_exactly_its_pa_ap_films(tmp_path):
+    """torchxrayvision's nlmcxr_dicom_metadata.csv.gz in the root gives the XML release its views: the default
+    frontal-only ingest keeps exactly the PA/AP films it names (less the planted missing/truncated files),
+    filters laterals by their view and films with a blank View Position as unknown."""
+    root = tmp_path / "openi"
+    facts = write_openi(root, reports=12, seed=5, dicom_metadata=True)
+    views = facts["dicom_views"]
+    assert {"PA", "AP", ""} <= set(views.values()) and {"LL", "LATERAL"} & set(views.values())
+    lost = {f"CXR{facts['missing']}"} | {n.removesuffix(".png") for n in facts["truncated"]}
+    summary = ingest("openi", root, tmp_path / "out")  # no --all-views
+    m = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    kept = {k for k, v in views.items() if v in ("PA", "AP")} - lost
+    assert set(m["image_id"]) == kept and set(m["view"]) <= {"PA", "AP"}
+    assert dict(zip(m["image_id"], m["view"], strict=True)) == {k: views[k] for k in kept}
+    disc = discover("openi", root)
+    assert disc.notes["view_source"] == "nlmcxr_dicom_metadata.csv.gz"
+    assert count_reason(disc.filtered, "view unknown") == sum(
+        v == "" for k, v in views.items() if k != f"CXR{facts['missing']}"
+    ) == disc.notes["view_unknown"]
+    assert count_reason(disc.filtered, "view LL") == sum(v == "LL" for v in views.values())
+    assert summary["found"] == summary["kept"] + summary["filtered"] + summary["quarantined"]
+
+
+def test_dicom_metadata_named_by_option_and_checked(tmp_path):
+    root = tmp_path / "openi"
+    write_openi(root, reports=4, seed=1, quirks=False, dicom_metadata=True)
+    moved = tmp_path / "elsewhere.csv.gz"
+    (root / "nlmcxr_dicom_metadata.csv.gz").rename(moved)
+    # without the file: every film's view is unknown, and the hint names the file
+    disc = discover("openi", root)
+    assert not disc.candidates and "nlmcxr_dicom_metadata.csv.gz" in disc.notes["hint"]
+    named = discover("openi", root, options={"dicom_metadata": str(moved)})
+    assert named.candidates and {c.view for c in named.candidates} <= {"PA", "AP"}
+    with pytest.raises(SourceLayoutError, match="dicom_metadata file named by the option"):
+        get_adapter("openi").check(root, {"dicom_metadata": "nope.csv.gz"})
+    (root / "nlmcxr_dicom_metadata.csv").write_text("imageid,ViewPosition\nCXR1_IM-1001-1001,PA\n")
+    with pytest.raises(SourceLayoutError, match="View Position"):
+        get_adapter("openi").check(root)

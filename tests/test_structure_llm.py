@@ -29,7 +29,7 @@ def server():
 
 def cfg_for(srv: OpenAIServer, tmp_path: Path, **kw) -> LLMConfig:
     base = {"backend": "openai", "model": "gpt-4o", "base_url": srv.base_url, "cache_dir": tmp_path / "cache",
-            "timeout_s": 5.0, "max_retries": 3, "concurrency": 4}
+            "timeout_s": 30.0, "max_retries": 3, "concurrency": 4}
     return LLMConfig(**{**base, **kw})
 
 
@@ -81,7 +81,8 @@ def test_comparison_detects_differences(tmp_path):
 
 def test_interrupted_run_resumes_where_it_stopped(tmp_path):
     cfg_items = items(16)
-    with OpenAIServer(rules_responder, latency=0.05) as srv:
+    # 0.2 s per answer: 16 answers at concurrency 2 take >= 1.6 s, ample room to cancel mid-run under load
+    with OpenAIServer(rules_responder, latency=0.2) as srv:
         cfg = cfg_for(srv, tmp_path, concurrency=2)
         cache = ResponseCache(cfg.cache_dir)
 
@@ -133,15 +134,16 @@ def test_500_is_retried_and_persistent_500_quarantines_one_item_only(server, tmp
 
 
 def test_slow_response_times_out_then_retries(server, tmp_path):
-    # generous margins: a normal answer must never hit the 1 s timeout, even on a loaded machine
-    server.fail_next("slow", times=1, delay=3.0)
-    cfg = cfg_for(server, tmp_path, timeout_s=1.0, max_retries=2, concurrency=1)
+    # generous margins: a normal answer must never hit the 4 s timeout, even on a machine at load 10, and a
+    # slow one (12 s) always does
+    server.fail_next("slow", times=1, delay=12.0)
+    cfg = cfg_for(server, tmp_path, timeout_s=4.0, max_retries=2, concurrency=1)
     result = run_operation(STRUCTURE, items(1), cfg)
     assert result.results["k0"].status == "ok" and server.chat_requests == 2
 
     server.reset_counts()
-    server.fail_when("Case 0.", "slow", delay=3.0)
-    cfg = cfg_for(server, tmp_path / "b", timeout_s=1.0, max_retries=0)
+    server.fail_when("Case 0.", "slow", delay=12.0)
+    cfg = cfg_for(server, tmp_path / "b", timeout_s=4.0, max_retries=0)
     result = run_operation(STRUCTURE, items(2), cfg)
     assert result.results["k0"].status == "quarantined" and "APITimeoutError" in result.results["k0"].reason
     assert result.results["k1"].status == "ok"
@@ -246,7 +248,8 @@ def test_api_key_never_reaches_logs_or_outputs(server, tmp_path, monkeypatch, ca
 
 
 def test_batch_in_flight_is_picked_up_again_after_an_interruption(tmp_path):
-    with OpenAIServer(rules_responder, batch_delay=0.3) as srv:
+    # the batch stays in progress for 3 s: the interruption always lands while it is in flight, even under load
+    with OpenAIServer(rules_responder, batch_delay=3.0) as srv:
         cfg = cfg_for(srv, tmp_path, batch=True, batch_poll_s=0.02)
 
         async def interrupted():

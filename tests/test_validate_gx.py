@@ -22,7 +22,7 @@ def artifacts(tmp_path_factory):
 DEFECTS = {
     1: (
         lambda r: r.update(findings="Results called to Dr. X at 555-123-4567 today."),
-        "no phone in findings_text",
+        "no contact in findings_text",
     ),
     2: (lambda r: r.update(view="LATERAL"), "frontal view"),
     3: (lambda r: r.update(label_edema=3), "label_edema in 1/0/-1"),
@@ -30,13 +30,13 @@ DEFECTS = {
     7: (lambda r: r.update(study_id="50000099", image_id="dup"), "study+image unique"),
     8: (lambda r: r.update(findings="Ok."), "findings length"),
     9: (lambda r: r.update(width=5), "width bounds"),
-    10: (lambda r: r.update(indication="Send to jdoe@hospital.org"), "no email in indication"),
+    10: (lambda r: r.update(indication="Send to jdoe@hospital.org"), "no contact in indication"),
     11: (lambda r: r.update(impression="Unchanged since 3/14/2019."), "no date in impression"),
-    12: (lambda r: r.update(comparison="MRN 12345678"), "no mrn in comparison"),
+    12: (lambda r: r.update(comparison="MRN 12345678"), "no id in comparison"),
     13: (lambda r: r.update(image_key="mimic-cxr_img.13"), "image_key dot-free"),
     15: (lambda r: r.update(report_text="FINDINGS: clear. Seen 2019-03-14."), "no date in report_text"),
     18: (lambda r: r.update(height=9000), "height bounds"),
-    19: (lambda r: r.update(history="Call (617) 555-0101."), "no phone in history"),
+    19: (lambda r: r.update(history="Call (617) 555-0101."), "no contact in history"),
     # K.json joins source labels with "|": a label that would not split back is quarantined, not a crash
     22: (lambda r: r.update(source_labels=["Nodule|Mass"]), "source labels joinable"),
     23: (lambda r: r.update(source_labels=["Nodule", ""]), "source labels joinable"),

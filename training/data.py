@@ -26,7 +26,7 @@ from training.text import IGNORE, encode_example
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-IMAGE_MEMBERS = ("jpg", "png", "jpeg")  # image member extensions, in the order a tar copy writes them
+IMAGE_MEMBERS = tuple(e[1:] for e in IMAGE_EXTS)  # the same as tar member extensions (iter_tar_samples)
 
 
 def read_index(shards: Path, split: str) -> list[dict]:

@@ -96,10 +96,11 @@ def check_layout(src: Path, lm_path: Path) -> None:
         missing.append(" or ".join(ADAPTER_WEIGHTS))
     if missing:
         raise ReleaseFormatError(f"{src} lacks release file(s): {', '.join(missing)}")
-    if not (Path(lm_path) / "config.json").is_file():
-        raise ReleaseFormatError(
-            f"--lm-path {lm_path}: no config.json (expected a local Vicuna-7B v1.5 directory)"
-        )
+    from training.text import lm_dir_problem
+
+    problem = lm_dir_problem(Path(lm_path))  # the tokenizer too: before anything is written
+    if problem:
+        raise ReleaseFormatError(f"--lm-path {problem}")
 
 
 def lora_settings(adapter_cfg: dict[str, Any]) -> dict[str, Any]:

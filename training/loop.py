@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import resource
 import time
 from contextlib import nullcontext
@@ -54,6 +55,9 @@ def train_stage(s: Stage, stop_after: int | None = None, on_step=None) -> dict:
             tokens += int(batch["attention_mask"].sum())
             samples += batch["input_ids"].shape[0]
         step_loss = global_mean(acc, step_loss)
+        if not math.isfinite(step_loss):  # a diverged run must stop, not print metrics of a broken model
+            raise UserError(f"stage {s.stage} step {step + 1}: the loss is {step_loss}; training stopped",
+                            "lower the learning rate or check the data")
         acc.clip_grad_norm_(trainable, 1.0)
         lr = s.scheduler.get_last_lr()[0]
         s.optimizer.step()
@@ -192,6 +196,7 @@ def resume(s: Stage) -> int | None:
     """Load the stage's newest checkpoint (weights, optimizer, schedule, RNG); its step, or None if none."""
     found = ckpt.list_checkpoints(_ckpt_root(s), s.stage)
     if not found:
+        _truncate_metrics(s, 0)  # a fresh start into a used run dir: its earlier rows would be duplicated
         return None
     path = found[-1]
     state = ckpt.load_state(path)

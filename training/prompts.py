@@ -36,12 +36,17 @@ class PromptFormat:
     plain_end: str  # stage 1: text after the findings ("" = the tokenizer's end-of-sequence token)
 
     def instruction_for(self, indication: str | None) -> str:
+        """A literal IMAGE_TOKEN inside an indication is removed (one image placeholder per prompt): the
+        reference's preprocess_multimodal and model_mimic_cxr.py delete every `<image>` of the human turn
+        before putting one back in front."""
         if self.name == "llava-rad":  # the reference tests `reason is not None` and only joins lines; its
             # training (preprocess_multimodal) and evaluation strip the human turn, hence the strip()
             if indication is None:
                 return self.instruction
-            return self.instruction_with_indication.format(indication=indication.replace("\n", " ")).strip()
-        if indication and indication.strip():
+            text = self.instruction_with_indication.format(indication=indication.replace("\n", " "))
+            return text.replace(IMAGE_TOKEN, "").strip()
+        indication = (indication or "").replace(IMAGE_TOKEN, "")
+        if indication.strip():
             return self.instruction_with_indication.format(indication=" ".join(indication.split()))
         return self.instruction
 

@@ -9,9 +9,11 @@ plus the same line for `clinically insignificant`, square or round brackets, any
 ignored). An answer missing either line, or any of A-F, is invalid and re-asked by the runner.
 The `rules` backend cannot judge: its metrics are `not computed: needs an LLM backend`.
 
-Two protocols: `json` (cxrflow's zero-shot prompt with a structured answer, above) and `original` (the
-published five-shot text protocol, tasks/evaluate/chexprompt_original.py). Their error rates are not
-interchangeable; every judgment records its protocol and prompt version.
+Three protocols: `json` (cxrflow's zero-shot prompt with a structured answer, above), `original` (the published
+prompt, read from a local microsoft/chexprompt checkout, and its parser: tasks/evaluate/chexprompt_published.py)
+and `fewshot-own` (cxrflow's paraphrase of that request: tasks/evaluate/chexprompt_original.py). Their error
+rates are not interchangeable; every judgment records its protocol and prompt version (and, for `original`, the
+sha256 of the checkout's evaluator.py).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +162,22 @@ class CheXpromptOperation(Operation):
         return flatten(Judgment(explanation="", **counts).model_dump())
 
 
-PROTOCOLS = ("json", "original")
+# json: cxrflow's zero-shot structured judge; original: the published prompt read from a microsoft/chexprompt
+# checkout (chexprompt_published.py); fewshot-own: cxrflow's paraphrase of its request (chexprompt_original.py).
+PROTOCOLS = ("json", "original", "fewshot-own")
+TEXT_PROTOCOLS = ("original", "fewshot-own")  # a text answer, the published parser and retry rule
 
 
-def chexprompt_operation(protocol: str = "json") -> Operation:
+def chexprompt_operation(protocol: str = "json", chexprompt_src: Any = None) -> Operation:
     if protocol == "original":
-        from tasks.evaluate.chexprompt_original import original_operation
+        from tasks.evaluate.chexprompt_published import check_protocol_source, published_operation
 
-        return original_operation(Judgment, flatten, _no_rules)
+        check_protocol_source(protocol, chexprompt_src)  # without a checkout: a one-line error with the hint
+        return published_operation(chexprompt_src, Judgment, flatten, _no_rules)
+    if protocol == "fewshot-own":
+        from tasks.evaluate.chexprompt_original import fewshot_own_operation
+
+        return fewshot_own_operation(Judgment, flatten, _no_rules)
     if protocol != "json":
         raise ValueError(f"unknown CheXprompt protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
     return CheXpromptOperation(
@@ -262,6 +272,7 @@ class JudgeOutcome:
     reasons: dict[str, str]  # id -> why it was not judged
     protocol: str = "json"
     prompt_version: str = ""
+    provenance: dict[str, str] = field(default_factory=dict)  # original: chexprompt_src(_sha256)
 
 
 def judge(
@@ -274,20 +285,26 @@ def judge(
     seed: int = 12345,
     bootstrap_scheme: str = "cxrflow",
     protocol: str = "json",
+    chexprompt_src: Any = None,
 ) -> JudgeOutcome:
     """Judge `{id, reference, candidate}` records (a `prediction` key is accepted for `candidate`).
 
-    `source` names the records' dataset for the data-use guard (a record's own `source` wins); the default
-    treats them as credentialed MIMIC-CXR data, so public endpoints are refused.
+    `source` names the records' dataset for the data-use guard; a record carrying its own `source` is judged
+    under the stricter of the two (a record cannot loosen the licence the caller named). The default treats
+    them as credentialed MIMIC-CXR data, so public endpoints are refused.
     """
     n = len(records)
     nan_cols = {c: np.full(n, np.nan) for c in SIG_COLUMNS + INSIG_COLUMNS}
-    op = chexprompt_operation(protocol)
-    if protocol == "original":  # the published retry rule: an invalid answer is asked exactly once more
+    op = chexprompt_operation(protocol, chexprompt_src)
+    if protocol in TEXT_PROTOCOLS:  # the published retry rule: an invalid answer is asked exactly once more
         cfg = cfg.model_copy(update={"invalid_answer_retries": 1})
     if cfg.backend == "rules":
         summary = {"backend": "rules", "judged": 0, "protocol": protocol, "prompt_version": op.version}
-        return JudgeOutcome(nan_cols, not_computed_metrics(NEEDS_LLM), summary, {}, protocol, op.version)
+        summary.update(op.extra)
+        return JudgeOutcome(
+            nan_cols, not_computed_metrics(NEEDS_LLM), summary, {}, protocol, op.version, dict(op.extra)
+        )
+    from tasks.llm.guard import binding_source
     from tasks.llm.operation import WorkItem
     from tasks.llm.runner import run_operation
 
@@ -299,7 +316,7 @@ def judge(
         items.append(
             WorkItem(
                 id=str(r["id"]),
-                source=str(r.get("source") or source),
+                source=binding_source([source, str(r.get("source") or source)]),
                 payload={"reference": str(r["reference"]), "candidate": str(candidate)},
             )
         )
@@ -318,7 +335,8 @@ def judge(
     summary = result.summary()
     summary["judged"] = n - len(reasons)
     summary["protocol"] = protocol
-    return JudgeOutcome(nan_cols, metrics, summary, reasons, protocol, op.version)
+    summary.update(op.extra)  # original: the checkout's evaluator.py path and sha256
+    return JudgeOutcome(nan_cols, metrics, summary, reasons, protocol, op.version, dict(op.extra))
 
 
 def write_judgments(out: Path, records: Sequence[dict[str, Any]], outcome: JudgeOutcome) -> None:
@@ -330,6 +348,7 @@ def write_judgments(out: Path, records: Sequence[dict[str, Any]], outcome: Judge
             row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
             row["not_judged"] = outcome.reasons.get(r["id"])
             row["protocol"], row["prompt_version"] = outcome.protocol, outcome.prompt_version
+            row.update(outcome.provenance)
             f.write(json.dumps(row) + "\n")
     report = {"metrics": {k: v.model_dump() for k, v in outcome.metrics.items()}, "summary": outcome.summary}
     atomic_write_bytes(out / "chexprompt.json", json.dumps(report, indent=2, default=str).encode())

@@ -1,26 +1,24 @@
-"""CheXprompt `protocol: original`: the judge as the published metric runs it.
+"""CheXprompt `protocol: fewshot-own`: the published metric's request shape with cxrflow's own wording.
 
-What is taken from the published metric (microsoft/chexprompt), because it defines the metric rather than
-its wording: one system + one user message holding the instructions, five worked examples and the pair; the
-answer in the text format
+This is NOT the published prompt (that one is `protocol: original`, read from a microsoft/chexprompt checkout by
+tasks/evaluate/chexprompt_published.py); its error rates are not comparable with published CheXprompt figures.
+What it shares with the published metric: one system + one user message holding the instructions, five worked
+examples and the pair; the answer in the text format
     Number of clinically significant errors by type: [(A, n), (B, n), (C, n), (D, n), (E, n), (F, n)]
     Number of clinically insignificant errors by type: [(A, n), ...]
-parsed as leniently as the reference parser; its decoding settings (temperature 0, max_tokens 128,
-top_p 0.9, frequency/presence penalty 0, no seed, no response_format) and its retry rule (an answer missing
-either line is invalid and asked once more: LLMConfig.invalid_answer_retries = 1).
-What is cxrflow's own: the instruction wording and the five worked examples (written for cxrflow; the
-published examples are not copied). See docs/metrics.md.
+read by the reference's own parsing rules (chexprompt_published.rating_counts); the decoding settings of its
+ReportEvaluator (temperature 0, max_tokens 128, top_p 0.9, frequency/presence penalty 0, no seed, no
+response_format) and its retry rule (an answer the parser rejects is asked once more). What is cxrflow's own:
+the instruction wording, the five worked examples and their layout. See docs/metrics.md.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any
 
-from tasks.llm.operation import InvalidAnswer, Operation
+from tasks.evaluate.chexprompt_published import TextProtocolOperation, post_with
 
-PROTOCOL = "original"
+PROTOCOL = "fewshot-own"
 SIG_HEAD = "Number of clinically significant errors by type:"
 INSIG_HEAD = "Number of clinically insignificant errors by type:"
 ERROR_TYPES = ("A", "B", "C", "D", "E", "F")
@@ -117,87 +115,18 @@ def render_user(payload: dict[str, Any]) -> str:
     )
 
 
-# --- the lenient parser ----------------------------------------------------------------------------------
-_ITEM_END = re.compile(r"[\)\]]\s*,")
-
-
-def _counts(segment: str, which: str, raw: str) -> tuple[dict[str, int], list[str]]:
-    """`[(A, 1), (B, 0), ...]` or `((A, 1), ...)`, possibly partial -> (counts, missing types)."""
-    counts: dict[str, int] = {}
-    for item in _ITEM_END.split(segment.strip()):
-        item = re.sub(r"[\(\)\[\]]", "", item).strip()
-        if not item:
-            continue
-        key, sep, value = item.partition(",")
-        key, value = key.strip().strip("'\"").upper(), value.strip()
-        if not sep or key not in ERROR_TYPES or not value.isdigit():
-            raise InvalidAnswer(f"{which} line: cannot read {item[:40]!r} as (type, count)", raw=raw)
-        counts[key] = int(value)  # a repeated type: the last one counts, as in the reference parser
-    if not counts:
-        raise InvalidAnswer(f"{which} line has no (type, count) pairs", raw=raw)
-    return {t: counts.get(t, 0) for t in ERROR_TYPES}, [t for t in ERROR_TYPES if t not in counts]
-
-
-def parse_original_answer(text: str) -> dict[str, Any]:
-    """Both lines are required (else InvalidAnswer, which the runner re-asks once); text from the first
-    "Explanation" on is ignored; square or round brackets; types left out of a line count 0 and are listed
-    in `missing_types`."""
-    if SIG_HEAD not in text or INSIG_HEAD not in text:
-        raise InvalidAnswer(
-            "answer lacks a 'Number of clinically (in)significant errors by type' line", raw=text
-        )
-    body = text.split("Explanation")[0]
-    head, sep, insignificant = body.partition(INSIG_HEAD)
-    if not sep or SIG_HEAD not in head:
-        raise InvalidAnswer("the error-count lines come after 'Explanation'", raw=text)
-    significant = head.split(SIG_HEAD)[-1]
-    sig, sig_missing = _counts(significant, "clinically significant", text)
-    insig, insig_missing = _counts(insignificant, "clinically insignificant", text)
-    return {
-        "clinically_significant": sig,
-        "clinically_insignificant": insig,
-        "missing_types": {"significant": sig_missing, "insignificant": insig_missing},
-    }
-
-
-@dataclass(frozen=True, eq=False)
-class OriginalProtocolOperation(Operation):
-    """Instructions, examples and pair in one user message; a text answer, no response_format."""
-
-    def build_messages(self, payload: dict[str, Any]) -> list[dict[str, str]]:
-        return [
-            {"role": "system", "content": self.system_prompt},
-            {"role": "user", "content": self.render_user(payload)},
-        ]
-
-    def parse_answer(
-        self, content: str | None, refusal: str | None, finish_reason: str | None, payload: dict[str, Any]
-    ) -> dict[str, Any]:
-        if refusal:
-            raise InvalidAnswer(f"refusal: {refusal[:200]}", raw=refusal)
-        if not content or not content.strip():
-            raise InvalidAnswer(f"empty answer (finish_reason={finish_reason})", raw=content)
-        # No finish_reason check: the reference accepts any answer whose two lines parse, cut or not.
-        parsed = parse_original_answer(content)
-        assert self.postprocess is not None
-        return self.postprocess(parsed, payload)  # type: ignore[arg-type]
-
-
-def original_operation(response_model: Any, flatten: Any, no_rules: Any) -> OriginalProtocolOperation:
+def fewshot_own_operation(response_model: Any, flatten: Any, no_rules: Any) -> TextProtocolOperation:
     """Built by tasks/evaluate/chexprompt.py (which owns the response model and the output columns)."""
 
-    def post(parsed: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-        return {**flatten(parsed), "missing_types": parsed["missing_types"]}
-
-    return OriginalProtocolOperation(
+    return TextProtocolOperation(
         name="chexprompt",
         system_prompt=SYSTEM,
         response_model=response_model,
         render_user=render_user,
         template_version="original-1",
         examples=tuple((_pair_block(r, c), answer_text(s, i)) for r, c, s, i in EXAMPLES),
-        postprocess=post,
+        postprocess=post_with(flatten),
         rules=no_rules,
-        description="CheXprompt as published: five-shot, text answer format, reference decoding settings",
+        description="CheXprompt request shape with cxrflow's own five-shot wording (not the published prompt)",
         request_params=dict(DECODING),
     )

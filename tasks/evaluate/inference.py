@@ -1,6 +1,7 @@
 """Batch report generation over one split of the shards, writing predictions.jsonl.
 
-Each record is `{id, query, reference, prediction}` (LLaVA-Rad's prediction format) plus `indication`.
+Each record is `{id, query, reference, prediction}` in LLaVA-Rad's prediction format (id `<subject>_<study>`,
+query the user turn) plus `key` (the shard sample), `indication` and `study`.
 The reference is the sample's primary target (`K.txt`: rule-based findings when present). Generation is
 the model contract's: greedy, left-padded mixed-length batches, max 256 new tokens.
 Every sample of the split is accounted for: unreadable samples are listed in `skipped` with a reason.
@@ -18,7 +19,8 @@ from typing import Any
 
 from PIL import Image
 
-from cxrio import atomic_path
+from cxrio import atomic_path, clean_stale_temps
+from schemas.safe_load import load_json_text
 from schemas.sample_json import decode_sample_json
 
 IMAGE_MEMBERS = ("jpg", "jpeg", "png")
@@ -118,10 +120,26 @@ def iter_samples(
 
 
 def query_text(indication: str | None, stage: int = 2, prompt_format: str = "tiny") -> str:
-    """The instruction the model saw (the training template of the generator's stage and preset)."""
+    """The user turn, as the reference's prediction files hold it, not the whole chat prompt: model_mimic_cxr.py
+    writes the record's `conversations[0].value` as its data loader made it ("<image>\n" + the instruction, the
+    reason's line breaks as spaces, not stripped; the prompt itself is built from the stripped turn). Stage 1
+    has no user turn: its query is the plain prompt."""
+    from training.prompts import IMAGE_TOKEN
+    from training.prompts import prompt_format as format_of
     from training.text import prompt_text
 
-    return prompt_text(stage, indication, prompt_format)
+    if stage == 1:
+        return prompt_text(1, indication, prompt_format)
+    f = format_of(prompt_format)
+    if f.name == "llava-rad" and indication is not None:  # the loader's value, unstripped, as the files hold it
+        return f"{IMAGE_TOKEN}\n" + f.instruction_with_indication.format(indication=indication.replace("\n", " "))
+    return f.human_turn(indication)
+
+
+def record_id(sample: TestSample) -> str:
+    """The reference's id, `<subject>_<study>` (repeated for the images of one study, as its files do), where
+    the sample's study is a MIMIC-style one; else the shard key (unique per image)."""
+    return sample.study if sample.study and _STUDY_ID.match(sample.study) else sample.id
 
 
 def generate_predictions(
@@ -141,6 +159,7 @@ def generate_predictions(
     total = split_size(shards, split)
     total = min(total, limit) if limit and total is not None else total
     batch: list[TestSample] = []
+    clean_stale_temps(out_path.parent)  # what a run killed mid-generation left (its temporary file)
     with atomic_path(out_path) as tmp, open(tmp, "w") as f:
 
         def flush() -> None:
@@ -153,7 +172,8 @@ def generate_predictions(
                 raise RuntimeError(f"generator returned {len(preds)} reports for {len(batch)} images")
             for s, pred in zip(batch, preds, strict=True):
                 rec = {
-                    "id": s.id,
+                    "id": record_id(s),
+                    "key": s.id,  # the shard sample: which image this line is
                     "query": query_text(
                         s.indication,
                         getattr(generator, "stage", 2),
@@ -197,12 +217,15 @@ class PredictionsFileError(ValueError):
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """predictions.jsonl -> records; each needs id, reference and prediction (or candidate).
 
-    cxrflow files have one line per unique id. A LLaVA-Rad file (ids `<subject>_<study>`, repeated for each
-    image of a study) is read as written: every line is one scored row, given the row id `<id>#<k>` (k-th line
-    of that study) and `study = <id>`, the way the reference scores every line. Any other repeated id is an
+    A cxrflow file's lines carry `key`, the shard sample (unique): that is the row id, so two evaluations of
+    one split pair image by image whatever their line order; its `id` (`<subject>_<study>`, as the reference
+    writes it) stays the study. A LLaVA-Rad file (ids `<subject>_<study>`, repeated for each image of a study, no
+    key) is read as written: every line is one scored row, given the row id `<id>#<k>` (k-th line of that
+    study) and `study = <id>`, the way the reference scores every line. Any other repeated id or key is an
     error."""
     records = []
     seen: dict[str, int] = {}
+    keys: set[str] = set()
     with open(path, "rb") as f:  # bytes: a file that is not UTF-8 is named with its line, not a traceback
         for line_no, raw in enumerate(f, 1):
             try:
@@ -212,7 +235,7 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
+                rec = load_json_text(line)
             except json.JSONDecodeError as e:
                 raise PredictionsFileError(f"{path}:{line_no}: not JSON ({e.msg})") from None
             if not isinstance(rec, dict):
@@ -223,6 +246,16 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
             if missing:
                 raise PredictionsFileError(f"{path}:{line_no}: record lacks {', '.join(missing)}")
             rid = str(rec["id"])
+            if rec.get("key") is not None:  # cxrflow's own line: the image it is
+                key = str(rec["key"])
+                if key in keys:
+                    raise PredictionsFileError(f"{path}:{line_no}: duplicate key {key!r}")
+                keys.add(key)
+                if _STUDY_ID.match(rid):
+                    rec.setdefault("study", rid)
+                rec["id"] = key
+                records.append(rec)
+                continue
             k = seen.get(rid, 0)
             seen[rid] = k + 1
             if _STUDY_ID.match(rid):

@@ -8,6 +8,7 @@ import io
 from pathlib import Path
 
 from schemas.evaluation import EvaluationMetrics
+from tasks.evaluate.resampling import p_text
 
 SMALL_N = 30  # below this many paired test reports, CIs and p-values are flagged as unreliable
 
@@ -58,6 +59,7 @@ def leaderboard_rows(
                 "diff_ci_low": None,
                 "diff_ci_high": None,
                 "p_value": None,
+                "p_floor": None,  # the test's smallest p: p_value at it reads `p < floor`
                 "n": m.n_reports,
                 "small_n": m.n_reports < SMALL_N,
                 "status": "",
@@ -92,6 +94,7 @@ def leaderboard_rows(
                         diff_ci_low=_r(lo),
                         diff_ci_high=_r(hi),
                         p_value=_r(c["p_value"]),
+                        p_floor=_r(c.get("p_floor")),  # rounded as p is: equal at the floor
                         n=c["n"],
                         small_n=c["n"] < SMALL_N,
                         status="compared",
@@ -121,7 +124,8 @@ def leaderboard_markdown(name: str, baseline: str, rows: list[dict], links: bool
         variant = r["run"] if links and r.get("run") else r["variant"]
         value = f"{r['value']:.2f}{ci(r['ci_low'], r['ci_high'])}" if r["value"] is not None else r["status"]
         if r["diff"] is not None:
-            vs, p = f"{r['diff']:+.2f}{ci(r['diff_ci_low'], r['diff_ci_high'])}", f"{r['p_value']:.3f}"
+            vs = f"{r['diff']:+.2f}{ci(r['diff_ci_low'], r['diff_ci_high'])}"
+            p = p_text(r["p_value"], r.get("p_floor")).removeprefix("p = ").removeprefix("p ")
         else:
             vs, p = (
                 ("baseline" if r["status"] == "baseline" else r["status"] if r["value"] is not None else ""),

@@ -39,6 +39,8 @@ def learning_record(metric: str, trained: MetricResult, shuffled: MetricResult, 
         "shuffled": {"value": val(shuffled.value), "ci": ci(shuffled.ci)},
         "difference": difference,
         "p_value": None if p is None else round(p, 6),
+        # rounded as p is, so p at the floor (no resample crossed 0: `p < floor`) still reads as at it
+        "p_floor": None if comparison.get("p_floor") is None else round(comparison["p_floor"], 6),
         "n": comparison.get("n") or trained.n,
     }
 

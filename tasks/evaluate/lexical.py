@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from schemas.evaluation import MetricResult
 from tasks.evaluate.resampling import Columns, MetricSpec
 
 BLEU_ORDER = 4
@@ -96,6 +97,36 @@ def lexical_specs() -> list[MetricSpec]:
             "sacrebleu corpus BLEU, max_ngram_order=4, 13a tokenizer",
         ),
     ]
+
+
+def lexical_spec(name: str) -> MetricSpec:
+    return next(s for s in lexical_specs() if s.name == name)
+
+
+def reference_bleu(
+    references: Sequence[str], predictions: Sequence[str], order: int, n_bootstrap: int, spec: MetricSpec
+) -> MetricResult:
+    """BLEU as LLaVA-Rad's evaluation reports it under bootstrap (llava/eval/rrg_eval/run.py, bleu1/bleu4):
+    `BLEU(max_ngram_order=order).corpus_score(..., n_bootstrap=N)`, i.e. sacrebleu's own bootstrap (its draw:
+    numpy default_rng(SACREBLEU_SEED, default 12345), not the scheme's seed) and its interval: the mean of the
+    resampled scores +/- half the span between the 2.5th and 97.5th sorted resample. The reference's "median"
+    for BLEU is the corpus score itself, so that is what bootstrap_median holds here."""
+    if not references:
+        return MetricResult.missing("no reports to score", method=spec.method, unit=spec.unit)
+    bleu = _bleu(order)
+    res = bleu.corpus_score(list(predictions), [list(references)], n_bootstrap=max(n_bootstrap, 1))
+    ci = None
+    method = spec.method
+    if n_bootstrap > 1:
+        ci = (float(res._mean - res._ci), float(res._mean + res._ci))
+        method += (
+            f"; interval: sacrebleu's bootstrap ({n_bootstrap} resamples, SACREBLEU_SEED {bleu.seed}), mean +/- "
+            "half the 2.5-97.5 span; bootstrap_median = the corpus score (the reference's 'median')"
+        )
+    score = float(res.score)
+    return MetricResult(
+        value=score, ci=ci, bootstrap_median=score if ci else None, n=len(references), method=method, unit=spec.unit
+    )
 
 
 def lexical_columns(references: Sequence[str], predictions: Sequence[str]) -> dict[str, np.ndarray]:

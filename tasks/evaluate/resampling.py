@@ -80,7 +80,8 @@ def paired_test(
 
     Rows are aligned (same ids, same order); each resample draws report ids with replacement and recomputes
     both systems' metric on them. p = 2 * min(#{d <= 0} + 1, #{d >= 0} + 1) / (R + 1), capped at 1
-    (Koehn 2004's paired bootstrap, two-sided; identical systems give p = 1).
+    (Koehn 2004's paired bootstrap, two-sided; identical systems give p = 1). Its floor, 2 / (R + 1), is what
+    it gives when no resample crosses 0: write that as `p < floor` (p_text), never as an exact p.
     """
     names = spec.columns
     n = len(a[names[0]])
@@ -103,6 +104,27 @@ def paired_test(
         diff=observed,
         diff_ci=diff_ci,
         p_value=p,
+        p_floor=p_floor(n_resamples),
         n=n,
         method=f"paired bootstrap, {n_resamples} resamples of report ids: CI and two-sided p of b-a",
     )
+
+
+def p_floor(n_resamples: int) -> float:
+    """The smallest p paired_test can give with R resamples: 2 / (R + 1)."""
+    return 2 / (n_resamples + 1)
+
+
+def p_text(p: float | None, floor: float | None, digits: int = 3) -> str:
+    """`p = 0.034`, or `p < 0.002` when p is at the test's floor (no resample crossed 0: the true p is only
+    known to be below it; the bound is the floor rounded up to one significant digit, 0.002 for R = 1000)."""
+    import math
+
+    if p is None:
+        return "p not computed"
+    if floor is not None and p <= floor * (1 + 1e-9):
+        e = math.floor(math.log10(floor))
+        m = math.ceil(round(floor / 10**e, 9))
+        bound = m * 10.0**e
+        return f"p < {bound:.{max(0, -e)}f}"
+    return f"p = {p:.{digits}f}"

@@ -4,8 +4,12 @@ Retrieval: every test image queries the split's texts (i2t) and every text queri
 whole split (the mixture) and within each source. A retrieved item counts as correct when its `K.txt` is the
 query's own text, so identical reports (common for label-written ones) are not counted as misses. Recall@K
 is the share of queries with a correct item among the top K; ties with a wrong item count against the query
-(a constant encoder scores chance, not 100). Chance is the exact expected Recall@K of a random ranking given
-each query's number of correct items: 1 - C(G-m, K) / C(G, K), averaged over queries.
+(a constant encoder scores chance, not 100). Chance is the exact expected Recall@K of an encoder that ranks at
+random, averaged over queries. Identical texts get identical embeddings from any encoder, so in i2t they rank
+as one block: the chance is that of a random order of the gallery's blocks (`block_chance`). Where texts
+repeat it differs from 1 - C(G-m, K) / C(G, K) (the formula for distinct items, still that of t2i, whose gallery
+images are distinct) in either direction: lower for a query whose own text repeats, higher for a unique text
+among repeated ones, and the mean over queries can be either (tests/test_encoder.py has both cases).
 
 Zero-shot labels: for each CheXpert observation, image score = cos(image, "findings of <label>") -
 cos(image, "no <label>"); AUROC against the sample's label (positive vs negative; uncertain and unmentioned
@@ -99,18 +103,78 @@ def embed(model, preprocess, tokenizer, samples, batch_size: int = 64, device: s
 
 
 def hits_and_chance(
-    sim: np.ndarray, correct: np.ndarray, ks=KS
+    sim: np.ndarray, correct: np.ndarray, ks=KS, blocks: np.ndarray | None = None
 ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-    """Per-query hit@K (bool) of a (queries x gallery) similarity matrix, and the chance Recall@K (0-1)."""
+    """Per-query hit@K (bool) of a (queries x gallery) similarity matrix, and the chance Recall@K (0-1).
+    `blocks`: a label per gallery item, equal for identical items (identical texts get identical embeddings
+    from any encoder, so they rank as one block); None: every item is its own block."""
     best = np.where(correct, sim, -np.inf).max(axis=1, keepdims=True)
     wrong = ~correct
     rank = (sim > best).sum(axis=1) + ((sim == best) & wrong).sum(axis=1)  # 0-based, ties pessimistic
-    g, m = sim.shape[1], correct.sum(axis=1)
     hits = {k: rank < k for k in ks}
-    chance = {
-        k: float(np.mean([1 - comb(g - int(mi), k) / comb(g, k) if k <= g else 1.0 for mi in m])) for k in ks
-    }
+    if blocks is None:
+        blocks = np.arange(sim.shape[1])
+    _, block_of, sizes = np.unique(blocks, return_inverse=True, return_counts=True)
+    cache: dict[tuple, dict[int, float]] = {}
+    per_query = []
+    for row in correct:
+        ids, inside = np.unique(block_of[row], return_counts=True)
+        if np.any(inside != sizes[ids]):
+            raise ValueError("a block of identical gallery items is partly correct for a query")
+        key = tuple(sorted(sizes[ids].tolist()))
+        if key not in cache:
+            cache[key] = {k: block_chance(sizes.tolist(), list(key), k) for k in ks}
+        per_query.append(cache[key])
+    chance = {k: float(np.mean([c[k] for c in per_query])) if per_query else float("nan") for k in ks}
     return hits, chance
+
+
+def block_chance(sizes: list[int], correct: list[int], k: int) -> float:
+    """Exact P(hit@k) of a random ranking of blocks: the gallery's blocks (sizes, the correct ones included) in
+    uniformly random order, a hit when the wrong blocks ranked above the first correct block hold fewer than k
+    items. A given set of j wrong blocks is exactly what precedes the first of c correct blocks, among W wrong
+    ones, with probability c j! (W+c-j-1)! / (W+c)!; N_j = the number of j-sets of wrong blocks under k items
+    (a count over the wrong blocks' sizes below k). All-singleton blocks give 1 - C(G-m, k) / C(G, k)."""
+    from collections import Counter
+    from fractions import Fraction
+
+    wrong = Counter(sizes)
+    wrong.subtract(Counter(correct))
+    c, w = len(correct), sum(wrong.values())
+    if not c:
+        return 0.0
+    # n_sets[j][t]: j-sets of wrong blocks with t items in all (t < k), over the sizes below k
+    n_sets = [[0] * k for _ in range(k)]
+    n_sets[0][0] = 1
+    for size, n in wrong.items():
+        if size >= k or n <= 0:
+            continue
+        new = [row[:] for row in n_sets]
+        for take in range(1, n + 1):
+            if take * size >= k:
+                break
+            ways = comb(n, take)
+            for j in range(k - take):
+                for t in range(k - take * size):
+                    if n_sets[j][t]:
+                        new[j + take][t + take * size] += ways * n_sets[j][t]
+        n_sets = new
+    total = Fraction(0)
+    for j in range(min(k, w + 1)):
+        count = sum(n_sets[j])
+        if count:
+            p = Fraction(c)
+            for i in range(j + 1):  # c j! (W+c-j-1)! / (W+c)! = c j! / ((W+c)(W+c-1)...(W+c-j))
+                p /= w + c - i
+            total += count * p * _factorial(j)
+    return float(total)
+
+
+def _factorial(j: int) -> int:
+    out = 1
+    for i in range(2, j + 1):
+        out *= i
+    return out
 
 
 _MEAN_PCT = MetricSpec(
@@ -138,8 +202,9 @@ def retrieval_metrics(
         same = t[:, None] == t[None, :]
         prefix = "retrieval" if scope == MIXTURE else f"retrieval_{scope.replace('-', '_')}"
         idx = bootstrap_indices(len(t), n_bootstrap, seed) if n_bootstrap else None
-        for direction, sim in (("i2t", img @ txt.T), ("t2i", txt @ img.T)):
-            hits, chance = hits_and_chance(sim, same)
+        text_block = np.unique(t, return_inverse=True)[1]
+        for direction, sim, blocks in (("i2t", img @ txt.T, text_block), ("t2i", txt @ img.T, None)):
+            hits, chance = hits_and_chance(sim, same, blocks=blocks)
             for k in KS:
                 name = f"{prefix}_{direction}_r{k}"
                 r = score(_MEAN_PCT, {"hit": hits[k].astype(float)}, idx)

@@ -19,7 +19,7 @@ from tasks.evaluate.chexprompt import (
 )
 from tasks.evaluate.clinical import f1_specs, label_columns
 from tasks.evaluate.labeler import label_reports
-from tasks.evaluate.lexical import lexical_columns, lexical_specs
+from tasks.evaluate.lexical import lexical_columns, lexical_spec, lexical_specs, reference_bleu
 from tasks.evaluate.optional_models import bertscore_spec, chexbert_specs, optional_metrics, radgraph_spec
 from tasks.evaluate.resampling import N_BOOTSTRAP, SEED, MetricSpec, bootstrap_indices, score
 
@@ -48,6 +48,7 @@ def score_records(
     ledger_path: Any = None,
     bootstrap_scheme: str = "cxrflow",
     chexprompt_protocol: str = "json",
+    chexprompt_src: Any = None,
 ) -> tuple[EvaluationMetrics, pl.DataFrame, dict[str, Any]]:
     """(metrics.json model, per-report frame, notes). `llm`: an LLMConfig for CheXprompt, or None to skip."""
     refs = [str(r["reference"]) for r in records]
@@ -60,6 +61,9 @@ def score_records(
     metrics: dict[str, MetricResult] = {}
     for spec in [*lexical_specs(), *f1_specs()]:
         metrics[spec.name] = score(spec, cols, idx)
+    if bootstrap_scheme == "reference":  # the reference takes BLEU's interval from sacrebleu's own bootstrap
+        for order, spec in ((1, lexical_spec("bleu_1")), (4, lexical_spec("bleu_4"))):
+            metrics[spec.name] = reference_bleu(refs, preds, order, n_bootstrap, spec)
     optional, opt_cols = optional_metrics(
         paths or OptionalModelPaths.from_env(), refs, preds, n_bootstrap, seed, bootstrap_scheme
     )
@@ -87,6 +91,7 @@ def score_records(
             seed=seed,
             bootstrap_scheme=bootstrap_scheme,
             protocol=chexprompt_protocol,
+            chexprompt_src=chexprompt_src,
         )
         metrics.update(outcome.metrics)
         if llm.backend != "rules":
@@ -94,6 +99,8 @@ def score_records(
             # every judgment carries the protocol and prompt version it was made under
             text_cols["chexprompt_protocol"] = [outcome.protocol] * n
             text_cols["chexprompt_prompt_version"] = [outcome.prompt_version] * n
+            if "chexprompt_src_sha256" in outcome.provenance:  # the published evaluator.py it came from
+                text_cols["chexprompt_src_sha256"] = [outcome.provenance["chexprompt_src_sha256"]] * n
         notes["chexprompt"] = {**outcome.summary, "not_judged": outcome.reasons}
     frame = pl.DataFrame(
         {
@@ -117,7 +124,15 @@ def score_records(
     return result, frame, notes
 
 
-TEXT_COLUMNS = ("id", "study", "reference", "prediction", "chexprompt_protocol", "chexprompt_prompt_version")
+TEXT_COLUMNS = (
+    "id",
+    "study",
+    "reference",
+    "prediction",
+    "chexprompt_protocol",
+    "chexprompt_prompt_version",
+    "chexprompt_src_sha256",
+)
 
 
 def frame_columns(frame: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -184,10 +199,11 @@ def write_evaluation(
     """EVAL/metrics.json, EVAL/per_report.parquet, EVAL/notes.json, EVAL/summary.md."""
     from pathlib import Path
 
-    from cxrio import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+    from cxrio import atomic_write_bytes, atomic_write_json, atomic_write_parquet, clean_stale_temps
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(out)  # what a killed run's writes left (unique temporary names do not overwrite)
     atomic_write_bytes(out / "metrics.json", (metrics.model_dump_json(indent=2) + "\n").encode())
     atomic_write_parquet(out / "per_report.parquet", frame)
     atomic_write_json(out / "notes.json", notes)
@@ -220,6 +236,7 @@ def score_predictions(
         seed=params.seed,
         bootstrap_scheme=params.bootstrap_scheme,
         chexprompt_protocol=params.chexprompt_protocol,
+        chexprompt_src=params.chexprompt_src,
         ledger_path=Path(params.out) / "llm-ledger.jsonl",
     )
     metrics.predictions_sha256 = sha256_file(predictions)

@@ -20,6 +20,7 @@ from tasks.llm.answers import answer_entry, quarantine_entry, request_body
 from tasks.llm.cache import ResponseCache
 from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost
 from tasks.llm.operation import InvalidAnswer, Operation, WorkItem
+from tasks.secrets import redact_text
 
 log = logging.getLogger("cxrflow.llm.batch")
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -114,8 +115,9 @@ async def run_batch(
                 response = line.get("response") or {}
                 if line.get("error") or response.get("status_code") != 200:
                     err = line.get("error") or (response.get("body") or {}).get("error") or {}
-                    failures[key] = (f"batch request failed: HTTP {response.get('status_code')} "
-                                     f"{err.get('code') or ''} {err.get('message') or ''}").strip()
+                    failures[key] = redact_text(  # an error body may quote the key back
+                        f"batch request failed: HTTP {response.get('status_code')} {err.get('code') or ''} "
+                        f"{err.get('message') or ''}".strip(), [getattr(client, "api_key", None)])
                     continue
                 answered.add(key)
                 item = todo[key]

@@ -14,10 +14,15 @@ from typing import Any
 from cxrio import atomic_write_bytes, sha256_json
 
 
-def cache_key(*, backend: str, model: str, operation: str, version: str, input_hash: str, params: dict) -> str:
+def cache_key(
+    *, backend: str, model: str, operation: str, version: str, input_hash: str, params: dict, endpoint: str
+) -> str:
+    """The answer's identity: which server (`endpoint`: one server's answers are never reused for another's),
+    which model, which prompt version, which input and generation parameters."""
     return sha256_json(
         {
             "backend": backend,
+            "endpoint": endpoint,
             "model": model,
             "operation": operation,
             "version": version,

@@ -13,6 +13,26 @@ class MissingKeyError(RuntimeError):
     pass
 
 
+class KeyRejectedError(MissingKeyError):
+    """The endpoint refused the key (HTTP 401/403). The message is redacted: servers quote the key back."""
+
+
+class LLMServiceError(RuntimeError):
+    """A request the service could not serve for every item alike (a redirect refused, a batch upload or
+    job that failed): one line, redacted, no traceback."""
+
+
+def service_error(exc: BaseException, key: str | None = None) -> RuntimeError:
+    """A one-line, redacted error for an openai exception that fails the whole run."""
+    from tasks.secrets import redact_text
+
+    status = getattr(exc, "status_code", None)
+    text = redact_text(" ".join(str(exc).split()), [key])[:300]
+    if status in (401, 403):
+        return KeyRejectedError(f"the LLM endpoint refused the API key (HTTP {status}): {text}")
+    return LLMServiceError(f"LLM request failed ({type(exc).__name__}{f', HTTP {status}' if status else ''}): {text}")
+
+
 async def resolve_api_key(cfg: LLMConfig) -> str:
     if cfg.secret_block:
         from prefect.blocks.system import Secret

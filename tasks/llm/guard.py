@@ -21,9 +21,26 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from schemas.llm import LLMConfig
+from tasks.secrets import redact_url
 
-PUBLIC_OPENAI_HOSTS = frozenset({"api.openai.com"})
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
+# Multi-tenant public LLM services no allow-list can bless for credentialed data: every host under these
+# domains (api., eu.api., us.api., chatgpt., ...) and these exact hosts (shared public inference endpoints).
+# A lab's own Azure OpenAI resource (`<resource>.openai.azure.com`) is not on it: an agreement can cover that
+# one deployment, so it is allow-listed by its exact host (docs/recipe.md, "Data-use constraint").
+PUBLIC_LLM_DOMAINS = ("openai.com", "chatgpt.com", "oaiusercontent.com")
+PUBLIC_LLM_HOSTS = frozenset({"models.inference.ai.azure.com", "models.github.ai"})
+# "Private" is this explicit table, not ipaddress.is_private (which also counts globally routable IPv6 ranges
+# such as 2001:3::/32, 2001:20::/28 and Teredo 2001::/32, and documentation/benchmark blocks).
+PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "127.0.0.0/8", "::1/128",  # loopback
+        "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",  # RFC 1918
+        "fc00::/7",  # unique local addresses
+        "169.254.0.0/16", "fe80::/10",  # link-local
+    )
+)
 
 _PHYSIONET = "PhysioNet Credentialed Health Data License 1.5.0"
 # Used for sources with no adapter registered (yet). Unknown sources are treated as credentialed.
@@ -87,12 +104,25 @@ def _host_port(url: str) -> tuple[str, str]:
     return host, f"{host}:{parts.port}" if parts.port else host
 
 
-def redact_url(url: str) -> str:
-    """The URL without user:password@ (a key put there must not reach an error message or a log)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+def canonical_endpoint(url: str) -> str:
+    """scheme://host:port/path, lower-case host, default port filled in, no trailing slash: one server, one
+    spelling (the answer cache keys on it)."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    host, port = _host_and_port(url if "://" in url else f"https://{url}")
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme.lower()}://{host}:{port}{parts.path.rstrip('/')}"
+
+
+def is_public_llm_host(host: str) -> bool:
+    host = host.lower().rstrip(".")
+    return host in PUBLIC_LLM_HOSTS or any(host == d or host.endswith("." + d) for d in PUBLIC_LLM_DOMAINS)
+
+
+def _host_and_port(url: str) -> tuple[str, int | None]:
+    """(host, port) with the scheme's default port filled in; None when neither is given."""
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.hostname or "").lower().rstrip("."), parts.port or default
 
 
 def proxy_for(url: str) -> str | None:
@@ -131,15 +161,25 @@ def guarded_http_client(cfg: LLMConfig):
 
 
 def is_local_endpoint(url: str) -> bool:
-    """Loopback or private IP literal, or 'localhost'. Names are not resolved (DNS can lie); allow-list them."""
+    """Loopback, RFC 1918, ULA or link-local IP literal (PRIVATE_NETWORKS), or 'localhost'. Names are not
+    resolved (DNS can lie); allow-list them."""
     host, _ = _host_port(url)
     if host == "localhost":
         return True
     try:
-        ip = ipaddress.ip_address(host)
+        ip = ipaddress.ip_address(host.split("%", 1)[0])  # fe80::1%eth0: the zone does not change the address
     except ValueError:
         return False
-    return ip.is_loopback or ip.is_private or ip.is_link_local
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:10.0.0.1 is 10.0.0.1
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in PRIVATE_NETWORKS)
+
+
+def _proxy_allowed(proxy: str, allowed: set[str]) -> bool:
+    """A proxy is blessed only by an entry naming its host and its port (explicitly or through the entry's
+    scheme): an allow-listed endpoint host does not bless a proxy listening on another port of it."""
+    want = _host_and_port(proxy)
+    return any(_host_and_port(a) == want for a in allowed)
 
 
 def check_data_use(sources: Iterable[str], cfg: LLMConfig) -> None:
@@ -156,20 +196,19 @@ def check_data_use(sources: Iterable[str], cfg: LLMConfig) -> None:
         may_leave, licence = source_policy(source)
         if may_leave:
             continue
-        if host in PUBLIC_OPENAI_HOSTS:
+        if is_public_llm_host(host):
             raise DataUseError(
-                f"refusing to send {source} data ({licence}) to {shown} ({mode} mode): the public OpenAI API is a "
-                "third-party service this licence forbids; use a local model or an approved deployment "
-                "listed in allow_endpoints"
+                f"refusing to send {source} data ({licence}) to {shown} ({mode} mode): a public LLM service is a "
+                "third-party service this licence forbids, allow-listed or not; use a local model or an "
+                "approved deployment listed in allow_endpoints"
             )
         proxy = proxy_for(url)
         if proxy is not None:
-            p_host, p_host_port = _host_port(proxy)
-            if p_host_port not in allowed_hosts and p_host not in allowed_hosts:
+            if is_public_llm_host(_host_port(proxy)[0]) or not _proxy_allowed(proxy, allowed):
                 raise DataUseError(
                     f"refusing to send {source} data ({licence}) to {shown} through the proxy {redact_url(proxy)} "
                     "(HTTP_PROXY/HTTPS_PROXY/ALL_PROXY): a proxy forwards data anywhere; set NO_PROXY for the "
-                    "endpoint, or list the proxy host in allow_endpoints if your data-use agreement covers it"
+                    "endpoint, or list the proxy as host:port in allow_endpoints if your data-use agreement covers it"
                 )
         if is_local_endpoint(url) or host_port in allowed_hosts or host in allowed_hosts:
             continue

@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 from schemas.llm import LLMConfig
 from tasks.llm.answers import answer_entry, quarantine_entry, request_body
 from tasks.llm.cache import ResponseCache, cache_key
-from tasks.llm.guard import DataUseError, check_data_use
+from tasks.llm.guard import DataUseError, canonical_endpoint, check_data_use, endpoint_url
 from tasks.llm.ledger import Ledger, LedgerEntry, estimate_cost
 from tasks.llm.operation import InvalidAnswer, Operation, RulesUnsupported, WorkItem
 from tasks.llm.ratelimit import RateLimiter
+from tasks.secrets import redact_text
 
 log = logging.getLogger("cxrflow.llm")
 T = TypeVar("T")
@@ -144,10 +145,11 @@ async def run_operation_async(
         return result
 
     cache = ResponseCache(cfg.cache_dir)
+    endpoint = canonical_endpoint(endpoint_url(cfg))
     keys = {
         i.id: cache_key(
             backend=cfg.backend, model=cfg.model, operation=op.name, version=op.version,
-            input_hash=i.input_hash, params=params,
+            input_hash=i.input_hash, params=params, endpoint=endpoint,
         )
         for i in items
     }
@@ -166,6 +168,8 @@ async def run_operation_async(
     log.info("%s: %d items, %d unique inputs, %d cached", op.name, len(items), len(entries) + len(misses), len(entries))
 
     if misses:
+        import openai
+
         own_client = client is None
         if own_client:
             from tasks.llm.client import make_client
@@ -183,6 +187,12 @@ async def run_operation_async(
 
                 tick(0)
                 entries.update(await _run_requests(op, misses, cfg, client, ledger, cache, tick))
+        except DataUseError:
+            raise
+        except (openai.APIError, TimeoutError) as exc:  # refused key or redirect, failed batch: one redacted line
+            from tasks.llm.client import service_error
+
+            raise service_error(exc, getattr(client, "api_key", None)) from None
         finally:
             if own_client:
                 await client.close()
@@ -276,7 +286,8 @@ async def _run_requests(
                 raise  # a transport the guard refused fails the run, not one item
             except Exception as e:  # one bad report never fails the batch
                 log.warning("%s item %s: unexpected %s", op.name, item.id, type(e).__name__)
-                done[key] = {"status": "error", "reason": f"unexpected error: {type(e).__name__}: {e}"[:500]}
+                reason = redact_text(f"unexpected error: {type(e).__name__}: {e}", [getattr(client, "api_key", None)])
+                done[key] = {"status": "error", "reason": reason[:500]}
             if tick is not None:
                 tick(len(done))
 

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import pyarrow as pa
 
+from schemas.safe_load import load_json_text
 from tasks.sources.base import Discovery, Drop, make_key
 
 SOURCE = "mimic-cxr"
@@ -30,6 +31,7 @@ METHODS = ("gpt4", "rule-based")
 NO_RECORD = "no LLaVA-Rad annotation record: dicom_id not in the annotations"
 NO_IMAGE = "annotation record's image is not in the archive"
 MALFORMED = "malformed annotation record"
+CONFLICT = "conflicting annotation records: one image, one generate_method, different texts (which holds is unknown)"
 
 ANNOTATIONS_SCHEMA = pa.schema(
     [
@@ -122,7 +124,7 @@ def load_records(paths: list[Path]) -> tuple[list[Record], list[Drop]]:
     bad: list[Drop] = []
     for path in annotation_files(paths):
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))  # the release writes NaN for unknown labels
+            data = load_json_text(path.read_text(encoding="utf-8"))  # the release writes NaN for unknown labels
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise AnnotationsError(f"annotations file {path} is not JSON: {exc}") from exc
         if not isinstance(data, list):
@@ -136,6 +138,24 @@ def load_records(paths: list[Path]) -> tuple[list[Record], list[Drop]]:
     return records, bad
 
 
+def _dedupe(by_key: dict[str, list[Record]]) -> set[str]:
+    """Identical repeats of a record collapse to one, in place; returns the keys whose records of one
+    generate_method disagree on the text (quarantined: silently picking one would choose the training target)."""
+    conflicting: set[str] = set()
+    for key, recs in by_key.items():
+        seen: dict[str, tuple] = {}
+        unique: list[Record] = []
+        for rec in recs:
+            text = (rec.findings, rec.impression, rec.reason, rec.indication, rec.history)
+            if rec.generate_method not in seen:
+                seen[rec.generate_method] = text
+                unique.append(rec)
+            elif seen[rec.generate_method] != text:
+                conflicting.add(key)
+        by_key[key] = unique
+    return conflicting
+
+
 def join_annotations(discovery: Discovery, paths: list[Path]) -> list[dict]:
     """Join the records onto a MIMIC-CXR discovery, in place; returns the rows of annotations.parquet.
 
@@ -146,12 +166,15 @@ def join_annotations(discovery: Discovery, paths: list[Path]) -> list[dict]:
     by_key: dict[str, list[Record]] = {}
     for rec in records:
         by_key.setdefault(make_key(SOURCE, rec.dicom_id), []).append(rec)
+    conflicting = _dedupe(by_key)
     archive = {c.image_key for c in discovery.candidates}
     archive |= {d.image_key for d in discovery.filtered + discovery.quarantined if d.image_key}
 
     kept = []
     for c in discovery.candidates:
-        if c.image_key in by_key:
+        if c.image_key in conflicting:
+            discovery.quarantined.append(Drop(c.source, c.rel_path, "annotations", CONFLICT, c.image_key))
+        elif c.image_key in by_key:
             kept.append(c)
         else:
             discovery.filtered.append(Drop(c.source, c.rel_path, "annotations", NO_RECORD, c.image_key))
@@ -180,6 +203,7 @@ def join_annotations(discovery: Discovery, paths: list[Path]) -> list[dict]:
         "records": len(records) + len(bad),
         "malformed": len(bad),
         "records_without_image": len(orphans),
+        "images_with_conflicting_records": len(conflicting & archive),
         "records_joined": len(rows),
         "records_without_findings": sum(1 for r in rows if r["findings"] is None),
         "by_method": {m: sum(1 for r in rows if r["generate_method"] == m) for m in METHODS},

@@ -77,6 +77,17 @@ def read_csv_strings(path: Path, *, ragged: bool = False) -> pl.DataFrame:
     return read_csv_file(path, truncate_ragged_lines=ragged)
 
 
+CONTROL_CHARS = "control characters in the source's metadata"
+# C0 controls (NUL included) and DEL; tab, newline and carriage return are ordinary in quoted report text.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def control_char_column(row: dict) -> str | None:
+    """The first column of a CSV row whose cell holds a control character (a corrupt or binary cell), else
+    None. Such a row is quarantined: a NUL byte in a path or an id would crash or corrupt what follows."""
+    return next((k for k, v in row.items() if isinstance(v, str) and _CONTROL.search(v)), None)
+
+
 def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise SourceLayoutError(f"missing {what}: {path}")
@@ -113,6 +124,8 @@ def file_defect(path: Path) -> str | None:
         return "image file missing"
     except OSError as e:
         return f"image file unreadable: {e.strerror}"
+    except ValueError:  # os.stat refuses a NUL byte in the path (a corrupt CSV cell)
+        return f"{CONTROL_CHARS}: a NUL byte in the image path"
     if size == 0:
         return "image file is empty (0 bytes)"
     return None

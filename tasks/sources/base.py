@@ -49,6 +49,7 @@ class Candidate:
     sections: dict[str, str | None] | None = None  # pre-split sections (e.g. Open-I XML), else parsed
     report_language: str | None = None  # ISO 639-1 when not English
     source_labels: list[str] | None = None  # the source's own label vocabulary, verbatim
+    expected_size: tuple[int, int] | None = None  # (Rows, Columns) from the source's metadata, checked at decode
 
     @property
     def image_key(self) -> str:
@@ -181,6 +182,40 @@ def quarantine_key_collisions(discovery: Discovery) -> None:
         discovery.quarantined += [Drop(c.source, c.rel_path, "discover", reason, key) for c in cs]
 
 
+MAX_REPORT_BYTES = 64 * 1024  # a chest X-ray report is a few KB; far larger is a mis-joined or binary file
+_CONTROL_IN_ID = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # reports keep tab and newlines
+
+
+def unusable_reason(c: Candidate) -> str | None:
+    """Why a candidate's own fields cannot go on (every adapter, checked once by the engine), else None."""
+    for name in ("image_id", "subject_id", "study_id", "rel_path"):
+        if _CONTROL_IN_ID.search(str(getattr(c, name) or "")):
+            return f"control characters in the source's metadata: {name}"
+    if not _KEY_UNSAFE.sub("-", c.image_id).strip("-"):
+        return f"image id has no key characters: {c.image_id!r} would make the empty key {c.image_key}"
+    text = c.report_text or ""
+    if text and _CONTROL_IN_TEXT.search(text):
+        return "control characters in the report text (corrupt or binary file)"
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_REPORT_BYTES:
+        return f"report too large: {size} bytes, over {MAX_REPORT_BYTES}"
+    return None
+
+
+def quarantine_unusable(discovery: Discovery) -> None:
+    """Quarantine candidates with control characters in their ids or report, an id that makes an empty key,
+    or an absurdly large report (each a quarantine row with its reason, so every input stays accounted)."""
+    kept: list[Candidate] = []
+    for c in discovery.candidates:
+        reason = unusable_reason(c)
+        if reason:
+            discovery.quarantined.append(Drop(c.source, c.rel_path, "discover", reason, c.image_key))
+        else:
+            kept.append(c)
+    discovery.candidates = kept
+
+
 def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
     """The one view policy, applied by the engine to every source (adapters only report `view`).
 
@@ -201,7 +236,8 @@ def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
     if frontal_only and unknown and not kept:
         discovery.notes["hint"] = (
             f"{unknown} of {len(discovery.candidates)} films state no view, so frontal_only filtered every film; "
-            "if this release carries no view (Open-I's XML form), ingest it with --all-views "
+            "if this release carries no view (Open-I's XML form: put torchxrayvision's "
+            "nlmcxr_dicom_metadata.csv.gz in its root, docs/datasets.md), or ingest it with --all-views "
             "(frontal_only: false for this source in a mixture)"
         )
     discovery.candidates = kept

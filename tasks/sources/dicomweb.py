@@ -2,8 +2,11 @@
 from an export keyed by accession number. Real PHI arrives here, so this adapter is where it stops.
 
 Settings: `<root>/dicomweb.json` (url, reports, modalities, body_part, date_from, date_to: YYYYMMDD), each
-overridable by the ingest options; the salt comes from options["salt"], env CXRFLOW_PHI_SALT or a Prefect
-Secret (tasks.phi.resolve_salt) and the adapter refuses to run without one.
+overridable by the ingest options. Secrets never travel in options (they are flow parameters, stored in
+Prefect's database): the salt comes from env CXRFLOW_PHI_SALT or a Prefect Secret (tasks.phi.resolve_salt) and
+the adapter refuses to run without one; server credentials come from env CXRFLOW_DICOMWEB_USER and
+CXRFLOW_DICOMWEB_PASSWORD (or the Prefect Secret block named by options["password_secret"]), and a url carrying
+user:password@ is refused without being echoed.
 
 PHI policy:
 - ids: subject/study/image ids are HMAC-SHA256 pseudonyms of PatientID / StudyInstanceUID / SOPInstanceUID.
@@ -18,8 +21,8 @@ PHI policy:
 
 from __future__ import annotations
 
-import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -27,9 +30,11 @@ from typing import Any
 import polars as pl
 from pydicom.dataset import Dataset
 
-from cxrio import atomic_path
+from cxrio import atomic_path, clean_stale_temps
 from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
+from schemas.safe_load import load_json_text
+from tasks.images import ALLOW_BURNED_IN, burned_in_reason
 from tasks.phi import (
     PhiConfigError,
     context_from_dataset,
@@ -38,6 +43,7 @@ from tasks.phi import (
     scrub_report,
     strip_dataset,
 )
+from tasks.secrets import has_userinfo, redact_url
 from tasks.sources.base import (
     BaseAdapter,
     Candidate,
@@ -73,6 +79,7 @@ for _name in ("dicomweb_client.web", "dicomweb_client.session_utils", "urllib3.c
         logging.getLogger(_name).addFilter(_RedactUids())
 
 DESCRIPTOR = "dicomweb.json"
+USER_ENV, PASSWORD_ENV = "CXRFLOW_DICOMWEB_USER", "CXRFLOW_DICOMWEB_PASSWORD"
 SETTINGS = ("url", "reports", "modalities", "body_part", "date_from", "date_to", "page_size", "timeout_s")
 ACCESSION_COLUMNS = ("AccessionNumber", "accession_number", "Accession Number", "accession")
 TEXT_COLUMNS = ("ReportText", "report_text", "Report", "report", "text")
@@ -89,7 +96,7 @@ def settings(root: Path, options: dict | None = None) -> dict[str, Any]:
         "timeout_s": 30,
     }
     if (root / DESCRIPTOR).is_file():
-        found.update(json.loads((root / DESCRIPTOR).read_text()))
+        found.update(load_json_text((root / DESCRIPTOR).read_text()))
     found.update({k: v for k, v in (options or {}).items() if k in SETTINGS})
     if isinstance(found["modalities"], str):
         found["modalities"] = [m.strip() for m in found["modalities"].split(",") if m.strip()]
@@ -101,7 +108,7 @@ def load_reports(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise SourceLayoutError(f"report export not found: {path}")
     if path.suffix.lower() == ".json":
-        data = json.loads(path.read_text())
+        data = load_json_text(path.read_text())
         if isinstance(data, dict):
             return {str(k).strip(): str(v) for k, v in data.items() if v}
         if not data:
@@ -123,10 +130,32 @@ def load_reports(path: Path) -> dict[str, str]:
     return out
 
 
-def _client(url: str, timeout_s: float, retry: bool = True):
+def _session(options: dict | None):
+    """A requests session with HTTP basic auth from the environment (or a Prefect Secret), else None."""
+    user = os.environ.get(USER_ENV)
+    password = os.environ.get(PASSWORD_ENV)
+    if not password and (options or {}).get("password_secret"):
+        from prefect.blocks.system import Secret
+
+        password = str(Secret.load(options["password_secret"]).get())
+    if not (user or password):
+        return None
+    import requests
+
+    session = requests.Session()
+    session.auth = (user or "", password or "")
+    return session
+
+
+def _client(url: str, timeout_s: float, retry: bool = True, options: dict | None = None):
     from dicomweb_client.api import DICOMwebClient
 
-    client = DICOMwebClient(url=url, timeout=timeout_s)
+    if has_userinfo(url):  # from dicomweb.json (options are refused earlier, by the config)
+        raise SourceLayoutError(
+            f"DICOMweb: the server url must not carry user:password@; set {USER_ENV} and {PASSWORD_ENV} "
+            "(or options.password_secret, a Prefect Secret block)"
+        )
+    client = DICOMwebClient(url=url, timeout=timeout_s, session=_session(options))
     # The library's own backoff retries 429/503/504; a reachability probe must fail fast instead.
     client.set_http_retry_params(retry=retry, max_attempts=3)
     return client
@@ -165,12 +194,13 @@ class DicomwebAdapter(BaseAdapter):
         if not cfg.get("reports"):
             raise SourceLayoutError("DICOMweb: no report export named (set 'reports')")
         load_reports(Path(root) / cfg["reports"])
+        client = _client(cfg["url"], float(cfg["timeout_s"]), retry=False, options=options)
         try:
-            _client(cfg["url"], float(cfg["timeout_s"]), retry=False).search_for_studies(limit=1)
+            client.search_for_studies(limit=1)
         except Exception as exc:  # connection refused, DNS, HTTP errors: all mean "cannot start"
             raise SourceLayoutError(
-                f"DICOMweb server unreachable at {cfg['url']}: {type(exc).__name__}"
-            ) from exc
+                f"DICOMweb server unreachable at {redact_url(cfg['url'])}: {type(exc).__name__}"
+            ) from None  # the chained error may quote the request (and its credentials)
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         try:
@@ -180,7 +210,7 @@ class DicomwebAdapter(BaseAdapter):
         root = Path(cfg.root)
         s = settings(root, cfg.options)
         reports = load_reports(root / s["reports"])
-        client = _client(s["url"], float(s["timeout_s"]))
+        client = _client(s["url"], float(s["timeout_s"]), options=cfg.options)
         cache = Path(cfg.out) / CACHE_DIR
         filters: dict[str, str] = {}
         if s.get("date_from") or s.get("date_to"):
@@ -247,6 +277,10 @@ class DicomwebAdapter(BaseAdapter):
             if reason:
                 self.filter(out, rel, reason, key)
                 continue
+            burned = None if cfg.options.get(ALLOW_BURNED_IN) else burned_in_reason(header)
+            if burned:  # judged on the full header: the PHI-stripped cache keeps no BurnedInAnnotation
+                self.quarantine(out, rel, burned, key)
+                continue
             accession = str(header.get("AccessionNumber") or "").strip()
             text = reports.get(accession) if accession else None
             if not text:
@@ -288,6 +322,7 @@ class DicomwebAdapter(BaseAdapter):
             study_uid, series_uid, sop_uid, media_types=(("application/dicom", "*"),)
         )  # "*": the stored transfer syntax, no server-side transcoding
         stripped = strip_dataset(ds, salt)
+        clean_stale_temps(target.parent)  # what a killed retrieve left here (a few files: one study's images)
         with atomic_path(target) as tmp:
             stripped.save_as(tmp, enforce_file_format=True)
         out.notes["retrieved"] += 1

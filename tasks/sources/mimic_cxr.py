@@ -168,6 +168,7 @@ class MimicCxrAdapter(BaseAdapter):
             pl.col("study_id").alias("meta_study"),
             pl.col("ViewPosition").alias("view"),
             pl.col("PatientOrientationCodeSequence_CodeMeaning").alias("orientation"),
+            *(pl.col(c).alias(f"meta_{c.lower()}") for c in ("Rows", "Columns") if c in metadata.columns),
         ).with_columns(pl.lit(True).alias("in_metadata"))
         # A dicom_id named by differing rows (metadata or split): which one is right cannot be known, so those
         # images are quarantined instead of letting the first row win silently. Identical repeats are harmless.
@@ -238,9 +239,19 @@ class MimicCxrAdapter(BaseAdapter):
                     labels=label_values,
                     report_text=text,
                     report_origin="report",
+                    # the JPG release is resized: its metadata Rows/Columns describe the DICOM only
+                    expected_size=_metadata_size(row) if kind == "dicom" else None,
                 )
             )
         return discovery
+
+
+def _metadata_size(row: dict) -> tuple[int, int] | None:
+    """(Rows, Columns) of the metadata CSV row, when both are given as integers."""
+    try:
+        return int(row["meta_rows"]), int(row["meta_columns"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _read_report(reports_root: Path, subject: str, study: str) -> tuple[str | None, str | None]:

@@ -2,8 +2,11 @@
 
 - NLM XML: one `ecgen-radiology/<n>.xml` per report, with `AbstractText Label="COMPARISON|INDICATION|FINDINGS|
   IMPRESSION"` (often empty or self-closing) and one `<parentImage id="CXR1_1_IM-0001-3001">` per image; PNGs
-  named `<id>.png` (NLMCXR_png/). The XML carries no projection: views come from indiana_projections.csv when
-  it sits in the root too, else stay unknown (filtered under frontal_only: set it false for this form).
+  named `<id>.png` (NLMCXR_png/). The XML carries no projection. Views come from the DICOM headers' View Position
+  as torchxrayvision ships them (`nlmcxr_dicom_metadata.csv.gz`, columns `imageid` = the parentImage id and
+  `View Position`: PA, AP, LL, LATERAL, RL, blank) when that file sits in the root or the option
+  `dicom_metadata` names it; else from indiana_projections.csv when it sits in the root; else they stay unknown
+  (filtered under frontal_only, with a hint). docs/datasets.md says where the metadata file comes from.
 - Kaggle CSVs: `indiana_reports.csv` (uid,MeSH,Problems,image,indication,comparison,findings,impression) and
   `indiana_projections.csv` (uid,filename,projection); files like `1_IM-0001-4001.dcm.png` under
   images/images_normalized/.
@@ -26,6 +29,7 @@ from schemas.manifest import FRONTAL_UNSPECIFIED, REPORT_SECTIONS
 from tasks.sources._common import (
     file_defect,
     quarantine_unlisted,
+    read_csv_file,
     read_csv_strings,
     read_header,
 )
@@ -37,6 +41,7 @@ from tasks.sources.base import (
     SourceLayoutError,
     hash_split,
     make_key,
+    normalize_view,
     require_columns,
 )
 
@@ -45,6 +50,9 @@ REPORTS_CSV = "indiana_reports.csv"
 PROJECTIONS_CSV = "indiana_projections.csv"
 REPORTS_COLUMNS = ("uid", "indication", "comparison", "findings", "impression")
 PROJECTIONS_COLUMNS = ("uid", "filename", "projection")
+# torchxrayvision's Open-I view table (its Openi_Dataset joins it on imageid): the DICOM headers of the release.
+DICOM_METADATA = ("nlmcxr_dicom_metadata.csv.gz", "nlmcxr_dicom_metadata.csv")
+DICOM_METADATA_COLUMNS = ("imageid", "View Position")
 LICENCE = "Open-i Indiana University chest X-ray collection: CC BY-NC-ND 4.0 (public, de-identified)"
 SECTION_LABELS = {"INDICATION": "indication", "COMPARISON": "comparison", "FINDINGS": "findings", "IMPRESSION": "impression"}
 REPORT_METHOD = "openi-sections"
@@ -102,6 +110,28 @@ def index_pngs(root: Path) -> dict[str, Path]:
     return found
 
 
+def dicom_metadata_path(root: Path, options: dict | None) -> Path | None:
+    """The view table: the `dicom_metadata` option (relative to the root or absolute), else the file in the root."""
+    named = (options or {}).get("dicom_metadata")
+    if named:
+        path = Path(named) if Path(named).is_absolute() else root / named
+        if not path.is_file():
+            raise SourceLayoutError(f"missing dicom_metadata file named by the option: {path}")
+        return path
+    return next((root / n for n in DICOM_METADATA if (root / n).is_file()), None)
+
+
+def read_dicom_views(path: Path) -> dict[str, str | None]:
+    """image id -> its DICOM View Position (None where the header states none)."""
+    require_columns(read_header(path), DICOM_METADATA_COLUMNS, path)
+    table = read_csv_file(path, columns=list(DICOM_METADATA_COLUMNS))
+    return {
+        (row["imageid"] or "").strip(): normalize_view(row["View Position"])
+        for row in table.iter_rows(named=True)
+        if (row["imageid"] or "").strip()
+    }
+
+
 def read_projections(path: Path) -> dict[str, tuple[str, str]]:
     """image id -> (raw projection, uid)."""
     out = {}
@@ -135,6 +165,9 @@ class OpenIAdapter(BaseAdapter):
                 raise SourceLayoutError(f"missing {PROJECTIONS_CSV}: {root / PROJECTIONS_CSV}")
         if (root / PROJECTIONS_CSV).is_file():
             require_columns(read_header(root / PROJECTIONS_CSV), PROJECTIONS_COLUMNS, root / PROJECTIONS_CSV)
+        metadata = dicom_metadata_path(root, options)
+        if metadata is not None:
+            require_columns(read_header(metadata), DICOM_METADATA_COLUMNS, metadata)
 
     def discover(self, cfg: IngestConfig) -> Discovery:
         root = Path(cfg.root)
@@ -142,12 +175,17 @@ class OpenIAdapter(BaseAdapter):
         out = Discovery(notes={"variant": variant})
         pngs = index_pngs(root)
         projections = read_projections(root / PROJECTIONS_CSV) if (root / PROJECTIONS_CSV).is_file() else {}
+        metadata = dicom_metadata_path(root, cfg.options)
+        dicom_views = read_dicom_views(metadata) if metadata is not None else None
+        out.notes["view_source"] = (
+            metadata.name if metadata is not None else PROJECTIONS_CSV if projections else "none"
+        )
         seen: set[str] = set()
         if variant == "xml":
             for xml_path in sorted((root / XML_DIR).glob("*.xml"), key=lambda p: (len(p.stem), p.stem)):
-                self._xml(xml_path, root, pngs, projections, cfg, out, seen)
+                self._xml(xml_path, root, pngs, projections, cfg, out, seen, dicom_views)
         else:
-            self._kaggle(root, pngs, projections, cfg, out, seen)
+            self._kaggle(root, pngs, projections, cfg, out, seen, dicom_views)
         names = {png_name(i, variant): i for i in seen}
         listed = {pngs[n] for n in names if n in pngs}
         on_disk = {p: image_id_from_png(n, variant) for n, p in pngs.items()}
@@ -155,7 +193,7 @@ class OpenIAdapter(BaseAdapter):
         quarantine_unlisted(out, self.name, root, on_disk, listed, listing)
         return out
 
-    def _xml(self, xml_path, root, pngs, projections, cfg, out, seen) -> None:
+    def _xml(self, xml_path, root, pngs, projections, cfg, out, seen, dicom_views) -> None:
         rel = str(xml_path.relative_to(root))
         try:
             doc = ET.parse(xml_path).getroot()
@@ -178,9 +216,10 @@ class OpenIAdapter(BaseAdapter):
             return
         for image_id in image_ids:
             projection = projections.get(image_id, (None, None))[0]
-            self._image(image_id, png_name(image_id, "xml"), report_id, raw, projection, pngs, cfg, out, seen)
+            self._image(image_id, png_name(image_id, "xml"), report_id, raw, projection, pngs, cfg, out, seen,
+                        dicom_views)
 
-    def _kaggle(self, root, pngs, projections, cfg, out, seen) -> None:
+    def _kaggle(self, root, pngs, projections, cfg, out, seen, dicom_views) -> None:
         by_uid: dict[str, list[tuple[str, str]]] = {}
         for image_id, (projection, uid) in projections.items():
             by_uid.setdefault(uid, []).append((image_id, projection))
@@ -194,13 +233,15 @@ class OpenIAdapter(BaseAdapter):
                 self.quarantine(out, f"{REPORTS_CSV}:uid={uid}", f"report has no images (uid absent from {PROJECTIONS_CSV})")
                 continue
             for image_id, projection in images:
-                self._image(image_id, png_name(image_id, "kaggle"), f"CXR{uid}", row, projection, pngs, cfg, out, seen)
+                self._image(image_id, png_name(image_id, "kaggle"), f"CXR{uid}", row, projection, pngs, cfg, out, seen,
+                            dicom_views)
         for uid, images in by_uid.items():  # projection rows with no report: images without text
             if uid not in known:
                 for image_id, projection in images:
-                    self._image(image_id, png_name(image_id, "kaggle"), f"CXR{uid}", {}, projection, pngs, cfg, out, seen)
+                    self._image(image_id, png_name(image_id, "kaggle"), f"CXR{uid}", {}, projection, pngs, cfg, out,
+                                seen, dicom_views)
 
-    def _image(self, image_id, filename, report_id, raw, projection, pngs, cfg, out, seen) -> None:
+    def _image(self, image_id, filename, report_id, raw, projection, pngs, cfg, out, seen, dicom_views) -> None:
         key = make_key(self.name, image_id)
 
         def drop(bucket: list, reason: str) -> None:
@@ -216,6 +257,8 @@ class OpenIAdapter(BaseAdapter):
         if projection is not None and projection.lower() not in _PROJECTIONS:
             return drop(out.quarantined, f"projection outside Frontal/Lateral: {projection!r}")
         view = None if projection is None else _PROJECTIONS[projection.lower()]
+        if dicom_views is not None:  # the DICOM header's AP/PA/LL...; where it states none, the projections file
+            view = dicom_views.get(image_id) or view
         sections, text = sections_and_text(raw)
         has_text = any(sections.values())
         out.candidates.append(

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from schemas.config import IngestConfig
 from tasks.sources._common import (
+    CONTROL_CHARS,
     ESCAPES_ROOT,
+    control_char_column,
     empty_labels,
     escapes_root,
     file_defect,
@@ -195,6 +197,10 @@ class PadChestAdapter(BaseAdapter):
         return out
 
     def _one(self, row: dict, where: str, root: Path, cfg: IngestConfig, out: Discovery, seen: set) -> None:
+        bad = control_char_column(row)
+        if bad is not None:  # the release's first column is unnamed: "" is a column too
+            self.quarantine(out, where, f"{CONTROL_CHARS}: column {bad!r}")
+            return
         image_name = row.get("ImageID") or ""
         folder = (row.get("ImageDir") or "").strip()
         if not image_name.strip():
