@@ -5,6 +5,7 @@ flows/compare.py); the Runs page filtered to the variants; each variant's evalua
 from __future__ import annotations
 
 from tasks.evaluate.leaderboard import SMALL_N
+from tasks.evaluate.resampling import p_text
 
 
 def _ci(lo: float | None, hi: float | None) -> str:
@@ -18,7 +19,7 @@ def table(rows: list[dict]) -> list[str]:
         value = f"{r['value']:.2f}{_ci(r['ci_low'], r['ci_high'])}" if r["value"] is not None else r["status"]
         if r["diff"] is not None:
             vs = f"{r['diff']:+.2f}{_ci(r['diff_ci_low'], r['diff_ci_high'])}"
-            p = f"{r['p_value']:.4f}"
+            p = p_text(r["p_value"], r.get("p_floor")).removeprefix("p = ").removeprefix("p ")
         else:  # the baseline itself, or why no comparison was made
             vs, p = ("baseline" if r["status"] == "baseline" else r["status"] if r["value"] is not None else ""), ""
         n = f"{r['n']}*" if r["small_n"] else str(r["n"])
