@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # PREFECT_HOME under artifacts/: the demo's flow runs stay in that SQLite database, so
-# `PREFECT_HOME=artifacts/prefect .venv/bin/prefect server start` shows them in the UI afterwards.
+# `PREFECT_HOME=artifacts/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/prefect server start` shows them in the UI afterwards.
 demo: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/artifacts/prefect $(VENV)/bin/cxrflow demo
 
