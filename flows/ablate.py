@@ -61,8 +61,9 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
             res = pipeline.with_options(flow_run_name=run_name(spec, variant))(cfg)
         results[variant] = {"eval_dir": str(cfg.stage_dirs()["evaluate"]), "stages": res["stages"],
                             "work": res["work"], "flow_run_id": res.get("flow_run_id")}
-    for r in results.values():  # the filtered Runs page shows each variant's headline metric as a tag
-        if r.get("flow_run_id"):
+    for variant in results:  # the filtered Runs page shows each variant's headline metric as a tag
+        if results[variant].get("flow_run_id"):
+            r = results[variant]
             r["headline"] = tag_headline(r["flow_run_id"], r["eval_dir"], spec.metrics[0])
     evals = {v: r["eval_dir"] for v, r in results.items()}
     out = str(spec.variant_config(spec.baseline).out)
