@@ -40,6 +40,7 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.ops
 @pytest.mark.parametrize("config", CONFIGS)
 def test_config_runs_with_its_header_commands(config, clone):
     root, env, done = clone

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from pipeline_support import base_dict, tiny_config, write_fixture
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ops]
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 DEADLINE = 900  # seconds per wait: generous, the machine may be shared
