@@ -23,7 +23,10 @@ from bench.bench_orchestration import track_peak_rss
 
 STAGES = {
     "discover": """
-from tasks.ingest import discover
+try:  # the plan's own discovery (candidates spilled in batches); older code: the listed discovery
+    from tasks.ingest import discover_spilled as discover
+except ImportError:
+    from tasks.ingest import discover
 discover(CFG)
 """,
     "ingest": """
@@ -105,6 +108,12 @@ def main() -> None:
         "--stages after structure on them (e.g. re-measure validate, shard, export after a change)",
     )
     ap.add_argument("--keep", type=Path, help="move each size's src-N and data-N here (for a later --reuse)")
+    ap.add_argument(
+        "--fixtures",
+        type=Path,
+        help="folder of src-N fixtures to read (each written there first if missing, and kept): every stage "
+        "runs afresh on them (e.g. the same archive under two versions of the code)",
+    )
     args = ap.parse_args()
     from fixtures.mimic_cxr import write_mimic_cxr
 
@@ -116,6 +125,10 @@ def main() -> None:
             data = None
             if args.reuse:
                 root, data = args.reuse / f"src-{n}", args.reuse / f"data-{n}"
+            elif args.fixtures:
+                root = args.fixtures / f"src-{n}"
+                if not root.exists():
+                    write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
             else:
                 write_mimic_cxr(root, studies=round(n / 1.5), seed=n, jpg=True, size="small", defects=False)
             results[n] = {}
@@ -128,7 +141,7 @@ def main() -> None:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 shutil.move(root, args.keep / f"src-{n}")
                 shutil.move(out / "data", args.keep / f"data-{n}")
-            elif not args.reuse:
+            elif not (args.reuse or args.fixtures):
                 shutil.rmtree(root)
             shutil.rmtree(out)
     finally:

@@ -3,8 +3,9 @@ artifacts/. Writes the learnable MIMIC-CXR-JPG fixture (findings drawn into the 
 input per defect kind: fixtures/learnable.py), runs the `learning` ablation (configs/ablations/learning.yaml:
 the tiny model trained on aligned image-report pairs vs the shuffle control, each through ingest -> structure
 -> validate -> shard -> train -> evaluate, the data stages shared), and prints the ingest reconciliation, the
-comparison, what was trained and how to see the runs in the UI. Writes OUT/learning.json. A second
-`make demo` reuses every stage."""
+comparison (against the shuffle control and the image-blind baselines, tasks/evaluate/baselines.py), what was
+trained and how to see the runs in the UI. Writes OUT/learning.json and, last, OUT/report.html (tasks/report).
+A second `make demo` reuses every stage; an OUT holding a fixture of another seed or size is refused."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ DEMO_SPEC = Path("configs/ablations/learning.yaml")
 # The project's own copy, for a `cxrflow demo` started outside the repository root.
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEMO_STUDIES = 200
+FIXTURE_MARKER = "cxrflow-demo-fixture.json"  # the seed and size the fixture was written with
 
 
 def register(app: typer.Typer) -> None:
@@ -28,10 +30,22 @@ def register(app: typer.Typer) -> None:
 def write_demo_fixture(root: Path, studies: int = DEMO_STUDIES, seed: int = 0) -> Path:
     """The learnable MIMIC-CXR-JPG fixture (the configuration BENCHMARKS.md measured learning on, and quicker to
     ingest) with its LLaVA-Rad annotation files (the report-processing ablation reads them)."""
+    from cxrio import atomic_write_json
     from fixtures.mimic_cxr import ANNOTATIONS_DIR, write_mimic_cxr
+    from schemas.errors import UserError
 
-    if not (root / "mimic-cxr-2.0.0-metadata.csv.gz").exists() or not (root / ANNOTATIONS_DIR).is_dir():
-        write_mimic_cxr(root, studies=studies, seed=seed, jpg=True, learnable=True, annotations=True)
+    wanted = {"seed": seed, "studies": studies}
+    marker = root / FIXTURE_MARKER
+    if (root / "mimic-cxr-2.0.0-metadata.csv.gz").exists() and (root / ANNOTATIONS_DIR).is_dir():
+        # a fixture of another seed or size must not be reported as this one
+        written = json.loads(marker.read_text()) if marker.exists() else None
+        if written != wanted:
+            what = f"seed {written['seed']}, {written['studies']} studies" if written else "an unrecorded seed"
+            raise UserError(f"{root} holds a demo fixture of {what}, not seed {seed}, {studies} studies",
+                            f"remove {root} or give another --out")
+        return root
+    write_mimic_cxr(root, studies=studies, seed=seed, jpg=True, learnable=True, annotations=True)
+    atomic_write_json(marker, wanted)
     return root
 
 
@@ -47,6 +61,7 @@ def demo(
     from schemas.evaluation import EvaluationMetrics
     from schemas.pipeline import load_ablation_spec
     from tasks.evaluate.learning import (
+        BALANCED_METRIC,
         LEARNING_METRIC,
         collapse_not_computed,
         describe_training,
@@ -54,6 +69,7 @@ def demo(
         learning_record,
     )
     from tasks.preflight import check_file, check_out_dir
+    from tasks.report.render import write_report
 
     check_out_dir(out)  # before the fixture is written (a file there was a traceback after minutes of work)
     if spec == DEMO_SPEC and not spec.exists():
@@ -83,18 +99,31 @@ def demo(
         typer.echo(f"  {line}")
 
     comparison = result["compare"]["significance"]["trained"]
-    cmp = comparison.get("metrics", {}).get(LEARNING_METRIC) or {"not_computed": comparison.get("not_computed")}
-    record = learning_record(LEARNING_METRIC, metrics["trained"].metrics[LEARNING_METRIC],
-                             metrics["shuffled"].metrics[LEARNING_METRIC], cmp)
+    records = {}
+    for name in (LEARNING_METRIC, BALANCED_METRIC):
+        cmp = comparison.get("metrics", {}).get(name) or {"not_computed": comparison.get("not_computed")}
+        records[name] = learning_record(name, metrics["trained"].metrics[name], metrics["shuffled"].metrics[name],
+                                        cmp, metrics["trained"].baselines)
+    record = {**records[LEARNING_METRIC], "learned": learned(records[LEARNING_METRIC]),
+              "balanced_accuracy": {**records[BALANCED_METRIC], "learned": learned(records[BALANCED_METRIC])}}
     atomic_write_json(out / "learning.json", record)
-    typer.echo(f"\n== does the model read the images? {LEARNING_METRIC} (rule-based label F1, micro over the 14 "
-               "CheXpert observations, findings of the test split)")
-    typer.echo(_comparison_text(record))
-    typer.echo("  " + ("yes: trained beats shuffled with non-overlapping 95% CIs" if learned(record) else
-                       "not shown: the 95% CIs overlap"))
+    typer.echo("\n== does the model read the images? Against the shuffle control (the same training, images "
+               "swapped across studies) and the image-blind baselines (no training: the constant report best on the "
+               "training split, and its most frequent report; the same text for every test study)")
+    for name, text in ((LEARNING_METRIC, "rule-based label F1, micro over the 14 CheXpert observations"),
+                       (BALANCED_METRIC, "balanced accuracy, mean over the findings the test references hold")):
+        r = records[name]
+        typer.echo(f"  {name} ({text}):")
+        typer.echo(_comparison_text(r))
+        typer.echo("    learned: " + ("yes, trained beats the shuffle control and every image-blind baseline with "
+                                      "non-overlapping 95% CIs" if learned(r) else "not shown: " + _why_not(r)))
+    for b_name, b in metrics["trained"].baselines.items():
+        typer.echo(f"  baseline {b_name}: \"{b.prediction}\"")
 
     run_dir = Path(trained["stages"]["train"]["dir"])
-    typer.echo(f"\n== what was trained\n  {describe_training(run_dir)}, on CPU; the `shuffled` control is the "
+    stored = ablation.variant_config("trained").data.image.size
+    typer.echo(f"\n== what was trained\n  {describe_training(run_dir)} (ingest stored {stored} px), on CPU; the "
+               "`shuffled` control is the "
                "same training with each training image swapped for another study's (a fixed derangement: no sample "
                "keeps its own image or gets one of its own study).")
     typer.echo(f"\n== where\n  learning.json: {out / 'learning.json'}\n  leaderboard:   "
@@ -104,6 +133,16 @@ def demo(
                f"http://127.0.0.1:4200/runs?tag=ablation:{ablation.name} (Runs filtered by tag "
                f"`ablation:{ablation.name}`: one row per variant);\n  Artifacts: "
                f"`ablation-{ablation.name}-leaderboard` (sortable) and `-leaderboard-md`.")
+    # last, so `make demo` ends with it: the six sections of the paper, the verdict against both baselines
+    write_report(out, out / "report.html")
+    typer.echo(f"\n== the report (opens offline)\n{out / 'report.html'}")
+
+
+def _why_not(r: dict) -> str:
+    t = r["trained"]["ci"]
+    beaten = [("shuffled", r["shuffled"]), *r.get("baselines", {}).items()]
+    lost = [k for k, v in beaten if not (t and v.get("ci") and t[0] > v["ci"][1])]
+    return "the 95% CI overlaps (or lies below) " + ", ".join(lost)
 
 
 def _comparison_text(r: dict) -> str:
@@ -111,11 +150,14 @@ def _comparison_text(r: dict) -> str:
     from tasks.evaluate.resampling import p_text
 
     def ci(d: dict) -> str:
+        if d.get("value") is None:
+            return d.get("not_computed", "not computed")
         return f"{d['value']:.2f} [{d['ci'][0]:.2f}, {d['ci'][1]:.2f}]" if d.get("ci") else str(d.get("value"))
 
     diff = r["difference"]
     d = ci(diff) if diff.get("value") is not None else diff.get("not_computed", "not computed")
     p = p_text(r["p_value"], r.get("p_floor"), 4)  # `p < 0.002` when no resample crossed 0
     small = f"  (small n: fewer than {SMALL_N} test reports, the CIs are wide)" if (r["n"] or 0) < SMALL_N else ""
-    return (f"  trained  {ci(r['trained'])}\n  shuffled {ci(r['shuffled'])}\n  trained - shuffled {d}, "
-            f"{p} (paired bootstrap over n = {r['n']} test reports){small}")
+    base = "".join(f"\n    {k:<16} {ci(v)}  (image-blind baseline)" for k, v in r.get("baselines", {}).items())
+    return (f"    trained          {ci(r['trained'])}\n    shuffled         {ci(r['shuffled'])}{base}\n"
+            f"    trained - shuffled {d}, {p} (paired bootstrap over n = {r['n']} test reports){small}")

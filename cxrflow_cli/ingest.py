@@ -37,6 +37,13 @@ def ingest(
     ] = 32,
     limit: Annotated[int | None, typer.Option(help="cap on candidate images", min=1)] = None,
     prefect: Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow")] = True,
+    verify_checksums: Annotated[
+        bool,
+        typer.Option(
+            "--verify-checksums",
+            help="hash every file the root's SHA256SUMS.txt lists and compare (default: a fixed 1-in-64 sample)",
+        ),
+    ] = False,
     mixture: Annotated[
         Path | None, typer.Option(help="YAML MixtureConfig: several sources, one manifest")
     ] = None,
@@ -79,6 +86,7 @@ def ingest(
                 size=size, resize=value(resize), format=value(image_format), jpeg_quality=jpeg_quality
             ),
             annotations=annotations or [],
+            verify_checksums=verify_checksums,
         )
         annotation_files(cfg.annotations)  # a missing file is a user error, before any work
     except ValidationError as exc:

@@ -63,4 +63,10 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
         summary = compare.with_options(flow_run_name=f"{slug(spec.name)}-compare")(
             spec.name, evals, spec.baseline, spec.metrics, out, n_resamples=n_resamples,
             runs={v: r.get("flow_run_id") for v, r in results.items()})
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.report.render import report_markdown
+
+    create_markdown_artifact(key=f"ablation-{slug(spec.name)}-report", markdown=report_markdown(out),
+                             description=f"Ablation {spec.name}: the reproduction report (cxrflow report --html)")
     return {"name": spec.name, "variants": results, "compare": summary}

@@ -128,6 +128,10 @@ def pipeline(cfg: PipelineConfig) -> dict:
         "metrics": table,
     }
     atomic_write_json(Path(cfg.out) / "runs" / f"{name}.json", result)
+    from tasks.report.render import report_markdown
+
+    create_markdown_artifact(key=f"pipeline-report-{name}", markdown=report_markdown(cfg.out),
+                             description=f"Pipeline {cfg.name}: the reproduction report of {cfg.out}")
     print(render_text(result))
     return result
 

@@ -42,7 +42,8 @@ def validation_message(exc, model=None, prefix: str = "") -> UserError:
     secret = any(w in loc.lower() for w in ("url", "key", "secret", "token", "endpoint", "password"))
     # a refused endpoint may hold a key: never echo the value of such a field
     shown = "" if secret or isinstance(value, dict | list) or value is None else f" (got {value!r})"
-    where = f"{loc}: " if loc else ""  # a model-level check (schemas/finite.py) names its own field
+    # a model-level check (schemas/finite.py) names its own field, relative to the model: "train: stage1.lr ..."
+    where = f"{loc}: " if first["loc"] else f"{prefix.rstrip('.')}: " if prefix else ""
     return UserError(f"{where}{first['msg']}{shown}{more}".replace("Value error, ", ""))
 
 

@@ -64,6 +64,15 @@ class MetricResult(BaseModel):
         return f"{self.value:.2f}{ci}{med}"
 
 
+class BaselineResult(BaseModel):
+    """A baseline that needs no training (tasks/evaluate/baselines.py): one text given as the prediction for
+    every test report, scored on the same references and resamples as the model."""
+
+    description: str
+    prediction: str
+    metrics: dict[str, MetricResult] = Field(default_factory=dict)
+
+
 class EvaluationMetrics(BaseModel):
     """EVAL/metrics.json."""
 
@@ -78,6 +87,9 @@ class EvaluationMetrics(BaseModel):
     )
     predictions_sha256: str | None = None
     metrics: dict[str, MetricResult] = Field(default_factory=dict)
+    baselines: dict[str, BaselineResult] = Field(
+        default_factory=dict, description="image_blind, majority_report: computed when the training split's "
+        "references are at hand (tasks/evaluate/baselines.py)")
 
 
 class MetricComparison(BaseModel):

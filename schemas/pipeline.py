@@ -26,7 +26,7 @@ from schemas.encoder import EncoderSection
 from schemas.evaluation import EvaluationSettings
 from schemas.finite import finite_check
 from schemas.llm import LLMEndpoint
-from schemas.safe_load import load_yaml_text
+from schemas.safe_load import MAX_DEPTH, load_yaml_text
 from schemas.shards import LAYOUT_VERSION, ShardConfig, ValidateConfig
 
 STAGES: tuple[str, ...] = ("ingest", "structure", "shard", "encoder", "train", "evaluate")  # encoder: optional
@@ -134,6 +134,8 @@ class PipelineConfig(BaseModel):
 def set_dotted(d: dict, key: str, value: Any) -> None:
     """`train.stage2.lora_r` -> d["train"]["stage2"]["lora_r"] = value (creating dicts on the way)."""
     parts = key.split(".")
+    if len(parts) > MAX_DEPTH:  # the nesting cap the YAML/JSON loaders apply, for a dotted key too
+        raise ValueError(f"override key nested deeper than {MAX_DEPTH} levels")
     cur = d
     for p in parts[:-1]:
         nxt = cur.get(p)
@@ -177,6 +179,31 @@ class AblationSpec(BaseModel):
         default_factory=lambda: ["rouge_l", "bleu_4", "rule_f1_micro_14", "rule_f1_micro_5"],
         description="metrics charted and tested against the baseline (others still in the table)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_seeds(cls, data: Any) -> Any:
+        """`train.seeds: [0, 1, 2]` (in `base` or a variant) makes one variant per training seed, named
+        `<variant>-seed<S>` with `train.seed: S`; the baseline becomes its first seed's variant. Then the CIs
+        (test-sample variance) sit beside the spread over training seeds (tasks/report)."""
+        if not isinstance(data, dict) or not isinstance(data.get("variants"), dict):
+            return data
+        base = copy.deepcopy(data.get("base") or {})
+        base_seeds = (base.get("train") or {}).pop("seeds", None) if isinstance(base.get("train"), dict) else None
+        variants, firsts = {}, {}
+        for name, ov in data["variants"].items():
+            ov = dict(ov or {})
+            seeds = ov.pop("train.seeds", base_seeds)
+            if not seeds:
+                variants[name] = ov
+                continue
+            if not isinstance(seeds, list) or not all(isinstance(x, int) for x in seeds):
+                raise ValueError(f"variant {name}: train.seeds must be a list of integers")
+            for seed in seeds:
+                variants[f"{name}-seed{seed}"] = {**ov, "train.seed": seed}
+            firsts[name] = f"{name}-seed{seeds[0]}"
+        baseline = data.get("baseline") or next(iter(data["variants"]))
+        return {**data, "base": base, "variants": variants, "baseline": firsts.get(baseline, baseline)}
 
     @model_validator(mode="after")
     def _check(self) -> AblationSpec:

@@ -35,6 +35,8 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder, pixel
 from pydicom.pixels.utils import get_j2k_parameters
 from pydicom.uid import (
     JPEG2000,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLSLossless,
@@ -66,8 +68,11 @@ class Decoded:
     def to_uint8(self) -> np.ndarray:
         if self.lut is None:
             return self.pixels
-        index = self.pixels if self.lut_offset == 0 else self.pixels.astype(np.int64) - self.lut_offset
-        return self.lut[index]
+        if self.lut_offset == 0:
+            return self.lut[self.pixels]
+        if 0 < self.lut_offset <= 1 << 16:  # no value lies below the offset: pad the table, index directly
+            return np.concatenate([np.zeros(self.lut_offset, np.uint8), self.lut])[self.pixels]
+        return self.lut[self.pixels.astype(np.int64) - self.lut_offset]
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -212,7 +217,14 @@ def _missing_plugin_reason(ds: pydicom.Dataset) -> str | None:
     return f"unsupported transfer syntax: {ts.name} needs a pixel plugin that is not installed ({missing})"
 
 
-def read_dicom(path: Path) -> pydicom.Dataset:
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
+
+
+def read_dicom(path: Path | io.BytesIO) -> pydicom.Dataset:
     try:
         return pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises several types for bad files
@@ -275,15 +287,18 @@ def burned_in_reason(ds: pydicom.Dataset) -> str | None:
 
 
 def check_pixels(
-    ds: pydicom.Dataset, expected: tuple[int, int] | None = None, allow_burned_in: bool = True
+    ds: pydicom.Dataset, expected: tuple[int, int] | None = None, allow_burned_in: bool = True,
+    located: bool = False,
 ) -> None:
     """The checks every decode path makes first: pixel data present, grayscale, headers that fit the pixels,
-    and (`expected`: the source's metadata CSV Rows/Columns) a header that agrees with the source's metadata."""
-    if "PixelData" not in ds:
+    and (`expected`: the source's metadata CSV Rows/Columns) a header that agrees with the source's metadata.
+    `located`: the header was read without its pixel data, which native_pixels found in the file's bytes at
+    exactly the header's geometry."""
+    if not located and "PixelData" not in ds:
         raise ImageDecodeError("DICOM has no Pixel Data element")
     if ds.get("PhotometricInterpretation") not in ("MONOCHROME1", "MONOCHROME2"):
         raise ImageDecodeError(f"not a grayscale radiograph: PhotometricInterpretation {ds.get('PhotometricInterpretation')}")
-    contradiction = _header_contradiction(ds) or _geometry_mismatch(ds)
+    contradiction = _header_contradiction(ds) or (None if located else _geometry_mismatch(ds))
     if contradiction:
         raise ImageDecodeError(contradiction)
     burned = None if allow_burned_in else burned_in_reason(ds)
@@ -296,6 +311,13 @@ def check_pixels(
         )
 
 
+def _decoder_failure(exc: BaseException) -> bool:
+    """An error of the decoder on this file: any Exception, and the PanicException of Rust-based plugins
+    (pylibjpeg-rle panics on a header whose Rows is smaller than its frame), which derives from BaseException
+    so that `except Exception` misses it. Interrupts and exits still propagate."""
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
 def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     """Stored values of the first frame, with a precise reason when that is impossible."""
     check_pixels(ds)
@@ -305,8 +327,13 @@ def dicom_pixels(ds: pydicom.Dataset) -> np.ndarray:
     try:
         plugin = preferred_plugin(ds)
         arr = pixel_array(ds, decoding_plugin=plugin) if plugin else ds.pixel_array
-    except Exception as exc:
+    except BaseException as exc:
+        if not _decoder_failure(exc):
+            raise
         msg = str(exc)
+        if "could not broadcast" in msg:  # the decoded frame is not Rows x Columns: the header lies
+            raise ImageDecodeError(f"pixel geometry mismatch: the compressed frame is not Rows {ds.Rows} x "
+                                   f"Columns {ds.Columns} ({msg})") from exc
         if "less than" in msg or "truncat" in msg.lower() or "expected" in msg:
             raise ImageDecodeError(f"truncated pixel data: {msg}") from exc
         raise ImageDecodeError(f"pixel data could not be decoded: {type(exc).__name__}: {msg}") from exc
@@ -414,6 +441,9 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
         if scale == 1:
             return None
         frame = first_frame(ds)
+        with Image.open(io.BytesIO(frame)) as im:  # the header only
+            if im.size != (int(ds.Columns), int(ds.Rows)):
+                return None  # the DICOM header and the codestream disagree: the full decode refuses it
         if ts == JPEGBaseline8Bit:
             if int(ds.get("BitsAllocated", 8)) != 8 or int(ds.get("PixelRepresentation", 0)):
                 return None
@@ -425,20 +455,74 @@ def reduced_dicom_pixels(ds: pydicom.Dataset, cfg: ImageConfig) -> tuple[np.ndar
             return None
         arr = j2k_stored_values(ds, frame, reduce)
         return arr, f"pillow-{Image.__version__}/{ts.name}/reduce-{reduce}"
-    except Exception:  # any surprise: the full decode decides
+    except BaseException as exc:  # any surprise: the full decode decides
+        if not _decoder_failure(exc):
+            raise
         return None
 
 
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010) little endian
+
+
+def value_range(arr: np.ndarray) -> tuple[int, int]:
+    """(min, max) in one pass (cv2; numpy's min and max are two, and cv2 has no 32-bit unsigned type)."""
+    if arr.dtype == np.uint32 or arr.dtype.itemsize > 4 and arr.dtype.kind in "iu":
+        return int(arr.min()), int(arr.max())
+    lo, hi, _, _ = cv2.minMaxLoc(arr)
+    return int(lo), int(hi)
+
+
+def native_pixels(raw: bytes) -> tuple[pydicom.Dataset, np.ndarray, tuple[int, int]] | None:
+    """(header, stored values, their (min, max)) of a single-frame uncompressed little-endian 16-bit film, the
+    values a view of `raw` instead of pydicom's copy (BENCHMARKS.md, issue 28: the read, the copy and the bit
+    masking were half the work on MIMIC-CXR's films); None for anything else, where pydicom's decode decides
+    (errors included). The values are pydicom's pixel_array's: bits above BitsStored masked when any is set
+    (unsigned)."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+        ts = ds.file_meta.get("TransferSyntaxUID")
+        if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) or int(ds.get("BitsAllocated") or 0) != 16:
+            return None
+        if int(ds.get("SamplesPerPixel") or 1) != 1 or int(ds.get("NumberOfFrames") or 1) != 1:
+            return None
+        bits, signed = int(ds.get("BitsStored") or 16), int(ds.get("PixelRepresentation") or 0)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception:
+        return None
+    if signed and bits != 16:  # sign extension from a narrower field: pydicom's
+        return None
+    size, header = rows * cols * 2, 12 if ts == ExplicitVRLittleEndian else 8
+    at = len(raw) - size - header  # the element ends the file (anything after it: pydicom's decode)
+    if at < 0 or raw[at : at + 4] != _PIXEL_DATA_TAG or int.from_bytes(raw[at + header - 4 : at + header], "little") != size:
+        return None
+    if header == 12 and raw[at + 4 : at + 8] not in (b"OW\x00\x00", b"OB\x00\x00"):
+        return None
+    arr = np.frombuffer(raw, dtype="<i2" if signed else "<u2", count=rows * cols, offset=at + header).reshape(rows, cols)
+    extent = value_range(arr)
+    if not signed and bits < 16 and extent[1] >> bits:
+        arr = arr & np.uint16((1 << bits) - 1)
+        extent = value_range(arr)
+    return ds, arr, extent
+
+
 def decode_dicom(
-    path: Path, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+    src: Path | bytes, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
 ) -> Decoded:
-    ds = read_dicom(path)
-    check_pixels(ds, expected, allow_burned_in)
-    fast = reduced_dicom_pixels(ds, cfg)
-    arr, decoder = fast if fast else (dicom_pixels(ds), decoder_name(ds))
+    raw = src if isinstance(src, bytes) else _read(src)
+    native = native_pixels(raw)
+    if native:
+        ds, arr, extent = native
+        check_pixels(ds, expected, allow_burned_in, located=True)
+        decoder = decoder_name(ds)
+    else:
+        ds = read_dicom(io.BytesIO(raw))
+        check_pixels(ds, expected, allow_burned_in)
+        fast = reduced_dicom_pixels(ds, cfg)
+        arr, decoder = fast if fast else (dicom_pixels(ds), decoder_name(ds))
+        extent = None
     # Without a VOI the film is min-max scaled over its whole extent (not the kept region), so crop and
     # pad of one film give the same intensities.
-    data_lo, data_hi = (0, 0) if has_voi(ds) else (int(arr.min()), int(arr.max()))
+    data_lo, data_hi = (0, 0) if has_voi(ds) else (extent or value_range(arr))
     reduced = area_reduce(arr, cfg)
     lo, hi = _stored_range(ds, reduced)
     lut = dicom_lut(ds, min(lo, data_lo), max(hi, data_hi), data_lo, data_hi)
@@ -448,10 +532,10 @@ def decode_dicom(
 # --------------------------------------------------------------------------------------------- PNG / JPEG
 
 
-def decode_raster(path: Path, cfg: ImageConfig) -> Decoded:
+def decode_raster(src: Path | bytes, cfg: ImageConfig) -> Decoded:
     """8- or 16-bit grayscale PNG/JPEG (RGB/RGBA converted to luminance); 16-bit is min-max scaled."""
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
             scale = 1
             if im.format == "JPEG" and not cfg.exact and im.mode in ("L", "RGB"):
                 scale = min(power_of_two_scale(im.height, im.width, cfg), 8)
@@ -468,26 +552,30 @@ def decode_raster(path: Path, cfg: ImageConfig) -> Decoded:
     decoder = f"pillow/{fmt}/{arr.dtype}"
     if arr.dtype == np.uint8:
         return Decoded(pixels=area_reduce(arr, cfg), lut=None, lut_offset=0, decoder=decoder)
-    lo, hi = int(arr.min()), int(arr.max())  # whole film, as for DICOM without a VOI
+    lo, hi = value_range(arr)  # whole film, as for DICOM without a VOI
     reduced = area_reduce(arr, cfg)
     table = np.rint((np.arange(lo, hi + 1, dtype=np.float64) - lo) / max(hi - lo, 1) * 255.0).astype(np.uint8)
     return Decoded(pixels=reduced, lut=table, lut_offset=lo, decoder=decoder)
 
 
 def decode(
-    path: Path, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+    src: Path | bytes, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None,
+    allow_burned_in: bool = False,
 ) -> Decoded:
+    """`src`: the file, or its bytes when already read."""
     if kind == "dicom":
-        return decode_dicom(path, cfg, expected, allow_burned_in)
-    return decode_raster(path, cfg)
+        return decode_dicom(src, cfg, expected, allow_burned_in)
+    return decode_raster(src, cfg)
 
 
 def process(
-    path: Path, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+    path: Path, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False,
+    data: bytes | None = None,
 ) -> tuple[bytes, int, int, str]:
     """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder).
     `expected`: (Rows, Columns) from the source's metadata, checked against a DICOM's header; a DICOM whose
-    pixels may show burned-in PHI is refused unless `allow_burned_in`."""
-    decoded = decode(path, kind, cfg, expected, allow_burned_in)
+    pixels may show burned-in PHI is refused unless `allow_burned_in`. `data`: the file's bytes when the caller
+    already read them (to hash them), so the file is read once."""
+    decoded = decode(path if data is None else data, kind, cfg, expected, allow_burned_in)
     im = finish(decoded.to_uint8(), cfg)
     return encode(im, cfg), im.size[0], im.size[1], decoded.decoder

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-import polars as pl
-import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cxrio import (
@@ -43,7 +42,6 @@ from cxrio import (
     atomic_write_parquet,
     read_json,
     sha256_bytes,
-    sha256_file,
     sha256_json,
 )
 from schemas.config import IngestConfig
@@ -51,22 +49,32 @@ from schemas.errors import UserError
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.manifest import DROP_SCHEMA, MANIFEST_SCHEMA, REPORT_SECTIONS, table_from_rows
 from tasks import __version__
+from tasks.candidates import Spill, SpillWriter, duplicated_keys, split_by_keys, tail_drops
 from tasks.images import ALLOW_BURNED_IN, ImageDecodeError, extension, preprocess_params, process
 from tasks.lock import holds_output_lock
+from tasks.parquet_merge import merge_sorted
 from tasks.reports.sections import PARSER_METHOD, parse_report
+from tasks.source_hashes import (
+    ChecksumMismatch,
+    SourceHasher,
+    hash_table,
+    prepare_sums,
+    save_hash_cache,
+)
 from tasks.sources import get_adapter
 from tasks.sources.base import (
     Candidate,
     Discovery,
     Drop,
     SourceLayoutError,
-    apply_view_policy,
+    in_batches,
     quarantine_key_collisions,
     quarantine_unusable,
     reason_category,
+    view_filter,
+    view_notes,
 )
 
-HASH_CACHE = Path(".cache") / "source-hashes.parquet"
 RUNS = Path(".cache") / "runs"  # per-run part files and progress counters, removed by assemble
 CHUNKS_PER_WORKER = 4  # enough to balance cheap and costly films across workers
 MAX_CHUNK = 4096  # images per task run: bounds a worker's memory and the work a failed chunk repeats
@@ -80,7 +88,6 @@ class BatchResult:
     quarantined: list[Drop] = field(default_factory=list)
     decoded: int = 0
     reused: int = 0
-    hashes: dict[str, tuple[int, int, str]] = field(default_factory=dict)  # path -> (size, mtime_ns, sha)
 
 
 # ------------------------------------------------------------------------------------------ discovery
@@ -88,33 +95,73 @@ class BatchResult:
 
 def discover(cfg: IngestConfig) -> Discovery:
     """Check the layout and the output folder (fails before any work, naming what is wrong), then find and
-    join inputs."""
+    join inputs: every candidate in `candidates` (tests, tools). The ingest plan keeps them spilled instead
+    (`discover_spilled`); this is the same code, read back whole."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="cxrflow-discover-") as tmp:
+        discovery = discover_spilled(cfg, Path(tmp))
+        discovery.candidates, discovery.spill = discovery.spill.read(), None
+    return discovery
+
+
+def discover_spilled(cfg: IngestConfig, run_dir: Path | None = None) -> Discovery:
+    """discover() with the candidates spilled to run_dir/candidates.parquet in bounded batches
+    (tasks/candidates.py) as `discovery.spill`; run_dir defaults to a new run folder (new_run_dir)."""
     from tasks.preflight import check_out_dir
 
     check_out_dir(cfg.out, "out")
     adapter = get_adapter(cfg.source)
     adapter.check(Path(cfg.root), cfg.options or None)
+    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(Path(cfg.out))
+    writer = SpillWriter(run_dir / "candidates.parquet")
+    unknown = total = 0
     try:
-        discovery = adapter.discover(cfg)
+        if hasattr(adapter, "discover_batches"):
+            discovery, batches = adapter.discover_batches(cfg)
+        else:  # an adapter with discover() alone
+            discovery, batches = in_batches(adapter.discover(cfg))
+        for found in batches:
+            # control characters, empty-key ids, absurd reports: quarantine rows, never crashes
+            batch = quarantine_unusable(discovery, found)
+            unknown += sum(c.view is None for c in batch)  # one meaning of frontal_only for every source
+            total += len(batch)
+            writer.write(view_filter(discovery, batch, cfg.frontal_only))
     except OSError as exc:  # adapters quarantine what they expect; anything else is one line naming the path
         raise SourceLayoutError(
             f"{cfg.source}: cannot read {exc.filename or cfg.root}: {exc.strerror or exc}"
         ) from exc
-    quarantine_unusable(discovery)  # control characters, empty-key ids, absurd reports: rows, never crashes
-    apply_view_policy(discovery, cfg.frontal_only)  # one meaning of frontal_only for every source
-    quarantine_key_collisions(discovery)  # keys are unique, or the inputs are quarantined (never merged)
-    if cfg.annotations:
+    spill = writer.close()
+    view_notes(discovery, unknown, total, len(spill), cfg.frontal_only)
+    # The release's SHA256SUMS.txt, parsed once per version into the output's cache for the chunks to read.
+    discovery.notes["sums_file"] = prepare_sums(Path(cfg.root), Path(cfg.out))
+    discovery.spill = _quarantine_collisions(discovery, spill, run_dir)
+    if cfg.annotations:  # the LLaVA-Rad texts join on the whole list (an ablation's input, not archive scale)
         from tasks.reports.annotations import join_annotations
 
+        discovery.candidates = discovery.spill.read()
         discovery.annotations = join_annotations(discovery, cfg.annotations)
-    if cfg.limit is not None and len(discovery.candidates) > cfg.limit:
-        kept, over = discovery.candidates[: cfg.limit], discovery.candidates[cfg.limit :]
-        discovery.candidates = kept
-        discovery.filtered += [
-            Drop(c.source, c.rel_path, "discover", f"over the source cap: limit={cfg.limit}", c.image_key)
-            for c in over
-        ]
+        writer = SpillWriter(run_dir / "candidates-annotated.parquet")
+        writer.write(discovery.candidates)
+        discovery.candidates, discovery.spill = [], writer.close()
+    if cfg.limit is not None and len(discovery.spill) > cfg.limit:
+        reason = f"over the source cap: limit={cfg.limit}"
+        discovery.filtered += tail_drops(discovery.spill, cfg.limit, "discover", reason)
+        discovery.spill = Spill(discovery.spill.path, cfg.limit)
     return discovery
+
+
+def _quarantine_collisions(discovery: Discovery, spill: Spill, run_dir: Path) -> Spill:
+    """Keys are unique, or the inputs are quarantined (never merged): base.quarantine_key_collisions on the
+    colliding rows, the spill rewritten without them."""
+    keys = duplicated_keys(spill)
+    if not keys:
+        return spill
+    spill, clashing = split_by_keys(spill, keys, run_dir / "candidates-unique.parquet")
+    clashes = Discovery(candidates=clashing)
+    quarantine_key_collisions(clashes)
+    discovery.quarantined += clashes.quarantined
+    return spill
 
 
 def plan_chunks(n: int, workers: int, batch_size: int) -> list[tuple[int, int]]:
@@ -129,51 +176,6 @@ def plan_chunks(n: int, workers: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 # ------------------------------------------------------------------------------------------ per image
-
-
-def load_hash_cache(out: Path, paths: Iterable[str] | None = None) -> dict[str, tuple[int, int, str]]:
-    """The cached source hashes, or only those of `paths` (a chunk reads just its own entries).
-
-    pyarrow, not polars: this runs in forked pool workers, where polars' thread pool can deadlock."""
-    path = out / HASH_CACHE
-    if not path.exists():
-        return {}
-    filters = None if paths is None else [("path", "in", list(paths))]
-    table = pq.read_table(path, filters=filters)
-    cols = [table.column(n).to_pylist() for n in ("path", "size", "mtime_ns", "sha256")]
-    return {p: (s, m, h) for p, s, m, h in zip(*cols, strict=True)}
-
-
-def _hash_table(hashes: dict[str, tuple[int, int, str]]) -> pa.Table:
-    values = list(hashes.values())
-    return pa.table(
-        {
-            "path": pa.array(list(hashes), pa.string()),
-            "size": pa.array([v[0] for v in values], pa.int64()),
-            "mtime_ns": pa.array([v[1] for v in values], pa.int64()),
-            "sha256": pa.array([v[2] for v in values], pa.string()),
-        }
-    )
-
-
-def _save_hash_cache(out: Path, parts: list[Path]) -> None:
-    """Old cache + this run's hash parts, the newest entry per path winning (columnar, no Python dict)."""
-    frames = [pl.scan_parquet(out / HASH_CACHE)] if (out / HASH_CACHE).exists() else []
-    frames += [pl.scan_parquet(p) for p in parts]
-    if not frames:
-        return
-    df = pl.concat(frames).unique(subset="path", keep="last", maintain_order=True).collect()
-    atomic_write_parquet(out / HASH_CACHE, df)
-
-
-def _source_hash(path: Path, known: dict[str, tuple[int, int, str]]) -> tuple[str, tuple[int, int, str]]:
-    """sha256 of the source file, reusing the cached value while size and mtime are unchanged."""
-    st = path.stat()
-    cached = known.get(str(path))
-    if cached and cached[0] == st.st_size and cached[1] == st.st_mtime_ns:
-        return cached[2], cached
-    digest = sha256_file(path)
-    return digest, (st.st_size, st.st_mtime_ns, digest)
 
 
 def _report_fields(c: Candidate) -> dict:
@@ -199,17 +201,19 @@ def _report_fields(c: Candidate) -> dict:
 
 
 def process_candidate(
-    c: Candidate, cfg: IngestConfig, params: str, known: dict[str, tuple[int, int, str]], result: BatchResult
+    c: Candidate, cfg: IngestConfig, params: str, hasher: SourceHasher, result: BatchResult
 ) -> None:
     out = Path(cfg.out)
     try:
-        source_sha, stat = _source_hash(c.path, known)
+        source_sha, data = hasher.resolve(c.path, c.rel_path)
     except OSError as exc:
         result.quarantined.append(
             Drop(c.source, c.rel_path, "read", f"unreadable file: {exc.strerror}", c.image_key)
         )
         return
-    result.hashes[str(c.path)] = stat
+    except ChecksumMismatch as exc:
+        result.quarantined.append(Drop(c.source, c.rel_path, "read", str(exc), c.image_key))
+        return
     key = sha256_json([source_sha, params])
     rel_image = f"images/{key[:2]}/{key}.{extension(cfg.image)}"
     sidecar = out / f"images/{key[:2]}/{key}.json"
@@ -218,8 +222,8 @@ def process_candidate(
         result.reused += 1
     else:
         try:
-            data, width, height, decoder = process(
-                c.path, c.kind, cfg.image, c.expected_size, bool(cfg.options.get(ALLOW_BURNED_IN))
+            encoded, width, height, decoder = process(
+                c.path, c.kind, cfg.image, c.expected_size, bool(cfg.options.get(ALLOW_BURNED_IN)), data=data
             )
         except ImageDecodeError as exc:
             result.quarantined.append(Drop(c.source, c.rel_path, "decode", str(exc), c.image_key))
@@ -228,8 +232,8 @@ def process_candidate(
             reason = f"unexpected decode error: {type(exc).__name__}: {exc}"
             result.quarantined.append(Drop(c.source, c.rel_path, "decode", reason, c.image_key))
             return
-        atomic_write_bytes(out / rel_image, data)
-        meta = {"width": width, "height": height, "decoder": decoder, "sha256": sha256_bytes(data)}
+        atomic_write_bytes(out / rel_image, encoded)
+        meta = {"width": width, "height": height, "decoder": decoder, "sha256": sha256_bytes(encoded)}
         atomic_write_json(sidecar, meta)  # written last: its presence means the image is complete
         result.decoded += 1
     row = {
@@ -271,6 +275,7 @@ class ChunkResult:
     kept: int = 0
     decoded: int = 0
     reused: int = 0
+    hashing: dict[str, int] = field(default_factory=dict)  # SourceHasher.counts: where each sha256 came from
 
 
 class Sealed(Generic[T]):
@@ -296,17 +301,20 @@ def new_run_dir(out: Path) -> Path:
 
 
 def process_chunk(
-    index: int, chunk: Sealed[list[Candidate]], cfg: IngestConfig, run_dir: Path
+    index: int, chunk: Sealed[tuple[Spill, int, int]], cfg: IngestConfig, run_dir: Path
 ) -> ChunkResult:
-    """One task run's work: the chunk's images, progress written to the run folder every batch_size images
-    (at most every PROGRESS_EVERY_S) and at the end."""
-    run_dir, candidates = Path(run_dir), chunk.value
-    known = load_hash_cache(Path(cfg.out), (str(c.path) for c in candidates))
+    """One task run's work: the images of rows [start, stop) of the spilled candidates, progress written to
+    the run folder every batch_size images (at most every PROGRESS_EVERY_S) and at the end."""
+    spill, start, stop = chunk.value
+    run_dir, candidates = Path(run_dir), spill.read(start, stop)
+    hasher = SourceHasher.for_chunk(
+        Path(cfg.out), [str(c.path) for c in candidates], [c.rel_path for c in candidates], cfg.verify_checksums
+    )
     params = preprocess_params(cfg.image, bool(cfg.options.get(ALLOW_BURNED_IN)))
     total = BatchResult()
     last = time.monotonic()
     for done, c in enumerate(candidates, 1):
-        process_candidate(c, cfg, params, known, total)
+        process_candidate(c, cfg, params, hasher, total)
         due = done % cfg.batch_size == 0 and time.monotonic() - last >= PROGRESS_EVERY_S
         if due or done == len(candidates):
             atomic_write_bytes(run_dir / f"progress-{index:06d}", str(done).encode())
@@ -314,12 +322,14 @@ def process_chunk(
     rows_part = hashes_part = None
     if total.rows:
         rows_part = f"rows-{index:06d}.parquet"
-        atomic_write_parquet(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA))
-    if total.hashes:
+        # sorted here, so that assemble merges the parts without holding them (tasks/parquet_merge.py)
+        atomic_write_parquet(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA).sort_by("image_key"))
+    if hasher.hashes:
         hashes_part = f"hashes-{index:06d}.parquet"
-        atomic_write_parquet(run_dir / hashes_part, _hash_table(total.hashes))
+        atomic_write_parquet(run_dir / hashes_part, hash_table(hasher.hashes))
     return ChunkResult(
-        index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded, total.reused
+        index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded, total.reused,
+        dict(hasher.counts),
     )
 
 
@@ -356,32 +366,31 @@ def assemble(
     out.mkdir(parents=True, exist_ok=True)
     run_dir = Path(run_dir)
     results = sorted(results, key=lambda r: r.index)
-    # ParquetFile.read, not read_table: the latter imports pyarrow.dataset (~0.3 s) for nothing here
-    parts = [pq.ParquetFile(run_dir / r.rows_part).read() for r in results if r.rows_part]
-    manifest = pa.concat_tables(parts) if parts else table_from_rows([], MANIFEST_SCHEMA)
-    manifest = manifest.sort_by("image_key")
-    del parts
+    # The chunks' parts, each sorted by image_key, merged block by block: never the whole manifest in memory.
+    parts = [run_dir / r.rows_part for r in results if r.rows_part]
+    keys = merge_sorted(parts, out / "manifest.parquet", "image_key", MANIFEST_SCHEMA).column("image_key")
     quarantined = discovery.quarantined + [d for res in results for d in res.quarantined]
     filtered = discovery.filtered
-    atomic_write_parquet(out / "manifest.parquet", manifest)
     atomic_write_parquet(out / "quarantine.parquet", table_from_rows(_drop_rows(quarantined), DROP_SCHEMA))
     atomic_write_parquet(out / "filtered.parquet", table_from_rows(_drop_rows(filtered), DROP_SCHEMA))
-    _write_annotations(out, discovery, set(manifest.column("image_key").to_pylist()))
-    _save_hash_cache(out, [run_dir / r.hashes_part for r in results if r.hashes_part])
-    splits = Counter(manifest.column("split").to_pylist())
+    _write_annotations(out, discovery, keys)
+    save_hash_cache(out, [run_dir / r.hashes_part for r in results if r.hashes_part])
+    splits = pc.value_counts(pq.ParquetFile(out / "manifest.parquet").read(columns=["split"]).column("split"))
+    splits = dict(zip(splits.field("values").to_pylist(), splits.field("counts").to_pylist(), strict=True))
     summary = {
         "source": cfg.source,
         "found": discovery.found,
-        "kept": manifest.num_rows,
+        "kept": len(keys),
         "filtered": len(filtered),
         "quarantined": len(quarantined),
         "filtered_by_reason": _by_reason(filtered),
         "quarantined_by_reason": _by_reason(quarantined),
         "decoded": sum(r.decoded for r in results),
         "reused": sum(r.reused for r in results),
+        "source_hashes": _hashing_summary(discovery, results),
         "splits": dict(sorted(splits.items())),
         "notes": discovery.notes,
-        "image": json.loads(preprocess_params(cfg.image)),
+        "image": json.loads(preprocess_params(cfg.image, bool(cfg.options.get(ALLOW_BURNED_IN)))),  # as keyed
         "frontal_only": cfg.frontal_only,
         "cxrflow_version": __version__,
         "elapsed_s": round(elapsed_s, 3),
@@ -393,7 +402,17 @@ def assemble(
     return summary
 
 
-def _write_annotations(out: Path, discovery: Discovery, kept: set[str]) -> None:
+def _hashing_summary(discovery: Discovery, results: list[ChunkResult]) -> dict:
+    """Where each source sha256 came from (tasks/source_hashes.py): cached, listed (the release's sums file,
+    trusted), verified (listed and hashed), hashed (not listed), mismatched (quarantined). notes["sums_file"]
+    says whether the root had a sums file."""
+    counts: Counter[str] = Counter()
+    for r in results:
+        counts.update(r.hashing)
+    return dict(sorted(counts.items()))
+
+
+def _write_annotations(out: Path, discovery: Discovery, kept_keys) -> None:
     """annotations.parquet for the kept images, or no such file (a stale one would feed the structure stage)."""
     from tasks.reports.annotations import ANNOTATIONS_SCHEMA, FILE_NAME
 
@@ -401,6 +420,7 @@ def _write_annotations(out: Path, discovery: Discovery, kept: set[str]) -> None:
     if discovery.annotations is None:
         path.unlink(missing_ok=True)
         return
+    kept = set(kept_keys.to_pylist())
     rows = [r for r in discovery.annotations if r["image_key"] in kept]
     atomic_write_parquet(path, table_from_rows(rows, ANNOTATIONS_SCHEMA))
 
@@ -432,13 +452,13 @@ class Runner(Protocol):
 def ingest(cfg: IngestConfig, runner: Runner) -> dict:
     """The ingest plan, written once: discover -> chunks -> process them -> assemble; returns the summary."""
     start = time.perf_counter()
-    discovery = runner.step("discover", discover, cfg)
-    cands = discovery.candidates
-    plan = plan_chunks(len(cands), runner.workers(cfg), cfg.batch_size)
-    run_dir = new_run_dir(Path(cfg.out))
-    calls = [(i, Sealed(cands[a:b]), cfg, run_dir) for i, (a, b) in enumerate(plan)]
+    discovery = runner.step("discover", discover_spilled, cfg)
+    spill = discovery.spill
+    run_dir = spill.path.parent  # the run folder discovery made: chunk parts go beside the spilled candidates
+    plan = plan_chunks(len(spill), runner.workers(cfg), cfg.batch_size)
+    calls = [(i, Sealed((spill, a, b)), cfg, run_dir) for i, (a, b) in enumerate(plan)]
     try:
-        results = runner.map_chunks(process_chunk, calls, run_dir, len(cands))
+        results = runner.map_chunks(process_chunk, calls, run_dir, len(spill))
     except BaseException as exc:  # a failed chunk fails the run; the finished chunks' part files go with it
         shutil.rmtree(run_dir, ignore_errors=True)
         # A worker killed (OOM killer, kill -9): both runners' pools raise BrokenProcessPool.
@@ -456,8 +476,7 @@ def ingest(cfg: IngestConfig, runner: Runner) -> dict:
 # ------------------------------------------------------------------------------------------ local runner
 
 # Imported once by the fork server, so a forked worker starts with them (pyarrow's from_pylist imports pandas).
-# pyarrow.dataset: reading a chunk's entries of the hash cache (a filtered read_table) imports it.
-WORKER_PRELOAD = ("tasks.ingest", "pandas", "pyarrow.dataset")
+WORKER_PRELOAD = ("tasks.ingest", "pandas")
 
 
 def worker_context(preload: Iterable[str] = ()) -> multiprocessing.context.BaseContext:
@@ -540,6 +559,9 @@ def _no_phantom_main():
 
 
 @holds_output_lock("ingest")
-def run_ingest(cfg: IngestConfig, progress: Callable[[int, int], None] | None = None) -> dict:
-    """Ingest one source with the local process pool (no Prefect); returns the summary."""
-    return ingest(cfg, PoolRunner(progress))
+def run_ingest(
+    cfg: IngestConfig, progress: Callable[[int, int], None] | None = None, runner: Runner | None = None
+) -> dict:
+    """Ingest one source without Prefect, with the local process pool (or `runner`, e.g.
+    tasks/dask_runner.py's); returns the summary."""
+    return ingest(cfg, runner or PoolRunner(progress))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import inspect
+import itertools
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -61,7 +62,7 @@ def output_lock(folder: Path, what: str) -> Iterator[None]:
             try:
                 _refuse_nested(folder.resolve())
             except OutputLocked:
-                os.close(fd)
+                _release(folder, fd, created)
                 raise
             _held[key] = (fd, 1)
     try:
@@ -73,10 +74,14 @@ def output_lock(folder: Path, what: str) -> Iterator[None]:
                 _held[key] = (fd, depth - 1)
             else:
                 del _held[key]
-                if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
-                    (folder / LOCK_NAME).unlink()  # a run refused before any work leaves no folder behind
-                    folder.rmdir()
-                os.close(fd)  # releases the lock
+                _release(folder, fd, created)
+
+
+def _release(folder: Path, fd: int, created: bool) -> None:
+    if created and [p.name for p in folder.iterdir()] == [LOCK_NAME]:
+        (folder / LOCK_NAME).unlink()  # a run refused before any work leaves no folder behind
+        folder.rmdir()
+    os.close(fd)  # releases the lock
 
 
 def _acquire(folder: Path, what: str) -> int:
@@ -144,7 +149,9 @@ def _nested_locks(folder: Path, depth: int) -> Iterator[Path]:
 
 
 def _refuse_nested(folder: Path) -> None:
-    nearby = [p / LOCK_NAME for p in folder.parents] + list(_nested_locks(folder, NEST_DEPTH))
+    # Ancestors first and the subtree lazily: a refusal comes before the walk, so the lock this run holds
+    # meanwhile (which a legitimate run on this folder would trip over) is held as briefly as possible.
+    nearby = itertools.chain((p / LOCK_NAME for p in folder.parents), _nested_locks(folder, NEST_DEPTH))
     for lock in nearby:
         holder = _locked_by_another(lock)
         if holder is not None:

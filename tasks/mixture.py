@@ -113,8 +113,15 @@ def ingest_mixture(
 
 
 @holds_output_lock("ingest mixture")
-def run_mixture(cfg: MixtureConfig) -> dict:
-    """Ingest every source with the local process pool (no Prefect), then merge."""
+def run_mixture(cfg: MixtureConfig, dask_address: str | None = None) -> dict:
+    """Ingest every source without Prefect, on the local process pool or on the Dask cluster at
+    `dask_address` (tasks/dask_runner.py), then merge."""
     from tasks.ingest import run_ingest
 
-    return ingest_mixture(cfg, lambda spec, source_cfg: run_ingest(source_cfg))
+    if dask_address is None:
+        return ingest_mixture(cfg, lambda spec, source_cfg: run_ingest(source_cfg))
+    from tasks.dask_runner import DaskRunner, connect
+
+    with connect(dask_address) as client:
+        runner = DaskRunner(client)
+        return ingest_mixture(cfg, lambda spec, source_cfg: run_ingest(source_cfg, runner=runner))

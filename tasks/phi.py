@@ -184,6 +184,7 @@ PIXEL_KEYWORDS = (
     "ImagerPixelSpacing", "RescaleSlope", "RescaleIntercept", "RescaleType", "WindowCenter", "WindowWidth",
     "VOILUTFunction", "VOILUTSequence", "ModalityLUTSequence", "PresentationLUTShape",
     "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod", "PixelData",
+    "BurnedInAnnotation",  # YES/NO, no PHI itself: decode judges the cached film by it (tasks/images.py)
 )  # fmt: skip
 
 

@@ -79,12 +79,16 @@ def write_marker(
     seconds: float,
     run: tuple[str | None, str | None] = (None, None),
 ) -> None:
-    """`run`: (id, name) of the pipeline flow run that produced the stage, so reusers can link to it."""
+    """`run`: (id, name) of the pipeline flow run that produced the stage, so reusers can link to it.
+    `code_version`: the git revision that produced it (the report's lineage)."""
+    from tasks.lineage import code_version
+
     atomic_write_json(
         d / MARKER,
         {
             "stage": stage,
             "key": key,
+            "code_version": code_version(),
             "seconds": round(seconds, 3),
             "flow_run_id": run[0],
             "flow_run_name": run[1],

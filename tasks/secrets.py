@@ -10,14 +10,18 @@ import re
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-# Bearer tokens and the shapes of common API keys (OpenAI sk-/sk-proj-, Azure 32-hex keys, JWT-like blobs).
+# Bearer/Basic credentials and the shapes of common API keys (OpenAI sk-/sk-proj-, Azure 32-hex keys, JWT-like
+# blobs), and any value labelled as a key, token or password (Azure's 84-character keys have no fixed shape).
 _KEY_SHAPES = re.compile(
-    r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"
     r"|\bsk-[A-Za-z0-9_*-]{6,}"
     r"|\b[0-9a-f]{32}\b"
     r"|\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9._-]+"
 )
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+_LABELLED = re.compile(r"(?i)\b((?:api[-_ ]?key|access[-_ ]?token|token|password|passwd|secret)[\"']?\s*[:=]\s*[\"']?)"
+                       r"[^\s\"',;&]{6,}")
+# Up to the last @ before the path: a password holding an unescaped "@" is redacted whole.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s]+@")
 REDACTED = "***"
 
 
@@ -39,4 +43,5 @@ def redact_text(text: str, known: Iterable[str | None] = ()) -> str:
         if secret and len(secret) >= 4:
             text = text.replace(secret, REDACTED)
     text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    text = _LABELLED.sub(lambda m: m.group(1) + REDACTED, text)
     return _KEY_SHAPES.sub(REDACTED, text)

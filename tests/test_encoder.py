@@ -81,6 +81,42 @@ def test_chance_with_repeated_texts_is_what_a_random_encoder_scores():
         assert block_chance([1] * g, [1] * m, k) == pytest.approx(1 - comb(g - m, k) / comb(g, k))
 
 
+def test_block_chance_equals_brute_force_over_every_order_of_blocks():
+    """block_chance against enumeration of every order of the blocks: mixed block sizes, one or several correct
+    blocks, K below, within and above the sizes."""
+    import itertools
+    import random
+
+    from tasks.evaluate.retrieval import block_chance
+
+    rng = random.Random(1)
+    for _ in range(25):
+        sizes = [rng.randint(1, 4) for _ in range(rng.randint(1, 6))]
+        correct = set(rng.sample(range(len(sizes)), rng.randint(1, min(3, len(sizes)))))
+        for k in (1, 2, 3, 5, 8, 20):
+            hits = total = 0
+            for order in itertools.permutations(range(len(sizes))):
+                above = 0
+                for b in order:
+                    if b in correct:
+                        break
+                    above += sizes[b]
+                hits += above < k
+                total += 1
+            assert block_chance(sizes, [sizes[i] for i in correct], k) == pytest.approx(hits / total, abs=1e-12)
+    # against the distinct-items formula, averaged over the queries (each text queries its own block): lower
+    # with one large block at R@1 (never higher, there), higher with one large block among small ones at R@5
+    from math import comb
+
+    def both(sizes, k):
+        g = sum(sizes)
+        distinct = sum(s * (1 - comb(g - s, k) / comb(g, k)) for s in sizes) / g
+        return sum(s * block_chance(sizes, [s], k) for s in sizes) / g, distinct
+
+    low, high = both([20, 1, 1, 1], 1), both([1, 20, 3], 5)
+    assert low[0] < low[1] and high[0] > high[1]
+
+
 def test_paired_retrieval_comparison_by_query_key(tmp_path):
     import polars as pl
 

@@ -111,6 +111,32 @@ def test_parser_equals_a_real_checkouts_parser():
             assert extract_rating_dicts(answer) == tuple(ref)
 
 
+@pytest.mark.skipif(
+    real_checkout() is None, reason="CXRFLOW_CHEXPROMPT_SRC names no microsoft/chexprompt checkout"
+)
+def test_parser_equals_a_real_checkouts_parser_on_random_shapes():
+    """Seeded random answers built from the pieces the parser reacts to (headers with and without the space or
+    newline, brackets, separators, foreign keys, non-int counts, explanations): same dicts, same rejections."""
+    import logging
+    import random
+
+    atoms = [S, I, S + " ", "\n" + I, "\n", " ", "(", ")", "[", "]", ",", "),", "A", "G", "a", "0", "12", " x", "\t",
+             "Explanation", "Explanation of errors:", "((A, 0), (B, 2))", "[(A, 1), (B, 0)]", "1.5", "+2", "::", ""]
+    rng = random.Random(0)
+    logging.disable(logging.CRITICAL)  # the reference logs every rejected pair
+    try:
+        with checkout_modules(real_checkout()) as (_, eval_utils):
+            for _ in range(20000):
+                text = "".join(rng.choice(atoms) for _ in range(rng.randint(1, 12)))
+                text = (S + " " if rng.random() < 0.5 else "") + text
+                if rng.random() < 0.5:
+                    text += "\n" + I + " " + "".join(rng.choice(atoms) for _ in range(rng.randint(0, 6)))
+                ref = eval_utils.extract_rating_dicts({"choices": [{"message": {"content": text}}]})
+                assert extract_rating_dicts(text) == tuple(ref), text
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 PAIRS = [
     ("The lungs are clear.  No effusion.\n", 'Lungs clear; {braces} and "quotes" kept.'),
     ("  Leading and trailing spaces  ", "Small left effusion.\tTabbed."),

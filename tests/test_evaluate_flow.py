@@ -56,7 +56,7 @@ def test_tiny_model_evaluated_end_to_end(tmp_path, tiny_run, prefect_server, mon
     assert metrics.metrics["chexprompt_mean_total_errors"].value == pytest.approx(2.0)
     assert metrics.metrics["bertscore_f1"].not_computed.startswith("not computed: ")
     per_report = pl.read_parquet(out / "per_report.parquet")
-    # the reference's ids (`<subject>_<study>`, repeated per image) are read back as `<study>#k`
+    # the file holds the reference's ids (`<subject>_<study>`, repeated per image); each row is its image's key
     assert per_report.height == 5 and per_report["id"].to_list() == [
         r["id"] for r in read_predictions(out / "predictions.jsonl")
     ]

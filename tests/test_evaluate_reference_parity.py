@@ -199,6 +199,32 @@ def test_compare_evals_pairs_cxrflow_with_llava_rad_file_by_study(tmp_path):
         compare_evals(ours, theirs, n_resamples=10)  # by id the two files do not pair
 
 
+def _cxrflow_lines(path, rows):
+    """cxrflow's predictions as generate_predictions writes them: id `<subject>_<study>` (repeated per image of a
+    study), key = the shard sample."""
+    path.write_text("".join(json.dumps({"id": st, "key": k, "study": st, "reference": r, "prediction": p}) + "\n"
+                            for k, st, r, p in rows))
+    return path
+
+
+def test_two_cxrflow_evaluations_pair_image_by_image_whatever_the_line_order(tmp_path):
+    """A study's images are paired by their shard key, not by their position in the study: the same predictions
+    written in another order compare as identical systems (every resampled difference 0, p = 1)."""
+    studies = ["10000032_50414267"] * 3 + ["10000764_57375967"] * 2 + ["10000898_50771383"]
+    # one report per study (its images share it), one prediction per image
+    rows = [(f"mimic-cxr-{i}", st, REFS[sorted(set(studies)).index(st)], PREDS[i]) for i, st in enumerate(studies)]
+    a = _cxrflow_lines(tmp_path / "a.jsonl", rows)
+    b = _cxrflow_lines(tmp_path / "b.jsonl", [rows[2], rows[0], rows[1], rows[4], rows[3], rows[5]])
+    cmp = compare_evals(a, b, n_resamples=50)
+    for name in ("bleu_4", "rouge_l"):
+        assert cmp.metrics[name].diff_ci == (0.0, 0.0) and cmp.metrics[name].p_value == 1.0, name
+    assert [r["id"] for r in read_predictions(a)] == [k for k, *_ in rows]  # the key is the row
+    assert read_predictions(a)[0]["study"] == "10000032_50414267"
+    dup = _cxrflow_lines(tmp_path / "dup.jsonl", [rows[0], rows[0]])
+    with pytest.raises(ValueError, match="duplicate key"):
+        read_predictions(dup)
+
+
 # --- CheXprompt, protocol fewshot-own (cxrflow's paraphrase; `original` is tests/test_evaluate_chexprompt_published.py)
 def _text_judge(body):
     """A server answering in the published format: one significant false finding for the cardiomegaly case."""

@@ -55,3 +55,19 @@ def test_leaderboard_and_demo_write_the_floor_as_a_bound(tmp_path):
         "n": 50,
     }
     assert "p < 0.002 (paired bootstrap" in _comparison_text(record)
+
+
+def test_learning_record_keeps_a_floor_p_at_its_floor_when_rounded():
+    """learning.json rounds p to 6 places; its floor is rounded the same way, so a p at the floor still prints
+    as a bound after the round trip (2/2001 rounds up to 0.001 at 6 places)."""
+    from cxrflow_cli.demo import _comparison_text
+    from tasks.evaluate.learning import learning_record
+
+    trained = MetricResult(value=60.0, ci=(50.0, 70.0), n=50)
+    shuffled = MetricResult(value=20.0, ci=(10.0, 30.0), n=50)
+    for r in (1000, 2000):
+        floor = p_floor(r)
+        cmp = {"diff": 40.0, "diff_ci": (30.0, 50.0), "p_value": floor, "p_floor": floor, "n": 50}
+        rec = learning_record("m", trained, shuffled, cmp)
+        assert p_text(rec["p_value"], rec["p_floor"]).startswith("p < "), r
+        assert "p < " in _comparison_text(rec)

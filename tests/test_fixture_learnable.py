@@ -47,14 +47,17 @@ def test_each_finding_is_visible_at_32_pixels():
     train, test = slice(0, 180), slice(180, None)
     for name in learnable.LEARNABLE_LABELS:
         y = np.array([s.labels[name] for s in studies], dtype=np.float64)
+        aligned = 0.0  # the aligned fit's accuracy (the loop's first pass)
         for shuffled in (False, True):
             target = np.random.default_rng(1).permutation(y[train]) if shuffled else y[train]
             w = np.linalg.solve(x[train].T @ x[train] + 1.0 * np.eye(x.shape[1]), x[train].T @ target)
             acc = float(((x[test] @ w > 0.5) == (y[test] > 0.5)).mean())
-            if shuffled:
-                assert acc < 0.85, (name, acc)
+            majority = max(y[test].mean(), 1 - y[test].mean())  # what naming the common class scores
+            if shuffled:  # near the majority rate (60 test pictures: a few lucky guesses), below the real fit
+                assert acc <= majority + 0.1 and acc <= aligned - 0.05, (name, acc, majority, aligned)
             else:
-                assert acc >= 0.9, (name, acc)
+                aligned = acc
+                assert acc >= 0.9 and acc >= majority + 0.1, (name, acc, majority)
 
 
 def _read_gz_csv(path) -> list[dict]:

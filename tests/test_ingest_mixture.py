@@ -178,3 +178,37 @@ def test_the_mixture_precheck_reads_each_sources_options(tmp_path):
 
     with pytest.raises(SourceLayoutError, match="no server url"):  # the data command's and pipeline's pre-flight
         preflight.check_root("dicomweb", tmp_path / "dw", {"reports": "reports.csv"})
+
+
+def test_mixture_on_a_two_process_dask_cluster_gives_the_local_pool_outputs(tmp_path):
+    """Chunks of two sources on 2 `distributed` worker processes (tasks/dask_runner.py): the same manifest,
+    quarantine, filtered list and image bytes as the local process pool, and both workers ran chunks."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    write_mimic_cxr(tmp_path / "m", studies=4, seed=5)  # DICOM, with defects to quarantine
+    write_chexpert(tmp_path / "c", patients=3, seed=5, plus=False)
+    specs = [SourceSpec(name="mimic-cxr", root=tmp_path / "m"), SourceSpec(name="chexpert", root=tmp_path / "c")]
+
+    def cfg(out: str) -> MixtureConfig:  # batch_size 2: several chunks per source, so both workers get some
+        return MixtureConfig(sources=specs, out=tmp_path / out, image=ImageConfig(size=32), workers=2,
+                             batch_size=2)
+
+    def outputs(out: str) -> dict[str, bytes]:  # every file but the caches and the summaries (elapsed times)
+        files = [p for p in sorted((tmp_path / out).rglob("*")) if p.is_file()]
+        return {str(p.relative_to(tmp_path / out)): p.read_bytes() for p in files
+                if ".cache" not in p.parts and p.name != "summary.json"}
+
+    local = run_mixture(cfg("pool"))
+    with (
+        LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+        get_task_stream(client) as stream,
+    ):
+        on_dask = run_mixture(cfg("dask"), dask_address=cluster.scheduler_address)
+    chunk_workers = {t["worker"] for t in stream.data if "process_chunk" in str(t["key"])}
+    assert len(chunk_workers) == 2
+    for k in ("found", "kept", "filtered", "quarantined", "decoded", "per_source"):
+        assert on_dask[k] == local[k], k
+    assert local["decoded"] > 4 and local["quarantined"] > 0
+    a, b = outputs("pool"), outputs("dask")
+    assert a == b and any(k.endswith(".jpg") for k in a)

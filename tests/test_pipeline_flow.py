@@ -128,6 +128,8 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
         ("r64", "rule_f1_micro_14"),
         ("r4", "rouge_l"),
         ("r4", "rule_f1_micro_14"),
+        # the image-blind baselines of tasks/evaluate/baselines.py, no paired difference
+        *((f"baseline:{b}", m) for b in ("image_blind", "majority_report") for m in ("rouge_l", "rule_f1_micro_14")),
     ]
     r4_rouge = rows[2]
     assert (

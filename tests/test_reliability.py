@@ -6,10 +6,8 @@ Each section names the promise it proves; README's "Reliability promises" lists 
 
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
+from http_support import Recorder
 
 from schemas.llm import LLMConfig
 from tasks.llm import DataUseError, WorkItem, check_data_use, run_operation
@@ -17,42 +15,6 @@ from tasks.reports.operations import STRUCTURE
 
 SECRET = "sk-proj-SECRETKEY0123456789"
 REPORT = "FINDINGS: Small left effusion in patient PATIENT-TEXT-77. IMPRESSION: Effusion."
-
-
-class Recorder:
-    """A loopback HTTP server recording every request (method, target, body) and answering `status` with
-    `headers`: a sink that shows whether report text reached it."""
-
-    def __init__(self, status: int = 200, headers: dict[str, str] | None = None) -> None:
-        self.requests: list[tuple[str, str, bytes]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                recorder.requests.append((self.command, self.path, self.rfile.read(n)))
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            do_GET = do_POST = do_CONNECT = _answer
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def saw_report(self) -> bool:
-        return any(b"PATIENT-TEXT-77" in body for _, _, body in self.requests)
 
 
 @pytest.fixture
@@ -91,7 +53,7 @@ def test_guard_llm_calls_never_follow_a_redirect(tmp_path, no_proxy_env):
     try:
         items = [WorkItem("a", "mimic-cxr", {"report_text": REPORT})]
         result = run_operation(STRUCTURE, items, _llm(f"{redirector.url}/v1", tmp_path))
-        assert redirector.saw_report()  # the configured (local) endpoint got it
+        assert redirector.saw(b"PATIENT-TEXT-77")  # the configured (local) endpoint got it
         assert sink.requests == []  # ... and nothing followed the 307
         assert result.results["a"].status != "ok"
     finally:
@@ -138,7 +100,7 @@ def test_guard_judges_a_proxy_by_where_data_goes(tmp_path, monkeypatch, no_proxy
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         check_data_use(["mimic-cxr"], cfg)
         run_operation(STRUCTURE, [WorkItem("a", "mimic-cxr", {"report_text": REPORT})], cfg)
-        assert proxy.requests == [] and target.saw_report()  # the client used the guard's (absent) proxy
+        assert proxy.requests == [] and target.saw(b"PATIENT-TEXT-77")  # the client used the guard's (absent) proxy
     finally:
         proxy.close()
         target.close()

@@ -9,11 +9,10 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from http_support import Recorder
 from pydantic import ValidationError
 
 from schemas.llm import LLMConfig
@@ -25,6 +24,7 @@ KEY = "sk-proj-CAMPAIGNKEY0123456789abcdef"
 SALT = "campaign-salt-0123456789abcdef"
 PASSWORD = "pw-Campaign-Secret-77"
 REPORT = "FINDINGS: Small left effusion. IMPRESSION: Effusion."
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -55,43 +55,6 @@ def _llm(url: str, tmp_path, **kw) -> LLMConfig:
                      invalid_answer_retries=0, **kw)  # fmt: skip
 
 
-class Server:
-    """A loopback HTTP server answering every request with `status`, `body` and `headers`."""
-
-    def __init__(self, status: int, body: bytes = b"{}", headers: dict[str, str] | None = None) -> None:
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self) -> None:
-                n = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(n)
-                server.requests.append(self.path)
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _answer
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def __enter__(self) -> Server:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 # --- item 2: the stricter licence of record and flag wins -------------------------------------------------------
 
 
@@ -119,7 +82,9 @@ def test_a_record_cannot_loosen_the_licence_the_caller_named(tmp_path, monkeypat
 
 
 @pytest.mark.parametrize("host", ["eu.api.openai.com", "us.api.openai.com", "api.openai.com.", "openai.com",
-                                  "models.inference.ai.azure.com"])  # fmt: skip
+                                  "models.inference.ai.azure.com",
+                                  # IDNA spellings httpx maps to api.openai.com (ideographic and fullwidth dots)
+                                  "api.openai\u3002com", "api.openai\uff61com", "api.openai.com\uff0e"])  # fmt: skip
 def test_public_llm_hosts_cannot_be_allow_listed(host, tmp_path, clean_env):
     cfg = _llm(f"https://{host}/v1", tmp_path, allow_endpoints=[host, host.rstrip("."), f"{host}:443"])
     with pytest.raises(DataUseError, match="public LLM service"):
@@ -170,7 +135,7 @@ def test_a_401_quoting_the_key_is_one_redacted_line(tmp_path, monkeypatch, clean
                                             "https://platform.openai.com/account/api-keys.",
                                  "type": "invalid_request_error", "code": "invalid_api_key"}}).encode()  # fmt: skip
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    with Server(401, body) as srv:
+    with Recorder(401, JSON, body) as srv:
         with pytest.raises(Exception) as info:
             run_operation(STRUCTURE, [WorkItem("a", "openi", {"report_text": REPORT})], _llm(f"{srv.url}/v1", tmp_path))
     err = info.value
@@ -179,11 +144,28 @@ def test_a_401_quoting_the_key_is_one_redacted_line(tmp_path, monkeypatch, clean
     assert "\n" not in str(err)
 
 
+@pytest.mark.parametrize(
+    "text,secret",
+    [("Incorrect API key provided: sk-proj-abcDEF123_-xyz.", "sk-proj-abcDEF123_-xyz"),
+     ("invalid subscription key 0123456789abcdef0123456789ABCDEF", "0123456789abcdef0123456789ABCDEF"),
+     ("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc", "eyJhbGciOiJIUzI1NiJ9"),
+     # found in review: a password holding "@", a Basic header, an Azure 84-character key after its label
+     ("GET https://user:p@ss-Word9@pacs.lab/dicom-web failed", "ss-Word9"),
+     ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA"),
+     ("api-key: " + "7Xy9AbCdEfGhIjKl" * 5 + "MnOp", "7Xy9AbCdEfGhIjKl"),
+     ("password=hunter2-horse", "hunter2-horse")],
+)  # fmt: skip
+def test_redact_text_removes_key_shapes(text, secret):
+    from tasks.secrets import redact_text
+
+    assert secret not in redact_text(text) and "***" in redact_text(text)
+
+
 def test_batch_mode_and_a_redirect_is_one_line(tmp_path, monkeypatch, clean_env):
     from cxrflow_cli.user_errors import is_user_error
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    with Server(307, headers={"Location": "http://127.0.0.1:9/v1/files"}) as srv:
+    with Recorder(307, {"Location": "http://127.0.0.1:9/v1/files", **JSON}) as srv:
         with pytest.raises(Exception) as info:
             run_operation(STRUCTURE, [WorkItem("a", "openi", {"report_text": REPORT})],
                           _llm(f"{srv.url}/v1", tmp_path, batch=True))  # fmt: skip
@@ -214,6 +196,9 @@ def test_options_refuse_a_salt_or_a_url_with_credentials(tmp_path):
                              options={"url": f"http://u:{PASSWORD}@127.0.0.1:8042/dicom-web"}),  # fmt: skip
         lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"salt": SALT}),
         lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"password": PASSWORD}),
+        # found in review: a salt under another spelling was not used, but still stored with the parameters
+        lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"SALT": SALT}),
+        lambda: SourceSpec(name="dicomweb", root=tmp_path, options={"phi_salt": SALT}),
         lambda: PipelineConfig.model_validate({"data": {"source": "dicomweb", "root": str(tmp_path),
                                                         "options": {"salt": SALT}}}),  # fmt: skip
     ]
@@ -280,7 +265,7 @@ def test_a_rejected_key_is_not_stored_by_prefect(prefect_server, tmp_path, monke
     def ask(url: str) -> None:
         run_operation(STRUCTURE, [WorkItem("a", "openi", {"report_text": REPORT})], _llm(url, tmp_path))
 
-    with Server(401, body) as srv:
+    with Recorder(401, JSON, body) as srv:
         with pytest.raises(Exception, match="refused the API key"):
             ask(f"{srv.url}/v1")
     APILogWorker.drain_all(timeout=120)
@@ -313,9 +298,11 @@ def test_the_output_lock_covers_nested_outputs(held, wanted, tmp_path):
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         assert proc.stdout.readline().strip() == "locked"  # blocks until the holder has it: no sleeps
+        fresh = not (tmp_path / wanted).exists()
         with pytest.raises(OutputLocked, match="overlaps"):
             with output_lock(tmp_path / wanted, "campaign"):
                 pass
+        assert (tmp_path / wanted).exists() is not fresh  # the refused run leaves no folder (and lock) behind
         with output_lock(tmp_path / "E", "a sibling"):  # unrelated folders are not affected
             pass
     finally:
@@ -357,6 +344,28 @@ def test_dicom_geometry_must_match_the_pixel_data(rows, what, tmp_path):
     with pytest.raises(ImageDecodeError, match=what):
         process(path, "dicom", ImageConfig(size=16))
     process(_dicom(tmp_path / "ok.dcm"), "dicom", ImageConfig(size=16))  # a consistent one decodes
+
+
+@pytest.mark.parametrize("syntax", ["RLELossless", "JPEG2000Lossless"])
+@pytest.mark.parametrize("rows", [32, 128])
+def test_a_compressed_dicom_whose_rows_lie_is_a_quarantine_row(syntax, rows, tmp_path):
+    """Compressed films skip the length check (the codestream decides). Found in review: a halved Rows made
+    pylibjpeg-rle panic with a PanicException (a BaseException: past `except Exception`, it aborted the whole
+    ingest), and the reduced JPEG 2000 decode kept a film whose header disagreed with its codestream (the
+    exact decode refused it)."""
+    import pydicom
+    from pydicom import uid
+
+    from schemas.config import ImageConfig
+    from tasks.images import ImageDecodeError, process
+
+    ds = pydicom.dcmread(_dicom(tmp_path / "a.dcm", rows=64, cols=48))
+    ds.compress(getattr(uid, syntax))
+    ds.Rows = rows
+    ds.save_as(tmp_path / "a.dcm")
+    for exact in (False, True):
+        with pytest.raises(ImageDecodeError, match="geometry mismatch" if syntax == "JPEG2000Lossless" else ""):
+            process(tmp_path / "a.dcm", "dicom", ImageConfig(size=16, exact=exact))
 
 
 def test_dicom_geometry_is_checked_against_the_metadata_csv(tmp_path):
@@ -659,6 +668,39 @@ def test_dicomweb_judges_burned_in_annotation_on_the_full_header(tmp_path):
         assert [q.reason.split(":")[0] for q in out.quarantined] == ([] if kept else ["burned-in annotation"])
 
 
+def test_a_dicomweb_secondary_capture_marked_no_is_kept_through_decode(tmp_path):
+    """A secondary capture whose header says BurnedInAnnotation NO passes discovery; its PHI-stripped cache
+    file must say so too, or decode judges it 'a secondary capture without BurnedInAnnotation'."""
+    import copy
+
+    from fixtures.dicom import DXSpec, dx_dataset, picture, stored_values
+    from schemas.config import ImageConfig, IngestConfig
+    from tasks.images import process
+    from tasks.sources import get_adapter
+    from tasks.sources.base import Discovery
+
+    spec = DXSpec()
+    ds = dx_dataset(stored_values(picture(32, 24), spec), spec, patient_id="P", study_uid="1.2.3",
+                    sop_uid="1.2.3.4", series_uid="1.2.3.5")  # fmt: skip
+    ds.BodyPartExamined, ds.AccessionNumber, ds.BurnedInAnnotation = "CHEST", "A1", "NO"
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+
+    class Client:
+        def search_for_instances(self, **kw):
+            return [{"00080018": {"Value": ["1.2.3.4"]}}][kw["offset"]:]
+
+        def retrieve_instance(self, *args, **kw):
+            return copy.deepcopy(ds)
+
+    cfg = IngestConfig(source="dicomweb", root=tmp_path, out=tmp_path / "o")
+    out = Discovery(notes={"cache_hits": 0, "retrieved": 0})
+    get_adapter("dicomweb")._series_instances(Client(), "1.2.3", {"0020000E": {"Value": ["1.2.3.5"]}},
+                                              {"modalities": ["DX"], "body_part": "CHEST", "page_size": 10}, SALT,
+                                              {"A1": "Clear lungs."}, tmp_path / "c", cfg, out)  # fmt: skip
+    [c] = out.candidates
+    assert process(c.path, c.kind, ImageConfig(size=16))[1:3] == (16, 16)  # not refused as burned-in
+
+
 def test_a_401_on_the_command_line_is_one_line_without_the_key(tmp_path, monkeypatch, capsys, clean_env):
     from structure_support import small_manifest
 
@@ -672,7 +714,7 @@ def test_a_401_on_the_command_line_is_one_line_without_the_key(tmp_path, monkeyp
     body = json.dumps({"error": {"message": f"Incorrect API key provided: {KEY}"}}).encode()
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     manifest = small_manifest(tmp_path / "manifest.parquet", n_reports=2, source="openi")
-    with Server(401, body) as srv:
+    with Recorder(401, JSON, body) as srv:
         code = run(["structure", "--manifest", str(manifest), "--out", str(tmp_path / "o"), "--backend", "openai",
                     "--base-url", f"{srv.url}/v1", "--cache-dir", str(tmp_path / "c"), "--no-prefect"])  # fmt: skip
     out, err = capsys.readouterr()
@@ -718,7 +760,17 @@ def test_control_characters_in_every_cell_of_a_row_never_crash_an_ingest(source,
     assert "\x00" not in text and "\x01" not in text
 
 
-def test_a_non_finite_override_on_the_command_line_is_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize(
+    "override,message",
+    [("train.stage1.lr=.inf", "train.stage1.lr must be a finite number (got inf)"),
+     # strings in YAML 1.1, kept as text by the section's override dict, refused once the stage is built (the
+     # message read "train.: stage1.lr ...")
+     ("train.stage1.lr=1e999", "train: stage1.lr must be a finite number (got inf)"),
+     ("train.stage2.lr=NaN", "train.stage2.lr: Input should be greater than 0 (got 'NaN')"),
+     # a dotted key is nesting too: 3000 levels ended in a RecursionError traceback
+     ("data.options." + ".".join(["a"] * 3000) + "=1", "override key nested deeper than 64 levels")],
+)  # fmt: skip
+def test_a_bad_override_on_the_command_line_is_one_line(override, message, tmp_path, monkeypatch, capsys):
     from cxrflow_cli.main import run
     from cxrflow_cli.quiet import ENV_VARS
 
@@ -729,9 +781,9 @@ def test_a_non_finite_override_on_the_command_line_is_one_line(tmp_path, monkeyp
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     config = tmp_path / "p.yaml"
     config.write_text(f"data:\n  source: openi\n  root: {tmp_path}\n")
-    code = run(["pipeline", "--config", str(config), "--set", "train.stage1.lr=.inf"])
+    code = run(["pipeline", "--config", str(config), "--set", override])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err == "error: train.stage1.lr must be a finite number (got inf)", err
+    assert code == 2 and err == f"error: {message}", err
 
 
 def test_burned_in_films_in_an_ingest_and_no_unchecked_reuse(tmp_path):
@@ -741,7 +793,8 @@ def test_burned_in_films_in_an_ingest_and_no_unchecked_reuse(tmp_path):
     from fixtures.mimic_cxr import write_mimic_cxr
 
     root = tmp_path / "mimic"
-    write_mimic_cxr(root, studies=3, seed=5, defects=False)
+    # no SHA256SUMS.txt: the films are edited below, and against a sums file they would be checksum mismatches
+    write_mimic_cxr(root, studies=3, seed=5, defects=False, sums=False)
     for film in root.rglob("*.dcm"):
         ds = pydicom.dcmread(film)
         ds.BurnedInAnnotation = "YES"
@@ -752,5 +805,7 @@ def test_burned_in_films_in_an_ingest_and_no_unchecked_reuse(tmp_path):
     assert n and first["kept"] == 0
     allowed = ingest("mimic-cxr", root, out, options={"allow_burned_in_annotation": True})
     assert "burned-in annotation" not in allowed["quarantined_by_reason"] and allowed["kept"] == n
+    # the summary's lineage says so (found in review: it recorded the image parameters without the option)
+    assert allowed["image"].get("burned_in_allowed") is True and "burned_in_allowed" not in first["image"]
     again = ingest("mimic-cxr", root, out)  # the films decoded under the option are not reused unchecked
     assert again["quarantined_by_reason"].get("burned-in annotation") == n and again["kept"] == 0

@@ -165,6 +165,14 @@ def test_refuses_without_salt_or_server_or_export(archive, tmp_path, monkeypatch
     (root / "bad.csv").write_text("Accession,Body\nX,y\n")
     with pytest.raises(SourceLayoutError, match="missing column one of .*AccessionNumber"):
         ADAPTER.check(root, {"reports": "bad.csv"})
+    # found in review: settings of the wrong kind crashed (ValueError, OverflowError, a list's update)
+    for bad in ({"page_size": "abc"}, {"timeout_s": 1e999}, {"page_size": 0}, {"timeout_s": None}):
+        with pytest.raises(SourceLayoutError, match="must be a positive number"):
+            ADAPTER.check(root, bad)
+    (tmp_path / "listed").mkdir()
+    (tmp_path / "listed" / "dicomweb.json").write_text("[1, 2]")
+    with pytest.raises(SourceLayoutError, match="one JSON object"):
+        ADAPTER.check(tmp_path / "listed", {})
 
 
 def _phi_patterns(planted: dict) -> list[re.Pattern]:

@@ -99,7 +99,8 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
     assert len(arts) == 1 and arts[0]["type"] == "table"
     rows = json.loads(arts[0]["data"]) if isinstance(arts[0]["data"], str) else arts[0]["data"]
     assert [(r["variant"], r["metric"]) for r in rows] == [
-        ("crop", "rouge_l"), ("crop", "rule_f1_micro_14"), ("pad", "rouge_l"), ("pad", "rule_f1_micro_14")]
+        ("crop", "rouge_l"), ("crop", "rule_f1_micro_14"), ("pad", "rouge_l"), ("pad", "rule_f1_micro_14"),
+        *((f"baseline:{b}", m) for b in ("image_blind", "majority_report") for m in ("rouge_l", "rule_f1_micro_14"))]
     pad_rouge = rows[2]
     for col in ("value", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_value"):
         assert isinstance(pad_rouge[col], float), (col, pad_rouge)  # numbers, so the UI sorts them

@@ -74,3 +74,56 @@ def f1_specs(
                     )
                 )
     return specs
+
+
+# Per-finding sensitivity, specificity and balanced accuracy (positive = 1, as in label F1). Beside micro/macro F1
+# because F1 ignores true negatives: a constant "finding present" gets F1 2p/(1+p) but balanced accuracy 50.
+# A rate with no reference of its class (no positive report for sensitivity) is undefined: NaN, which score()
+# reports as not computed and leaves out of the bootstrap percentiles.
+def _rates(ref: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pos, neg = ref.sum(axis=0), (~ref).sum(axis=0)
+    tp, tn = (ref & pred).sum(axis=0), (~ref & ~pred).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 100.0 * tp / np.where(pos > 0, pos, np.nan), 100.0 * tn / np.where(neg > 0, neg, np.nan)
+
+
+def _rate_aggregate(prefix: str, obs: str, kind: str):
+    ref_c, pred_c = _col(prefix, "ref", obs), _col(prefix, "pred", obs)
+
+    def aggregate(cols: Columns) -> float:
+        sens, spec = _rates(cols[ref_c] == 1, cols[pred_c] == 1)
+        return float({"sensitivity": sens, "specificity": spec, "balanced_accuracy": (sens + spec) / 2}[kind])
+
+    return aggregate, (ref_c, pred_c)
+
+
+def _macro_balanced_accuracy(prefix: str, observations: tuple[str, ...]):
+    ref_cols = [_col(prefix, "ref", o) for o in observations]
+    pred_cols = [_col(prefix, "pred", o) for o in observations]
+
+    def aggregate(cols: Columns) -> float:
+        ref = np.stack([cols[c] for c in ref_cols], axis=1) == 1
+        pred = np.stack([cols[c] for c in pred_cols], axis=1) == 1
+        sens, spec = _rates(ref, pred)
+        ba = (sens + spec) / 2
+        return float(np.nanmean(ba)) if np.isfinite(ba).any() else float("nan")
+
+    return aggregate, tuple(ref_cols + pred_cols)
+
+
+def rate_specs(prefix: str = "rule", description: str = "rule-based CheXpert-style labeler") -> list[MetricSpec]:
+    """`{prefix}_{sensitivity|specificity|balanced_accuracy}_{obs}` per observation, and
+    `{prefix}_balanced_accuracy_macro_14`: the mean balanced accuracy over the observations whose references
+    hold both classes (on a fixture, the findings it draws)."""
+    specs = []
+    for obs in CHEXPERT_LABELS:
+        for kind in ("sensitivity", "specificity", "balanced_accuracy"):
+            agg, cols = _rate_aggregate(prefix, obs, kind)
+            specs.append(MetricSpec(f"{prefix}_{kind}_{label_column(obs).removeprefix('label_')}", cols, agg,
+                                    f"{kind.replace('_', ' ')} for {obs}, labels from the {description}; "
+                                    "positive = 1"))
+    agg, cols = _macro_balanced_accuracy(prefix, tuple(CHEXPERT_LABELS))
+    specs.append(MetricSpec(f"{prefix}_balanced_accuracy_macro_14", cols, agg,
+                            f"mean balanced accuracy over the 14 observations whose references hold positives and "
+                            f"negatives, labels from the {description}; positive = 1"))
+    return specs

@@ -217,12 +217,15 @@ class PredictionsFileError(ValueError):
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """predictions.jsonl -> records; each needs id, reference and prediction (or candidate).
 
-    cxrflow files have one line per unique id. A LLaVA-Rad file (ids `<subject>_<study>`, repeated for each
-    image of a study) is read as written: every line is one scored row, given the row id `<id>#<k>` (k-th line
-    of that study) and `study = <id>`, the way the reference scores every line. Any other repeated id is an
+    A cxrflow file's lines carry `key`, the shard sample (unique): that is the row id, so two evaluations of
+    one split pair image by image whatever their line order; its `id` (`<subject>_<study>`, as the reference
+    writes it) stays the study. A LLaVA-Rad file (ids `<subject>_<study>`, repeated for each image of a study, no
+    key) is read as written: every line is one scored row, given the row id `<id>#<k>` (k-th line of that
+    study) and `study = <id>`, the way the reference scores every line. Any other repeated id or key is an
     error."""
     records = []
     seen: dict[str, int] = {}
+    keys: set[str] = set()
     with open(path, "rb") as f:  # bytes: a file that is not UTF-8 is named with its line, not a traceback
         for line_no, raw in enumerate(f, 1):
             try:
@@ -243,6 +246,16 @@ def read_predictions(path: Path) -> list[dict[str, Any]]:
             if missing:
                 raise PredictionsFileError(f"{path}:{line_no}: record lacks {', '.join(missing)}")
             rid = str(rec["id"])
+            if rec.get("key") is not None:  # cxrflow's own line: the image it is
+                key = str(rec["key"])
+                if key in keys:
+                    raise PredictionsFileError(f"{path}:{line_no}: duplicate key {key!r}")
+                keys.add(key)
+                if _STUDY_ID.match(rid):
+                    rec.setdefault("study", rid)
+                rec["id"] = key
+                records.append(rec)
+                continue
             k = seen.get(rid, 0)
             seen[rid] = k + 1
             if _STUDY_ID.match(rid):

@@ -99,6 +99,24 @@ def leaderboard_rows(
                         status="compared",
                     )
             rows.append(row)
+    return rows + baseline_rows(load_metrics(evals[baseline]), metrics)
+
+
+def baseline_rows(m: EvaluationMetrics, metrics: list[str]) -> list[dict]:
+    """The image-blind baselines of the baseline variant's evaluation (tasks/evaluate/baselines.py; every
+    variant is scored on the same test references, so they are the same for all), one row per metric, named
+    `baseline:<name>`: value and CI, no paired difference."""
+    rows = []
+    for name, b in m.baselines.items():
+        for metric in metrics:
+            r = b.metrics.get(metric)
+            if r is None:
+                continue
+            rows.append({"variant": f"baseline:{name}", "metric": metric, "value": _r(r.value),
+                         "ci_low": _r(r.ci[0]) if r.ci else None, "ci_high": _r(r.ci[1]) if r.ci else None,
+                         "diff": None, "diff_ci_low": None, "diff_ci_high": None, "p_value": None, "p_floor": None, "n": r.n,
+                         "small_n": r.n < SMALL_N,
+                         "status": r.not_computed or "image-blind baseline, no training", "run": ""})
     return rows
 
 

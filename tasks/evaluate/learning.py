@@ -1,6 +1,6 @@
-"""Does the model learn from the images? The trained-vs-shuffled comparison the demo prints and writes as
-learning.json, a one-line account of what was trained, and the metrics that could not be computed collapsed
-into one line that says why."""
+"""Does the model learn from the images? The trained model against the shuffle control and the image-blind
+baselines (tasks/evaluate/baselines.py), as the demo prints it and writes learning.json; a one-line account of
+what was trained; and the metrics that could not be computed collapsed into one line that says why."""
 
 from __future__ import annotations
 
@@ -13,16 +13,38 @@ from schemas.evaluation import MetricResult
 LEARNING_METRIC = "rule_f1_micro_14"
 
 
-def learning_record(metric: str, trained: MetricResult, shuffled: MetricResult, comparison: dict) -> dict:
-    """learning.json: both values with 95% CIs, and the paired difference trained - shuffled with its 95% CI
-    and two-sided p-value (one paired bootstrap over the test reports, so CI and p agree)."""
+BALANCED_METRIC = "rule_balanced_accuracy_macro_14"
+BASELINES = ("image_blind", "majority_report")
 
-    def ci(pair) -> list[float] | None:
-        return [round(pair[0], 4), round(pair[1], 4)] if pair else None
 
-    def val(x) -> float | None:
-        return None if x is None else round(x, 4)
+def _ci(pair) -> list[float] | None:
+    return [round(pair[0], 4), round(pair[1], 4)] if pair else None
 
+
+def _val(x) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def _value_ci(m: MetricResult | None) -> dict:
+    if m is None:
+        return {"value": None, "ci": None, "not_computed": "not computed: no such baseline in metrics.json"}
+    if m.value is None:
+        return {"value": None, "ci": None, "not_computed": m.not_computed}
+    return {"value": _val(m.value), "ci": _ci(m.ci)}
+
+
+def learning_record(
+    metric: str,
+    trained: MetricResult,
+    shuffled: MetricResult,
+    comparison: dict,
+    baselines: dict | None = None,
+) -> dict:
+    """learning.json: both values with 95% CIs, the image-blind baselines of tasks/evaluate/baselines.py with
+    theirs (`baselines`: name -> BaselineResult from the trained model's metrics.json; an evaluation without
+    training references has none, and each then says not computed), and the paired difference trained -
+    shuffled with its 95% CI and two-sided p-value (one paired bootstrap over the test reports, so CI and p
+    agree)."""
     if comparison.get("not_computed") or comparison.get("diff") is None:
         difference = {
             "value": None,
@@ -31,23 +53,40 @@ def learning_record(metric: str, trained: MetricResult, shuffled: MetricResult, 
         }
         p = None
     else:
-        difference = {"value": val(comparison["diff"]), "ci": ci(comparison.get("diff_ci"))}
+        difference = {"value": _val(comparison["diff"]), "ci": _ci(comparison.get("diff_ci"))}
         p = comparison.get("p_value")
-    return {
+    record = {
         "metric": metric,
-        "trained": {"value": val(trained.value), "ci": ci(trained.ci)},
-        "shuffled": {"value": val(shuffled.value), "ci": ci(shuffled.ci)},
+        "trained": {"value": _val(trained.value), "ci": _ci(trained.ci)},
+        "shuffled": {"value": _val(shuffled.value), "ci": _ci(shuffled.ci)},
         "difference": difference,
         "p_value": None if p is None else round(p, 6),
-        "p_floor": comparison.get("p_floor"),  # p at the floor: no resample crossed 0 (`p < floor`)
+        # rounded as p is, so p at the floor (no resample crossed 0: `p < floor`) still reads as at it
+        "p_floor": None if comparison.get("p_floor") is None else round(comparison["p_floor"], 6),
         "n": comparison.get("n") or trained.n,
     }
+    if baselines is not None:
+        record["baselines"] = {
+            b: _value_ci(getattr(baselines.get(b), "metrics", {}).get(metric)) for b in BASELINES
+        }
+    return record
+
+
+def _above(t: list | None, other: dict) -> bool:
+    return bool(t and other.get("ci") and t[0] > other["ci"][1])
 
 
 def learned(record: dict) -> bool:
-    """Trained beats shuffled with non-overlapping 95% CIs."""
-    t, s = record["trained"]["ci"], record["shuffled"]["ci"]
-    return bool(t and s and t[0] > s[1])
+    """Trained beats the shuffle control and every image-blind baseline in the record with non-overlapping
+    95% CIs (a baseline that could not be computed is not beaten: no verdict without it)."""
+    t = record["trained"]["ci"]
+    return _above(t, record["shuffled"]) and all(_above(t, b) for b in record.get("baselines", {}).values())
+
+
+def best_baseline(record: dict) -> str | None:
+    """The image-blind baseline with the highest value (the one to beat), or None."""
+    valued = {k: b["value"] for k, b in record.get("baselines", {}).items() if b.get("value") is not None}
+    return max(valued, key=valued.get) if valued else None
 
 
 def _reason(text: str) -> str:
@@ -68,7 +107,8 @@ def collapse_not_computed(metrics: dict[str, MetricResult | str | None]) -> str 
         reason = (m.not_computed if m.value is None else None) if isinstance(m, MetricResult) else m
         if reason is None:
             continue
-        family = re.sub(r"_(f1|mean|share).*$", "", name)
+        rate = re.match(r"(.+_(?:sensitivity|specificity|balanced_accuracy))_", name)
+        family = rate.group(1) if rate else re.sub(r"_(f1|mean|share).*$", "", name)
         groups.setdefault(_reason(reason), {}).setdefault(family, []).append(name)
     if not groups:
         return None
@@ -82,7 +122,7 @@ def collapse_not_computed(metrics: dict[str, MetricResult | str | None]) -> str 
 
 def describe_training(run_dir: Path) -> str:
     """`tiny LLaVA-style model, random init, 1.2M parameters (0.3M trained): stage 1 12 steps, stage 2 96 steps
-    on 100 training samples, 32 px images, CPU`."""
+    on 100 training examples, 32 px model input`."""
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -96,13 +136,23 @@ def describe_training(run_dir: Path) -> str:
             row = json.loads(line)
             done[row["stage"]] = max(done.get(row["stage"], 0), row["step"])
     steps = ", ".join(f"stage {k} {n} steps" for k, n in sorted(done.items()))
-    size = cfg.get("image_size") or 32
+    size = _model_image_size(cfg)
     init = "random init" if cfg.get("preset") == "tiny" else "pretrained weights"
     shuffled = " with images shuffled across samples" if cfg.get("shuffle_images") else ""
     return (
         f"{cfg.get('preset')} LLaVA-style model, {init}, {_m(total)} parameters ({_m(trained)} trained): "
-        f"{steps} on {summary['data']['examples']} training examples{shuffled}, {size} px images"
+        f"{steps} on {summary['data']['examples']} training examples{shuffled}, {size} px model input"
     )
+
+
+def _model_image_size(cfg: dict) -> int:
+    """The size the model was built for and its images resized to (training/model.image_size_for): the
+    config's `image_size`, or the preset's native size when that is 0."""
+    from types import SimpleNamespace
+
+    from training.model import image_size_for
+
+    return image_size_for(SimpleNamespace(preset=cfg.get("preset"), image_size=cfg.get("image_size") or 0))
 
 
 def _count_params(path: Path) -> int:

@@ -63,12 +63,17 @@ def score(
     if n == 0:
         return MetricResult.missing("no reports to score", method=spec.method, unit=spec.unit)
     value = float(spec.aggregate({c: cols[c] for c in spec.columns}))
+    if np.isnan(value):  # a rate without a reference of its class (tasks/evaluate/clinical.py rate_specs)
+        return MetricResult.missing(f"undefined on these {n} reports (no reference report of the class)",
+                                    method=spec.method, n=n, unit=spec.unit)
     ci = median = None
     if indices is not None and len(indices):
         boot = np.array([spec.aggregate(_select(cols, spec.columns, i)) for i in indices], dtype=float)
+        boot = boot[~np.isnan(boot)]  # resamples that drew no reference of the class leave no value
         tail = (1 - level) / 2 * 100
-        ci = (float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail)))
-        median = float(np.median(boot))
+        if len(boot):
+            ci = (float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail)))
+            median = float(np.median(boot))
     return MetricResult(value=value, ci=ci, bootstrap_median=median, n=n, method=spec.method, unit=spec.unit)
 
 
@@ -88,11 +93,16 @@ def paired_test(
     va = float(spec.aggregate({c: a[c] for c in names}))
     vb = float(spec.aggregate({c: b[c] for c in names}))
     observed = vb - va
+    if np.isnan(observed):
+        return MetricComparison(
+            not_computed=f"not computed: undefined on these {n} reports (no reference report of the class)", n=n)
     idx = bootstrap_indices(n, n_resamples, seed + 1)
     diffs = np.array(
         [spec.aggregate(_select(b, names, i)) - spec.aggregate(_select(a, names, i)) for i in idx],
         dtype=float,
     )
+    diffs = diffs[~np.isnan(diffs)]  # resamples without a reference of the class (rate metrics)
+    n_resamples = len(diffs)
     tail = (1 - level) / 2 * 100
     diff_ci = (float(np.percentile(diffs, tail)), float(np.percentile(diffs, 100 - tail)))
     eps = 1e-12  # float noise in identical systems counts as a zero difference

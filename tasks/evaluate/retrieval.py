@@ -6,9 +6,10 @@ query's own text, so identical reports (common for label-written ones) are not c
 is the share of queries with a correct item among the top K; ties with a wrong item count against the query
 (a constant encoder scores chance, not 100). Chance is the exact expected Recall@K of an encoder that ranks at
 random, averaged over queries. Identical texts get identical embeddings from any encoder, so in i2t they rank
-as one block: the chance is that of a random order of the gallery's blocks (`block_chance`), lower than
-1 - C(G-m, K) / C(G, K) (the formula for distinct items, still that of t2i, whose gallery images are distinct)
-when texts repeat.
+as one block: the chance is that of a random order of the gallery's blocks (`block_chance`). Where texts
+repeat it differs from 1 - C(G-m, K) / C(G, K) (the formula for distinct items, still that of t2i, whose gallery
+images are distinct) in either direction: lower for a query whose own text repeats, higher for a unique text
+among repeated ones, and the mean over queries can be either (tests/test_encoder.py has both cases).
 
 Zero-shot labels: for each CheXpert observation, image score = cos(image, "findings of <label>") -
 cos(image, "no <label>"); AUROC against the sample's label (positive vs negative; uncertain and unmentioned

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from schemas.evaluation import EvaluateParams, EvaluationMetrics, MetricResult, OptionalModelPaths
+from tasks.evaluate.baselines import compute_baselines
 from tasks.evaluate.chexprompt import (
     INSIG_COLUMNS,
     SIG_COLUMNS,
@@ -17,7 +18,7 @@ from tasks.evaluate.chexprompt import (
     judge,
     not_computed_metrics,
 )
-from tasks.evaluate.clinical import f1_specs, label_columns
+from tasks.evaluate.clinical import f1_specs, label_columns, rate_specs
 from tasks.evaluate.labeler import label_reports
 from tasks.evaluate.lexical import lexical_columns, lexical_spec, lexical_specs, reference_bleu
 from tasks.evaluate.optional_models import bertscore_spec, chexbert_specs, optional_metrics, radgraph_spec
@@ -29,6 +30,7 @@ def all_specs() -> list[MetricSpec]:
     return [
         *lexical_specs(),
         *f1_specs(),
+        *rate_specs(),
         *chexbert_specs(),
         radgraph_spec(),
         bertscore_spec(),
@@ -49,8 +51,11 @@ def score_records(
     bootstrap_scheme: str = "cxrflow",
     chexprompt_protocol: str = "json",
     chexprompt_src: Any = None,
+    train_refs: Sequence[str] | None = None,
 ) -> tuple[EvaluationMetrics, pl.DataFrame, dict[str, Any]]:
-    """(metrics.json model, per-report frame, notes). `llm`: an LLMConfig for CheXprompt, or None to skip."""
+    """(metrics.json model, per-report frame, notes). `llm`: an LLMConfig for CheXprompt, or None to skip.
+    `train_refs`: the training split's references, for the baselines that need no training
+    (tasks/evaluate/baselines.py); without them metrics.json has no `baselines`."""
     refs = [str(r["reference"]) for r in records]
     preds = [str(r["prediction"]) for r in records]
     n = len(records)
@@ -59,11 +64,14 @@ def score_records(
     cols.update(label_columns("rule", "pred", label_reports(preds)))
     idx = bootstrap_indices(n, n_bootstrap, seed, bootstrap_scheme) if n and n_bootstrap else None
     metrics: dict[str, MetricResult] = {}
-    for spec in [*lexical_specs(), *f1_specs()]:
+    local_specs = [*lexical_specs(), *f1_specs(), *rate_specs()]  # no model weights or LLM needed
+    for spec in local_specs:
         metrics[spec.name] = score(spec, cols, idx)
     if bootstrap_scheme == "reference":  # the reference takes BLEU's interval from sacrebleu's own bootstrap
         for order, spec in ((1, lexical_spec("bleu_1")), (4, lexical_spec("bleu_4"))):
             metrics[spec.name] = reference_bleu(refs, preds, order, n_bootstrap, spec)
+    ref_cols = {k: v for k, v in cols.items() if k.startswith("rule_ref_")}
+    baselines = compute_baselines(train_refs or [], refs, ref_cols, local_specs, idx) if n else {}
     optional, opt_cols = optional_metrics(
         paths or OptionalModelPaths.from_env(), refs, preds, n_bootstrap, seed, bootstrap_scheme
     )
@@ -120,6 +128,7 @@ def score_records(
         seed=seed,
         bootstrap_scheme=bootstrap_scheme,
         metrics=metrics,
+        baselines=baselines,
     )
     return result, frame, notes
 
@@ -165,7 +174,16 @@ def metric_rows(metrics: EvaluationMetrics) -> list[dict[str, Any]]:
     return rows
 
 
+def _short(m: MetricResult | None) -> str:
+    if m is None:
+        return ""
+    if m.value is None:
+        return "not computed"
+    return f"{m.value:.2f}" + (f" [{m.ci[0]:.2f}, {m.ci[1]:.2f}]" if m.ci else "")
+
+
 def markdown_summary(metrics: EvaluationMetrics, notes: dict[str, Any] | None = None) -> str:
+    base = metrics.baselines
     lines = [
         f"# Evaluation `{metrics.experiment}`",
         "",
@@ -174,16 +192,19 @@ def markdown_summary(metrics: EvaluationMetrics, notes: dict[str, Any] | None = 
         "reports; bootstrap median = median over the resamples (what the LLaVA-Rad paper reports). "
         "Rule-based label F1 uses cxrflow's rule-based CheXpert-style labeler, not CheXbert.",
         "",
-        "| metric | value | 95% CI | bootstrap median | n |",
-        "|---|---|---|---|---|",
+        "| metric | value | 95% CI | bootstrap median | n |" + "".join(f" {b} [95% CI] |" for b in base),
+        "|---|---|---|---|---|" + "---|" * len(base),
     ]
     for name, m in metrics.metrics.items():
+        beside = "".join(f" {_short(b.metrics.get(name))} |" for b in base.values())
         if m.value is None:
-            lines.append(f"| {name} | {m.not_computed} | | | |")
+            lines.append(f"| {name} | {m.not_computed} | | | |{beside}")
         else:
             ci = f"{m.ci[0]:.2f} – {m.ci[1]:.2f}" if m.ci else ""
             med = f"{m.bootstrap_median:.2f}" if m.bootstrap_median is not None else ""
-            lines.append(f"| {name} | {m.value:.2f} | {ci} | {med} | {m.n} |")
+            lines.append(f"| {name} | {m.value:.2f} | {ci} | {med} | {m.n} |{beside}")
+    for b_name, b in base.items():
+        lines += ["", f"Baseline `{b_name}` (no training): {b.description}: \"{b.prediction}\""]
     if notes and "inference" in notes:
         inf = notes["inference"]
         lines += [
@@ -226,6 +247,11 @@ def score_predictions(
     records = read_predictions(predictions)
     if params.limit is not None:
         records = records[: params.limit]
+    train_refs = None
+    if params.shards is not None:  # the baselines are fitted on the training split's references
+        from tasks.evaluate.baselines import training_reports
+
+        train_refs = training_reports(Path(params.shards))
     metrics, frame, notes = score_records(
         records,
         experiment=params.experiment,
@@ -238,6 +264,7 @@ def score_predictions(
         chexprompt_protocol=params.chexprompt_protocol,
         chexprompt_src=params.chexprompt_src,
         ledger_path=Path(params.out) / "llm-ledger.jsonl",
+        train_refs=train_refs,
     )
     metrics.predictions_sha256 = sha256_file(predictions)
     if params.encoder_metrics is not None:  # the encoder's retrieval metrics sit beside the report metrics

@@ -98,9 +98,21 @@ def _checked_env_url(url: str) -> str:
         raise DataUseError(str(e)) from None
 
 
+def _host(parts) -> str:  # noqa: ANN001 - a urlsplit result
+    """The host as a client connects to it: lower-case, IDNA-mapped ("api.openai。com" and fullwidth letters
+    are api.openai.com to httpx), no trailing dot ("api.openai.com." is the same host)."""
+    host = (parts.hostname or "").lower()
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii").lower()
+        except UnicodeError:  # not a valid name: no client connects to it, and no list names it
+            pass
+    return host.rstrip(".")
+
+
 def _host_port(url: str) -> tuple[str, str]:
     parts = urlsplit(url if "://" in url else f"//{url}")
-    host = (parts.hostname or "").lower().rstrip(".")  # "api.openai.com." is the same host
+    host = _host(parts)
     return host, f"{host}:{parts.port}" if parts.port else host
 
 
@@ -114,7 +126,7 @@ def canonical_endpoint(url: str) -> str:
 
 
 def is_public_llm_host(host: str) -> bool:
-    host = host.lower().rstrip(".")
+    host = _host(urlsplit(f"//{host}"))
     return host in PUBLIC_LLM_HOSTS or any(host == d or host.endswith("." + d) for d in PUBLIC_LLM_DOMAINS)
 
 
@@ -122,7 +134,7 @@ def _host_and_port(url: str) -> tuple[str, int | None]:
     """(host, port) with the scheme's default port filled in; None when neither is given."""
     parts = urlsplit(url if "://" in url else f"//{url}")
     default = {"http": 80, "https": 443}.get(parts.scheme)
-    return (parts.hostname or "").lower().rstrip("."), parts.port or default
+    return _host(parts), parts.port or default
 
 
 def proxy_for(url: str) -> str | None:
@@ -135,9 +147,7 @@ def proxy_for(url: str) -> str | None:
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    default = {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme, (parts.hostname or "").lower().rstrip("."), parts.port or default
+    return (urlsplit(url).scheme, *_host_and_port(url))
 
 
 def guarded_http_client(cfg: LLMConfig):

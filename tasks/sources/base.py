@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from schemas.config import IngestConfig
 from schemas.errors import UserError
@@ -91,10 +92,14 @@ class Discovery:
     notes: dict = field(default_factory=dict)
     # Released report texts joined onto the candidates (tasks/reports/annotations.py); None when not asked.
     annotations: list[dict] | None = None
+    # The ingest engine's form: candidates spilled to a file in bounded batches (tasks/candidates.Spill), with
+    # `candidates` left empty.
+    spill: Any = None
 
     @property
     def found(self) -> int:
-        return len(self.candidates) + len(self.filtered) + len(self.quarantined)
+        spilled = len(self.spill) if self.spill is not None else 0
+        return len(self.candidates) + spilled + len(self.filtered) + len(self.quarantined)
 
 
 def require_root(root: Path) -> Path:
@@ -126,6 +131,11 @@ class SourceAdapter(Protocol):
         """Find every image under cfg.root and join it with the source's metadata. The engine has run
         check() first, and applies the view policy and `limit` afterwards (tasks/ingest.py `discover`)."""
 
+    def discover_batches(self, cfg: IngestConfig) -> tuple[Discovery, Iterator[list[Candidate]]]:
+        """discover() as a Discovery without candidates plus the candidates in bounded batches; its drops and
+        notes are complete once the batches are consumed. What the engine calls (BaseAdapter's default wraps
+        discover(); an archive-scale adapter streams: tasks/sources/mimic_cxr.py)."""
+
 
 class BaseAdapter:
     """What every adapter shares: check() names a missing root (one message for every source), then runs the
@@ -146,6 +156,18 @@ class BaseAdapter:
 
     def quarantine(self, out: Discovery, rel: str, reason: str, key: str | None = None) -> None:
         out.quarantined.append(Drop(self.name, rel, "discover", reason, key))
+
+    def discover_batches(self, cfg: IngestConfig) -> tuple[Discovery, Iterator[list[Candidate]]]:
+        return in_batches(self.discover(cfg))
+
+
+BATCH = 8192  # candidates per discovery batch (tasks/candidates.py spills each)
+
+
+def in_batches(discovery: Discovery) -> tuple[Discovery, Iterator[list[Candidate]]]:
+    """A listed discovery in discover_batches' form (for adapters that list every candidate at once)."""
+    cands, discovery.candidates = discovery.candidates, []
+    return discovery, (cands[i : i + BATCH] for i in range(0, len(cands), BATCH))
 
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -193,44 +215,51 @@ def unusable_reason(c: Candidate) -> str | None:
     return None
 
 
-def quarantine_unusable(discovery: Discovery) -> None:
+def quarantine_unusable(discovery: Discovery, cands: list[Candidate] | None = None) -> list[Candidate]:
     """Quarantine candidates with control characters in their ids or report, an id that makes an empty key,
-    or an absurdly large report (each a quarantine row with its reason, so every input stays accounted)."""
+    or an absurdly large report (each a quarantine row with its reason, so every input stays accounted).
+    `cands`: one batch (the engine's spilled discovery), returned without them; default discovery.candidates,
+    replaced in place."""
     kept: list[Candidate] = []
-    for c in discovery.candidates:
+    for c in discovery.candidates if cands is None else cands:
         reason = unusable_reason(c)
         if reason:
             discovery.quarantined.append(Drop(c.source, c.rel_path, "discover", reason, c.image_key))
         else:
             kept.append(c)
-    discovery.candidates = kept
+    if cands is None:
+        discovery.candidates = kept
+    return kept
 
 
-def apply_view_policy(discovery: Discovery, frontal_only: bool) -> None:
-    """The one view policy, applied by the engine to every source (adapters only report `view`).
+def view_filter(discovery: Discovery, cands: list[Candidate], frontal_only: bool) -> list[Candidate]:
+    """The one view policy, applied by the engine to every source, batch by batch (adapters only report
+    `view`): the kept candidates; the others go to discovery.filtered.
 
     Under frontal_only a film is kept only when its release states a frontal view (AP, PA, or frontal without
     AP/PA); every other film, an unknown view included, is filtered with one reason text. This is the paper's
     selection (LLaVA-Rad keeps MIMIC-CXR rows whose view is AP or PA, so a blank ViewPosition is out:
-    docs/datasets.md). notes["view_unknown"] counts the films found without a view, filtered or kept."""
+    docs/datasets.md). view_notes: notes["view_unknown"] counts the films found without a view."""
     kept: list[Candidate] = []
-    for c in discovery.candidates:
+    for c in cands:
         if frontal_only and c.view not in FRONTAL_VIEWS:
             reason = f"{NOT_FRONTAL}: view {c.view or 'unknown'} (frontal_only)"
             discovery.filtered.append(Drop(c.source, c.rel_path, "discover", reason, c.image_key))
         else:
             kept.append(c)
-    unknown = sum(c.view is None for c in discovery.candidates)
+    return kept
+
+
+def view_notes(discovery: Discovery, unknown: int, total: int, kept: int, frontal_only: bool) -> None:
+    """notes["view_unknown"], and the hint when the view policy filtered a whole source for want of a view."""
     discovery.notes["view_unknown"] = unknown
-    # A whole source gone for want of a view: say why and what to pass.
     if frontal_only and unknown and not kept:
         discovery.notes["hint"] = (
-            f"{unknown} of {len(discovery.candidates)} films state no view, so frontal_only filtered every film; "
+            f"{unknown} of {total} films state no view, so frontal_only filtered every film; "
             "if this release carries no view (Open-I's XML form: put torchxrayvision's "
             "nlmcxr_dicom_metadata.csv.gz in its root, docs/datasets.md), or ingest it with --all-views "
             "(frontal_only: false for this source in a mixture)"
         )
-    discovery.candidates = kept
 
 
 def hash_split(subject_id: str, ratios: tuple[float, float, float], salt: str = "cxrflow") -> str:

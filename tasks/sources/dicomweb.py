@@ -22,6 +22,7 @@ PHI policy:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from pathlib import Path
@@ -96,10 +97,24 @@ def settings(root: Path, options: dict | None = None) -> dict[str, Any]:
         "timeout_s": 30,
     }
     if (root / DESCRIPTOR).is_file():
-        found.update(load_json_text((root / DESCRIPTOR).read_text()))
+        try:
+            described = load_json_text((root / DESCRIPTOR).read_text())
+        except ValueError as exc:  # not JSON, or nested too deep
+            raise SourceLayoutError(f"{root / DESCRIPTOR} is not usable JSON: {exc}") from None
+        if not isinstance(described, dict):
+            raise SourceLayoutError(f"{root / DESCRIPTOR} must hold one JSON object of settings")
+        found.update(described)
     found.update({k: v for k, v in (options or {}).items() if k in SETTINGS})
     if isinstance(found["modalities"], str):
         found["modalities"] = [m.strip() for m in found["modalities"].split(",") if m.strip()]
+    for name, kind in (("page_size", int), ("timeout_s", float)):  # a wrong one crashed a request, later
+        try:
+            value = kind(found[name])
+        except (TypeError, ValueError, OverflowError):
+            value = None
+        if value is None or not math.isfinite(value) or value <= 0:
+            raise SourceLayoutError(f"DICOMweb: {name} must be a positive number (got {found[name]!r})")
+        found[name] = value
     return found
 
 
@@ -278,7 +293,7 @@ class DicomwebAdapter(BaseAdapter):
                 self.filter(out, rel, reason, key)
                 continue
             burned = None if cfg.options.get(ALLOW_BURNED_IN) else burned_in_reason(header)
-            if burned:  # judged on the full header: the PHI-stripped cache keeps no BurnedInAnnotation
+            if burned:  # judged on the full header (the cache keeps BurnedInAnnotation too, for decode)
                 self.quarantine(out, rel, burned, key)
                 continue
             accession = str(header.get("AccessionNumber") or "").strip()
@@ -331,7 +346,7 @@ class DicomwebAdapter(BaseAdapter):
     @staticmethod
     def _filter_reason(ds: Dataset, s: dict, cfg: IngestConfig) -> str | None:
         """Client-side re-check of the search filters (a server may ignore some); the view policy is the
-        engine's (tasks/sources/base.py `apply_view_policy`)."""
+        engine's (tasks/sources/base.py `view_filter`)."""
         modality = str(ds.get("Modality") or "")
         if s["modalities"] and modality not in s["modalities"]:
             return f"modality {modality or 'missing'} not in {','.join(s['modalities'])}"

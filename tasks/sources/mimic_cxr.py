@@ -8,6 +8,7 @@ JPG) is detected from what the files/ tree holds.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -16,6 +17,7 @@ from schemas.config import IngestConfig
 from schemas.labels import CHEXPERT_LABELS
 from tasks.sources._common import LabelValueError, parse_label_row, read_csv_strings, read_header
 from tasks.sources.base import (
+    BATCH,
     BaseAdapter,
     Candidate,
     Discovery,
@@ -141,6 +143,17 @@ class MimicCxrAdapter(BaseAdapter):
             require_columns(read_header(labels), LABEL_KEY_COLUMNS + CHEXPERT_LABELS, labels)
 
     def discover(self, cfg: IngestConfig) -> Discovery:
+        discovery, batches = self.discover_batches(cfg)
+        discovery.candidates = [c for batch in batches for c in batch]
+        return discovery
+
+    def discover_batches(self, cfg: IngestConfig) -> tuple[Discovery, Iterator[list[Candidate]]]:
+        """The CSV joins are columnar (polars); the candidates, one Python object each, are made and handed
+        on BATCH at a time, so the archive (377K films) is never held as objects (issue 28)."""
+        discovery = Discovery()
+        return discovery, self._batches(cfg, discovery)
+
+    def _batches(self, cfg: IngestConfig, discovery: Discovery) -> Iterator[list[Candidate]]:
         root = Path(cfg.root)
         reports_root = Path(cfg.options.get("reports_root", root))
         images, layout, unusable = _walk_images(root / "files")
@@ -162,6 +175,7 @@ class MimicCxrAdapter(BaseAdapter):
             },
             schema={"subject_dir": pl.String, "study_dir": pl.String, "dicom_id": pl.String, "path": pl.String},
         )
+        del images
         meta = metadata.select(
             "dicom_id",
             pl.col("subject_id").alias("meta_subject"),
@@ -179,15 +193,16 @@ class MimicCxrAdapter(BaseAdapter):
             .join(split.unique("dicom_id", keep="first"), on="dicom_id", how="left")
             .join(labels, left_on="study_dir", right_on="study_id", how="left")
         )
-        discovery = Discovery()
         for path, dicom_id, reason in unusable:
             key = make_key(NAME, dicom_id) if dicom_id else None
             self.quarantine(discovery, path.relative_to(root).as_posix(), reason, key)
         listed = metadata.height
+        del files, metadata, meta, split, labels  # the joined frame is all the loop reads
         discovery.notes["layout"] = layout
         discovery.notes["listed_in_metadata_without_file"] = listed - int(joined["in_metadata"].sum() or 0)
         kind = "dicom" if layout == "dicom" else "jpeg"
-        report_cache: dict[str, tuple[str | None, str | None]] = {}
+        report_cache: dict[str, tuple[str | None, str | None]] = {}  # a study's films are usually adjacent
+        batch: list[Candidate] = []
 
         for row in joined.iter_rows(named=True):
             path = Path(row["path"])
@@ -215,6 +230,8 @@ class MimicCxrAdapter(BaseAdapter):
                 continue
             study_key = f"{row['subject_dir']}/{row['study_dir']}"
             if study_key not in report_cache:
+                if len(report_cache) >= 1024:  # bounded: a report is read again at worst
+                    report_cache.clear()
                 report_cache[study_key] = _read_report(reports_root, row["subject_dir"], row["study_dir"])
             text, problem = report_cache[study_key]
             if problem:
@@ -224,7 +241,7 @@ class MimicCxrAdapter(BaseAdapter):
             if label_problem:
                 discovery.quarantined.append(drop("discover", label_problem))
                 continue
-            discovery.candidates.append(
+            batch.append(
                 Candidate(
                     source=NAME,
                     path=path,
@@ -243,7 +260,11 @@ class MimicCxrAdapter(BaseAdapter):
                     expected_size=_metadata_size(row) if kind == "dicom" else None,
                 )
             )
-        return discovery
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
 
 def _metadata_size(row: dict) -> tuple[int, int] | None:

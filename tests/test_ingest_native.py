@@ -1,0 +1,51 @@
+"""The uncompressed-DICOM fast path (tasks/images.native_pixels, issue 28) gives pydicom's pixel_array exactly, and
+leaves every film it cannot read as a plain view of the bytes to pydicom."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import ImplicitVRLittleEndian
+
+from fixtures.dicom import DXSpec, dx_dataset, picture, uid
+from fixtures.mimic_cxr import write_mimic_cxr
+from tasks.images import native_pixels
+
+IDS = dict(patient_id="1", study_uid=uid(0, "st"), series_uid=uid(0, "se"), sop_uid=uid(0, "sop"))
+
+
+def test_native_values_are_pydicoms_on_every_fixture_film(tmp_path):
+    write_mimic_cxr(tmp_path, studies=12, seed=3)  # 12/14/16-bit, MONOCHROME1/2, rescale, windows, LUTs, defects
+    native = 0
+    for path in sorted(tmp_path.rglob("*.dcm")):
+        got = native_pixels(path.read_bytes())
+        if got is None:
+            continue
+        native += 1
+        want = pydicom.dcmread(path).pixel_array
+        assert got[1].dtype == want.dtype and np.array_equal(got[1], want), path.name
+    assert native >= 10  # the uncompressed films took the fast path
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_unused_high_bits_are_masked_as_pydicom_does(tmp_path, implicit):
+    values = (picture(64, 48, seed=1) * 4095).astype(np.uint16) | np.uint16(0xA000)  # overlay bits set
+    ds = dx_dataset(values, DXSpec(bits_stored=12), **IDS)
+    path = tmp_path / "f.dcm"
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(path, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+    got = native_pixels(path.read_bytes())
+    assert got is not None and got[1].max() < 4096
+    assert np.array_equal(got[1], pydicom.dcmread(path).pixel_array)
+
+
+def test_anything_after_the_pixel_data_goes_to_pydicom(tmp_path):
+    ds = dx_dataset((picture(32, 32, seed=2) * 4095).astype(np.uint16), DXSpec(), **IDS)
+    ds.add_new(0xFFFCFFFC, "OB", b"\0" * 8)  # data set trailing padding after (7FE0,0010)
+    path = tmp_path / "f.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    assert native_pixels(path.read_bytes()) is None
+    truncated = path.read_bytes()[:-100]
+    assert native_pixels(truncated) is None
