@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-ops test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -23,18 +23,23 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # PREFECT_HOME under artifacts/: the demo's flow runs stay in that SQLite database, so
-# `PREFECT_HOME=artifacts/prefect .venv/bin/prefect server start` shows them in the UI afterwards.
+# `PREFECT_HOME=artifacts/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/prefect server start` shows them in the UI afterwards.
 demo: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/artifacts/prefect $(VENV)/bin/cxrflow demo
 
+# Everything but the `ops` tests (every config's header command, deployments on real process workers: minutes
+# each); `make test-ops` runs those, and .ci/run runs both.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -m "not ops"
+
+test-ops: $(STAMP)
+	$(PY) -m pytest -q -m ops
 
 # The edit-test loop: everything but the end-to-end tests marked slow (make test still runs them all).
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not ops"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

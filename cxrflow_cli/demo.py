@@ -10,7 +10,6 @@ A second `make demo` reuses every stage; an OUT holding a fixture of another see
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -134,10 +133,12 @@ def demo(
                "keeps its own image or gets one of its own study).")
     typer.echo(f"\n== where\n  learning.json: {out / 'learning.json'}\n  leaderboard:   "
                f"{result['compare']['dir']}\n  fixture:       {root}")
-    home = os.environ.get("PREFECT_HOME", "~/.prefect")  # `make demo` keeps the runs in artifacts/prefect
-    typer.echo(f"\n== the UI\n  PREFECT_HOME={home} .venv/bin/prefect server start\n  then open "
-               f"http://127.0.0.1:4200/runs?tag=ablation:{ablation.name} (Runs filtered by tag "
-               f"`ablation:{ablation.name}`: one row per variant);\n  Artifacts: "
+    from cxrflow_cli._links import LOCAL_UI, server_command
+
+    # `make demo` keeps the runs in artifacts/prefect (PREFECT_HOME); no telemetry from the server either
+    typer.echo(f"\n== the UI\n  {server_command()}\n  then open "
+               f"{LOCAL_UI}/runs?tag=ablation:{ablation.name} (Runs filtered by tag "
+               f"`ablation:{ablation.name}`: one row per variant, tagged with its headline metric);\n  Artifacts: "
                f"`ablation-{ablation.name}-leaderboard` (sortable) and `-leaderboard-md`.")
     # last, so `make demo` ends with it: the six sections of the paper, the verdict against both baselines
     write_report(out, out / "report.html")

@@ -42,6 +42,22 @@ def load_config(path: Path, overrides: dict):
         raise UserError(str(exc)) from None
 
 
+def check_variants(ablation, spec: Path) -> None:
+    """Every variant's config and data root, before the first run starts; a missing fixture is named with the
+    command in the spec's (or its base file's) header."""
+    from cxrflow_cli._common import load_yaml_mapping
+    from cxrflow_cli._headers import with_fixture_hint
+    from tasks.plan import checked_stage_configs
+
+    base = load_yaml_mapping(spec, "--spec").get("base")
+    headers = [spec] + ([spec.parent / base, Path(base)] if isinstance(base, str) else [])
+    for variant in ablation.variants:
+        try:
+            checked_stage_configs(ablation.variant_config(variant))
+        except Exception as exc:
+            raise with_fixture_hint(exc, headers) from None
+
+
 def register(app: typer.Typer) -> None:
     @app.command("pipeline")
     def pipeline_cmd(
@@ -59,7 +75,12 @@ def register(app: typer.Typer) -> None:
         if dask:
             overrides["dask_address"] = dask
         cfg = load_config(config, overrides)
-        checked_stage_configs(cfg)  # before the flow (and its server) starts
+        try:
+            checked_stage_configs(cfg)  # before the flow (and its server) starts
+        except Exception as exc:  # a missing fixture: the header's command that writes it
+            from cxrflow_cli._headers import with_fixture_hint
+
+            raise with_fixture_hint(exc, [config]) from None
         result = pipeline(cfg)  # a user error found inside (an unreadable annotations file...): one line, main.py
         typer.echo(render_text(result))
 
@@ -73,14 +94,20 @@ def register(app: typer.Typer) -> None:
             None, "--deployment", help="run each variant via run_deployment, e.g. pipeline/pipeline"
         ),
         n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-test resamples vs the baseline"),
+        as_json: bool = typer.Option(False, "--json", help="print the leaderboard rows as JSON instead"),
     ) -> None:
-        """One flow run per variant (tags ablation:<name>, variant:<name>), then the compare flow."""
+        """One flow run per variant (tags ablation:<name>, variant:<name>), then the compare flow. Prints the
+        comparison (value [CI], difference vs the baseline [CI], p, n), the Runs page and the folders."""
+        from cxrflow_cli._ablation_text import render
         from flows.ablate import run_ablation
         from schemas.pipeline import load_ablation_spec
 
-        result = run_ablation(
-            load_ablation_spec(spec, parse_sets(set_)), deployment=deployment, n_resamples=n_resamples
-        )
+        ablation = load_ablation_spec(spec, parse_sets(set_))
+        check_variants(ablation, spec)
+        result = run_ablation(ablation, deployment=deployment, n_resamples=n_resamples)
+        if not as_json:
+            typer.echo(render(result, ablation.baseline))
+            return
         typer.echo(
             json.dumps(
                 {
@@ -136,7 +163,10 @@ def register(app: typer.Typer) -> None:
                     f"({where + ': ' if where else ''}{first['msg']})",
                     "pass EVAL folders of `cxrflow evaluate`",
                 ) from None
+        from tasks.variants import producing_run
+
         res = compare(
-            name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out), n_resamples=n_resamples
+            name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out), n_resamples=n_resamples,
+            runs={v: producing_run(folder) for v, folder in pairs.items()},  # the pipeline runs that wrote them
         )
         typer.echo(json.dumps(res["rows"], indent=2))

@@ -1,15 +1,19 @@
 """Quiet by default: third-party chatter that tells a user nothing is filtered; `cxrflow --verbose` keeps it.
 
 Filtered: transformers' FutureWarnings/deprecations and info logs, tqdm bars (transformers, datasets,
-huggingface_hub), wids' per-dataset stderr line (cxrio.quiet_wids), Prefect's console logs below WARNING,
-and library loggers below WARNING; Prefect's records of a run that failed on a user error (the CLI prints that
-one line; the records still reach the flow run's logs on the server). cxrflow's own loggers (`cxrflow.*`) stay at INFO.
+huggingface_hub), wids' per-dataset stderr line (cxrio.quiet_wids), Prefect's console handler below WARNING
+(its level, not the loggers': every run record still reaches Prefect's API handler, so the UI shows the runs'
+logs), and library loggers below WARNING; Prefect's records of a run that failed on a user error (the CLI prints
+that one line; the records still reach the flow run's logs on the server). cxrflow's own loggers (`cxrflow.*`)
+stay at INFO on the console. Prefect's "View at <UI>/runs/flow-run/<id>" line of the top-level run is printed
+as `run: <link>` (RunLink).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
 
 # Environment variables quiet mode sets (tests undo them).
@@ -19,7 +23,7 @@ ENV_VARS = (
     "TQDM_DISABLE",
     "HF_HUB_DISABLE_PROGRESS_BARS",
     "GX_ANALYTICS_ENABLED",
-    "PREFECT_LOGGING_LEVEL",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL",
     "CXRFLOW_VERBOSE",
 )
 NOISY_LOGGERS = (
@@ -83,6 +87,39 @@ class UserErrorsOffTheConsole(logging.Filter):
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
+def _to_console(line: str) -> None:
+    """stderr, not print(): inside a flow with log_prints, print() becomes a run log record (off the console)."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+class RunLink(logging.Filter):
+    """Prints the UI link of each top-level flow run this process starts (Prefect's "View at" line is INFO, so
+    the quiet console drops it, and a temporary server has no UI URL at all). Subflows log "Beginning subflow
+    run" instead and are linked from their parent's page."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        run_id = getattr(record, "flow_run_id", None)
+        if run_id and str(record.msg).startswith("Beginning flow run"):
+            from cxrflow_cli._links import ui_link
+
+            _to_console(f"run: {ui_link(f'/runs/flow-run/{run_id}')}")
+        return True
+
+
+class CxrflowInfoToConsole(logging.Handler):
+    """cxrflow's INFO lines on stderr: the root's console handler (Prefect's) now takes WARNING and above, so
+    below that they would vanish; WARNING and above still reach the console through the root."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:
+            _to_console(self.format(record))
+
+
 def configure(verbose: bool) -> None:
     logging.getLogger("cxrflow").setLevel(logging.INFO)
     # per-step training lines reach the flow run's logs and the progress bar, not the console (verbose: both)
@@ -94,15 +131,23 @@ def configure(verbose: bool) -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, UserErrorsOffTheConsole) for f in logger.filters):
             logger.addFilter(UserErrorsOffTheConsole(logger))
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, RunLink) for f in flow_runs.filters):
+        flow_runs.addFilter(RunLink())
+    cxrflow = logging.getLogger("cxrflow")
+    if not any(isinstance(h, CxrflowInfoToConsole) for h in cxrflow.handlers):
+        cxrflow.addHandler(CxrflowInfoToConsole())
     os.environ.pop("CXRFLOW_VERBOSE", None)
     for var in ("TRANSFORMERS_VERBOSITY", "DATASETS_VERBOSITY"):
         os.environ.setdefault(var, "error")
     os.environ.setdefault("TQDM_DISABLE", "1")  # tqdm >= 4.66 reads it: no library progress bars
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Prefect's per-task chatter ("Created task run", "Finished in state Completed()") and the flows' printed
-    # summaries stay in the runs' logs (the UI); the console gets warnings and errors. The commands print
-    # their own summary once. Read when prefect is first imported, which commands do lazily, after this.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # summaries stay in the runs' logs (the UI); the console gets warnings and errors. The console handler's
+    # level, not PREFECT_LOGGING_LEVEL: that one is the loggers' level and would keep the records from the API
+    # handler too (the UI said "This run didn't generate logs"). Read when prefect is first imported (commands
+    # import it lazily, after this), also by the processes a run starts (ingest's process pool).
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*shardshuffle.*")

@@ -5,7 +5,8 @@ In the UI (flows/ui.py): each variant's run is named `<ablation>-<variant>` and 
 `stage:` and `variant:` tags only). The ablate run itself is named `<ablation>-ablate` and the compare step
 `<ablation>-compare`, both tagged `ablate:<name>`. Locally the variant runs are subflows; with `deployment` set
 (e.g. "pipeline/pipeline") each variant is a `run_deployment` on whatever work pool serves it. Variants share
-stage outputs wherever their configs agree (flows/pipeline.py)."""
+stage outputs wherever their configs agree (flows/pipeline.py). A rerun creates no run for a finished variant
+and each variant's run carries its headline metric as a tag (flows/reruns.py)."""
 
 from __future__ import annotations
 
@@ -39,14 +40,19 @@ def run_ablation(spec: AblationSpec, deployment: str | None = None, n_resamples:
 def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int = 1000) -> dict:
     from flows.compare import compare
     from flows.pipeline import pipeline
+    from flows.reruns import reusable_variant, tag_headline
 
     results: dict[str, dict] = {}
     for variant in spec.variants:
         cfg = spec.variant_config(variant)
+        reused = reusable_variant(cfg, variant_tags(spec, variant))
+        if reused is not None:  # its row on the Runs page stays the run that produced it
+            results[variant] = reused
+            continue
         if deployment:
             from flows.tasking import dispatch
 
-            run = dispatch(deployment, {"cfg": cfg.model_dump(mode="json")}, f"variant {variant}",
+            run = dispatch(deployment, {"cfg": cfg.model_dump(mode="json", by_alias=True)}, f"variant {variant}",
                            flow_run_name=run_name(spec, variant), tags=variant_tags(spec, variant))
             results[variant] = {"flow_run_id": run["flow_run_id"], "eval_dir": str(cfg.stage_dirs()["evaluate"])}
             continue
@@ -55,6 +61,10 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
             res = pipeline.with_options(flow_run_name=run_name(spec, variant))(cfg)
         results[variant] = {"eval_dir": str(cfg.stage_dirs()["evaluate"]), "stages": res["stages"],
                             "work": res["work"], "flow_run_id": res.get("flow_run_id")}
+    for variant in results:  # the filtered Runs page shows each variant's headline metric as a tag
+        if results[variant].get("flow_run_id"):
+            r = results[variant]
+            r["headline"] = tag_headline(r["flow_run_id"], r["eval_dir"], spec.metrics[0])
     evals = {v: r["eval_dir"] for v, r in results.items()}
     out = str(spec.variant_config(spec.baseline).out)
     with TagsContext(current_tags=own_tags(spec, "compare")):

@@ -1,7 +1,7 @@
 """Flow `encoder`: contrastive image-text training of an open_clip model on the shards by open_clip's own
 engine (tasks/encoder), then retrieval and zero-shot evaluation of the result and of its starting point on
 the test split. The tiny CPU encoder runs in-process; a real start model (a local BiomedCLIP dir) is handed to
-the GPU work pool deployment of this same flow (default "encoder/gpu", like `train`), so ENC and SHARDS must
+the GPU work pool deployment of this same flow (default "encoder/encoder-gpu", like `train`), so ENC and SHARDS must
 be on storage the GPU worker shares. Artifacts: `encoder-retrieval-<experiment>` (every metric with its CI, chance and ratio to
 chance, trained vs start) and `encoder-run-<experiment>` (data, engine, lineage)."""
 

@@ -1,7 +1,7 @@
 """Flow `train`: the training run beside its data lineage in the UI.
 
 tiny (or dispatch="local") trains in-process; real presets are handed to a GPU work pool deployment of this
-same flow (`run_deployment`, default name "train/gpu"), whose run executes it with dispatch="local" on the
+same flow (`run_deployment`, default name "train/train-gpu"), whose run executes it with dispatch="local" on the
 GPU worker, so RUN must be on storage the worker shares. Artifacts: loss curve (markdown with the PNG inlined)
 and a metrics table, under stable keys so runs line up in the UI (per experiment inside a pipeline: flows/ui.py)."""
 

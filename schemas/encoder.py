@@ -52,7 +52,7 @@ class EncoderSection(BaseModel):
     )
     seed: int = 0
     deployment: str = Field(
-        "encoder/gpu", description="GPU work pool deployment a non-tiny encoder is handed to"
+        "encoder/encoder-gpu", description="GPU work pool deployment a non-tiny encoder is handed to"
     )
     eval_split: str = "test"
     n_bootstrap: int = Field(500, ge=0, le=100_000)  # bootstrap memory grows with it: 1e9 is a mistake

@@ -81,7 +81,7 @@ class TrainConfig(BaseModel):
     # Real presets load from local directories only (never downloads).
     vision_path: Path | None = Field(None, description="HF CLIP vision dir, or open_clip dir (BiomedCLIP)")
     lm_path: Path | None = Field(None, description="causal LM dir (Vicuna-7B v1.5)")
-    deployment: str = Field("train/gpu", description="GPU work pool deployment the `train` flow hands real "
+    deployment: str = Field("train/train-gpu", description="GPU work pool deployment the `train` flow hands real "
                             "presets to")
 
     @model_validator(mode="after")

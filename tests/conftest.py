@@ -16,6 +16,10 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# One intra-op thread for torch/OpenMP in this process and every process a test starts: the suite's models are
+# tiny, and on a busy 2-core machine OpenMP's spinning threads made a training step ~40x slower (0.2 s -> 8 s a
+# stage-2 step of the learnable demo, measured beside other jobs; BENCHMARKS.md). Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,7 @@ def test_quiet_configure_filters_library_noise_and_verbose_keeps_it(monkeypatch)
     assert not steps.propagate  # per-step training lines: the bar and the run's logs, not the console
     import os
 
-    assert os.environ["TQDM_DISABLE"] == "1" and os.environ["PREFECT_LOGGING_LEVEL"] == "WARNING"
+    assert os.environ["TQDM_DISABLE"] == "1" and os.environ["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] == "WARNING"
     monkeypatch.delenv("TQDM_DISABLE")
     quiet.configure(verbose=True)
     assert quiet.verbose() and "TQDM_DISABLE" not in os.environ and steps.propagate

@@ -360,7 +360,7 @@ def test_a_real_start_model_is_dispatched_to_the_gpu_pool_with_absolute_paths(tm
     cfg = EncoderConfig(init="models/biomedclip", shards=Path("shards"), out=Path("enc"), nproc=8)
     out = encoder.fn(cfg, experiment="x")
     assert (
-        out["dispatched"] == "encoder/gpu" and sent["name"] == "encoder/gpu" and sent["dispatch"] == "local"
+        out["dispatched"] == "encoder/encoder-gpu" and sent["name"] == "encoder/encoder-gpu" and sent["dispatch"] == "local"
     )
     assert sent["cfg"]["init"] == str(init) and sent["cfg"]["shards"] == str(tmp_path / "shards")
     assert sent["cfg"]["out"] == str(tmp_path / "enc") and sent["cfg"]["nproc"] == 8

@@ -70,7 +70,8 @@ def test_pipeline_runs_end_to_end_then_reuses_everything(prefect_server, workspa
 
 
 @pytest.mark.slow
-def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefect_server, workspace):
+def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefect_server, workspace, capsys,
+                                                                          monkeypatch):
     from prefect.artifacts import Artifact
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
@@ -141,7 +142,7 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
         r4_rouge["diff_ci_low"] <= r4_rouge["diff"] <= r4_rouge["diff_ci_high"]
         and r4_rouge["small_n"] is True
     )
-    assert r4_rouge["run"] == f"/runs/flow-run/{r4['flow_run_id']}"
+    assert r4_rouge["run"] == f"[r4](/runs/flow-run/{r4['flow_run_id']})"  # markdown: a link in the UI
     md = Artifact.get("ablation-lora-t-leaderboard-md")
     assert f"[r4](/runs/flow-run/{r4['flow_run_id']})" in md.data and "⚠" in md.data
     # The reusing variant links to the run that produced its reused stages; per-variant artifact keys.
@@ -153,6 +154,43 @@ def test_ablation_runs_one_tagged_flow_run_per_variant_with_a_leaderboard(prefec
     chart = Artifact.get("ablation-lora-t-chart")
     assert "data:image/png;base64," in chart.data
     assert (Path(result["compare"]["dir"]) / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Each variant's run carries its headline metric (the spec's first metric) as a tag: the filtered Runs page
+    # says which is better.
+    from tasks.evaluate.leaderboard import load_metrics
+
+    tagged = {r.name: r.tags for r in run_coro_as_sync(runs("ablation:lora-t"))}
+    for variant in ("r64", "r4"):
+        rouge = load_metrics(result["variants"][variant]["eval_dir"]).metrics["rouge_l"]
+        head = f"metric rouge_l {rouge.value:.2f} [{rouge.ci[0]:.2f}, {rouge.ci[1]:.2f}]"
+        assert result["variants"][variant]["headline"] == head and head in tagged[f"lora-t-{variant}"]
+    # A rerun with nothing changed creates no new variant run: still one row per variant, the same runs.
+    again = ablate(spec, n_resamples=50)
+    assert all(v.get("reused") for v in again["variants"].values())
+    after = run_coro_as_sync(runs("ablation:lora-t"))
+    assert sorted(str(r.id) for r in after) == sorted(str(r.id) for r in found)
+    assert {v: r["flow_run_id"] for v, r in again["variants"].items()} == {
+        "r64": r64["flow_run_id"], "r4": r4["flow_run_id"]}
+    assert all(sum(t.startswith("metric rouge_l ") for t in r.tags) == 1 for r in after)
+
+    # `cxrflow compare` of the two evaluations links each row to the pipeline run that wrote it.
+    from cxrflow_cli.main import run as cli
+    from cxrflow_cli.quiet import ENV_VARS
+
+    for var in ENV_VARS:  # recorded, so what the CLI's quiet mode sets is undone after the test
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
+    capsys.readouterr()
+    code = cli(["compare", f"r64={r64['eval_dir']}", f"r4={r4['eval_dir']}", "--name", "lora-t-cli", "--out",
+                str(out), "--metrics", "rouge_l", "--n-resamples", "20"])
+    rows = json.loads(capsys.readouterr().out)
+    from tasks.variants import producing_run
+
+    # r4's evaluation ran in r4's run; r64's may come from an earlier run of the same config (the marker's)
+    # (the image-blind baseline rows have no run of their own)
+    assert code == 0 and {r["variant"]: r["run"] for r in rows if r["variant"] in ("r64", "r4")} == {
+        "r4": f"[r4](/runs/flow-run/{r4['flow_run_id']})",
+        "r64": f"[r64](/runs/flow-run/{producing_run(r64['eval_dir'])})"}
 
 
 def test_ablation_spec_overrides_and_errors(tmp_path):

@@ -113,15 +113,15 @@ def test_prefect_yaml_deployments_register(prefect_server, tmp_path):
     assert {
         "ingest/nightly",
         "structure/structure",
-        "train/gpu",
-        "encoder/gpu",
+        "train/train-gpu",
+        "encoder/encoder-gpu",
         "evaluate/after-train",
         "pipeline/pipeline",
         "ablate/ablate",
     } <= set(by_name)
     nightly = by_name["ingest/nightly"]
     assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
-    train = by_name["train/gpu"]
+    train = by_name["train/train-gpu"]
     assert train.work_pool_name == "gpu"
     limit = (
         train.global_concurrency_limit.limit if train.global_concurrency_limit else train.concurrency_limit
@@ -136,10 +136,11 @@ def test_prefect_yaml_deployments_register(prefect_server, tmp_path):
     assert "prefect.flow-run.Completed" in trigger[0].trigger.expect
     related = trigger[0].trigger.match_related
     related = related if isinstance(related, list) else [related]
-    assert any(
-        r.get("prefect.resource.role") == "deployment" and r.get("prefect.resource.name") == "gpu"
+    # both related resources must match: the flow `train` and its deployment `train-gpu`, never the encoder's
+    assert sorted(
+        (r.get("prefect.resource.role"), r.get("prefect.resource.name"))
         for r in (getattr(x, "root", x) for x in related)
-    ), "evaluate must fire for train/gpu runs only"
+    ) == [("deployment", "train-gpu"), ("flow", "train")], "evaluate must fire for train/train-gpu runs only"
 
 
 @pytest.mark.parametrize("n", [0, 1, 3])

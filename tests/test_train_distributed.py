@@ -24,19 +24,30 @@ DRIVER = REPO / "tests" / "distributed_train.py"
 RTOL = 1e-5
 
 
-def _run(cmd: list[str]) -> None:
+def _run_together(*cmds: list[str]) -> None:
+    """The runs at once: each is its own process tree with one thread per process, so running them side by side
+    changes no result, and the one-process run uses a core the two ranks leave idle while they wait on each other."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in cmds]  # fmt: skip
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()  # a no-op for a process that ended; one left after a timeout must not outlive the test
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-2000:] + err[-4000:]
 
 
 @pytest.mark.slow  # two training runs of the tiny model (8 optimizer steps each): ~40 s on a loaded 2-core machine
 def test_torchrun_two_processes_match_one_process_loss_and_read_each_sample_once_an_epoch(tmp_path):
     shards = write_train_shards(tmp_path / "shards", n=16, per_shard=5)
     one, two = tmp_path / "rec-1", tmp_path / "rec-2"
-    _run([sys.executable, str(DRIVER), str(shards), str(tmp_path / "run-1"), str(one)])
-    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(DRIVER),
-          str(shards), str(tmp_path / "run-2"), str(two)])
+    _run_together(
+        [sys.executable, str(DRIVER), str(shards), str(tmp_path / "run-1"), str(one)],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(DRIVER),
+         str(shards), str(tmp_path / "run-2"), str(two)],
+    )
     ref = json.loads((one / "rank0.json").read_text())
     ranks = [json.loads((two / f"rank{r}.json").read_text()) for r in (0, 1)]
 

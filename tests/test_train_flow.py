@@ -74,7 +74,7 @@ def test_dispatch_to_the_gpu_pool_sends_absolute_paths(tmp_path, monkeypatch):
     cfg = default_config("llava-rad", Path("shards"), Path("runs/r1"), vision_path=Path("models/vit"),
                          lm_path=Path("models/vicuna"))
     out = train.fn(cfg, dispatch="deployment")
-    assert out["dispatched"] == "train/gpu"
+    assert out["dispatched"] == "train/train-gpu"
     for key, rel in (("shards", "shards"), ("out", "runs/r1"), ("vision_path", "models/vit"),
                      ("lm_path", "models/vicuna")):
         assert sent[key] == str(tmp_path / rel), key

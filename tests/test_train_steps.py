@@ -151,7 +151,9 @@ def test_a_global_batch_the_data_cannot_fill_is_a_user_error(tmp_path):
     shards = write_train_shards(tmp_path / "shards", n=4, per_shard=4)
     cfg = default_config("tiny", shards, tmp_path / "run", stages=[1],
                          stage1=stage1_defaults(global_batch_size=256, micro_batch_size=2))  # fmt: skip
-    with pytest.raises(UserError, match="do not fill one global batch of 256"):
+    # the key to lower and its --set form, in the one line
+    with pytest.raises(UserError, match=r"do not fill one global batch of 256: set train.stage1.global_batch_size "
+                       r"to at most \d+ \(--set train.stage1.global_batch_size=\d+\)"):
         run_training(cfg)
     with pytest.raises(UserError, match="not a multiple of micro batch"):
         run_training(cfg.model_copy(update={"out": tmp_path / "run2",

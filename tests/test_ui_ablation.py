@@ -40,6 +40,7 @@ def server(tmp_path):
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api"}
     env.pop("PREFECT_RESULTS_LOCAL_STORAGE_PATH", None)
+    env.pop("PREFECT_LOGGING_LEVEL", None)  # the CLI as a user runs it (conftest quiets the in-process runs)
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -104,21 +105,30 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
     pad_rouge = rows[2]
     for col in ("value", "ci_low", "ci_high", "diff", "diff_ci_low", "diff_ci_high", "p_value"):
         assert isinstance(pad_rouge[col], float), (col, pad_rouge)  # numbers, so the UI sorts them
-    assert pad_rouge["run"] == f"/runs/flow-run/{variants['ui-demo-pad']['id']}"
+    # a markdown link: the UI renders a table artifact's text cells as markdown
+    assert pad_rouge["run"] == f"[pad](/runs/flow-run/{variants['ui-demo-pad']['id']})"
 
     # The Runs page as a researcher opens it, filtered by the tag in its URL (the UI keeps its filter in the
     # query string: `/runs?tag=<tag>`, prefect/server/ui's Runs page): one row per variant, named after it.
     listed = _run_rows(f"{url}/runs?tag=ablation:ui-demo", tmp_path)
     assert sorted(listed.values()) == ["ui-demo-crop", "ui-demo-pad"], listed
     assert set(listed) == {variants["ui-demo-crop"]["id"], variants["ui-demo-pad"]["id"]}
+    # each row shows its variant's headline metric (a tag on the run): the page answers which is better
+    heads = {name: [t for t in r["tags"] if t.startswith("metric rouge_l ")] for name, r in variants.items()}
+    assert all(len(h) == 1 for h in heads.values()), heads
+    page = _rendered(f"{url}/runs?tag=ablation:ui-demo", tmp_path)
+    assert all(h[0] in page for h in heads.values()), (heads, page[-3000:])
     # the same page with the ablate tag lists the other two runs: the rows come from the URL's filter
     assert sorted(_run_rows(f"{url}/runs?tag=ablate:ui-demo", tmp_path).values()) == [
         "ui-demo-ablate", "ui-demo-compare"]
 
     # The artifact page as a researcher opens it: numeric columns render as their own headers and cells.
 
-    text = _rendered(f"{url}/artifacts/artifact/{arts[0]['id']}", tmp_path)
+    dom = _dom(f"{url}/artifacts/artifact/{arts[0]['id']}", tmp_path)
+    text = _text(dom)
     assert "ablation-ui-demo-leaderboard" in text, text[-2000:]
+    # the run cells are links to the variants' run pages
+    assert f'href="/runs/flow-run/{variants["ui-demo-pad"]["id"]}"' in dom, dom[-3000:]
     header = text.split("p_value", 1)
     assert len(header) == 2 and all(c in header[0] for c in ("ci_low", "ci_high", "diff_ci_low", "diff_ci_high"))
     cells = " ".join(_js(pad_rouge[c]) for c in ("value", "ci_low", "ci_high", "diff"))
@@ -127,6 +137,22 @@ def test_two_variant_ablation_shows_in_the_ui(server, tmp_path):
     md = api.post("/artifacts/filter", json={"artifacts": {"key": {"any_": ["ablation-ui-demo-leaderboard-md"]}}}).json()
     assert f"(/runs/flow-run/{variants['ui-demo-pad']['id']})" in md[0]["data"]
     assert "pad" in _rendered(f"{url}/artifacts/artifact/{md[0]['id']}", tmp_path)
+
+
+    # A default `cxrflow pipeline` run (the crop variant's config: every stage reused) prints its run's link,
+    # and its page in the UI shows its logs (Prefect's console is quiet, not its API handler).
+    cfg_path = tmp_path / "crop.yaml"
+    cfg_path.write_text(yaml.safe_dump(spec["base"]))
+    res = subprocess.run([str(BIN / "cxrflow"), "pipeline", "--config", str(cfg_path)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    link = [line for line in res.stderr.splitlines() if line.startswith(f"run: {url}/runs/flow-run/")]
+    assert len(link) == 1, res.stderr[-3000:]
+    run_id = link[0].split("/runs/flow-run/", 1)[1].split()[0]
+    logs = api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}).json()
+    assert any("ingest: reused" in r["message"] for r in logs), [r["message"] for r in logs]
+    page = _rendered(f"{url}/runs/flow-run/{run_id}", tmp_path)
+    assert "ingest: reused" in page and "didn't generate logs" not in page, page[-3000:]
 
 
 def _js(x: float) -> str:

@@ -106,6 +106,21 @@ def _stage_model(cfg: TrainConfig, stage: int, tokenizer, run_dir: Path):
     return base, model
 
 
+def batch_too_large(n: int, stage: int, global_batch: int, micro_batch: int, world: int) -> str:
+    """The one-line error for a split smaller than one global batch: the keys to lower and their `--set` form
+    (pipeline config; `cxrflow train` takes the same keys without the `train.` prefix)."""
+    if n == 0:
+        return f"0 examples in the training split: nothing fills a global batch of {global_batch}"
+    micro = min(micro_batch, max(n // world, 1))
+    fit = max(micro * world * max(n // (micro * world), 1), micro * world)
+    keys = [f"train.stage{stage}.global_batch_size={fit}"]
+    if micro != micro_batch:
+        keys.append(f"train.stage{stage}.micro_batch_size={micro}")
+    return (f"{n} examples do not fill one global batch of {global_batch}: set "
+            f"{' and '.join(k.split('=')[0] for k in keys)} to at most {n} (--set "
+            + " --set ".join(keys) + ")")
+
+
 def build_stage(cfg: TrainConfig, stage: int, data, accelerator=None) -> Stage:
     """The parts of `stage` of the run in cfg.out. `data` = (wids dataset, examples) from
     training.run.prepare_data. Config/data mistakes are UserErrors (one line at the CLI and in flow states)."""
@@ -124,10 +139,7 @@ def build_stage(cfg: TrainConfig, stage: int, data, accelerator=None) -> Stage:
         )
     plan = DataPlan(len(examples), scfg.micro_batch_size, accum, world, acc.process_index, cfg.seed)
     if plan.steps_per_epoch == 0:
-        raise UserError(
-            f"{len(examples)} examples do not fill one global batch of {scfg.global_batch_size}: "
-            "lower global_batch_size"
-        )
+        raise UserError(batch_too_large(len(examples), stage, scfg.global_batch_size, scfg.micro_batch_size, world))
     total, stop_reason = planned_steps(cfg, scfg, plan.steps_per_epoch)
     dataset = ExampleDataset(
         ds,

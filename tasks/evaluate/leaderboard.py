@@ -63,7 +63,8 @@ def leaderboard_rows(
                 "n": m.n_reports,
                 "small_n": m.n_reports < SMALL_N,
                 "status": "",
-                "run": (runs or {}).get(variant, ""),
+                # markdown: the UI renders a table artifact's text cells as markdown, so this is a link
+                "run": f"[{variant}]({runs[variant]})" if (runs or {}).get(variant) else "",
             }
             if r is None or r.value is None:
                 row["status"] = r.not_computed if r is not None else "not computed: metric absent"
@@ -138,7 +139,7 @@ def leaderboard_markdown(name: str, baseline: str, rows: list[dict], links: bool
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
-        variant = f"[{r['variant']}]({r['run']})" if links and r.get("run") else r["variant"]
+        variant = r["run"] if links and r.get("run") else r["variant"]
         value = f"{r['value']:.2f}{ci(r['ci_low'], r['ci_high'])}" if r["value"] is not None else r["status"]
         if r["diff"] is not None:
             vs = f"{r['diff']:+.2f}{ci(r['diff_ci_low'], r['diff_ci_high'])}"

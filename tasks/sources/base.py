@@ -102,11 +102,21 @@ class Discovery:
         return len(self.candidates) + spilled + len(self.filtered) + len(self.quarantined)
 
 
-def require_root(root: Path) -> Path:
-    """check() starts here: a missing root is named before anything else is looked at."""
+# `cxrflow fixtures <command>` writing a synthetic copy of each source's release (none for a PACS).
+FIXTURE_COMMANDS = {"mimic-cxr": "mimic-cxr", "chexpert": "chexpert", "chexpert-plus": "chexpert",
+                    "padchest": "padchest", "chestxray14": "chestxray14", "brax": "brax", "vindr-cxr": "vindr-cxr",
+                    "candid-ptx": "candid-ptx", "openi": "openi"}
+
+
+def require_root(root: Path, source: str | None = None) -> Path:
+    """check() starts here: a missing root is named before anything else is looked at, with the command that
+    writes a synthetic copy there (a fresh clone has no dataset)."""
     root = Path(root)
     if not root.is_dir():
-        raise SourceLayoutError(f"source root does not exist: {root}")
+        fixture = FIXTURE_COMMANDS.get(source or "")
+        hint = (f"point it at the released dataset, or write a synthetic one for a trial: "
+                f"`cxrflow fixtures {fixture} --out {root}`") if fixture else None
+        raise SourceLayoutError(f"source root does not exist: {root}", hint)
     return root
 
 
@@ -147,7 +157,7 @@ class BaseAdapter:
     remote: bool = False  # discover fetches over the network: the flow retries it (flows/tasking.py)
 
     def check(self, root: Path, options: dict | None = None) -> None:
-        self.check_layout(require_root(root), options)
+        self.check_layout(require_root(root, self.name), options)
 
     def check_layout(self, root: Path, options: dict | None) -> None:
         """Raise SourceLayoutError naming the missing file or column (root exists)."""
