@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml
 
 # PREFECT_HOME under artifacts/: the demo's flow runs stay in that SQLite database, so
 # `PREFECT_HOME=artifacts/prefect PREFECT_SERVER_ANALYTICS_ENABLED=false .venv/bin/prefect server start` shows them in the UI afterwards.
+# One OpenMP thread: the demo's models are tiny, and spinning OpenMP threads made a training step up to ~40x
+# slower on a busy 2-core machine (BENCHMARKS.md); set OMP_NUM_THREADS yourself to override.
 demo: $(STAMP)
-	PREFECT_HOME=$(CURDIR)/artifacts/prefect $(VENV)/bin/cxrflow demo
+	PREFECT_HOME=$(CURDIR)/artifacts/prefect OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/cxrflow demo
 
 # Everything but the `ops` tests (every config's header command, deployments on real process workers: minutes
 # each); `make test-ops` runs those, and .ci/run runs both.
