@@ -34,12 +34,13 @@ def test_flow_makes_one_task_run_per_chunk(tmp_path, mimic_small, prefect_server
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from flows.ingest import default_task_runner, ingest_flow
+    from flows.ingest import ingest_flow
+    from flows.runners import runner_for
 
     cfg = IngestConfig(
         root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=2, batch_size=1
     )
-    state = ingest_flow.with_options(task_runner=default_task_runner(cfg))(cfg, return_state=True)
+    state = ingest_flow.with_options(task_runner=runner_for(cfg))(cfg, return_state=True)
     summary = state.result()
     bare = run_ingest(cfg.model_copy(update={"out": tmp_path / "bare"}))
     assert {k: summary[k] for k in ("found", "kept", "quarantined")} == {

@@ -199,10 +199,11 @@ def test_ingest_flow_on_the_prefect_server_reconciles_and_publishes_artifacts(tm
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from flows.ingest import default_task_runner, ingest_flow
+    from flows.ingest import ingest_flow
+    from flows.runners import runner_for
 
     cfg = IngestConfig(root=mimic_small, out=tmp_path / "o", image=ImageConfig(size=32), workers=2, batch_size=2)
-    state = ingest_flow.with_options(task_runner=default_task_runner(cfg))(cfg, return_state=True)
+    state = ingest_flow.with_options(task_runner=runner_for(cfg))(cfg, return_state=True)
     summary = state.result()
     assert summary["found"] == summary["kept"] + summary["filtered"] + summary["quarantined"]
     assert summary["kept"] > 0

@@ -326,7 +326,7 @@ def test_translate_with_an_llm_and_the_cli_in_batch_mode(server, tmp_path, monke
             "--batch", "--batch-poll-s", "0.05", "--no-prefect"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["ok"] == 3 and server.counts["batches"] == 1
+    assert json.loads(res.stdout)["ok"] == 3 and server.counts["batches"] == 1
     table = pq.read_table(tmp_path / "o" / "reports.parquet").to_pylist()
     assert {r["translation"] for r in table} == {"Cardiomegaly. Pleural effusion."}
     assert all(r["findings"] == r["translation"] and r["operation"] == "translate" for r in table)

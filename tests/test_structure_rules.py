@@ -195,7 +195,7 @@ def test_cli_runs_without_prefect(tmp_path):
     res = CliRunner().invoke(app, ["structure", "--manifest", str(manifest), "--out", str(tmp_path / "o"),
                                    "--backend", "rules", "--no-prefect"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.output)["reports"] == 4
+    assert json.loads(res.stdout)["reports"] == 4
     refused = CliRunner().invoke(app, ["structure", "--manifest", str(manifest), "--out", str(tmp_path / "p"),
                                        "--backend", "openai", "--base-url", "https://api.openai.com/v1",
                                        "--no-prefect"])
