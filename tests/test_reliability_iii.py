@@ -212,6 +212,7 @@ def test_options_refuse_a_salt_or_a_url_with_credentials(tmp_path):
 
 
 @pytest.mark.slow  # a Prefect test server
+@pytest.mark.ops  # ~2 min waiting for Prefect's log upload: make test-ops (CI runs it)
 def test_no_secret_in_flow_parameters_logs_or_states(prefect_server, tmp_path, monkeypatch):
     """The DICOMweb salt and password come from the environment; the flow fails (the server is unreachable)
     and nothing Prefect stored about the run holds either; a url with credentials is refused without echo."""

@@ -22,6 +22,7 @@ from pipeline_support import base_dict, tiny_config, write_fixture
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.ops,  # a real server and Chromium: make test-ops (CI runs it)
     pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",
                        reason="chromium not installed (apt-get install chromium); CI always runs this test"),
 ]
