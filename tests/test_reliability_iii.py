@@ -313,10 +313,13 @@ def test_the_output_lock_covers_nested_outputs(held, wanted, tmp_path):
 
 
 def test_one_process_may_nest_its_own_locks(tmp_path):
+    from tasks import lock
     from tasks.lock import output_lock
 
-    with output_lock(tmp_path / "D", "data"), output_lock(tmp_path / "D" / "data", "ingest"):
-        pass
+    outer, inner = tmp_path / "D", tmp_path / "D" / "data"
+    with output_lock(outer, "data"), output_lock(inner, "ingest"):  # a refusal would raise OutputLocked here
+        assert {str(outer.resolve()), str(inner.resolve())} <= set(lock._held)
+    assert str(outer.resolve()) not in lock._held and str(inner.resolve()) not in lock._held  # both released
 
 
 def _dicom(path: Path, rows: int = 32, cols: int = 24, **extra) -> Path:
