@@ -146,9 +146,9 @@ def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
     check_sources(mix)
     _start_workers(prefect)
     if prefect:
-        from flows.ingest import ingest_mixture_flow
+        from flows.ingest import run_mixture_flow
 
-        summary = ingest_mixture_flow(mix)
+        summary = run_mixture_flow(mix)
     else:
         from tasks.mixture import run_mixture
 

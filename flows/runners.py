@@ -8,7 +8,9 @@ tests/test_prefect_internals.py pins them to the installed Prefect version."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
@@ -21,6 +23,27 @@ from tasks.ingest import worker_context
 PREFECT_PRELOAD = ("flows.worker_preload",)
 # The Prefect release whose private attributes this module uses (checked by tests/test_prefect_internals.py).
 PREFECT_VERSION = "3.8.8"
+
+
+# A heartbeat interval the user exported (either of Prefect's names) is kept, in every kind of run.
+HEARTBEAT_ENV = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
+
+
+@contextmanager
+def cli_run_settings() -> Iterator[None]:
+    """Settings for flow runs that this process starts and runs in itself (the CLI), subflows included: no
+    flow-run heartbeats. At the end of every flow run Prefect 3.8 joins its heartbeat thread, which sleeps in
+    1-s steps: up to 1 s per flow run (each mixture source's subflow too). Heartbeats only feed automations
+    that mark runs whose process vanished (kill -9, a lost host) as crashed; an exception, Ctrl-C or SIGTERM
+    is reported by the engine itself, and a CLI run's process is the user's own terminal. Deployment runs
+    (workers run the flow entrypoints, never this) keep them. Trade-off: docs/pitfalls.md."""
+    if any(name in os.environ for name in HEARTBEAT_ENV):
+        yield
+        return
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+        yield
 
 
 def start_worker_server() -> None:

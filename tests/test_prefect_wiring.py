@@ -79,3 +79,36 @@ def test_a_transient_failure_is_retried(prefect_server):
         return as_task(fetch, "fetch", flaky=True).with_options(retry_delay_seconds=0)()
 
     assert run() == "ok" and len(calls) == 2
+
+
+def test_cli_flow_runs_skip_heartbeats_and_deployment_runs_keep_them(tmp_path, mimic_small, prefect_server,
+                                                                    monkeypatch):
+    """The CLI runs its flows without flow-run heartbeats (Prefect joins the heartbeat thread at every flow
+    run's end, up to 1 s); the deployment entrypoint (flows/ingest.py:ingest_flow, run by workers) keeps them,
+    and so does a run where the user exported an interval. Read where the engine reads it: each flow run's
+    heartbeat context."""
+    import prefect.flow_engine as fe
+
+    from flows.ingest import ingest_flow, run_ingest_flow
+    from flows.runners import HEARTBEAT_ENV, cli_run_settings, runner_for
+    from schemas.config import ImageConfig, IngestConfig
+
+    seen: list = []
+    original = fe._send_heartbeats
+
+    def spy(engine, *args, **kwargs):
+        seen.append(engine.heartbeat_seconds)
+        return original(engine, *args, **kwargs)
+
+    monkeypatch.setattr(fe, "_send_heartbeats", spy)
+    for name in HEARTBEAT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    cfg = IngestConfig(root=mimic_small, out=tmp_path / "cli", image=ImageConfig(size=32), workers=1, limit=2)
+    run_ingest_flow(cfg)
+    ingest_flow.with_options(task_runner=runner_for(cfg))(cfg.model_copy(update={"out": tmp_path / "deployed"}))
+    assert seen == [None, 180]  # Prefect's default interval where the run is not the CLI's own
+    monkeypatch.setenv(HEARTBEAT_ENV[0], "60")
+    from prefect.settings import get_current_settings
+
+    with cli_run_settings():
+        assert get_current_settings().flows.heartbeat_frequency == 180  # left as configured: not turned off
