@@ -42,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def track_peak_rss(proc: subprocess.Popen) -> tuple[threading.Thread, list]:
     """Sample a process and all its descendants every 0.1 s while it runs: [peak summed RSS, peak RSS of the
-    process itself, {pid: last CPU seconds seen}] (psutil: getrusage cannot see pool workers forked from a
+    process itself, {pid: last CPU seconds seen}, when the process was seen gone] (psutil: getrusage cannot see pool workers forked from a
     fork server, which are the fork server's children and are never waited for by the process)."""
-    peak: list = [0, 0, {}]
+    peak: list = [0, 0, {}, None]
 
     def sample() -> None:
         try:
@@ -63,7 +63,8 @@ def track_peak_rss(proc: subprocess.Popen) -> tuple[threading.Thread, list]:
                 peak[1] = max(peak[1], rss[0])
                 time.sleep(0.1)
         except psutil.Error:
-            return
+            pass
+        peak[3] = time.time()
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -100,7 +101,7 @@ def run_cli(args: list[str], env: dict) -> dict:
         raise RuntimeError(out[-2000:] + err[-3000:])
     summary = json.loads(out[out.index("{") :])
     return {"wall": wall, "cpu": sum(peak[2].values()), "tree": peak[0], "main": peak[1], "summary": summary,
-            "t0": t0, "t1": t0 + wall}
+            "t0": t0, "t1": peak[3] or t0 + wall, "t2": t0 + wall}
 
 
 def _ts(value: str) -> float:
@@ -137,7 +138,8 @@ def flow_phases(url: str, run: dict) -> dict:
             phases["chunk median s"] = statistics.median(durations)
         cursor = last
     phases["end of flow"] = end - cursor
-    phases["exit"] = run["t1"] - end
+    phases["exit"] = run["t1"] - end  # the CLI process gone (sampled every 0.1 s)
+    phases["pipes closed"] = run["t2"] - run["t1"]  # its fork server and workers, which share its stdout
     return phases
 
 
@@ -194,6 +196,10 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-orch-"))
     server, url = start_server(tmp / "prefect-home")
     server_ps = psutil.Process(server.pid)
+    # A fresh server answers its first API call ~1 s late (its own lazy start-up, measured: 1.4 s at load 8,
+    # then 0.03-0.05 s): a long-running server has paid it, so the runs below do not.
+    httpx.get(f"{url}/admin/version", timeout=60)
+    httpx.post(f"{url}/flow_runs/filter", json={"limit": 1}, timeout=60)
     env = {
         **os.environ,
         "PREFECT_API_URL": url,

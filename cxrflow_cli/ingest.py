@@ -135,7 +135,7 @@ def _start_workers(prefect: bool) -> None:
     process's own, before the first chunk needs a worker. Both modes use the same pool."""
     from tasks.ingest import start_worker_server
 
-    start_worker_server(("flows.worker_preload",) if prefect else ())
+    start_worker_server(("cxrflow_cli._fork_server_exit", *(("flows.worker_preload",) if prefect else ())))
 
 
 def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:

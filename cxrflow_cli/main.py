@@ -12,7 +12,6 @@ start a Prefect server or any work (tasks/preflight.py).
 from __future__ import annotations
 
 import pkgutil
-import sys
 from importlib import import_module
 
 import click
@@ -34,10 +33,13 @@ def _version() -> str:
 
 
 class CxrflowApp(typer.Typer):
-    """typer.Typer whose call turns user errors into one line and exit code 2 (see `run`)."""
+    """typer.Typer whose call turns user errors into one line and exit code 2 (see `run`) and ends the process
+    (cxrflow_cli/fast_exit.py)."""
 
-    def __call__(self, *args, **kwargs):
-        return run(kwargs.get("args"))
+    def __call__(self, *args, **kwargs):  # the console script: exit without the interpreter's teardown
+        from cxrflow_cli.fast_exit import exit_now
+
+        exit_now(run(kwargs.get("args")))
 
 
 app = CxrflowApp(
@@ -107,7 +109,9 @@ _register_commands()
 
 
 def main() -> None:
-    sys.exit(run())
+    from cxrflow_cli.fast_exit import exit_now
+
+    exit_now(run())
 
 
 if __name__ == "__main__":
