@@ -1,6 +1,6 @@
 """Preloaded by the CLI's ingest fork server (cxrflow_cli/ingest.py): when the CLI that started it exits, the
-fork server ends without tearing its preloaded modules down (~1.4-2 s at load 10 with Prefect loaded, during
-which it still holds the CLI's stdout and a core). It skips the exit handlers registered after this one too:
+fork server ends without tearing its preloaded modules down (seconds at load 10 when it carried Prefect;
+meanwhile it still holds the CLI's stdout and a core). It skips the exit handlers registered after this one too:
 the fork server only forks (no threads, no output, no files of its own), so they have nothing to do there.
 Its pool workers are forked children that leave through os._exit and never run atexit handlers."""
 

@@ -100,7 +100,7 @@ def ingest(
         raise typer.BadParameter(exc.errors()[0]["msg"].removeprefix("Value error, ")) from exc
     except AnnotationsError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    _start_workers(prefect)  # the arguments are valid: from here on there is work for the pool
+    _start_workers()  # the arguments are valid: from here on there is work for the pool
     from cxrflow_cli.progress import counter
 
     # The board hears the flow through flows/progress.py's listeners, the local run through `update`.
@@ -130,12 +130,13 @@ def _echo_hint(summary: dict, name: str | None = None) -> None:
         typer.echo(f"note: {name or summary.get('source', 'source')}: {hint}", err=True)
 
 
-def _start_workers(prefect: bool) -> None:
-    """Start the pool's fork server now: its imports (the engine; Prefect too for a flow) overlap this
-    process's own, before the first chunk needs a worker. Both modes use the same pool."""
+def _start_workers() -> None:
+    """Start the pool's fork server now: its imports (the engine) overlap this process's own, before the
+    first chunk needs a worker. Both modes use the same pool and workers (no Prefect in them: flows/runners.py
+    LocalPoolTaskRunner)."""
     from tasks.ingest import start_worker_server
 
-    start_worker_server(("cxrflow_cli._fork_server_exit", *(("flows.worker_preload",) if prefect else ())))
+    start_worker_server(("cxrflow_cli._fork_server_exit",))
 
 
 def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
@@ -144,7 +145,7 @@ def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
 
     mix = MixtureConfig.model_validate({**load_yaml_mapping(path, "--mixture"), "out": out})
     check_sources(mix)
-    _start_workers(prefect)
+    _start_workers()
     if prefect:
         from flows.ingest import run_mixture_flow
 

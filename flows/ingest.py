@@ -14,7 +14,7 @@ from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
 from flows.progress import Reporter
-from flows.runners import cli_run_settings, runner_for, runner_workers
+from flows.runners import cli_run_settings, on_pool, runner_for, runner_workers
 from flows.tasking import as_task, run_step
 from flows.ui import artifact_key
 from schemas.config import IngestConfig, MixtureConfig, SourceSpec
@@ -27,7 +27,8 @@ from tasks.lock import holds_output_lock
 
 class PrefectRunner:
     """Runs tasks/ingest.py's plan inside a flow: one task run per step and per chunk on the flow's task
-    runner; a progress artifact updated per finished chunk, the CLI bar fed from the chunks' progress files."""
+    runner (the chunk's work on its process pool, flows/runners.py `on_pool`); a progress artifact updated per
+    finished chunk, the CLI bar fed from the chunks' progress files."""
 
     def __init__(self, cfg: IngestConfig):
         from tasks.sources import get_adapter
@@ -42,7 +43,8 @@ class PrefectRunner:
         return run_step(name, fn, *args, flaky=self.remote and name == "discover")
 
     def map_chunks(self, fn: Callable, calls: list[tuple], run_dir, total: int) -> list:
-        submitted = [as_task(fn, "process-chunk").submit(*call) for call in calls]
+        # one task run per chunk; its work on the local pool (flows/runners.py) or in the Dask task itself
+        submitted = [as_task(on_pool, "process-chunk").submit(fn, call) for call in calls]
         pending = set(submitted)
         with Reporter(artifact_key("ingest-progress", self.source),
                       f"images processed of {total}, in {len(calls)} chunks") as report:

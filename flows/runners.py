@@ -1,30 +1,27 @@
 """Task runners, chosen one way for every entry point (pipeline, `data`, `ingest`, mixtures): ingest's
 chunks on a Dask cluster (prefect-dask) when the config names a scheduler, otherwise a local process pool
-whose workers fork from a pre-imported server.
+whose workers fork from a pre-imported server (task runs in threads of the flow, the work in the pool).
 
-The only module that reaches into Prefect's private attributes (`_executor`, `_max_workers`, `_client`);
-tests/test_prefect_internals.py pins them to the installed Prefect version."""
+The only module that reaches into Prefect's private attributes (`_max_workers`, `_client`);
+tests/test_prefect_wiring.py pins them to the installed Prefect version."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from typing import TypeVar
 
-from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from schemas.config import Parallelism
-from tasks.ingest import start_worker_server as _start_server
-from tasks.ingest import worker_context
+from tasks.ingest import start_worker_server, worker_context
 
-# What a Prefect worker needs imported before its first chunk, on top of the engine's own preload (listed in
-# flows/worker_preload.py). A module name, so the CLI can start the fork server before importing Prefect.
-PREFECT_PRELOAD = ("flows.worker_preload",)
-# The Prefect release whose private attributes this module uses (checked by tests/test_prefect_internals.py).
+T = TypeVar("T")
+
+# The Prefect release whose private attributes this module uses (checked by tests/test_prefect_wiring.py).
 PREFECT_VERSION = "3.8.8"
-
-
 # A heartbeat interval the user exported (either of Prefect's names) is kept, in every kind of run.
 HEARTBEAT_ENV = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 
@@ -46,28 +43,38 @@ def cli_run_settings() -> Iterator[None]:
         yield
 
 
-def start_worker_server() -> None:
-    """Start the fork server with Prefect preloaded, so its imports overlap flow start-up and discovery."""
-    _start_server(PREFECT_PRELOAD)
+class LocalPoolTaskRunner(ThreadPoolTaskRunner):
+    """The local runner: each task run in a thread of the flow's process, its work (`on_pool`) on a process
+    pool forked from the fork server that `cxrflow ingest --no-prefect` uses too (tasks/ingest.py).
 
-
-class PreforkedPoolTaskRunner(ProcessPoolTaskRunner):
-    """Prefect's process pool, with workers forked from the fork server that the local runner uses too
-    (tasks/ingest.py), instead of spawned processes that each import the engine and Prefect (~2 s per worker
-    on an idle core, ~10 s on a loaded 2-core machine). The fork server lives as long as the calling process
-    and serves every later flow run (mixtures: one ingest subflow per source)."""
+    The workers never import Prefect and never host a task run: no Prefect import in the fork server, no
+    context hydration, settings and API clients per chunk in the workers, no message queue back to the flow
+    (issue 28: together most of the fixed cost measured). The UI still shows one task run per chunk, Running
+    while its chunk runs; a chunk's exception (a worker killed: BrokenProcessPool) fails its task run. One
+    thread per process, so a task run starts when its chunk can. The fork server lives as long as the calling
+    process and serves every later flow run (mixtures: one ingest subflow per source)."""
 
     def __enter__(self):
         super().__enter__()
-        spawned = self._executor  # has not started a process yet: processes start on first submit
-        self._executor = ProcessPoolExecutor(
-            max_workers=self._max_workers,
-            mp_context=worker_context(PREFECT_PRELOAD),
-            initializer=spawned._initializer,
-            initargs=spawned._initargs,
-        )
-        spawned.shutdown(wait=False)
+        self.pool = ProcessPoolExecutor(max_workers=self._max_workers, mp_context=worker_context())
         return self
+
+    def __exit__(self, *exc):
+        self.pool.shutdown(wait=False, cancel_futures=True)  # queued chunks dropped (Ctrl-C, a failed chunk)
+        try:
+            super().__exit__(*exc)  # the task-run threads end as their running chunks do
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def on_pool(fn: Callable[..., T], args: tuple) -> T:
+    """fn(*args) on the flow's process pool when the flow runs on a LocalPoolTaskRunner, else right here (the
+    task run is already where the work belongs: a Dask worker)."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    pool = getattr(ctx.task_runner if ctx else None, "pool", None)
+    return pool.submit(fn, *args).result() if pool is not None else fn(*args)
 
 
 def dask_runner(address: str | None = None, n_workers: int | None = None) -> TaskRunner:
@@ -87,7 +94,7 @@ def default_task_runner(cfg: Parallelism) -> TaskRunner:
     """The local process pool. Its fork server starts now, so that its imports overlap flow start-up and
     discovery (`cxrflow data`, the pipeline, a mixture) instead of delaying the first chunk."""
     start_worker_server()
-    return PreforkedPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
+    return LocalPoolTaskRunner(max_workers=cfg.workers or os.cpu_count() or 1)
 
 
 def runner_for(cfg: Parallelism) -> TaskRunner:

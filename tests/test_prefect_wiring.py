@@ -9,19 +9,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_prefect_private_attributes_match_the_installed_version():
-    """flows/runners.py reaches into ProcessPoolTaskRunner and DaskTaskRunner; a Prefect upgrade must revisit
+    """flows/runners.py reaches into ThreadPoolTaskRunner and DaskTaskRunner; a Prefect upgrade must revisit
     it (this test then names the module)."""
     import prefect
-    from prefect.task_runners import ProcessPoolTaskRunner
+    from prefect.task_runners import ThreadPoolTaskRunner
     from prefect_dask import DaskTaskRunner
 
     from flows.runners import PREFECT_VERSION
 
     assert prefect.__version__ == PREFECT_VERSION, "Prefect changed: recheck the private attributes in flows/runners.py"
-    runner = ProcessPoolTaskRunner(max_workers=2)
-    assert runner._max_workers == 2
-    with runner:
-        assert hasattr(runner._executor, "_initializer") and hasattr(runner._executor, "_initargs")
+    assert ThreadPoolTaskRunner(max_workers=2)._max_workers == 2
+    assert type(ThreadPoolTaskRunner(max_workers=2).duplicate()) is ThreadPoolTaskRunner  # subclasses duplicate
     assert "_client" in vars(DaskTaskRunner(address="tcp://127.0.0.1:1"))
 
 
@@ -112,3 +110,33 @@ def test_cli_flow_runs_skip_heartbeats_and_deployment_runs_keep_them(tmp_path, m
 
     with cli_run_settings():
         assert get_current_settings().flows.heartbeat_frequency == 180  # left as configured: not turned off
+
+
+def _where() -> tuple[int, bool]:
+    import os
+    import sys
+
+    return os.getpid(), "prefect" in sys.modules
+
+
+def test_local_chunk_task_runs_hand_their_work_to_a_pool_without_prefect(tmp_path, prefect_server):
+    """The local runner's task runs (one per chunk, in the UI) run in the flow's process; their work runs in a
+    pool worker that never imported Prefect (no per-worker import, context hydration or API clients)."""
+    import os
+
+    from prefect import flow
+
+    from flows.runners import LocalPoolTaskRunner, on_pool, runner_for
+    from flows.tasking import as_task
+    from schemas.config import IngestConfig
+
+    @flow
+    def probe() -> list:
+        futures = [as_task(on_pool, "probe-chunk").submit(_where, ()) for _ in range(2)]
+        return [f.result() for f in futures]
+
+    runner = runner_for(IngestConfig(root=tmp_path, out=tmp_path / "o", workers=2))
+    assert isinstance(runner, LocalPoolTaskRunner)
+    for pid, prefect_loaded in probe.with_options(task_runner=runner)():
+        assert pid != os.getpid() and not prefect_loaded
+    assert on_pool(_where, ()) == (os.getpid(), True)  # outside a flow on the pool (a Dask task): right here
