@@ -72,9 +72,10 @@ def on_pool(fn: Callable[..., T], args: tuple) -> T:
     task run is already where the work belongs: a Dask worker)."""
     from prefect.context import FlowRunContext
 
-    ctx = FlowRunContext.get()
-    pool = getattr(ctx.task_runner if ctx else None, "pool", None)
-    return pool.submit(fn, *args).result() if pool is not None else fn(*args)
+    runner = getattr(FlowRunContext.get(), "task_runner", None)
+    if isinstance(runner, LocalPoolTaskRunner):
+        return runner.pool.submit(fn, *args).result()
+    return fn(*args)
 
 
 def dask_runner(address: str | None = None, n_workers: int | None = None) -> TaskRunner:
