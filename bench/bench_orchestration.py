@@ -150,10 +150,11 @@ def startup(env: dict, runs: int) -> list[tuple[str, float, float]]:
         "python -c pass (subtracted below)": [sys.executable, "-c", "pass"],
         "cxrflow --help": [str(BIN / "cxrflow"), "--help"],
         "import cxrflow_cli.main (every command registered)": [sys.executable, "-c", "import cxrflow_cli.main"],
-        "+ import tasks.ingest (cxrflow ingest --no-prefect)": [
-            sys.executable, "-c", "import cxrflow_cli.main, tasks.ingest"],
+        # what `cxrflow ingest --no-prefect` imports in both modes (tasks.mixture: polars, for the summary)
+        "+ import tasks.ingest, tasks.mixture (cxrflow ingest --no-prefect)": [
+            sys.executable, "-c", "import cxrflow_cli.main, tasks.ingest, tasks.mixture"],
         "+ import flows.ingest (cxrflow ingest, Prefect)": [
-            sys.executable, "-c", "import cxrflow_cli.main, tasks.ingest, flows.ingest"],
+            sys.executable, "-c", "import cxrflow_cli.main, tasks.ingest, tasks.mixture, flows.ingest"],
     }
     rows = []
     for what, cmd in probes.items():
