@@ -54,7 +54,11 @@ import polars as pl
 from schemas.shards import SPLITS, ShardConfig
 from tasks.shard import write_shards
 from tasks.shard_index import write_shard_map, write_wids_index
-accepted = pl.read_parquet(OUT / "shards" / "validation" / "accepted.parquet")
+accepted = OUT / "shards" / "validation" / "accepted.parquet"
+try:  # the accepted file itself, read in batches; older code took the rows as a frame
+    from tasks.accepted_rows import Accepted  # noqa: F401
+except ImportError:
+    accepted = pl.read_parquet(accepted)
 T0 = time.perf_counter()
 infos = write_shards(accepted, DATA, OUT / "shards", ShardConfig())
 for split in SPLITS:
@@ -64,7 +68,11 @@ write_shard_map(OUT / "shards", infos, accepted)
     "export": """
 import polars as pl
 from tasks.export_llava import export_llava
-accepted = pl.read_parquet(OUT / "shards" / "validation" / "accepted.parquet")
+accepted = OUT / "shards" / "validation" / "accepted.parquet"
+try:  # the accepted file itself, read in batches; older code took the rows as a frame
+    from tasks.accepted_rows import Accepted  # noqa: F401
+except ImportError:
+    accepted = pl.read_parquet(accepted)
 T0 = time.perf_counter()
 export_llava(accepted, OUT / "shards")
 """,
