@@ -61,8 +61,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 ROW_INDEX = "_row"
 # Rows per batch, for assembling the samples and for the GX row suite: the per-row Python objects, the derived
 # pandas frame and GX's evaluation of ~50 expectations were the stage's peak; they now see a bounded slice of
-# the archive at a time (BENCHMARKS.md, issue 28).
-BATCH_ROWS = 25_000
+# the archive at a time (BENCHMARKS.md, issue 28: at 60K images the row suite peaked at 617 MiB with 25,000-row
+# batches, 534 with 5,000).
+BATCH_ROWS = 5_000
 
 # K.json joins the source labels with SOURCE_LABEL_SEP (schemas/sample_json.py): a label that is empty or holds
 # it would not split back, so its row is quarantined here rather than stopping the shard stage.
@@ -198,7 +199,7 @@ def sample_batches(data_dir: Path, cfg: ValidateConfig, filtered: list[dict]) ->
         grouped: dict[str, list[dict]] = {}
         if reports is not None:
             keys = rows.get_column("image_key")
-            grouped = _group_reports(reports.filter(pl.col("image_key").is_in(keys)).collect())
+            grouped = _group_reports(reports.filter(pl.col("image_key").is_in(keys.implode())).collect())
         keep, extra = _assemble_slice(rows, grouped, data_dir, cfg, filtered)
         yield pl.concat([rows.filter(pl.Series(keep, dtype=pl.Boolean)), extra], how="horizontal")
 
