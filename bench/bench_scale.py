@@ -5,7 +5,8 @@ A MIMIC-CXR-JPG fixture (208x256 JPGs, all views kept, output 64 px so pixel wor
 the stages as plain task functions, each stage in a fresh process (`python -c`) so its peak RSS (the
 process's own ru_maxrss, plus its pool workers for ingest) is its own: discover, ingest (bare, 2 workers),
 structure (rules backend), validate (Great Expectations), shard (+ wids indexes), LLaVA export. Shard and
-export need validation's accepted rows; they read them back from validation/accepted.parquet.
+export need validation's accepted rows: they take validation/accepted.parquet itself and read it in batches
+(code before issue 28 read it back as a frame).
 The ratio of the two sizes says whether a stage grows linearly (x1 per x1 images).
 """
 
