@@ -10,7 +10,9 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from fixtures.dicom import DXSpec, dx_dataset, picture, uid
 from fixtures.mimic_cxr import write_mimic_cxr
-from tasks.images import native_pixels
+from schemas.config import ImageConfig
+from tasks import images
+from tasks.images import ImageDecodeError, decode, native_pixels
 
 IDS = dict(patient_id="1", study_uid=uid(0, "st"), series_uid=uid(0, "se"), sop_uid=uid(0, "sop"))
 
@@ -49,3 +51,39 @@ def test_anything_after_the_pixel_data_goes_to_pydicom(tmp_path):
     assert native_pixels(path.read_bytes()) is None
     truncated = path.read_bytes()[:-100]
     assert native_pixels(truncated) is None
+
+
+@pytest.mark.parametrize("cfg", [ImageConfig(size=52), ImageConfig(size=64, resize="pad")])
+def test_a_film_decoded_from_its_mapping_equals_its_bytes(tmp_path, monkeypatch, cfg):
+    """decode(path) maps the file instead of reading it (issue 28); every fixture film, the defective ones and
+    the compressed ones included, gives what decoding its bytes gives: the same values and table, or the same
+    quarantine reason."""
+    write_mimic_cxr(tmp_path, studies=12, seed=3)
+    films = sorted(tmp_path.rglob("*.dcm"))
+    from_bytes = {p: _decoded(p.read_bytes(), cfg) for p in films}
+    real_read = images._read
+    reads = []
+    monkeypatch.setattr(images, "_read", lambda p: reads.append(p) or real_read(p))
+    mapped = 0
+    for path in films:
+        before = len(reads)
+        assert _decoded(path, cfg) == from_bytes[path], path.name
+        mapped += len(reads) == before and not isinstance(from_bytes[path], str)
+    assert mapped >= 10  # the films decoded without a read of the file
+
+
+def test_a_file_that_cannot_be_mapped_is_read_and_quarantined_with_pydicoms_reason(tmp_path):
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")  # mmap refuses an empty file
+    with pytest.raises(ImageDecodeError, match="unreadable DICOM"):
+        decode(empty, "dicom", ImageConfig())
+    with pytest.raises(ImageDecodeError, match="unreadable DICOM: FileNotFoundError"):
+        decode(tmp_path / "gone.dcm", "dicom", ImageConfig())
+
+
+def _decoded(src, cfg: ImageConfig):
+    try:
+        d = decode(src, "dicom", cfg)
+    except ImageDecodeError as exc:
+        return str(exc)
+    return d.pixels.dtype.str, d.pixels.tobytes(), d.pixels.shape, d.lut.tobytes(), d.lut_offset, d.decoder
