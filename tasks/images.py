@@ -7,8 +7,8 @@ table, so the per-pixel work is one table lookup on an already reduced image ins
 
 Geometry: LLaVA-Rad's default is shortest side to `size` then center crop; `pad` keeps the whole film
 (longest side to `size`, black padding). Big films are first area-reduced by an integer factor on the
-stored values (cv2 INTER_AREA: exact box means, ~2 ms for a 2500x3000 film), then resampled bicubically to
-the final size. The reduction happens before the VOI transform: linear rescale and MONOCHROME1 inversion
+stored values (cv2 INTER_AREA's box means; `box_mean_u16` gives the same ~2x faster for 12-bit films), then
+resampled bicubically to the final size. The reduction happens before the VOI transform: linear rescale and MONOCHROME1 inversion
 commute with box means exactly; window clipping differs only inside blocks that straddle the window edge.
 No flips or rotations are ever applied, so orientation is the film's own.
 
