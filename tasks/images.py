@@ -106,9 +106,19 @@ def box_mean_u16(region: np.ndarray, factor: int) -> np.ndarray:
     Factor 2 is not taken: cv2's own SIMD path for it is fast, and rounds ties up."""
     h, w = region.shape
     rows = region.reshape(h // factor, factor, w)
-    sums = rows[:, 0] + rows[:, 1]
-    for k in range(2, factor):
-        sums += rows[:, k]
+    return _box_finish(_add_rows(rows, np.empty((h // factor, w), np.uint16)), factor)
+
+
+def _add_rows(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[i] = the sum of rows[i, 0..factor-1] (uint16, whole rows at a time)."""
+    np.add(rows[:, 0], rows[:, 1], out=out)
+    for k in range(2, rows.shape[1]):
+        out += rows[:, k]
+    return out
+
+
+def _box_finish(sums: np.ndarray, factor: int) -> np.ndarray:
+    """Column sums of the row sums, then cv2's rounding of the mean (box_mean_u16)."""
     if factor == 4:
         lanes = sums.view(np.uint64)  # w is a multiple of 4, so each row is a whole number of uint64s
         lanes *= np.uint64(0x0001000100010001)
@@ -121,6 +131,42 @@ def box_mean_u16(region: np.ndarray, factor: int) -> np.ndarray:
         total = cols.astype(np.float32)
     total *= np.float32(1) / np.float32(factor * factor)
     return np.rint(total, out=total).astype(np.uint16)
+
+
+STRIP_ROWS = 128  # ~650 KB of a 2544-px film: its min/max pass leaves it in the core's L2 for the row sums
+
+
+def reduce_in_one_pass(arr: np.ndarray, cfg: ImageConfig, bits: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """(area_reduce(arr, cfg), the whole film's (min, max)) of unsigned 16-bit stored values with BitsStored
+    `bits`, reading the film from memory once instead of twice: in strips of rows, each strip's min/max and
+    then its block row sums while it is in cache (the film itself is read from the page cache, so a second
+    pass over ~15 MB is a second trip to memory). The values and the table are what `value_range` and
+    `box_mean_u16` give. None where that shortcut does not apply: a factor below 3, values wider than the
+    16-bit sums allow, or a bit above `bits` set anywhere (pydicom masks those: the caller masks and takes
+    the two passes)."""
+    height, width = arr.shape
+    factor = reduce_factor(height, width, cfg)
+    if factor < 3 or arr.dtype != np.uint16 or ((1 << bits) - 1) * factor * factor >= 1 << 16:
+        return None
+    top, left, h, w = crop_box(height, width, cfg, factor)
+    lo, hi = 1 << 16, -1
+    for part in (arr[:top], arr[top + h :]):  # rows outside the kept region count for the film's extent
+        if part.size:
+            a, b, _, _ = cv2.minMaxLoc(part)
+            lo, hi = min(lo, int(a)), max(hi, int(b))
+    if hi >> bits > 0:
+        return None
+    sums = np.empty((h // factor, w), np.uint16)
+    step = factor * max(1, STRIP_ROWS // factor)
+    for start in range(0, h, step):
+        strip = arr[top + start : top + min(start + step, h)]  # whole rows: the columns cut off count too
+        a, b, _, _ = cv2.minMaxLoc(strip)
+        if int(b) >> bits:
+            return None
+        lo, hi = min(lo, int(a)), max(hi, int(b))
+        rows = strip[:, left : left + w].reshape(-1, factor, w)
+        _add_rows(rows, sums[start // factor : start // factor + rows.shape[0]])
+    return _box_finish(sums, factor), (lo, hi)
 
 
 def area_reduce(arr: np.ndarray, cfg: ImageConfig, extent: tuple[int, int] | None = None) -> np.ndarray:
@@ -504,13 +550,12 @@ def value_range(arr: np.ndarray) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-def native_pixels(raw: bytes | mmap.mmap) -> tuple[pydicom.Dataset, np.ndarray, tuple[int, int]] | None:
-    """(header, stored values, their (min, max)) of a single-frame uncompressed little-endian 16-bit film, the
-    values a view of `raw` instead of pydicom's copy (BENCHMARKS.md, issue 28: the read, the copy and the bit
-    masking were half the work on MIMIC-CXR's films); None for anything else, where pydicom's decode decides
-    (errors included). The values are pydicom's pixel_array's: bits above BitsStored masked when any is set
-    (unsigned). `raw` may be a mapping of the file (a file-like object itself: pydicom reads the header from
-    it without copying the rest)."""
+def native_view(raw: bytes | mmap.mmap) -> tuple[pydicom.Dataset, np.ndarray, int] | None:
+    """(header, stored values as in the file, BitsStored) of a single-frame uncompressed little-endian 16-bit
+    film, the values a view of `raw` instead of pydicom's copy (BENCHMARKS.md, issue 28: the read, the copy and
+    the bit masking were half the work on MIMIC-CXR's films); None for anything else, where pydicom's decode
+    decides (errors included). `masked` turns them into pydicom's pixel_array values. `raw` may be a mapping
+    of the file (a file-like object itself: pydicom reads the header from it without copying the rest)."""
     try:
         header = raw if isinstance(raw, mmap.mmap) else io.BytesIO(raw)
         header.seek(0)
@@ -533,11 +578,25 @@ def native_pixels(raw: bytes | mmap.mmap) -> tuple[pydicom.Dataset, np.ndarray, 
     if header == 12 and raw[at + 4 : at + 8] not in (b"OW\x00\x00", b"OB\x00\x00"):
         return None
     arr = np.frombuffer(raw, dtype="<i2" if signed else "<u2", count=rows * cols, offset=at + header).reshape(rows, cols)
+    return ds, arr, bits
+
+
+def masked(arr: np.ndarray, bits: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """pydicom's values of a `native_view` and their (min, max): bits above BitsStored masked when any is set
+    (unsigned; signed views are 16 bits stored)."""
     extent = value_range(arr)
-    if not signed and bits < 16 and extent[1] >> bits:
+    if arr.dtype == np.uint16 and bits < 16 and extent[1] >> bits:
         arr = arr & np.uint16((1 << bits) - 1)
         extent = value_range(arr)
-    return ds, arr, extent
+    return arr, extent
+
+
+def native_pixels(raw: bytes | mmap.mmap) -> tuple[pydicom.Dataset, np.ndarray, tuple[int, int]] | None:
+    """(header, pydicom's stored values, their (min, max)) where `native_view` applies, else None."""
+    view = native_view(raw)
+    return None if view is None else (view[0], *masked(view[1], view[2]))
+
+
 
 
 def _map(path: Path) -> mmap.mmap | None:
@@ -561,11 +620,17 @@ def decode_dicom(
 ) -> Decoded:
     """`src`: the file (mapped, not read: `_map`), or its bytes when the caller already read them."""
     raw = src if isinstance(src, bytes) else _map(src)
-    native = native_pixels(raw) if raw is not None else None
+    native = native_view(raw) if raw is not None else None
+    reduced = None
     if native:
-        ds, arr, extent = native
+        ds, arr, bits = native
         check_pixels(ds, expected, allow_burned_in, located=True)
         decoder = decoder_name(ds)
+        fused = reduce_in_one_pass(arr, cfg, bits)
+        if fused:
+            reduced, extent = fused
+        else:
+            arr, extent = masked(arr, bits)
     else:
         ds = read_dicom(io.BytesIO(_read(src) if raw is None else raw[:]))  # a mapping's [:] is its bytes
         check_pixels(ds, expected, allow_burned_in)
@@ -575,7 +640,8 @@ def decode_dicom(
     # Without a VOI the film is min-max scaled over its whole extent (not the kept region), so crop and
     # pad of one film give the same intensities.
     data_lo, data_hi = (0, 0) if has_voi(ds) else (extent or value_range(arr))
-    reduced = area_reduce(arr, cfg, extent or (None if has_voi(ds) else (data_lo, data_hi)))
+    if reduced is None:
+        reduced = area_reduce(arr, cfg, extent or (None if has_voi(ds) else (data_lo, data_hi)))
     lo, hi = _stored_range(ds, reduced)
     lut = dicom_lut(ds, min(lo, data_lo), max(hi, data_hi), data_lo, data_hi)
     return Decoded(pixels=reduced, lut=lut, lut_offset=min(lo, data_lo), decoder=decoder)

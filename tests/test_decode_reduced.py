@@ -4,6 +4,7 @@ of the ingest engine."""
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import cv2
@@ -172,21 +173,52 @@ def test_area_reduce_takes_box_mean_only_where_block_sums_fit(monkeypatch):
 
 @pytest.mark.parametrize("size", [52, 64])  # factor 4 and 3 on the 208-px fixture films
 def test_fixture_outputs_are_byte_identical_with_cv2_reduction(tmp_path, monkeypatch, size):
+    """Every fixture film's output bytes (or quarantine reason) with the one-pass reduction and the box mean,
+    and with neither (cv2's INTER_AREA after a whole-film min/max)."""
     write_mimic_cxr(tmp_path, studies=10, seed=5)
     cfg = ImageConfig(size=size, format="png")
     films = sorted(tmp_path.rglob("*.dcm"))
+    one_pass = []
+    real = images.reduce_in_one_pass
+    monkeypatch.setattr(images, "reduce_in_one_pass", lambda *a: one_pass.append(r := real(*a)) or r)
     fast = {}
     for path in films:
         try:
             fast[path] = process(path, "dicom", cfg)
         except ImageDecodeError as exc:
             fast[path] = str(exc)
-    taken = []
-    monkeypatch.setattr(images, "box_mean_u16", lambda r, f: taken.append(f) or cv2.resize(
+    assert sum(r is not None for r in one_pass) >= 8  # the 12-bit films took the one-pass reduction
+    monkeypatch.setattr(images, "reduce_in_one_pass", lambda *a: None)
+    monkeypatch.setattr(images, "box_mean_u16", lambda r, f: cv2.resize(
         r, (r.shape[1] // f, r.shape[0] // f), interpolation=cv2.INTER_AREA))
     for path in films:
         try:
             assert process(path, "dicom", cfg) == fast[path], path.name
         except ImageDecodeError as exc:
             assert str(exc) == fast[path]
-    assert len(taken) >= 8  # the 12-bit films took the box mean
+
+
+def test_one_pass_reduction_is_the_two_pass_result_or_declines(monkeypatch):
+    """reduce_in_one_pass gives area_reduce's values and the whole film's (min, max), for crop and pad and
+    extremes in the rows and columns cut off; it declines where a bit above BitsStored is set (the caller
+    masks) and where the 16-bit sums could wrap."""
+    rng = np.random.default_rng(2)
+    cfgs = (ImageConfig(size=50), ImageConfig(size=75, resize="pad"), ImageConfig(size=70))  # factor 4, 4, 3
+    for cfg, strip in itertools.product(cfgs, (128, 9)):  # 9: many strips, the last one partial
+        monkeypatch.setattr(images, "STRIP_ROWS", strip)
+        for trial in range(6):
+            arr = rng.integers(100, 4000, (301, 219)).astype(np.uint16)
+            arr[rng.integers(0, 301), rng.integers(0, 219)] = [0, 4095][trial % 2]  # anywhere, margins too
+            arr[0, 0], arr[-1, -1] = (7, 4090) if trial == 2 else (arr[0, 0], arr[-1, -1])
+            got = images.reduce_in_one_pass(arr, cfg, 12)
+            assert got is not None
+            assert np.array_equal(got[0], area_reduce(arr, cfg)) and got[1] == images.value_range(arr)
+    arr = rng.integers(0, 4096, (301, 219)).astype(np.uint16)
+    cfg = ImageConfig(size=50)
+    arr[150, 100] |= 0x8000  # an overlay bit inside the kept region
+    assert images.reduce_in_one_pass(arr, cfg, 12) is None
+    arr[150, 100] &= 0x0FFF
+    arr[2, 5] |= 0x1000  # ... and in a cut-off row
+    assert images.reduce_in_one_pass(arr, cfg, 12) is None
+    assert images.reduce_in_one_pass(arr, cfg, 14) is None  # 14-bit x 16 could wrap: cv2 reduces
+    assert images.reduce_in_one_pass(arr, ImageConfig(size=100), 12) is None  # factor 2: cv2's SIMD path

@@ -87,3 +87,16 @@ def _decoded(src, cfg: ImageConfig):
     except ImageDecodeError as exc:
         return str(exc)
     return d.pixels.dtype.str, d.pixels.tobytes(), d.pixels.shape, d.lut.tobytes(), d.lut_offset, d.decoder
+
+
+def test_a_film_with_overlay_bits_decodes_to_pydicoms_masked_values(tmp_path):
+    """The one-pass reduction declines a film with bits set above BitsStored; the decode then masks them as
+    pydicom does before reducing."""
+    values = (picture(64, 48, seed=4) * 4095).astype(np.uint16)
+    values[10:20, 5:9] |= np.uint16(0xA000)
+    path = tmp_path / "f.dcm"
+    dx_dataset(values, DXSpec(bits_stored=12), **IDS).save_as(path, enforce_file_format=True)
+    cfg = ImageConfig(size=16)  # factor 3
+    got = decode(path, "dicom", cfg)
+    want = images.area_reduce(pydicom.dcmread(path).pixel_array, cfg)
+    assert want.max() < 4096 and np.array_equal(got.pixels, want)
