@@ -45,6 +45,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from cxrio import read_mapped
 from schemas.config import ImageConfig
 
 # Bump when the pixel pipeline changes in a way that alters output bytes: it is part of the cache key.
@@ -295,9 +296,10 @@ def _missing_plugin_reason(ds: pydicom.Dataset) -> str | None:
     return f"unsupported transfer syntax: {ts.name} needs a pixel plugin that is not installed ({missing})"
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path) -> mmap.mmap | bytes:
+    """The file's contents, mapped where it can be (cxrio.read_mapped: no copy of a 15 MB film)."""
     try:
-        return Path(path).read_bytes()
+        return read_mapped(path)
     except OSError as exc:
         raise ImageDecodeError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
 
@@ -599,28 +601,12 @@ def native_pixels(raw: bytes | mmap.mmap) -> tuple[pydicom.Dataset, np.ndarray, 
 
 
 
-def _map(path: Path) -> mmap.mmap | None:
-    """The file mapped read-only, or None where it cannot be (empty, unreadable, not a regular file: the
-    caller reads it, and pydicom's error becomes the quarantine reason).
-
-    Why a mapping: an uncompressed film's stored values are then a view of the page cache, where reading
-    first copied its ~15 MB into fresh memory (~0.7 ms of the ~6 ms an engine film costs, BENCHMARKS.md,
-    issue 28), and the decode touches only the pages it needs. The price: a source file truncated by another
-    process while it is decoded kills the worker (SIGBUS) instead of quarantining the film; release archives
-    are not rewritten in place."""
-    try:
-        with open(path, "rb") as f:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
-        return None
-
-
 def decode_dicom(
-    src: Path | bytes, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+    src: Path | bytes | mmap.mmap, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
 ) -> Decoded:
-    """`src`: the file (mapped, not read: `_map`), or its bytes when the caller already read them."""
-    raw = src if isinstance(src, bytes) else _map(src)
-    native = native_view(raw) if raw is not None else None
+    """`src`: the file, or its contents (bytes or a mapping) when the caller already has them."""
+    raw = src if isinstance(src, bytes | mmap.mmap) else _read(src)
+    native = native_view(raw)
     reduced = None
     if native:
         ds, arr, bits = native
@@ -632,7 +618,7 @@ def decode_dicom(
         else:
             arr, extent = masked(arr, bits)
     else:
-        ds = read_dicom(io.BytesIO(_read(src) if raw is None else raw[:]))  # a mapping's [:] is its bytes
+        ds = read_dicom(io.BytesIO(raw))
         check_pixels(ds, expected, allow_burned_in)
         fast = reduced_dicom_pixels(ds, cfg)
         arr, decoder = fast if fast else (dicom_pixels(ds), decoder_name(ds))
@@ -650,10 +636,10 @@ def decode_dicom(
 # --------------------------------------------------------------------------------------------- PNG / JPEG
 
 
-def decode_raster(src: Path | bytes, cfg: ImageConfig) -> Decoded:
+def decode_raster(src: Path | bytes | mmap.mmap, cfg: ImageConfig) -> Decoded:
     """8- or 16-bit grayscale PNG/JPEG (RGB/RGBA converted to luminance); 16-bit is min-max scaled."""
     try:
-        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes | mmap.mmap) else src) as im:
             scale = 1
             if im.format == "JPEG" and not cfg.exact and im.mode in ("L", "RGB"):
                 scale = min(power_of_two_scale(im.height, im.width, cfg), 8)
@@ -677,10 +663,10 @@ def decode_raster(src: Path | bytes, cfg: ImageConfig) -> Decoded:
 
 
 def decode(
-    src: Path | bytes, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None,
+    src: Path | bytes | mmap.mmap, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None,
     allow_burned_in: bool = False,
 ) -> Decoded:
-    """`src`: the file, or its bytes when already read."""
+    """`src`: the file, or its contents (bytes or a mapping) when already read."""
     if kind == "dicom":
         return decode_dicom(src, cfg, expected, allow_burned_in)
     return decode_raster(src, cfg)
@@ -688,7 +674,7 @@ def decode(
 
 def process(
     path: Path, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False,
-    data: bytes | None = None,
+    data: bytes | mmap.mmap | None = None,
 ) -> tuple[bytes, int, int, str]:
     """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder).
     `expected`: (Rows, Columns) from the source's metadata, checked against a DICOM's header; a DICOM whose
