@@ -26,6 +26,7 @@ between a small and a large run, so start-up costs cancel.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import io
 import shutil
 import tempfile
@@ -210,6 +211,22 @@ def mix_marginal(tmp: Path, small: int, large: int) -> dict:
     return {"times": out, "rate": rate, "n": (small, large)}
 
 
+def steady_allocator() -> bool:
+    """Every measure allocates from warm memory, whatever ran before it. pydicom's floor allocates two 15.5 MB
+    buffers per uncompressed film; glibc either keeps such memory for reuse or hands it back to the kernel
+    (and faults it in again, zeroed, next time) depending on what was freed before: its mmap threshold rises
+    with the largest chunk freed so far. The same floor then measured 4-5 or 12-13 ms by what the other
+    measures of the process had allocated (an engine that maps films instead of reading them left the
+    threshold low). Fixed here: buffers up to 32 MB (glibc's most) from the heap, never trimmed, which is the
+    floor's fast case. False where glibc's mallopt is not there (the figures may then carry that noise)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30))
+    except (OSError, AttributeError):
+        return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--films", type=int, default=4, help="films per kind")
@@ -225,6 +242,7 @@ def main() -> None:
         help="images of the two fixture-mix runs, each at least 2 chunks (0 0: skip)",
     )
     args = ap.parse_args()
+    steady = steady_allocator()
     with tempfile.TemporaryDirectory(prefix="bench-kinds-") as tmp:
         tmp = Path(tmp)
         rows = []
@@ -248,7 +266,10 @@ def main() -> None:
             ), flush=True)
         print(
             f"\n{args.films} films per kind, 2544x3056 -> 518 px JPEG q95; fastest of {args.repeats} per film; "
-            "ms wall (CPU time of the measuring thread)\n"
+            "ms wall (CPU time of the measuring thread); allocator "
+            + ("steady (glibc mallopt: buffers <= 32 MB from the heap, never trimmed)" if steady else
+               "NOT steady (no glibc mallopt): the uncompressed floor may move 3x with allocation history")
+            + "\n"
         )
         print(
             "| kind | file MB | read ms | full decode ms | floor ms (decode cxrflow does) | cxrflow ms | listed ms | "
