@@ -8,8 +8,8 @@ table, so the per-pixel work is one table lookup on an already reduced image ins
 Geometry: LLaVA-Rad's default is shortest side to `size` then center crop; `pad` keeps the whole film
 (longest side to `size`, black padding). Big films are first area-reduced by an integer factor on the
 stored values (cv2 INTER_AREA's box means; `box_mean_u16` gives the same ~2x faster for 12-bit films), then
-resampled bicubically to the final size. The reduction happens before the VOI transform: linear rescale and MONOCHROME1 inversion
-commute with box means exactly; window clipping differs only inside blocks that straddle the window edge.
+resampled bicubically to the final size. The reduction happens before the VOI transform: linear rescale and
+MONOCHROME1 inversion commute with box means exactly; window clipping differs only inside blocks that straddle the window edge.
 No flips or rotations are ever applied, so orientation is the film's own.
 
 Reduced-resolution decoding (ImageConfig.exact off, the default): JPEG 2000 films decode only the wavelet
@@ -599,10 +599,9 @@ def native_pixels(raw: bytes | mmap.mmap) -> tuple[pydicom.Dataset, np.ndarray, 
     return None if view is None else (view[0], *masked(view[1], view[2]))
 
 
-
-
 def decode_dicom(
-    src: Path | bytes | mmap.mmap, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+    src: Path | bytes | mmap.mmap, cfg: ImageConfig, expected: tuple[int, int] | None = None,
+    allow_burned_in: bool = False,
 ) -> Decoded:
     """`src`: the file, or its contents (bytes or a mapping) when the caller already has them."""
     raw = src if isinstance(src, bytes | mmap.mmap) else _read(src)
