@@ -13,8 +13,8 @@ time moves with other processes' load and the CPU time much less; both ratios ar
   floor       the decode cxrflow does, alone: full resolution through the plugin cxrflow prefers, or the
               reduced-resolution decode where cxrflow uses one (JPEG 2000: OpenJPEG reduce; JPEG: libjpeg
               draft), frame extraction included
-  cxrflow     the engine's whole per-image work (tasks.ingest.process_candidate: source sha256 of the bytes
-              read once for decoding, decode, area reduction, LUT, bicubic, JPEG encode, image + sidecar
+  cxrflow     the engine's whole per-image work (tasks.ingest.process_candidate: source sha256 of the file
+              mapped once for decoding, decode, area reduction, LUT, bicubic, JPEG encode, image + sidecar
               write, manifest row), on a root without a SHA256SUMS.txt
   listed      the same with the film listed in the root's SHA256SUMS.txt, as PhysioNet releases are
               (tasks/source_hashes.py: the listed sha256 is the content address; ~1 in 64 films is verified)
@@ -286,6 +286,7 @@ def main() -> None:
                 f"| {kind} | {size / 1e6:.1f} | {ms['read']} | {ms['full']} | {ms['floor']} | {ms['cxrflow']} | "
                 f"{ms['listed']} | {ratio['cxrflow']} | **{ratio['listed']}** | {full} |"
             )
+        print("\nissue 28 target: every kind <= 1.5x its floor (`listed`: the film in the release's SHA256SUMS.txt)")
         print("\nReduced-resolution decode vs `exact` (full decode + area reduction), output grey levels:\n")
         print("| kind | mean abs diff | 99th percentile | max |")
         print("|---|---|---|---|")
