@@ -169,3 +169,26 @@ def test_the_umask_is_read_without_setting_it(monkeypatch):
     if not os.path.exists("/proc/self/status"):
         pytest.skip("no /proc here")
     assert cxrio._read_umask() == mask
+
+
+def test_atomic_write_bytes_keeps_plain_permissions_and_leaves_nothing_behind_on_failure(tmp_path):
+    """atomic_write_bytes writes through mkstemp's own descriptor (issue 28): the file lands with a plain write's
+    mode, and a failed write leaves the old file, no temporary and no open descriptor."""
+    import os
+
+    from cxrio import atomic_write_bytes
+
+    target = tmp_path / "sub" / "x.jpg"
+    atomic_write_bytes(target, b"old")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_bytes() == b"old" and target.stat().st_mode & 0o777 == 0o666 & ~umask
+    fds = len(os.listdir("/proc/self/fd"))
+    for bad in (object(), "text, not bytes"):  # the write itself raises
+        with pytest.raises(TypeError):
+            atomic_write_bytes(target, bad)
+    with pytest.raises(IsADirectoryError):  # the rename raises: a folder stands at the target
+        atomic_write_bytes(tmp_path, b"x")
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["x.jpg"]
+    assert not [p for p in tmp_path.iterdir() if p.name != "sub"]
