@@ -70,17 +70,57 @@ def sha256_bytes(data: bytes | mmap.mmap) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# File systems whose pages are local: a mapped page there cannot fail to load short of a dying disk. On a
+# network or FUSE mount (NFS, CIFS, gcsfuse, s3fs: how archives are often served) a page that fails to load
+# kills the reader with SIGBUS where a read() raises OSError, which ingest quarantines as one unreadable file.
+LOCAL_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs",
+                                "ramfs", "jfs", "reiserfs", "bcachefs"})
+_fs_of_device: dict[int, str | None] = {}
+
+
+def file_system(st_dev: int) -> str | None:
+    """The file system type of a device (st_dev) from /proc/self/mountinfo, or None where it cannot be told."""
+    if st_dev not in _fs_of_device:
+        found = None
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    fields = line.split()  # id parent major:minor root mount-point options... - fstype source ...
+                    major, minor = fields[2].split(":")
+                    if os.makedev(int(major), int(minor)) == st_dev and "-" in fields:
+                        found = fields[fields.index("-") + 1]
+        except (OSError, ValueError, IndexError):
+            found = None
+        _fs_of_device[st_dev] = found
+    return _fs_of_device[st_dev]
+
+
 def read_mapped(path: Path) -> mmap.mmap | bytes:
     """A file's contents without copying them: a read-only mapping (a view of the page cache, where a read
     copies a ~15 MB film into fresh memory first: ~1 ms, BENCHMARKS.md issue 28), or its bytes where it cannot
-    be mapped (an empty file, a pipe). Raises OSError as open() does. The price of a mapping: a file truncated
-    by another process while it is being read kills the reader (SIGBUS) instead of raising; source archives are
-    not rewritten in place."""
+    be mapped (an empty file, a pipe) or should not be (a file system not in LOCAL_FILE_SYSTEMS: there a page
+    that fails to load would kill the reader instead of raising). Raises OSError as open() does. The price of a
+    mapping on a local disk: a file truncated by another process while it is read kills the reader (SIGBUS);
+    source archives are not rewritten in place."""
     with open(path, "rb") as f:
+        if file_system(os.fstat(f.fileno()).st_dev) not in LOCAL_FILE_SYSTEMS:
+            return f.read()
         try:
             return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
             return f.read()
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A private folder in `parent` for intermediate files, named as this module's temporaries (so a killed
+    run's is removed by clean_stale_temps) and removed when the block ends, raised or not."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=_suffix()))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def sha256_json(obj: Any) -> str:

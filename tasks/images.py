@@ -372,7 +372,7 @@ def check_pixels(
 ) -> None:
     """The checks every decode path makes first: pixel data present, grayscale, headers that fit the pixels,
     and (`expected`: the source's metadata CSV Rows/Columns) a header that agrees with the source's metadata.
-    `located`: the header was read without its pixel data, which native_pixels found in the file's bytes at
+    `located`: the header was read without its pixel data, which native_view found in the file's bytes at
     exactly the header's geometry."""
     if not located and "PixelData" not in ds:
         raise ImageDecodeError("DICOM has no Pixel Data element")
@@ -677,7 +677,7 @@ def process(
 ) -> tuple[bytes, int, int, str]:
     """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder).
     `expected`: (Rows, Columns) from the source's metadata, checked against a DICOM's header; a DICOM whose
-    pixels may show burned-in PHI is refused unless `allow_burned_in`. `data`: the file's bytes when the caller
+    pixels may show burned-in PHI is refused unless `allow_burned_in`. `data`: the file's bytes (or its mapping) when the caller
     already read them (to hash them), so the file is read once."""
     decoded = decode(path if data is None else data, kind, cfg, expected, allow_burned_in)
     im = finish(decoded.to_uint8(), cfg)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,14 @@ from pathlib import Path
 import polars as pl
 import pyarrow as pa
 
-from cxrio import atomic_path, atomic_write_json, atomic_write_parquet, clean_stale_temps, read_json
+from cxrio import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_parquet,
+    clean_stale_temps,
+    read_json,
+    scratch_dir,
+)
 from schemas.errors import UserError
 from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, FRONTAL_VIEWS, REPORT_SECTIONS
@@ -662,8 +667,7 @@ def run_validation(
     clean_stale_temps(vdir)  # the sample spill of a killed run
     # the samples spill beside the outputs (same file system), named as cxrio's temporaries so a killed run's
     # is cleaned; removed when validation ends, failed or not
-    with tempfile.TemporaryDirectory(dir=vdir, prefix=".samples.", suffix=f".tmp-{os.getpid()}") as tmp:
-        spill = Path(tmp)
+    with scratch_dir(vdir, "samples") as spill:
         step(0)
         samples, total, filtered = _spill_samples(data_dir, cfg, spill)
         ctx = gx_context(artifacts_root)

@@ -192,3 +192,30 @@ def test_atomic_write_bytes_keeps_plain_permissions_and_leaves_nothing_behind_on
     assert len(os.listdir("/proc/self/fd")) == fds
     assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["x.jpg"]
     assert not [p for p in tmp_path.iterdir() if p.name != "sub"]
+
+
+def test_a_film_on_a_network_or_fuse_mount_is_read_not_mapped(tmp_path, monkeypatch):
+    """A mapped page that fails to load (a network or FUSE mount: NFS, gcsfuse) kills the reader with SIGBUS,
+    where read() raises OSError and ingest quarantines one file: only local file systems are mapped."""
+    import mmap
+
+    import cxrio
+
+    film = tmp_path / "film.dcm"
+    film.write_bytes(b"\x00" * 4096)
+    assert cxrio.file_system(film.stat().st_dev) in cxrio.LOCAL_FILE_SYSTEMS  # the test's own disk is local
+    assert isinstance(cxrio.read_mapped(film), mmap.mmap)
+    for remote in ("nfs4", "fuse.gcsfuse", "cifs", None):  # None: the type could not be told
+        monkeypatch.setattr(cxrio, "file_system", lambda dev, fs=remote: fs)
+        got = cxrio.read_mapped(film)
+        assert isinstance(got, bytes) and got == film.read_bytes(), remote
+
+
+def test_a_scratch_folder_is_removed_after_an_error_and_named_as_a_temporary(tmp_path):
+    import cxrio
+
+    with pytest.raises(RuntimeError), cxrio.scratch_dir(tmp_path, "samples") as spill:
+        (spill / "part.parquet").write_bytes(b"x")
+        assert cxrio.is_temp(spill)  # a killed run's is found by clean_stale_temps
+        raise RuntimeError
+    assert not list(tmp_path.iterdir())
