@@ -18,6 +18,7 @@ from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from cxrio import (
     atomic_path,
@@ -612,21 +613,27 @@ def _spill_samples(data_dir: Path, cfg: ValidateConfig, spill: Path) -> tuple[pl
     return pl.scan_parquet(paths), total, filtered
 
 
-# Rows per row group of accepted.parquet. polars' sink holds a whole row group while writing it (with its
-# default, ~83K rows: +165 MiB at 60K, and the readers' windows decode a row group at a time), so a fixed,
-# smaller group bounds both the write and every later read (BENCHMARKS.md, issue 28).
-ACCEPTED_ROW_GROUP = 16_384
-
-
-def _write_accepted(path: Path, samples: pl.LazyFrame, total: int, bad: dict[int, list[str]]) -> None:
-    """accepted.parquet from the spilled samples minus the quarantined rows, through polars' streaming sink:
-    the file `DataFrame.write_parquet(row_group_size=ACCEPTED_ROW_GROUP)` writes for the whole frame (that
-    method is this sink), without the frame. Zero samples keep their ROW_INDEX column, as the whole-frame
-    write did."""
-    accepted = samples.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX) if total else samples
+def _write_accepted(path: Path, spill: Path, samples: pl.LazyFrame, total: int, bad: dict[int, list[str]]) -> None:
+    """accepted.parquet: each spilled slice minus its quarantined rows, appended as row groups of at most
+    BATCH_ROWS rows by pyarrow's ParquetWriter, so one slice is held at a time. polars' streaming sink of the
+    whole scan held more the more slices there were (41.5K samples: +130 MiB, 10K: +60; BENCHMARKS.md issue
+    28). The rows, their order and the schema are the whole frame's. Zero samples keep their ROW_INDEX
+    column, as the whole-frame write did."""
+    schema = samples.collect_schema()
     with atomic_path(path) as tmp:
-        accepted.sink_parquet(tmp, compression="zstd", statistics=True, row_group_size=ACCEPTED_ROW_GROUP,
-                              data_page_size=None)
+        if not total:
+            samples.sink_parquet(tmp, compression="zstd", statistics=True)
+            return
+        writer = None
+        try:
+            for part in sorted(spill.glob("*.parquet")):
+                rows = pl.read_parquet(part).cast(dict(schema))
+                table = rows.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX).to_arrow()
+                writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 # ---------------------------------------------------------------- the gate
@@ -766,5 +773,5 @@ def run_validation(
                 "validation failed: " + " | ".join(fatal),
                 f"every expectation's result is in {vdir / 'expectations.json'} and the Data Docs",
             )
-        _write_accepted(vdir / "accepted.parquet", samples, total, bad)
+        _write_accepted(vdir / "accepted.parquet", spill, samples, total, bad)
         return ValidationResult(vdir / "accepted.parquet", filtered, quarantined, records, docs_url, counts)
