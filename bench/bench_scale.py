@@ -18,9 +18,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
-from bench.bench_orchestration import track_peak_rss
+import psutil
 
 STAGES = {
     "discover": """
@@ -84,9 +86,54 @@ print(json.dumps({"s": time.perf_counter() - T0}))
 """
 
 
+def _pss(p: psutil.Process) -> int:
+    """Proportional set size (bytes): each page shared by k processes counts 1/k in each (Linux
+    /proc/PID/smaps_rollup); 0 where the kernel has no rollup or the process is gone."""
+    try:
+        with open(f"/proc/{p.pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def track_peak_memory(proc: subprocess.Popen) -> tuple[threading.Thread, dict[str, int]]:
+    """Sample a process and all its descendants every 0.1 s while it runs; peaks (bytes) of: the summed RSS
+    (`rss`: a page shared by the fork server and its workers counts once per process), the summed PSS (`pss`:
+    each shared page split between its sharers, so the sum counts it once: the tree's real footprint), and
+    the root process's own RSS (`root_rss`). psutil, because getrusage cannot see workers forked by a fork
+    server (they are its children, never waited for by the stage's process)."""
+    peak = {"rss": 0, "pss": 0, "root_rss": 0}
+
+    def sample() -> None:
+        try:
+            root = psutil.Process(proc.pid)
+            while proc.poll() is None:
+                rss, pss = [], 0
+                for p in [root, *root.children(recursive=True)]:
+                    try:
+                        rss.append(p.memory_info().rss)
+                    except psutil.Error:
+                        rss.append(0)
+                    pss += _pss(p)
+                peak["rss"] = max(peak["rss"], sum(rss))
+                peak["pss"] = max(peak["pss"], pss)
+                peak["root_rss"] = max(peak["root_rss"], rss[0])
+                time.sleep(0.1)
+        except psutil.Error:
+            return
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    return thread, peak
+
+
 def run_stage(name: str, out: Path, root: Path, data: Path | None = None) -> dict:
-    """Seconds of the stage's own work, and peak RSS (MiB) of its process and every process under it (pool
-    workers and their fork server for ingest), sampled every 0.1 s."""
+    """Seconds of the stage's own work, and peak memory (MiB) of its process and every process under it (pool
+    workers and their fork server for ingest), sampled every 0.1 s: summed RSS (`peak_mib`), summed PSS
+    (`peak_pss_mib`) and the stage process's own RSS (`root_rss_mib`)."""
     code = PRELUDE + STAGES[name] + EPILOGUE
     proc = subprocess.Popen(
         ["nice", "-n", "5", sys.executable, "-c", code, str(out), str(root), *([str(data)] if data else [])],
@@ -94,12 +141,13 @@ def run_stage(name: str, out: Path, root: Path, data: Path | None = None) -> dic
         stderr=subprocess.PIPE,
         text=True,
     )
-    thread, peak = track_peak_rss(proc)
+    thread, peak = track_peak_memory(proc)
     stdout, stderr = proc.communicate()
     thread.join()
     if proc.returncode:
         raise RuntimeError(f"{name}: {stderr[-3000:]}")
-    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_mib": peak[0] / 2**20}
+    return {**json.loads(stdout.strip().splitlines()[-1]), "peak_mib": peak["rss"] / 2**20,
+            "peak_pss_mib": peak["pss"] / 2**20, "root_rss_mib": peak["root_rss"] / 2**20}
 
 
 def main() -> None:
@@ -177,6 +225,23 @@ def main() -> None:
             f"{kib:.2f} | {rb['s'] + ms * (700_000 - kb) / 1000:.0f} | "
             f"{(rb['peak_mib'] + kib * (700_000 - kb) / 1024) / 1024:.1f} |"
         )
+
+    _pss_table(args.stages, results, a, b)
+
+
+def _pss_table(stages: list[str], results: dict, a: int, b: int) -> None:
+    """The same peaks as PSS (shared pages counted once across the stage's processes) and the stage process's
+    own RSS, with their 60K/10K-style ratio and linear 700K extrapolation."""
+    ka, kb = results[a]["kept"], results[b]["kept"]
+    print(f"\n| stage | measure | {ka} images: MiB | {kb} images: MiB | ratio | marginal KiB/image | "
+          "700K extrapolated GiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name in stages:
+        for label, col in (("summed RSS", "peak_mib"), ("summed PSS", "peak_pss_mib"), ("own RSS", "root_rss_mib")):
+            va, vb = results[a][name][col], results[b][name][col]
+            kib = 1024 * (vb - va) / (kb - ka)
+            print(f"| {name} | {label} | {va:.0f} | {vb:.0f} | {vb / va:.2f} | {kib:.2f} | "
+                  f"{(vb + kib * (700_000 - kb) / 1024) / 1024:.2f} |")
 
 
 if __name__ == "__main__":
