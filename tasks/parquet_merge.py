@@ -17,13 +17,16 @@ import pyarrow.parquet as pq
 from cxrio import atomic_path
 
 BLOCK = 16384  # output rows per block (and row group)
+READ_ROWS = 256  # rows a part is read ahead by: all parts are open at once (random keys), so this times parts
 
 
 class _Cursor:
     """Sequential reads of a part: `take(n)` returns its next n rows."""
 
     def __init__(self, path: Path):
-        self._batches: Iterator[pa.RecordBatch] = pq.ParquetFile(path).iter_batches(batch_size=BLOCK)
+        # A buffered stream: pages are read as the batches need them, not a row group's column chunks whole.
+        f = pq.ParquetFile(path, buffer_size=1 << 16)
+        self._batches: Iterator[pa.RecordBatch] = f.iter_batches(batch_size=READ_ROWS)
         self._buffer: pa.Table | None = None
 
     def take(self, n: int) -> pa.Table:
@@ -32,6 +35,13 @@ class _Cursor:
             self._buffer = batch if self._buffer is None else pa.concat_tables([self._buffer, batch])
         head, self._buffer = self._buffer.slice(0, n), self._buffer.slice(n)
         return head
+
+
+def write_sorted_part(path: Path, table: pa.Table, key: str) -> None:
+    """A part for `merge_sorted`: sorted by `key`, in READ_ROWS-row row groups (so the merge's read-ahead of
+    each part is a few pages, not the whole part), written atomically."""
+    with atomic_path(path) as tmp:
+        pq.write_table(table.sort_by(key), tmp, row_group_size=READ_ROWS)
 
 
 def merge_sorted(parts: list[Path], out: Path, key: str, schema: pa.Schema) -> pa.Table:
