@@ -326,7 +326,7 @@ def process_chunk(
         write_sorted_part(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA), "image_key")
     if hasher.hashes:
         hashes_part = f"hashes-{index:06d}.parquet"
-        atomic_write_parquet(run_dir / hashes_part, hash_table(hasher.hashes))
+        write_sorted_part(run_dir / hashes_part, hash_table(hasher.hashes), "path")  # merged by path
     return ChunkResult(
         index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded, total.reused,
         dict(hasher.counts),

@@ -48,3 +48,50 @@ def test_merge_of_many_parts_is_the_whole_sort_read_a_few_rows_ahead(tmp_path, m
 def test_merge_of_no_parts_writes_an_empty_file(tmp_path):
     merge.merge_sorted([], tmp_path / "out.parquet", "key", SCHEMA)
     assert pq.read_table(tmp_path / "out.parquet").num_rows == 0
+
+
+def test_hash_cache_rewrite_merges_a_few_rows_ahead_and_writes_the_whole_rewrite_bytes(tmp_path, monkeypatch):
+    """save_hash_cache: old cache + sorted parts, newest entry per path, byte for byte the columnar rewrite
+    (polars, whole in memory) it replaces; an old cache that is not sorted takes that rewrite."""
+    import tasks.source_hashes as sh
+
+    monkeypatch.setattr(merge, "READ_ROWS", 4)
+    monkeypatch.setattr(sh, "ROW_GROUP", 5)
+    rng = random.Random(9)
+
+    def entries(n, tag):
+        return {f"/r/{rng.getrandbits(12):03x}.dcm": (rng.randrange(9), rng.randrange(9), f"{tag}{i}", i % 2 == 0)
+                for i in range(n)}
+
+    old = entries(30, "old")
+    cache = tmp_path / "new" / sh.HASH_CACHE
+    cache.parent.mkdir(parents=True)
+    table = sh.hash_table(old).drop_columns(["verified"])  # a cache from before the verified column
+    pq.write_table(table.sort_by("path"), cache)
+    parts = []
+    for i in range(3):  # each run part overlaps the old cache (rehashed files) and the other parts
+        part = tmp_path / f"hashes-{i}.parquet"
+        merge.write_sorted_part(part, sh.hash_table({**entries(9, f"p{i}-"), **dict(list(old.items())[i::5])}),
+                                "path")
+        parts.append(part)
+    whole = tmp_path / "whole" / sh.HASH_CACHE
+    whole.parent.mkdir(parents=True)
+    whole.write_bytes(cache.read_bytes())
+    sh._save_hash_cache_whole(whole, [whole, *parts])
+
+    read = []
+    rows = merge._sorted_rows
+    monkeypatch.setattr(merge, "_sorted_rows", lambda *a: read.append(a[0]) or rows(*a))
+    sh.save_hash_cache(tmp_path / "new", parts)
+    assert cache.read_bytes() == whole.read_bytes()
+    assert read == [cache, *parts]  # merged, not rewritten whole
+    got = pq.read_table(cache).to_pylist()
+    assert [r["path"] for r in got] == sorted({r["path"] for r in got})
+
+    unsorted = tmp_path / "unsorted" / sh.HASH_CACHE
+    unsorted.parent.mkdir(parents=True)
+    pq.write_table(sh.hash_table(old).sort_by([("path", "descending")]), unsorted)
+    whole.write_bytes(unsorted.read_bytes())
+    sh._save_hash_cache_whole(whole, [whole, *parts])
+    sh.save_hash_cache(tmp_path / "unsorted", parts)
+    assert unsorted.read_bytes() == whole.read_bytes()
