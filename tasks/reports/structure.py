@@ -81,7 +81,7 @@ def compare_findings(pairs: list[tuple[str, str]], removed: int) -> dict[str, An
     }
 
 
-STREAM_ROWS = 16384  # manifest rows structured at a time (issue 28); also the reports file's row-group size
+STREAM_ROWS = 8192  # manifest rows structured at a time (issue 28); also the reports file's row-group size
 
 
 def _manifest_batches(path: Path, rows: int) -> Iterator[list[dict[str, Any]]]:
