@@ -86,39 +86,48 @@ print(json.dumps({"s": time.perf_counter() - T0}))
 """
 
 
-def _pss(p: psutil.Process) -> int:
-    """Proportional set size (bytes): each page shared by k processes counts 1/k in each (Linux
-    /proc/PID/smaps_rollup); 0 where the kernel has no rollup or the process is gone."""
+def _rollup(p: psutil.Process) -> dict[str, int]:
+    """Rss, Pss and private (USS) bytes of a process from Linux /proc/PID/smaps_rollup; {} where the kernel has
+    no rollup or the process is gone."""
+    out: dict[str, int] = {}
     try:
         with open(f"/proc/{p.pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1]) * 1024
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                    out[name] = int(rest.split()[0]) * 1024
     except OSError:
-        pass
-    return 0
+        return {}
+    return out
 
 
 def track_peak_memory(proc: subprocess.Popen) -> tuple[threading.Thread, dict[str, int]]:
-    """Sample a process and all its descendants every 0.1 s while it runs; peaks (bytes) of: the summed RSS
-    (`rss`: a page shared by the fork server and its workers counts once per process), the summed PSS (`pss`:
-    each shared page split between its sharers, so the sum counts it once: the tree's real footprint), and
-    the root process's own RSS (`root_rss`). psutil, because getrusage cannot see workers forked by a fork
-    server (they are its children, never waited for by the stage's process)."""
-    peak = {"rss": 0, "pss": 0, "root_rss": 0}
+    """Sample a process and all its descendants every 0.1 s while it runs; peaks (bytes) of:
+    - `rss`: the summed RSS (a page shared by the fork server and its workers counts once per process: an
+      upper bound of the tree's footprint);
+    - `tree`: the summed private pages (USS) plus the shared pages of the process with the most of them,
+      counted once (a lower bound; unlike PSS it does not move with what other programs on the machine map);
+    - `pss`: the summed PSS (shared pages split between every process on the machine that maps them: it
+      moves with the machine's other load, so it is recorded, not used);
+    - `root_rss`: the stage process's own RSS.
+    psutil for the tree, because getrusage cannot see workers forked by a fork server (they are its
+    children, never waited for by the stage's process)."""
+    peak = {"rss": 0, "tree": 0, "pss": 0, "root_rss": 0}
 
     def sample() -> None:
         try:
             root = psutil.Process(proc.pid)
             while proc.poll() is None:
-                rss, pss = [], 0
+                rss, uss, shared, pss = [], 0, 0, 0
                 for p in [root, *root.children(recursive=True)]:
-                    try:
-                        rss.append(p.memory_info().rss)
-                    except psutil.Error:
-                        rss.append(0)
-                    pss += _pss(p)
+                    m = _rollup(p)
+                    rss.append(m.get("Rss", 0))
+                    private = m.get("Private_Clean", 0) + m.get("Private_Dirty", 0)
+                    uss += private
+                    shared = max(shared, m.get("Rss", 0) - private)
+                    pss += m.get("Pss", 0)
                 peak["rss"] = max(peak["rss"], sum(rss))
+                peak["tree"] = max(peak["tree"], uss + shared)
                 peak["pss"] = max(peak["pss"], pss)
                 peak["root_rss"] = max(peak["root_rss"], rss[0])
                 time.sleep(0.1)
@@ -132,8 +141,9 @@ def track_peak_memory(proc: subprocess.Popen) -> tuple[threading.Thread, dict[st
 
 def run_stage(name: str, out: Path, root: Path, data: Path | None = None) -> dict:
     """Seconds of the stage's own work, and peak memory (MiB) of its process and every process under it (pool
-    workers and their fork server for ingest), sampled every 0.1 s: summed RSS (`peak_mib`), summed PSS
-    (`peak_pss_mib`) and the stage process's own RSS (`root_rss_mib`)."""
+    workers and their fork server for ingest), sampled every 0.1 s (track_peak_memory): summed RSS
+    (`peak_mib`), private + shared-once (`peak_tree_mib`), summed PSS (`peak_pss_mib`) and the stage
+    process's own RSS (`root_rss_mib`)."""
     code = PRELUDE + STAGES[name] + EPILOGUE
     proc = subprocess.Popen(
         ["nice", "-n", "5", sys.executable, "-c", code, str(out), str(root), *([str(data)] if data else [])],
@@ -147,7 +157,8 @@ def run_stage(name: str, out: Path, root: Path, data: Path | None = None) -> dic
     if proc.returncode:
         raise RuntimeError(f"{name}: {stderr[-3000:]}")
     return {**json.loads(stdout.strip().splitlines()[-1]), "peak_mib": peak["rss"] / 2**20,
-            "peak_pss_mib": peak["pss"] / 2**20, "root_rss_mib": peak["root_rss"] / 2**20}
+            "peak_tree_mib": peak["tree"] / 2**20, "peak_pss_mib": peak["pss"] / 2**20,
+            "root_rss_mib": peak["root_rss"] / 2**20}
 
 
 def main() -> None:
@@ -230,14 +241,15 @@ def main() -> None:
 
 
 def _pss_table(stages: list[str], results: dict, a: int, b: int) -> None:
-    """The same peaks as PSS (shared pages counted once across the stage's processes) and the stage process's
-    own RSS, with their 60K/10K-style ratio and linear 700K extrapolation."""
+    """Each measure of track_peak_memory per stage, with the ratio of the two sizes and the linear 700K
+    extrapolation."""
     ka, kb = results[a]["kept"], results[b]["kept"]
     print(f"\n| stage | measure | {ka} images: MiB | {kb} images: MiB | ratio | marginal KiB/image | "
           "700K extrapolated GiB |")
     print("|---|---|---|---|---|---|---|")
     for name in stages:
-        for label, col in (("summed RSS", "peak_mib"), ("summed PSS", "peak_pss_mib"), ("own RSS", "root_rss_mib")):
+        for label, col in (("summed RSS", "peak_mib"), ("private + shared once", "peak_tree_mib"),
+                           ("summed PSS", "peak_pss_mib"), ("own RSS", "root_rss_mib")):
             va, vb = results[a][name][col], results[b][name][col]
             kib = 1024 * (vb - va) / (kb - ka)
             print(f"| {name} | {label} | {va:.0f} | {vb:.0f} | {vb / va:.2f} | {kib:.2f} | "
