@@ -217,7 +217,7 @@ def main() -> None:
                 shutil.move(out / "data", args.keep / f"data-{n}")
             elif not (args.reuse or args.fixtures):
                 shutil.rmtree(root)
-            shutil.rmtree(out)
+            shutil.rmtree(out, ignore_errors=True)  # --reuse writes into DATA: out may never exist
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     a, b = args.images
