@@ -5,7 +5,8 @@ A MIMIC-CXR-JPG fixture (208x256 JPGs, all views kept, output 64 px so pixel wor
 the stages as plain task functions, each stage in a fresh process (`python -c`) so its peak RSS (the
 process's own ru_maxrss, plus its pool workers for ingest) is its own: discover, ingest (bare, 2 workers),
 structure (rules backend), validate (Great Expectations), shard (+ wids indexes), LLaVA export. Shard and
-export need validation's accepted rows; they read them back from validation/accepted.parquet.
+export need validation's accepted rows: they take validation/accepted.parquet itself and read it in batches
+(code before issue 28 read it back as a frame).
 The ratio of the two sizes says whether a stage grows linearly (x1 per x1 images).
 """
 
@@ -56,7 +57,11 @@ import polars as pl
 from schemas.shards import SPLITS, ShardConfig
 from tasks.shard import write_shards
 from tasks.shard_index import write_shard_map, write_wids_index
-accepted = pl.read_parquet(OUT / "shards" / "validation" / "accepted.parquet")
+accepted = OUT / "shards" / "validation" / "accepted.parquet"
+try:  # the accepted file itself, read in batches; older code took the rows as a frame
+    from tasks.accepted_rows import Accepted  # noqa: F401
+except ImportError:
+    accepted = pl.read_parquet(accepted)
 T0 = time.perf_counter()
 infos = write_shards(accepted, DATA, OUT / "shards", ShardConfig())
 for split in SPLITS:
@@ -66,7 +71,11 @@ write_shard_map(OUT / "shards", infos, accepted)
     "export": """
 import polars as pl
 from tasks.export_llava import export_llava
-accepted = pl.read_parquet(OUT / "shards" / "validation" / "accepted.parquet")
+accepted = OUT / "shards" / "validation" / "accepted.parquet"
+try:  # the accepted file itself, read in batches; older code took the rows as a frame
+    from tasks.accepted_rows import Accepted  # noqa: F401
+except ImportError:
+    accepted = pl.read_parquet(accepted)
 T0 = time.perf_counter()
 export_llava(accepted, OUT / "shards")
 """,

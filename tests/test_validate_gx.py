@@ -4,8 +4,10 @@ collapse fail the run. One GX context (artifacts root) is shared by the module: 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from fixtures.shard_manifest import default_rows, manifest_row, write_dataset
@@ -282,3 +284,45 @@ def test_row_suite_in_tiny_batches_gives_the_whole_frame_outputs(tmp_path, artif
     for name in ("accepted.parquet", "quarantine.parquet", "filtered.parquet", "expectations.json"):
         one, many = (outs[s] / "validation" / name for s in (10**6, 3))
         assert one.read_bytes() == many.read_bytes(), name
+
+
+def test_validation_streams_the_manifest_and_writes_accepted_from_batches(tmp_path, artifacts, monkeypatch):
+    """Validation never reads manifest.parquet or reports.parquet whole (only key columns are read whole): the
+    samples are assembled, checked and written a slice at a time (3 rows here), and accepted.parquet, written
+    by polars' streaming sink from the spilled slices, is byte for byte the whole frame's `write_parquet` (at the
+    same row-group size)."""
+    import tasks.validate as validate
+
+    rows = _defective_rows()
+    reports = [
+        {"image_key": rows[i]["image_key"], "findings": "Lungs are clear without focal consolidation.",
+         "indication": None, "operation": "structure", "backend": "openai", "model": "gpt-4o-mini"}
+        for i in (17, 20, 39)
+    ]
+    data = write_dataset(tmp_path / "data", rows, reports=reports)
+    samples, _ = validate.assemble_samples(data, ValidateConfig())  # the whole frame, before any patching
+
+    real_read = pl.read_parquet
+
+    def key_columns_only(source, *args, columns=None, **kwargs):
+        whole = Path(source).name in ("manifest.parquet", "reports.parquet") and columns is None
+        assert not whole, f"{source} read whole"
+        return real_read(source, *args, columns=columns, **kwargs)
+
+    slices = []
+    real_slice = validate._assemble_slice
+    monkeypatch.setattr(pl, "read_parquet", key_columns_only)
+    monkeypatch.setattr(validate, "_assemble_slice", lambda r, *a: slices.append(r.height) or real_slice(r, *a))
+    monkeypatch.setattr(validate, "BATCH_ROWS", 3)
+    monkeypatch.setattr(validate, "ACCEPTED_ROW_GROUP", 4)  # bounded row groups: the readers' windows
+    res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+    assert len(slices) == -(-len(rows) // 3) and max(slices) == 3
+    assert res.quarantined and res.filtered  # the fixture's defects: some rows go, the others are written
+    bad = {q["image_key"] for q in res.quarantined}
+    whole = tmp_path / "whole.parquet"
+    samples.filter(~pl.col("image_key").is_in(list(bad))).drop(validate.ROW_INDEX).write_parquet(
+        whole, row_group_size=validate.ACCEPTED_ROW_GROUP)
+    assert res.accepted_path.read_bytes() == whole.read_bytes()
+    groups = pq.ParquetFile(res.accepted_path).metadata
+    assert groups.num_row_groups == -(-groups.num_rows // 4) > 1
+    assert not [p for p in res.accepted_path.parent.iterdir() if p.name.startswith(".")]  # spill removed
