@@ -172,14 +172,29 @@ def hash_table(hashes: dict[str, Stat]) -> pa.Table:
     )
 
 
+_SAVED_SCHEMA = pa.schema([f.with_type(pa.large_string()) if f.type == pa.string() else f for f in _CACHE_SCHEMA])
+
+
 def save_hash_cache(out: Path, parts: list[Path]) -> None:
-    """Old cache + this run's hash parts, the newest entry per path winning (columnar, no Python dict)."""
-    import polars as pl
+    """Old cache + this run's hash parts (each sorted by path, tasks/parquet_merge.write_sorted_part), the
+    newest entry per path winning: a heap merge read a few rows ahead per file (issue 28), not the whole cache
+    in memory."""
+    from tasks.parquet_merge import Unsorted, merge_latest
 
     path = Path(out) / HASH_CACHE
-    frames = [pl.scan_parquet(p) for p in ([path] if path.exists() else []) + parts]
-    if not frames:
+    inputs = ([path] if path.exists() else []) + list(parts)
+    if not inputs:
         return
+    try:
+        merge_latest(inputs, path, "path", _SAVED_SCHEMA, ROW_GROUP, fill={"verified": True})
+    except Unsorted:  # a cache from before caches were sorted: rewritten whole, once
+        _save_hash_cache_whole(path, inputs)
+
+
+def _save_hash_cache_whole(path: Path, inputs: list[Path]) -> None:
+    import polars as pl
+
+    frames = [pl.scan_parquet(p) for p in inputs]
     frames = [
         f if "verified" in f.collect_schema().names() else f.with_columns(pl.lit(True).alias("verified"))
         for f in frames
