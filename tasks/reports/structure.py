@@ -99,9 +99,18 @@ def load_released(manifest: Path, keys: list[str] | None = None) -> dict[str, li
     path = Path(manifest).parent / FILE_NAME
     if not path.exists() or keys == []:
         return {}
-    table = pq.read_table(path, filters=None if keys is None else [("image_key", "in", keys)])
+    if keys is None:
+        records = pq.read_table(path).to_pylist()
+    else:
+        # A polars scan decodes the key column, then only the matching rows' texts; pyarrow's filtered read
+        # decoded every text of the file per batch (ingest writes it unsorted, one row group): O(batches x
+        # file): 80K images (2 records each, 2,048-row batches) 4.9 s, now 0.7 s (a shared machine).
+        import polars as pl
+
+        scan = pl.scan_parquet(path).filter(pl.col("image_key").is_in(pl.Series(keys, dtype=pl.String).implode()))
+        records = scan.collect().to_dicts()
     out: dict[str, list[dict[str, Any]]] = {}
-    for rec in table.to_pylist():
+    for rec in records:
         out.setdefault(rec["image_key"], []).append(rec)
     return out
 
