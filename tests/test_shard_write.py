@@ -333,3 +333,27 @@ def test_rows_at_reads_only_the_rows_asked_for_of_a_key_ordered_file(tmp_path, m
     assert [r["n"] for r in accepted_rows.rows_at(path, pl.Series(asked))] == asked
     with pytest.raises(RuntimeError, match="not found"):
         list(accepted_rows.rows_at(path, pl.Series([58, 60])))
+
+
+def test_rows_at_gives_the_rows_asked_for_at_any_window(tmp_path, monkeypatch):
+    """Sorted, shuffled and run-by-run requests, repeats included, at window sizes 1 to 100, from the file and
+    from a frame: always exactly the rows asked for, in the order asked."""
+    import random
+
+    import tasks.accepted_rows as accepted_rows
+
+    frame = pl.DataFrame({"n": list(range(97))})
+    path = tmp_path / "accepted.parquet"
+    frame.write_parquet(path, row_group_size=7)
+    rng = random.Random(0)
+    for _ in range(120):
+        monkeypatch.setattr(accepted_rows, "BATCH_ROWS", rng.choice([1, 2, 3, 5, 8, 16, 100]))
+        k = rng.randint(0, 97)
+        asked = rng.sample(range(97), k)
+        if rng.random() < 0.3:
+            asked.sort()
+        elif rng.random() < 0.5:
+            start = rng.randrange(97)
+            asked = [i % 97 for i in range(start, start + k)] + asked[:3]  # a run, wrapping, then repeats
+        for src in (path, frame):
+            assert [r["n"] for r in accepted_rows.rows_at(src, pl.Series(asked, dtype=pl.UInt32))] == asked
