@@ -218,8 +218,9 @@ def main() -> None:
             for name in args.stages:
                 results[n][name] = run_stage(name, out, root, data)
                 print(f"# {n} {name}: {results[n][name]}", flush=True)
-            kept = json.loads(((data or out / "data") / "summary.json").read_text())["kept"]
-            results[n]["kept"] = kept
+            summary = (data or out / "data") / "summary.json"
+            # per image: per image kept by ingest; a run without ingest (discover alone) counts the images
+            results[n]["kept"] = json.loads(summary.read_text())["kept"] if summary.exists() else n
             if args.keep and not args.reuse:
                 args.keep.mkdir(parents=True, exist_ok=True)
                 shutil.move(root, args.keep / f"src-{n}")
