@@ -25,16 +25,17 @@ def _is_frame(src: Accepted) -> bool:
     return isinstance(src, pl.DataFrame)
 
 
-def batches(src: Accepted, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
-    """The accepted rows in stored order, BATCH_ROWS at a time (a polars scan per slice: only the slice's rows
-    are decoded; pyarrow's reader alone would add ~75 MiB of imports and buffers to a stage's peak)."""
+def batches(src: Accepted, columns: list[str] | None = None, start: int = 0) -> Iterator[pl.DataFrame]:
+    """The accepted rows in stored order from row `start`, BATCH_ROWS at a time (a polars scan per slice: only
+    the slice's rows are decoded; pyarrow's reader alone would add ~75 MiB of imports and buffers to a stage's
+    peak)."""
     batch_rows = BATCH_ROWS
     frame = src.lazy() if _is_frame(src) else pl.scan_parquet(src)
     if columns is not None:
         frame = frame.select(columns)
     n = src.height if _is_frame(src) else frame.select(pl.len()).collect().item()
-    for start in range(0, n, batch_rows):
-        yield frame.slice(start, batch_rows).collect()
+    for at in range(start, n, batch_rows):
+        yield frame.slice(at, batch_rows).collect()
 
 
 def select(src: Accepted, columns: list[str]) -> pl.DataFrame:
@@ -53,32 +54,31 @@ def key_order(src: Accepted, split: str) -> pl.Series:
 
 def rows_at(src: Accepted, positions: pl.Series) -> Iterator[dict]:
     """The rows at `positions` (row numbers of the stored order), as dicts in that order, BATCH_ROWS at a time.
-    Positions that rise (the file already in key order) are read in one forward pass; a window that needs an
-    earlier row starts the reader again."""
+    The reader starts at the first row wanted and goes forward; a row before the batch in hand, or more than a
+    batch past it, starts a new reader there (a shard of a key-ordered file reads its own rows only, not the
+    file up to them), and only the rows wanted become dicts."""
     window = BATCH_ROWS
     reader: Iterator[pl.DataFrame] | None = None
-    current, at = None, 0  # the batch last read and its first row's position
+    current, at = None, 0  # the batch in hand and its first row's position
     for w in range(0, len(positions), window):
-        wanted = positions.slice(w, window)
-        lo, hi = wanted.min(), wanted.max()
+        wanted = positions.slice(w, window).to_list()
         found: dict[int, dict] = {}
-        if reader is None or current is None or lo < at:
-            reader, current, at = batches(src), None, 0
-            current = next(reader, None)
-        need = set(wanted.to_list())
-        while current is not None:
-            end = at + current.height
-            if end > lo:
-                for i, row in enumerate(current.slice(max(lo - at, 0)).iter_rows(named=True), start=max(lo, at)):
-                    if i > hi:
-                        break
-                    if i in need:
-                        found[i] = row
-            if end > hi:  # this batch may hold the next window's first rows: keep it
-                break
-            at, current = end, next(reader, None)
-        missing = len(wanted) - len(found)
+        for i in sorted(set(wanted)):
+            while current is None or not at <= i < at + current.height:
+                end = at + (current.height if current is not None else 0)
+                if reader is None or current is None or i < at or i >= end + window:
+                    reader, at = batches(src, start=i), i
+                else:  # the next batch holds it (or it is past the end)
+                    at = end
+                current = next(reader, None)
+                if current is None or not current.height:
+                    break
+            if current is None or not at <= i < at + current.height:
+                current = None
+                continue
+            found[i] = current.row(i - at, named=True)
+        missing = len(set(wanted)) - len(found)
         if missing:
             raise RuntimeError(f"{missing} accepted row(s) not found at their positions (file changed while read?)")
-        for i in wanted.to_list():
-            yield found.pop(i)
+        for i in wanted:
+            yield found[i]

@@ -284,8 +284,8 @@ def test_shard_stage_from_the_accepted_file_in_tiny_batches_gives_the_whole_fram
     heights = []
     real_batches = accepted_rows.batches
 
-    def counting(src, columns=None):
-        for b in real_batches(src, columns):
+    def counting(src, columns=None, start=0):
+        for b in real_batches(src, columns, start):
             heights.append(b.height)
             yield b
 
@@ -306,3 +306,54 @@ def test_shard_stage_from_the_accepted_file_in_tiny_batches_gives_the_whole_fram
     got, want = _published(streamed), _published(whole)
     assert got.keys() == want.keys() and any(k.startswith("llava/") for k in got)
     assert got == want
+
+
+def test_rows_at_reads_only_the_rows_asked_for_of_a_key_ordered_file(tmp_path, monkeypatch):
+    """A shard's rows are read from where they lie: the writer of the last shard of a key-ordered accepted
+    file decodes its own window, not every batch before it (which made the shard stage O(shards x file));
+    rows come back in the order asked, an unsorted request included."""
+    import tasks.accepted_rows as accepted_rows
+
+    path = tmp_path / "accepted.parquet"
+    pl.DataFrame({"image_key": [f"k{i:03d}" for i in range(60)], "n": list(range(60))}).write_parquet(path)
+    monkeypatch.setattr(accepted_rows, "BATCH_ROWS", 4)
+    decoded = []
+    real_batches = accepted_rows.batches
+
+    def counting(src, columns=None, start=0):
+        for b in real_batches(src, columns, start):
+            decoded.append(b.height)
+            yield b
+
+    monkeypatch.setattr(accepted_rows, "batches", counting)
+    got = [r["n"] for r in accepted_rows.rows_at(path, pl.Series([52, 53, 54, 55, 56, 57, 58, 59]))]
+    assert got == list(range(52, 60))
+    assert sum(decoded) <= 8, decoded  # two windows' rows, not the 52 before them
+    asked = [59, 0, 31, 30, 7, 58, 1, 2, 45]
+    assert [r["n"] for r in accepted_rows.rows_at(path, pl.Series(asked))] == asked
+    with pytest.raises(RuntimeError, match="not found"):
+        list(accepted_rows.rows_at(path, pl.Series([58, 60])))
+
+
+def test_rows_at_gives_the_rows_asked_for_at_any_window(tmp_path, monkeypatch):
+    """Sorted, shuffled and run-by-run requests, repeats included, at window sizes 1 to 100, from the file and
+    from a frame: always exactly the rows asked for, in the order asked."""
+    import random
+
+    import tasks.accepted_rows as accepted_rows
+
+    frame = pl.DataFrame({"n": list(range(97))})
+    path = tmp_path / "accepted.parquet"
+    frame.write_parquet(path, row_group_size=7)
+    rng = random.Random(0)
+    for _ in range(120):
+        monkeypatch.setattr(accepted_rows, "BATCH_ROWS", rng.choice([1, 2, 3, 5, 8, 16, 100]))
+        k = rng.randint(0, 97)
+        asked = rng.sample(range(97), k)
+        if rng.random() < 0.3:
+            asked.sort()
+        elif rng.random() < 0.5:
+            start = rng.randrange(97)
+            asked = [i % 97 for i in range(start, start + k)] + asked[:3]  # a run, wrapping, then repeats
+        for src in (path, frame):
+            assert [r["n"] for r in accepted_rows.rows_at(src, pl.Series(asked, dtype=pl.UInt32))] == asked

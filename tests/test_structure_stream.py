@@ -87,3 +87,34 @@ def test_an_interrupted_llm_run_resumes_across_batches(tmp_path):
         assert summary["cache_hits"] == asked and summary["ok"] == 12
     reports = pq.read_table(tmp_path / "out" / "reports.parquet").to_pylist()
     assert [r["image_key"] for r in reports] == [r["image_key"] for r in rows]  # manifest order
+
+
+def test_findings_comparison_a_batch_at_a_time_is_the_whole_corpus_one():
+    """The LLM-vs-rules and released GPT-4-vs-rule-based comparisons are kept as sums (BLEU's sentence
+    statistics, ROUGE-L's running total), not as every pair of texts: fed in batches they give the scores
+    of sacrebleu's corpus BLEU and the ROUGE-L mean over all pairs at once."""
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    pairs = [(REPORTS[i % len(REPORTS)], f"{REPORTS[(i * 3) % len(REPORTS)]} Case {i % 4}.") for i in range(23)]
+    pairs += [("Lungs clear.", "Lungs clear."), ("No effusion .", "No pleural effusion .")]
+    comparison = structure.Comparison()
+    for start in range(0, len(pairs), 4):
+        comparison.add(pairs[start:start + 4])
+    comparison.add([])
+    got = comparison.result(7)
+    assert not any(isinstance(v, list | tuple) for v in vars(comparison).values() if v is not comparison.bleu_stats)
+
+    refs, hyps = [r for r, _ in pairs], [h for _, h in pairs]
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    rouge = sum(scorer.score(r, h)["rougeL"].fmeasure for r, h in pairs) / len(pairs)
+    assert got == {
+        "status": "computed",
+        "pairs": len(pairs),
+        "bleu4": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 4),
+        "rougeL": round(100 * rouge, 4),
+        "share_differing": round(sum(r.strip() != h.strip() for r, h in pairs) / len(pairs), 6),
+        "comparison_sentences_removed": 7,
+    }
+    assert got == structure.compare_findings(pairs, 7)
+    assert structure.Comparison().result(0)["status"].startswith("not computed")
