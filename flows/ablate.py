@@ -120,7 +120,7 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
             results[variant] = {"flow_run_id": run["flow_run_id"], "eval_dir": str(cfg.stage_dirs()["evaluate"])}
             continue
         pending.append(variant)
-    workers = min(len(pending), parallel or os.cpu_count() or 1)
+    workers = min(len(pending), parallel or getattr(os, "process_cpu_count", os.cpu_count)() or 1)
     if workers > 1:
         results.update(_side_by_side(spec, pending, workers))
     else:

@@ -12,6 +12,7 @@ import multiprocessing as mp
 import pickle
 import queue as queue_errors
 import traceback
+import warnings
 
 from schemas.train import TrainConfig
 
@@ -40,7 +41,14 @@ class _Relay(logging.Handler):
         self.relay.put(("log", record))
 
 
-def _main(cfg: TrainConfig, relay, levels: dict[str, int]) -> None:
+def _text(pattern) -> str:  # a filter's message or module: None, a string, or a compiled pattern
+    return "" if pattern is None else getattr(pattern, "pattern", pattern)
+
+
+def _main(cfg: TrainConfig, relay, levels: dict[str, int], warning_filters: list) -> None:
+    warnings.resetwarnings()  # the parent's filters (the CLI's quiet mode hides library FutureWarnings)
+    for action, message, category, module, lineno in reversed(warning_filters):
+        warnings.filterwarnings(action, _text(message), category, _text(module), lineno)
     top = logging.getLogger(LOGGERS[0])
     top.addHandler(_Relay(relay))
     top.propagate = False  # the parent's handlers print it, once
@@ -63,7 +71,7 @@ def run_training_in_child(cfg: TrainConfig, on_step=None) -> dict:
     ctx = mp.get_context("spawn")  # not fork: the parent's other threads (Prefect's, another variant's) hold locks
     relay = ctx.Queue()
     levels = {name: logging.getLogger(name).getEffectiveLevel() for name in LOGGERS}
-    child = ctx.Process(target=_main, args=(cfg, relay, levels), name="cxrflow-training")
+    child = ctx.Process(target=_main, args=(cfg, relay, levels, list(warnings.filters)), name="cxrflow-training")
     child.start()
     _children.add(child)
     finished = False
