@@ -15,7 +15,6 @@ import contextvars
 import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from pathlib import Path
 
 from prefect import flow
 from prefect.context import TagsContext
@@ -65,22 +64,19 @@ def _side_by_side(spec: AblationSpec, pending: list[str], workers: int) -> dict[
     first of them in the spec's order: a later variant starts once the stages it shares with earlier ones are
     finished (their completion markers, tasks/plan.py) and reuses them, as it would have run after them. A
     variant whose shared stage failed is not started; the first failure (in the spec's order) is raised."""
-    from tasks.plan import read_marker
+    from tasks.variants import shared_stages, stage_finished
 
-    owner: dict[Path, str] = {}  # stage folder -> the first variant with it
+    cfgs = {v: spec.variant_config(v) for v in pending}
+    waits = shared_stages(cfgs)  # variant -> [(stage, the earlier variant that runs it)]
     futures: dict[str, Future] = {}
     pool = ThreadPoolExecutor(workers, thread_name_prefix="variant")
     try:
         for variant in pending:
-            cfg = spec.variant_config(variant)
-            keys, dirs = cfg.stage_hashes(), cfg.stage_dirs()
-            shared = [(s, owner[dirs[s]]) for s in keys if dirs[s] in owner]
-            while not all(read_marker(s, dirs[s], keys[s]) is not None or futures[o].done() for s, o in shared):
+            cfg = cfgs[variant]
+            while not all(stage_finished(cfg, s) or futures[o].done() for s, o in waits[variant]):
                 time.sleep(0.2)
-            if any(read_marker(s, dirs[s], keys[s]) is None for s, _ in shared):
+            if not all(stage_finished(cfg, s) for s, _ in waits[variant]):
                 break  # an earlier variant failed before finishing a stage this one needs
-            for s in keys:
-                owner.setdefault(dirs[s], variant)
             futures[variant] = pool.submit(contextvars.copy_context().run, _run_variant, spec, variant, True)
         wait(futures.values())
     except BaseException:  # an interrupt: the trainings in child processes end now, not when they finish

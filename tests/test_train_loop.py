@@ -141,16 +141,21 @@ def test_plain_module_entry_point_runs_without_prefect(shards, tmp_path):
     assert (out / "final/stage1-projector.safetensors").exists()
 
 
-def test_training_in_a_child_process_gives_the_in_process_run(uninterrupted, shards, tmp_path, caplog):
+def test_training_in_a_child_process_gives_the_in_process_run(uninterrupted, shards, tmp_path, caplog,
+                                                               monkeypatch):
     """training/child.py (variants side by side in `ablate`): the same weights and losses as run_training here,
     every step row relayed to on_step and the run's log lines to this process's loggers; a failure in the child
-    is raised here with its own type."""
+    is raised here with its own type. This process has the isolated torchvision on its path, as after an
+    open_clip import (training/openclip.py): the child must not import LLaVA with it."""
     import logging
+    import sys
 
     from safetensors.torch import load_file
 
     from training.child import run_training_in_child
+    from training.openclip import ISOLATED
 
+    monkeypatch.setattr(sys, "path", [*sys.path, str(ISOLATED)])
     cfg, summary = uninterrupted
     rows: list[dict] = []
     with caplog.at_level(logging.INFO, logger="cxrflow.training"):

@@ -11,8 +11,10 @@ import logging
 import multiprocessing as mp
 import pickle
 import queue as queue_errors
+import sys
 import traceback
 import warnings
+from pathlib import Path
 
 from schemas.train import TrainConfig
 
@@ -46,6 +48,11 @@ def _text(pattern) -> str:  # a filter's message or module: None, a string, or a
 
 
 def _main(cfg: TrainConfig, relay, levels: dict[str, int], warning_filters: list) -> None:
+    from training.openclip import ISOLATED
+
+    # The parent's sys.path, less the isolated torchvision an open_clip import there may have added: imported by
+    # transformers it breaks LLaVA (training/openclip.py); import_open_clip adds it here too if this run needs it.
+    sys.path[:] = [p for p in sys.path if Path(p) != ISOLATED]
     warnings.resetwarnings()  # the parent's filters (the CLI's quiet mode hides library FutureWarnings)
     for action, message, category, module, lineno in reversed(warning_filters):
         warnings.filterwarnings(action, _text(message), category, _text(module), lineno)
