@@ -45,7 +45,8 @@ def run_ablation(spec: AblationSpec, deployment: str | None = None, n_resamples:
 
 def _run_variant(spec: AblationSpec, variant: str, side_by_side: bool) -> dict:
     """One variant's `pipeline` run (a subflow of the ablate run); side by side with others (_side_by_side), it
-    trains in a child process (flows/train.py TRAIN_IN_CHILD)."""
+    trains in a child process (flows/train.py TRAIN_IN_CHILD) and its other stages take turns with theirs
+    (flows/stages.py)."""
     from flows.pipeline import pipeline
     from flows.train import TRAIN_IN_CHILD
 
