@@ -15,6 +15,7 @@ import errno
 import hashlib
 import io
 import json
+import mmap
 import os
 import re
 import shutil
@@ -65,8 +66,61 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def sha256_bytes(data: bytes) -> str:
+def sha256_bytes(data: bytes | mmap.mmap) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+# File systems whose pages are local: a mapped page there cannot fail to load short of a dying disk. On a
+# network or FUSE mount (NFS, CIFS, gcsfuse, s3fs: how archives are often served) a page that fails to load
+# kills the reader with SIGBUS where a read() raises OSError, which ingest quarantines as one unreadable file.
+LOCAL_FILE_SYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs",
+                                "ramfs", "jfs", "reiserfs", "bcachefs"})
+_fs_of_device: dict[int, str | None] = {}
+
+
+def file_system(st_dev: int) -> str | None:
+    """The file system type of a device (st_dev) from /proc/self/mountinfo, or None where it cannot be told."""
+    if st_dev not in _fs_of_device:
+        found = None
+        try:
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    fields = line.split()  # id parent major:minor root mount-point options... - fstype source ...
+                    major, minor = fields[2].split(":")
+                    if os.makedev(int(major), int(minor)) == st_dev and "-" in fields:
+                        found = fields[fields.index("-") + 1]
+        except (OSError, ValueError, IndexError):
+            found = None
+        _fs_of_device[st_dev] = found
+    return _fs_of_device[st_dev]
+
+
+def read_mapped(path: Path) -> mmap.mmap | bytes:
+    """A file's contents without copying them: a read-only mapping (a view of the page cache, where a read
+    copies a ~15 MB film into fresh memory first: ~1 ms, BENCHMARKS.md issue 28), or its bytes where it cannot
+    be mapped (an empty file, a pipe) or should not be (a file system not in LOCAL_FILE_SYSTEMS: there a page
+    that fails to load would kill the reader instead of raising). Raises OSError as open() does. The price of a
+    mapping on a local disk: a file truncated by another process while it is read kills the reader (SIGBUS);
+    source archives are not rewritten in place."""
+    with open(path, "rb") as f:
+        if file_system(os.fstat(f.fileno()).st_dev) not in LOCAL_FILE_SYSTEMS:
+            return f.read()
+        try:
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
+            return f.read()
+
+
+@contextlib.contextmanager
+def scratch_dir(parent: Path, name: str) -> Iterator[Path]:
+    """A private folder in `parent` for intermediate files, named as this module's temporaries (so a killed
+    run's is removed by clean_stale_temps) and removed when the block ends, raised or not."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}.", suffix=_suffix()))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def sha256_json(obj: Any) -> str:
@@ -216,9 +270,24 @@ def clean_stale_temps(folder: Path) -> list[Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see a partial file."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    """Write via a temporary file in the same folder and rename, so readers never see a partial file.
+    `atomic_path`'s steps, written through the descriptor mkstemp opened (no second open, no chmod by path):
+    ~3x fewer microseconds for the two small files each ingested image writes (BENCHMARKS.md, issue 28)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=_suffix())
+    f = None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        f = open(fd, "wb")  # owns fd from here: closing it closes fd
+        with f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if f is None:
+            os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_parquet(path: Path, data: Any) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -34,7 +33,7 @@ def validate_with_progress(params: ShardParams):
         return run_validation(params.data, params.out, params.artifacts, params.validate_cfg, progress=on_progress)
 
 
-def shard_with_progress(accepted: pl.DataFrame, params: ShardParams) -> list[ShardInfo]:
+def shard_with_progress(accepted: Path, params: ShardParams) -> list[ShardInfo]:
     """tasks/shard.write_shards, driving a progress artifact and the CLI's bar."""
     with Reporter(artifact_key("shard-progress"), f"samples sharded into {params.out}",
                   stage="samples sharded") as report:
@@ -77,14 +76,16 @@ def shard(params: ShardParams) -> dict:
         result = validate_task(params)
     finally:
         _publish_validation(params.out)
-    infos = shard_task(result.accepted, params)
-    summary = index_task(params.out, params.data, infos, result.accepted, result.counts)
+    # the accepted rows go on as validation's file, read in bounded batches by each task (not one frame)
+    accepted = result.accepted_path
+    infos = shard_task(accepted, params)
+    summary = index_task(params.out, params.data, infos, accepted, result.counts)
     llava = None
     if params.export_llava:
         llava = export_task(
-            result.accepted, params.out, params.data, params.llava_image_root, params.llava_nan_labels
+            accepted, params.out, params.data, params.llava_image_root, params.llava_nan_labels
         )
-    read_back = verify_task(params.out, split_counts(result.accepted))
+    read_back = verify_task(params.out, split_counts(accepted))
     shards = finish_task(params.out, summary, llava, read_back)  # raises unless the counts reconcile
     create_markdown_artifact(
         key=artifact_key("shard-summary"), markdown=reports.shard_markdown(shards), description="WebDataset shards"

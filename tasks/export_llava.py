@@ -10,11 +10,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-import polars as pl
-
 from cxrio import atomic_path
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.shards import SPLITS, shard_split
+from tasks.accepted_rows import Accepted, key_order, rows_at
 from tasks.shard import strip_invisible
 from training.prompts import LLAVA_RAD
 
@@ -75,7 +74,7 @@ def image_prefix_for(out: Path, data_dir: Path, image_root: Path | None = None) 
 
 
 def export_llava(
-    accepted: pl.DataFrame,
+    accepted: Accepted,
     out_dir: Path,
     data_dir: Path | None = None,
     image_root: Path | None = None,
@@ -84,13 +83,14 @@ def export_llava(
     """Write OUT/llava/{split}.json (split names as the shards name them: train, validation, test); returns
     records per split. Strict JSON: null for an unmentioned label unless `nan_labels` (the release's NaN).
     `image` resolves against the JSON's folder (from `data_dir`, the folder the manifest paths are relative
-    to), or is absolute under `image_root`."""
+    to), or is absolute under `image_root`. `accepted`: validation's accepted.parquet, read a window of rows at
+    a time in key order (tasks/accepted_rows.py), or the rows as a DataFrame."""
     out = Path(out_dir) / "llava"
     prefix = image_prefix_for(out, data_dir or Path(out_dir), image_root) if (data_dir or image_root) else ""
     counts: dict[str, int] = {}
     for split in SPLITS:
-        part = accepted.filter(pl.col("split") == split).sort("image_key")
-        records = (r for row in part.iter_rows(named=True) for r in llava_records(row, prefix, nan_labels))
+        rows = rows_at(accepted, key_order(accepted, split))
+        records = (r for row in rows for r in llava_records(row, prefix, nan_labels))
         counts[shard_split(split)] = _write_json_list(out / f"{shard_split(split)}.json", records, nan_labels)
     return counts
 

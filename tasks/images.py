@@ -7,9 +7,9 @@ table, so the per-pixel work is one table lookup on an already reduced image ins
 
 Geometry: LLaVA-Rad's default is shortest side to `size` then center crop; `pad` keeps the whole film
 (longest side to `size`, black padding). Big films are first area-reduced by an integer factor on the
-stored values (cv2 INTER_AREA: exact box means, ~2 ms for a 2500x3000 film), then resampled bicubically to
-the final size. The reduction happens before the VOI transform: linear rescale and MONOCHROME1 inversion
-commute with box means exactly; window clipping differs only inside blocks that straddle the window edge.
+stored values (cv2 INTER_AREA's box means; `box_mean_u16` gives the same ~2x faster for 12-bit films), then
+resampled bicubically to the final size. The reduction happens before the VOI transform: linear rescale and
+MONOCHROME1 inversion commute with box means exactly; window clipping differs only inside blocks that straddle the window edge.
 No flips or rotations are ever applied, so orientation is the film's own.
 
 Reduced-resolution decoding (ImageConfig.exact off, the default): JPEG 2000 films decode only the wavelet
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
+from cxrio import read_mapped
 from schemas.config import ImageConfig
 
 # Bump when the pixel pipeline changes in a way that alters output bytes: it is part of the cache key.
@@ -68,11 +70,12 @@ class Decoded:
     def to_uint8(self) -> np.ndarray:
         if self.lut is None:
             return self.pixels
+        # np.take, not lut[pixels]: the same values, ~2x faster than fancy indexing (BENCHMARKS.md, issue 28)
         if self.lut_offset == 0:
-            return self.lut[self.pixels]
+            return np.take(self.lut, self.pixels)
         if 0 < self.lut_offset <= 1 << 16:  # no value lies below the offset: pad the table, index directly
-            return np.concatenate([np.zeros(self.lut_offset, np.uint8), self.lut])[self.pixels]
-        return self.lut[self.pixels.astype(np.int64) - self.lut_offset]
+            return np.take(np.concatenate([np.zeros(self.lut_offset, np.uint8), self.lut]), self.pixels)
+        return np.take(self.lut, self.pixels.astype(np.int64) - self.lut_offset)
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -94,14 +97,90 @@ def crop_box(height: int, width: int, cfg: ImageConfig, factor: int) -> tuple[in
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def area_reduce(arr: np.ndarray, cfg: ImageConfig) -> np.ndarray:
-    """Crop (crop mode) and integer-factor box reduction of a 2-D array of any integer type."""
+def box_mean_u16(region: np.ndarray, factor: int) -> np.ndarray:
+    """cv2's INTER_AREA result for an integer factor >= 3 on uint16 values whose factor x factor block sums
+    fit in 16 bits (12-bit films up to factor 4), ~2x faster: cv2 sums each block in a scalar loop; here the
+    rows of a block are added as whole rows (SIMD), and the columns as strided rows, or for factor 4 as the
+    four 16-bit lanes of one uint64 (a multiply by 0x0001000100010001 puts their sum in the top lane: no
+    partial sum carries when the total fits). The mean is then rounded as cv2 rounds it: the float32 sum times
+    float32(1 / factor^2), to nearest, ties to even (tests/test_decode_reduced.py holds it to cv2's output).
+    Factor 2 is not taken: cv2's own SIMD path for it is fast, and rounds ties up."""
+    h, w = region.shape
+    rows = region.reshape(h // factor, factor, w)
+    return _box_finish(_add_rows(rows, np.empty((h // factor, w), np.uint16)), factor)
+
+
+def _add_rows(rows: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[i] = the sum of rows[i, 0..factor-1] (uint16, whole rows at a time)."""
+    np.add(rows[:, 0], rows[:, 1], out=out)
+    for k in range(2, rows.shape[1]):
+        out += rows[:, k]
+    return out
+
+
+def _box_finish(sums: np.ndarray, factor: int) -> np.ndarray:
+    """Column sums of the row sums, then cv2's rounding of the mean (box_mean_u16)."""
+    if factor == 4:
+        lanes = sums.view(np.uint64)  # w is a multiple of 4, so each row is a whole number of uint64s
+        lanes *= np.uint64(0x0001000100010001)
+        lanes >>= np.uint64(48)
+        total = lanes.astype(np.uint16).astype(np.float32)  # via uint16: numpy's uint64 -> float32 is slow
+    else:
+        cols = sums[:, 0::factor] + sums[:, 1::factor]
+        for k in range(2, factor):
+            cols += sums[:, k::factor]
+        total = cols.astype(np.float32)
+    total *= np.float32(1) / np.float32(factor * factor)
+    return np.rint(total, out=total).astype(np.uint16)
+
+
+STRIP_ROWS = 128  # ~650 KB of a 2544-px film: its min/max pass leaves it in the core's L2 for the row sums
+
+
+def reduce_in_one_pass(arr: np.ndarray, cfg: ImageConfig, bits: int) -> tuple[np.ndarray, tuple[int, int]] | None:
+    """(area_reduce(arr, cfg), the whole film's (min, max)) of unsigned 16-bit stored values with BitsStored
+    `bits`, reading the film from memory once instead of twice: in strips of rows, each strip's min/max and
+    then its block row sums while it is in cache (the film itself is read from the page cache, so a second
+    pass over ~15 MB is a second trip to memory). The values and the table are what `value_range` and
+    `box_mean_u16` give. None where that shortcut does not apply: a factor below 3, values wider than the
+    16-bit sums allow, or a bit above `bits` set anywhere (pydicom masks those: the caller masks and takes
+    the two passes)."""
+    height, width = arr.shape
+    factor = reduce_factor(height, width, cfg)
+    if factor < 3 or arr.dtype != np.uint16 or ((1 << bits) - 1) * factor * factor >= 1 << 16:
+        return None
+    top, left, h, w = crop_box(height, width, cfg, factor)
+    lo, hi = 1 << 16, -1
+    for part in (arr[:top], arr[top + h :]):  # rows outside the kept region count for the film's extent
+        if part.size:
+            a, b, _, _ = cv2.minMaxLoc(part)
+            lo, hi = min(lo, int(a)), max(hi, int(b))
+    if hi >> bits > 0:
+        return None
+    sums = np.empty((h // factor, w), np.uint16)
+    step = factor * max(1, STRIP_ROWS // factor)
+    for start in range(0, h, step):
+        strip = arr[top + start : top + min(start + step, h)]  # whole rows: the columns cut off count too
+        a, b, _, _ = cv2.minMaxLoc(strip)
+        if int(b) >> bits:
+            return None
+        lo, hi = min(lo, int(a)), max(hi, int(b))
+        rows = strip[:, left : left + w].reshape(-1, factor, w)
+        _add_rows(rows, sums[start // factor : start // factor + rows.shape[0]])
+    return _box_finish(sums, factor), (lo, hi)
+
+
+def area_reduce(arr: np.ndarray, cfg: ImageConfig, extent: tuple[int, int] | None = None) -> np.ndarray:
+    """Crop (crop mode) and integer-factor box reduction of a 2-D array of any integer type. `extent`: the
+    array's (min, max) where the caller knows it, which lets 12-bit films take `box_mean_u16`."""
     height, width = arr.shape
     factor = reduce_factor(height, width, cfg)
     top, left, h, w = crop_box(height, width, cfg, factor)
     region = arr[top : top + h, left : left + w]
     if factor == 1:
         return np.ascontiguousarray(region)
+    if factor >= 3 and region.dtype == np.uint16 and extent is not None and extent[1] * factor * factor < 1 << 16:
+        return box_mean_u16(region, factor)
     if region.dtype == np.int32 or region.dtype == np.uint32:  # cv2 has no 32-bit integer resize
         region = region.astype(np.float32)
     out = cv2.resize(region, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
@@ -217,9 +296,10 @@ def _missing_plugin_reason(ds: pydicom.Dataset) -> str | None:
     return f"unsupported transfer syntax: {ts.name} needs a pixel plugin that is not installed ({missing})"
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path) -> mmap.mmap | bytes:
+    """The file's contents, mapped where it can be (cxrio.read_mapped: no copy of a 15 MB film)."""
     try:
-        return Path(path).read_bytes()
+        return read_mapped(path)
     except OSError as exc:
         raise ImageDecodeError(f"unreadable DICOM: {type(exc).__name__}: {exc}") from exc
 
@@ -292,7 +372,7 @@ def check_pixels(
 ) -> None:
     """The checks every decode path makes first: pixel data present, grayscale, headers that fit the pixels,
     and (`expected`: the source's metadata CSV Rows/Columns) a header that agrees with the source's metadata.
-    `located`: the header was read without its pixel data, which native_pixels found in the file's bytes at
+    `located`: the header was read without its pixel data, which native_view found in the file's bytes at
     exactly the header's geometry."""
     if not located and "PixelData" not in ds:
         raise ImageDecodeError("DICOM has no Pixel Data element")
@@ -472,14 +552,16 @@ def value_range(arr: np.ndarray) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-def native_pixels(raw: bytes) -> tuple[pydicom.Dataset, np.ndarray, tuple[int, int]] | None:
-    """(header, stored values, their (min, max)) of a single-frame uncompressed little-endian 16-bit film, the
-    values a view of `raw` instead of pydicom's copy (BENCHMARKS.md, issue 28: the read, the copy and the bit
-    masking were half the work on MIMIC-CXR's films); None for anything else, where pydicom's decode decides
-    (errors included). The values are pydicom's pixel_array's: bits above BitsStored masked when any is set
-    (unsigned)."""
+def native_view(raw: bytes | mmap.mmap) -> tuple[pydicom.Dataset, np.ndarray, int] | None:
+    """(header, stored values as in the file, BitsStored) of a single-frame uncompressed little-endian 16-bit
+    film, the values a view of `raw` instead of pydicom's copy (BENCHMARKS.md, issue 28: the read, the copy and
+    the bit masking were half the work on MIMIC-CXR's films); None for anything else, where pydicom's decode
+    decides (errors included). `masked` turns them into pydicom's pixel_array values. `raw` may be a mapping
+    of the file (a file-like object itself: pydicom reads the header from it without copying the rest)."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+        header = raw if isinstance(raw, mmap.mmap) else io.BytesIO(raw)
+        header.seek(0)
+        ds = pydicom.dcmread(header, stop_before_pixels=True)
         ts = ds.file_meta.get("TransferSyntaxUID")
         if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian) or int(ds.get("BitsAllocated") or 0) != 16:
             return None
@@ -498,22 +580,42 @@ def native_pixels(raw: bytes) -> tuple[pydicom.Dataset, np.ndarray, tuple[int, i
     if header == 12 and raw[at + 4 : at + 8] not in (b"OW\x00\x00", b"OB\x00\x00"):
         return None
     arr = np.frombuffer(raw, dtype="<i2" if signed else "<u2", count=rows * cols, offset=at + header).reshape(rows, cols)
+    return ds, arr, bits
+
+
+def masked(arr: np.ndarray, bits: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """pydicom's values of a `native_view` and their (min, max): bits above BitsStored masked when any is set
+    (unsigned; signed views are 16 bits stored)."""
     extent = value_range(arr)
-    if not signed and bits < 16 and extent[1] >> bits:
+    if arr.dtype == np.uint16 and bits < 16 and extent[1] >> bits:
         arr = arr & np.uint16((1 << bits) - 1)
         extent = value_range(arr)
-    return ds, arr, extent
+    return arr, extent
+
+
+def native_pixels(raw: bytes | mmap.mmap) -> tuple[pydicom.Dataset, np.ndarray, tuple[int, int]] | None:
+    """(header, pydicom's stored values, their (min, max)) where `native_view` applies, else None."""
+    view = native_view(raw)
+    return None if view is None else (view[0], *masked(view[1], view[2]))
 
 
 def decode_dicom(
-    src: Path | bytes, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False
+    src: Path | bytes | mmap.mmap, cfg: ImageConfig, expected: tuple[int, int] | None = None,
+    allow_burned_in: bool = False,
 ) -> Decoded:
-    raw = src if isinstance(src, bytes) else _read(src)
-    native = native_pixels(raw)
+    """`src`: the file, or its contents (bytes or a mapping) when the caller already has them."""
+    raw = src if isinstance(src, bytes | mmap.mmap) else _read(src)
+    native = native_view(raw)
+    reduced = None
     if native:
-        ds, arr, extent = native
+        ds, arr, bits = native
         check_pixels(ds, expected, allow_burned_in, located=True)
         decoder = decoder_name(ds)
+        fused = reduce_in_one_pass(arr, cfg, bits)
+        if fused:
+            reduced, extent = fused
+        else:
+            arr, extent = masked(arr, bits)
     else:
         ds = read_dicom(io.BytesIO(raw))
         check_pixels(ds, expected, allow_burned_in)
@@ -523,7 +625,8 @@ def decode_dicom(
     # Without a VOI the film is min-max scaled over its whole extent (not the kept region), so crop and
     # pad of one film give the same intensities.
     data_lo, data_hi = (0, 0) if has_voi(ds) else (extent or value_range(arr))
-    reduced = area_reduce(arr, cfg)
+    if reduced is None:
+        reduced = area_reduce(arr, cfg, extent or (None if has_voi(ds) else (data_lo, data_hi)))
     lo, hi = _stored_range(ds, reduced)
     lut = dicom_lut(ds, min(lo, data_lo), max(hi, data_hi), data_lo, data_hi)
     return Decoded(pixels=reduced, lut=lut, lut_offset=min(lo, data_lo), decoder=decoder)
@@ -532,10 +635,10 @@ def decode_dicom(
 # --------------------------------------------------------------------------------------------- PNG / JPEG
 
 
-def decode_raster(src: Path | bytes, cfg: ImageConfig) -> Decoded:
+def decode_raster(src: Path | bytes | mmap.mmap, cfg: ImageConfig) -> Decoded:
     """8- or 16-bit grayscale PNG/JPEG (RGB/RGBA converted to luminance); 16-bit is min-max scaled."""
     try:
-        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as im:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes | mmap.mmap) else src) as im:
             scale = 1
             if im.format == "JPEG" and not cfg.exact and im.mode in ("L", "RGB"):
                 scale = min(power_of_two_scale(im.height, im.width, cfg), 8)
@@ -553,16 +656,16 @@ def decode_raster(src: Path | bytes, cfg: ImageConfig) -> Decoded:
     if arr.dtype == np.uint8:
         return Decoded(pixels=area_reduce(arr, cfg), lut=None, lut_offset=0, decoder=decoder)
     lo, hi = value_range(arr)  # whole film, as for DICOM without a VOI
-    reduced = area_reduce(arr, cfg)
+    reduced = area_reduce(arr, cfg, (lo, hi))
     table = np.rint((np.arange(lo, hi + 1, dtype=np.float64) - lo) / max(hi - lo, 1) * 255.0).astype(np.uint8)
     return Decoded(pixels=reduced, lut=table, lut_offset=lo, decoder=decoder)
 
 
 def decode(
-    src: Path | bytes, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None,
+    src: Path | bytes | mmap.mmap, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None,
     allow_burned_in: bool = False,
 ) -> Decoded:
-    """`src`: the file, or its bytes when already read."""
+    """`src`: the file, or its contents (bytes or a mapping) when already read."""
     if kind == "dicom":
         return decode_dicom(src, cfg, expected, allow_burned_in)
     return decode_raster(src, cfg)
@@ -570,11 +673,11 @@ def decode(
 
 def process(
     path: Path, kind: str, cfg: ImageConfig, expected: tuple[int, int] | None = None, allow_burned_in: bool = False,
-    data: bytes | None = None,
+    data: bytes | mmap.mmap | None = None,
 ) -> tuple[bytes, int, int, str]:
     """Decode, reduce, map to 8 bits, resample and encode one image: (bytes, width, height, decoder).
     `expected`: (Rows, Columns) from the source's metadata, checked against a DICOM's header; a DICOM whose
-    pixels may show burned-in PHI is refused unless `allow_burned_in`. `data`: the file's bytes when the caller
+    pixels may show burned-in PHI is refused unless `allow_burned_in`. `data`: the file's bytes (or its mapping) when the caller
     already read them (to hash them), so the file is read once."""
     decoded = decode(path if data is None else data, kind, cfg, expected, allow_burned_in)
     im = finish(decoded.to_uint8(), cfg)

@@ -52,7 +52,7 @@ from tasks import __version__
 from tasks.candidates import Spill, SpillWriter, duplicated_keys, split_by_keys, tail_drops
 from tasks.images import ALLOW_BURNED_IN, ImageDecodeError, extension, preprocess_params, process
 from tasks.lock import holds_output_lock
-from tasks.parquet_merge import merge_sorted
+from tasks.parquet_merge import merge_sorted, write_sorted_part
 from tasks.reports.sections import PARSER_METHOD, parse_report
 from tasks.source_hashes import (
     ChecksumMismatch,
@@ -323,10 +323,10 @@ def process_chunk(
     if total.rows:
         rows_part = f"rows-{index:06d}.parquet"
         # sorted here, so that assemble merges the parts without holding them (tasks/parquet_merge.py)
-        atomic_write_parquet(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA).sort_by("image_key"))
+        write_sorted_part(run_dir / rows_part, table_from_rows(total.rows, MANIFEST_SCHEMA), "image_key")
     if hasher.hashes:
         hashes_part = f"hashes-{index:06d}.parquet"
-        atomic_write_parquet(run_dir / hashes_part, hash_table(hasher.hashes))
+        write_sorted_part(run_dir / hashes_part, hash_table(hasher.hashes), "path")  # merged by path
     return ChunkResult(
         index, rows_part, hashes_part, total.quarantined, len(total.rows), total.decoded, total.reused,
         dict(hasher.counts),

@@ -44,6 +44,7 @@ from schemas.shards import (
     ShardConfig,
     shard_name,
 )
+from tasks.accepted_rows import Accepted, key_order, rows_at
 from tasks.shard_publish import retire_published_set
 
 PLAN_FILE = "_shard_plan.json"
@@ -55,15 +56,13 @@ class ShardKeyError(ValueError):
     """A sample key WebDataset would split (dot) or that is not a plain name."""
 
 
-@dataclass
+@dataclass(slots=True)
 class PlannedSample:
+    """What the plan keeps of a sample: its key and the digest of its members. The writer reads the row again
+    (tasks/accepted_rows.py) and checks it still gives this digest: the plan never holds the payloads."""
+
     key: str
-    image_path: Path
-    image_ext: str
-    image_size: int
-    members: tuple[bytes, bytes]  # .json and .txt payloads: all the writer needs, smaller than the row dict
-    tar_bytes: int
-    digest: str
+    digest: bytes  # sha256 of the image's extension, size and hash, and of the .json and .txt payloads
 
 
 @dataclass
@@ -72,6 +71,7 @@ class PlannedShard:
     split: str
     samples: list[PlannedSample] = field(default_factory=list)
     tar_bytes: int = 0
+    positions: pl.Series | None = None  # its samples' row positions in the accepted rows, in shard order
 
     @property
     def filesize(self) -> int:
@@ -83,7 +83,7 @@ class PlannedShard:
     def fingerprint(self) -> str:
         h = hashlib.sha256(f"{TAR_MTIME}|{TAR_MODE}|{TAR_USER}|{TAR_GROUP}".encode())
         for s in self.samples:
-            h.update(f"{s.key}|{s.digest}\n".encode())
+            h.update(f"{s.key}|{s.digest.hex()}\n".encode())
         return h.hexdigest()
 
 
@@ -137,35 +137,58 @@ def check_key(key: str) -> None:
         )
 
 
-def plan_shards(accepted: pl.DataFrame, data_dir: Path, cfg: ShardConfig) -> list[PlannedShard]:
-    """Assign every accepted sample to a shard, deterministically (sorted by key within each split)."""
+@dataclass
+class _Sample:
+    """One accepted row made ready for its shard."""
+
+    key: str
+    image_ext: str
+    image_path: Path
+    image_size: int
+    members: tuple[bytes, bytes]  # .json and .txt payloads
+    tar_bytes: int
+    digest: bytes
+
+
+def _prepare(row: dict, data_dir: Path) -> _Sample:
+    key = row["image_key"]
+    check_key(key)
+    ext = IMAGE_EXTENSIONS.get(str(row["image_format"]).lower())
+    if ext is None:
+        raise ValueError(f"{key}: image_format {row['image_format']!r} has no shard extension")
+    path = Path(data_dir) / row["image_path"]
+    size = path.stat().st_size
+    js, txt = sample_members(row)
+    tar_bytes = _member_bytes(size) + _member_bytes(len(js)) + _member_bytes(len(txt))
+    digest = hashlib.sha256(
+        f"{ext}|{size}|{row['image_sha256']}|".encode() + hashlib.sha256(js + b"\0" + txt).digest()
+    ).digest()
+    return _Sample(key, ext, path, size, (js, txt), tar_bytes, digest)
+
+
+def plan_shards(accepted: Accepted, data_dir: Path, cfg: ShardConfig) -> list[PlannedShard]:
+    """Assign every accepted sample to a shard, deterministically (sorted by key within each split). The rows
+    are read in bounded windows (tasks/accepted_rows.py); per sample the plan keeps its key and digest."""
     shards: list[PlannedShard] = []
     for split in SPLITS:
-        part = accepted.filter(pl.col("split") == split).sort("image_key")
+        order = key_order(accepted, split)
         current: PlannedShard | None = None
-        first = len(shards)
-        for row in part.iter_rows(named=True):
-            key = row["image_key"]
-            check_key(key)
-            ext = IMAGE_EXTENSIONS.get(str(row["image_format"]).lower())
-            if ext is None:
-                raise ValueError(f"{key}: image_format {row['image_format']!r} has no shard extension")
-            path = Path(data_dir) / row["image_path"]
-            size = path.stat().st_size
-            js, txt = sample_members(row)
-            tar_bytes = _member_bytes(size) + _member_bytes(len(js)) + _member_bytes(len(txt))
-            digest = hashlib.sha256(
-                f"{ext}|{size}|{row['image_sha256']}|".encode() + hashlib.sha256(js + b"\0" + txt).digest()
-            ).hexdigest()
+        first, start = len(shards), 0
+        for i, row in enumerate(rows_at(accepted, order)):
+            s = _prepare(row, data_dir)
             if (
                 current is None
                 or len(current.samples) >= cfg.max_samples
-                or (current.samples and current.tar_bytes + tar_bytes > cfg.max_bytes)
+                or (current.samples and current.tar_bytes + s.tar_bytes > cfg.max_bytes)
             ):
-                current = PlannedShard("", split)
+                if current is not None:
+                    current.positions = order.slice(start, i - start)
+                current, start = PlannedShard("", split), i
                 shards.append(current)
-            current.samples.append(PlannedSample(key, path, ext, size, (js, txt), tar_bytes, digest))
-            current.tar_bytes += tar_bytes
+            current.samples.append(PlannedSample(s.key, s.digest))
+            current.tar_bytes += s.tar_bytes
+        if current is not None:
+            current.positions = order.slice(start, len(order) - start)
         mine = shards[first:]  # names carry the split's shard count (`-of-N`), known once it is planned
         for i, s in enumerate(mine):
             s.name = shard_name(split, i, len(mine))
@@ -234,11 +257,17 @@ class _Fault:
                 os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _write_one(shard: PlannedShard, out_dir: Path, fault: _Fault) -> str:
+def _write_one(
+    shard: PlannedShard, out_dir: Path, fault: _Fault, accepted: Accepted, data_dir: Path
+) -> str:
+    """Write SHARD from its rows, read again a window at a time: each must give the digest planned."""
     with atomic_path(out_dir / shard.name) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
         try:
-            for s in shard.samples:
+            for planned, row in zip(shard.samples, rows_at(accepted, shard.positions), strict=True):
+                s = _prepare(row, data_dir)
+                if (s.key, s.digest) != (planned.key, planned.digest):
+                    raise RuntimeError(f"{shard.name}: sample {s.key} changed since it was planned (input changed?)")
                 js, txt = s.members
                 _write_all(fd, _header(f"{s.key}.{s.image_ext}", s.image_size))
                 _copy_image(s.image_path, fd, s.image_size)
@@ -256,11 +285,12 @@ def _write_one(shard: PlannedShard, out_dir: Path, fault: _Fault) -> str:
         return _md5_file(tmp)
 
 
-def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: ShardConfig,
+def write_shards(accepted: Accepted, data_dir: Path, out_dir: Path, cfg: ShardConfig,
                  progress=None, *, kill_after_samples: int | None = None) -> list[ShardInfo]:
     """Write (or complete) the shard set for the accepted samples; returns one ShardInfo per shard.
     `progress(samples_done, samples_total)` is called as shards complete. `kill_after_samples` is a test hook:
-    the process SIGKILLs itself after that many samples (the crash-recovery test)."""
+    the process SIGKILLs itself after that many samples (the crash-recovery test). `accepted`: validation's
+    accepted.parquet (read in bounded batches, tasks/accepted_rows.py) or the rows as a DataFrame."""
     out_dir = Path(out_dir)
     (out_dir / SHARD_DIR).mkdir(parents=True, exist_ok=True)
     clean_stale_temps(out_dir / SHARD_DIR)  # what a killed run was writing
@@ -293,7 +323,7 @@ def write_shards(accepted: pl.DataFrame, data_dir: Path, out_dir: Path, cfg: Sha
     def one(s: PlannedShard) -> ShardInfo:
         final = out_dir / s.name
         reused = final.exists() and final.stat().st_size == s.filesize
-        md5 = _md5_file(final) if reused else _write_one(s, out_dir, fault)
+        md5 = _md5_file(final) if reused else _write_one(s, out_dir, fault, accepted, data_dir)
         return ShardInfo(s.name, s.split, len(s.samples), s.filesize, md5, [x.key for x in s.samples], reused)
 
     # Threads suffice: the byte work (copy_file_range, md5) releases the GIL.

@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
-import pyarrow as pa
 
 from cxrio import atomic_write_bytes, atomic_write_json, atomic_write_parquet, quiet_wids
 from schemas.sample_json import LABEL_STATES, SOURCE_LABEL_SEP
 from schemas.shards import IMAGE_EXTENSIONS, SHARD_MAP_SCHEMA, SPLITS, index_name, shard_split
+from tasks.accepted_rows import Accepted, batches, select
 from tasks.shard import ShardInfo
 
 
@@ -42,30 +42,46 @@ def write_wids_index(out_dir: Path, split: str, infos: Sequence[ShardInfo]) -> P
     return path
 
 
-def write_shard_map(out_dir: Path, infos: Sequence[ShardInfo], accepted: pl.DataFrame) -> Path:
-    meta = {
-        r["image_key"]: r
-        for r in accepted.select(["image_key", "image_format", "primary_method", "targets_json"]).iter_rows(
-            named=True
+def _map_meta(accepted: Accepted) -> pl.DataFrame:
+    """Per accepted key what the shard map says of it, read in batches (the targets' texts are never all held:
+    only their count is kept)."""
+    parts = [
+        pl.DataFrame(
+            {
+                "image_key": b.get_column("image_key"),
+                "image_member_ext": [
+                    "png" if str(f).lower() == "png" else "jpg" for f in b.get_column("image_format").to_list()
+                ],
+                "primary_method": b.get_column("primary_method"),
+                "n_targets": [len(json.loads(t)) for t in b.get_column("targets_json").to_list()],
+            },
+            schema_overrides={"image_member_ext": pl.String, "n_targets": pl.Int64},
         )
-    }
-    rows = []
-    for info in infos:
-        for idx, key in enumerate(info.keys):
-            m = meta[key]
-            ext = "png" if str(m["image_format"]).lower() == "png" else "jpg"
-            rows.append(
-                {
-                    "image_key": key,
-                    "split": info.split,
-                    "shard": info.name,
-                    "index_in_shard": idx,
-                    "image_member": f"{key}.{ext}",
-                    "primary_method": m["primary_method"],
-                    "n_targets": len(json.loads(m["targets_json"])),
-                }
-            )
-    table = pa.Table.from_pylist(rows, schema=SHARD_MAP_SCHEMA)
+        for b in batches(accepted, ["image_key", "image_format", "primary_method", "targets_json"])
+    ]
+    return pl.concat(parts) if parts else pl.DataFrame(
+        schema={"image_key": pl.String, "image_member_ext": pl.String, "primary_method": pl.String,
+                "n_targets": pl.Int64}
+    )
+
+
+def write_shard_map(out_dir: Path, infos: Sequence[ShardInfo], accepted: Accepted) -> Path:
+    """shards.parquet: every key -> its shard, in shard order; built as columns (no Python object per sample)."""
+    placed = pl.DataFrame(
+        {
+            "image_key": [k for i in infos for k in i.keys],
+            "split": [i.split for i in infos for _ in i.keys],
+            "shard": [i.name for i in infos for _ in i.keys],
+            "index_in_shard": [n for i in infos for n in range(len(i.keys))],
+        },
+        schema={"image_key": pl.String, "split": pl.String, "shard": pl.String, "index_in_shard": pl.Int64},
+    )
+    rows = placed.join(_map_meta(accepted), on="image_key", how="left", maintain_order="left")
+    missing = rows.filter(pl.col("n_targets").is_null()).get_column("image_key")
+    if len(missing):
+        raise KeyError(f"{len(missing)} sharded key(s) not among the accepted samples, e.g. {missing[0]!r}")
+    rows = rows.with_columns(image_member=pl.col("image_key") + "." + pl.col("image_member_ext"))
+    table = rows.select(SHARD_MAP_SCHEMA.names).to_arrow().cast(SHARD_MAP_SCHEMA).combine_chunks()
     path = Path(out_dir) / "shards.parquet"
     atomic_write_parquet(path, table)
     return path
@@ -107,9 +123,10 @@ def write_summary(out_dir: Path, infos: Sequence[ShardInfo], counts: dict, write
     return summary
 
 
-def split_counts(accepted) -> dict[str, int]:
+def split_counts(accepted: Accepted) -> dict[str, int]:
     """Samples per manifest split of the accepted rows: what verify_shards must read back."""
-    return {s: accepted.filter(accepted["split"] == s).height for s in SPLITS}
+    splits = select(accepted, ["split"])
+    return {s: splits.filter(pl.col("split") == s).height for s in SPLITS}
 
 
 def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
@@ -157,11 +174,11 @@ def verify_shards(out_dir: Path, expected: dict[str, int]) -> dict:
     return report
 
 
-def write_dataset_card(out_dir: Path, accepted: pl.DataFrame) -> Path:
+def write_dataset_card(out_dir: Path, accepted: Accepted) -> Path:
     """README.md: what a sample holds and how absence is written. It declares no feature types: K.json has
     no nulls, so the types inferred from any sample are right (schemas/sample_json.py), and
     `load_dataset(SHARDS)` and `load_dataset("webdataset", data_dir=SHARDS)` read the same types."""
-    formats = accepted.get_column("image_format").unique()
+    formats = select(accepted, ["image_format"]).get_column("image_format").unique()
     exts = sorted({IMAGE_EXTENSIONS.get(str(f).lower(), str(f)) for f in formats})
     labels = ", ".join(f"{v} = {k}" for k, v in LABEL_STATES.items() if k is not None)
     # A metadata block without feature types (datasets warns when a card has none).
@@ -194,7 +211,7 @@ data_dir="<this folder>")`, or with `webdataset` / `wids` from the index files.
     return path
 
 
-def write_indexes(out_dir: Path, data_dir: Path, infos: Sequence[ShardInfo], accepted: pl.DataFrame,
+def write_indexes(out_dir: Path, data_dir: Path, infos: Sequence[ShardInfo], accepted: Accepted,
                   counts: dict) -> dict:
     """Every file beside the shards (wids index per split, shard map, dataset card, summary); returns the
     summary with the paper's selection counts (tasks/paper_counts.py)."""
@@ -205,5 +222,21 @@ def write_indexes(out_dir: Path, data_dir: Path, infos: Sequence[ShardInfo], acc
     write_shard_map(out_dir, infos, accepted)
     write_dataset_card(out_dir, accepted)
     summary = write_summary(out_dir, infos, counts, write=False)
-    summary["paper_counts"] = paper_counts(data_dir, accepted)
+    summary["paper_counts"] = paper_counts(data_dir, _methods_only(accepted))
     return summary
+
+
+def _methods_only(accepted: Accepted) -> pl.DataFrame:
+    """split and targets_json with each target's method only: all paper_counts reads of the accepted rows,
+    without every findings text held at once."""
+    parts = [
+        b.with_columns(
+            pl.Series(
+                "targets_json",
+                [json.dumps([{"method": t["method"]} for t in json.loads(j)]) for j in b["targets_json"].to_list()],
+                dtype=pl.String,
+            )
+        )
+        for b in batches(accepted, ["split", "targets_json"])
+    ]
+    return pl.concat(parts) if parts else pl.DataFrame(schema={"split": pl.String, "targets_json": pl.String})

@@ -9,7 +9,7 @@ first, from:
    (docs/datasets.md). A deterministic sample of about 1 in VERIFY_SAMPLE files is checked by hashing it
    (all of them with `verify_checksums`); a file that disagrees is quarantined, never ingested. A file changed
    after the sums file was written (a later mtime) is always hashed: the listed value no longer vouches for it;
-3. sha256 of the bytes read once for decoding (the engine decodes from those bytes, no second read).
+3. sha256 of the file read once for decoding (mapped: the engine decodes from the same mapping, no second read).
 
 All three give the same sha256, so outputs are byte-identical whichever applied. BLAKE3 would hash ~2x faster
 than SHA-NI sha256 here, but an address from it could not be taken from a release's SHA256SUMS.txt, so it
@@ -21,6 +21,7 @@ pyarrow, not polars, in what chunks call: they run in forked pool workers (tasks
 from __future__ import annotations
 
 import bisect
+import mmap
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -30,7 +31,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cxrio import atomic_path, sha256_bytes
+from cxrio import atomic_path, read_mapped, sha256_bytes
 
 SUMS_FILE = "SHA256SUMS.txt"
 SUMS_CACHE = Path(".cache") / "sha256sums.parquet"  # the parsed file, keyed by its size and mtime
@@ -171,14 +172,29 @@ def hash_table(hashes: dict[str, Stat]) -> pa.Table:
     )
 
 
+_SAVED_SCHEMA = pa.schema([f.with_type(pa.large_string()) if f.type == pa.string() else f for f in _CACHE_SCHEMA])
+
+
 def save_hash_cache(out: Path, parts: list[Path]) -> None:
-    """Old cache + this run's hash parts, the newest entry per path winning (columnar, no Python dict)."""
-    import polars as pl
+    """Old cache + this run's hash parts (each sorted by path, tasks/parquet_merge.write_sorted_part), the
+    newest entry per path winning: a heap merge read a few rows ahead per file (issue 28), not the whole cache
+    in memory."""
+    from tasks.parquet_merge import Unsorted, merge_latest
 
     path = Path(out) / HASH_CACHE
-    frames = [pl.scan_parquet(p) for p in ([path] if path.exists() else []) + parts]
-    if not frames:
+    inputs = ([path] if path.exists() else []) + list(parts)
+    if not inputs:
         return
+    try:
+        merge_latest(inputs, path, "path", _SAVED_SCHEMA, ROW_GROUP, fill={"verified": True})
+    except Unsorted:  # a cache from before caches were sorted: rewritten whole, once
+        _save_hash_cache_whole(path, inputs)
+
+
+def _save_hash_cache_whole(path: Path, inputs: list[Path]) -> None:
+    import polars as pl
+
+    frames = [pl.scan_parquet(p) for p in inputs]
     frames = [
         f if "verified" in f.collect_schema().names() else f.with_columns(pl.lit(True).alias("verified"))
         for f in frames
@@ -210,8 +226,8 @@ class SourceHasher:
     def for_chunk(cls, out: Path, paths: list[str], rel_paths: list[str], verify_all: bool) -> SourceHasher:
         return cls(load_hash_cache(out, paths), *load_sums(out, rel_paths), verify_all)
 
-    def resolve(self, path: Path, rel_path: str) -> tuple[str, bytes | None]:
-        """(sha256, the file's bytes when they had to be read for it, else None). Raises OSError for an
+    def resolve(self, path: Path, rel_path: str) -> tuple[str, bytes | mmap.mmap | None]:
+        """(sha256, the file's contents (a mapping, or bytes) when they had to be read for it, else None). Raises OSError for an
         unreadable file and ChecksumMismatch for one that disagrees with the sums file."""
         st = path.stat()
         listed = self.sums.get(rel_path)
@@ -229,7 +245,7 @@ class SourceHasher:
             self.counts["listed"] += 1
             self.hashes[str(path)] = (st.st_size, st.st_mtime_ns, listed, False)
             return listed, None
-        data = path.read_bytes()
+        data = read_mapped(path)  # hashed and then decoded in place: no copy of the file
         digest = sha256_bytes(data)
         if listed is not None and digest != listed:
             self.counts["mismatched"] += 1

@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from cxrio import atomic_write_json, atomic_write_parquet, read_json
+from cxrio import (
+    atomic_path,
+    atomic_write_json,
+    atomic_write_parquet,
+    clean_stale_temps,
+    read_json,
+    scratch_dir,
+)
 from schemas.errors import UserError
 from schemas.labels import LABEL_COLUMNS
 from schemas.manifest import DROP_SCHEMA, FRONTAL_VIEWS, REPORT_SECTIONS
@@ -58,8 +67,9 @@ REQUIRED_COLUMNS: tuple[str, ...] = (
 ROW_INDEX = "_row"
 # Rows per batch, for assembling the samples and for the GX row suite: the per-row Python objects, the derived
 # pandas frame and GX's evaluation of ~50 expectations were the stage's peak; they now see a bounded slice of
-# the archive at a time (BENCHMARKS.md, issue 28).
-BATCH_ROWS = 25_000
+# the archive at a time (BENCHMARKS.md, issue 28: at 60K images the row suite peaked at 617 MiB with 25,000-row
+# batches, 534 with 5,000).
+BATCH_ROWS = 5_000
 
 # K.json joins the source labels with SOURCE_LABEL_SEP (schemas/sample_json.py): a label that is empty or holds
 # it would not split back, so its row is quarantined here rather than stopping the shard stage.
@@ -82,12 +92,20 @@ class ValidationFailed(UserError):
 
 @dataclass
 class ValidationResult:
-    accepted: pl.DataFrame
+    """`accepted_path`: OUT/validation/accepted.parquet, which the stages after validation read in batches
+    (tasks/accepted_rows.py): the accepted rows are handed on as the file, never as one frame."""
+
+    accepted_path: Path
     filtered: list[dict]
     quarantined: list[dict]
     expectations: list[dict]
     docs_url: str | None
     counts: dict = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> pl.DataFrame:
+        """The accepted rows read whole: for tests and small callers, not for the stages."""
+        return pl.read_parquet(self.accepted_path)
 
 
 # ---------------------------------------------------------------- inputs
@@ -112,13 +130,8 @@ def _clean(text) -> str | None:
 
 def _read_report_rows(data_dir: Path) -> pl.DataFrame | None:
     """reports.parquet (structure stage) as it is; None when absent (no extra versions)."""
-    path = Path(data_dir) / "reports.parquet"
-    if not path.exists():
-        return None
-    df = pl.read_parquet(path)
-    if "image_key" not in df.columns or "findings" not in df.columns:
-        raise ValueError(f"{path}: expected columns image_key and findings, got {df.columns}")
-    return df
+    scan = _scan_report_rows(data_dir)
+    return None if scan is None else scan.collect()
 
 
 def load_reports(data_dir: Path) -> dict[str, list[dict]]:
@@ -168,26 +181,45 @@ EXTRA_SCHEMA = {
 
 
 def assemble_samples(data_dir: Path, cfg: ValidateConfig) -> tuple[pl.DataFrame, list[dict]]:
-    """Manifest rows joined with every findings version; rows with none allowed are filtered. The manifest is
-    walked BATCH_ROWS rows at a time, each slice looking up only its own reports: the Python objects per row
-    (row dicts, versions) live for one slice, not for the archive."""
-    data_dir = Path(data_dir)
-    manifest = pl.read_parquet(data_dir / "manifest.parquet")
-    report_rows = _read_report_rows(data_dir)
-    reports: dict[str, list[dict]] = {}
-    parts: list[pl.DataFrame] = []
+    """Manifest rows joined with every findings version, whole (tests and small callers; validation itself
+    walks `sample_batches`); rows with none allowed are filtered."""
     filtered: list[dict] = []
-    for start in range(0, len(manifest), BATCH_ROWS):
-        rows = manifest.slice(start, BATCH_ROWS)
-        if report_rows is not None:
-            reports = _group_reports(
-                report_rows.filter(pl.col("image_key").is_in(rows.get_column("image_key")))
-            )
-        keep, extra = _assemble_slice(rows, reports, data_dir, cfg, filtered)
-        parts.append(pl.concat([rows.filter(pl.Series(keep, dtype=pl.Boolean)), extra], how="horizontal"))
-    if not parts:
-        parts.append(pl.concat([manifest, pl.DataFrame(schema=EXTRA_SCHEMA)], how="horizontal"))
+    parts = list(sample_batches(data_dir, cfg, filtered))
     return pl.concat(parts, how="vertical").with_row_index(ROW_INDEX), filtered
+
+
+def sample_batches(data_dir: Path, cfg: ValidateConfig, filtered: list[dict]) -> Iterator[pl.DataFrame]:
+    """The samples, one manifest slice of BATCH_ROWS rows at a time (at least one frame, empty for an empty
+    manifest): each slice reads only its own manifest rows and looks up only its own rows of reports.parquet
+    (a polars scan filtered on the slice's keys), so neither file nor the per-row Python objects (row dicts,
+    versions) are ever held for the whole archive. Rows with no allowed findings go to FILTERED."""
+    data_dir = Path(data_dir)
+    manifest = pl.scan_parquet(data_dir / "manifest.parquet")
+    n = manifest.select(pl.len()).collect().item()
+    reports = _scan_report_rows(data_dir)
+    if n == 0:
+        yield pl.concat([manifest.collect(), pl.DataFrame(schema=EXTRA_SCHEMA)], how="horizontal")
+        return
+    for start in range(0, n, BATCH_ROWS):
+        rows = manifest.slice(start, BATCH_ROWS).collect()
+        grouped: dict[str, list[dict]] = {}
+        if reports is not None:
+            keys = rows.get_column("image_key")
+            grouped = _group_reports(reports.filter(pl.col("image_key").is_in(keys.implode())).collect())
+        keep, extra = _assemble_slice(rows, grouped, data_dir, cfg, filtered)
+        yield pl.concat([rows.filter(pl.Series(keep, dtype=pl.Boolean)), extra], how="horizontal")
+
+
+def _scan_report_rows(data_dir: Path) -> pl.LazyFrame | None:
+    """reports.parquet (structure stage) as a lazy scan; None when absent (no extra versions)."""
+    path = Path(data_dir) / "reports.parquet"
+    if not path.exists():
+        return None
+    scan = pl.scan_parquet(path)
+    columns = scan.collect_schema().names()
+    if "image_key" not in columns or "findings" not in columns:
+        raise ValueError(f"{path}: expected columns image_key and findings, got {columns}")
+    return scan
 
 
 def _assemble_slice(
@@ -498,17 +530,21 @@ UNIQUE_IMAGE_KEY = "expect_column_values_to_be_unique"
 UNIQUE_COMPOUND = "expect_compound_columns_to_be_unique"
 
 
-def _duplicate_rows(samples: pl.DataFrame) -> dict[str, set[int]]:
-    """The rows GX's two uniqueness expectations fail over the WHOLE archive, from the key columns alone:
-    a batch sees only its own rows, so a duplicate split across two batches is found here. Same semantics as
-    GX's pandas engine: nulls are skipped by a column's uniqueness, a compound key is skipped only when all
-    its values are missing, and every occurrence of a duplicate fails (`duplicated(keep=False)`)."""
+def _duplicate_rows(samples: pl.LazyFrame) -> dict[str, set[int]]:
+    """The rows GX's two uniqueness expectations fail over the WHOLE archive, from a scan of the key columns
+    alone: a batch sees only its own rows, so a duplicate split across two batches is found here. Same
+    semantics as GX's pandas engine: nulls are skipped by a column's uniqueness, a compound key is skipped only
+    when all its values are missing, and every occurrence of a duplicate fails (`duplicated(keep=False)`)."""
     keys = ["source", "study_id", "image_id"]
     all_missing = pl.all_horizontal(pl.col(k).is_null() for k in keys)
-    flags = samples.select(
-        pl.col(ROW_INDEX),
-        (pl.col("image_key").is_not_null() & pl.col("image_key").is_duplicated()).alias("key"),
-        (pl.struct(keys).is_duplicated() & ~all_missing).alias("compound"),
+    flags = (
+        samples.select(
+            pl.col(ROW_INDEX),
+            (pl.col("image_key").is_not_null() & pl.col("image_key").is_duplicated()).alias("key"),
+            (pl.struct(keys).is_duplicated() & ~all_missing).alias("compound"),
+        )
+        .filter(pl.col("key") | pl.col("compound"))
+        .collect()
     )
     return {
         UNIQUE_IMAGE_KEY: set(flags.filter(pl.col("key")).get_column(ROW_INDEX).to_list()),
@@ -516,19 +552,20 @@ def _duplicate_rows(samples: pl.DataFrame) -> dict[str, set[int]]:
     }
 
 
-def _row_suite(ctx, samples: pl.DataFrame, cfg: ValidateConfig) -> tuple[list[dict], dict[int, list[str]]]:
-    """`cxrflow-samples` over BATCH_ROWS rows at a time. Per expectation the batches' unexpected counts add up
-    and it succeeds only if every batch did; the uniqueness expectations take their failing rows from
-    `_duplicate_rows` (whole archive). Returns the records (one per expectation, as one whole-frame run
-    gives) and each failing row's labels, in the suite's order."""
-    cp = _checkpoint(
-        ctx, "cxrflow-samples", _row_expectations(cfg, samples.columns), [ROW_INDEX, "image_key"]
-    )
+def _row_suite(
+    ctx, samples: pl.LazyFrame, total: int, cfg: ValidateConfig
+) -> tuple[list[dict], dict[int, list[str]]]:
+    """`cxrflow-samples` over BATCH_ROWS rows of SAMPLES (the spilled samples, TOTAL rows) at a time. Per
+    expectation the batches' unexpected counts add up and it succeeds only if every batch did; the uniqueness
+    expectations take their failing rows from `_duplicate_rows` (whole archive). Returns the records (one per
+    expectation, as one whole-frame run gives) and each failing row's labels, in the suite's order."""
+    columns = samples.collect_schema().names()
+    cp = _checkpoint(ctx, "cxrflow-samples", _row_expectations(cfg, columns), [ROW_INDEX, "image_key"])
     duplicates = _duplicate_rows(samples)
     merged: dict[tuple, dict] = {}  # per expectation, in the suite's order (dicts keep insertion order)
     failing: dict[tuple, list[int]] = {}
-    for start in range(0, len(samples), BATCH_ROWS):
-        pdf = gx_frame(samples.slice(start, BATCH_ROWS))
+    for start in range(0, total, BATCH_ROWS):
+        pdf = gx_frame(samples.slice(start, BATCH_ROWS).collect())
         res = _run_checkpoint(cp, pdf)
         del pdf  # not held through the next batch, Data Docs and the writes
         for r in res.results:
@@ -562,6 +599,43 @@ def _row_suite(ctx, samples: pl.DataFrame, cfg: ValidateConfig) -> tuple[list[di
     return list(merged.values()), bad
 
 
+def _spill_samples(data_dir: Path, cfg: ValidateConfig, spill: Path) -> tuple[pl.LazyFrame, int, list[dict]]:
+    """Every manifest slice's samples, numbered (ROW_INDEX) and written to SPILL as one parquet file each:
+    the row suite, the quarantine and accepted.parquet then read them back in batches (a lazy scan). Returns
+    the scan, the number of samples and the filtered rows."""
+    filtered: list[dict] = []
+    paths, total = [], 0
+    for i, part in enumerate(sample_batches(data_dir, cfg, filtered)):
+        path = spill / f"{i:06d}.parquet"
+        part.with_row_index(ROW_INDEX, offset=total).write_parquet(path)
+        paths.append(path)
+        total += part.height
+    return pl.scan_parquet(paths), total, filtered
+
+
+def _write_accepted(path: Path, spill: Path, samples: pl.LazyFrame, total: int, bad: dict[int, list[str]]) -> None:
+    """accepted.parquet: each spilled slice minus its quarantined rows, appended as row groups of at most
+    BATCH_ROWS rows by pyarrow's ParquetWriter, so one slice is held at a time. polars' streaming sink of the
+    whole scan held more the more slices there were (41.5K samples: +130 MiB, 10K: +60; BENCHMARKS.md issue
+    28). The rows, their order and the schema are the whole frame's. Zero samples keep their ROW_INDEX
+    column, as the whole-frame write did."""
+    schema = samples.collect_schema()
+    with atomic_path(path) as tmp:
+        if not total:
+            samples.sink_parquet(tmp, compression="zstd", statistics=True)
+            return
+        writer = None
+        try:
+            for part in sorted(spill.glob("*.parquet")):
+                rows = pl.read_parquet(part).cast(dict(schema))
+                table = rows.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX).to_arrow()
+                writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
+                writer.write_table(table)
+        finally:
+            if writer is not None:
+                writer.close()
+
+
 # ---------------------------------------------------------------- the gate
 
 
@@ -584,6 +658,7 @@ def run_validation(
     Raises ValidationFailed for leakage or a row-count collapse (after Data Docs are built, so the failing
     expectation can be inspected)."""
     import great_expectations as gx
+    import pandas as pd
 
     def step(i: int) -> None:
         if progress is not None:
@@ -596,98 +671,107 @@ def run_validation(
     ingest = read_json(data_dir / "summary.json") if (data_dir / "summary.json").exists() else {}
     found = int(ingest.get("found", manifest_rows))
 
-    step(0)
-    samples, filtered = assemble_samples(data_dir, cfg)
-    ctx = gx_context(artifacts_root)
-    E = gx.expectations
-    records: list[dict] = []
-    fatal: list[str] = []
+    clean_stale_temps(vdir)  # the sample spill of a killed run
+    # the samples spill beside the outputs (same file system), named as cxrio's temporaries so a killed run's
+    # is cleaned; removed when validation ends, failed or not
+    with scratch_dir(vdir, "samples") as spill:
+        step(0)
+        samples, total, filtered = _spill_samples(data_dir, cfg, spill)
+        ctx = gx_context(artifacts_root)
+        E = gx.expectations
+        records: list[dict] = []
+        fatal: list[str] = []
 
-    # Patient-level leakage, expressed as uniqueness of subject_id over the distinct (subject, split) pairs.
-    manifest = pl.read_parquet(data_dir / "manifest.parquet", columns=["subject_id", "split"])
-    pairs = manifest.unique().sort(["subject_id", "split"])
-    step(1)
-    res = _run_suite(
-        ctx,
-        "cxrflow-patient-splits",
-        pairs.to_pandas(),
-        [E.ExpectColumnValuesToBeUnique(column="subject_id", meta={"check": "each patient in one split"})],
-        ["subject_id"],
-    )
-    for r in res.results:
-        records.append(_describe("cxrflow-patient-splits", r, "run"))
-        if not r.success:
-            leaked = sorted({d["subject_id"] for d in r.result.get("unexpected_index_list") or []})
+        # Patient-level leakage, expressed as uniqueness of subject_id over the distinct (subject, split) pairs.
+        # (a scan of the two key columns)
+        pairs = (
+            pl.scan_parquet(data_dir / "manifest.parquet")
+            .select("subject_id", "split")
+            .unique()
+            .sort(["subject_id", "split"])
+            .collect()
+        )
+        step(1)
+        res = _run_suite(
+            ctx,
+            "cxrflow-patient-splits",
+            pairs.to_pandas(),
+            [E.ExpectColumnValuesToBeUnique(column="subject_id", meta={"check": "each patient in one split"})],
+            ["subject_id"],
+        )
+        for r in res.results:
+            records.append(_describe("cxrflow-patient-splits", r, "run"))
+            if not r.success:
+                leaked = sorted({d["subject_id"] for d in r.result.get("unexpected_index_list") or []})
+                fatal.append(
+                    f"patient-level split leakage: {len(leaked)} patient(s) appear in more than one split "
+                    f"(e.g. {leaked[:5]}); fix the split assignment before sharding"
+                )
+
+        floor = math.ceil(cfg.min_rows_fraction_of_found * found)
+        step(2)
+        res = _run_suite(
+            ctx,
+            "cxrflow-manifest-table",
+            pd.DataFrame(index=pd.RangeIndex(manifest_rows)),  # the rows' count is all the suite reads
+            [
+                E.ExpectTableRowCountToBeBetween(
+                    min_value=floor, meta={"check": "row-count floor vs ingest found"}
+                )
+            ],
+            None,
+        )
+        for r in res.results:
+            records.append(_describe("cxrflow-manifest-table", r, "run"))
+            if not r.success:
+                fatal.append(
+                    f"row-count collapse: manifest has {manifest_rows} rows, below the floor {floor} "
+                    f"({cfg.min_rows_fraction_of_found:.0%} of {found} found at ingest)"
+                    + "".join(f"; ingest: {h}" for h in _ingest_hints(ingest))
+                )
+
+        quarantined: list[dict] = []
+        step(3)
+        row_records, bad = _row_suite(ctx, samples, total, cfg) if total else ([], {})
+        records.extend(row_records)
+        if bad:
+            who = (
+                samples.filter(pl.col(ROW_INDEX).is_in(list(bad)))
+                .select([ROW_INDEX, "source", "source_path", "image_key"])
+                .collect()
+            )
+            by_row = {row[ROW_INDEX]: row for row in who.iter_rows(named=True)}
+            quarantined = [_drop(by_row[idx], "; ".join(bad[idx])) for idx in sorted(bad)]
+        if total and manifest_rows and len(quarantined) > cfg.max_quarantine_fraction * manifest_rows:
             fatal.append(
-                f"patient-level split leakage: {len(leaked)} patient(s) appear in more than one split "
-                f"(e.g. {leaked[:5]}); fix the split assignment before sharding"
+                f"row-count collapse: {len(quarantined)} of {manifest_rows} rows failed row expectations "
+                f"(limit {cfg.max_quarantine_fraction:.0%}); see {vdir / 'quarantine.parquet'}"
             )
 
-    floor = math.ceil(cfg.min_rows_fraction_of_found * found)
-    step(2)
-    res = _run_suite(
-        ctx,
-        "cxrflow-manifest-table",
-        manifest.to_pandas(),
-        [
-            E.ExpectTableRowCountToBeBetween(
-                min_value=floor, meta={"check": "row-count floor vs ingest found"}
+        step(4)
+        ctx.build_data_docs()
+        docs = ctx.get_docs_sites_urls()
+        docs_url = docs[0]["site_url"] if docs else None
+        counts = {
+            "manifest_rows": manifest_rows,
+            "ingest_found": found,
+            "ingest_filtered": int(ingest.get("filtered", 0)),
+            "ingest_quarantined": int(ingest.get("quarantined", 0)),
+            "filtered": len(filtered),
+            "quarantined": len(quarantined),
+            "accepted": total - len(bad),
+        }
+        atomic_write_parquet(vdir / "quarantine.parquet", pa.Table.from_pylist(quarantined, schema=DROP_SCHEMA))
+        atomic_write_parquet(vdir / "filtered.parquet", pa.Table.from_pylist(filtered, schema=DROP_SCHEMA))
+        atomic_write_json(
+            vdir / "expectations.json", {"expectations": records, "counts": counts, "data_docs": docs_url}
+        )
+        step(len(VALIDATION_STEPS))
+        if fatal:
+            (vdir / "accepted.parquet").unlink(missing_ok=True)
+            raise ValidationFailed(
+                "validation failed: " + " | ".join(fatal),
+                f"every expectation's result is in {vdir / 'expectations.json'} and the Data Docs",
             )
-        ],
-        None,
-    )
-    for r in res.results:
-        records.append(_describe("cxrflow-manifest-table", r, "run"))
-        if not r.success:
-            fatal.append(
-                f"row-count collapse: manifest has {manifest_rows} rows, below the floor {floor} "
-                f"({cfg.min_rows_fraction_of_found:.0%} of {found} found at ingest)"
-                + "".join(f"; ingest: {h}" for h in _ingest_hints(ingest))
-            )
-
-    quarantined: list[dict] = []
-    step(3)
-    row_records, bad = _row_suite(ctx, samples, cfg) if len(samples) else ([], {})
-    records.extend(row_records)
-    if bad:
-        who = samples.filter(pl.col(ROW_INDEX).is_in(list(bad))).select(
-            [ROW_INDEX, "source", "source_path", "image_key"]
-        )
-        by_row = {row[ROW_INDEX]: row for row in who.iter_rows(named=True)}
-        quarantined = [_drop(by_row[idx], "; ".join(bad[idx])) for idx in sorted(bad)]
-    if len(samples) and manifest_rows and len(quarantined) > cfg.max_quarantine_fraction * manifest_rows:
-        fatal.append(
-            f"row-count collapse: {len(quarantined)} of {manifest_rows} rows failed row expectations "
-            f"(limit {cfg.max_quarantine_fraction:.0%}); see {vdir / 'quarantine.parquet'}"
-        )
-
-    accepted = (
-        samples.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX) if len(samples) else samples
-    )
-    step(4)
-    ctx.build_data_docs()
-    docs = ctx.get_docs_sites_urls()
-    docs_url = docs[0]["site_url"] if docs else None
-    counts = {
-        "manifest_rows": manifest_rows,
-        "ingest_found": found,
-        "ingest_filtered": int(ingest.get("filtered", 0)),
-        "ingest_quarantined": int(ingest.get("quarantined", 0)),
-        "filtered": len(filtered),
-        "quarantined": len(quarantined),
-        "accepted": len(accepted),
-    }
-    atomic_write_parquet(vdir / "quarantine.parquet", pa.Table.from_pylist(quarantined, schema=DROP_SCHEMA))
-    atomic_write_parquet(vdir / "filtered.parquet", pa.Table.from_pylist(filtered, schema=DROP_SCHEMA))
-    atomic_write_json(
-        vdir / "expectations.json", {"expectations": records, "counts": counts, "data_docs": docs_url}
-    )
-    step(len(VALIDATION_STEPS))
-    if fatal:
-        (vdir / "accepted.parquet").unlink(missing_ok=True)
-        raise ValidationFailed(
-            "validation failed: " + " | ".join(fatal),
-            f"every expectation's result is in {vdir / 'expectations.json'} and the Data Docs",
-        )
-    atomic_write_parquet(vdir / "accepted.parquet", accepted)
-    return ValidationResult(accepted, filtered, quarantined, records, docs_url, counts)
+        _write_accepted(vdir / "accepted.parquet", spill, samples, total, bad)
+        return ValidationResult(vdir / "accepted.parquet", filtered, quarantined, records, docs_url, counts)

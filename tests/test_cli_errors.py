@@ -359,7 +359,7 @@ def test_a_bug_inside_a_flow_keeps_its_traceback_on_the_console(prefect_server, 
     script = (
         "import sys, tasks.validate as v\n"
         "def boom(*a, **k):\n    raise RuntimeError('a bug in assembling samples')\n"
-        "v.assemble_samples = boom\n"
+        "v.sample_batches = boom\n"  # what run_validation walks (assemble_samples joins it whole)
         "from cxrflow_cli.main import run\nsys.exit(run(sys.argv[1:]))\n"
     )
     proc = subprocess.run(

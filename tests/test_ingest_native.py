@@ -3,6 +3,8 @@ leaves every film it cannot read as a plain view of the bytes to pydicom."""
 
 from __future__ import annotations
 
+import mmap
+
 import numpy as np
 import pydicom
 import pytest
@@ -10,7 +12,9 @@ from pydicom.uid import ImplicitVRLittleEndian
 
 from fixtures.dicom import DXSpec, dx_dataset, picture, uid
 from fixtures.mimic_cxr import write_mimic_cxr
-from tasks.images import native_pixels
+from schemas.config import ImageConfig
+from tasks import images
+from tasks.images import ImageDecodeError, decode, native_pixels
 
 IDS = dict(patient_id="1", study_uid=uid(0, "st"), series_uid=uid(0, "se"), sop_uid=uid(0, "sop"))
 
@@ -49,3 +53,52 @@ def test_anything_after_the_pixel_data_goes_to_pydicom(tmp_path):
     assert native_pixels(path.read_bytes()) is None
     truncated = path.read_bytes()[:-100]
     assert native_pixels(truncated) is None
+
+
+@pytest.mark.parametrize("cfg", [ImageConfig(size=52), ImageConfig(size=64, resize="pad")])
+def test_a_film_decoded_from_its_mapping_equals_its_bytes(tmp_path, monkeypatch, cfg):
+    """decode(path) maps the file instead of reading it (issue 28); every fixture film, the defective ones and
+    the compressed ones included, gives what decoding its bytes gives: the same values and table, or the same
+    quarantine reason."""
+    write_mimic_cxr(tmp_path, studies=12, seed=3)
+    films = sorted(tmp_path.rglob("*.dcm"))
+    from_bytes = {p: _decoded(p.read_bytes(), cfg) for p in films}
+    real = images.read_mapped
+    got = []
+    monkeypatch.setattr(images, "read_mapped", lambda p: got.append(r := real(p)) or r)
+    for path in films:
+        assert _decoded(path, cfg) == from_bytes[path], path.name
+    assert sum(isinstance(r, mmap.mmap) for r in got) == len(films)  # every film mapped, none copied
+
+
+def test_a_file_that_cannot_be_mapped_is_read_and_quarantined_with_pydicoms_reason(tmp_path):
+    from cxrio import read_mapped
+
+    empty = tmp_path / "empty.dcm"
+    empty.write_bytes(b"")  # mmap refuses an empty file
+    assert read_mapped(empty) == b""
+    with pytest.raises(ImageDecodeError, match="unreadable DICOM"):
+        decode(empty, "dicom", ImageConfig())
+    with pytest.raises(ImageDecodeError, match="unreadable DICOM: FileNotFoundError"):
+        decode(tmp_path / "gone.dcm", "dicom", ImageConfig())
+
+
+def _decoded(src, cfg: ImageConfig):
+    try:
+        d = decode(src, "dicom", cfg)
+    except ImageDecodeError as exc:
+        return str(exc)
+    return d.pixels.dtype.str, d.pixels.tobytes(), d.pixels.shape, d.lut.tobytes(), d.lut_offset, d.decoder
+
+
+def test_a_film_with_overlay_bits_decodes_to_pydicoms_masked_values(tmp_path):
+    """The one-pass reduction declines a film with bits set above BitsStored; the decode then masks them as
+    pydicom does before reducing."""
+    values = (picture(64, 48, seed=4) * 4095).astype(np.uint16)
+    values[10:20, 5:9] |= np.uint16(0xA000)
+    path = tmp_path / "f.dcm"
+    dx_dataset(values, DXSpec(bits_stored=12), **IDS).save_as(path, enforce_file_format=True)
+    cfg = ImageConfig(size=16)  # factor 3
+    got = decode(path, "dicom", cfg)
+    want = images.area_reduce(pydicom.dcmread(path).pixel_array, cfg)
+    assert want.max() < 4096 and np.array_equal(got.pixels, want)

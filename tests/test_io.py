@@ -169,3 +169,53 @@ def test_the_umask_is_read_without_setting_it(monkeypatch):
     if not os.path.exists("/proc/self/status"):
         pytest.skip("no /proc here")
     assert cxrio._read_umask() == mask
+
+
+def test_atomic_write_bytes_keeps_plain_permissions_and_leaves_nothing_behind_on_failure(tmp_path):
+    """atomic_write_bytes writes through mkstemp's own descriptor (issue 28): the file lands with a plain write's
+    mode, and a failed write leaves the old file, no temporary and no open descriptor."""
+    import os
+
+    from cxrio import atomic_write_bytes
+
+    target = tmp_path / "sub" / "x.jpg"
+    atomic_write_bytes(target, b"old")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_bytes() == b"old" and target.stat().st_mode & 0o777 == 0o666 & ~umask
+    fds = len(os.listdir("/proc/self/fd"))
+    for bad in (object(), "text, not bytes"):  # the write itself raises
+        with pytest.raises(TypeError):
+            atomic_write_bytes(target, bad)
+    with pytest.raises(IsADirectoryError):  # the rename raises: a folder stands at the target
+        atomic_write_bytes(tmp_path, b"x")
+    assert len(os.listdir("/proc/self/fd")) == fds
+    assert target.read_bytes() == b"old" and [p.name for p in target.parent.iterdir()] == ["x.jpg"]
+    assert not [p for p in tmp_path.iterdir() if p.name != "sub"]
+
+
+def test_a_film_on_a_network_or_fuse_mount_is_read_not_mapped(tmp_path, monkeypatch):
+    """A mapped page that fails to load (a network or FUSE mount: NFS, gcsfuse) kills the reader with SIGBUS,
+    where read() raises OSError and ingest quarantines one file: only local file systems are mapped."""
+    import mmap
+
+    import cxrio
+
+    film = tmp_path / "film.dcm"
+    film.write_bytes(b"\x00" * 4096)
+    assert cxrio.file_system(film.stat().st_dev) in cxrio.LOCAL_FILE_SYSTEMS  # the test's own disk is local
+    assert isinstance(cxrio.read_mapped(film), mmap.mmap)
+    for remote in ("nfs4", "fuse.gcsfuse", "cifs", None):  # None: the type could not be told
+        monkeypatch.setattr(cxrio, "file_system", lambda dev, fs=remote: fs)
+        got = cxrio.read_mapped(film)
+        assert isinstance(got, bytes) and got == film.read_bytes(), remote
+
+
+def test_a_scratch_folder_is_removed_after_an_error_and_named_as_a_temporary(tmp_path):
+    import cxrio
+
+    with pytest.raises(RuntimeError), cxrio.scratch_dir(tmp_path, "samples") as spill:
+        (spill / "part.parquet").write_bytes(b"x")
+        assert cxrio.is_temp(spill)  # a killed run's is found by clean_stale_temps
+        raise RuntimeError
+    assert not list(tmp_path.iterdir())

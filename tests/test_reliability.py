@@ -543,13 +543,11 @@ def test_shard_killed_reshard_never_publishes_stale_indexes(tmp_path, monkeypatc
     assert not _published_set_consistent(out)
     real_write_one, written = shard._write_one, []
 
-    def killed_after_one(
-        s, out_dir, fault
-    ):  # kill -9 after the first new tar of a re-shard with other limits
+    def killed_after_one(s, out_dir, fault, *rows):  # kill -9 after the first new tar of a re-shard
         if written:
             raise KeyboardInterrupt("killed")
         written.append(s.name)
-        return real_write_one(s, out_dir, fault)
+        return real_write_one(s, out_dir, fault, *rows)
 
     monkeypatch.setattr(shard, "_write_one", killed_after_one)
     with pytest.raises(KeyboardInterrupt):

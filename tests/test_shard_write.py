@@ -256,3 +256,53 @@ def test_llava_image_paths_resolve_from_the_json_folder_or_an_absolute_root(data
     export_llava(accepted, tmp_path / "nan", data_dir=data, nan_labels=True)
     raw = (tmp_path / "nan" / "llava" / "train.json").read_text()
     assert "NaN" in raw and "null," not in raw.split('"chexpert_labels"')[1].split("}")[0]
+
+
+def _published(out: Path) -> dict[str, bytes]:
+    """Every file the shard stage publishes (tars, wids indexes, shard map, card, LLaVA JSON), by path."""
+    names = [p for p in sorted(out.rglob("*")) if p.is_file() and p.name != PLAN_FILE]
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in names}
+
+
+def test_shard_stage_from_the_accepted_file_in_tiny_batches_gives_the_whole_frame_outputs(
+    dataset, tmp_path, monkeypatch
+):
+    """The shard stage and the LLaVA export read validation's accepted FILE a few rows at a time (an
+    unsorted file too: the key order is planned from the key column, rows are read back window by window),
+    and never the file whole: the tars, indexes, shard map, card and LLaVA JSON are byte for byte those
+    written from the whole frame."""
+    import tasks.accepted_rows as accepted_rows
+
+    data, accepted = dataset
+    whole = tmp_path / "whole"
+    _write_all(accepted, data, whole, CFG)
+    export_llava(accepted, whole, data_dir=data)
+
+    shuffled = tmp_path / "accepted.parquet"  # not in key order: windows must re-read, not hold the file
+    accepted.sample(fraction=1.0, shuffle=True, seed=5).write_parquet(shuffled)
+    monkeypatch.setattr(accepted_rows, "BATCH_ROWS", 3)
+    heights = []
+    real_batches = accepted_rows.batches
+
+    def counting(src, columns=None):
+        for b in real_batches(src, columns):
+            heights.append(b.height)
+            yield b
+
+    monkeypatch.setattr(accepted_rows, "batches", counting)
+    real_read = pl.read_parquet
+
+    def key_columns_only(source, *args, columns=None, **kwargs):
+        assert Path(source) != shuffled or set(columns or ()) <= {"split", "image_key", "image_format"}, (
+            f"accepted.parquet read whole (columns {columns})"
+        )
+        return real_read(source, *args, columns=columns, **kwargs)
+
+    monkeypatch.setattr(pl, "read_parquet", key_columns_only)
+    streamed = tmp_path / "streamed"
+    _write_all(shuffled, data, streamed, CFG)
+    export_llava(shuffled, streamed, data_dir=data)
+    assert heights and max(heights) == 3 and sum(heights) > 3 * accepted.height  # windows re-read the file
+    got, want = _published(streamed), _published(whole)
+    assert got.keys() == want.keys() and any(k.startswith("llava/") for k in got)
+    assert got == want

@@ -4,8 +4,10 @@ collapse fail the run. One GX context (artifacts root) is shared by the module: 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from fixtures.shard_manifest import default_rows, manifest_row, write_dataset
@@ -280,6 +282,49 @@ def test_row_suite_in_tiny_batches_gives_the_whole_frame_outputs(tmp_path, artif
     assert res.accepted.height + len(res.filtered) + len(res.quarantined) == len(rows)
     llm_only = res.accepted.filter(pl.col("image_key") == rows[17]["image_key"]).row(0, named=True)
     assert (llm_only["primary_method"], llm_only["indication_text"]) == ("openai:gpt-4o-mini", "Fever.")
-    for name in ("accepted.parquet", "quarantine.parquet", "filtered.parquet", "expectations.json"):
+    for name in ("quarantine.parquet", "filtered.parquet", "expectations.json"):
         one, many = (outs[s] / "validation" / name for s in (10**6, 3))
         assert one.read_bytes() == many.read_bytes(), name
+    # accepted.parquet: a row group per slice, so the bytes differ by batch size; the rows, order and schema not
+    one, many = (pl.read_parquet(outs[s] / "validation" / "accepted.parquet") for s in (10**6, 3))
+    assert one.schema == many.schema and one.equals(many)
+
+
+def test_validation_streams_the_manifest_and_writes_accepted_from_batches(tmp_path, artifacts, monkeypatch):
+    """Validation never reads manifest.parquet or reports.parquet whole (only key columns are read whole): the
+    samples are assembled, checked and written a slice at a time (3 rows here), and accepted.parquet, written
+    a row group per spilled slice, holds the whole frame's rows, order and schema."""
+    import tasks.validate as validate
+
+    rows = _defective_rows()
+    reports = [
+        {"image_key": rows[i]["image_key"], "findings": "Lungs are clear without focal consolidation.",
+         "indication": None, "operation": "structure", "backend": "openai", "model": "gpt-4o-mini"}
+        for i in (17, 20, 39)
+    ]
+    data = write_dataset(tmp_path / "data", rows, reports=reports)
+    samples, _ = validate.assemble_samples(data, ValidateConfig())  # the whole frame, before any patching
+
+    real_read = pl.read_parquet
+
+    def key_columns_only(source, *args, columns=None, **kwargs):
+        whole = Path(source).name in ("manifest.parquet", "reports.parquet") and columns is None
+        assert not whole, f"{source} read whole"
+        return real_read(source, *args, columns=columns, **kwargs)
+
+    slices = []
+    real_slice = validate._assemble_slice
+    monkeypatch.setattr(pl, "read_parquet", key_columns_only)
+    monkeypatch.setattr(validate, "_assemble_slice", lambda r, *a: slices.append(r.height) or real_slice(r, *a))
+    monkeypatch.setattr(validate, "BATCH_ROWS", 3)
+    res = run_validation(data, tmp_path / "shards", artifacts, ValidateConfig())
+    assert len(slices) == -(-len(rows) // 3) and max(slices) == 3
+    assert res.quarantined and res.filtered  # the fixture's defects: some rows go, the others are written
+    bad = {q["image_key"] for q in res.quarantined}
+    kept = samples.filter(~pl.col("image_key").is_in(list(bad))).drop(validate.ROW_INDEX)
+    got = pl.read_parquet(res.accepted_path)
+    assert got.schema == kept.schema and got.equals(kept)
+    # a row group per slice (at most 3 rows): readers' windows never decode more than a slice
+    groups = pq.ParquetFile(res.accepted_path).metadata
+    assert groups.num_row_groups > 1 and all(groups.row_group(i).num_rows <= 3 for i in range(groups.num_row_groups))
+    assert not [p for p in res.accepted_path.parent.iterdir() if p.name.startswith(".")]  # spill removed

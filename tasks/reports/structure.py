@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cxrio import atomic_write_json, atomic_write_parquet
+from cxrio import atomic_path, atomic_write_json
 from schemas.labels import CHEXPERT_LABELS, label_column
 from schemas.llm import REPORTS_SCHEMA, LLMConfig, StructureConfig
 from tasks.llm.ledger import Ledger
@@ -79,37 +81,44 @@ def compare_findings(pairs: list[tuple[str, str]], removed: int) -> dict[str, An
     }
 
 
-def _read_manifest(path: Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()
+STREAM_ROWS = 2048  # manifest rows structured at a time (issue 28); also the reports file's row-group size
 
 
-def load_released(manifest: Path) -> dict[str, list[dict[str, Any]]]:
-    """Released LLaVA-Rad texts written by ingest beside the manifest, by image_key (empty when none)."""
+def _manifest_batches(path: Path, rows: int) -> Iterator[list[dict[str, Any]]]:
+    """The manifest `rows` rows at a time (pyarrow record batches), so the stage never holds the whole
+    archive as Python rows."""
+    f = pq.ParquetFile(path)  # the reader holds one row group decoded (ingest writes 16,384 rows a group)
+    yield from (batch.to_pylist() for batch in f.iter_batches(batch_size=max(1, rows)))
+
+
+def load_released(manifest: Path, keys: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Released LLaVA-Rad texts written by ingest beside the manifest, by image_key (empty when none); only
+    those of `keys` when given (one batch's images: the file is filtered as it is read)."""
     from tasks.reports.annotations import FILE_NAME
 
     path = Path(manifest).parent / FILE_NAME
-    if not path.exists():
+    if not path.exists() or keys == []:
         return {}
+    table = pq.read_table(path, filters=None if keys is None else [("image_key", "in", keys)])
     out: dict[str, list[dict[str, Any]]] = {}
-    for rec in pq.read_table(path).to_pylist():
+    for rec in table.to_pylist():
         out.setdefault(rec["image_key"], []).append(rec)
     return out
 
 
 @holds_output_lock("structure")
-def run_structure(cfg: StructureConfig, progress: Any = None) -> dict[str, Any]:
-    """`progress(done, total, cost_usd_so_far)` per operation as answers arrive."""
-    rows = _read_manifest(cfg.manifest)
+def run_structure(cfg: StructureConfig, progress: Any = None, batch_rows: int | None = None) -> dict[str, Any]:
+    """`progress(done, total, cost_usd_so_far)` per operation as answers arrive. The manifest is structured
+    `batch_rows` rows at a time (STREAM_ROWS), each batch's reports appended to reports.parquet as one row
+    group; an LLM backend in batch mode takes the whole manifest at once (one provider batch, not one per
+    slice, each of which could wait hours)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(out / "ledger.jsonl")
-    released = load_released(cfg.manifest)
-    # Rows with released texts are never sent to a model: those texts are the report processing.
-    ops = {r["image_key"]: "annotations" if r["image_key"] in released else
-           cfg.operation or default_operation(r, cfg.llm.backend) for r in rows}
-
+    total = pq.ParquetFile(cfg.manifest).metadata.num_rows
+    rows = total if cfg.llm.batch and cfg.llm.backend != "rules" else (batch_rows or STREAM_ROWS)
     try:
-        return _run(cfg, rows, ops, ledger, out, released, progress)
+        return _run(cfg, ledger, out, total, rows, progress)
     finally:
         ledger.close()
 
@@ -138,9 +147,79 @@ def _released_records(row: dict[str, Any], records: list[dict[str, Any]]) -> lis
     return out
 
 
-def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], ledger: Ledger,
-         out: Path, released: dict[str, list[dict[str, Any]]], progress: Any = None) -> dict[str, Any]:
+@dataclass
+class _Totals:
+    """What the summary needs of every batch, kept as counts (and, where a comparison is computed, the
+    text pairs it compares): never the reports themselves."""
+
+    rows: int = 0  # manifest rows done (the progress bar's count)
+    reports: int = 0
+    quarantined: Counter = field(default_factory=Counter)  # by reason category, in first-seen order
+    cache_hits: int = 0
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # LLM vs rules findings (LLM backends only)
+    removed: int = 0
+    structured: bool = False  # any row took the structure operation
+    released_images: int = 0
+    released_records: int = 0
+    released_ok: Counter = field(default_factory=Counter)
+    released_methods: set[str] = field(default_factory=set)
+    released_pairs: list[tuple[str, str]] = field(default_factory=list)  # released rule-based vs GPT-4
+
+    def add_run(self, name: str, run: RunResult) -> None:
+        s = run.summary()
+        op = self.operations.setdefault(name, {"prompt_version": s["prompt_version"], "parameters": s["parameters"],
+                                               "reports": 0, "ok": 0, "quarantined": 0, "cache_hits": 0})
+        for k in ("reports", "ok", "quarantined", "cache_hits"):
+            op[k] += s[k]
+        self.cache_hits += run.cache_hits
+
+
+def _run(cfg: StructureConfig, ledger: Ledger, out: Path, total: int, batch_rows: int,
+         progress: Any = None) -> dict[str, Any]:
     llm = cfg.llm
+    tot = _Totals()
+    # Appended batch by batch (one row group each), renamed into place when complete.
+    with atomic_path(out / "reports.parquet") as tmp, pq.ParquetWriter(tmp, REPORTS_SCHEMA) as writer:
+        for rows in _manifest_batches(cfg.manifest, batch_rows):
+            records = _structure_batch(cfg, rows, ledger, tot, total, progress)
+            writer.write_table(pa.Table.from_pylist(records, schema=REPORTS_SCHEMA), row_group_size=len(records) or 1)
+        if not tot.reports:
+            writer.write_table(REPORTS_SCHEMA.empty_table())
+
+    quarantined = sum(tot.quarantined.values())
+    summary: dict[str, Any] = {
+        "manifest": str(cfg.manifest),
+        "backend": llm.backend,
+        "model": "rules" if llm.backend == "rules" else llm.model,
+        "mode": "batch" if llm.batch else "sync",
+        "reports": tot.reports,
+        "ok": tot.reports - quarantined,
+        "quarantined": quarantined,
+        "quarantined_by_reason": dict(tot.quarantined),
+        "cache_hits": tot.cache_hits,
+        **ledger.totals(),
+        "operations": dict(sorted(tot.operations.items())),
+        "released": _released_summary(tot),
+        "comparison": compare_findings(tot.pairs, tot.removed) if (llm.backend != "rules" and tot.structured) else
+        {"status": "not computed: needs an LLM backend beside the rules baseline",
+         "comparison_sentences_removed": tot.removed},
+    }
+    atomic_write_json(out / "structure-summary.json", summary)
+    log.info("structure: %d reports, %d quarantined, %d requests, %d cache hits", summary["reports"],
+             summary["quarantined"], summary["requests"], summary["cache_hits"])
+    return summary
+
+
+def _structure_batch(cfg: StructureConfig, rows: list[dict[str, Any]], ledger: Ledger, tot: _Totals, total: int,
+                     progress: Any = None) -> list[dict[str, Any]]:
+    """One manifest batch's reports rows (in manifest order), its counts added to `tot`."""
+    llm = cfg.llm
+    done = tot.rows
+    released = load_released(cfg.manifest, [r["image_key"] for r in rows])
+    # Rows with released texts are never sent to a model: those texts are the report processing.
+    ops = {r["image_key"]: "annotations" if r["image_key"] in released else
+           cfg.operation or default_operation(r, llm.backend) for r in rows}
     results: dict[str, ItemResult] = {}
     runs: dict[str, RunResult] = {}
     for op_name in sorted(set(ops.values()) - {"annotations"}):
@@ -155,15 +234,18 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
                 results[r["image_key"]] = ItemResult(r["image_key"], "quarantined", None, reason=empty)
             else:
                 items.append(WorkItem(r["image_key"], r["source"], payload))
-        base = len(results)  # one bar over all operations: reports done of all rows
-        tick = (lambda d, _t, cost, base=base: progress(base + d, len(rows), cost)) if progress else None
+        base = done + len(results)  # one bar over all operations: reports done of all rows
+        tick = (lambda d, _t, cost, base=base: progress(base + d, total, cost)) if progress else None
         run = run_operation(op, items, llm, ledger=ledger, progress=tick)
         runs[op_name] = run
         results.update(run.results)
+        tot.add_run(op_name, run)
+    tot.rows = done + len(rows)
 
     # The rule-based version beside an LLM's, for the comparison artifact (and as a second training target).
     rule_out: dict[str, dict[str, Any]] = {}
     structured = [r for r in rows if ops[r["image_key"]] == "structure"]
+    tot.structured = tot.structured or bool(structured)
     if cfg.compare_rules and llm.backend != "rules" and structured:
         items = [WorkItem(r["image_key"], r["source"], payload_for("structure", r)) for r in structured
                  if r.get("report_text")]
@@ -191,54 +273,41 @@ def _run(cfg: StructureConfig, rows: list[dict[str, Any]], ops: dict[str, str], 
             **{f: output.get(f) for f in _OUTPUT_FIELDS},
             "rule_findings": rule.get("findings"), "rule_impression": rule.get("impression"),
         })
-    atomic_write_parquet(out / "reports.parquet", pa.Table.from_pylist(records, schema=REPORTS_SCHEMA))
 
-    pairs = [(rec["rule_findings"], rec["findings"]) for rec in records
-             if rec["status"] == "ok" and rec["rule_findings"] and rec["findings"]]
-    removed = sum(int(v.get("comparison_sentences_removed") or 0) for v in rule_out.values())
+    tot.reports += len(records)
+    tot.quarantined.update(reason_category(rec["reason"]) for rec in records if rec["status"] != "ok")
     if llm.backend == "rules":
-        removed = sum(int(rec["comparison_sentences_removed"] or 0) for rec in records)
-    quarantined = [rec for rec in records if rec["status"] != "ok"]
-    totals = ledger.totals()
-    summary: dict[str, Any] = {
-        "manifest": str(cfg.manifest),
-        "backend": llm.backend,
-        "model": "rules" if llm.backend == "rules" else llm.model,
-        "mode": "batch" if llm.batch else "sync",
-        "reports": len(records),
-        "ok": len(records) - len(quarantined),
-        "quarantined": len(quarantined),
-        "quarantined_by_reason": dict(Counter(reason_category(rec["reason"]) for rec in quarantined)),
-        "cache_hits": sum(run.cache_hits for run in runs.values()),
-        **totals,
-        "operations": {name: {k: v for k, v in run.summary().items() if k in (
-            "reports", "ok", "quarantined", "cache_hits", "prompt_version", "parameters")}
-            for name, run in runs.items()},
-        "released": _released_summary(records),
-        "comparison": compare_findings(pairs, removed) if (llm.backend != "rules" and structured) else
-        {"status": "not computed: needs an LLM backend beside the rules baseline",
-         "comparison_sentences_removed": removed},
-    }
-    atomic_write_json(out / "structure-summary.json", summary)
-    log.info("structure: %d reports, %d quarantined, %d requests, %d cache hits", summary["reports"],
-             summary["quarantined"], summary["requests"], summary["cache_hits"])
-    return summary
+        tot.removed += sum(int(rec["comparison_sentences_removed"] or 0) for rec in records)
+    else:
+        tot.removed += sum(int(v.get("comparison_sentences_removed") or 0) for v in rule_out.values())
+        tot.pairs += [(rec["rule_findings"], rec["findings"]) for rec in records
+                      if rec["status"] == "ok" and rec["rule_findings"] and rec["findings"]]
+    _add_released(tot, records)
+    return records
 
 
-def _released_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rows answered from the released LLaVA-Rad annotations (no request sent), and how the released GPT-4
-    findings compare with the released rule-based ones of the same image (the paper reports this on test)."""
+def _add_released(tot: _Totals, records: list[dict[str, Any]]) -> None:
+    """A batch's released rows into the totals (an image's records are all in its manifest row's batch)."""
     rel = [rec for rec in records if rec["operation"] == "annotations"]
     texts: dict[str, dict[str, str]] = {}
     for rec in rel:
+        tot.released_methods.add(rec["method"])
         if rec["status"] == "ok":
+            tot.released_ok[rec["method"]] += 1
             texts.setdefault(rec["image_key"], {})[rec["method"]] = rec["findings"]
-    pairs = [(t["rule-based"], t["gpt4"]) for t in texts.values() if "rule-based" in t and "gpt4" in t]
-    comparison = compare_findings(pairs, 0) if rel else {"status": "not computed: no released annotations"}
+    tot.released_images += len({rec["image_key"] for rec in rel})
+    tot.released_records += len(rel)
+    tot.released_pairs += [(t["rule-based"], t["gpt4"]) for t in texts.values() if "rule-based" in t and "gpt4" in t]
+
+
+def _released_summary(tot: _Totals) -> dict[str, Any]:
+    """Rows answered from the released LLaVA-Rad annotations (no request sent), and how the released GPT-4
+    findings compare with the released rule-based ones of the same image (the paper reports this on test)."""
+    comparison = (compare_findings(tot.released_pairs, 0) if tot.released_records else
+                  {"status": "not computed: no released annotations"})
     comparison.pop("comparison_sentences_removed", None)
-    return {"images": len({rec["image_key"] for rec in rel}), "records": len(rel),
-            "ok": {m: sum(1 for rec in rel if rec["method"] == m and rec["status"] == "ok")
-                   for m in sorted({rec["method"] for rec in rel})},
+    return {"images": tot.released_images, "records": tot.released_records,
+            "ok": {m: tot.released_ok[m] for m in sorted(tot.released_methods)},
             "gpt4_vs_rule_based": comparison}
 
 
