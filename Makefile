@@ -29,11 +29,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	PREFECT_HOME=$(CURDIR)/artifacts/prefect OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/cxrflow demo
 
+# pytest-xdist: one worker process per core (at most 4: each starts its own Prefect test server; the tests are
+# single-threaded, OMP_NUM_THREADS=1 in tests/conftest.py). Whole modules per worker (their module fixtures are
+# built once), in collection order: tests/conftest.py puts the modules with slow tests first.
+# PYTEST_XDIST="-n 0" runs in one process.
+PYTEST_XDIST ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
+
 # Everything but the `ops` tests (every config's header command, deployments on real process workers: minutes
 # each); `make test-ops` runs those, and .ci/run runs both.
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not ops"
+	$(PY) -m pytest -q -m "not ops" $(PYTEST_XDIST)
 
 test-ops: $(STAMP)
 	$(PY) -m pytest -q -m ops
@@ -41,7 +47,7 @@ test-ops: $(STAMP)
 # The edit-test loop: everything but the end-to-end tests marked slow (make test still runs them all).
 test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q -m "not slow and not ops"
+	$(PY) -m pytest -q -m "not slow and not ops" $(PYTEST_XDIST)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

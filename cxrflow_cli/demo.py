@@ -53,6 +53,8 @@ def demo(
     studies: Annotated[int, typer.Option(min=1, help="fixture studies")] = DEMO_STUDIES,
     seed: Annotated[int, typer.Option(help="fixture seed")] = 0,
     spec: Annotated[Path, typer.Option(help="ablation YAML: a `trained` and a `shuffled` variant")] = DEMO_SPEC,
+    parallel: Annotated[int | None, typer.Option(min=1, help="variants trained at once, each in its own process "
+                                                 "(default: one per CPU core; 1: one after the other)")] = None,
 ) -> None:
     """Run the demo on fixtures and print the summary."""
     from cxrio import atomic_write_json
@@ -82,7 +84,7 @@ def demo(
         raise UserError(f"{out} holds pipeline stages but no record of the demo fixture they were ingested from",
                         f"remove {out} or give another --out")
     root = write_demo_fixture(out / "learnable", studies, seed)
-    result = run_ablation(ablation)
+    result = run_ablation(ablation, parallel=parallel)
     variants = result["variants"]
     trained = variants["trained"]
 

@@ -95,6 +95,9 @@ def register(app: typer.Typer) -> None:
         ),
         n_resamples: int = typer.Option(1000, "--n-resamples", min=1, help="paired-test resamples vs the baseline"),
         as_json: bool = typer.Option(False, "--json", help="print the leaderboard rows as JSON instead"),
+        parallel: int | None = typer.Option(
+            None, "--parallel", min=1, help="variants run at once, each training in its own process (default: one "
+            "per CPU core; 1: one after the other)"),
     ) -> None:
         """One flow run per variant (tags ablation:<name>, variant:<name>), then the compare flow. Prints the
         comparison (value [CI], difference vs the baseline [CI], p, n), the Runs page and the folders."""
@@ -104,7 +107,7 @@ def register(app: typer.Typer) -> None:
 
         ablation = load_ablation_spec(spec, parse_sets(set_))
         check_variants(ablation, spec)
-        result = run_ablation(ablation, deployment=deployment, n_resamples=n_resamples)
+        result = run_ablation(ablation, deployment=deployment, n_resamples=n_resamples, parallel=parallel)
         if not as_json:
             typer.echo(render(result, ablation.baseline))
             return

@@ -3,12 +3,18 @@
 In the UI (flows/ui.py): each variant's run is named `<ablation>-<variant>` and tagged `ablation:<name>`,
 `variant:<name>`, so filtering Runs by `ablation:<name>` lists one row per variant (its stage subflows carry
 `stage:` and `variant:` tags only). The ablate run itself is named `<ablation>-ablate` and the compare step
-`<ablation>-compare`, both tagged `ablate:<name>`. Locally the variant runs are subflows; with `deployment` set
+`<ablation>-compare`, both tagged `ablate:<name>`. Locally the variant runs are subflows, run side by side
+(one thread each, up to one per CPU core; each trains in its own child process: flows/train.py); with `deployment` set
 (e.g. "pipeline/pipeline") each variant is a `run_deployment` on whatever work pool serves it. Variants share
 stage outputs wherever their configs agree (flows/pipeline.py). A rerun creates no run for a finished variant
 and each variant's run carries its headline metric as a tag (flows/reruns.py)."""
 
 from __future__ import annotations
+
+import contextvars
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from prefect import flow
 from prefect.context import TagsContext
@@ -29,20 +35,74 @@ def own_tags(spec: AblationSpec, role: str) -> set[str]:
     return {f"ablate:{spec.name}", role}
 
 
-def run_ablation(spec: AblationSpec, deployment: str | None = None, n_resamples: int = 1000) -> dict:
+def run_ablation(spec: AblationSpec, deployment: str | None = None, n_resamples: int = 1000,
+                 parallel: int | None = None) -> dict:
     """The `ablate` flow under its ablation's name and tags (the CLI's and the demo's entry point)."""
     with TagsContext(current_tags=own_tags(spec, "ablate")):
         return ablate.with_options(flow_run_name=f"{slug(spec.name)}-ablate")(
-            spec, deployment=deployment, n_resamples=n_resamples)
+            spec, deployment=deployment, n_resamples=n_resamples, parallel=parallel)
+
+
+def _run_variant(spec: AblationSpec, variant: str, side_by_side: bool) -> dict:
+    """One variant's `pipeline` run (a subflow of the ablate run); side by side with others (_side_by_side), it
+    trains in a child process (flows/train.py TRAIN_IN_CHILD) and its other stages take turns with theirs
+    (flows/stages.py)."""
+    from flows.pipeline import pipeline
+    from flows.train import TRAIN_IN_CHILD
+
+    cfg = spec.variant_config(variant)
+    if side_by_side:
+        TRAIN_IN_CHILD.set(True)  # in this thread's copy of the ablate run's context only
+    # replace (not add to) the ablate run's tags: the variant rows are what `ablation:<name>` finds
+    with TagsContext(current_tags=set(variant_tags(spec, variant))):
+        res = pipeline.with_options(flow_run_name=run_name(spec, variant))(cfg)
+    return {"eval_dir": str(cfg.stage_dirs()["evaluate"]), "stages": res["stages"], "work": res["work"],
+            "flow_run_id": res.get("flow_run_id")}
+
+
+def _side_by_side(spec: AblationSpec, pending: list[str], workers: int) -> dict[str, dict]:
+    """The variants, `workers` at a time, each in a thread. A stage folder that variants share is run by the
+    first of them in the spec's order: a later variant starts once the stages it shares with earlier ones are
+    finished (their completion markers, tasks/plan.py) and reuses them, as it would have run after them. A
+    variant whose shared stage failed is not started; the first failure (in the spec's order) is raised."""
+    from tasks.variants import shared_stages, stage_finished
+
+    cfgs = {v: spec.variant_config(v) for v in pending}
+    waits = shared_stages(cfgs)  # variant -> [(stage, the earlier variant that runs it)]
+    futures: dict[str, Future] = {}
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="variant")
+    try:
+        for variant in pending:
+            cfg = cfgs[variant]
+            while not all(stage_finished(cfg, s) or futures[o].done() for s, o in waits[variant]):
+                time.sleep(0.2)
+            if not all(stage_finished(cfg, s) for s, _ in waits[variant]):
+                break  # an earlier variant failed before finishing a stage this one needs
+            futures[variant] = pool.submit(contextvars.copy_context().run, _run_variant, spec, variant, True)
+        wait(futures.values())
+    except BaseException:  # an interrupt: the trainings in child processes end now, not when they finish
+        from training.child import stop_children
+
+        stop_children()
+        raise
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    done = {v: f.result() for v, f in futures.items()}  # the first failure, in the spec's order
+    if len(done) < len(pending):
+        raise RuntimeError(f"variants {[v for v in pending if v not in done]} not run: a stage they share with an "
+                           "earlier variant did not finish")
+    return done
 
 
 @flow(name="ablate", log_prints=True)
-def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int = 1000) -> dict:
+def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int = 1000,
+           parallel: int | None = None) -> dict:
+    """`parallel`: how many variants run at once locally (default: one per CPU core; 1 runs them in turn)."""
     from flows.compare import compare
-    from flows.pipeline import pipeline
     from flows.reruns import reusable_variant, tag_headline
 
     results: dict[str, dict] = {}
+    pending: list[str] = []
     for variant in spec.variants:
         cfg = spec.variant_config(variant)
         reused = reusable_variant(cfg, variant_tags(spec, variant))
@@ -56,11 +116,13 @@ def ablate(spec: AblationSpec, deployment: str | None = None, n_resamples: int =
                            flow_run_name=run_name(spec, variant), tags=variant_tags(spec, variant))
             results[variant] = {"flow_run_id": run["flow_run_id"], "eval_dir": str(cfg.stage_dirs()["evaluate"])}
             continue
-        # replace (not add to) the ablate run's tags: the variant rows are what `ablation:<name>` finds
-        with TagsContext(current_tags=set(variant_tags(spec, variant))):
-            res = pipeline.with_options(flow_run_name=run_name(spec, variant))(cfg)
-        results[variant] = {"eval_dir": str(cfg.stage_dirs()["evaluate"]), "stages": res["stages"],
-                            "work": res["work"], "flow_run_id": res.get("flow_run_id")}
+        pending.append(variant)
+    workers = min(len(pending), parallel or getattr(os, "process_cpu_count", os.cpu_count)() or 1)
+    if workers > 1:
+        results.update(_side_by_side(spec, pending, workers))
+    else:
+        results.update({v: _run_variant(spec, v, False) for v in pending})
+    results = {v: results[v] for v in spec.variants}  # the spec's order, whichever finished first
     for variant in results:  # the filtered Runs page shows each variant's headline metric as a tag
         if results[variant].get("flow_run_id"):
             r = results[variant]

@@ -3,7 +3,9 @@ stage configs: tasks/plan.py; the stage table: tasks/stages.py)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 from flows import progress
@@ -64,8 +66,17 @@ FLOWS: dict[str, Callable[[Any, dict, str], dict]] = {
 ROWS = {"ingest": "images ingested", "structure": "reports structured"}
 
 
+# Variants side by side (flows/ablate.py) run in threads of one process and train in child processes; their
+# other stages take turns here: they would only contend for the GIL, and the encoder stage trains in-process on
+# torch's process-wide RNG.
+_IN_PROCESS_TURN = threading.Lock()
+
+
 def run_stage(stage: str, confs, run_name: str | None = None, experiment: str = "default") -> dict:
     """Run `stage`'s flow on its config in `confs` (tasks/plan.py StageConfigs or DataStageConfigs)."""
+    from flows.train import TRAIN_IN_CHILD
+
     if stage in ROWS:
         progress.notify_stage(ROWS[stage])
-    return FLOWS[stage](confs, {"flow_run_name": run_name} if run_name else {}, experiment)
+    with _IN_PROCESS_TURN if TRAIN_IN_CHILD.get() and stage != "train" else nullcontext():
+        return FLOWS[stage](confs, {"flow_run_name": run_name} if run_name else {}, experiment)

@@ -8,6 +8,7 @@ and a metrics table, under stable keys so runs line up in the UI (per experiment
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
@@ -20,6 +21,9 @@ from schemas.train import TrainConfig
 from training import plots
 
 MAX_TABLE_ROWS = 200
+# Set by `ablate` while it runs variants side by side in threads of one process: a local training then runs
+# in a child process (training/child.py: torch's RNG and thread pool are per process).
+TRAIN_IN_CHILD: ContextVar[bool] = ContextVar("cxrflow_train_in_child", default=False)
 
 
 class _ToRunLogger(logging.Handler):
@@ -33,12 +37,16 @@ class _ToRunLogger(logging.Handler):
         self.run_logger.log(record.levelno, record.getMessage())
 
 
-def train_with_progress(cfg: TrainConfig) -> dict:
-    """training/run.run_training, with its log lines on the task run's logger and a progress artifact."""
+def train_with_progress(cfg: TrainConfig, in_child: bool = False) -> dict:
+    """training/run.run_training, with its log lines on the task run's logger and a progress artifact; with
+    `in_child`, computed in a child process (training/child.py)."""
     from prefect.logging import get_run_logger
 
     from flows.progress import Reporter
-    from training.run import run_training  # torch: imported when a run trains here, not to dispatch one
+    if in_child:
+        from training.child import run_training_in_child as run_training
+    else:
+        from training.run import run_training  # torch: imported when a run trains here, not to dispatch one
 
     handler = _ToRunLogger(get_run_logger())
     training_log = logging.getLogger("cxrflow.training")
@@ -104,6 +112,6 @@ def train(cfg: TrainConfig, dispatch: Literal["auto", "local", "deployment"] = "
     # The CLI's checks, where the data must be (here, or on the GPU worker that runs the dispatched run):
     # a deployment run fails with the same one-line message.
     check_train_config(cfg)
-    summary = train_task(cfg)
+    summary = train_task(cfg, TRAIN_IN_CHILD.get())
     publish_task(Path(cfg.out), summary)
     return summary

@@ -62,3 +62,20 @@ def with_headline(tags: list[str], tag: str) -> list[str]:
     metric = tag[len(HEADLINE_PREFIX):].split(" ", 1)[0]
     keep = [t for t in tags if not t.startswith(f"{HEADLINE_PREFIX}{metric} ")]
     return [*keep, tag]
+
+
+def shared_stages(cfgs: dict[str, PipelineConfig]) -> dict[str, list[tuple[str, str]]]:
+    """Per variant (in the given order): the stages whose folder an earlier variant also writes, each with the
+    first such variant, which runs it while the later one waits to reuse it (flows/ablate.py, side by side)."""
+    owner: dict[Path, str] = {}
+    shared: dict[str, list[tuple[str, str]]] = {}
+    for variant, cfg in cfgs.items():
+        dirs = cfg.stage_dirs()
+        shared[variant] = [(stage, owner[d]) for stage, d in dirs.items() if d in owner]
+        owner.update({d: variant for d in dirs.values() if d not in owner})
+    return shared
+
+
+def stage_finished(cfg: PipelineConfig, stage: str) -> bool:
+    """Whether `stage` of `cfg` has its completion marker (a run of it finished and its output is there)."""
+    return read_marker(stage, cfg.stage_dirs()[stage], cfg.stage_hashes()[stage]) is not None

@@ -23,7 +23,10 @@ class Recorder:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client hung up after the status line (a 401 needs no body): not the server's error
 
             do_GET = do_POST = do_CONNECT = _answer
 

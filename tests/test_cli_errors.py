@@ -418,7 +418,7 @@ def test_demo_checks_its_out_and_spec_before_writing_the_fixture(cli, tmp_path, 
     class Ran(Exception):
         pass
 
-    def ran(ablation):
+    def ran(ablation, **options):
         raise Ran(ablation.name)
 
     monkeypatch.setattr(flows.ablate, "run_ablation", ran)

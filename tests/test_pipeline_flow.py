@@ -263,3 +263,19 @@ def test_plan_stage_configs_point_every_stage_at_its_keyed_dir(tmp_path):
     )
     ingest = {"found": 9, "kept": 7, "filtered": 1, "quarantined": 1, "decoded": 7}
     assert work_done("ingest", ingest) == {"decoded": 7, "llm_requests": 0, "train_steps": 0}
+
+
+def test_side_by_side_variants_wait_for_the_stages_an_earlier_one_runs(tmp_path):
+    """flows/ablate.py runs variants side by side: each stage folder is run by the first variant with it, and a
+    later variant waits for exactly those (a training-only variant for the data stages; an evaluation-only
+    one for the checkpoint too; one with other data for nothing)."""
+    from schemas.pipeline import AblationSpec
+    from tasks.variants import shared_stages, stage_finished
+
+    spec = AblationSpec(name="s", base=base_dict(tiny_config(tmp_path / "mimic", tmp_path / "out")),
+                        variants={"a": {}, "lr": {"train.stage2.lr": 1e-3}, "tok": {"evaluate.max_new_tokens": 3},
+                                  "px": {"data.image.size": 64}})
+    waits = shared_stages({v: spec.variant_config(v) for v in spec.variants})
+    assert waits == {"a": [], "lr": [("ingest", "a"), ("structure", "a"), ("shard", "a")],
+                     "tok": [("ingest", "a"), ("structure", "a"), ("shard", "a"), ("train", "a")], "px": []}
+    assert not stage_finished(spec.variant_config("a"), "ingest")

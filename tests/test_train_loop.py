@@ -139,3 +139,33 @@ def test_plain_module_entry_point_runs_without_prefect(shards, tmp_path):
     assert "prefect" not in proc.stderr.lower()
     assert json.loads(proc.stdout)["stages"]["1"]["steps"] == 1
     assert (out / "final/stage1-projector.safetensors").exists()
+
+
+def test_training_in_a_child_process_gives_the_in_process_run(uninterrupted, shards, tmp_path, caplog,
+                                                               monkeypatch):
+    """training/child.py (variants side by side in `ablate`): the same weights and losses as run_training here,
+    every step row relayed to on_step and the run's log lines to this process's loggers; a failure in the child
+    is raised here with its own type. This process has the isolated torchvision on its path, as after an
+    open_clip import (training/openclip.py): the child must not import LLaVA with it."""
+    import logging
+    import sys
+
+    from safetensors.torch import load_file
+
+    from training.child import run_training_in_child
+    from training.openclip import ISOLATED
+
+    monkeypatch.setattr(sys, "path", [*sys.path, str(ISOLATED)])
+    cfg, summary = uninterrupted
+    rows: list[dict] = []
+    with caplog.at_level(logging.INFO, logger="cxrflow.training"):
+        child = run_training_in_child(small_config(shards, tmp_path / "child"), on_step=rows.append)
+    assert [(r["stage"], r["step"]) for r in rows] == [(1, i) for i in range(1, 5)] + [(2, i) for i in range(1, 9)]
+    assert child["stages"][2]["losses"] == summary["stages"][2]["losses"]
+    for name in ("stage1-projector.safetensors", "stage2-trainable.safetensors"):
+        here, there = load_file(cfg.out / "final" / name), load_file(tmp_path / "child" / "final" / name)
+        assert here.keys() == there.keys() and all(torch.equal(here[k], there[k]) for k in here), name
+    assert any("stage 2: 8 optimizer steps" in r.getMessage() for r in caplog.records)
+
+    with pytest.raises(ValueError, match="different training config"):  # run_training's own error, raised here
+        run_training_in_child(small_config(shards, tmp_path / "child").model_copy(update={"seed": 1}))

@@ -236,6 +236,7 @@ def test_rules_version_kept_when_the_llm_answer_was_quarantined(tmp_path, artifa
     )
 
 
+@pytest.mark.slow  # ~20 s: the whole suite once, then in 3-row batches (>10 GX runs)
 def test_row_suite_in_tiny_batches_gives_the_whole_frame_outputs(tmp_path, artifacts, monkeypatch):
     """The row suite runs BATCH_ROWS rows at a time: 3-row batches give, byte for byte, the outputs of one
     batch, duplicates split across two batches included (found over the whole archive, not per batch)."""
