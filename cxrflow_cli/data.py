@@ -90,7 +90,9 @@ def register(app: typer.Typer) -> None:
         from cxrflow_cli.progress import counter
 
         with counter("images ingested"):
-            result = data_pipeline(params)  # an unreadable annotations file inside it is a user error (main.py)
+            from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
+            with cli_run_settings():
+                result = data_pipeline(params)  # an unreadable annotations file inside it is a user error (main.py)
         shards = result["shards"]
         typer.echo(
             json.dumps({"splits": shards["splits"], "reconciliation": shards["reconciliation"]}, indent=2)

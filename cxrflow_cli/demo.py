@@ -84,7 +84,9 @@ def demo(
         raise UserError(f"{out} holds pipeline stages but no record of the demo fixture they were ingested from",
                         f"remove {out} or give another --out")
     root = write_demo_fixture(out / "learnable", studies, seed)
-    result = run_ablation(ablation, parallel=parallel)
+    from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
+    with cli_run_settings():
+        result = run_ablation(ablation, parallel=parallel)
     variants = result["variants"]
     trained = variants["trained"]
 

@@ -113,7 +113,9 @@ def register(app: typer.Typer) -> None:
         from cxrflow_cli.progress import counter
 
         with counter("reports generated"):
-            result = evaluate(params)
+            from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
+            with cli_run_settings():
+                result = evaluate(params)
         typer.echo(json.dumps(result, indent=2))
 
     @app.command("score")

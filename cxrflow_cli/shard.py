@@ -53,5 +53,7 @@ def register(app: typer.Typer) -> None:
             llava_nan_labels=llava_nan,
         )
         with counter("samples sharded"):
-            summary = shard_flow(params)
+            from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
+            with cli_run_settings():
+                summary = shard_flow(params)
         typer.echo(json.dumps({k: summary[k] for k in ("splits", "shards", "reconciliation")}, indent=2))

@@ -57,9 +57,10 @@ def structure(
     try:
         with counter("reports structured", "cost") as update:
             if prefect:
+                from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
                 from flows.structure import structure as structure_flow
-
-                summary = structure_flow(cfg)
+                with cli_run_settings():
+                    summary = structure_flow(cfg)
             else:
                 from flows import progress
                 from tasks.reports.structure import run_structure

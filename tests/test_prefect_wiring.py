@@ -140,3 +140,22 @@ def test_local_chunk_task_runs_hand_their_work_to_a_pool_without_prefect(tmp_pat
     for pid, prefect_loaded in probe.with_options(task_runner=runner)():
         assert pid != os.getpid() and not prefect_loaded
     assert on_pool(_where, ()) == (os.getpid(), True)  # outside a flow on the pool (a Dask task): right here
+
+
+def test_every_command_that_runs_a_flow_here_runs_it_without_heartbeats():
+    """The end of each flow run joins Prefect's heartbeat thread (up to 1 s; the demo's ablation is a dozen flow
+    runs): every CLI command that starts a flow in its own process does so inside cli_run_settings."""
+    import ast
+    from pathlib import Path
+
+    helpers = {"flows.ui", "flows.tasking", "flows.progress", "flows.runners", "flows.reruns"}
+    missing = []
+    for path in sorted(Path("cxrflow_cli").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        flows = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                 and (node.module or "").startswith("flows.") and node.module not in helpers}
+        calls = {node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and isinstance(node.func, ast.Name)}
+        if flows and not calls & {"cli_run_settings", "run_ingest_flow", "run_mixture_flow"}:  # those two wrap it
+            missing.append(f"{path}: starts {sorted(flows)} without cli_run_settings")
+    assert not missing, "\n".join(missing)
