@@ -12,6 +12,7 @@ import multiprocessing as mp
 import pickle
 import queue as queue_errors
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -20,13 +21,32 @@ from schemas.train import TrainConfig
 
 LOGGERS = ("cxrflow.training", "cxrflow.training.steps")
 _children: set = set()  # the live training processes this process started
+# Set by stop_children (an interrupt) until clear_stop: no training starts, and no variant thread starts its next
+# stage (flows/stages.py run_stage), so the process ends instead of running the variants' pipelines on to the end.
+_STOP = threading.Event()
+
+
+class Stopped(RuntimeError):
+    """Raised in a variant's thread at its next stage or training after stop_children (an interrupt)."""
 
 
 def stop_children() -> None:
     """End every training process this process started (an interrupt: they must not train on alone; each
-    waiting caller then fails with the child's exit code)."""
+    waiting caller then fails with the child's exit code), and start no new one until clear_stop."""
+    _STOP.set()
     for child in list(_children):
         child.terminate()
+
+
+def clear_stop() -> None:
+    """Trainings and stages may start again (a new run of variants side by side)."""
+    _STOP.clear()
+
+
+def check_stop() -> None:
+    """Raise Stopped once stop_children was called (and not cleared since)."""
+    if _STOP.is_set():
+        raise Stopped("stopped: the run was interrupted")
 
 
 class ChildTraceback(Exception):
@@ -79,10 +99,12 @@ def run_training_in_child(cfg: TrainConfig, on_step=None) -> dict:
     relay = ctx.Queue()
     levels = {name: logging.getLogger(name).getEffectiveLevel() for name in LOGGERS}
     child = ctx.Process(target=_main, args=(cfg, relay, levels, list(warnings.filters)), name="cxrflow-training")
+    check_stop()
     child.start()
     _children.add(child)
     finished = False
     try:
+        check_stop()  # an interrupt between the check above and the add: stop_children did not see this child
         while True:
             try:
                 message = relay.get(timeout=0.5)
