@@ -11,6 +11,7 @@ import logging
 import multiprocessing as mp
 import pickle
 import queue as queue_errors
+import signal
 import sys
 import threading
 import traceback
@@ -93,6 +94,13 @@ def _main(cfg: TrainConfig, relay, levels: dict[str, int], warning_filters: list
         relay.put(("error", exc, traceback.format_exc()))
 
 
+def _ended(code: int) -> str:
+    if code < 0:  # SIGKILL is what the kernel's out-of-memory killer sends
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        return f"was killed by {name}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+    return f"exited with code {code}"
+
+
 def run_training_in_child(cfg: TrainConfig, on_step=None) -> dict:
     """training.run.run_training(cfg, on_step=on_step), computed in a fresh (spawned) process."""
     ctx = mp.get_context("spawn")  # not fork: the parent's other threads (Prefect's, another variant's) hold locks
@@ -114,8 +122,7 @@ def run_training_in_child(cfg: TrainConfig, on_step=None) -> dict:
                 try:  # it exited: its last message may still be in the pipe
                     message = relay.get(timeout=2.0)
                 except queue_errors.Empty:
-                    raise RuntimeError(f"the training process exited with code {child.exitcode} before it "
-                                       "finished") from None
+                    raise RuntimeError(f"the training process {_ended(child.exitcode)} before it finished") from None
             kind = message[0]
             if kind == "step":
                 if on_step is not None:
