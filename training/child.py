@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import pickle
 import queue as queue_errors
 import signal
 import sys
 import threading
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -68,8 +70,19 @@ def _text(pattern) -> str:  # a filter's message or module: None, a string, or a
     return "" if pattern is None else getattr(pattern, "pattern", pattern)
 
 
-def _main(cfg: TrainConfig, relay, levels: dict[str, int], warning_filters: list) -> None:
+def _end_when_orphaned(parent: int) -> None:
+    """The parent killed outright (SIGKILL, the out-of-memory killer) cannot stop its children: each ends itself
+    once it is no longer its parent's (it would train on alone, for nobody)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
+def _main(cfg: TrainConfig, relay, levels: dict[str, int], warning_filters: list, parent: int) -> None:
     from training.openclip import ISOLATED
+
+    # the parent's id from the parent: killed while this child was still starting, it is no longer getppid()
+    threading.Thread(target=_end_when_orphaned, args=(parent,), daemon=True, name="parent-watch").start()
 
     # The parent's sys.path, less the isolated torchvision an open_clip import there may have added: imported by
     # transformers it breaks LLaVA (training/openclip.py); import_open_clip adds it here too if this run needs it.
@@ -106,7 +119,8 @@ def run_training_in_child(cfg: TrainConfig, on_step=None) -> dict:
     ctx = mp.get_context("spawn")  # not fork: the parent's other threads (Prefect's, another variant's) hold locks
     relay = ctx.Queue()
     levels = {name: logging.getLogger(name).getEffectiveLevel() for name in LOGGERS}
-    child = ctx.Process(target=_main, args=(cfg, relay, levels, list(warnings.filters)), name="cxrflow-training")
+    child = ctx.Process(target=_main, args=(cfg, relay, levels, list(warnings.filters), os.getpid()),
+                        name="cxrflow-training")
     check_stop()
     child.start()
     _children.add(child)
