@@ -22,7 +22,8 @@ T = TypeVar("T")
 
 # The Prefect release whose private attributes this module uses (checked by tests/test_prefect_wiring.py).
 PREFECT_VERSION = "3.8.8"
-# A heartbeat interval the user exported (either of Prefect's names) is kept, in every kind of run.
+# A heartbeat interval the user configured (exported under either of Prefect's names, or set in a Prefect
+# profile or settings file) is kept, in every kind of run.
 HEARTBEAT_ENV = ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY")
 
 
@@ -34,10 +35,14 @@ def cli_run_settings() -> Iterator[None]:
     that mark runs whose process vanished (kill -9, a lost host) as crashed; an exception, Ctrl-C or SIGTERM
     is reported by the engine itself, and a CLI run's process is the user's own terminal. Deployment runs
     (workers run the flow entrypoints, never this) keep them. Trade-off: docs/pitfalls.md."""
-    if any(name in os.environ for name in HEARTBEAT_ENV):
+    from prefect.settings import get_current_settings, temporary_settings
+
+    # exported now, or set by any settings source when the settings loaded (`prefect config set` writes the
+    # profile, not the environment)
+    configured = "heartbeat_frequency" in get_current_settings().flows.model_fields_set
+    if configured or any(name in os.environ for name in HEARTBEAT_ENV):
         yield
         return
-    from prefect.settings import temporary_settings
 
     with temporary_settings(updates={"flows.heartbeat_frequency": None}):
         yield

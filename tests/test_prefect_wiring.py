@@ -159,3 +159,25 @@ def test_every_command_that_runs_a_flow_here_runs_it_without_heartbeats():
         if flows and not calls & {"cli_run_settings", "run_ingest_flow", "run_mixture_flow"}:  # those two wrap it
             missing.append(f"{path}: starts {sorted(flows)} without cli_run_settings")
     assert not missing, "\n".join(missing)
+
+
+def test_a_heartbeat_interval_set_in_the_prefect_profile_is_kept(tmp_path):
+    """`prefect config set PREFECT_FLOWS_HEARTBEAT_FREQUENCY=60` writes the profile, not the environment: a CLI
+    run keeps that interval as it keeps an exported one (a fresh process: settings load from the profile)."""
+    import os
+    import subprocess
+    import sys
+
+    from flows.runners import HEARTBEAT_ENV
+
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text('active = "default"\n\n[profiles.default]\nPREFECT_FLOWS_HEARTBEAT_FREQUENCY = "60"\n')
+    env = {k: v for k, v in os.environ.items() if k not in HEARTBEAT_ENV}
+    env.update(PREFECT_PROFILES_PATH=str(profiles), PREFECT_HOME=str(tmp_path / "home"))
+    probe = ("from flows.runners import cli_run_settings\n"
+             "from prefect.settings import get_current_settings\n"
+             "with cli_run_settings():\n"
+             "    print(get_current_settings().flows.heartbeat_frequency)\n")
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["60"]
