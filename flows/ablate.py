@@ -66,7 +66,9 @@ def _side_by_side(spec: AblationSpec, pending: list[str], workers: int) -> dict[
     finished (their completion markers, tasks/plan.py) and reuses them, as it would have run after them. A
     variant whose shared stage failed is not started; the first failure (in the spec's order) is raised."""
     from tasks.variants import shared_stages, stage_finished
+    from training.child import clear_stop
 
+    clear_stop()
     cfgs = {v: spec.variant_config(v) for v in pending}
     waits = shared_stages(cfgs)  # variant -> [(stage, the earlier variant that runs it)]
     futures: dict[str, Future] = {}

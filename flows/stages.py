@@ -78,5 +78,10 @@ def run_stage(stage: str, confs, run_name: str | None = None, experiment: str = 
 
     if stage in ROWS:
         progress.notify_stage(ROWS[stage])
-    with _IN_PROCESS_TURN if TRAIN_IN_CHILD.get() and stage != "train" else nullcontext():
+    side_by_side = TRAIN_IN_CHILD.get()
+    with _IN_PROCESS_TURN if side_by_side and stage != "train" else nullcontext():
+        if side_by_side:  # after an interrupt (training/child.py stop_children) a variant starts no next stage
+            from training.child import check_stop
+
+            check_stop()
         return FLOWS[stage](confs, {"flow_run_name": run_name} if run_name else {}, experiment)

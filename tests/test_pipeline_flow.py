@@ -279,3 +279,84 @@ def test_side_by_side_variants_wait_for_the_stages_an_earlier_one_runs(tmp_path)
     assert waits == {"a": [], "lr": [("ingest", "a"), ("structure", "a"), ("shard", "a")],
                      "tok": [("ingest", "a"), ("structure", "a"), ("shard", "a"), ("train", "a")], "px": []}
     assert not stage_finished(spec.variant_config("a"), "ingest")
+
+
+def test_side_by_side_a_failed_shared_stage_fails_the_ablation_and_starts_no_waiting_variant(tmp_path,
+                                                                                               monkeypatch):
+    """The first variant fails before its shared data stages finish: the variant waiting for them is never
+    started (no hang on their markers) and the ablation raises the first variant's own error."""
+    import flows.ablate as ablate_flow
+    from schemas.pipeline import AblationSpec
+
+    spec = AblationSpec(name="s", base=base_dict(tiny_config(tmp_path / "mimic", tmp_path / "out")),
+                        variants={"a": {}, "lr": {"train.stage2.lr": 1e-3}})
+    started: list[str] = []
+
+    def fake_variant(spec, variant, side_by_side):
+        started.append(variant)
+        raise ValueError(f"{variant} failed in ingest")
+
+    monkeypatch.setattr(ablate_flow, "_run_variant", fake_variant)
+    with pytest.raises(ValueError, match="a failed in ingest"):
+        ablate_flow._side_by_side(spec, ["a", "lr"], 2)
+    assert started == ["a"]
+
+
+def test_side_by_side_an_interrupt_starts_no_further_stage_or_training(tmp_path, monkeypatch):
+    """Ctrl-C while variants run side by side: the variants' threads cannot be killed, so each stops at its next
+    stage (flows/stages.py) and starts no training (training/child.py) instead of running its pipeline on to the
+    end (the process would wait for them at exit); the stage under way when it came finishes."""
+    import threading
+
+    import flows.ablate as ablate_flow
+    import flows.stages as stages
+    from flows.train import TRAIN_IN_CHILD
+    from schemas.pipeline import AblationSpec
+    from training.child import Stopped, clear_stop, run_training_in_child
+
+    spec = AblationSpec(name="s", base=base_dict(tiny_config(tmp_path / "mimic", tmp_path / "out")),
+                        variants={"a": {}, "px": {"data.image.size": 64}})  # no stage in common: both start
+    in_stage, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+    ends: dict[str, BaseException | None] = {}
+    ended = {v: threading.Event() for v in spec.variants}
+
+    def fake_stage(confs, opts, experiment):
+        ran.append(confs)
+        in_stage.set()
+        assert release.wait(30)
+        return {}
+
+    for stage in ("ingest", "structure"):
+        monkeypatch.setitem(stages.FLOWS, stage, fake_stage)
+
+    def fake_variant(spec, variant, side_by_side):
+        TRAIN_IN_CHILD.set(side_by_side)
+        try:
+            for stage in ("ingest", "structure"):
+                stages.run_stage(stage, stage)
+            run_training_in_child(spec.variant_config(variant).train)
+            ends[variant] = None
+        except BaseException as exc:  # noqa: BLE001 - the test looks at how each variant ended
+            ends[variant] = exc
+        finally:
+            ended[variant].set()
+
+    def interrupted_wait(futures):
+        assert in_stage.wait(30)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablate_flow, "_run_variant", fake_variant)
+    monkeypatch.setattr(ablate_flow, "wait", interrupted_wait)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ablate_flow._side_by_side(spec, ["a", "px"], 2)
+        release.set()
+        assert all(e.wait(30) for e in ended.values())
+        assert ran == ["ingest"]  # the stage under way, nothing after it
+        assert all(isinstance(e, Stopped) for e in ends.values()), ends
+        with pytest.raises(Stopped):
+            run_training_in_child(spec.variant_config("a").train)
+    finally:
+        release.set()
+        clear_stop()  # this process's later trainings

@@ -169,3 +169,99 @@ def test_training_in_a_child_process_gives_the_in_process_run(uninterrupted, sha
 
     with pytest.raises(ValueError, match="different training config"):  # run_training's own error, raised here
         run_training_in_child(small_config(shards, tmp_path / "child").model_copy(update={"seed": 1}))
+
+
+def _sleeping_training(cfg, relay, levels, warning_filters, parent) -> None:
+    """A stand-in for training/child.py's _main in the child (found there by this module's name): one step row,
+    then a long wait to be killed in."""
+    import time
+
+    relay.put(("step", {"stage": 1, "step": 1}))
+    time.sleep(300)
+
+
+def test_a_training_process_killed_by_a_signal_fails_its_caller_with_the_signal(monkeypatch):
+    """The child killed from outside (the kernel's out-of-memory killer sends SIGKILL): the caller fails with a
+    message naming the signal instead of waiting on the queue, and the child is no longer tracked."""
+    import os
+    import signal
+    import threading
+
+    import training.child as child_mod
+
+    monkeypatch.setattr(child_mod, "_main", _sleeping_training)
+    rows: list[dict] = []
+    failed: list[BaseException] = []
+
+    def caller():
+        try:
+            child_mod.run_training_in_child(None, on_step=rows.append)
+        except BaseException as exc:  # noqa: BLE001 - the test looks at it
+            failed.append(exc)
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    thread.join(0)
+    for _ in range(600):  # the child's first row (a spawned interpreter: seconds)
+        if rows:
+            break
+        threading.Event().wait(0.1)
+    (proc,) = child_mod._children
+    os.kill(proc.pid, signal.SIGKILL)
+    thread.join(60)
+    assert not thread.is_alive()
+    assert len(failed) == 1 and "killed by SIGKILL (out of memory?)" in str(failed[0]), failed
+    assert not child_mod._children
+
+
+ORPHAN_SCRIPT = """
+import sys
+import time
+
+import training.run
+
+
+def sleeping(cfg, on_step=None):
+    time.sleep(300)
+
+
+training.run.run_training = sleeping  # in the child too: a spawned child imports this script first
+
+if __name__ == "__main__":
+    import threading
+
+    import training.child
+
+    threading.Thread(target=training.child.run_training_in_child, args=(None,), daemon=True).start()
+    while not training.child._children:
+        time.sleep(0.1)
+    print(next(iter(training.child._children)).pid, flush=True)
+    time.sleep(300)
+"""
+
+
+def test_a_training_process_ends_when_its_parent_is_killed(tmp_path):
+    """The parent killed outright (no chance to stop its children): the training child does not train on alone,
+    an orphan, to its end."""
+    import os
+    import signal
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHAN_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+    try:
+        child = int(parent.stdout.readline())
+    finally:
+        parent.kill()
+        parent.wait()
+    for _ in range(300):  # its watch looks once a second
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the training process outlived its killed parent")
