@@ -103,3 +103,19 @@ def test_seed_flag_reaches_the_config_in_both_clis(tmp_path):
     cfg = config_from_args(a)
     assert (cfg.seed, cfg.stages) == (7, [1])
     assert cfg == config_from_options(tmp_path, tmp_path / "r", "tiny", "1", seed=7)
+
+
+def test_the_loss_curve_is_drawn_without_pyplots_global_state(tmp_path):
+    """Variants side by side publish their curves from threads at once: pyplot's figure registry is global and
+    not thread-safe, so the curve is a Figure of its own (pyplot never imported)."""
+    import json
+    import subprocess
+    import sys
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(json.dumps({"stage": 2, "step": i, "loss": 1 / (i + 1)}) for i in range(5)))
+    code = ("import sys; from pathlib import Path; from training.plots import write_loss_curve; "
+            f"assert write_loss_curve(Path({str(metrics)!r}), Path({str(tmp_path / 'c.png')!r})); "
+            "print('matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False" and (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

@@ -16,15 +16,15 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def write_loss_curve(metrics_path: Path, png: Path) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot's: pyplot's figure registry is global and not thread-safe, and an
+    # ablation's variants publish their curves from threads at once (flows/ablate.py)
+    from matplotlib.figure import Figure
 
     rows = read_metrics(metrics_path)
     if not rows:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    ax = fig.subplots()
     for stage in sorted({r["stage"] for r in rows}):
         pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage]
         ax.plot(*zip(*pts, strict=True), marker=".", label=f"stage {stage}")
@@ -36,7 +36,6 @@ def write_loss_curve(metrics_path: Path, png: Path) -> Path | None:
     fig.tight_layout()
     with atomic_path(png) as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return png
 
 
