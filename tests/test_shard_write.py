@@ -271,7 +271,6 @@ def test_shard_stage_from_the_accepted_file_in_tiny_batches_gives_the_whole_fram
     unsorted file too: the key order is planned from the key column, rows are read back window by window),
     and never the file whole: the tars, indexes, shard map, card and LLaVA JSON are byte for byte those
     written from the whole frame."""
-    import tasks.accepted_rows as accepted_rows
 
     data, accepted = dataset
     whole = tmp_path / "whole"
@@ -280,16 +279,7 @@ def test_shard_stage_from_the_accepted_file_in_tiny_batches_gives_the_whole_fram
 
     shuffled = tmp_path / "accepted.parquet"  # not in key order: windows must re-read, not hold the file
     accepted.sample(fraction=1.0, shuffle=True, seed=5).write_parquet(shuffled)
-    monkeypatch.setattr(accepted_rows, "BATCH_ROWS", 3)
-    heights = []
-    real_batches = accepted_rows.batches
-
-    def counting(src, columns=None, start=0):
-        for b in real_batches(src, columns, start):
-            heights.append(b.height)
-            yield b
-
-    monkeypatch.setattr(accepted_rows, "batches", counting)
+    heights = _count_batches(monkeypatch, 3)
     real_read = pl.read_parquet
 
     def key_columns_only(source, *args, columns=None, **kwargs):
@@ -316,16 +306,7 @@ def test_rows_at_reads_only_the_rows_asked_for_of_a_key_ordered_file(tmp_path, m
 
     path = tmp_path / "accepted.parquet"
     pl.DataFrame({"image_key": [f"k{i:03d}" for i in range(60)], "n": list(range(60))}).write_parquet(path)
-    monkeypatch.setattr(accepted_rows, "BATCH_ROWS", 4)
-    decoded = []
-    real_batches = accepted_rows.batches
-
-    def counting(src, columns=None, start=0):
-        for b in real_batches(src, columns, start):
-            decoded.append(b.height)
-            yield b
-
-    monkeypatch.setattr(accepted_rows, "batches", counting)
+    decoded = _count_batches(monkeypatch, 4)
     got = [r["n"] for r in accepted_rows.rows_at(path, pl.Series([52, 53, 54, 55, 56, 57, 58, 59]))]
     assert got == list(range(52, 60))
     assert sum(decoded) <= 8, decoded  # two windows' rows, not the 52 before them
@@ -357,3 +338,20 @@ def test_rows_at_gives_the_rows_asked_for_at_any_window(tmp_path, monkeypatch):
             asked = [i % 97 for i in range(start, start + k)] + asked[:3]  # a run, wrapping, then repeats
         for src in (path, frame):
             assert [r["n"] for r in accepted_rows.rows_at(src, pl.Series(asked, dtype=pl.UInt32))] == asked
+
+
+def _count_batches(monkeypatch, rows: int) -> list[int]:
+    """accepted_rows reads `rows` rows a window; the returned list collects the height of every window read."""
+    import tasks.accepted_rows as accepted_rows
+
+    monkeypatch.setattr(accepted_rows, "BATCH_ROWS", rows)
+    heights: list[int] = []
+    real_batches = accepted_rows.batches
+
+    def counting(src, columns=None, start=0):
+        for b in real_batches(src, columns, start):
+            heights.append(b.height)
+            yield b
+
+    monkeypatch.setattr(accepted_rows, "batches", counting)
+    return heights
