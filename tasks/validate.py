@@ -128,18 +128,6 @@ def _clean(text) -> str | None:
     return text or None
 
 
-def _read_report_rows(data_dir: Path) -> pl.DataFrame | None:
-    """reports.parquet (structure stage) as it is; None when absent (no extra versions)."""
-    scan = _scan_report_rows(data_dir)
-    return None if scan is None else scan.collect()
-
-
-def load_reports(data_dir: Path) -> dict[str, list[dict]]:
-    """reports.parquet (structure stage), grouped by image_key; absent file -> no extra versions."""
-    df = _read_report_rows(data_dir)
-    return {} if df is None else _group_reports(df)
-
-
 def _group_reports(df: pl.DataFrame) -> dict[str, list[dict]]:
     """reports.parquet's rows as each image's findings versions."""
     out: dict[str, list[dict]] = {}
