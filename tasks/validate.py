@@ -612,11 +612,12 @@ def _write_accepted(path: Path, spill: Path, samples: pl.LazyFrame, total: int, 
         if not total:
             samples.sink_parquet(tmp, compression="zstd", statistics=True)
             return
+        kept = ~pl.col(ROW_INDEX).is_in(list(bad))  # built once, not per slice
         writer = None
         try:
             for part in sorted(spill.glob("*.parquet")):
                 rows = pl.read_parquet(part).cast(dict(schema))
-                table = rows.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX).to_arrow()
+                table = rows.filter(kept).drop(ROW_INDEX).to_arrow()
                 writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
                 writer.write_table(table)
         finally:
