@@ -21,14 +21,18 @@ BLOCK = 16384  # output rows per block (and row group)
 READ_ROWS = 256  # rows a part is read ahead by: all parts are open at once (random keys), so this times parts
 
 
+def _open_part(path: Path) -> pq.ParquetFile:
+    """A part opened for reading a few rows ahead. Not pre-buffered (pyarrow's default reads the whole part's
+    column chunks up front: ~2.8 MiB a 4,096-row part, times every part at once); a buffered stream reads
+    pages as batches need them."""
+    return pq.ParquetFile(path, buffer_size=1 << 16, pre_buffer=False)
+
+
 class _Cursor:
     """Sequential reads of a part: `take(n)` returns its next n rows."""
 
     def __init__(self, path: Path):
-        # Not pre-buffered (pyarrow's default reads the whole part's column chunks up front: ~2.8 MiB a
-        # 4,096-row part, times every part at once); a buffered stream reads pages as batches need them.
-        f = pq.ParquetFile(path, buffer_size=1 << 16, pre_buffer=False)
-        self._batches: Iterator[pa.RecordBatch] = f.iter_batches(batch_size=READ_ROWS)
+        self._batches: Iterator[pa.RecordBatch] = _open_part(path).iter_batches(batch_size=READ_ROWS)
         self._buffer: pa.Table | None = None
 
     def take(self, n: int) -> pa.Table:
@@ -74,7 +78,7 @@ class Unsorted(ValueError):
 def _sorted_rows(path: Path, rank: int, key: str, names: list[str], fill: dict) -> Iterator[tuple]:
     """(key, rank, row values in `names` order) of a file sorted by `key`, READ_ROWS rows read at a time;
     columns the file lacks take their `fill` value."""
-    f = pq.ParquetFile(path, buffer_size=1 << 16, pre_buffer=False)  # as _Cursor
+    f = _open_part(path)
     have = set(f.schema_arrow.names)
     last = None
     for batch in f.iter_batches(batch_size=READ_ROWS, columns=[n for n in names if n in have]):

@@ -49,8 +49,8 @@ def _map_meta(accepted: Accepted) -> pl.DataFrame:
         pl.DataFrame(
             {
                 "image_key": b.get_column("image_key"),
-                "image_member_ext": [
-                    "png" if str(f).lower() == "png" else "jpg" for f in b.get_column("image_format").to_list()
+                "image_member_ext": [  # as the shard writer names the member (tasks/shard.py)
+                    IMAGE_EXTENSIONS.get(str(f).lower(), "jpg") for f in b.get_column("image_format").to_list()
                 ],
                 "primary_method": b.get_column("primary_method"),
                 "n_targets": [len(json.loads(t)) for t in b.get_column("targets_json").to_list()],

@@ -128,18 +128,6 @@ def _clean(text) -> str | None:
     return text or None
 
 
-def _read_report_rows(data_dir: Path) -> pl.DataFrame | None:
-    """reports.parquet (structure stage) as it is; None when absent (no extra versions)."""
-    scan = _scan_report_rows(data_dir)
-    return None if scan is None else scan.collect()
-
-
-def load_reports(data_dir: Path) -> dict[str, list[dict]]:
-    """reports.parquet (structure stage), grouped by image_key; absent file -> no extra versions."""
-    df = _read_report_rows(data_dir)
-    return {} if df is None else _group_reports(df)
-
-
 def _group_reports(df: pl.DataFrame) -> dict[str, list[dict]]:
     """reports.parquet's rows as each image's findings versions."""
     out: dict[str, list[dict]] = {}
@@ -624,11 +612,12 @@ def _write_accepted(path: Path, spill: Path, samples: pl.LazyFrame, total: int, 
         if not total:
             samples.sink_parquet(tmp, compression="zstd", statistics=True)
             return
+        kept = ~pl.col(ROW_INDEX).is_in(list(bad))  # built once, not per slice
         writer = None
         try:
             for part in sorted(spill.glob("*.parquet")):
                 rows = pl.read_parquet(part).cast(dict(schema))
-                table = rows.filter(~pl.col(ROW_INDEX).is_in(list(bad))).drop(ROW_INDEX).to_arrow()
+                table = rows.filter(kept).drop(ROW_INDEX).to_arrow()
                 writer = writer or pq.ParquetWriter(tmp, table.schema, compression="zstd")
                 writer.write_table(table)
         finally:

@@ -121,24 +121,21 @@ def _manifest_batches(path: Path, rows: int) -> Iterator[list[dict[str, Any]]]:
     yield from (batch.to_pylist() for batch in f.iter_batches(batch_size=max(1, rows)))
 
 
-def load_released(manifest: Path, keys: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Released LLaVA-Rad texts written by ingest beside the manifest, by image_key (empty when none); only
-    those of `keys` when given (one batch's images: the file is filtered as it is read)."""
+def load_released(manifest: Path, keys: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Released LLaVA-Rad texts written by ingest beside the manifest, by image_key, for `keys` only (one
+    batch's images: the file is filtered as it is read); empty when there are none."""
     from tasks.reports.annotations import FILE_NAME
 
     path = Path(manifest).parent / FILE_NAME
-    if not path.exists() or keys == []:
+    if not path.exists() or not keys:
         return {}
-    if keys is None:
-        records = pq.read_table(path).to_pylist()
-    else:
-        # A polars scan decodes the key column, then only the matching rows' texts; pyarrow's filtered read
-        # decoded every text of the file per batch (ingest writes it unsorted, one row group): O(batches x
-        # file): 80K images (2 records each, 2,048-row batches) 4.9 s, now 0.7 s (a shared machine).
-        import polars as pl
+    import polars as pl
 
-        scan = pl.scan_parquet(path).filter(pl.col("image_key").is_in(pl.Series(keys, dtype=pl.String).implode()))
-        records = scan.collect().to_dicts()
+    # A polars scan decodes the key column, then only the matching rows' texts; pyarrow's filtered read
+    # decoded every text of the file per batch (ingest writes it unsorted, one row group): O(batches x
+    # file): 80K images (2 records each, 2,048-row batches) 4.9 s, now 0.7 s (a shared machine).
+    scan = pl.scan_parquet(path).filter(pl.col("image_key").is_in(pl.Series(keys, dtype=pl.String).implode()))
+    records = scan.collect().to_dicts()
     out: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
         out.setdefault(rec["image_key"], []).append(rec)
