@@ -1,4 +1,5 @@
-"""Option types shared by the commands: fixed choices shown in --help (Enums), and the source names."""
+"""Option types shared by the commands: fixed choices shown in --help (Enums), and the source names; how a
+command runs a flow (run_flow)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from schemas.config import ImageConfig
 from schemas.llm import Backend as _Backend
 from schemas.llm import OperationName
 from schemas.train import TrainConfig
+
+T = typing.TypeVar("T")
 
 
 def literal_choices(name: str, literal) -> type[StrEnum]:
@@ -97,3 +100,13 @@ def load_yaml_mapping(path, flag: str) -> dict:
         return load_yaml(path)
     except UserError as e:
         raise UserError(f"{flag} {e.message}", e.hint) from None
+
+
+def run_flow(flow: typing.Callable[..., T], /, *args, **kwargs) -> T:
+    """flow(*args, **kwargs), a flow or a function that starts one, run in this process as every command runs
+    one: without flow-run heartbeats (flows/runners.py cli_run_settings: up to 1 s per flow run). Prefect is
+    imported here, when a command runs a flow, not at the CLI's start-up."""
+    from flows.runners import cli_run_settings
+
+    with cli_run_settings():
+        return flow(*args, **kwargs)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cxrflow_cli._common import IMAGE_SIZE, SOURCE_HELP, Backend, given, value
+from cxrflow_cli._common import IMAGE_SIZE, SOURCE_HELP, Backend, given, run_flow, value
 
 
 def register(app: typer.Typer) -> None:
@@ -90,9 +90,7 @@ def register(app: typer.Typer) -> None:
         from cxrflow_cli.progress import counter
 
         with counter("images ingested"):
-            from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
-            with cli_run_settings():
-                result = data_pipeline(params)  # an unreadable annotations file inside it is a user error (main.py)
+            result = run_flow(data_pipeline, params)  # an unreadable annotations file inside it is a user error (main.py)
         shards = result["shards"]
         typer.echo(
             json.dumps({"splits": shards["splits"], "reconciliation": shards["reconciliation"]}, indent=2)

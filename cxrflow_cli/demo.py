@@ -15,6 +15,8 @@ from typing import Annotated
 
 import typer
 
+from cxrflow_cli._common import run_flow
+
 DEMO_SPEC = Path("configs/ablations/learning.yaml")
 # The project's own copy, for a `cxrflow demo` started outside the repository root.
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -84,9 +86,7 @@ def demo(
         raise UserError(f"{out} holds pipeline stages but no record of the demo fixture they were ingested from",
                         f"remove {out} or give another --out")
     root = write_demo_fixture(out / "learnable", studies, seed)
-    from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
-    with cli_run_settings():
-        result = run_ablation(ablation, parallel=parallel)
+    result = run_flow(run_ablation, ablation, parallel=parallel)
     variants = result["variants"]
     trained = variants["trained"]
 

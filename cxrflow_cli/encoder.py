@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from cxrflow_cli._common import run_flow
+
 
 def register(app: typer.Typer) -> None:
     @app.command("encoder")
@@ -62,9 +64,7 @@ def register(app: typer.Typer) -> None:
         except ValidationError as e:
             raise validation_message(e, EncoderConfig) from None
         try:
-            from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
-            with cli_run_settings():
-                result = encoder_flow(cfg, experiment=out.name)
+            result = run_flow(encoder_flow, cfg, experiment=out.name)
         except (EncoderTrainingError, FileNotFoundError, ValueError) as e:
             typer.echo(f"error: {str(e).splitlines()[0]}", err=True)
             raise typer.Exit(2) from None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from cxrflow_cli._common import BootstrapScheme, JudgeBackend, PairBy, Protocol, value
+from cxrflow_cli._common import BootstrapScheme, JudgeBackend, PairBy, Protocol, run_flow, value
 
 
 def _llm_fields(
@@ -113,9 +113,7 @@ def register(app: typer.Typer) -> None:
         from cxrflow_cli.progress import counter
 
         with counter("reports generated"):
-            from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
-            with cli_run_settings():
-                result = evaluate(params)
+            result = run_flow(evaluate, params)
         typer.echo(json.dumps(result, indent=2))
 
     @app.command("score")

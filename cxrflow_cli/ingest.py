@@ -15,6 +15,7 @@ from cxrflow_cli._common import (
     Resize,
     default,
     load_yaml_mapping,
+    run_flow,
     value,
 )
 from schemas.config import ImageConfig, IngestConfig
@@ -109,7 +110,7 @@ def ingest(
             if prefect:
                 from flows.ingest import run_ingest_flow
 
-                summary = run_ingest_flow(cfg)
+                summary = run_flow(run_ingest_flow, cfg)
             else:
                 from tasks.ingest import run_ingest
 
@@ -147,9 +148,9 @@ def _ingest_mixture(path: Path, out: Path, prefect: bool) -> None:
     check_sources(mix)
     _start_workers()
     if prefect:
-        from flows.ingest import run_mixture_flow
+        from flows.ingest import ingest_mixture_flow
 
-        summary = run_mixture_flow(mix)
+        summary = run_flow(ingest_mixture_flow, mix)
     else:
         from tasks.mixture import run_mixture
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from cxrflow_cli._common import run_flow
+
 
 def parse_sets(sets: list[str] | None) -> dict:
     """`--set train.max_steps=5` -> {"train.max_steps": 5} (values parsed as YAML scalars)."""
@@ -81,9 +83,7 @@ def register(app: typer.Typer) -> None:
             from cxrflow_cli._headers import with_fixture_hint
 
             raise with_fixture_hint(exc, [config]) from None
-        from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
-        with cli_run_settings():
-            result = pipeline(cfg)  # a user error found inside (an unreadable annotations file...): one line, main.py
+        result = run_flow(pipeline, cfg)  # a user error found inside (an unreadable annotations file...): one line, main.py
         typer.echo(render_text(result))
 
     @app.command("ablate")
@@ -109,9 +109,7 @@ def register(app: typer.Typer) -> None:
 
         ablation = load_ablation_spec(spec, parse_sets(set_))
         check_variants(ablation, spec)
-        from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
-        with cli_run_settings():
-            result = run_ablation(ablation, deployment=deployment, n_resamples=n_resamples, parallel=parallel)
+        result = run_flow(run_ablation, ablation, deployment=deployment, n_resamples=n_resamples, parallel=parallel)
         if not as_json:
             typer.echo(render(result, ablation.baseline))
             return
@@ -170,12 +168,10 @@ def register(app: typer.Typer) -> None:
                     f"({where + ': ' if where else ''}{first['msg']})",
                     "pass EVAL folders of `cxrflow evaluate`",
                 ) from None
-        from flows.runners import cli_run_settings
         from tasks.variants import producing_run
 
-        with cli_run_settings():
-            res = compare(
-                name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out), n_resamples=n_resamples,
-                runs={v: producing_run(folder) for v, folder in pairs.items()},  # the pipeline runs that wrote them
-            )
+        res = run_flow(
+            compare, name, pairs, baseline or next(iter(pairs)), metrics.split(","), str(out), n_resamples=n_resamples,
+            runs={v: producing_run(folder) for v, folder in pairs.items()},  # the pipeline runs that wrote them
+        )
         typer.echo(json.dumps(res["rows"], indent=2))

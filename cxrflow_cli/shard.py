@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from cxrflow_cli._common import run_flow
+
 
 def register(app: typer.Typer) -> None:
     @app.command("shard")
@@ -53,7 +55,5 @@ def register(app: typer.Typer) -> None:
             llava_nan_labels=llava_nan,
         )
         with counter("samples sharded"):
-            from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
-            with cli_run_settings():
-                summary = shard_flow(params)
+            summary = run_flow(shard_flow, params)
         typer.echo(json.dumps({k: summary[k] for k in ("splits", "shards", "reconciliation")}, indent=2))

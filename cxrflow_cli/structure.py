@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cxrflow_cli._common import Backend, Operation, value
+from cxrflow_cli._common import Backend, Operation, run_flow, value
 
 
 def register(app: typer.Typer) -> None:
@@ -57,10 +57,9 @@ def structure(
     try:
         with counter("reports structured", "cost") as update:
             if prefect:
-                from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
                 from flows.structure import structure as structure_flow
-                with cli_run_settings():
-                    summary = structure_flow(cfg)
+
+                summary = run_flow(structure_flow, cfg)
             else:
                 from flows import progress
                 from tasks.reports.structure import run_structure

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from cxrflow_cli._common import Preset, Resize, Stage, default, value
+from cxrflow_cli._common import Preset, Resize, Stage, default, run_flow, value
 from schemas.train import TrainConfig
 
 
@@ -53,10 +53,9 @@ def register(app: typer.Typer) -> None:
         preflight.check_train_config(cfg)
         with training_progress(show_logs=not prefect) as on_step:
             if prefect:
-                from flows.runners import cli_run_settings  # no flow-run heartbeats: up to 1 s per flow run
                 from flows.train import train as train_flow
-                with cli_run_settings():
-                    summary = train_flow(cfg)
+
+                summary = run_flow(train_flow, cfg)
             else:
                 from training.run import run_training, summary_without_losses
 

@@ -14,7 +14,7 @@ from prefect.futures import wait
 from prefect.task_runners import TaskRunner
 
 from flows.progress import Reporter
-from flows.runners import cli_run_settings, on_pool, runner_for, runner_workers
+from flows.runners import on_pool, runner_for, runner_workers
 from flows.tasking import as_task, run_step
 from flows.ui import artifact_key
 from schemas.config import IngestConfig, MixtureConfig, SourceSpec
@@ -76,16 +76,8 @@ def ingest_flow(cfg: IngestConfig) -> dict:
 
 
 def run_ingest_flow(cfg: IngestConfig, task_runner: TaskRunner | None = None) -> dict:
-    """Run the flow in this process (the CLI) on the config's runner (flows/runners.py runner_for), or the
-    runner given; with the settings of a run this process watches itself (cli_run_settings)."""
-    with cli_run_settings():
-        return ingest_flow.with_options(task_runner=task_runner or runner_for(cfg))(cfg)
-
-
-def run_mixture_flow(mix: MixtureConfig) -> dict:
-    """The mixture flow and its per-source subflows in this process (the CLI), as run_ingest_flow."""
-    with cli_run_settings():
-        return ingest_mixture_flow(mix)
+    """Run the flow on the config's runner (flows/runners.py runner_for), or the runner given."""
+    return ingest_flow.with_options(task_runner=task_runner or runner_for(cfg))(cfg)
 
 
 def share_api_url() -> None:
