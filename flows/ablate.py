@@ -65,7 +65,8 @@ def _side_by_side(spec: AblationSpec, pending: list[str], workers: int) -> dict[
     first of them in the spec's order: a later variant starts once the stages it shares with earlier ones are
     finished (their completion markers, tasks/plan.py) and reuses them, as it would have run after them. A
     variant whose shared stage failed is not started; the first failure (in the spec's order) is raised."""
-    from tasks.variants import shared_stages, stage_finished
+    from tasks.plan import stage_finished
+    from tasks.variants import shared_stages
     from training.child import clear_stop
 
     clear_stop()

@@ -80,6 +80,11 @@ def read_marker(stage: str, d: Path, key: str) -> dict | None:
     return marker if marker.get("key") == key else None
 
 
+def stage_finished(cfg: PipelineConfig, stage: str) -> bool:
+    """Whether `stage` of `cfg` has its completion marker (a run of it finished and its output is there)."""
+    return read_marker(stage, cfg.stage_dirs()[stage], cfg.stage_hashes()[stage]) is not None
+
+
 def write_marker(
     stage: str,
     d: Path,
@@ -220,7 +225,7 @@ def checked_stage_configs(cfg: PipelineConfig) -> StageConfigs:
         from tasks.mixture import check_sources
 
         check_sources(confs.mixture)
-    elif read_marker("ingest", cfg.stage_dirs()["ingest"], cfg.stage_hashes()["ingest"]) is None:
+    elif not stage_finished(cfg, "ingest"):
         preflight.check_source(cfg.data.source)  # a reused ingest needs no root
         preflight.check_root(cfg.data.source, cfg.data.root, cfg.data.options)
     return confs

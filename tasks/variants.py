@@ -74,8 +74,3 @@ def shared_stages(cfgs: dict[str, PipelineConfig]) -> dict[str, list[tuple[str, 
         shared[variant] = [(stage, owner[d]) for stage, d in dirs.items() if d in owner]
         owner.update({d: variant for d in dirs.values() if d not in owner})
     return shared
-
-
-def stage_finished(cfg: PipelineConfig, stage: str) -> bool:
-    """Whether `stage` of `cfg` has its completion marker (a run of it finished and its output is there)."""
-    return read_marker(stage, cfg.stage_dirs()[stage], cfg.stage_hashes()[stage]) is not None

@@ -270,7 +270,8 @@ def test_side_by_side_variants_wait_for_the_stages_an_earlier_one_runs(tmp_path)
     later variant waits for exactly those (a training-only variant for the data stages; an evaluation-only
     one for the checkpoint too; one with other data for nothing)."""
     from schemas.pipeline import AblationSpec
-    from tasks.variants import shared_stages, stage_finished
+    from tasks.plan import stage_finished
+    from tasks.variants import shared_stages
 
     spec = AblationSpec(name="s", base=base_dict(tiny_config(tmp_path / "mimic", tmp_path / "out")),
                         variants={"a": {}, "lr": {"train.stage2.lr": 1e-3}, "tok": {"evaluate.max_new_tokens": 3},
